@@ -1,0 +1,72 @@
+//! Link flags: the static libraries CMake installed, in dependency order, plus the
+//! system libraries they need on the target.
+
+use std::path::Path;
+
+use crate::{cfg_feature, env};
+
+pub fn emit(install: &Path) -> Result<(), String> {
+    let lib_dir = install.join("lib");
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    let mut libs: Vec<String> = std::fs::read_dir(&lib_dir)
+        .map_err(|e| format!("no libraries in {}: {e}", lib_dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| {
+            let stem = n.strip_prefix("lib")?;
+            stem.strip_suffix(".a").or_else(|| stem.strip_suffix(".lib")).map(str::to_owned)
+        })
+        .filter(|n| n == "llama" || n.starts_with("ggml"))
+        .collect();
+    // GNU ld resolves left to right: users of a library come before it.
+    libs.sort_by_key(|n| match n.as_str() {
+        "llama" => 0,
+        "ggml" => 1,
+        "ggml-base" => 3,
+        _ => 2,
+    });
+    if !libs.iter().any(|l| l == "llama") {
+        return Err(format!("CMake did not install libllama into {}", lib_dir.display()));
+    }
+    for l in &libs {
+        println!("cargo:rustc-link-lib=static={l}");
+    }
+
+    let os = env::cargo("CARGO_CFG_TARGET_OS");
+    let env_abi = env::cargo("CARGO_CFG_TARGET_ENV");
+    match os.as_str() {
+        "macos" | "ios" => {
+            println!("cargo:rustc-link-lib=c++");
+            println!("cargo:rustc-link-lib=framework=Accelerate");
+            println!("cargo:rustc-link-lib=framework=Foundation");
+            println!("cargo:rustc-link-lib=framework=Metal");
+            println!("cargo:rustc-link-lib=framework=MetalKit");
+        }
+        "windows" if env_abi == "msvc" => {}
+        _ => {
+            println!("cargo:rustc-link-lib=stdc++");
+            if cfg_feature("openmp") {
+                println!("cargo:rustc-link-lib=gomp");
+            }
+        }
+    }
+    if cfg_feature("vulkan") {
+        println!("cargo:rustc-link-lib=vulkan");
+    }
+    if cfg_feature("cuda") {
+        let root = env::var("CUDA_PATH").unwrap_or_else(|| "/usr/local/cuda".into());
+        for sub in ["lib64", "lib64/stubs", "lib", "targets/x86_64-linux/lib"] {
+            println!("cargo:rustc-link-search=native={root}/{sub}");
+        }
+        for l in ["cudart", "cublas", "cublasLt", "cuda"] {
+            println!("cargo:rustc-link-lib={l}");
+        }
+    }
+    if cfg_feature("hip") {
+        let root = env::var("ROCM_PATH").unwrap_or_else(|| "/opt/rocm".into());
+        println!("cargo:rustc-link-search=native={root}/lib");
+        for l in ["amdhip64", "hipblas", "rocblas"] {
+            println!("cargo:rustc-link-lib={l}");
+        }
+    }
+    Ok(())
+}

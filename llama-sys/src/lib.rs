@@ -1,0 +1,34 @@
+//! Raw FFI bindings to llama.cpp (`llama.h`) and the ggml / gguf headers it exposes,
+//! built from a pinned, vendored llama.cpp (see the `llama-cpp-src` crate).
+//!
+//! Nothing here is safe to call without reading llama.cpp's own contracts: many of its
+//! preconditions are `GGML_ASSERT`s that abort the process. Use the `llama-rs` crate.
+//!
+//! ```
+//! // The system-info string lists the CPU features the library was compiled with.
+//! let info = unsafe { std::ffi::CStr::from_ptr(llama_sys::llama_print_system_info()) };
+//! assert!(!info.to_bytes().is_empty());
+//! ```
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(clippy::all, rustdoc::all)]
+
+include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+/// Upstream llama.cpp commit these bindings were generated from.
+pub const LLAMA_CPP_COMMIT: &str = "0c1e57098";
+
+#[cfg(test)]
+mod tests {
+    /// The committed bindings (used for docs and builds without libclang) must match
+    /// what bindgen produces from the pinned headers. Regenerate with
+    /// `scripts/regen-bindings.sh`.
+    #[test]
+    fn pregenerated_bindings_are_current() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+        let committed = include_str!("pregenerated.rs");
+        assert!(
+            generated == committed,
+            "src/pregenerated.rs is stale: run scripts/regen-bindings.sh"
+        );
+    }
+}
