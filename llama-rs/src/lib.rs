@@ -1,1 +1,66 @@
-//! wip
+//! Safe Rust API over llama.cpp.
+//!
+//! ```no_run
+//! use llama_rs::{Batch, ContextParams, Model, ModelParams};
+//!
+//! let model = Model::load("gemma-3-270m-q4_k_m.gguf", ModelParams::default())?;
+//! let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
+//! let vocab = model.vocab();
+//! let mut tokens = vocab.tokenize("The capital of France is", true, false)?;
+//! let mut batch = Batch::new(512, 1);
+//! batch.add_sequence(&tokens, 0, 0, true)?;
+//! for _ in 0..16 {
+//!     ctx.decode(&mut batch)?;
+//!     let next = llama_rs::argmax(ctx.logits_last()?);
+//!     if vocab.is_eog(next) { break; }
+//!     print!("{}", vocab.token_to_piece(next, false)?);
+//!     batch.clear();
+//!     batch.add(next, tokens.len() as i32, &[0], true)?;
+//!     tokens.push(next);
+//! }
+//! # Ok::<(), llama_rs::Error>(())
+//! ```
+//!
+//! Layers: `llama-sys` (raw FFI) → this crate. One owner type per C handle
+//! ([`Model`], [`Context`]); children hold a [`Model`] clone, so nothing outlives its
+//! parent. Every llama.cpp precondition reachable from here is checked before the call
+//! and reported as an [`Error`]: llama.cpp's asserts would abort the whole process.
+
+pub mod backend;
+mod batch;
+mod context;
+mod device;
+mod error;
+mod model;
+mod state;
+mod token;
+mod vocab;
+
+pub use batch::Batch;
+pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
+pub use device::{Device, DeviceType};
+pub use error::{Error, Result};
+pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
+pub use state::SavedState;
+pub use token::{Pos, SeqId, Token};
+pub use vocab::{PieceDecoder, TokenAttr, Vocab};
+
+/// Re-export of the raw bindings, for what the safe API does not cover yet.
+pub use llama_sys as sys;
+
+/// Index of the largest value (greedy sampling). Ties go to the lowest index.
+///
+/// ```
+/// assert_eq!(llama_rs::argmax(&[0.1, 3.0, -1.0, 3.0]), llama_rs::Token(1));
+/// ```
+pub fn argmax(logits: &[f32]) -> Token {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    Token(best as i32)
+}

@@ -9,6 +9,7 @@ pub fn generate(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> 
         .allowlist_function("(llama|ggml|gguf)_.*")
         .allowlist_type("(llama|ggml|gguf)_.*")
         .allowlist_var("(LLAMA|GGML|GGUF)_.*")
+        .prepend_enum_name(false)
         .derive_default(true)
         .derive_debug(true)
         .layout_tests(false)

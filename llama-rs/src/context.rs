@@ -1,0 +1,780 @@
+//! [`Context`]: one inference state (KV cache, outputs) over a [`Model`].
+
+use std::ffi::c_void;
+use std::ops::{Bound, RangeBounds};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use llama_sys as sys;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::error::{compute_error, Error, Result};
+use crate::model::Model;
+use crate::token::{Pos, SeqId};
+
+/// Flash attention: let llama.cpp decide, or force it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum FlashAttn {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The element types llama.cpp accepts for the K and V caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum KvType {
+    F32,
+    #[default]
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Iq4Nl,
+    Q5_0,
+    Q5_1,
+}
+
+impl KvType {
+    pub(crate) fn raw(self) -> sys::ggml_type {
+        match self {
+            KvType::F32 => sys::GGML_TYPE_F32,
+            KvType::F16 => sys::GGML_TYPE_F16,
+            KvType::Bf16 => sys::GGML_TYPE_BF16,
+            KvType::Q8_0 => sys::GGML_TYPE_Q8_0,
+            KvType::Q4_0 => sys::GGML_TYPE_Q4_0,
+            KvType::Q4_1 => sys::GGML_TYPE_Q4_1,
+            KvType::Iq4Nl => sys::GGML_TYPE_IQ4_NL,
+            KvType::Q5_0 => sys::GGML_TYPE_Q5_0,
+            KvType::Q5_1 => sys::GGML_TYPE_Q5_1,
+        }
+    }
+    /// Block-quantized types (need flash attention when used for V).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, KvType::F32 | KvType::F16 | KvType::Bf16)
+    }
+}
+
+/// How per-token embeddings are pooled per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Pooling {
+    /// The model's default.
+    #[default]
+    Unspecified,
+    None,
+    Mean,
+    Cls,
+    Last,
+    /// Reranking head.
+    Rank,
+}
+
+/// Attention type for embedding contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AttentionType {
+    #[default]
+    Unspecified,
+    Causal,
+    NonCausal,
+}
+
+/// RoPE scaling override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RopeScaling {
+    #[default]
+    Unspecified,
+    None,
+    Linear,
+    Yarn,
+    LongRope,
+}
+
+/// Everything `llama_context_params` offers, as plain data with builder methods.
+/// Zero / `None` means "llama.cpp's default" where noted.
+///
+/// ```
+/// use llama_rs::{ContextParams, FlashAttn, KvType};
+/// let p = ContextParams::default()
+///     .n_ctx(4096)
+///     .n_batch(512)
+///     .n_seq_max(4)
+///     .flash_attn(FlashAttn::On)
+///     .kv_types(KvType::Q8_0, KvType::Q8_0);
+/// assert_eq!(p.n_ctx, 4096);
+/// let json = serde_json::to_string(&p).unwrap();
+/// assert!(json.contains("\"Q8_0\""));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContextParams {
+    /// Context length (0 = the model's training length).
+    pub n_ctx: u32,
+    /// Most tokens one `decode` call accepts.
+    pub n_batch: u32,
+    /// Physical micro-batch size (must be <= n_batch).
+    pub n_ubatch: u32,
+    /// Number of distinct sequences.
+    pub n_seq_max: u32,
+    /// Threads for generation (0 = all physical cores as llama.cpp picks).
+    pub n_threads: u32,
+    /// Threads for prompt processing (0 = same as llama.cpp's default).
+    pub n_threads_batch: u32,
+    pub flash_attn: FlashAttn,
+    pub type_k: KvType,
+    pub type_v: KvType,
+    pub offload_kqv: bool,
+    pub op_offload: bool,
+    /// Full-size SWA cache (needed to roll back / reuse prefixes beyond the window).
+    pub swa_full: bool,
+    /// One KV buffer shared by all sequences.
+    pub kv_unified: bool,
+    /// Compute embeddings (and pool them per `pooling`).
+    pub embeddings: bool,
+    pub pooling: Pooling,
+    pub attention: AttentionType,
+    pub rope_scaling: RopeScaling,
+    /// 0 = from model.
+    pub rope_freq_base: f32,
+    /// 0 = from model.
+    pub rope_freq_scale: f32,
+    /// Negative = from model.
+    pub yarn_ext_factor: f32,
+    pub yarn_attn_factor: f32,
+    pub yarn_beta_fast: f32,
+    pub yarn_beta_slow: f32,
+    pub yarn_orig_ctx: u32,
+    /// Skip perf counters.
+    pub no_perf: bool,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        // SAFETY: returns a plain struct by value; no preconditions.
+        let d = unsafe { sys::llama_context_default_params() };
+        ContextParams {
+            n_ctx: 4096,
+            n_batch: d.n_batch,
+            n_ubatch: d.n_ubatch,
+            n_seq_max: 1,
+            n_threads: 0,
+            n_threads_batch: 0,
+            flash_attn: FlashAttn::Auto,
+            type_k: KvType::F16,
+            type_v: KvType::F16,
+            offload_kqv: d.offload_kqv,
+            op_offload: d.op_offload,
+            swa_full: d.swa_full,
+            kv_unified: d.kv_unified,
+            embeddings: false,
+            pooling: Pooling::Unspecified,
+            attention: AttentionType::Unspecified,
+            rope_scaling: RopeScaling::Unspecified,
+            rope_freq_base: d.rope_freq_base,
+            rope_freq_scale: d.rope_freq_scale,
+            yarn_ext_factor: d.yarn_ext_factor,
+            yarn_attn_factor: d.yarn_attn_factor,
+            yarn_beta_fast: d.yarn_beta_fast,
+            yarn_beta_slow: d.yarn_beta_slow,
+            yarn_orig_ctx: d.yarn_orig_ctx,
+            no_perf: false,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets `", stringify!($name), "`.")]
+            pub fn $name(mut self, v: $ty) -> Self {
+                self.$name = v;
+                self
+            }
+        )*
+    };
+}
+
+impl ContextParams {
+    setters! {
+        n_ctx: u32, n_batch: u32, n_ubatch: u32, n_seq_max: u32, n_threads: u32,
+        n_threads_batch: u32, flash_attn: FlashAttn, offload_kqv: bool, op_offload: bool,
+        swa_full: bool, kv_unified: bool, embeddings: bool, pooling: Pooling,
+        attention: AttentionType, rope_scaling: RopeScaling, rope_freq_base: f32,
+        rope_freq_scale: f32, yarn_ext_factor: f32, yarn_attn_factor: f32,
+        yarn_beta_fast: f32, yarn_beta_slow: f32, yarn_orig_ctx: u32, no_perf: bool,
+    }
+
+    /// K and V cache element types.
+    pub fn kv_types(mut self, k: KvType, v: KvType) -> Self {
+        self.type_k = k;
+        self.type_v = v;
+        self
+    }
+
+    /// Checks the combinations llama.cpp would reject or abort on.
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidParam(m));
+        if self.n_batch == 0 || self.n_ubatch == 0 {
+            return bad("n_batch and n_ubatch must be > 0".into());
+        }
+        if self.n_ubatch > self.n_batch {
+            return bad(format!("n_ubatch ({}) must be <= n_batch ({})", self.n_ubatch, self.n_batch));
+        }
+        // SAFETY: a pure query.
+        let max_seq = unsafe { sys::llama_max_parallel_sequences() } as u32;
+        if self.n_seq_max == 0 || self.n_seq_max > max_seq {
+            return bad(format!("n_seq_max must be in 1..={max_seq}, got {}", self.n_seq_max));
+        }
+        if self.type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
+            return bad(format!("quantized V cache ({:?}) requires flash attention (Auto or On)", self.type_v));
+        }
+        if self.n_threads > i32::MAX as u32 || self.n_threads_batch > i32::MAX as u32 {
+            return bad("thread count out of range".into());
+        }
+        if self.n_ctx != 0 && self.n_ctx < self.n_seq_max {
+            return bad(format!("n_ctx ({}) leaves no room for {} sequences", self.n_ctx, self.n_seq_max));
+        }
+        Ok(())
+    }
+
+    fn to_raw(&self) -> sys::llama_context_params {
+        // SAFETY: returns a plain struct by value; no preconditions.
+        let mut r = unsafe { sys::llama_context_default_params() };
+        r.n_ctx = self.n_ctx;
+        r.n_batch = self.n_batch;
+        r.n_ubatch = self.n_ubatch;
+        r.n_seq_max = self.n_seq_max;
+        let threads = default_threads();
+        r.n_threads = if self.n_threads == 0 { threads } else { self.n_threads as i32 };
+        r.n_threads_batch = if self.n_threads_batch == 0 { r.n_threads } else { self.n_threads_batch as i32 };
+        r.flash_attn_type = match self.flash_attn {
+            FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        };
+        r.type_k = self.type_k.raw();
+        r.type_v = self.type_v.raw();
+        r.offload_kqv = self.offload_kqv;
+        r.op_offload = self.op_offload;
+        r.swa_full = self.swa_full;
+        r.kv_unified = self.kv_unified;
+        r.embeddings = self.embeddings;
+        r.pooling_type = match self.pooling {
+            Pooling::Unspecified => sys::LLAMA_POOLING_TYPE_UNSPECIFIED,
+            Pooling::None => sys::LLAMA_POOLING_TYPE_NONE,
+            Pooling::Mean => sys::LLAMA_POOLING_TYPE_MEAN,
+            Pooling::Cls => sys::LLAMA_POOLING_TYPE_CLS,
+            Pooling::Last => sys::LLAMA_POOLING_TYPE_LAST,
+            Pooling::Rank => sys::LLAMA_POOLING_TYPE_RANK,
+        };
+        r.attention_type = match self.attention {
+            AttentionType::Unspecified => sys::LLAMA_ATTENTION_TYPE_UNSPECIFIED,
+            AttentionType::Causal => sys::LLAMA_ATTENTION_TYPE_CAUSAL,
+            AttentionType::NonCausal => sys::LLAMA_ATTENTION_TYPE_NON_CAUSAL,
+        };
+        r.rope_scaling_type = match self.rope_scaling {
+            RopeScaling::Unspecified => sys::LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED,
+            RopeScaling::None => sys::LLAMA_ROPE_SCALING_TYPE_NONE,
+            RopeScaling::Linear => sys::LLAMA_ROPE_SCALING_TYPE_LINEAR,
+            RopeScaling::Yarn => sys::LLAMA_ROPE_SCALING_TYPE_YARN,
+            RopeScaling::LongRope => sys::LLAMA_ROPE_SCALING_TYPE_LONGROPE,
+        };
+        r.rope_freq_base = self.rope_freq_base;
+        r.rope_freq_scale = self.rope_freq_scale;
+        r.yarn_ext_factor = self.yarn_ext_factor;
+        r.yarn_attn_factor = self.yarn_attn_factor;
+        r.yarn_beta_fast = self.yarn_beta_fast;
+        r.yarn_beta_slow = self.yarn_beta_slow;
+        r.yarn_orig_ctx = self.yarn_orig_ctx;
+        r.no_perf = self.no_perf;
+        r
+    }
+}
+
+/// Physical cores, as llama.cpp's tools pick by default (at most 4 on hosts where
+/// more threads stop helping generation is left to the caller).
+fn default_threads() -> i32 {
+    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4)
+}
+
+/// Stops a running (or the next) `decode` from any thread.
+///
+/// ```no_run
+/// # let model = llama_rs::Model::load("m.gguf", Default::default())?;
+/// let mut ctx = model.context(Default::default())?;
+/// let abort = ctx.abort_handle();
+/// std::thread::spawn(move || { std::thread::sleep(std::time::Duration::from_millis(50)); abort.abort(); });
+/// // a long decode here returns Err(Error::Aborted)
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct AbortHandle(Arc<AtomicBool>);
+
+impl AbortHandle {
+    /// Requests the abort. The decode that observes it returns [`Error::Aborted`] and
+    /// clears the request.
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
+    // SAFETY: `data` points to the AtomicBool inside the context's `Arc`, which the
+    // context keeps alive for as long as the callback is installed. Loading an atomic
+    // cannot panic.
+    unsafe { &*(data as *const AtomicBool) }.load(Ordering::Acquire)
+}
+
+/// Timing counters of a context.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Perf {
+    pub load_ms: f64,
+    /// Prompt tokens processed (batches of more than one token).
+    pub prompt_tokens: i32,
+    pub prompt_ms: f64,
+    /// Tokens generated one at a time.
+    pub eval_tokens: i32,
+    pub eval_ms: f64,
+    pub reused: i32,
+}
+
+/// The owner of a `llama_context*`. Holds a [`Model`] clone, so it cannot outlive the
+/// weights. `Send` (move it to a worker thread), not `Sync` (one decode at a time).
+///
+/// ```no_run
+/// use llama_rs::{Batch, ContextParams, Model, ModelParams};
+/// let model = Model::load("gemma-3-270m-q4_k_m.gguf", ModelParams::default())?;
+/// let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
+/// let tokens = model.vocab().tokenize("The capital of France is", true, false)?;
+/// let mut batch = Batch::new(512, 1);
+/// batch.add_sequence(&tokens, 0, 0, true)?;
+/// ctx.decode(&mut batch)?;
+/// let logits = ctx.logits(tokens.len() - 1)?;
+/// assert_eq!(logits.len(), model.n_vocab() as usize);
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+pub struct Context {
+    ptr: NonNull<sys::llama_context>,
+    model: Model,
+    params: ContextParams,
+    n_ctx: u32,
+    n_vocab: i32,
+    causal: bool,
+    abort: Arc<AtomicBool>,
+    /// Output flag of each entry of the last successful batch.
+    outputs: Vec<bool>,
+    /// Scratch for decode's position check: next expected position per sequence.
+    next_pos: Vec<Pos>,
+}
+
+// SAFETY (contract): a llama_context is not tied to the thread that created it;
+// llama.cpp requires only that calls on one context do not overlap. Every call that
+// computes or mutates takes `&mut self`, and `Context` is not `Sync`, so `&self`
+// queries cannot race either. The model it uses is kept alive by the `Model` clone.
+unsafe impl Send for Context {}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from llama_init_from_model and is freed once, before the
+        // `model` field (declared after it) drops its reference.
+        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("n_ctx", &self.n_ctx).field("params", &self.params).finish()
+    }
+}
+
+impl Model {
+    /// Creates an inference context. Shorthand for [`Context::new`].
+    pub fn context(&self, params: ContextParams) -> Result<Context> {
+        Context::new(self, params)
+    }
+}
+
+fn range_to_c(r: impl RangeBounds<Pos>) -> (Pos, Pos) {
+    let p0 = match r.start_bound() {
+        Bound::Included(&p) => p,
+        Bound::Excluded(&p) => p.saturating_add(1),
+        Bound::Unbounded => -1,
+    };
+    let p1 = match r.end_bound() {
+        Bound::Included(&p) => p.saturating_add(1),
+        Bound::Excluded(&p) => p,
+        Bound::Unbounded => -1,
+    };
+    (p0, p1)
+}
+
+impl Context {
+    /// Creates a context after checking `params` against what llama.cpp would reject.
+    pub fn new(model: &Model, params: ContextParams) -> Result<Context> {
+        if model.is_vocab_only() {
+            return Err(Error::VocabOnly);
+        }
+        params.validate()?;
+        let raw = params.to_raw();
+        let ptr = {
+            let _g = model.lock();
+            // SAFETY: the model is valid and loaded with weights; params are validated.
+            unsafe { sys::llama_init_from_model(model.as_mut_ptr(), raw) }
+        };
+        let ptr = NonNull::new(ptr).ok_or(Error::ContextCreate)?;
+        let abort = Arc::new(AtomicBool::new(false));
+        // SAFETY: valid context; the callback data (the AtomicBool in `abort`) lives as
+        // long as the context because the context owns the Arc.
+        unsafe {
+            sys::llama_set_abort_callback(ptr.as_ptr(), Some(abort_trampoline), Arc::as_ptr(&abort) as *mut c_void)
+        };
+        // SAFETY: const queries on a valid context.
+        let (n_ctx, causal) = unsafe { (sys::llama_n_ctx(ptr.as_ptr()), sys::llama_get_causal_attn(ptr.as_ptr())) };
+        Ok(Context {
+            ptr,
+            model: model.clone(),
+            n_ctx,
+            n_vocab: model.n_vocab(),
+            causal,
+            abort,
+            outputs: Vec::new(),
+            next_pos: vec![0; params.n_seq_max as usize],
+            params,
+        })
+    }
+
+    /// Raw pointer escape hatch. Valid while `self` lives; do not free it.
+    pub fn as_ptr(&self) -> *mut sys::llama_context {
+        self.ptr.as_ptr()
+    }
+    /// The model this context runs.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    /// The parameters it was created with.
+    pub fn params(&self) -> &ContextParams {
+        &self.params
+    }
+    /// Actual context length (llama.cpp may round up).
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+    /// Context length available to each sequence.
+    pub fn n_ctx_seq(&self) -> u32 {
+        // SAFETY: const query on a valid context.
+        unsafe { sys::llama_n_ctx_seq(self.ptr.as_ptr()) }
+    }
+    pub fn n_batch(&self) -> u32 {
+        self.params.n_batch
+    }
+    pub fn n_ubatch(&self) -> u32 {
+        self.params.n_ubatch
+    }
+    pub fn n_seq_max(&self) -> u32 {
+        self.params.n_seq_max
+    }
+
+    /// A handle that aborts a running decode from another thread (CPU backends).
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(self.abort.clone())
+    }
+
+    /// Sets generation / batch thread counts.
+    pub fn set_threads(&mut self, n_threads: u32, n_threads_batch: u32) -> Result<()> {
+        if n_threads == 0 || n_threads_batch == 0 || n_threads > 1024 || n_threads_batch > 1024 {
+            return Err(Error::InvalidParam("thread counts must be in 1..=1024".into()));
+        }
+        // SAFETY: valid context, positive counts.
+        unsafe { sys::llama_set_n_threads(self.ptr.as_ptr(), n_threads as i32, n_threads_batch as i32) };
+        Ok(())
+    }
+
+    pub(crate) fn check_seq(&self, seq_id: SeqId) -> Result<()> {
+        if seq_id < 0 || seq_id as u32 >= self.params.n_seq_max {
+            return Err(Error::InvalidSeqId { seq_id, n_seq_max: self.params.n_seq_max });
+        }
+        Ok(())
+    }
+
+    /// Everything llama.cpp checks (some by aborting), checked here first.
+    fn validate_batch(&mut self, batch: &Batch, encoder: bool) -> Result<()> {
+        let n = batch.len();
+        if n == 0 {
+            return Err(Error::EmptyBatch);
+        }
+        if n > self.params.n_batch as usize {
+            return Err(Error::BatchTooLarge { n_tokens: n, n_batch: self.params.n_batch });
+        }
+        if (encoder || !self.causal) && n > self.params.n_ubatch as usize {
+            return Err(Error::BatchMismatch(format!(
+                "{} tokens with non-causal attention need n_ubatch >= n_tokens (n_ubatch = {})",
+                n, self.params.n_ubatch
+            )));
+        }
+        if batch.n_embd() != 0 && batch.n_embd() != self.model.n_embd() {
+            return Err(Error::BatchMismatch(format!(
+                "embedding batch of width {} for a model with n_embd {}",
+                batch.n_embd(),
+                self.model.n_embd()
+            )));
+        }
+        for &t in batch.tokens() {
+            if t.0 < 0 || t.0 >= self.n_vocab {
+                return Err(Error::InvalidToken { token: t.0, n_vocab: self.n_vocab });
+            }
+        }
+        // Positions: each sequence continues where its memory ends, one step at a time.
+        const UNSEEN: Pos = Pos::MIN;
+        self.next_pos.iter_mut().for_each(|p| *p = UNSEEN);
+        let pos = batch.positions();
+        for (i, &p) in pos.iter().enumerate() {
+            for &s in batch.seq_ids(i) {
+                self.check_seq(s)?;
+                let seen = self.next_pos[s as usize];
+                let expected = if seen != UNSEEN {
+                    seen
+                } else if encoder {
+                    p // the encoder does not use the KV cache
+                } else {
+                    // An empty sequence may start anywhere; otherwise continue at max + 1.
+                    self.seq_pos_max(s).map_or(p, |last| last + 1)
+                };
+                if p != expected {
+                    return Err(Error::InvalidPosition { seq_id: s, expected, got: p });
+                }
+                self.next_pos[s as usize] = p + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the decoder on a batch, filling the KV cache and computing outputs for the
+    /// entries marked `output`. Checks token ids, sequence ids, positions and sizes
+    /// first. On `ContextFull` the memory is unchanged; on `Aborted` the micro-batches
+    /// already processed stay in memory (see `seq_pos_max`).
+    pub fn decode(&mut self, batch: &mut Batch) -> Result<()> {
+        self.validate_batch(batch, false)?;
+        self.outputs.clear();
+        let raw = batch.as_raw();
+        // SAFETY: the batch view points into `batch`'s buffers, exclusively borrowed
+        // for the call; every precondition llama.cpp asserts on is checked above.
+        let code = unsafe { sys::llama_decode(self.ptr.as_ptr(), raw) };
+        self.finish_compute("llama_decode", code, batch)
+    }
+
+    /// Runs the encoder (encoder-decoder models, or non-causal embedding models).
+    pub fn encode(&mut self, batch: &mut Batch) -> Result<()> {
+        self.validate_batch(batch, true)?;
+        self.outputs.clear();
+        let raw = batch.as_raw();
+        // SAFETY: as in `decode`; n_tokens <= n_ubatch is checked for the encoder.
+        let code = unsafe { sys::llama_encode(self.ptr.as_ptr(), raw) };
+        self.finish_compute("llama_encode", code, batch)
+    }
+
+    fn finish_compute(&mut self, op: &'static str, code: i32, batch: &Batch) -> Result<()> {
+        if code != 0 {
+            if code == 2 {
+                self.abort.store(false, Ordering::Release);
+            }
+            return Err(compute_error(op, code));
+        }
+        self.outputs.extend((0..batch.len()).map(|i| batch.is_output(i)));
+        Ok(())
+    }
+
+    /// Logits (`n_vocab` floats) of batch entry `index` of the last decode. Borrowed,
+    /// not copied; valid until the next `&mut self` call.
+    pub fn logits(&self, index: usize) -> Result<&[f32]> {
+        if !self.outputs.get(index).copied().unwrap_or(false) {
+            return Err(Error::NoOutput { index });
+        }
+        // SAFETY: `index` produced an output in the last successful decode.
+        let p = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), index as i32) };
+        if p.is_null() {
+            return Err(Error::NoOutput { index });
+        }
+        // SAFETY: llama.cpp guarantees n_vocab floats per output row, alive until the
+        // next decode, which needs `&mut self` and so ends this borrow first.
+        Ok(unsafe { std::slice::from_raw_parts(p, self.n_vocab as usize) })
+    }
+
+    /// Logits of the last entry marked for output in the last decode.
+    pub fn logits_last(&self) -> Result<&[f32]> {
+        let i = self.outputs.iter().rposition(|&o| o).ok_or(Error::NoOutput { index: 0 })?;
+        self.logits(i)
+    }
+
+    /// Per-token embedding of batch entry `index` (contexts with `embeddings(true)`).
+    pub fn embeddings(&self, index: usize) -> Result<&[f32]> {
+        if !self.params.embeddings {
+            return Err(Error::NoEmbeddings);
+        }
+        if !self.outputs.get(index).copied().unwrap_or(false) {
+            return Err(Error::NoOutput { index });
+        }
+        // SAFETY: embeddings enabled and `index` produced an output.
+        let p = unsafe { sys::llama_get_embeddings_ith(self.ptr.as_ptr(), index as i32) };
+        if p.is_null() {
+            return Err(Error::NoOutput { index });
+        }
+        // SAFETY: n_embd_out floats per output row, valid until the next `&mut self` call.
+        Ok(unsafe { std::slice::from_raw_parts(p, self.model.n_embd_out()) })
+    }
+
+    /// Pooled embedding of a sequence (pooling other than `None`).
+    pub fn embeddings_seq(&self, seq_id: SeqId) -> Result<&[f32]> {
+        if !self.params.embeddings {
+            return Err(Error::NoEmbeddings);
+        }
+        self.check_seq(seq_id)?;
+        // SAFETY: valid context and sequence id.
+        let p = unsafe { sys::llama_get_embeddings_seq(self.ptr.as_ptr(), seq_id) };
+        if p.is_null() {
+            return Err(Error::NoOutput { index: seq_id.max(0) as usize });
+        }
+        // SAFETY: llama.cpp stores n_embd_out floats (or n_cls_out for Rank pooling, which
+        // is never larger) per pooled sequence, valid until the next `&mut self` call.
+        let n = if self.params.pooling == crate::Pooling::Rank {
+            // SAFETY: const query.
+            (unsafe { sys::llama_model_n_cls_out(self.model.as_ptr()) } as usize).max(1)
+        } else {
+            self.model.n_embd_out()
+        };
+        Ok(unsafe { std::slice::from_raw_parts(p, n) })
+    }
+
+    // ----------------------------------------------------------------- memory (KV)
+
+    fn mem(&self) -> sys::llama_memory_t {
+        // SAFETY: valid context; the memory handle lives as long as the context.
+        unsafe { sys::llama_get_memory(self.ptr.as_ptr()) }
+    }
+
+    /// Clears the KV cache (`data`: also zero the buffers).
+    pub fn clear_memory(&mut self, data: bool) {
+        // SAFETY: valid memory handle.
+        unsafe { sys::llama_memory_clear(self.mem(), data) };
+        self.outputs.clear();
+    }
+
+    /// Removes positions `range` of `seq` (`None` = every sequence). Returns `false` when
+    /// the memory cannot remove a partial range (recurrent models).
+    ///
+    /// ```no_run
+    /// # let model = llama_rs::Model::load("m.gguf", Default::default())?;
+    /// # let mut ctx = model.context(Default::default())?;
+    /// ctx.seq_rm(Some(0), 10..)?; // drop everything after the first 10 tokens
+    /// # Ok::<(), llama_rs::Error>(())
+    /// ```
+    pub fn seq_rm(&mut self, seq: Option<SeqId>, range: impl RangeBounds<Pos>) -> Result<bool> {
+        if let Some(s) = seq {
+            self.check_seq(s)?;
+        }
+        let (p0, p1) = range_to_c(range);
+        // SAFETY: sequence id checked (or -1 = all).
+        Ok(unsafe { sys::llama_memory_seq_rm(self.mem(), seq.unwrap_or(-1), p0, p1) })
+    }
+
+    /// Makes `dst` share `src`'s cells in `range` (no copy within one KV stream).
+    pub fn seq_cp(&mut self, src: SeqId, dst: SeqId, range: impl RangeBounds<Pos>) -> Result<()> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        let (p0, p1) = range_to_c(range);
+        // Separate per-sequence KV streams can only copy a whole sequence.
+        let per_seq_streams = !self.params.kv_unified && self.params.n_seq_max > 1;
+        if per_seq_streams && src != dst && (p0 > 0 || p1 >= 0) {
+            return Err(Error::InvalidParam(
+                "seq_cp of a partial range needs kv_unified(true) (each sequence has its own KV stream)".into(),
+            ));
+        }
+        // SAFETY: ids checked; range restriction checked for cross-stream copies.
+        unsafe { sys::llama_memory_seq_cp(self.mem(), src, dst, p0, p1) };
+        Ok(())
+    }
+
+    /// Removes every sequence except `seq`.
+    pub fn seq_keep(&mut self, seq: SeqId) -> Result<()> {
+        self.check_seq(seq)?;
+        // SAFETY: id checked.
+        unsafe { sys::llama_memory_seq_keep(self.mem(), seq) };
+        Ok(())
+    }
+
+    /// Whether positions can be shifted (`seq_add`, `seq_div`).
+    pub fn can_shift(&self) -> bool {
+        // SAFETY: valid memory handle.
+        unsafe { sys::llama_memory_can_shift(self.mem()) }
+    }
+
+    /// Adds `delta` to the positions in `range` of `seq` (context shifting).
+    pub fn seq_add(&mut self, seq: SeqId, range: impl RangeBounds<Pos>, delta: Pos) -> Result<()> {
+        self.check_seq(seq)?;
+        if !self.can_shift() {
+            return Err(Error::InvalidParam("this model's memory cannot shift positions".into()));
+        }
+        let (p0, p1) = range_to_c(range);
+        // SAFETY: id checked, shifting supported.
+        unsafe { sys::llama_memory_seq_add(self.mem(), seq, p0, p1, delta) };
+        Ok(())
+    }
+
+    /// Divides the positions in `range` of `seq` by `d` (> 1) (self-extend).
+    pub fn seq_div(&mut self, seq: SeqId, range: impl RangeBounds<Pos>, d: i32) -> Result<()> {
+        self.check_seq(seq)?;
+        if d <= 1 {
+            return Err(Error::InvalidParam(format!("seq_div divisor must be > 1, got {d}")));
+        }
+        if !self.can_shift() {
+            return Err(Error::InvalidParam("this model's memory cannot shift positions".into()));
+        }
+        let (p0, p1) = range_to_c(range);
+        // SAFETY: id checked, d > 1, shifting supported.
+        unsafe { sys::llama_memory_seq_div(self.mem(), seq, p0, p1, d) };
+        Ok(())
+    }
+
+    /// Smallest position of `seq` in memory, `None` if empty.
+    pub fn seq_pos_min(&self, seq: SeqId) -> Option<Pos> {
+        self.check_seq(seq).ok()?;
+        // SAFETY: id checked.
+        let p = unsafe { sys::llama_memory_seq_pos_min(self.mem(), seq) };
+        (p >= 0).then_some(p)
+    }
+
+    /// Largest position of `seq` in memory, `None` if empty.
+    pub fn seq_pos_max(&self, seq: SeqId) -> Option<Pos> {
+        self.check_seq(seq).ok()?;
+        // SAFETY: id checked.
+        let p = unsafe { sys::llama_memory_seq_pos_max(self.mem(), seq) };
+        (p >= 0).then_some(p)
+    }
+
+    // ------------------------------------------------------------------- perf
+
+    /// Prompt / generation token counts and times since creation or `reset_perf`.
+    pub fn perf(&self) -> Perf {
+        // SAFETY: const query on a valid context.
+        let d = unsafe { sys::llama_perf_context(self.ptr.as_ptr()) };
+        Perf {
+            load_ms: d.t_load_ms,
+            prompt_tokens: d.n_p_eval,
+            prompt_ms: d.t_p_eval_ms,
+            eval_tokens: d.n_eval,
+            eval_ms: d.t_eval_ms,
+            reused: d.n_reused,
+        }
+    }
+
+    /// Resets the perf counters.
+    pub fn reset_perf(&mut self) {
+        // SAFETY: valid context.
+        unsafe { sys::llama_perf_context_reset(self.ptr.as_ptr()) }
+    }
+
+    pub(crate) fn forget_outputs(&mut self) {
+        self.outputs.clear();
+    }
+}

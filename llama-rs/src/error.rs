@@ -1,0 +1,107 @@
+//! The one error type of llama-rs.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in llama-rs. llama.cpp return codes are kept in `code`
+/// fields where llama.cpp produced one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A model file that does not exist or cannot be read.
+    #[error("model file {path}: {source}")]
+    ModelFile { path: PathBuf, source: std::io::Error },
+    /// A file that is not a GGUF model (wrong magic, unsupported version, truncated header).
+    #[error("{path} is not a valid GGUF file: {reason}")]
+    NotGguf { path: PathBuf, reason: String },
+    /// llama.cpp refused to load the model (its log says why; enable the `log` crate).
+    #[error("llama.cpp could not load the model from {path} (corrupt, truncated or unsupported; see the llama.cpp log)")]
+    ModelLoad { path: PathBuf },
+    /// The progress callback asked to stop the load.
+    #[error("model load cancelled by the progress callback")]
+    LoadCancelled,
+    /// llama.cpp could not create a context with these parameters.
+    #[error("llama.cpp could not create the context (out of memory or unsupported parameters; see the llama.cpp log)")]
+    ContextCreate,
+    /// Parameters that llama.cpp would reject or abort on.
+    #[error("invalid parameter: {0}")]
+    InvalidParam(String),
+    /// The model was loaded with `vocab_only` and cannot run.
+    #[error("the model was loaded vocab-only and has no weights to decode with")]
+    VocabOnly,
+    /// A token id outside `0..n_vocab`.
+    #[error("token id {token} is out of range (the vocabulary has {n_vocab} tokens)")]
+    InvalidToken { token: i32, n_vocab: i32 },
+    /// A sequence id outside `0..n_seq_max`.
+    #[error("sequence id {seq_id} is out of range (the context has n_seq_max = {n_seq_max})")]
+    InvalidSeqId { seq_id: i32, n_seq_max: u32 },
+    /// Positions that break llama.cpp's rule: each sequence continues at `pos_max + 1`.
+    #[error("sequence {seq_id}: position {got} given where {expected} was required")]
+    InvalidPosition { seq_id: i32, expected: i32, got: i32 },
+    /// Adding to a batch that is already at capacity.
+    #[error("batch is full ({capacity} tokens)")]
+    BatchFull { capacity: usize },
+    /// A batch with no tokens.
+    #[error("batch is empty")]
+    EmptyBatch,
+    /// More tokens than the context accepts in one call.
+    #[error("batch has {n_tokens} tokens but the context's n_batch is {n_batch}")]
+    BatchTooLarge { n_tokens: usize, n_batch: u32 },
+    /// A batch whose shape does not fit this context (embedding width, seq ids per token).
+    #[error("batch does not fit the context: {0}")]
+    BatchMismatch(String),
+    /// No room in the KV cache (llama_decode returned 1): the context is full.
+    #[error("no KV cache slot for the batch: the context is full (clear or shift a sequence, or use a larger n_ctx)")]
+    ContextFull,
+    /// The abort handle stopped the computation (llama_decode returned 2).
+    #[error("decode aborted by the abort handle")]
+    Aborted,
+    /// llama_decode / llama_encode failed with another code.
+    #[error("{op} failed with code {code}")]
+    Compute { op: &'static str, code: i32 },
+    /// Asked for logits/embeddings of a batch position that produced none.
+    #[error("batch index {index} produced no output (set `output` for it when adding it to the batch)")]
+    NoOutput { index: usize },
+    /// Embeddings asked of a context created without `embeddings(true)`.
+    #[error("the context was created without embeddings")]
+    NoEmbeddings,
+    /// Text with an interior NUL byte where llama.cpp needs a C string.
+    #[error("string contains a NUL byte: {0:?}")]
+    Nul(String),
+    /// Tokenization failed (e.g. the result would not fit an i32 count).
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    /// A saved state that does not belong to this model/context or is damaged.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// A state that llama.cpp itself refused (code 0 from llama_state_*_set_data).
+    #[error("llama.cpp rejected the state data")]
+    StateRejected,
+    /// A metadata key that the model does not have.
+    #[error("model has no metadata key {0:?}")]
+    NoSuchKey(String),
+    /// A device index or name that does not exist.
+    #[error("no such device: {0}")]
+    NoSuchDevice(String),
+    /// An adapter (LoRA / control vector) problem.
+    #[error("adapter: {0}")]
+    Adapter(String),
+    /// Quantization failed (llama_model_quantize returned a non-zero code).
+    #[error("quantization failed with code {code}")]
+    Quantize { code: u32 },
+    /// I/O around files llama-rs writes or reads itself (state files, ...).
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps a llama_decode / llama_encode return code (non-zero) into an [`Error`].
+#[cold]
+pub(crate) fn compute_error(op: &'static str, code: i32) -> Error {
+    match code {
+        1 => Error::ContextFull,
+        2 => Error::Aborted,
+        _ => Error::Compute { op, code },
+    }
+}
