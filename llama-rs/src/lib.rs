@@ -32,6 +32,7 @@ mod context;
 mod device;
 mod error;
 mod model;
+mod paths;
 mod state;
 mod token;
 mod vocab;
@@ -41,7 +42,7 @@ pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn,
 pub use device::{Device, DeviceType};
 pub use error::{Error, Result};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
-pub use state::SavedState;
+pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab};
 

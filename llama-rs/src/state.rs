@@ -19,25 +19,6 @@ const VERSION: u32 = 1;
 const KIND_FULL: u8 = 0;
 const KIND_SEQ: u8 = 1;
 
-/// A saved state: the tokens it covers and the opaque llama.cpp payload.
-///
-/// ```no_run
-/// # use llama_rs::*;
-/// # let model = Model::load("m.gguf", Default::default())?;
-/// # let mut ctx = model.context(Default::default())?;
-/// # let prompt = model.vocab().tokenize("Hello", true, false)?;
-/// let bytes = ctx.save_state(&prompt)?;           // after decoding `prompt`
-/// let mut fresh = model.context(Default::default())?;
-/// let tokens = fresh.load_state(&bytes)?;          // same KV cache, same next logits
-/// assert_eq!(tokens, prompt);
-/// # Ok::<(), llama_rs::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct SavedState {
-    pub tokens: Vec<Token>,
-    pub payload: Vec<u8>,
-}
-
 fn fingerprint(model: &Model) -> [u64; 4] {
     let arch = model.architecture();
     // FNV-1a over the architecture name: stable across runs and platforms.
@@ -143,6 +124,18 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 impl Context {
     /// The whole state (KV cache of all sequences, last outputs) plus the tokens it
     /// covers, as bytes.
+    ///
+    /// ```no_run
+    /// # use llama_rs::*;
+    /// # let model = Model::load("m.gguf", Default::default())?;
+    /// # let mut ctx = model.context(Default::default())?;
+    /// # let prompt = model.vocab().tokenize("Hello", true, false)?;
+    /// let bytes = ctx.save_state(&prompt)?;           // after decoding `prompt`
+    /// let mut fresh = model.context(Default::default())?;
+    /// let tokens = fresh.load_state(&bytes)?;          // same KV cache, same next logits
+    /// assert_eq!(tokens, prompt);
+    /// # Ok::<(), llama_rs::Error>(())
+    /// ```
     pub fn save_state(&mut self, tokens: &[Token]) -> Result<Vec<u8>> {
         // SAFETY: valid context.
         let size = unsafe { sys::llama_state_get_size(self.as_ptr()) };

@@ -1,0 +1,124 @@
+//! Files from outside: malformed models must give errors, and every tokenizer test
+//! vector shipped in the vendored llama.cpp tree must match.
+mod common;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use llama_rs::{Error, Model, ModelParams, Token};
+
+fn llama_cpp_tree() -> PathBuf {
+    match std::env::var_os("LLAMA_CPP_SRC") {
+        Some(p) => p.into(),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vendor/llama.cpp"),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("llama-rs-files-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn load(p: &std::path::Path) -> Result<Model, Error> {
+    Model::load(p, ModelParams::default())
+}
+
+#[test]
+fn malformed_model_files_are_errors() {
+    // Missing file, a directory.
+    assert!(matches!(load("/no/such/model.gguf".as_ref()), Err(Error::ModelFile { .. })));
+    assert!(matches!(load(&std::env::temp_dir()), Err(Error::NotGguf { .. }) | Err(Error::ModelFile { .. })));
+    // Empty, random bytes, wrong magic, unsupported version.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("random", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        ("magic", b"GGML\x03\0\0\0".iter().copied().chain(std::iter::repeat(0).take(64)).collect()),
+        ("version", b"GGUF\x09\0\0\0".iter().copied().chain(std::iter::repeat(0).take(64)).collect()),
+        ("huge-counts", b"GGUF\x03\0\0\0".iter().copied().chain([0xff; 16]).collect()),
+    ];
+    for (name, bytes) in cases {
+        let p = scratch(name);
+        std::fs::write(&p, &bytes).unwrap();
+        let r = load(&p);
+        assert!(matches!(r, Err(Error::NotGguf { .. }) | Err(Error::ModelLoad { .. })), "{name}: {r:?}");
+    }
+    // The real model truncated at many offsets (header, KV metadata, tensor infos, data).
+    let real = llama_rs::default_model_path().unwrap();
+    let size = std::fs::metadata(&real).unwrap().len() as usize;
+    let mut head = vec![0u8; 4 << 20];
+    std::fs::File::open(&real).unwrap().read_exact(&mut head).unwrap();
+    for cut in [4usize, 8, 16, 23, 24, 100, 1000, 10_000, 100_000, 1 << 20, 4 << 20] {
+        let p = scratch(&format!("trunc-{cut}"));
+        std::fs::write(&p, &head[..cut]).unwrap();
+        let r = load(&p);
+        assert!(matches!(r, Err(Error::NotGguf { .. }) | Err(Error::ModelLoad { .. })), "cut {cut}: {r:?}");
+        std::fs::remove_file(&p).unwrap();
+    }
+    // Missing only the last byte of tensor data.
+    let p = scratch("trunc-last");
+    {
+        let mut src = std::fs::File::open(&real).unwrap();
+        let mut dst = std::fs::File::create(&p).unwrap();
+        std::io::copy(&mut (&mut src).take(size as u64 - 1), &mut dst).unwrap();
+        dst.flush().unwrap();
+    }
+    let r = load(&p);
+    assert!(matches!(r, Err(Error::ModelLoad { .. })), "last byte missing: {r:?}");
+    std::fs::remove_file(&p).unwrap();
+    // Split loading: an empty list, or a bad part.
+    assert!(matches!(Model::load_splits::<&str>(&[], ModelParams::default()), Err(Error::InvalidParam(_))));
+    assert!(matches!(
+        Model::load_splits(&[real.as_path(), "/no/such/part.gguf".as_ref()], ModelParams::default()),
+        Err(Error::ModelFile { .. })
+    ));
+}
+
+#[test]
+fn tokenizer_conformance_with_llama_cpp_vectors() {
+    let models = llama_cpp_tree().join("models");
+    let mut checked = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&models).expect("vendored llama.cpp models/").flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("ggml-vocab-") && name.ends_with(".gguf")) {
+            continue;
+        }
+        let inp = models.join(format!("{name}.inp"));
+        let out = models.join(format!("{name}.out"));
+        if !inp.exists() || !out.exists() {
+            continue;
+        }
+        let model = Model::load(e.path(), ModelParams::default().vocab_only(true)).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let raw = std::fs::read_to_string(&inp).unwrap();
+        let sep = "\n__ggml_vocab_test__\n";
+        let mut inputs: Vec<&str> = Vec::new();
+        let mut rest = raw.as_str();
+        while !rest.is_empty() {
+            match rest.find(sep) {
+                Some(i) => {
+                    inputs.push(&rest[..i]);
+                    rest = &rest[i + sep.len()..];
+                }
+                None => {
+                    inputs.push(rest);
+                    break;
+                }
+            }
+        }
+        let expected: Vec<Vec<Token>> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_whitespace().map(|t| Token(t.parse().unwrap())).collect())
+            .collect();
+        assert_eq!(inputs.len(), expected.len(), "{name}: test count");
+        let vocab = model.vocab();
+        for (text, want) in inputs.iter().zip(&expected) {
+            let got = vocab.tokenize(text, false, false).unwrap();
+            assert_eq!(&got, want, "{name}: tokenizing {text:?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} vocab files with vectors found under {}", models.display());
+    eprintln!("{checked} vocabularies conform");
+}

@@ -1,0 +1,165 @@
+//! Model loading, metadata, tokenizer, greedy generation against llama.cpp's CLI.
+mod common;
+use common::*;
+use llama_rs::{Error, Model, ModelParams, PieceDecoder, Token, TokenAttr};
+
+#[test]
+fn metadata_of_the_default_model() {
+    let m = model();
+    assert_eq!(m.architecture(), "gemma3");
+    assert_eq!(m.n_layer(), 18);
+    assert_eq!(m.n_embd(), 640);
+    assert_eq!(m.n_vocab(), 262144);
+    assert_eq!(m.n_swa(), 512);
+    assert!(m.n_params() > 250_000_000 && m.n_params() < 300_000_000, "{}", m.n_params());
+    assert!(m.size() > 100_000_000);
+    assert!(m.n_ctx_train() >= 32768);
+    assert!(m.description().starts_with("gemma3"), "{}", m.description());
+    let meta = m.metadata();
+    assert_eq!(meta.get("general.architecture").map(String::as_str), Some("gemma3"));
+    assert_eq!(m.meta("gemma3.block_count").as_deref(), Some("18"));
+    assert_eq!(m.meta("no.such.key"), None);
+    assert_eq!(m.chat_template(None), None, "the default model ships no template");
+    assert!(!m.has_encoder() && m.has_decoder() && !m.is_recurrent());
+}
+
+#[test]
+fn special_tokens_and_attributes() {
+    let v = model().vocab();
+    assert_eq!(v.bos(), Some(Token(2)));
+    assert_eq!(v.eos(), Some(Token(1)));
+    assert!(v.is_eog(Token(1)));
+    assert!(!v.is_eog(Token(651)));
+    assert!(v.add_bos());
+    assert!(v.attr(Token(2)).unwrap().has(TokenAttr::CONTROL));
+    assert!(v.is_control(Token(2)));
+    assert!(!v.is_eog(Token(-1)) && !v.is_eog(Token(1 << 30)));
+    assert!(matches!(v.text(Token(262144)), Err(Error::InvalidToken { token: 262144, n_vocab: 262144 })));
+    assert!(matches!(v.token_to_piece(Token(-5), false), Err(Error::InvalidToken { .. })));
+    assert!(matches!(v.detokenize(&[Token(2), Token(999_999)], false, false), Err(Error::InvalidToken { .. })));
+}
+
+#[test]
+fn tokenize_detokenize_round_trip() {
+    let v = model().vocab();
+    for text in [PROMPT, "Grüße, 世界! 🦀 emoji and\nnewlines\t tabs", "", "  leading spaces"] {
+        let toks = v.tokenize(text, true, false).unwrap();
+        assert_eq!(toks.first(), Some(&Token(2)), "BOS first for {text:?}");
+        assert_eq!(v.detokenize(&toks, true, false).unwrap(), text);
+        // Piece by piece through the UTF-8-safe decoder gives the same text.
+        let mut d = PieceDecoder::default();
+        let mut s = String::new();
+        let mut buf = Vec::new();
+        for &t in &toks[1..] {
+            v.token_to_piece_bytes(t, false, &mut buf).unwrap();
+            s += &d.push(&buf);
+        }
+        s += &d.finish();
+        assert_eq!(s, text);
+    }
+    // parse_special turns control-token text into the token.
+    let t = v.tokenize("<start_of_turn>user", false, true).unwrap();
+    assert!(v.is_control(t[0]), "{t:?}");
+    let t2 = v.tokenize("<start_of_turn>user", false, false).unwrap();
+    assert!(t2.len() > t.len());
+}
+
+#[test]
+fn greedy_matches_llama_cpp_cli_and_is_deterministic() {
+    let mut a = ctx();
+    let mut b = ctx();
+    let ta = greedy_text(&mut a, PROMPT, 20);
+    let tb = greedy_text(&mut b, PROMPT, 20);
+    assert_eq!(ta, tb, "two fresh contexts disagree");
+    assert!(ta.starts_with(CLI_GREEDY), "got {ta:?}, llama.cpp CLI gives {CLI_GREEDY:?}");
+}
+
+#[test]
+fn one_model_many_threads() {
+    let m = model().clone();
+    let expect = greedy_text(&mut ctx(), PROMPT, 8);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let mut c = m.context(params().n_threads(1)).unwrap();
+                greedy_text(&mut c, PROMPT, 8)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), expect);
+    }
+}
+
+#[test]
+fn progress_callback_reports_and_cancels() {
+    let path = llama_rs::default_model_path().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let m = Model::load(&path, ModelParams::default().progress(move |p| {
+        s2.lock().unwrap().push(p);
+        true
+    }))
+    .unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty() && (*seen.last().unwrap() - 1.0).abs() < 1e-6, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    drop(m);
+
+    let r = Model::load(&path, ModelParams::default().progress(|p| p < 0.5));
+    assert!(matches!(r, Err(Error::LoadCancelled)), "{r:?}");
+}
+
+#[test]
+fn panic_in_progress_callback_is_resumed_not_unwound_into_c() {
+    let path = llama_rs::default_model_path().unwrap();
+    let r = std::panic::catch_unwind(|| {
+        Model::load(&path, ModelParams::default().progress(|_| panic!("boom from callback")))
+    });
+    let msg = r.expect_err("panic resumed after load returned");
+    assert_eq!(msg.downcast_ref::<&str>(), Some(&"boom from callback"));
+}
+
+#[test]
+fn vocab_only_model_tokenizes_but_cannot_decode() {
+    let path = llama_rs::default_model_path().unwrap();
+    let m = Model::load(&path, ModelParams::default().vocab_only(true)).unwrap();
+    assert!(m.is_vocab_only());
+    assert_eq!(m.vocab().tokenize(PROMPT, true, false).unwrap(), model().vocab().tokenize(PROMPT, true, false).unwrap());
+    assert!(matches!(m.context(params()), Err(Error::VocabOnly)));
+}
+
+#[test]
+fn devices_and_system_info() {
+    let devs = llama_rs::Device::all();
+    assert!(devs.iter().any(|d| d.kind == llama_rs::DeviceType::Cpu), "{devs:?}");
+    assert!(llama_rs::backend::system_info().contains("CPU"));
+    assert!(matches!(llama_rs::Device::get(999), Err(Error::NoSuchDevice(_))));
+    assert!(matches!(llama_rs::Device::by_name("NoSuchGPU0"), Err(Error::NoSuchDevice(_))));
+}
+
+#[test]
+fn model_params_are_checked() {
+    let path = llama_rs::default_model_path().unwrap();
+    let cases: Vec<ModelParams> = vec![
+        ModelParams::default().devices(vec![99]),
+        ModelParams::default().main_gpu(7),
+        ModelParams::default().tensor_split(vec![-1.0, 1.0]),
+        ModelParams::default().tensor_split(vec![0.0, 0.0]),
+        ModelParams::default().tensor_split(vec![1.0; 4096]),
+        ModelParams::default().kv_override("k".repeat(200), llama_rs::KvOverride::Int(1)),
+        ModelParams::default().kv_override("general.name", llama_rs::KvOverride::Str("x".repeat(300))),
+        ModelParams::default().tensor_override("ffn", llama_rs::BufferTarget::Device(42)),
+    ];
+    for p in cases {
+        let dbg = format!("{p:?}");
+        let r = Model::load(&path, p);
+        assert!(matches!(r, Err(Error::InvalidParam(_)) | Err(Error::NoSuchDevice(_))), "{dbg}: {r:?}");
+    }
+    // A valid override is applied.
+    let p = ModelParams::default().vocab_only(true).kv_override("tokenizer.ggml.add_bos_token", llama_rs::KvOverride::Bool(false));
+    let m = Model::load(&path, p).unwrap();
+    assert!(!m.vocab().add_bos());
+    assert_ne!(m.vocab().tokenize("Hi", true, false).unwrap()[0], Token(2));
+}
