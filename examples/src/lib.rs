@@ -1,0 +1,18 @@
+//! Helpers shared by the example binaries.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use llama_rs::{Model, ModelParams};
+
+/// Loads a model with a progress bar on stderr.
+pub fn load_with_progress(path: &std::path::Path, params: ModelParams) -> llama_rs::Result<Model> {
+    let bar = ProgressBar::new(100);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}%").unwrap().progress_chars("=> "));
+    bar.set_message(format!("loading {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let b2 = bar.clone();
+    let model = Model::load(path, params.progress(move |p| {
+        b2.set_position((p * 100.0) as u64);
+        true
+    }));
+    bar.finish_and_clear();
+    model
+}
