@@ -8,3 +8,4 @@
 #include "ggml-cpu.h"
 #include "ggml-rpc.h"
 #include "gguf.h"
+#include "shim/llama_rs_ext.h"

@@ -33,6 +33,7 @@ mod device;
 mod error;
 mod model;
 mod paths;
+mod plan;
 mod state;
 mod token;
 mod vocab;
@@ -42,6 +43,7 @@ pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn,
 pub use device::{Device, DeviceType};
 pub use error::{Error, Result};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
+pub use plan::{MemoryEntry, MemoryPlan};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab};

@@ -226,6 +226,10 @@ impl ModelParams {
         raw.vocab_only = self.vocab_only;
         raw.check_tensors = self.check_tensors;
         raw.no_alloc = self.no_alloc;
+        if self.no_alloc {
+            // The dry run asserts on mmap'd buffers (llama-model.cpp: `!ml.no_alloc`).
+            raw.load_mode = sys::LLAMA_LOAD_MODE_NONE;
+        }
 
         let n_dev = Device::count();
         // SAFETY: a pure query with no preconditions.

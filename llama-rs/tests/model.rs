@@ -163,3 +163,30 @@ fn model_params_are_checked() {
     assert!(!m.vocab().add_bos());
     assert_ne!(m.vocab().tokenize("Hi", true, false).unwrap()[0], Token(2));
 }
+
+#[test]
+fn memory_plan_before_loading_matches_the_real_breakdown() {
+    let path = llama_rs::default_model_path().unwrap();
+    let cp = params().n_ctx(2048);
+    let plan = llama_rs::MemoryPlan::estimate(&path, ModelParams::default(), &cp).unwrap();
+    // Compare with a real load without mmap (a mapped file counts whole, see below).
+    let unmapped = Model::load(&path, ModelParams::default().load_mode(llama_rs::LoadMode::None)).unwrap();
+    let actual = unmapped.context(cp.clone()).unwrap().memory_breakdown().unwrap();
+    eprintln!("plan {plan:?}\nactual {actual:?}");
+    assert!(!plan.entries.is_empty());
+    let cpu = plan.device_total("CPU");
+    assert!(cpu > 0, "{plan:?}");
+    // Weights, KV cache and compute buffers are all predicted exactly on CPU.
+    let sum = |p: &llama_rs::MemoryPlan, f: fn(&llama_rs::MemoryEntry) -> u64| p.entries.iter().map(f).sum::<u64>();
+    assert_eq!(sum(&plan, |e| e.model), sum(&actual, |e| e.model));
+    assert_eq!(sum(&plan, |e| e.context), sum(&actual, |e| e.context));
+    assert_eq!(sum(&plan, |e| e.compute), sum(&actual, |e| e.compute));
+    // The weights are about the model's tensor size; the KV cache grows with n_ctx.
+    let weights = sum(&actual, |e| e.model);
+    assert!(weights >= model().size() * 9 / 10, "{weights} vs {}", model().size());
+    let mapped = model().context(cp).unwrap().memory_breakdown().unwrap();
+    assert!(sum(&mapped, |e| e.model) >= weights);
+    assert_eq!(plan.device_total("CPU"), plan.total(), "everything is on the CPU here");
+    let bigger = llama_rs::MemoryPlan::estimate(&path, ModelParams::default(), &params().n_ctx(8192)).unwrap();
+    assert!(sum(&bigger, |e| e.context) > sum(&plan, |e| e.context));
+}

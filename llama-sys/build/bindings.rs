@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 pub fn generate(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> {
     let mut b = bindgen::Builder::default()
         .header("wrapper.h")
-        .allowlist_function("(llama|ggml|gguf)_.*")
+        .allowlist_function("(llama|ggml|gguf|llama_rs)_.*")
         .allowlist_type("(llama|ggml|gguf)_.*")
         .allowlist_var("(LLAMA|GGML|GGUF)_.*")
         .prepend_enum_name(false)

@@ -5,6 +5,7 @@ mod bindings;
 mod cmake_config;
 mod env;
 mod link;
+mod shim;
 mod source;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=src/pregenerated.rs");
+    println!("cargo:rerun-if-changed=shim");
 
     // docs.rs (and anyone who only wants `cargo doc`): no C build, no libclang.
     if env::is_set("DOCS_RS") || env::is_set("LLAMA_SYS_DOCS_ONLY") {
@@ -39,6 +41,8 @@ fn run() -> Result<(), String> {
     } else {
         bindings::generate(&include_dirs, &out_dir)?;
     }
+    // The shim links before libllama, whose symbols it uses.
+    shim::build(&src, &out_dir)?;
     link::emit(&install)?;
 
     // For dependants (`DEP_LLAMA_*`): the tree and headers, e.g. to build llama.cpp tools.

@@ -6212,6 +6212,30 @@ unsafe extern "C" {
     pub fn ggml_backend_rpc_add_server(endpoint: *const ::core::ffi::c_char) -> ggml_backend_reg_t;
 }
 #[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct llama_rs_memory_entry {
+    pub buft: ggml_backend_buffer_type_t,
+    pub model: usize,
+    pub context: usize,
+    pub compute: usize,
+}
+impl Default for llama_rs_memory_entry {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+unsafe extern "C" {
+    pub fn llama_rs_memory_breakdown(
+        ctx: *const llama_context,
+        out: *mut llama_rs_memory_entry,
+        cap: i32,
+    ) -> i32;
+}
+#[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct ggml_backend_buffer {
     pub _address: u8,

@@ -1,0 +1,120 @@
+//! [`MemoryPlan`]: where weights, KV cache and compute buffers go, per device —
+//! predicted before loading (llama.cpp's `no_alloc` dry run) or read after.
+
+use std::ffi::CStr;
+use std::path::Path;
+
+use llama_sys as sys;
+use serde::Serialize;
+
+use crate::context::{Context, ContextParams};
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelParams};
+
+/// Memory of one buffer type (one device's memory, or host memory), in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryEntry {
+    /// ggml buffer type name, e.g. `CPU`, `CUDA0`, `CUDA_Host`, `Vulkan0`.
+    pub buffer_type: String,
+    /// The device the buffer type belongs to, if any (e.g. `CPU`, `CUDA0`).
+    pub device: Option<String>,
+    pub model: u64,
+    pub context: u64,
+    pub compute: u64,
+}
+
+impl MemoryEntry {
+    pub fn total(&self) -> u64 {
+        self.model + self.context + self.compute
+    }
+}
+
+/// Per-buffer-type memory of a model + context.
+///
+/// ```no_run
+/// use llama_rs::{ContextParams, MemoryPlan, ModelParams, GpuLayers};
+/// let path = llama_rs::default_model_path()?;
+/// let plan = MemoryPlan::estimate(&path, ModelParams::default().gpu_layers(GpuLayers::All),
+///                                 &ContextParams::default().n_ctx(8192))?;
+/// for e in &plan.entries {
+///     println!("{:>10}: weights {} MiB, KV {} MiB, compute {} MiB",
+///              e.buffer_type, e.model >> 20, e.context >> 20, e.compute >> 20);
+/// }
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryPlan {
+    pub entries: Vec<MemoryEntry>,
+}
+
+impl MemoryPlan {
+    /// Sum over all buffer types.
+    pub fn total(&self) -> u64 {
+        self.entries.iter().map(MemoryEntry::total).sum()
+    }
+
+    /// Sum of the entries on one device.
+    pub fn device_total(&self, device: &str) -> u64 {
+        self.entries.iter().filter(|e| e.device.as_deref() == Some(device)).map(MemoryEntry::total).sum()
+    }
+
+    /// Predicts the memory of loading `path` with `model_params` and creating a context
+    /// with `ctx_params`, without allocating it (llama.cpp simulates the allocations).
+    pub fn estimate(path: impl AsRef<Path>, mut model_params: ModelParams, ctx_params: &ContextParams) -> Result<MemoryPlan> {
+        model_params.no_alloc = true;
+        let model = Model::load(path, model_params)?;
+        let ctx = Context::new(&model, ctx_params.clone())?;
+        ctx.memory_breakdown()
+    }
+}
+
+fn name(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: ggml returns static NUL-terminated names.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+impl Context {
+    /// The memory this model + context hold, per buffer type.
+    pub fn memory_breakdown(&self) -> Result<MemoryPlan> {
+        let mut buf: Vec<sys::llama_rs_memory_entry> = vec![Default::default(); 16];
+        loop {
+            // SAFETY: valid context; `buf` has room for `buf.len()` entries.
+            let n = unsafe { sys::llama_rs_memory_breakdown(self.as_ptr(), buf.as_mut_ptr(), buf.len() as i32) };
+            if n < 0 {
+                return Err(Error::InvalidParam("llama.cpp could not report the memory breakdown".into()));
+            }
+            if n as usize <= buf.len() {
+                buf.truncate(n as usize);
+                break;
+            }
+            buf = vec![Default::default(); n as usize];
+        }
+        let entries = buf
+            .iter()
+            .map(|e| {
+                // SAFETY: `buft` is a buffer type owned by a registered backend (static).
+                let (bname, dev) = unsafe { (sys::ggml_backend_buft_name(e.buft), sys::ggml_backend_buft_get_device(e.buft)) };
+                // SAFETY: `buft` is valid (as above).
+                let is_host = unsafe { sys::ggml_backend_buft_is_host(e.buft) };
+                let device = if !dev.is_null() {
+                    // SAFETY: a non-null device pointer from the static registry.
+                    Some(name(unsafe { sys::ggml_backend_dev_name(dev) }))
+                } else {
+                    // ggml's CPU buffer types report no device; host memory is the CPU's.
+                    is_host.then(|| "CPU".to_string())
+                };
+                MemoryEntry {
+                    buffer_type: name(bname),
+                    device,
+                    model: e.model as u64,
+                    context: e.context as u64,
+                    compute: e.compute as u64,
+                }
+            })
+            .collect();
+        Ok(MemoryPlan { entries })
+    }
+}

@@ -1,0 +1,21 @@
+#include "llama_rs_ext.h"
+#include "llama-ext.h"
+
+extern "C" int32_t llama_rs_memory_breakdown(const llama_context * ctx, llama_rs_memory_entry * out, int32_t cap) {
+    if (ctx == nullptr || cap < 0 || (cap > 0 && out == nullptr)) {
+        return -1;
+    }
+    try {
+        const auto mb = llama_get_memory_breakdown(ctx);
+        int32_t n = 0;
+        for (const auto & [buft, d] : mb) {
+            if (n < cap) {
+                out[n] = { buft, d.model, d.context, d.compute };
+            }
+            n++;
+        }
+        return n;
+    } catch (...) {
+        return -1;
+    }
+}
