@@ -367,6 +367,8 @@ pub struct Context {
     outputs: Vec<bool>,
     /// Scratch for decode's position check: next expected position per sequence.
     next_pos: Vec<Pos>,
+    /// LoRA adapters applied now: kept alive while llama.cpp may use them.
+    pub(crate) applied_loras: Vec<crate::adapter::LoraAdapter>,
 }
 
 // SAFETY (contract): a llama_context is not tied to the thread that created it;
@@ -441,6 +443,7 @@ impl Context {
             abort,
             outputs: Vec::new(),
             next_pos: vec![0; params.n_seq_max as usize],
+            applied_loras: Vec::new(),
             params,
         })
     }

@@ -26,6 +26,7 @@
 //! parent. Every llama.cpp precondition reachable from here is checked before the call
 //! and reported as an [`Error`]: llama.cpp's asserts would abort the whole process.
 
+mod adapter;
 pub mod backend;
 mod batch;
 mod context;
@@ -34,15 +35,18 @@ mod error;
 mod model;
 mod paths;
 mod plan;
+mod quantize;
 mod state;
 mod token;
 mod vocab;
 
+pub use adapter::{ControlVector, LoraAdapter};
 pub use batch::Batch;
 pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
 pub use device::{Device, DeviceType};
 pub use error::{Error, Result};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
+pub use quantize::{quantize, FileType, QuantizeParams};
 pub use plan::{MemoryEntry, MemoryPlan};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
 pub use token::{Pos, SeqId, Token};

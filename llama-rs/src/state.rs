@@ -19,14 +19,14 @@ const VERSION: u32 = 1;
 const KIND_FULL: u8 = 0;
 const KIND_SEQ: u8 = 1;
 
-fn fingerprint(model: &Model) -> [u64; 4] {
+fn fingerprint(model: &Model) -> [u64; 5] {
     let arch = model.architecture();
     // FNV-1a over the architecture name: stable across runs and platforms.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in arch.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
-    [h, model.n_vocab() as u64, ((model.n_embd() as u64) << 32) | model.n_layer() as u64, model.n_params()]
+    [h, model.n_vocab() as u64, ((model.n_embd() as u64) << 32) | model.n_layer() as u64, model.n_params(), model.size()]
 }
 
 fn encode(model: &Model, kind: u8, tokens: &[Token], payload: &[u8]) -> Vec<u8> {
@@ -78,7 +78,7 @@ fn decode<'a>(model: &Model, kind: u8, bytes: &'a [u8]) -> Result<(Vec<Token>, &
     }
     for (i, want) in fingerprint(model).into_iter().enumerate() {
         if r.u64()? != want {
-            let what = ["architecture", "vocabulary size", "n_embd/n_layer", "parameter count"][i];
+            let what = ["architecture", "vocabulary size", "n_embd/n_layer", "parameter count", "weight size (quantization)"][i];
             return Err(Error::InvalidState(format!("saved from another model ({what} differs)")));
         }
     }
