@@ -85,3 +85,66 @@ fn quantize_to_q8_0_gives_a_working_second_model() {
     assert!(matches!(llama_rs::quantize("/no/such.gguf", &out, &QuantizeParams::new(FileType::Q4_0), |_| {}), Err(Error::ModelFile { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A real LoRA adapter (random low-rank deltas on a few FFN projections), written with
+/// `GgufWriter`: scale 0 changes nothing, scale 1 changes the logits, removal restores.
+#[test]
+fn lora_apply_scale_and_remove() {
+    let m = model();
+    let n_embd = m.n_embd() as u64;
+    let n_ff: u64 = m.meta("gemma3.feed_forward_length").unwrap().parse().unwrap();
+    let rank = 8u64;
+    let mut w = llama_rs::GgufWriter::new();
+    w.kv_str("general.architecture", "gemma3")
+        .kv_str("general.type", "adapter")
+        .kv_str("adapter.type", "lora")
+        .kv_f32("adapter.lora.alpha", rank as f32);
+    let mut seed = 12345u32;
+    let mut rnd = |n: u64| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    for il in 0..4 {
+        // lora_a: [n_in, r], lora_b: [r, n_out] (ggml order) for ffn_up (n_embd -> n_ff).
+        w.tensor_f32(&format!("blk.{il}.ffn_up.weight.lora_a"), &[n_embd, rank], rnd(n_embd * rank)).unwrap();
+        w.tensor_f32(&format!("blk.{il}.ffn_up.weight.lora_b"), &[rank, n_ff], rnd(rank * n_ff)).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("llama-rs-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lora.gguf");
+    w.write(&path).unwrap();
+
+    let lora = LoraAdapter::load(m, &path).unwrap();
+    assert_eq!(lora.meta("adapter.type").as_deref(), Some("lora"));
+    let p = prompt();
+    let mut c = ctx();
+    let base = prefill(&mut c, &p);
+    c.clear_memory(true);
+    c.set_loras(&[(lora.clone(), 0.0)]).unwrap();
+    let zero = prefill(&mut c, &p);
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff(&zero, &base) < 1e-3, "scale 0 changed logits by {}", diff(&zero, &base));
+    c.clear_memory(true);
+    c.set_loras(&[(lora.clone(), 1.0)]).unwrap();
+    let applied = prefill(&mut c, &p);
+    assert!(diff(&applied, &base) > 0.1, "LoRA had no effect");
+    drop(lora); // the context keeps it alive while applied
+    c.clear_memory(true);
+    assert_eq!(prefill(&mut c, &p), applied);
+    c.clear_memory(true);
+    c.set_loras(&[]).unwrap();
+    assert_eq!(prefill(&mut c, &p), base);
+
+    // Wrong shapes or a wrong architecture are refused.
+    let mut bad = llama_rs::GgufWriter::new();
+    bad.kv_str("general.architecture", "gemma3").kv_str("general.type", "adapter").kv_str("adapter.type", "lora").kv_f32("adapter.lora.alpha", 1.0);
+    bad.tensor_f32("blk.0.ffn_up.weight.lora_a", &[3, 2], vec![0.0; 6]).unwrap();
+    bad.tensor_f32("blk.0.ffn_up.weight.lora_b", &[2, 5], vec![0.0; 10]).unwrap();
+    bad.write(dir.join("bad.gguf")).unwrap();
+    assert!(matches!(LoraAdapter::load(m, dir.join("bad.gguf")), Err(Error::Adapter(_))));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
