@@ -34,10 +34,18 @@ impl Drop for LoraInner {
 /// A LoRA adapter loaded for one model. Cheap to clone; contexts that apply it keep a
 /// clone, so it stays alive while in use.
 ///
-/// ```no_run
+/// ```
 /// # use llama_rs::*;
-/// let model = Model::load("base.gguf", Default::default())?;
-/// let lora = LoraAdapter::load(&model, "style-lora.gguf")?;
+/// let model = Model::load(default_model_path()?, Default::default())?;
+/// // A tiny adapter written on the spot (real ones come from convert_lora_to_gguf.py).
+/// let path = std::env::temp_dir().join("doc-lora.gguf");
+/// let mut w = GgufWriter::new();
+/// w.kv_str("general.architecture", "gemma3").kv_str("general.type", "adapter")
+///  .kv_str("adapter.type", "lora").kv_f32("adapter.lora.alpha", 1.0);
+/// w.tensor_f32("blk.0.ffn_up.weight.lora_a", &[640, 1], vec![0.01; 640])?;
+/// w.tensor_f32("blk.0.ffn_up.weight.lora_b", &[1, 2048], vec![0.01; 2048])?;
+/// w.write(&path)?;
+/// let lora = LoraAdapter::load(&model, &path)?;
 /// let mut ctx = model.context(Default::default())?;
 /// ctx.set_loras(&[(lora.clone(), 0.8)])?;   // apply with scale 0.8
 /// ctx.set_loras(&[])?;                      // remove again

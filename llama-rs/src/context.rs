@@ -301,12 +301,15 @@ fn default_threads() -> i32 {
 
 /// Stops a running (or the next) `decode` from any thread.
 ///
-/// ```no_run
-/// # let model = llama_rs::Model::load("m.gguf", Default::default())?;
+/// ```
+/// # let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
 /// let mut ctx = model.context(Default::default())?;
 /// let abort = ctx.abort_handle();
-/// std::thread::spawn(move || { std::thread::sleep(std::time::Duration::from_millis(50)); abort.abort(); });
-/// // a long decode here returns Err(Error::Aborted)
+/// abort.abort(); // e.g. from another thread; the next decode observes it
+/// let mut batch = llama_rs::Batch::new(8, 1);
+/// batch.add(llama_rs::Token(2), 0, &[0], true)?;
+/// assert!(matches!(ctx.decode(&mut batch), Err(llama_rs::Error::Aborted)));
+/// ctx.decode(&mut batch)?; // the request is consumed
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -343,9 +346,9 @@ pub struct Perf {
 /// The owner of a `llama_context*`. Holds a [`Model`] clone, so it cannot outlive the
 /// weights. `Send` (move it to a worker thread), not `Sync` (one decode at a time).
 ///
-/// ```no_run
+/// ```
 /// use llama_rs::{Batch, ContextParams, Model, ModelParams};
-/// let model = Model::load("gemma-3-270m-q4_k_m.gguf", ModelParams::default())?;
+/// let model = Model::load(llama_rs::default_model_path()?, ModelParams::default())?;
 /// let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
 /// let tokens = model.vocab().tokenize("The capital of France is", true, false)?;
 /// let mut batch = Batch::new(512, 1);
@@ -666,10 +669,14 @@ impl Context {
     /// Removes positions `range` of `seq` (`None` = every sequence). Returns `false` when
     /// the memory cannot remove a partial range (recurrent models).
     ///
-    /// ```no_run
-    /// # let model = llama_rs::Model::load("m.gguf", Default::default())?;
+    /// ```
+    /// # let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
     /// # let mut ctx = model.context(Default::default())?;
+    /// # let mut b = llama_rs::Batch::new(16, 1);
+    /// # b.add_sequence(&[llama_rs::Token(2); 16], 0, 0, true)?;
+    /// # ctx.decode(&mut b)?;
     /// ctx.seq_rm(Some(0), 10..)?; // drop everything after the first 10 tokens
+    /// assert_eq!(ctx.seq_pos_max(0), Some(9));
     /// # Ok::<(), llama_rs::Error>(())
     /// ```
     pub fn seq_rm(&mut self, seq: Option<SeqId>, range: impl RangeBounds<Pos>) -> Result<bool> {

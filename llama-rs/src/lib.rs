@@ -1,9 +1,9 @@
 //! Safe Rust API over llama.cpp.
 //!
-//! ```no_run
+//! ```
 //! use llama_rs::{Batch, ContextParams, Model, ModelParams};
 //!
-//! let model = Model::load("gemma-3-270m-q4_k_m.gguf", ModelParams::default())?;
+//! let model = Model::load(llama_rs::default_model_path()?, ModelParams::default())?;
 //! let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
 //! let vocab = model.vocab();
 //! let mut tokens = vocab.tokenize("The capital of France is", true, false)?;

@@ -80,14 +80,15 @@ type ProgressFn = Box<dyn FnMut(f32) -> bool + Send>;
 
 /// Everything `llama_model_params` offers, as a typed builder.
 ///
-/// ```no_run
+/// ```
 /// use llama_rs::{Model, ModelParams, GpuLayers, LoadMode};
 /// let params = ModelParams::default()
 ///     .gpu_layers(GpuLayers::All)
 ///     .load_mode(LoadMode::Mmap)
 ///     .experts_on_cpu()
 ///     .progress(|p| { eprint!("\rloading {:3.0}%", p * 100.0); true });
-/// let model = Model::load("model.gguf", params)?;
+/// let model = Model::load(llama_rs::default_model_path()?, params)?;
+/// assert_eq!(model.architecture(), "gemma3");
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 #[derive(Serialize, Deserialize, Default)]
@@ -359,9 +360,9 @@ impl Drop for ModelInner {
 /// A loaded model: a cheap, cloneable handle (`Arc` inside). Contexts, engines and
 /// Python objects hold clones, so nothing borrows from a stack frame.
 ///
-/// ```no_run
+/// ```
 /// use llama_rs::{Model, ModelParams};
-/// let model = Model::load("gemma-3-270m-q4_k_m.gguf", ModelParams::default())?;
+/// let model = Model::load(llama_rs::default_model_path()?, ModelParams::default())?;
 /// println!("{} ({} params, {} layers)", model.description(), model.n_params(), model.n_layer());
 /// # Ok::<(), llama_rs::Error>(())
 /// ```

@@ -23,7 +23,7 @@ pub fn cache_dir() -> PathBuf {
 /// The model everything uses by default: `$LLAMA_RS_MODEL` if set, else the fetched
 /// default model. Errors (with the fix) if the file is not there.
 ///
-/// ```no_run
+/// ```
 /// let path = llama_rs::default_model_path()?;
 /// let model = llama_rs::Model::load(&path, Default::default())?;
 /// # Ok::<(), llama_rs::Error>(())

@@ -31,7 +31,7 @@ impl MemoryEntry {
 
 /// Per-buffer-type memory of a model + context.
 ///
-/// ```no_run
+/// ```
 /// use llama_rs::{ContextParams, MemoryPlan, ModelParams, GpuLayers};
 /// let path = llama_rs::default_model_path()?;
 /// let plan = MemoryPlan::estimate(&path, ModelParams::default().gpu_layers(GpuLayers::All),

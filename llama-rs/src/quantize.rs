@@ -66,10 +66,13 @@ impl FileType {
 
 /// Options of [`quantize`].
 ///
-/// ```no_run
+/// ```
 /// use llama_rs::{quantize, FileType, QuantizeParams};
+/// let out = std::env::temp_dir().join("doc-q8_0.gguf");
 /// let params = QuantizeParams::new(FileType::Q8_0).allow_requantize(true);
-/// quantize("in-f16.gguf", "out-q8_0.gguf", &params, |bytes| eprint!("\r{} MiB", bytes >> 20))?;
+/// quantize(llama_rs::default_model_path()?, &out, &params, |bytes| eprint!("\r{} MiB", bytes >> 20))?;
+/// assert!(llama_rs::Model::load(&out, Default::default())?.description().contains("Q8_0"));
+/// # std::fs::remove_file(&out).unwrap();
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -125,11 +125,14 @@ impl Context {
     /// The whole state (KV cache of all sequences, last outputs) plus the tokens it
     /// covers, as bytes.
     ///
-    /// ```no_run
+    /// ```
     /// # use llama_rs::*;
-    /// # let model = Model::load("m.gguf", Default::default())?;
+    /// # let model = Model::load(default_model_path()?, Default::default())?;
     /// # let mut ctx = model.context(Default::default())?;
     /// # let prompt = model.vocab().tokenize("Hello", true, false)?;
+    /// # let mut b = Batch::new(8, 1);
+    /// # b.add_sequence(&prompt, 0, 0, true)?;
+    /// # ctx.decode(&mut b)?;
     /// let bytes = ctx.save_state(&prompt)?;           // after decoding `prompt`
     /// let mut fresh = model.context(Default::default())?;
     /// let tokens = fresh.load_state(&bytes)?;          // same KV cache, same next logits

@@ -33,8 +33,8 @@ impl TokenAttr {
 
 /// The tokenizer of a [`crate::Model`], borrowed from it.
 ///
-/// ```no_run
-/// # let model = llama_rs::Model::load("m.gguf", Default::default())?;
+/// ```
+/// # let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
 /// let vocab = model.vocab();
 /// let tokens = vocab.tokenize("Hello world", true, false)?;
 /// assert_eq!(vocab.detokenize(&tokens, true, false)?, "Hello world");
