@@ -131,7 +131,8 @@ pub struct ContextParams {
     pub swa_full: bool,
     /// One KV buffer shared by all sequences.
     pub kv_unified: bool,
-    /// Compute embeddings (and pool them per `pooling`).
+    /// Compute embeddings (and pool them per `pooling`). Pooled embedding contexts with
+    /// several sequences always use a unified KV cache (see `Context::new`).
     pub embeddings: bool,
     pub pooling: Pooling,
     pub attention: AttentionType,
@@ -422,6 +423,13 @@ impl Context {
             return Err(Error::VocabOnly);
         }
         params.validate()?;
+        let mut params = params;
+        if params.embeddings && params.pooling != Pooling::None && params.n_seq_max > 1 {
+            // With one KV stream per sequence llama.cpp splits a batch into equal-length
+            // micro-batches, and pooling then sees only the last piece of a longer
+            // sequence (wrong embeddings). A unified cache keeps sequences whole.
+            params.kv_unified = true;
+        }
         let raw = params.to_raw();
         let ptr = {
             let _g = model.lock();

@@ -338,3 +338,52 @@ fn context_params_round_trip_through_serde() {
     assert_eq!(partial.n_ctx, 123);
     assert_eq!(partial.n_batch, ContextParams::default().n_batch);
 }
+
+#[test]
+fn embeddings_per_sequence_and_per_token() {
+    use llama_rs::Pooling;
+    let v = model().vocab();
+    let texts = ["Hello world", "The Eiffel tower is in Paris"];
+    let toks: Vec<Vec<Token>> = texts.iter().map(|t| v.tokenize(t, true, false).unwrap()).collect();
+    // kv_unified(false) is overridden for pooled embeddings (llama.cpp would pool pieces).
+    let p = params().embeddings(true).pooling(Pooling::Mean).n_seq_max(2).kv_unified(false);
+    // Both sequences in one batch...
+    let mut c = model().context(p.clone()).unwrap();
+    let mut b = Batch::new(64, 1);
+    for (s, t) in toks.iter().enumerate() {
+        for (i, &tok) in t.iter().enumerate() {
+            b.add(tok, i as i32, &[s as i32], true).unwrap();
+        }
+    }
+    c.decode(&mut b).unwrap();
+    let together: Vec<Vec<f32>> = (0..2).map(|s| c.embeddings_seq(s).unwrap().to_vec()).collect();
+    assert_eq!(together[0].len(), model().n_embd_out());
+    assert_ne!(together[0], together[1]);
+    // ...equal each one alone.
+    for (s, t) in toks.iter().enumerate() {
+        let mut one = model().context(p.clone()).unwrap();
+        let mut b = Batch::new(64, 1);
+        b.add_sequence(t, 0, 0, true).unwrap();
+        for i in 0..t.len() {
+            b.set_output(i, true).unwrap();
+        }
+        one.decode(&mut b).unwrap();
+        let e = one.embeddings_seq(0).unwrap();
+        // Batch shape changes the CPU kernels' summation order (GEMM vs GEMV), so compare
+        // directions: cosine similarity, and the relative size of the difference.
+        let dot: f32 = e.iter().zip(&together[s]).map(|(a, b)| a * b).sum();
+        let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let cos = dot / (norm(e) * norm(&together[s]));
+        let rel = e.iter().zip(&together[s]).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt() / norm(e);
+        assert!(cos > 0.999 && rel < 0.05, "seq {s}: cosine {cos}, relative difference {rel}");
+    }
+    assert!(matches!(c.embeddings_seq(5), Err(Error::InvalidSeqId { .. })));
+    // Per-token embeddings without pooling.
+    let mut t = model().context(params().embeddings(true).pooling(Pooling::None)).unwrap();
+    let mut b = Batch::new(64, 1);
+    b.add_sequence(&toks[0], 0, 0, true).unwrap();
+    t.decode(&mut b).unwrap();
+    let last = toks[0].len() - 1;
+    assert_eq!(t.embeddings(last).unwrap().len(), model().n_embd_out());
+    assert!(matches!(t.embeddings(0), Err(Error::NoOutput { index: 0 })));
+}
