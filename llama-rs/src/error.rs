@@ -76,6 +76,21 @@ pub enum Error {
     /// A state that llama.cpp itself refused (code 0 from llama_state_*_set_data).
     #[error("llama.cpp rejected the state data")]
     StateRejected,
+    /// A GBNF grammar llama.cpp cannot use (syntax, undefined rule, left recursion).
+    #[error("invalid grammar: {0}")]
+    Grammar(String),
+    /// A JSON Schema that cannot be turned into a grammar.
+    #[error("JSON schema: {0}")]
+    JsonSchema(String),
+    /// The grammar allows none of the candidate tokens (or the sampler selected none).
+    #[error("no token is allowed: the grammar (or sampler chain) rejected every candidate")]
+    GrammarRejectedAll,
+    /// `accept` of a token the grammar does not allow here.
+    #[error("token {0} is not allowed by the grammar at this point")]
+    GrammarRejected(i32),
+    /// A chat template that fails to parse or render.
+    #[error("chat template: {0}")]
+    Template(String),
     /// A metadata key that the model does not have.
     #[error("model has no metadata key {0:?}")]
     NoSuchKey(String),

@@ -67,6 +67,11 @@ impl<'m> Vocab<'m> {
         self.ptr.as_ptr()
     }
 
+    /// Raw pointer escape hatch; valid while the model lives.
+    pub fn as_raw(&self) -> *const sys::llama_vocab {
+        self.ptr.as_ptr()
+    }
+
     /// Number of tokens.
     pub fn n_tokens(&self) -> i32 {
         // SAFETY: const query on a valid vocab.
