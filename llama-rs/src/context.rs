@@ -495,6 +495,11 @@ impl Context {
         AbortHandle(self.abort.clone())
     }
 
+    /// Withdraws an abort request that no decode has consumed yet.
+    pub fn clear_abort(&mut self) {
+        self.abort.store(false, Ordering::Release);
+    }
+
     /// Sets generation / batch thread counts.
     pub fn set_threads(&mut self, n_threads: u32, n_threads_batch: u32) -> Result<()> {
         if n_threads == 0 || n_threads_batch == 0 || n_threads > 1024 || n_threads_batch > 1024 {

@@ -49,6 +49,9 @@ pub enum Error {
     /// A batch whose shape does not fit this context (embedding width, seq ids per token).
     #[error("batch does not fit the context: {0}")]
     BatchMismatch(String),
+    /// A prompt that does not fit the context (with room for one generated token).
+    #[error("prompt of {n_prompt} tokens does not fit the context of {n_ctx} tokens")]
+    PromptTooLong { n_prompt: usize, n_ctx: usize },
     /// No room in the KV cache (llama_decode returned 1): the context is full.
     #[error("no KV cache slot for the batch: the context is full (clear or shift a sequence, or use a larger n_ctx)")]
     ContextFull,

@@ -831,7 +831,7 @@ fn fill_all(logits: &[f32], out: &mut Vec<sys::llama_token_data>) {
 
 /// The `k` largest logits, sorted descending (ties: lower token id first), in one pass
 /// with a small sorted buffer: no full-vocabulary array.
-fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<sys::llama_token_data>) {
+pub(crate) fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<sys::llama_token_data>) {
     out.clear();
     let k = k.min(logits.len());
     let mut threshold = f32::NEG_INFINITY;

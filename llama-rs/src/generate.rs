@@ -1,0 +1,477 @@
+//! Text generation: [`Session`] (a context plus the tokens in its KV cache, reused as a
+//! prefix between calls) and [`Generator`], an `Iterator` of text [`Piece`]s with stop
+//! strings, token limits, finish reasons, log-probabilities and cancellation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::context::{AbortHandle, Context};
+use crate::error::{Error, Result};
+use crate::sampling::{Sampler, SamplerConfig};
+use crate::token::Token;
+use crate::vocab::PieceDecoder;
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+    /// Cancelled through a [`CancelHandle`].
+    Cancelled,
+}
+
+/// A prompt: text (tokenized with the params' flags) or tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<Token>),
+}
+
+impl From<&str> for Prompt {
+    fn from(s: &str) -> Self {
+        Prompt::Text(s.into())
+    }
+}
+impl From<String> for Prompt {
+    fn from(s: String) -> Self {
+        Prompt::Text(s)
+    }
+}
+impl From<Vec<Token>> for Prompt {
+    fn from(t: Vec<Token>) -> Self {
+        Prompt::Tokens(t)
+    }
+}
+impl From<&[Token]> for Prompt {
+    fn from(t: &[Token]) -> Self {
+        Prompt::Tokens(t.to_vec())
+    }
+}
+
+/// Options of one generation.
+///
+/// ```
+/// let p = llama_rs::GenerateParams { max_tokens: Some(32), stop: vec!["\n".into()], ..Default::default() };
+/// assert!(p.add_special);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateParams {
+    /// `None`: until end-of-generation or a full context.
+    pub max_tokens: Option<usize>,
+    /// Output ends before the first occurrence of any of these (not included).
+    pub stop: Vec<String>,
+    pub sampler: SamplerConfig,
+    /// `Some(n)`: report the chosen token's log-probability and the `n` most likely.
+    pub logprobs: Option<usize>,
+    /// Add BOS (etc.) when tokenizing a text prompt.
+    pub add_special: bool,
+    /// Turn special-token text in the prompt into special tokens.
+    pub parse_special: bool,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: Some(256),
+            stop: vec![],
+            sampler: SamplerConfig::default(),
+            logprobs: None,
+            add_special: true,
+            parse_special: false,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Log-probability of one generated token, with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    pub token: Token,
+    pub logprob: f32,
+    /// `(token, logprob)`, most likely first.
+    pub top: Vec<(Token, f32)>,
+}
+
+/// A chunk of generated text and the tokens that produced it. The text never ends in
+/// the middle of a UTF-8 character or a possible stop string.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Piece {
+    pub text: String,
+    pub tokens: Vec<Token>,
+    /// One entry per token when `logprobs` was asked for.
+    pub logprobs: Vec<TokenLogprob>,
+    /// Set on the last piece.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Stops a generation from any thread; an in-flight decode is aborted too.
+#[derive(Debug, Clone)]
+pub struct CancelHandle {
+    flag: Arc<AtomicBool>,
+    abort: AbortHandle,
+}
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.abort.abort();
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+/// A context plus the tokens its KV cache holds for sequence 0. A new prompt that
+/// shares a prefix with them only decodes the rest.
+///
+/// ```
+/// use llama_rs::*;
+/// let model = Model::load(default_model_path()?, Default::default())?;
+/// let mut session = Session::new(model.context(ContextParams::default())?);
+/// let params = GenerateParams { max_tokens: Some(8), sampler: SamplerConfig::greedy(), ..Default::default() };
+/// let (text, finish) = session.generate("The capital of France is", &params)?.text()?;
+/// assert_eq!(finish, FinishReason::Length);
+/// assert!(text.starts_with(" the capital"));
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+pub struct Session {
+    ctx: Context,
+    tokens: Vec<Token>,
+    batch: Batch,
+}
+
+impl Session {
+    pub fn new(ctx: Context) -> Session {
+        let n = ctx.n_batch() as usize;
+        Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1) }
+    }
+    /// The underlying context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+    /// Tokens currently in the KV cache (sequence 0).
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+    /// Forgets the cache.
+    pub fn reset(&mut self) {
+        self.ctx.clear_memory(false);
+        self.tokens.clear();
+    }
+    /// Gives the context back.
+    pub fn into_context(self) -> Context {
+        self.ctx
+    }
+
+    /// Decodes `prompt` reusing the cached prefix; returns the batch index of the last
+    /// prompt token's logits.
+    fn prefill(&mut self, prompt: &[Token]) -> Result<usize> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidParam("empty prompt".into()));
+        }
+        let n_ctx = self.ctx.n_ctx_seq() as usize;
+        if prompt.len() >= n_ctx {
+            return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx });
+        }
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // Re-decode at least the last prompt token: its logits are needed.
+        let mut keep = common.min(prompt.len() - 1);
+        if keep < self.tokens.len() && !self.ctx.seq_rm(Some(0), keep as i32..)? {
+            self.ctx.clear_memory(false);
+            keep = 0;
+        }
+        self.tokens.truncate(keep);
+        let n_batch = self.batch.capacity();
+        let mut last = 0;
+        for chunk in prompt[keep..].chunks(n_batch) {
+            self.batch.clear();
+            let start = self.tokens.len() as i32;
+            let is_last = self.tokens.len() + chunk.len() == prompt.len();
+            self.batch.add_sequence(chunk, start, 0, is_last)?;
+            if let Err(e) = self.ctx.decode(&mut self.batch) {
+                self.resync();
+                return Err(e);
+            }
+            self.tokens.extend_from_slice(chunk);
+            last = chunk.len() - 1;
+        }
+        Ok(last)
+    }
+
+    /// After a failed decode, make `tokens` match what the KV cache really holds.
+    fn resync(&mut self) {
+        let n = self.ctx.seq_pos_max(0).map_or(0, |p| p as usize + 1);
+        self.tokens.truncate(n);
+    }
+
+    /// Starts generating after `prompt`. Nothing is decoded until the first `next()`
+    /// beyond the prompt.
+    pub fn generate(&mut self, prompt: impl Into<Prompt>, params: &GenerateParams) -> Result<Generator<'_>> {
+        let tokens = match prompt.into() {
+            Prompt::Text(t) => self.ctx.model().vocab().tokenize(&t, params.add_special, params.parse_special)?,
+            Prompt::Tokens(t) => {
+                let v = self.ctx.model().vocab();
+                for &tok in &t {
+                    v.check(tok)?;
+                }
+                t
+            }
+        };
+        let sampler = params.sampler.build(self.ctx.model())?;
+        self.ctx.clear_abort(); // a cancel of an earlier generation must not leak into this one
+        let logits_index = self.prefill(&tokens)?;
+        let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };
+        Ok(Generator {
+            sampler,
+            logits_index,
+            pending: None,
+            remaining: params.max_tokens,
+            stop: StopMatcher::new(&params.stop),
+            decoder: PieceDecoder::default(),
+            piece_buf: Vec::new(),
+            logprobs: params.logprobs,
+            ignore_eos: params.ignore_eos,
+            cancel,
+            finish: None,
+            n_prompt: tokens.len(),
+            n_generated: 0,
+            session: self,
+        })
+    }
+}
+
+/// Streams the generated text as [`Piece`]s. Dropping it stops generation; the session
+/// keeps every token that was decoded.
+pub struct Generator<'s> {
+    session: &'s mut Session,
+    sampler: Sampler,
+    logits_index: usize,
+    /// Sampled, not yet decoded (decoded at the start of the next step, so text is
+    /// handed out before the next forward pass).
+    pending: Option<Token>,
+    remaining: Option<usize>,
+    stop: StopMatcher,
+    decoder: PieceDecoder,
+    piece_buf: Vec<u8>,
+    logprobs: Option<usize>,
+    ignore_eos: bool,
+    cancel: CancelHandle,
+    finish: Option<FinishReason>,
+    n_prompt: usize,
+    n_generated: usize,
+}
+
+impl Generator<'_> {
+    /// A handle that cancels this generation from another thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+    /// Why it ended (after the last piece).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+    /// Tokens in the prompt / generated so far.
+    pub fn usage(&self) -> (usize, usize) {
+        (self.n_prompt, self.n_generated)
+    }
+    /// Runs to the end; returns all text and the finish reason.
+    pub fn text(mut self) -> Result<(String, FinishReason)> {
+        let mut s = String::new();
+        for p in &mut self {
+            s += &p?.text;
+        }
+        Ok((s, self.finish.unwrap_or(FinishReason::Stop)))
+    }
+
+    fn end(&mut self, reason: FinishReason, mut text: String, tokens: Vec<Token>, lp: Vec<TokenLogprob>) -> Piece {
+        text += &self.decoder.finish();
+        if reason != FinishReason::Stop {
+            text += &self.stop.flush();
+        }
+        self.finish = Some(reason);
+        self.session.ctx.clear_abort();
+        Piece { text, tokens, logprobs: lp, finish_reason: Some(reason) }
+    }
+
+    fn step(&mut self) -> Result<Option<Piece>> {
+        let mut tokens = Vec::new();
+        let mut lps = Vec::new();
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)));
+            }
+            if let Some(t) = self.pending.take() {
+                let s = &mut *self.session;
+                if s.tokens.len() + 1 >= s.ctx.n_ctx_seq() as usize {
+                    return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)));
+                }
+                s.batch.clear();
+                s.batch.add(t, s.tokens.len() as i32, &[0], true)?;
+                match s.ctx.decode(&mut s.batch) {
+                    Ok(()) => s.tokens.push(t),
+                    Err(Error::Aborted) => {
+                        s.resync();
+                        return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)));
+                    }
+                    Err(Error::ContextFull) => return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps))),
+                    Err(e) => {
+                        s.resync();
+                        return Err(e);
+                    }
+                }
+                self.logits_index = 0;
+            }
+            if self.remaining == Some(0) {
+                return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)));
+            }
+            let logits = self.session.ctx.logits(self.logits_index)?;
+            let t = self.sampler.sample_logits(logits)?;
+            if let Some(n) = self.logprobs {
+                lps.push(logprob(logits, t, n));
+            }
+            self.sampler.accept(t)?;
+            self.n_generated += 1;
+            if let Some(r) = self.remaining.as_mut() {
+                *r -= 1;
+            }
+            let vocab = self.session.ctx.model().vocab();
+            if vocab.is_eog(t) && !self.ignore_eos {
+                tokens.push(t);
+                let held = self.stop.flush();
+                return Ok(Some(self.end(FinishReason::Stop, held, tokens, lps)));
+            }
+            tokens.push(t);
+            self.pending = Some(t);
+            vocab.token_to_piece_bytes(t, false, &mut self.piece_buf)?;
+            let text = self.decoder.push(&self.piece_buf);
+            let (emit, stopped) = self.stop.push(&text);
+            if stopped {
+                self.pending = None;
+                self.decoder.finish(); // bytes after the stop string are dropped
+                return Ok(Some(self.end(FinishReason::Stop, emit, tokens, lps)));
+            }
+            if !emit.is_empty() {
+                return Ok(Some(Piece { text: emit, tokens, logprobs: lps, finish_reason: None }));
+            }
+        }
+    }
+}
+
+impl Iterator for Generator<'_> {
+    type Item = Result<Piece>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finish.is_some() {
+            return None;
+        }
+        match self.step() {
+            Ok(p) => p.map(Ok),
+            Err(e) => {
+                self.finish = Some(FinishReason::Stop);
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// log-softmax of `t` and the `n` most likely tokens, from the raw logits.
+fn logprob(logits: &[f32], t: Token, n: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let mut top = Vec::new();
+    if n > 0 {
+        let mut buf = Vec::new();
+        crate::sampling::top_k_into(logits, n, &mut buf);
+        top = buf.iter().map(|c| (Token(c.id), c.logit - lse)).collect();
+    }
+    TokenLogprob { token: t, logprob: logits[t.0 as usize] - lse, top }
+}
+
+/// Holds back text that could still become a stop string; finds the first full match.
+#[derive(Debug, Default)]
+struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopMatcher {
+    fn new(stops: &[String]) -> Self {
+        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+    }
+
+    /// Returns the text safe to emit, and whether a stop string was found.
+    fn push(&mut self, text: &str) -> (String, bool) {
+        if self.stops.is_empty() {
+            return (text.to_string(), false);
+        }
+        self.held.push_str(text);
+        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+            let out = self.held[..pos].to_string();
+            self.held.clear();
+            return (out, true);
+        }
+        // The longest suffix of `held` that is a proper prefix of some stop string.
+        let mut keep = 0;
+        for s in &self.stops {
+            for k in (1..s.len()).rev() {
+                if k <= keep {
+                    break;
+                }
+                if s.is_char_boundary(k) && self.held.ends_with(&s[..k]) {
+                    keep = k;
+                    break;
+                }
+            }
+        }
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        (out, false)
+    }
+
+    fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(stops: &[&str], pieces: &[&str]) -> (String, bool, String) {
+        let mut m = StopMatcher::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut out = String::new();
+        for p in pieces {
+            let (e, stopped) = m.push(p);
+            out += &e;
+            if stopped {
+                return (out, true, m.flush());
+            }
+        }
+        (out, false, m.flush())
+    }
+
+    #[test]
+    fn stop_strings_spanning_pieces_are_cut_exactly() {
+        assert_eq!(feed(&["</s>"], &["Hello <", "/", "s> more"]), ("Hello ".into(), true, "".into()));
+        assert_eq!(feed(&["\n\n"], &["a\n", "b\n", "\nc"]), ("a\nb".into(), true, "".into()));
+        // A partial match that does not complete is released.
+        assert_eq!(feed(&["STOP"], &["ST", "OP"]), ("".into(), true, "".into()));
+        assert_eq!(feed(&["STOP"], &["ST", "ART"]), ("START".into(), false, "".into()));
+        // The earliest of several stops wins; multibyte stops stay whole.
+        assert_eq!(feed(&["bb", "a"], &["xxbba"]), ("xx".into(), true, "".into()));
+        assert_eq!(feed(&["€!"], &["5 €", "!"]), ("5 ".into(), true, "".into()));
+        assert_eq!(feed(&["€!"], &["5 €"]), ("5 ".into(), false, "€".into()));
+        assert_eq!(feed(&[], &["a", "b"]), ("ab".into(), false, "".into()));
+    }
+}

@@ -1,0 +1,164 @@
+//! The generation API: text pieces, stop strings, finish reasons, UTF-8 safety,
+//! log-probabilities, cancellation and prompt-prefix reuse.
+mod common;
+use common::*;
+use llama_rs::{Error, FinishReason, GenerateParams, SamplerConfig, Session, Token};
+
+fn greedy(max: usize) -> GenerateParams {
+    GenerateParams { max_tokens: Some(max), sampler: SamplerConfig::greedy(), ..Default::default() }
+}
+
+fn session() -> Session {
+    Session::new(ctx())
+}
+
+#[test]
+fn greedy_text_matches_the_cli_and_finishes_with_length() {
+    let mut s = session();
+    let (text, finish) = s.generate(PROMPT, &greedy(20)).unwrap().text().unwrap();
+    assert!(text.starts_with(CLI_GREEDY), "{text:?}");
+    assert_eq!(finish, FinishReason::Length);
+}
+
+#[test]
+fn stop_strings_spanning_tokens_are_cut_exactly() {
+    let mut s = session();
+    for stop in [" It is the largest", ". It", "France."] {
+        let p = GenerateParams { stop: vec!["never".into(), stop.into()], ..greedy(40) };
+        let mut g = s.generate(PROMPT, &p).unwrap();
+        let mut text = String::new();
+        let mut last = None;
+        for piece in &mut g {
+            let piece = piece.unwrap();
+            assert!(!piece.text.contains(stop));
+            text += &piece.text;
+            last = piece.finish_reason;
+        }
+        assert_eq!(last, Some(FinishReason::Stop));
+        let cut = CLI_GREEDY.find(stop).unwrap();
+        assert_eq!(text, &CLI_GREEDY[..cut], "stop {stop:?}");
+    }
+}
+
+#[test]
+fn end_of_generation_is_a_stop() {
+    let eos = model().vocab().eos().unwrap();
+    let p = GenerateParams {
+        sampler: SamplerConfig { logit_bias: vec![(eos, 1000.0)], ..SamplerConfig::greedy() },
+        ..greedy(10)
+    };
+    let mut s = session();
+    let mut g = s.generate(PROMPT, &p).unwrap();
+    let piece = g.next().unwrap().unwrap();
+    assert_eq!(piece.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(piece.text, "");
+    assert_eq!(piece.tokens, vec![eos]);
+    assert!(g.next().is_none());
+    // ignore_eos keeps going.
+    let p = GenerateParams { ignore_eos: true, ..p };
+    let (_, finish) = s.generate(PROMPT, &p).unwrap().text().unwrap();
+    assert_eq!(finish, FinishReason::Length);
+}
+
+#[test]
+fn multibyte_output_is_never_split() {
+    let mut s = session();
+    for prompt in ["日本の首都は", "Emoji time: 🦀🦀", "Ünïcödé façade — «quotes» and"] {
+        let p = GenerateParams { sampler: SamplerConfig { seed: 7, temperature: 1.0, ..Default::default() }, ..greedy(48) };
+        let mut g = s.generate(prompt, &p).unwrap();
+        let mut text = String::new();
+        let mut tokens: Vec<Token> = Vec::new();
+        for piece in &mut g {
+            let piece = piece.unwrap();
+            assert!(!piece.text.contains('\u{FFFD}') || piece.finish_reason.is_some(), "{:?}", piece.text);
+            text += &piece.text;
+            tokens.extend(&piece.tokens);
+        }
+        let eog: Vec<Token> = tokens.iter().copied().filter(|t| !model().vocab().is_eog(*t)).collect();
+        assert_eq!(text, model().vocab().detokenize(&eog, false, false).unwrap(), "{prompt}");
+    }
+}
+
+#[test]
+fn cancellation_from_a_handle() {
+    let mut s = session();
+    let mut g = s.generate(PROMPT, &greedy(100)).unwrap();
+    let h = g.cancel_handle();
+    let mut n = 0;
+    let mut last = None;
+    for piece in &mut g {
+        let piece = piece.unwrap();
+        n += 1;
+        if n == 3 {
+            h.cancel();
+        }
+        last = piece.finish_reason;
+    }
+    assert_eq!(last, Some(FinishReason::Cancelled));
+    assert_eq!(g.finish_reason(), Some(FinishReason::Cancelled));
+    assert!(n <= 5);
+    drop(g);
+    // The session stays usable and consistent.
+    let (text, _) = s.generate(PROMPT, &greedy(20)).unwrap().text().unwrap();
+    assert!(text.starts_with(CLI_GREEDY));
+}
+
+#[test]
+fn prompt_prefix_is_reused_between_calls() {
+    let mut s = session();
+    let (first, _) = s.generate(PROMPT, &greedy(6)).unwrap().text().unwrap();
+    let before = s.context().perf().prompt_tokens;
+    let longer = format!("{PROMPT}{first}");
+    let (second, _) = s.generate(longer.as_str(), &greedy(6)).unwrap().text().unwrap();
+    let decoded = s.context().perf().prompt_tokens - before;
+    let n_longer = model().vocab().tokenize(&longer, true, false).unwrap().len() as i32;
+    assert!(decoded < n_longer / 2, "decoded {decoded} of {n_longer} prompt tokens");
+    // A fresh session making the same calls gives the same text (the cache really holds
+    // the prefix); one decoding everything at once agrees on the next token (batch shape
+    // changes CPU summation order, so later tokens may drift apart).
+    let mut same = session();
+    same.generate(PROMPT, &greedy(6)).unwrap().text().unwrap();
+    assert_eq!(same.generate(longer.as_str(), &greedy(6)).unwrap().text().unwrap().0, second);
+    let mut fresh = session();
+    let first_piece = fresh.generate(longer.as_str(), &greedy(6)).unwrap().next().unwrap().unwrap();
+    assert!(second.starts_with(&first_piece.text), "{second:?} vs {:?}", first_piece.text);
+    // The identical prompt again: only the last token is re-decoded.
+    let before = s.context().perf().prompt_tokens + s.context().perf().eval_tokens;
+    s.generate(longer.as_str(), &greedy(1)).unwrap().text().unwrap();
+    let after = s.context().perf().prompt_tokens + s.context().perf().eval_tokens;
+    assert!(after - before <= 2, "{}", after - before);
+}
+
+#[test]
+fn logprobs_are_reported() {
+    let mut s = session();
+    let p = GenerateParams { logprobs: Some(3), ..greedy(5) };
+    let pieces: Vec<_> = s.generate(PROMPT, &p).unwrap().collect::<Result<_, _>>().unwrap();
+    let lps: Vec<_> = pieces.iter().flat_map(|p| p.logprobs.clone()).collect();
+    assert_eq!(lps.len(), 5);
+    for lp in lps {
+        assert!(lp.logprob <= 0.0);
+        assert_eq!(lp.top.len(), 3);
+        assert_eq!(lp.top[0].0, lp.token, "greedy picks the most likely");
+        assert!((lp.top[0].1 - lp.logprob).abs() < 1e-5);
+        assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(lp.top.iter().map(|(_, l)| l.exp()).sum::<f32>() <= 1.0001);
+    }
+}
+
+#[test]
+fn bad_prompts_and_a_full_context() {
+    let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap());
+    let long = "word ".repeat(5000);
+    assert!(matches!(small.generate(long.as_str(), &greedy(4)), Err(Error::PromptTooLong { .. })));
+    assert!(matches!(small.generate(Vec::<Token>::new(), &greedy(4)), Err(Error::InvalidParam(_))));
+    assert!(matches!(small.generate(vec![Token(2), Token(-4)], &greedy(4)), Err(Error::InvalidToken { .. })));
+    let p = GenerateParams { max_tokens: None, ignore_eos: true, ..greedy(0) };
+    let (_, finish) = small.generate(PROMPT, &p).unwrap().text().unwrap();
+    assert_eq!(finish, FinishReason::Length, "a full context ends with `length`");
+    assert!(small.tokens().len() < small.context().n_ctx_seq() as usize);
+    assert!(small.tokens().len() >= 60, "{} tokens", small.tokens().len());
+    // max_tokens 0: nothing generated.
+    let (t, f) = small.generate(PROMPT, &greedy(0)).unwrap().text().unwrap();
+    assert_eq!((t.as_str(), f), ("", FinishReason::Length));
+}
