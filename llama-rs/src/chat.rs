@@ -1,0 +1,426 @@
+//! Chat templates (the model's Jinja `tokenizer.chat_template`, rendered as Hugging Face
+//! renders it, or one of llama.cpp's built-in templates) and tool-call parsing.
+
+use std::ffi::{c_char, CString};
+
+use minijinja::value::Value as JValue;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// One chat message. `content` is plain text; tool calls made by the assistant and the
+/// ids of tool results ride along for templates that render them.
+///
+/// ```
+/// let m = llama_rs::ChatMessage::user("Hi!");
+/// assert_eq!(m.role, "user");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { role: role.into(), content: content.into(), tool_calls: vec![], tool_call_id: None, name: None }
+    }
+    pub fn system(c: impl Into<String>) -> Self {
+        Self::new("system", c)
+    }
+    pub fn user(c: impl Into<String>) -> Self {
+        Self::new("user", c)
+    }
+    pub fn assistant(c: impl Into<String>) -> Self {
+        Self::new("assistant", c)
+    }
+    pub fn tool(c: impl Into<String>, id: impl Into<String>) -> Self {
+        ChatMessage { tool_call_id: Some(id.into()), ..Self::new("tool", c) }
+    }
+}
+
+/// A function call requested by the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+/// Name and JSON arguments of a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments object (templates see it as a mapping, as Hugging Face passes it).
+    pub arguments: Value,
+}
+
+const ROLES: &[&str] = &["system", "user", "assistant", "tool", "function", "developer", "ipython"];
+
+/// Options for [`ChatTemplate::render`].
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// End with the tokens that start the assistant's reply.
+    pub add_generation_prompt: bool,
+    /// Tool definitions (OpenAI `tools` format), passed to the template as `tools`.
+    pub tools: Option<Vec<Value>>,
+    /// Extra template variables (e.g. `enable_thinking`).
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// A chat template.
+///
+/// ```
+/// use llama_rs::{ChatMessage, ChatTemplate, RenderOptions};
+/// let t = ChatTemplate::jinja(
+///     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}",
+///     "<s>", "</s>")?;
+/// let text = t.render(&[ChatMessage::user("Hi")], &RenderOptions { add_generation_prompt: true, ..Default::default() })?;
+/// assert_eq!(text, "<|user|>Hi\n<|assistant|>");
+/// let gemma = ChatTemplate::builtin("gemma")?;
+/// assert!(gemma.render(&[ChatMessage::user("Hi")], &RenderOptions::default())?.contains("<start_of_turn>user"));
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum ChatTemplate {
+    Jinja { source: String, bos_token: String, eos_token: String, env: Environment<'static> },
+    /// One of llama.cpp's built-in templates, by name (see [`ChatTemplate::builtin_names`]).
+    Builtin(String),
+}
+
+fn template_error(e: minijinja::Error) -> Error {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg += &format!(": {s}");
+        src = s.source();
+    }
+    Error::Template(msg)
+}
+
+/// `tojson` as Python's `json.dumps(..., ensure_ascii=False)` writes it, which is what
+/// Hugging Face templates expect (minijinja's own escapes `<`, `>`, `&` and `'`).
+fn py_json(v: &Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    let nl = |out: &mut String, d: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * d));
+        }
+    };
+    match v {
+        Value::Array(a) if !a.is_empty() => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(if indent.is_some() { "," } else { ", " });
+                }
+                nl(out, depth + 1);
+                py_json(x, indent, depth + 1, out);
+            }
+            nl(out, depth);
+            out.push(']');
+        }
+        Value::Object(o) if !o.is_empty() => {
+            out.push('{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(if indent.is_some() { "," } else { ", " });
+                }
+                nl(out, depth + 1);
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                py_json(x, indent, depth + 1, out);
+            }
+            nl(out, depth);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn new_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    // Hugging Face renders with trim_blocks and lstrip_blocks.
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<JValue, minijinja::Error> {
+        Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("template raised: {msg}")))
+    });
+    env.add_function("strftime_now", |fmt: String| chrono::Local::now().format(&fmt).to_string());
+    env.add_filter("tojson", |v: JValue, indent: Option<usize>, kwargs: minijinja::value::Kwargs| -> std::result::Result<JValue, minijinja::Error> {
+        // Python's keyword arguments: `indent` is honoured; `ensure_ascii`, `sort_keys`
+        // and `separators` are accepted (output is already ensure_ascii=False).
+        let indent = match kwargs.get::<Option<usize>>("indent")? {
+            Some(i) => Some(i),
+            None => indent,
+        };
+        let json: Value = serde_json::to_value(&v)
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+        let mut s = String::new();
+        py_json(&json, indent, 0, &mut s);
+        Ok(JValue::from_safe_string(s))
+    });
+    env
+}
+
+impl ChatTemplate {
+    /// Compiles a Jinja template (syntax errors are reported here, not at render time).
+    pub fn jinja(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Result<Self> {
+        let source = source.into();
+        let mut env = new_env();
+        env.add_template_owned("chat", strip_generation_tags(&source)).map_err(template_error)?;
+        Ok(ChatTemplate::Jinja { source, bos_token: bos_token.into(), eos_token: eos_token.into(), env })
+    }
+
+    /// A llama.cpp built-in template by name, e.g. `chatml`, `llama3`, `gemma`.
+    pub fn builtin(name: &str) -> Result<Self> {
+        if !Self::builtin_names().iter().any(|n| n == name) {
+            return Err(Error::Template(format!("no built-in template named {name:?}")));
+        }
+        Ok(ChatTemplate::Builtin(name.into()))
+    }
+
+    /// Names of llama.cpp's built-in templates.
+    pub fn builtin_names() -> Vec<String> {
+        // SAFETY: with len 0 llama.cpp only returns the count.
+        let n = unsafe { llama_sys::llama_chat_builtin_templates(std::ptr::null_mut(), 0) }.max(0) as usize;
+        let mut ptrs: Vec<*const c_char> = vec![std::ptr::null(); n];
+        // SAFETY: `ptrs` has room for `n` pointers to static strings.
+        unsafe { llama_sys::llama_chat_builtin_templates(ptrs.as_mut_ptr(), n) };
+        ptrs.iter()
+            .filter(|p| !p.is_null())
+            // SAFETY: static NUL-terminated names owned by llama.cpp.
+            .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The model's own template (GGUF `tokenizer.chat_template`); without one, the
+    /// built-in template of its family (`gemma` for Gemma, else `chatml`).
+    pub fn from_model(model: &Model) -> Result<Self> {
+        let v = model.vocab();
+        let piece = |t: Option<crate::Token>| t.and_then(|t| v.token_to_piece(t, true).ok()).unwrap_or_default();
+        match model.chat_template(None) {
+            Some(src) => Self::jinja(src, piece(v.bos()), piece(v.eos())),
+            None => {
+                let arch = model.architecture();
+                let name = if arch.starts_with("gemma") {
+                    "gemma"
+                } else if arch.starts_with("llama") {
+                    "llama3"
+                } else {
+                    "chatml"
+                };
+                Self::builtin(name)
+            }
+        }
+    }
+
+    /// Renders a conversation into the prompt text.
+    pub fn render(&self, messages: &[ChatMessage], opts: &RenderOptions) -> Result<String> {
+        for m in messages {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(Error::Template(format!("unknown role {:?} (expected one of {ROLES:?})", m.role)));
+            }
+        }
+        match self {
+            ChatTemplate::Jinja { bos_token, eos_token, env, .. } => {
+                let tmpl = env.get_template("chat").map_err(template_error)?;
+                let mut ctx = serde_json::Map::new();
+                ctx.insert("messages".into(), serde_json::to_value(messages).map_err(|e| Error::Template(e.to_string()))?);
+                ctx.insert("add_generation_prompt".into(), Value::Bool(opts.add_generation_prompt));
+                ctx.insert("bos_token".into(), Value::String(bos_token.clone()));
+                ctx.insert("eos_token".into(), Value::String(eos_token.clone()));
+                if let Some(t) = &opts.tools {
+                    ctx.insert("tools".into(), Value::Array(t.clone()));
+                }
+                for (k, v) in &opts.extra {
+                    ctx.insert(k.clone(), v.clone());
+                }
+                tmpl.render(JValue::from_serialize(&ctx)).map_err(template_error)
+            }
+            ChatTemplate::Builtin(name) => apply_builtin(name, messages, opts.add_generation_prompt),
+        }
+    }
+}
+
+/// Removes `{% generation %}` / `{% endgeneration %}`: a Hugging Face extension that
+/// marks assistant spans for training masks and renders nothing.
+fn strip_generation_tags(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(start) = rest.find("{%") {
+        let Some(len) = rest[start..].find("%}") else { break };
+        let tag = &rest[start + 2..start + len];
+        let word = tag.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        out += &rest[..start];
+        if word != "generation" && word != "endgeneration" {
+            out += &rest[start..start + len + 2];
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out += rest;
+    out
+}
+
+/// llama.cpp's `llama_chat_apply_template` (built-in, non-Jinja templates). `tmpl` is a
+/// template name or a Jinja source that llama.cpp recognises by its markers.
+pub fn apply_builtin(tmpl: &str, messages: &[ChatMessage], add_assistant: bool) -> Result<String> {
+    let t = CString::new(tmpl).map_err(|_| Error::Nul("template".into()))?;
+    let owned: Vec<(CString, CString)> = messages
+        .iter()
+        .map(|m| Ok((CString::new(m.role.as_str())?, CString::new(m.content.as_str())?)))
+        .collect::<std::result::Result<_, std::ffi::NulError>>()
+        .map_err(|_| Error::Nul("message".into()))?;
+    let raw: Vec<llama_sys::llama_chat_message> =
+        owned.iter().map(|(r, c)| llama_sys::llama_chat_message { role: r.as_ptr(), content: c.as_ptr() }).collect();
+    let mut cap = messages.iter().map(|m| m.content.len() * 2).sum::<usize>() + 256;
+    loop {
+        let mut buf = vec![0u8; cap];
+        // SAFETY: all strings are valid C strings alive for the call; `buf` has `cap` bytes.
+        let n = unsafe {
+            llama_sys::llama_chat_apply_template(t.as_ptr(), raw.as_ptr(), raw.len(), add_assistant, buf.as_mut_ptr() as *mut c_char, cap as i32)
+        };
+        if n < 0 {
+            return Err(Error::Template(format!("llama.cpp does not support the template {tmpl:.60?}")));
+        }
+        if (n as usize) <= cap {
+            buf.truncate(n as usize);
+            return String::from_utf8(buf).map_err(|e| Error::Template(e.to_string()));
+        }
+        cap = n as usize;
+    }
+}
+
+/// Finds tool calls in model output, for the common formats: Hermes/Qwen
+/// (`<tool_call>{...}</tool_call>`), Mistral (`[TOOL_CALLS][{...}]`), Llama 3.1
+/// (`<|python_tag|>` or a bare `{"name": ..., "parameters": ...}` object). Returns the
+/// remaining text and the calls.
+///
+/// ```
+/// let (text, calls) = llama_rs::parse_tool_calls(
+///     "Let me check.<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>");
+/// assert_eq!(text, "Let me check.");
+/// assert_eq!(calls[0].function.name, "get_weather");
+/// assert_eq!(calls[0].function.arguments["city"], "Paris");
+/// ```
+pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
+    let mut calls = Vec::new();
+    // Hermes / Qwen.
+    if output.contains("<tool_call>") {
+        let mut text = String::new();
+        let mut rest = output;
+        while let Some(start) = rest.find("<tool_call>") {
+            text += &rest[..start];
+            let after = &rest[start + "<tool_call>".len()..];
+            let (body, next) = match after.find("</tool_call>") {
+                Some(end) => (&after[..end], &after[end + "</tool_call>".len()..]),
+                None => (after, ""),
+            };
+            if let Some(c) = call_from_json(body.trim()) {
+                calls.push(c);
+            }
+            rest = next;
+        }
+        text += rest;
+        return (text.trim().to_string(), calls);
+    }
+    // Mistral.
+    if let Some(pos) = output.find("[TOOL_CALLS]") {
+        let body = output[pos + "[TOOL_CALLS]".len()..].trim();
+        if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body) {
+            calls.extend(items.iter().filter_map(|v| call_from_value(v)));
+        } else if let Some((name, args)) = body.split_once("[ARGS]") {
+            if let Ok(a) = serde_json::from_str::<Value>(args.trim()) {
+                calls.push(make_call(name.trim(), a, None));
+            }
+        }
+        return (output[..pos].trim().to_string(), calls);
+    }
+    // Llama 3.1.
+    let (head, body) = match output.find("<|python_tag|>") {
+        Some(p) => (&output[..p], &output[p + "<|python_tag|>".len()..]),
+        None => ("", output),
+    };
+    let body_t = body.trim().trim_end_matches("<|eom_id|>").trim_end_matches("<|eot_id|>").trim();
+    if body_t.starts_with('{') {
+        for part in body_t.split(';') {
+            if let Some(c) = call_from_json(part.trim()) {
+                calls.push(c);
+            }
+        }
+        if !calls.is_empty() {
+            return (head.trim().to_string(), calls);
+        }
+    }
+    (output.to_string(), calls)
+}
+
+fn make_call(name: &str, arguments: Value, id: Option<String>) -> ToolCall {
+    ToolCall { id, kind: "function".into(), function: FunctionCall { name: name.into(), arguments } }
+}
+
+fn call_from_json(s: &str) -> Option<ToolCall> {
+    call_from_value(&serde_json::from_str::<Value>(s).ok()?)
+}
+
+fn call_from_value(v: &Value) -> Option<ToolCall> {
+    let name = v.get("name")?.as_str()?;
+    let args = v.get("arguments").or_else(|| v.get("parameters")).cloned().unwrap_or(Value::Object(Default::default()));
+    // Some models send the arguments as a JSON string.
+    let args = match args {
+        Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        a => a,
+    };
+    let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+    Some(make_call(name, args, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_json_matches_python_dumps() {
+        let v: Value = serde_json::from_str(r#"{"a": [1, 2, {"b": "<x> & 'y' é"}], "c": {}}"#).unwrap();
+        let mut s = String::new();
+        py_json(&v, None, 0, &mut s);
+        assert_eq!(s, r#"{"a": [1, 2, {"b": "<x> & 'y' é"}], "c": {}}"#);
+        let mut s = String::new();
+        py_json(&serde_json::json!({"a": [1]}), Some(2), 0, &mut s);
+        assert_eq!(s, "{\n  \"a\": [\n    1\n  ]\n}");
+    }
+
+    #[test]
+    fn tool_call_formats() {
+        let (t, c) = parse_tool_calls(r#"[TOOL_CALLS][{"name": "f", "arguments": {"x": 1}}]"#);
+        assert_eq!((t.as_str(), c[0].function.name.as_str(), &c[0].function.arguments["x"]), ("", "f", &serde_json::json!(1)));
+        let (_, c) = parse_tool_calls(r#"<|python_tag|>{"name": "g", "parameters": {"q": "a"}}<|eom_id|>"#);
+        assert_eq!(c[0].function.name, "g");
+        let (_, c) = parse_tool_calls(r#"{"name": "h", "parameters": {}}"#);
+        assert_eq!(c[0].function.name, "h");
+        let (t, c) = parse_tool_calls("no calls here {not json");
+        assert!(c.is_empty());
+        assert_eq!(t, "no calls here {not json");
+        let (_, c) = parse_tool_calls(r#"<tool_call>{"name": "a", "arguments": "{\"k\": 2}"}</tool_call><tool_call>{"name": "b"}</tool_call>"#);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].function.arguments["k"], 2);
+    }
+}
