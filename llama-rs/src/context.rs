@@ -228,6 +228,11 @@ impl ContextParams {
         if self.n_seq_max == 0 || self.n_seq_max > max_seq {
             return bad(format!("n_seq_max must be in 1..={max_seq}, got {}", self.n_seq_max));
         }
+        if self.n_seq_max > self.n_batch {
+            // llama.cpp reserves one output row per sequence inside an n_batch-row
+            // buffer and asserts (llama-context.cpp output_reserve) when it cannot.
+            return bad(format!("n_seq_max ({}) must be <= n_batch ({})", self.n_seq_max, self.n_batch));
+        }
         if self.type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
             return bad(format!("quantized V cache ({:?}) requires flash attention (Auto or On)", self.type_v));
         }

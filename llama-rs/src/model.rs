@@ -106,6 +106,9 @@ pub struct ModelParams {
     pub tensor_overrides: Vec<(String, BufferTarget)>,
     pub vocab_only: bool,
     pub check_tensors: bool,
+    /// Skip llama.cpp's repacked CPU weight layouts (`CPU_REPACK`). Slower prompt
+    /// processing, but results no longer depend on how many tokens a batch holds.
+    pub no_repack: bool,
     /// Only simulate allocations (used by the memory planner).
     #[serde(skip)]
     pub(crate) no_alloc: bool,
@@ -126,6 +129,7 @@ impl std::fmt::Debug for ModelParams {
             .field("tensor_overrides", &self.tensor_overrides)
             .field("vocab_only", &self.vocab_only)
             .field("check_tensors", &self.check_tensors)
+            .field("no_repack", &self.no_repack)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -170,6 +174,10 @@ impl ModelParams {
     }
     pub fn vocab_only(mut self, v: bool) -> Self {
         self.vocab_only = v;
+        self
+    }
+    pub fn no_repack(mut self, v: bool) -> Self {
+        self.no_repack = v;
         self
     }
     pub fn check_tensors(mut self, v: bool) -> Self {
@@ -226,6 +234,9 @@ impl ModelParams {
         };
         raw.vocab_only = self.vocab_only;
         raw.check_tensors = self.check_tensors;
+        if self.no_repack {
+            raw.use_extra_bufts = false;
+        }
         raw.no_alloc = self.no_alloc;
         if self.no_alloc {
             // The dry run asserts on mmap'd buffers (llama-model.cpp: `!ml.no_alloc`).

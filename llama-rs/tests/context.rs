@@ -321,6 +321,7 @@ fn bad_inputs_are_typed_errors() {
         params().n_seq_max(100_000),
         params().kv_types(KvType::F16, KvType::Q4_0).flash_attn(FlashAttn::Off),
         params().n_ctx(1).n_seq_max(4),
+        params().n_batch(16).n_ubatch(16).n_seq_max(32),
     ] {
         let dbg = format!("{p:?}");
         assert!(matches!(m.context(p), Err(Error::InvalidParam(_))), "{dbg}");

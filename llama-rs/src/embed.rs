@@ -1,0 +1,185 @@
+//! [`Embedder`]: sentence embeddings with pooling and normalization, many inputs per
+//! decode; reranking scores for models with a ranking head.
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::context::{Context, ContextParams, Pooling};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::token::Token;
+
+/// How embeddings are normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Normalize {
+    None,
+    /// Unit length (cosine similarity = dot product).
+    #[default]
+    L2,
+    /// Divide by the largest absolute component.
+    MaxAbs,
+}
+
+/// Options of an [`Embedder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmbedParams {
+    /// `Unspecified` takes the model's own pooling (Mean if it has none).
+    pub pooling: Pooling,
+    pub normalize: Normalize,
+    /// Most tokens per decode (and per input).
+    pub n_batch: u32,
+    /// Most inputs per decode.
+    pub max_inputs: u32,
+    pub n_threads: u32,
+}
+
+impl Default for EmbedParams {
+    fn default() -> Self {
+        EmbedParams { pooling: Pooling::Unspecified, normalize: Normalize::L2, n_batch: 2048, max_inputs: 32, n_threads: 0 }
+    }
+}
+
+/// Embeds texts, packing many inputs into each decode.
+///
+/// ```
+/// use llama_rs::{Embedder, EmbedParams, Model};
+/// let model = Model::load(llama_rs::default_model_path()?, Default::default())?;
+/// let mut e = Embedder::new(&model, EmbedParams::default())?;
+/// let v = e.embed(&["a cat", "a dog", "quantum chromodynamics"])?;
+/// let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+/// assert_eq!(v.len(), 3);
+/// assert!((dot(&v[0], &v[0]) - 1.0).abs() < 1e-4); // L2-normalized
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+pub struct Embedder {
+    ctx: Context,
+    batch: Batch,
+    normalize: Normalize,
+    max_inputs: usize,
+}
+
+impl Embedder {
+    pub fn new(model: &Model, p: EmbedParams) -> Result<Embedder> {
+        if p.n_batch == 0 || p.max_inputs == 0 {
+            return Err(Error::InvalidParam("n_batch and max_inputs must be > 0".into()));
+        }
+        let pooling = match p.pooling {
+            Pooling::None => {
+                return Err(Error::InvalidParam(
+                    "Embedder pools one vector per input; for per-token embeddings use a Context with embeddings(true)".into(),
+                ))
+            }
+            Pooling::Unspecified => match model.meta(&format!("{}.pooling_type", model.architecture())).as_deref() {
+                Some("1") => Pooling::Mean,
+                Some("2") => Pooling::Cls,
+                Some("3") => Pooling::Last,
+                Some("4") => Pooling::Rank,
+                _ => Pooling::Mean,
+            },
+            other => other,
+        };
+        // The whole batch in one micro-batch: non-causal (BERT-style) models need it,
+        // and pooling must see each sequence whole.
+        let params = ContextParams::default()
+            .embeddings(true)
+            .pooling(pooling)
+            .n_ctx(p.n_batch.max(64))
+            .n_batch(p.n_batch)
+            .n_ubatch(p.n_batch)
+            .n_seq_max(p.max_inputs.min(p.n_batch))
+            .kv_unified(true)
+            .n_threads(p.n_threads);
+        let ctx = model.context(params)?;
+        let max_inputs = ctx.n_seq_max() as usize;
+        Ok(Embedder { batch: Batch::new(p.n_batch as usize, 1), ctx, normalize: p.normalize, max_inputs })
+    }
+
+    /// The context's pooling.
+    pub fn pooling(&self) -> Pooling {
+        self.ctx.params().pooling
+    }
+
+    /// One vector per text.
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.ctx.model().vocab();
+        let tokens: Vec<Vec<Token>> = texts.iter().map(|t| vocab.tokenize(t, true, false)).collect::<Result<_>>()?;
+        self.embed_tokens(&tokens)
+    }
+
+    /// One vector per token sequence.
+    pub fn embed_tokens(&mut self, inputs: &[Vec<Token>]) -> Result<Vec<Vec<f32>>> {
+        let cap = self.batch.capacity();
+        for t in inputs {
+            if t.is_empty() {
+                return Err(Error::InvalidParam("empty input".into()));
+            }
+            if t.len() > cap {
+                return Err(Error::PromptTooLong { n_prompt: t.len(), n_ctx: cap });
+            }
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut i = 0;
+        while i < inputs.len() {
+            // Pack as many whole inputs as fit.
+            self.batch.clear();
+            let mut n = 0;
+            while i + n < inputs.len() && n < self.max_inputs && self.batch.len() + inputs[i + n].len() <= cap {
+                for (p, &t) in inputs[i + n].iter().enumerate() {
+                    self.batch.add(t, p as i32, &[n as i32], true)?;
+                }
+                n += 1;
+            }
+            self.ctx.clear_memory(false);
+            self.ctx.decode(&mut self.batch)?;
+            for s in 0..n {
+                let mut v = self.ctx.embeddings_seq(s as i32)?.to_vec();
+                normalize(&mut v, self.normalize);
+                out.push(v);
+            }
+            i += n;
+        }
+        self.ctx.clear_memory(false);
+        Ok(out)
+    }
+
+    /// Relevance scores of `documents` for `query` (models with a ranking head, i.e.
+    /// `Pooling::Rank`). Higher is more relevant.
+    pub fn rerank(&mut self, query: &str, documents: &[&str]) -> Result<Vec<f32>> {
+        if self.pooling() != Pooling::Rank {
+            return Err(Error::InvalidParam("reranking needs a model with a ranking head (pooling Rank)".into()));
+        }
+        let vocab = self.ctx.model().vocab();
+        let q = vocab.tokenize(query, false, false)?;
+        let (bos, eos, sep) = (vocab.bos(), vocab.eos(), vocab.sep().or(vocab.eos()));
+        let inputs: Vec<Vec<Token>> = documents
+            .iter()
+            .map(|d| {
+                // [BOS] query [EOS] [SEP] document [EOS], as llama-server formats it.
+                let mut t: Vec<Token> = bos.into_iter().collect();
+                t.extend(&q);
+                t.extend(eos);
+                t.extend(sep);
+                t.extend(vocab.tokenize(d, false, false)?);
+                t.extend(eos);
+                Ok(t)
+            })
+            .collect::<Result<_>>()?;
+        let saved = self.normalize;
+        self.normalize = Normalize::None;
+        let r = self.embed_tokens(&inputs);
+        self.normalize = saved;
+        Ok(r?.into_iter().map(|v| v[0]).collect())
+    }
+}
+
+fn normalize(v: &mut [f32], how: Normalize) {
+    let d = match how {
+        Normalize::None => return,
+        Normalize::L2 => v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt() as f32,
+        Normalize::MaxAbs => v.iter().fold(0.0f32, |m, x| m.max(x.abs())),
+    };
+    if d > 0.0 {
+        v.iter_mut().for_each(|x| *x /= d);
+    }
+}
