@@ -72,13 +72,21 @@ pub use llama_sys as sys;
 /// assert_eq!(llama_rs::argmax(&[0.1, 3.0, -1.0, 3.0]), llama_rs::Token(1));
 /// ```
 pub fn argmax(logits: &[f32]) -> Token {
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_v {
-            best_v = v;
-            best = i;
+    // Two passes beat one branchy pass: the maximum over 8 independent lanes compiles to
+    // vector max instructions, then one scan finds its first index. NaNs never win.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = logits.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
         }
     }
-    Token(best as i32)
+    let mut max = f32::NEG_INFINITY;
+    for &v in lanes.iter().chain(rest) {
+        if v > max {
+            max = v;
+        }
+    }
+    Token(logits.iter().position(|&v| v == max).unwrap_or(0) as i32)
 }

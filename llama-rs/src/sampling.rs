@@ -445,12 +445,7 @@ impl SamplerBuilder {
         if !self.stages.iter().any(|s| matches!(s, BuilderStage::Std(st) if st.selects())) {
             self.stages.push(BuilderStage::Std(Stage::Dist { seed: sys::LLAMA_DEFAULT_SEED }));
         }
-        // The fast path: a leading top-k (with nothing before it that needs the whole
-        // vocabulary) is done in Rust over the logits, without building the full array.
-        let fast_top_k = match self.stages.first() {
-            Some(BuilderStage::Std(Stage::TopK(k))) if *k > 0 && *k <= 4096 => Some(*k as usize),
-            _ => None,
-        };
+        let fast = fast_path(&self.stages);
         let greedy_only = matches!(self.stages.as_slice(), [BuilderStage::Std(Stage::Greedy)]);
         let has_custom = self.stages.iter().any(|s| matches!(s, BuilderStage::Custom(_)));
 
@@ -482,7 +477,7 @@ impl SamplerBuilder {
         Ok(Sampler {
             model: self.model,
             chain: chain_full,
-            fast_top_k,
+            fast,
             greedy_only,
             has_custom,
             customs,
@@ -492,6 +487,49 @@ impl SamplerBuilder {
             force_full: false,
         })
     }
+}
+
+/// When the chain can run on a few candidates instead of the whole vocabulary.
+///
+/// A chain `[sparse stages..] TopK(k) ..` only ever looks at the k best tokens after
+/// the sparse stages. Stages that can only lower a bounded number of logits (repetition
+/// penalties with factors >= 1 over the last n tokens, negative logit biases) can push
+/// at most that many tokens out of the raw top-k; positive biases can pull named tokens
+/// in. So the raw top-(k + lowered) plus the raised tokens hold every token the full
+/// path could pick, and running the same chain on them gives the same result.
+#[derive(Debug, Clone)]
+struct FastPath {
+    n_candidates: usize,
+    raised: Vec<Token>,
+}
+
+fn fast_path(stages: &[BuilderStage]) -> Option<FastPath> {
+    let mut lowered = 0usize;
+    let mut raised = Vec::new();
+    for s in stages {
+        match s {
+            BuilderStage::Std(Stage::TopK(k)) if *k > 0 => {
+                let n = *k as usize + lowered;
+                return (n <= 4096).then_some(FastPath { n_candidates: n, raised });
+            }
+            BuilderStage::Std(Stage::Penalties { last_n, repeat, freq, present })
+                if *repeat >= 1.0 && *freq >= 0.0 && *present >= 0.0 && (0..=4096).contains(last_n) =>
+            {
+                lowered += *last_n as usize;
+            }
+            BuilderStage::Std(Stage::LogitBias(b)) => {
+                for (t, v) in b {
+                    if *v > 0.0 {
+                        raised.push(*t);
+                    } else if *v < 0.0 {
+                        lowered += 1;
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn new_chain() -> Result<RawSampler> {
@@ -662,7 +700,7 @@ fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
 pub struct Sampler {
     model: Model,
     chain: RawSampler,
-    fast_top_k: Option<usize>,
+    fast: Option<FastPath>,
     greedy_only: bool,
     has_custom: bool,
     customs: Vec<*mut CustomState>,
@@ -681,7 +719,7 @@ unsafe impl Send for Sampler {}
 impl std::fmt::Debug for Sampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sampler")
-            .field("fast_top_k", &self.fast_top_k)
+            .field("fast", &self.fast)
             .field("greedy_only", &self.greedy_only)
             .field("grammar", &self.grammar.is_some())
             .finish()
@@ -709,17 +747,22 @@ impl Sampler {
         if self.greedy_only && self.grammar.is_none() && !self.force_full {
             return Ok(crate::argmax(logits));
         }
-        let skip_first = match self.fast_top_k {
-            Some(k) if !self.force_full => {
-                top_k_into(logits, k, &mut self.cand);
-                true
+        let sorted = match &self.fast {
+            Some(f) if !self.force_full => {
+                top_k_into(logits, f.n_candidates, &mut self.cand);
+                for &t in &f.raised {
+                    if !self.cand.iter().any(|c| c.id == t.0) {
+                        self.cand.push(sys::llama_token_data { id: t.0, logit: logits[t.0 as usize], p: 0.0 });
+                    }
+                }
+                f.raised.is_empty()
             }
             _ => {
                 fill_all(logits, &mut self.cand);
                 false
             }
         };
-        let t = self.run_chain(skip_first)?;
+        let t = self.run_chain(sorted)?;
         if let Some(g) = &self.grammar {
             if !grammar_allows(g, &mut self.one, t) {
                 // Rejected: constrain the whole vocabulary, then sample again.
@@ -737,11 +780,11 @@ impl Sampler {
         Ok(t)
     }
 
-    /// Applies the chain to `self.cand`; with `skip_first` the leading top-k has already
-    /// been applied (the chain's top-k then sees exactly k sorted candidates: a no-op).
-    fn run_chain(&mut self, skip_first: bool) -> Result<Token> {
+    /// Applies the chain to `self.cand` (`sorted`: the candidates are in descending
+    /// order, which spares the chain's top-k a sort).
+    fn run_chain(&mut self, sorted: bool) -> Result<Token> {
         let mut arr = array(&mut self.cand);
-        arr.sorted = skip_first;
+        arr.sorted = sorted;
         // SAFETY: valid chain; `arr` points at `self.cand`, alive and unaliased for the call.
         unsafe { sys::llama_sampler_apply(self.chain.0.as_ptr(), &mut arr) };
         self.resume_custom_panic();
@@ -834,10 +877,13 @@ fn fill_all(logits: &[f32], out: &mut Vec<sys::llama_token_data>) {
 pub(crate) fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<sys::llama_token_data>) {
     out.clear();
     let k = k.min(logits.len());
+    if k == 0 {
+        return;
+    }
     let mut threshold = f32::NEG_INFINITY;
-    for (i, &l) in logits.iter().enumerate() {
-        if out.len() == k && !(l > threshold) {
-            continue;
+    let offer = |out: &mut Vec<sys::llama_token_data>, i: usize, l: f32, threshold: &mut f32| {
+        if out.len() == k && !(l > *threshold) {
+            return;
         }
         let pos = out.partition_point(|c| c.logit >= l);
         if out.len() == k {
@@ -845,8 +891,21 @@ pub(crate) fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<sys::llama_toke
         }
         out.insert(pos, sys::llama_token_data { id: i as i32, logit: l, p: 0.0 });
         if out.len() == k {
-            threshold = out[k - 1].logit;
+            *threshold = out[k - 1].logit;
         }
+    };
+    // Most blocks of 16 hold nothing above the current k-th value: test a whole block
+    // with a branch-free (vectorized) reduction before looking at single entries.
+    let mut base = 0;
+    for block in logits.chunks(16) {
+        let full = out.len() == k;
+        let hit = !full || block.iter().fold(false, |a, &l| a | (l > threshold));
+        if hit {
+            for (j, &l) in block.iter().enumerate() {
+                offer(out, base + j, l, &mut threshold);
+            }
+        }
+        base += block.len();
     }
 }
 

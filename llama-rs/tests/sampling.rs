@@ -251,3 +251,31 @@ fn json_schema_output_parses_and_validates() {
     }
     assert!(o.keys().all(|k| ["city", "population", "capital", "tags"].contains(&k.as_str())));
 }
+
+#[test]
+fn penalties_and_biases_keep_the_fast_path_exact() {
+    let (c, n) = prompt_ctx(PROMPT);
+    let base = c.logits(n - 1).unwrap().to_vec();
+    let top = llama_rs::argmax(&base);
+    let cfgs = [
+        SamplerConfig { repeat_penalty: 1.3, presence_penalty: 0.5, frequency_penalty: 0.2, seed: 3, ..Default::default() },
+        SamplerConfig { logit_bias: vec![(top, -5.0), (Token(12345), 30.0)], seed: 4, ..Default::default() },
+        SamplerConfig { logit_bias: vec![(Token(777), 8.0)], repeat_penalty: 1.5, top_k: 5, seed: 5, ..Default::default() },
+    ];
+    for cfg in cfgs {
+        let mut fast = cfg.build(model()).unwrap();
+        let mut full = cfg.build(model()).unwrap();
+        full.set_full_vocab(true);
+        // Vary the logits a little each step so the history matters.
+        for step in 0..40 {
+            let mut l = base.clone();
+            let i = (step * 7919) % l.len();
+            l[i] += 25.0;
+            let a = fast.sample_logits(&l).unwrap();
+            let b = full.sample_logits(&l).unwrap();
+            assert_eq!(a, b, "{cfg:?} step {step}");
+            fast.accept(a).unwrap();
+            full.accept(b).unwrap();
+        }
+    }
+}

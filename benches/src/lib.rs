@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/`; see `cargo bench -p llama-benches`.
