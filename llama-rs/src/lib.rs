@@ -42,6 +42,8 @@ mod model;
 mod paths;
 mod plan;
 mod quantize;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 mod state;
 mod token;
 mod vocab;

@@ -3,9 +3,13 @@
 
 use std::path::Path;
 
+use std::collections::BTreeSet;
+
+use llama_build_config::Backend;
+
 use crate::{cfg_feature, env};
 
-pub fn emit(install: &Path) -> Result<(), String> {
+pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> {
     let lib_dir = install.join("lib");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     let mut libs: Vec<String> = std::fs::read_dir(&lib_dir)
@@ -49,10 +53,10 @@ pub fn emit(install: &Path) -> Result<(), String> {
             }
         }
     }
-    if cfg_feature("vulkan") {
+    if backends.contains(&Backend::Vulkan) {
         println!("cargo:rustc-link-lib=vulkan");
     }
-    if cfg_feature("cuda") {
+    if backends.contains(&Backend::Cuda) {
         let root = env::var("CUDA_PATH").unwrap_or_else(|| "/usr/local/cuda".into());
         for sub in ["lib64", "lib64/stubs", "lib", "targets/x86_64-linux/lib"] {
             println!("cargo:rustc-link-search=native={root}/{sub}");
@@ -61,7 +65,7 @@ pub fn emit(install: &Path) -> Result<(), String> {
             println!("cargo:rustc-link-lib={l}");
         }
     }
-    if cfg_feature("hip") {
+    if backends.contains(&Backend::Hip) {
         let root = env::var("ROCM_PATH").unwrap_or_else(|| "/opt/rocm".into());
         println!("cargo:rustc-link-search=native={root}/lib");
         for l in ["amdhip64", "hipblas", "rocblas"] {

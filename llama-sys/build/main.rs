@@ -7,6 +7,7 @@ mod env;
 mod link;
 mod shim;
 mod source;
+mod toolchain;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ fn run() -> Result<(), String> {
     }
 
     let src = source::locate()?;
-    let install = cmake_config::build(&src, &out_dir)?;
+    let (install, backends) = cmake_config::build(&src, &out_dir)?;
     let include_dirs = [src.join("include"), src.join("ggml").join("include")];
     if cfg_feature("pregenerated-bindings") || env::is_set("LLAMA_SYS_PREGENERATED_BINDINGS") {
         bindings::use_pregenerated(&out_dir)?;
@@ -43,7 +44,7 @@ fn run() -> Result<(), String> {
     }
     // The shim links before libllama, whose symbols it uses.
     shim::build(&src, &out_dir)?;
-    link::emit(&install)?;
+    link::emit(&install, &backends)?;
 
     // For dependants (`DEP_LLAMA_*`): the tree and headers, e.g. to build llama.cpp tools.
     println!("cargo:src={}", src.display());
