@@ -108,6 +108,9 @@ pub struct Inputs {
     pub gpu_targets: Option<String>,
     /// LLAMA_SYS_ROCWMMA=1.
     pub rocwmma: bool,
+    /// LLAMA_SYS_SHARED=1: shared libraries (swap in a llama.cpp built elsewhere, e.g.
+    /// with another backend, without relinking).
+    pub shared: bool,
 }
 
 /// Facts read from the llama.cpp source tree.
@@ -136,7 +139,7 @@ pub fn cmake_options(i: &Inputs, cfg: Option<&BuildConfig>, caps: &SourceCaps) -
         backends.extend(c.backends.iter().copied());
     }
     let mut o: Vec<(String, String)> = vec![
-        ("BUILD_SHARED_LIBS".into(), on(false)),
+        ("BUILD_SHARED_LIBS".into(), on(i.shared)),
         ("CMAKE_POSITION_INDEPENDENT_CODE".into(), on(true)),
         ("CMAKE_INSTALL_LIBDIR".into(), "lib".into()),
         ("LLAMA_BUILD_COMMON".into(), on(false)),
@@ -292,6 +295,8 @@ mod tests {
             assert_eq!(get(&a, b.cmake_option()), Some("OFF"));
         }
         assert!(a.backends.is_empty() && a.warnings.is_empty());
+        let shared = Inputs { shared: true, ..host() };
+        assert_eq!(get(&cmake_options(&shared, None, &Default::default()).unwrap(), "BUILD_SHARED_LIBS"), Some("ON"));
         // Cross builds turn native off; an explicit override wins over everything.
         let cross = Inputs { native: false, ..host() };
         assert_eq!(get(&cmake_options(&cross, None, &Default::default()).unwrap(), "GGML_NATIVE"), Some("OFF"));

@@ -57,7 +57,7 @@ pub use embed::{EmbedParams, Embedder, Normalize};
 pub use error::{Error, Result};
 pub use generate::{CancelHandle, FinishReason, GenerateParams, Generator, Piece, Prompt, Session, TokenLogprob};
 pub use sampling::{Candidates, CustomSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage};
-pub use gguf::GgufWriter;
+pub use gguf::{read_gguf_metadata, GgufValue, GgufWriter};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
 pub use quantize::{quantize, FileType, QuantizeParams};
 pub use plan::{MemoryEntry, MemoryPlan};

@@ -28,6 +28,7 @@ fn inputs() -> Result<Inputs, String> {
         cuda_archs: env::var("LLAMA_SYS_CUDA_ARCHITECTURES"),
         gpu_targets: env::var("LLAMA_SYS_GPU_TARGETS"),
         rocwmma: env::flag("LLAMA_SYS_ROCWMMA")?.unwrap_or(false),
+        shared: env::flag("LLAMA_SYS_SHARED")?.unwrap_or(false),
     })
 }
 

@@ -12,27 +12,50 @@ use crate::{cfg_feature, env};
 pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> {
     let lib_dir = install.join("lib");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
-    let mut libs: Vec<String> = std::fs::read_dir(&lib_dir)
+    let shared = env::flag("LLAMA_SYS_SHARED")?.unwrap_or(false);
+    let names: Vec<String> = std::fs::read_dir(&lib_dir)
         .map_err(|e| format!("no libraries in {}: {e}", lib_dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| {
-            let stem = n.strip_prefix("lib")?;
-            stem.strip_suffix(".a").or_else(|| stem.strip_suffix(".lib")).map(str::to_owned)
-        })
-        .filter(|n| n == "llama" || n.starts_with("ggml"))
         .collect();
-    // GNU ld resolves left to right: users of a library come before it.
-    libs.sort_by_key(|n| match n.as_str() {
-        "llama" => 0,
-        "ggml" => 1,
-        "ggml-base" => 3,
-        _ => 2,
-    });
-    if !libs.iter().any(|l| l == "llama") {
-        return Err(format!("CMake did not install libllama into {}", lib_dir.display()));
-    }
-    for l in &libs {
-        println!("cargo:rustc-link-lib=static={l}");
+    if shared {
+        // libllama.so pulls in the ggml libraries of whatever build sits next to it, so
+        // a llama.cpp built with another backend can be swapped in at run time.
+        let mut libs: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix("lib")?.strip_suffix(".so").or_else(|| n.strip_prefix("lib")?.strip_suffix(".dylib")))
+            .filter(|n| *n == "llama" || n.starts_with("ggml"))
+            .collect();
+        libs.sort();
+        if !libs.contains(&"llama") {
+            return Err(format!("CMake did not install a shared libllama into {}", lib_dir.display()));
+        }
+        for l in libs {
+            println!("cargo:rustc-link-lib=dylib={l}");
+        }
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+        println!("cargo:libdir={}", lib_dir.display());
+    } else {
+        let mut libs: Vec<String> = names
+            .iter()
+            .filter_map(|n| {
+                let stem = n.strip_prefix("lib")?;
+                stem.strip_suffix(".a").or_else(|| stem.strip_suffix(".lib")).map(str::to_owned)
+            })
+            .filter(|n| n == "llama" || n.starts_with("ggml"))
+            .collect();
+        // GNU ld resolves left to right: users of a library come before it.
+        libs.sort_by_key(|n| match n.as_str() {
+            "llama" => 0,
+            "ggml" => 1,
+            "ggml-base" => 3,
+            _ => 2,
+        });
+        if !libs.iter().any(|l| l == "llama") {
+            return Err(format!("CMake did not install libllama into {}", lib_dir.display()));
+        }
+        for l in &libs {
+            println!("cargo:rustc-link-lib=static={l}");
+        }
     }
 
     let os = env::cargo("CARGO_CFG_TARGET_OS");

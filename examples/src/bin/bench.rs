@@ -1,0 +1,202 @@
+//! Throughput of llama-rs next to llama.cpp's own `llama-bench`, built from the same
+//! source with the same flags (`scripts/llama-tools.sh`), in one run, alternating, with
+//! the spread over repetitions and the ratio ours / theirs.
+//!
+//!     cargo run --release -p llama-examples --bin bench -- --llama-bench "$(scripts/llama-tools.sh)/llama-bench"
+//!
+//! Tests: `pp` (prompt of -p tokens in n_batch chunks, as llama-bench), `tg` (-n single-
+//! token decodes, as llama-bench), `gen` (the full generation API: sampling with the
+//! default greedy sampler, detokenization, stop-string matching — what a user gets).
+
+use std::process::Command;
+use std::time::Instant;
+
+use clap::Parser;
+use llama_rs::{Batch, ContextParams, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams, SamplerConfig, Session, Token};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(short, long)]
+    model: Option<std::path::PathBuf>,
+    #[arg(short = 'p', long, default_value_t = 512)]
+    n_prompt: usize,
+    #[arg(short = 'n', long, default_value_t = 128)]
+    n_gen: usize,
+    #[arg(short, long, default_value_t = 5)]
+    reps: usize,
+    /// Threads (0 = physical cores as llama-bench picks; here: available parallelism).
+    #[arg(short, long, default_value_t = 0)]
+    threads: u32,
+    /// GPU layers: all, or a count.
+    #[arg(long, default_value = "all")]
+    ngl: String,
+    /// Flash attention: auto, on, off.
+    #[arg(long, default_value = "auto")]
+    fa: String,
+    /// Path of llama-bench to compare with.
+    #[arg(long)]
+    llama_bench: Option<std::path::PathBuf>,
+    /// Skip the generation-API test.
+    #[arg(long)]
+    no_gen: bool,
+}
+
+fn stats(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt();
+    (m, sd)
+}
+
+struct Ours {
+    model: Model,
+    params: ContextParams,
+    n_vocab: i32,
+    rng: u64,
+}
+
+impl Ours {
+    fn rand_token(&mut self) -> Token {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        Token((self.rng % self.n_vocab as u64) as i32)
+    }
+
+    fn pp(&mut self, n: usize) -> f64 {
+        let mut ctx = self.model.context(self.params.clone()).unwrap();
+        let nb = self.params.n_batch as usize;
+        let mut b = Batch::new(nb, 1);
+        let t = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let m = (n - done).min(nb);
+            b.clear();
+            for i in 0..m {
+                let tok = self.rand_token();
+                b.add(tok, (done + i) as i32, &[0], i + 1 == m).unwrap();
+            }
+            ctx.decode(&mut b).unwrap();
+            done += m;
+        }
+        // Reading the logits synchronises with the device, as llama_synchronize does.
+        std::hint::black_box(ctx.logits_last().unwrap()[0]);
+        n as f64 / t.elapsed().as_secs_f64()
+    }
+
+    fn tg(&mut self, n: usize) -> f64 {
+        let mut ctx = self.model.context(self.params.clone()).unwrap();
+        let mut b = Batch::new(1, 1);
+        let t = Instant::now();
+        for i in 0..n {
+            let tok = self.rand_token();
+            b.clear();
+            b.add(tok, i as i32, &[0], true).unwrap();
+            ctx.decode(&mut b).unwrap();
+            std::hint::black_box(ctx.logits(0).unwrap()[0]);
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    }
+
+    /// The generation API end to end: sampling, detokenization, streaming pieces.
+    fn gen(&mut self, n: usize) -> f64 {
+        let mut s = Session::new(self.model.context(self.params.clone()).unwrap());
+        let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler: SamplerConfig::greedy(), ..Default::default() };
+        let bos = self.model.vocab().bos().unwrap_or(Token(0));
+        let mut g = s.generate(vec![bos], &p).unwrap();
+        let t = Instant::now();
+        let mut count = 0;
+        for piece in &mut g {
+            count += piece.unwrap().tokens.len();
+        }
+        // The first token comes from the prompt's logits; tg counts n decodes, so do we.
+        count as f64 / t.elapsed().as_secs_f64()
+    }
+}
+
+fn llama_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, test: &str) -> Option<f64> {
+    let (p, n) = if test == "pp" { (a.n_prompt, 0) } else { (0, a.n_gen) };
+    let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
+    let fa = match a.fa.as_str() {
+        "on" => "1",
+        "off" => "0",
+        _ => "auto",
+    };
+    let out = Command::new(bin)
+        .args(["-m", &model.to_string_lossy(), "-p", &p.to_string(), "-n", &n.to_string(), "-r", "1"])
+        .args(["-t", &threads.to_string(), "-ngl", &ngl, "-fa", fa, "-o", "json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?.first()?.get("avg_ts")?.as_f64()
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    let a = Args::parse();
+    let path = match &a.model {
+        Some(p) => p.clone(),
+        None => llama_rs::default_model_path()?,
+    };
+    let ngl = if a.ngl == "all" { GpuLayers::All } else { GpuLayers::Count(a.ngl.parse()?) };
+    let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))?;
+    let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
+    let fa = match a.fa.as_str() {
+        "on" => FlashAttn::On,
+        "off" => FlashAttn::Off,
+        _ => FlashAttn::Auto,
+    };
+    // llama-bench's defaults: n_ctx = p + n, n_batch 2048, n_ubatch 512.
+    let params = ContextParams::default()
+        .n_ctx((a.n_prompt + a.n_gen + 16) as u32)
+        .n_batch(2048)
+        .n_ubatch(512)
+        .n_threads(threads)
+        .flash_attn(fa);
+    let n_vocab = model.n_vocab();
+    let mut ours = Ours { model: model.clone(), params, n_vocab, rng: 0x12345678 };
+    println!("model: {} ({:.2} GiB), {}", model.description(), model.size() as f64 / (1u64 << 30) as f64, path.display());
+    println!("devices: {}", llama_rs::Device::all().iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "));
+    println!("threads {threads}, ngl {}, fa {}, reps {} (alternating)\n", a.ngl, a.fa, a.reps);
+
+    // Warm-up, as llama-bench does.
+    ours.pp(a.n_prompt.min(64));
+    ours.tg(4);
+    let mut tests: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![("pp", vec![], vec![]), ("tg", vec![], vec![])];
+    if !a.no_gen {
+        tests.push(("gen", vec![], vec![]));
+    }
+    for _ in 0..a.reps {
+        for (name, o, t) in tests.iter_mut() {
+            o.push(match *name {
+                "pp" => ours.pp(a.n_prompt),
+                "tg" => ours.tg(a.n_gen),
+                _ => ours.gen(a.n_gen),
+            });
+            if let Some(bin) = &a.llama_bench {
+                let which = if *name == "pp" { "pp" } else { "tg" };
+                if let Some(v) = llama_bench(bin, &a, &path, threads, which) {
+                    t.push(v);
+                }
+            }
+        }
+    }
+    println!("| test | llama-rs t/s | llama-bench t/s | ratio |");
+    println!("|---|---|---|---|");
+    for (name, o, t) in &tests {
+        let label = match *name {
+            "pp" => format!("pp{}", a.n_prompt),
+            "tg" => format!("tg{}", a.n_gen),
+            _ => format!("gen{} (API) vs tg{}", a.n_gen, a.n_gen),
+        };
+        let (om, osd) = stats(o);
+        if t.is_empty() {
+            println!("| {label} | {om:.1} ± {osd:.1} | – | – |");
+        } else {
+            let (tm, tsd) = stats(t);
+            let r: Vec<f64> = o.iter().zip(t).map(|(x, y)| x / y).collect();
+            let (rm, rsd) = stats(&r);
+            println!("| {label} | {om:.1} ± {osd:.1} | {tm:.1} ± {tsd:.1} | {rm:.3} ± {rsd:.3} |");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine that has no Rust toolchain (the device tool's H100). It builds
+# llama.cpp as shared libraries for one backend from the carried source tree, then runs
+# llama-rs binaries built on the CPU machine against the same source with
+# LLAMA_SYS_SHARED=1 (scripts/device/prepare.sh) — so llama-rs and llama-bench use the
+# very same libraries:
+#   * the integration tests with every layer offloaded (default ModelParams),
+#   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
+#   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
+# Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
+#   bash scripts/device/run.sh cuda|vulkan
+set -uo pipefail
+backend=$1
+root=$(pwd)
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+S=$root/.dev/src
+B=/tmp/build-$backend
+BIN=$root/.dev/bin
+model=/tmp/gemma-3-270m-q4_k_m.gguf
+[ -f "$model" ] || cat .dev/m1/part .dev/m2/part .dev/m3/part .dev/m4/part > "$model"
+echo "model sha256: $(sha256sum "$model" | cut -c1-16)… (want a5fd3b62230aa5ec)"
+common=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+  -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_RPC=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+  -DLLAMA_OPENSSL=OFF)
+case $backend in
+  cuda) extra=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90) ;;
+  vulkan)
+    for f in .dev/vk/*.deb; do dpkg -x "$f" /opt/vk; done
+    for f in .dev/gl/*.deb; do dpkg -x "$f" /opt/gl; done
+    export LD_LIBRARY_PATH=/opt/vk/usr/lib/x86_64-linux-gnu:/opt/gl/usr/lib/x86_64-linux-gnu
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    extra=(-DGGML_VULKAN=ON -DVulkan_INCLUDE_DIR=/opt/vk/usr/include
+      -DVulkan_LIBRARY=/opt/vk/usr/lib/x86_64-linux-gnu/libvulkan.so.1
+      -DVulkan_GLSLC_EXECUTABLE=/opt/vk/usr/bin/glslc) ;;
+  *) echo "backend?"; exit 2 ;;
+esac
+start=$(date +%s)
+cmake -S "$S" -B "$B" "${common[@]}" "${extra[@]}" > "$out/cmake-$backend.log" 2>&1 || { tail -40 "$out/cmake-$backend.log"; exit 1; }
+cmake --build "$B" --target llama llama-bench ggml-rpc -j 16 > "$out/build-$backend.log" 2>&1 || { tail -60 "$out/build-$backend.log"; exit 1; }
+echo "llama.cpp $backend build: $(( $(date +%s) - start )) s"
+lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
+export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
+export LLAMA_RS_MODEL=$model
+echo "== gpu-test"; "$BIN/gpu-test" 2>&1 | tee "$out/gpu-test-$backend.txt"
+echo "== tests (all layers offloaded)"
+for t in model context generate sampling adapters embed files; do
+  "$BIN/$t" --test-threads 2 --skip tokenizer_conformance 2>&1 | grep -E "^test |test result|panicked|left:|right:"
+done | tee "$out/tests-$backend.txt"
+echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r 5 -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"
+"$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out /tmp/q7.gguf
+echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model /tmp/q7.gguf --llama-bench "$B/bin/llama-bench" -r 5 -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's own tools (llama-bench, llama-batched-bench, llama-completion) in
+# llama-sys's cmake build tree: same source, same compiler flags, same backends as the
+# library llama-rs links. Prints the directory holding the binaries.
+#   scripts/llama-tools.sh            # CPU (or whatever LLAMA_BUILD_CONFIG / features say)
+#   CARGO_FEATURES=cuda scripts/llama-tools.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+feat=()
+[ -n "${CARGO_FEATURES:-}" ] && feat=(--features "$CARGO_FEATURES")
+out=$(cargo build --release -p llama-sys "${feat[@]}" --message-format=json \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "build-script-executed" and "llama-sys" in m["package_id"]:
+        print(m["out_dir"])' | tail -n1)
+build="$out/cmake/build"
+src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+cmake -S "$src" -B "$build" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON >/dev/null
+cmake --build "$build" --target llama-bench llama-batched-bench llama-completion -j "$(nproc)" >&2
+echo "$build/bin"
