@@ -18,6 +18,9 @@ pub struct MemoryEntry {
     pub buffer_type: String,
     /// The device the buffer type belongs to, if any (e.g. `CPU`, `CUDA0`).
     pub device: Option<String>,
+    /// Host memory (also pinned host buffers such as `CUDA_Host`, which belong to a GPU
+    /// device but live in RAM).
+    pub host: bool,
     pub model: u64,
     pub context: u64,
     pub compute: u64,
@@ -53,9 +56,25 @@ impl MemoryPlan {
         self.entries.iter().map(MemoryEntry::total).sum()
     }
 
-    /// Sum of the entries on one device.
+    /// Memory of one device: its own (non-host) buffers; host memory for `CPU`.
     pub fn device_total(&self, device: &str) -> u64 {
-        self.entries.iter().filter(|e| e.device.as_deref() == Some(device)).map(MemoryEntry::total).sum()
+        self.entries
+            .iter()
+            .filter(|e| {
+                // CPU: every host buffer, plus CPU-only layouts such as CPU_REPACK.
+                if device == "CPU" {
+                    e.host || e.device.as_deref() == Some("CPU")
+                } else {
+                    !e.host && e.device.as_deref() == Some(device)
+                }
+            })
+            .map(MemoryEntry::total)
+            .sum()
+    }
+
+    /// All host (RAM) memory.
+    pub fn host_total(&self) -> u64 {
+        self.device_total("CPU")
     }
 
     /// Predicts the memory of loading `path` with `model_params` and creating a context
@@ -109,6 +128,7 @@ impl Context {
                 MemoryEntry {
                     buffer_type: name(bname),
                     device,
+                    host: is_host,
                     model: e.model as u64,
                     context: e.context as u64,
                     compute: e.compute as u64,

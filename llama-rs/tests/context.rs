@@ -103,8 +103,9 @@ fn seq_cp_then_divergent_continuations() {
         let mut seq = p.clone();
         seq.push(tok);
         let lf = prefill(&mut f, &seq);
-        let max_diff = lf.iter().zip(l.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(max_diff < 1e-2, "branch {tok} differs by {max_diff}");
+        // Batch composition changes summation order (more so on GPUs).
+        let d = max_diff(&lf, l);
+        assert!(d < if on_gpu() { 0.25 } else { 1e-2 }, "branch {tok} differs by {d}");
         assert_eq!(llama_rs::argmax(&lf), llama_rs::argmax(l));
     }
 }

@@ -71,7 +71,12 @@ fn greedy_matches_llama_cpp_cli_and_is_deterministic() {
     let ta = greedy_text(&mut a, PROMPT, 20);
     let tb = greedy_text(&mut b, PROMPT, 20);
     assert_eq!(ta, tb, "two fresh contexts disagree");
-    assert!(ta.starts_with(CLI_GREEDY), "got {ta:?}, llama.cpp CLI gives {CLI_GREEDY:?}");
+    if !on_gpu() {
+        assert!(ta.starts_with(CLI_GREEDY), "got {ta:?}, llama.cpp CLI gives {CLI_GREEDY:?}");
+    } else {
+        // GPU kernels round differently; the first words must still agree.
+        assert!(ta.starts_with(" the capital of the country of France."), "{ta:?}");
+    }
 }
 
 #[test]
@@ -174,8 +179,7 @@ fn memory_plan_before_loading_matches_the_real_breakdown() {
     let actual = unmapped.context(cp.clone()).unwrap().memory_breakdown().unwrap();
     eprintln!("plan {plan:?}\nactual {actual:?}");
     assert!(!plan.entries.is_empty());
-    let cpu = plan.device_total("CPU");
-    assert!(cpu > 0, "{plan:?}");
+    assert!(plan.host_total() > 0, "{plan:?}");
     // Weights, KV cache and compute buffers are all predicted exactly on CPU.
     let sum = |p: &llama_rs::MemoryPlan, f: fn(&llama_rs::MemoryEntry) -> u64| p.entries.iter().map(f).sum::<u64>();
     assert_eq!(sum(&plan, |e| e.model), sum(&actual, |e| e.model));
@@ -186,9 +190,12 @@ fn memory_plan_before_loading_matches_the_real_breakdown() {
     assert!(weights >= model().size() * 9 / 10, "{weights} vs {}", model().size());
     let mapped = model().context(cp).unwrap().memory_breakdown().unwrap();
     assert!(sum(&mapped, |e| e.model) >= weights);
-    let has_gpu = llama_rs::Device::all().iter().any(|d| d.kind != llama_rs::DeviceType::Cpu);
-    if !has_gpu {
-        assert_eq!(plan.device_total("CPU"), plan.total(), "everything is on the CPU here");
+    if !on_gpu() {
+        assert_eq!(plan.host_total(), plan.total(), "everything is in host memory here");
+    }
+    // Per device, the plan matches the allocation.
+    for d in llama_rs::Device::all() {
+        assert_eq!(plan.device_total(&d.name), actual.device_total(&d.name), "{}", d.name);
     }
     let bigger = llama_rs::MemoryPlan::estimate(&path, ModelParams::default(), &params().n_ctx(8192)).unwrap();
     assert!(sum(&bigger, |e| e.context) > sum(&plan, |e| e.context));

