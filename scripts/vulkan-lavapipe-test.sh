@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Vulkan without a GPU: builds llama-rs with the `vulkan` feature inside a Debian 13
+# (trixie) chroot — Debian 12's Vulkan-Headers 1.3.239 are too old for llama.cpp — and
+# runs the core tests on Mesa's lavapipe (a CPU Vulkan device), as llama.cpp's own CI
+# does: GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1.
+# Needs root. Usage: scripts/vulkan-lavapipe-test.sh [CHROOT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=${1:-/opt/trixie}
+repo=$(pwd)
+if [ ! -x "$root/usr/bin/glslc" ]; then
+  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
+  [ -d "$root/usr" ] || debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  cp /etc/resolv.conf "$root/etc/"
+  chroot "$root" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends libvulkan-dev spirv-headers glslc mesa-vulkan-drivers cmake ninja-build g++ \
+    ccache python3 ca-certificates >/dev/null'
+fi
+model=$(python3 vendor/fetch.py model)
+python3 vendor/fetch.py source >/dev/null
+mkdir -p "$root/work/repo" "$root/root/.cargo" "$root/root/.rustup" "$root/proc" "$root/model"
+cleanup() { umount "$root/work/repo" "$root/root/.cargo" "$root/root/.rustup" "$root/proc" "$root/model" 2>/dev/null || true; }
+trap cleanup EXIT
+mount --bind "$repo" "$root/work/repo"
+mount --bind "$HOME/.cargo" "$root/root/.cargo"
+mount --bind "$HOME/.rustup" "$root/root/.rustup"
+mount --bind "$(dirname "$model")" "$root/model"
+mount -t proc proc "$root/proc"
+chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin \
+  LLAMA_RS_MODEL="/model/$(basename "$model")" CARGO_TARGET_DIR=/work/repo/target/vulkan \
+  LLAMA_SYS_PREGENERATED_BINDINGS=1 \
+  GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1 bash -c '
+  set -e; cd /work/repo
+  cargo build --release --locked -p llama-rs --features vulkan --tests
+  cargo test --release --locked -p llama-rs --features vulkan --test model --test context --test generate \
+    -- --test-threads 1 --skip one_model_many_threads 2>&1 | grep -E "^test |test result|panicked|Vulkan"
+  cargo run --release --locked -p llama-examples --features vulkan --bin gpu-test -- -n 8 || true'
