@@ -32,6 +32,12 @@ chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/
   GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1 bash -c '
   set -e; cd /work/repo
   cargo build --release --locked -p llama-rs --features vulkan --tests
-  cargo test --release --locked -p llama-rs --features vulkan --test model --test context --test generate \
-    -- --test-threads 1 --skip one_model_many_threads 2>&1 | grep -E "^test |test result|panicked|Vulkan"
-  cargo run --release --locked -p llama-examples --features vulkan --bin gpu-test -- -n 8 || true'
+  # lavapipe runs the model on the CPU through Vulkan, much slower than ggml-cpu: a
+  # subset that covers loading, offload, decode, KV edits, state and generation.
+  cargo test --release --locked -p llama-rs --features vulkan --test model --test context --test generate -- \
+    --test-threads 1 --exact \
+    metadata_of_the_default_model greedy_matches_llama_cpp_cli_and_is_deterministic devices_and_system_info \
+    bad_inputs_are_typed_errors memory_operations state_round_trip_reproduces_logits_bit_for_bit \
+    removing_the_tail_and_redecoding_equals_decoding_from_scratch \
+    stop_strings_spanning_tokens_are_cut_exactly end_of_generation_is_a_stop
+  echo "lavapipe: Vulkan core tests passed"'

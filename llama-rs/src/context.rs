@@ -167,7 +167,10 @@ impl Default for ContextParams {
             type_v: KvType::F16,
             offload_kqv: d.offload_kqv,
             op_offload: d.op_offload,
-            swa_full: d.swa_full,
+            // As llama.cpp's tools (llama-server, llama-cli) default: a sliding-window
+            // cache only as large as the window needs, not n_ctx (Gemma 3 at 4k context:
+            // ~38 MiB less). Set it for prefix reuse beyond the window.
+            swa_full: false,
             kv_unified: d.kv_unified,
             embeddings: false,
             pooling: Pooling::Unspecified,

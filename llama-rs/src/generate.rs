@@ -189,6 +189,16 @@ impl Session {
             self.ctx.clear_memory(false);
             keep = 0;
         }
+        // A sliding-window cache (swa_full off) drops positions older than the window;
+        // continuing at `keep` needs the window before it still present.
+        let n_swa = self.ctx.model().n_swa() as usize;
+        if keep > 0 && n_swa > 0 && !self.ctx.params().swa_full {
+            let min = self.ctx.seq_pos_min(0).map_or(0, |p| p as usize);
+            if min > keep.saturating_sub(n_swa) {
+                self.ctx.clear_memory(false);
+                keep = 0;
+            }
+        }
         self.tokens.truncate(keep);
         let n_batch = self.batch.capacity();
         let mut last = 0;

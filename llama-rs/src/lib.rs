@@ -45,6 +45,7 @@ mod quantize;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 mod state;
+mod synthetic;
 mod token;
 mod vocab;
 
@@ -62,6 +63,7 @@ pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParam
 pub use quantize::{quantize, FileType, QuantizeParams};
 pub use plan::{MemoryEntry, MemoryPlan};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
+pub use synthetic::{write_synthetic_qwen2, SyntheticShape};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab};
 

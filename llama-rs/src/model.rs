@@ -104,6 +104,8 @@ pub struct ModelParams {
     pub kv_overrides: Vec<(String, KvOverride)>,
     /// Regex pattern over tensor names → placement.
     pub tensor_overrides: Vec<(String, BufferTarget)>,
+    /// RPC servers (`host:port`) whose devices join this load (llama.cpp's `--rpc`).
+    pub rpc_servers: Vec<String>,
     pub vocab_only: bool,
     pub check_tensors: bool,
     /// Skip llama.cpp's repacked CPU weight layouts (`CPU_REPACK`). Slower prompt
@@ -127,6 +129,7 @@ impl std::fmt::Debug for ModelParams {
             .field("load_mode", &self.load_mode)
             .field("kv_overrides", &self.kv_overrides)
             .field("tensor_overrides", &self.tensor_overrides)
+            .field("rpc_servers", &self.rpc_servers)
             .field("vocab_only", &self.vocab_only)
             .field("check_tensors", &self.check_tensors)
             .field("no_repack", &self.no_repack)
@@ -162,6 +165,12 @@ impl ModelParams {
     }
     pub fn kv_override(mut self, key: impl Into<String>, v: KvOverride) -> Self {
         self.kv_overrides.push((key.into(), v));
+        self
+    }
+    /// Adds an RPC server's devices (feature `rpc`): layers are spread over them like
+    /// local GPUs. The server is contacted when the model loads.
+    pub fn rpc_server(mut self, endpoint: impl Into<String>) -> Self {
+        self.rpc_servers.push(endpoint.into());
         self
     }
     pub fn tensor_override(mut self, pattern: impl Into<String>, t: BufferTarget) -> Self {
@@ -469,6 +478,23 @@ impl Model {
         load: impl FnOnce(sys::llama_model_params) -> *mut sys::llama_model,
     ) -> Result<Model> {
         backend::init();
+        if !params.rpc_servers.is_empty() {
+            #[cfg(feature = "rpc")]
+            for endpoint in params.rpc_servers.clone() {
+                let devs = crate::rpc::add_server(&endpoint)?;
+                // With an explicit device list, the RPC devices join it; otherwise
+                // llama.cpp uses every registered device, these included.
+                if !params.devices.is_empty() {
+                    for d in devs {
+                        if !params.devices.contains(&d.index) {
+                            params.devices.push(d.index);
+                        }
+                    }
+                }
+            }
+            #[cfg(not(feature = "rpc"))]
+            return Err(Error::InvalidParam("rpc_servers needs llama-rs built with the `rpc` feature".into()));
+        }
         let mut rp = params.to_raw()?;
         let mut state = params.progress.take().map(|f| ProgressState { f, panic: None, cancelled: false });
         if let Some(st) = state.as_mut() {

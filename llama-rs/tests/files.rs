@@ -122,3 +122,31 @@ fn tokenizer_conformance_with_llama_cpp_vectors() {
     assert!(checked >= 10, "only {checked} vocab files with vectors found under {}", models.display());
     eprintln!("{checked} vocabularies conform");
 }
+
+#[test]
+fn split_models_load_from_the_first_part_or_an_explicit_list() {
+    let vocab = llama_cpp_tree().join("models/ggml-vocab-qwen2.gguf");
+    let shape = llama_rs::SyntheticShape::named("tiny").unwrap();
+    let single = scratch("tiny.gguf");
+    llama_rs::write_synthetic_qwen2(shape, &vocab, &single, 7, 1).unwrap();
+    let parts = llama_rs::write_synthetic_qwen2(shape, &vocab, &scratch("tiny-split.gguf"), 7, 3).unwrap();
+    assert_eq!(parts.len(), 3);
+    assert!(parts[0].to_string_lossy().ends_with("tiny-split-00001-of-00003.gguf"));
+    let logits = |m: &Model| {
+        let mut c = m.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap();
+        let mut b = llama_rs::Batch::new(8, 1);
+        b.add_sequence(&[Token(100), Token(200), Token(300)], 0, 0, true).unwrap();
+        c.decode(&mut b).unwrap();
+        c.logits_last().unwrap().to_vec()
+    };
+    let want = logits(&Model::load(&single, ModelParams::default()).unwrap());
+    assert!(want.iter().all(|x| x.is_finite()));
+    // The first part finds the others by name; an explicit list works too.
+    assert_eq!(logits(&Model::load(&parts[0], ModelParams::default()).unwrap()), want);
+    assert_eq!(logits(&Model::load_splits(&parts, ModelParams::default()).unwrap()), want);
+    // Loading from a later part, or with a part missing, is an error.
+    assert!(matches!(Model::load(&parts[1], ModelParams::default()), Err(Error::ModelLoad { .. })));
+    assert!(matches!(Model::load_splits(&parts[..2], ModelParams::default()), Err(Error::ModelLoad { .. })));
+    std::fs::remove_file(&parts[2]).unwrap();
+    assert!(matches!(Model::load(&parts[0], ModelParams::default()), Err(Error::ModelLoad { .. })));
+}

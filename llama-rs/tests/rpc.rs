@@ -56,6 +56,12 @@ fn loopback_rpc_matches_local_cpu() {
     // does not either, so both run the same kernels.
     let local = Model::load(&path, ModelParams::default().no_repack(true)).unwrap();
     let remote = Model::load(&path, ModelParams::default().no_repack(true).devices(vec![devs[0].index])).unwrap();
+    // The model parameter does the same as registering by hand.
+    let via_param = Model::load(&path, ModelParams::default().no_repack(true).rpc_server(&endpoint)).unwrap();
+    let plan = via_param.context(common::params()).unwrap().memory_breakdown().unwrap();
+    assert!(plan.entries.iter().any(|e| e.device.as_deref() == Some(devs[0].name.as_str()) && e.model > 0), "{plan:?}");
+    let bad = Model::load(&path, ModelParams::default().rpc_server(format!("127.0.0.1:{}", free_port())));
+    assert!(matches!(bad, Err(Error::NoSuchDevice(_))), "{bad:?}");
     let a = common::greedy_text(&mut local.context(common::params()).unwrap(), common::PROMPT, 12);
     let b = common::greedy_text(&mut remote.context(common::params()).unwrap(), common::PROMPT, 12);
     assert_eq!(a, b);

@@ -21,6 +21,9 @@ struct Args {
     /// Tokens to generate.
     #[arg(short = 'n', long, default_value_t = 64)]
     n_predict: usize,
+    /// Context size (0 = just enough for the prompt and the generated tokens).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    ctx: u32,
     /// Threads (0 = all cores).
     #[arg(short, long, default_value_t = 0)]
     threads: u32,
@@ -37,8 +40,8 @@ fn main() -> anyhow::Result<()> {
     eprintln!("{} | {} params | {}", model.description(), model.n_params(), path.display());
     let vocab = model.vocab();
     let prompt = vocab.tokenize(&args.prompt, true, false)?;
-    let n_ctx = (prompt.len() + args.n_predict + 8) as u32;
-    let mut ctx = model.context(ContextParams::default().n_ctx(n_ctx.max(256)).n_threads(args.threads))?;
+    let n_ctx = if args.ctx > 0 { args.ctx } else { ((prompt.len() + args.n_predict + 8) as u32).max(256) };
+    let mut ctx = model.context(ContextParams::default().n_ctx(n_ctx).n_threads(args.threads))?;
 
     let t0 = Instant::now();
     let mut batch = Batch::new(prompt.len().max(1), 1);

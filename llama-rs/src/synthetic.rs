@@ -1,0 +1,181 @@
+//! Synthetic models: a real architecture shape (Qwen2) and a real vocabulary with random
+//! weights written directly in a quantized type (Q4_K where rows allow, else Q8_0). For
+//! speed tests of models that cannot be downloaded, and for tests of split (sharded)
+//! loading. Speed does not depend on weight values; quality is nonsense.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::gguf::{read_gguf_metadata, GgufValue, GgufWriter};
+
+/// Transformer dimensions (Qwen2 layout: GQA attention with biases, SwiGLU FFN).
+///
+/// ```
+/// let s = llama_rs::SyntheticShape::named("7b").unwrap();
+/// assert_eq!((s.n_embd, s.n_layer), (3584, 28));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyntheticShape {
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub n_ff: u64,
+}
+
+impl SyntheticShape {
+    /// `tiny`, or the Qwen2.5 shapes `0.5b`, `1.5b`, `7b`, `72b`.
+    pub fn named(name: &str) -> Option<Self> {
+        let s = |n_embd, n_layer, n_head, n_head_kv, n_ff| SyntheticShape { n_embd, n_layer, n_head, n_head_kv, n_ff };
+        Some(match name {
+            "tiny" => s(256, 2, 4, 2, 512),
+            "0.5b" => s(896, 24, 14, 2, 4864),
+            "1.5b" => s(1536, 28, 12, 2, 8960),
+            "7b" => s(3584, 28, 28, 4, 18944),
+            "72b" => s(8192, 80, 64, 8, 29568),
+            _ => return None,
+        })
+    }
+}
+
+const GGML_Q8_0: u32 = 8;
+const GGML_Q4_K: u32 = 12;
+
+fn f16_bits(x: f32) -> u16 {
+    // Normal numbers only (all we need): rebias the exponent, truncate the mantissa.
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    let man = ((b >> 13) & 0x3ff) as u16;
+    sign | ((exp.clamp(1, 30) as u16) << 10) | man
+}
+
+enum Kind {
+    Quant { ne0: u64, ne1: u64, seed: u64 },
+    Ones(u64),
+    Zeros(u64),
+}
+
+/// Random blocks with fixed small scales, so activations stay finite.
+fn add_quant(w: &mut GgufWriter, name: &str, ne0: u64, ne1: u64, seed: u64) -> Result<()> {
+    let (ty, block, bytes, scale): (u32, u64, usize, Vec<u8>) = if ne0 % 256 == 0 {
+        let mut s = f16_bits(2e-4).to_le_bytes().to_vec(); // d
+        s.extend_from_slice(&f16_bits(1e-4).to_le_bytes()); // dmin
+        (GGML_Q4_K, 256, 144, s)
+    } else if ne0 % 32 == 0 {
+        (GGML_Q8_0, 32, 34, f16_bits(3e-4).to_le_bytes().to_vec())
+    } else {
+        return Err(Error::InvalidParam(format!("{name}: rows of {ne0} values cannot be quantized")));
+    };
+    let n_bytes = (ne0 / block * ne1) as usize * bytes;
+    w.tensor_gen(name, &[ne0, ne1], ty, n_bytes, move |off, chunk| {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (off as u64 + 1);
+        for c in chunk.chunks_mut(8) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            c.copy_from_slice(&s.to_le_bytes()[..c.len()]);
+        }
+        // Overwrite the scale bytes of every block that overlaps this chunk.
+        let end = off + chunk.len();
+        let mut block_start = off - off % bytes;
+        while block_start < end {
+            for (k, &b) in scale.iter().enumerate() {
+                let p = block_start + k;
+                if p >= off && p < end {
+                    chunk[p - off] = b;
+                }
+            }
+            block_start += bytes;
+        }
+    })?;
+    Ok(())
+}
+
+/// Writes a synthetic Qwen2 model of `shape` with the tokenizer of `vocab_gguf` (e.g.
+/// llama.cpp's `models/ggml-vocab-qwen2.gguf`). With `n_splits > 1` it writes
+/// `<stem>-00001-of-0000N.gguf` ... next to `out` (llama.cpp's split naming) and returns
+/// those paths; the same seed gives the same weights however it is split.
+pub fn write_synthetic_qwen2(shape: SyntheticShape, vocab_gguf: &Path, out: &Path, seed: u64, n_splits: usize) -> Result<Vec<PathBuf>> {
+    let meta = read_gguf_metadata(vocab_gguf)?;
+    let n_vocab = meta
+        .iter()
+        .find_map(|(k, v)| match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", GgufValue::Array(t)) => Some(t.len() as u64),
+            _ => None,
+        })
+        .ok_or_else(|| Error::InvalidParam(format!("{} has no tokenizer.ggml.tokens", vocab_gguf.display())))?;
+    let s = shape;
+    let n_kv = s.n_head_kv * (s.n_embd / s.n_head);
+    let mut specs: Vec<(String, Kind)> = Vec::new();
+    let mut next = seed;
+    let mut q = |name: String, ne0, ne1, specs: &mut Vec<(String, Kind)>| {
+        next += 1;
+        specs.push((name, Kind::Quant { ne0, ne1, seed: next }));
+    };
+    q("token_embd.weight".into(), s.n_embd, n_vocab, &mut specs);
+    for il in 0..s.n_layer {
+        let p = format!("blk.{il}");
+        specs.push((format!("{p}.attn_norm.weight"), Kind::Ones(s.n_embd)));
+        q(format!("{p}.attn_q.weight"), s.n_embd, s.n_embd, &mut specs);
+        q(format!("{p}.attn_k.weight"), s.n_embd, n_kv, &mut specs);
+        q(format!("{p}.attn_v.weight"), s.n_embd, n_kv, &mut specs);
+        specs.push((format!("{p}.attn_q.bias"), Kind::Zeros(s.n_embd)));
+        specs.push((format!("{p}.attn_k.bias"), Kind::Zeros(n_kv)));
+        specs.push((format!("{p}.attn_v.bias"), Kind::Zeros(n_kv)));
+        q(format!("{p}.attn_output.weight"), s.n_embd, s.n_embd, &mut specs);
+        specs.push((format!("{p}.ffn_norm.weight"), Kind::Ones(s.n_embd)));
+        q(format!("{p}.ffn_gate.weight"), s.n_embd, s.n_ff, &mut specs);
+        q(format!("{p}.ffn_up.weight"), s.n_embd, s.n_ff, &mut specs);
+        q(format!("{p}.ffn_down.weight"), s.n_ff, s.n_embd, &mut specs);
+    }
+    specs.push(("output_norm.weight".into(), Kind::Ones(s.n_embd)));
+    q("output.weight".into(), s.n_embd, n_vocab, &mut specs);
+
+    let n_splits = n_splits.clamp(1, specs.len());
+    let paths: Vec<PathBuf> = if n_splits == 1 {
+        vec![out.to_path_buf()]
+    } else {
+        let stem = out.with_extension("");
+        (1..=n_splits).map(|i| PathBuf::from(format!("{}-{i:05}-of-{n_splits:05}.gguf", stem.display()))).collect()
+    };
+    let per = specs.len().div_ceil(n_splits);
+    let n_specs = specs.len();
+    let mut specs = specs.into_iter();
+    for (i, path) in paths.iter().enumerate() {
+        let mut w = GgufWriter::new();
+        if i == 0 {
+            let arch = "qwen2";
+            w.kv_str("general.architecture", arch).kv_str("general.name", "synthetic qwen2 shape");
+            for (k, v) in meta.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+                w.kv(k, v.clone());
+            }
+            w.kv_u32(&format!("{arch}.context_length"), 32768)
+                .kv_u32(&format!("{arch}.embedding_length"), s.n_embd as u32)
+                .kv_u32(&format!("{arch}.block_count"), s.n_layer as u32)
+                .kv_u32(&format!("{arch}.feed_forward_length"), s.n_ff as u32)
+                .kv_u32(&format!("{arch}.attention.head_count"), s.n_head as u32)
+                .kv_u32(&format!("{arch}.attention.head_count_kv"), s.n_head_kv as u32)
+                .kv_f32(&format!("{arch}.rope.freq_base"), 1_000_000.0)
+                .kv_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6);
+        }
+        if n_splits > 1 {
+            w.kv("split.no", GgufValue::U16(i as u16))
+                .kv("split.count", GgufValue::U16(n_splits as u16))
+                .kv("split.tensors.count", GgufValue::I32(n_specs as i32));
+        }
+        for (name, kind) in specs.by_ref().take(per) {
+            match kind {
+                Kind::Quant { ne0, ne1, seed } => add_quant(&mut w, &name, ne0, ne1, seed)?,
+                Kind::Ones(n) => {
+                    w.tensor_f32(&name, &[n], vec![1.0; n as usize])?;
+                }
+                Kind::Zeros(n) => {
+                    w.tensor_f32(&name, &[n], vec![0.0; n as usize])?;
+                }
+            }
+        }
+        w.write(path)?;
+    }
+    Ok(paths)
+}
