@@ -32,6 +32,10 @@ chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/
   GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1 bash -c '
   set -e; cd /work/repo
   cargo build --release --locked -p llama-rs --features vulkan --tests
+  # The Vulkan device must be there (lavapipe shows up as "llvmpipe"), else the tests
+  # below would silently run on ggml-cpu.
+  cargo run --release --locked -q -p llama-examples --features vulkan --bin rpc-server -- --list | tee /tmp/devices
+  grep -q "^0: Vulkan0" /tmp/devices
   # lavapipe runs the model on the CPU through Vulkan, much slower than ggml-cpu: a
   # subset that covers loading, offload, decode, KV edits, state and generation.
   cargo test --release --locked -p llama-rs --features vulkan --test model --test context --test generate -- \

@@ -119,6 +119,28 @@ impl Ours {
         n as f64 / t.elapsed().as_secs_f64()
     }
 
+    /// tg plus a greedy pick over the full logits each step: separates the cost of
+    /// reading the logits from the rest of the generation API.
+    fn tg_argmax(&mut self, n: usize) -> f64 {
+        let mut ctx = match self.tg_ctx.take() {
+            Some(c) => c,
+            None => self.model.context(self.params.clone()).unwrap(),
+        };
+        ctx.clear_memory(false);
+        let mut b = Batch::new(1, 1);
+        let mut tok = self.rand_token();
+        let t = Instant::now();
+        for i in 0..n {
+            b.clear();
+            b.add(tok, i as i32, &[0], true).unwrap();
+            ctx.decode(&mut b).unwrap();
+            tok = llama_rs::argmax(ctx.logits(0).unwrap());
+        }
+        let r = n as f64 / t.elapsed().as_secs_f64();
+        self.tg_ctx = Some(ctx);
+        r
+    }
+
     fn tg(&mut self, n: usize) -> f64 {
         let mut ctx = match self.tg_ctx.take() {
             Some(c) => c,
@@ -203,6 +225,7 @@ fn main() -> anyhow::Result<()> {
     ours.gen(4); // warm-up of the generation path
     let mut tests: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![("pp", vec![], vec![]), ("tg", vec![], vec![])];
     if !a.no_gen {
+        tests.push(("tg+argmax", vec![], vec![]));
         tests.push(("gen", vec![], vec![]));
     }
     for _ in 0..a.reps {
@@ -210,6 +233,7 @@ fn main() -> anyhow::Result<()> {
             o.push(match *name {
                 "pp" => ours.pp(a.n_prompt),
                 "tg" => ours.tg(a.n_gen),
+                "tg+argmax" => ours.tg_argmax(a.n_gen),
                 _ => ours.gen(a.n_gen),
             });
             if let Some(bin) = &a.llama_bench {
@@ -226,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         let label = match *name {
             "pp" => format!("pp{}", a.n_prompt),
             "tg" => format!("tg{}", a.n_gen),
+            "tg+argmax" => format!("tg{} + argmax (raw) vs tg{}", a.n_gen, a.n_gen),
             _ => format!("gen{} (API) vs tg{}", a.n_gen, a.n_gen),
         };
         let (om, osd) = stats(o);
