@@ -36,7 +36,7 @@ case $backend in
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     extra=(-DGGML_VULKAN=ON -DVulkan_INCLUDE_DIR=/opt/vk/usr/include
       -DVulkan_LIBRARY=/opt/vk/usr/lib/x86_64-linux-gnu/libvulkan.so.1
-      -DVulkan_GLSLC_EXECUTABLE=/opt/vk/usr/bin/glslc) ;;
+      -DVulkan_GLSLC_EXECUTABLE=/opt/vk/usr/bin/glslc -DSPIRV-Headers_DIR=/opt/vk/usr/share/cmake/SPIRV-Headers -DCMAKE_PREFIX_PATH=/opt/vk/usr) ;;
   *) echo "backend?"; exit 2 ;;
 esac
 start=$(date +%s)
