@@ -48,6 +48,7 @@ fi
 lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export LLAMA_RS_MODEL=$model
+export LLAMA_CPP_SRC=$S   # tests that read vendored files (vocab, templates)
 if [ "$phase" != bench ]; then
 echo "== gpu-test"; "$BIN/gpu-test" 2>&1 | tee "$out/gpu-test-$backend.txt"
 echo "== tests (all layers offloaded)"
