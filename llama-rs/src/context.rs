@@ -662,14 +662,14 @@ impl Context {
         if p.is_null() {
             return Err(Error::NoOutput { index: seq_id.max(0) as usize });
         }
-        // SAFETY: llama.cpp stores n_embd_out floats (or n_cls_out for Rank pooling, which
-        // is never larger) per pooled sequence, valid until the next `&mut self` call.
         let n = if self.params.pooling == crate::Pooling::Rank {
             // SAFETY: const query.
             (unsafe { sys::llama_model_n_cls_out(self.model.as_ptr()) } as usize).max(1)
         } else {
             self.model.n_embd_out()
         };
+        // SAFETY: llama.cpp stores n_embd_out floats (n_cls_out for Rank pooling) per
+        // pooled sequence, valid until the next `&mut self` call.
         Ok(unsafe { std::slice::from_raw_parts(p, n) })
     }
 

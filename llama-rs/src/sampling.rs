@@ -342,6 +342,7 @@ unsafe extern "C" fn custom_apply(smpl: *mut sys::llama_sampler, cur_p: *mut sys
     // `custom_free`; llama.cpp calls samplers from one thread at a time (the Sampler is
     // not Sync); `cur_p` is valid for this call.
     let st = unsafe { &mut *((*smpl).ctx as *mut CustomState) };
+    // SAFETY: llama.cpp passes a valid candidate array, exclusively ours for this call.
     let raw = unsafe { &mut *cur_p };
     let inner = &mut st.inner;
     guard(&mut st.panic, (), || inner.apply(&mut Candidates { raw }));
