@@ -8,6 +8,9 @@ start=$(date +%s)
 
 cargo test --workspace --release --locked
 
+# Bad inputs of the fetch step and the build: clear errors, nothing half-written.
+scripts/test-fetch-errors.sh
+
 # The published llama-cpp-src crate must carry the source tree llama-sys builds, so
 # `cargo add llama-rs` users need no fetch step.
 list=$(cargo package -p llama-cpp-src --list --allow-dirty --locked)
