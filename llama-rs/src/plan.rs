@@ -98,7 +98,8 @@ fn name(p: *const std::ffi::c_char) -> String {
 impl Context {
     /// The memory this model + context hold, per buffer type.
     pub fn memory_breakdown(&self) -> Result<MemoryPlan> {
-        let mut buf: Vec<sys::llama_rs_memory_entry> = vec![Default::default(); 16];
+        let empty = sys::llama_rs_memory_entry { buft: std::ptr::null_mut(), model: 0, context: 0, compute: 0 };
+        let mut buf: Vec<sys::llama_rs_memory_entry> = vec![empty; 16];
         loop {
             // SAFETY: valid context; `buf` has room for `buf.len()` entries.
             let n = unsafe { sys::llama_rs_memory_breakdown(self.as_ptr(), buf.as_mut_ptr(), buf.len() as i32) };
@@ -109,7 +110,7 @@ impl Context {
                 buf.truncate(n as usize);
                 break;
             }
-            buf = vec![Default::default(); n as usize];
+            buf = vec![empty; n as usize];
         }
         let entries = buf
             .iter()

@@ -10,7 +10,6 @@ pub fn generate(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> 
         .allowlist_type("(llama|ggml|gguf)_.*")
         .allowlist_var("(LLAMA|GGML|GGUF)_.*")
         .prepend_enum_name(false)
-        .derive_default(true)
         .derive_debug(true)
         .layout_tests(false)
         .generate_comments(true)

@@ -93,15 +93,6 @@ pub struct _IO_FILE {
     pub _mode: ::core::ffi::c_int,
     pub _unused2: [::core::ffi::c_char; 20usize],
 }
-impl Default for _IO_FILE {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 pub type ggml_abort_callback_t =
     ::core::option::Option<unsafe extern "C" fn(error_message: *const ::core::ffi::c_char)>;
 unsafe extern "C" {
@@ -137,7 +128,7 @@ unsafe extern "C" {
     pub fn ggml_fp32_to_fp16_row(arg1: *const f32, arg2: *mut ggml_fp16_t, arg3: i64);
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct ggml_bf16_t {
     pub bits: u16,
 }
@@ -413,15 +404,6 @@ pub struct ggml_init_params {
     pub mem_buffer: *mut ::core::ffi::c_void,
     pub no_alloc: bool,
 }
-impl Default for ggml_init_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ggml_tensor {
@@ -439,15 +421,6 @@ pub struct ggml_tensor {
     pub name: [::core::ffi::c_char; 64usize],
     pub extra: *mut ::core::ffi::c_void,
     pub padding: [::core::ffi::c_char; 8usize],
-}
-impl Default for ggml_tensor {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 pub const GGML_TENSOR_SIZE: usize = 336;
 pub type ggml_abort_callback =
@@ -2742,15 +2715,6 @@ pub struct ggml_type_traits {
     pub to_float: ggml_to_float_t,
     pub from_float_ref: ggml_from_float_t,
 }
-impl Default for ggml_type_traits {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 unsafe extern "C" {
     pub fn ggml_get_type_traits(type_: ggml_type) -> *const ggml_type_traits;
 }
@@ -2769,15 +2733,6 @@ pub struct ggml_threadpool_params {
     pub poll: u32,
     pub strict_cpu: bool,
     pub paused: bool,
-}
-impl Default for ggml_threadpool_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2820,15 +2775,6 @@ pub struct ggml_tallocr {
     pub base: *mut ::core::ffi::c_void,
     pub alignment: usize,
     pub offset: usize,
-}
-impl Default for ggml_tallocr {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 unsafe extern "C" {
     pub fn ggml_tallocr_new(buffer: ggml_backend_buffer_t) -> ggml_tallocr;
@@ -3196,7 +3142,7 @@ pub const GGML_BACKEND_DEVICE_TYPE_ACCEL: ggml_backend_dev_type = 3;
 pub const GGML_BACKEND_DEVICE_TYPE_META: ggml_backend_dev_type = 4;
 pub type ggml_backend_dev_type = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct ggml_backend_dev_caps {
     pub async_: bool,
     pub host_buffer: bool,
@@ -3214,15 +3160,6 @@ pub struct ggml_backend_dev_props {
     pub type_: ggml_backend_dev_type,
     pub device_id: *const ::core::ffi::c_char,
     pub caps: ggml_backend_dev_caps,
-}
-impl Default for ggml_backend_dev_props {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 unsafe extern "C" {
     pub fn ggml_backend_dev_name(device: ggml_backend_dev_t) -> *const ::core::ffi::c_char;
@@ -3333,15 +3270,6 @@ pub type ggml_backend_set_abort_callback_t = ::core::option::Option<
 pub struct ggml_backend_feature {
     pub name: *const ::core::ffi::c_char,
     pub value: *const ::core::ffi::c_char,
-}
-impl Default for ggml_backend_feature {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 pub type ggml_backend_get_features_t = ::core::option::Option<
     unsafe extern "C" fn(reg: ggml_backend_reg_t) -> *mut ggml_backend_feature,
@@ -3535,15 +3463,6 @@ pub struct ggml_backend_meta_split_state {
     pub nr: [u32; 16usize],
     pub n_segments: u32,
 }
-impl Default for ggml_backend_meta_split_state {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 pub type ggml_backend_meta_get_split_state_t = ::core::option::Option<
     unsafe extern "C" fn(
         tensor: *const ggml_tensor,
@@ -3565,15 +3484,6 @@ pub struct ggml_backend_graph_copy {
     pub ctx_allocated: *mut ggml_context,
     pub ctx_unallocated: *mut ggml_context,
     pub graph: *mut ggml_cgraph,
-}
-impl Default for ggml_backend_graph_copy {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 unsafe extern "C" {
     pub fn ggml_backend_graph_copy(
@@ -3632,15 +3542,6 @@ pub struct ggml_cplan {
     pub abort_callback: ggml_abort_callback,
     pub abort_callback_data: *mut ::core::ffi::c_void,
     pub use_ref: bool,
-}
-impl Default for ggml_cplan {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 pub const GGML_NUMA_STRATEGY_DISABLED: ggml_numa_strategy = 0;
 pub const GGML_NUMA_STRATEGY_DISTRIBUTE: ggml_numa_strategy = 1;
@@ -3853,15 +3754,6 @@ pub struct ggml_type_traits_cpu {
     pub vec_dot_type: ggml_type,
     pub nrows: i64,
 }
-impl Default for ggml_type_traits_cpu {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 unsafe extern "C" {
     pub fn ggml_get_type_traits_cpu(type_: ggml_type) -> *const ggml_type_traits_cpu;
 }
@@ -3995,13 +3887,13 @@ pub const GGML_OPT_OPTIMIZER_TYPE_SGD: ggml_opt_optimizer_type = 1;
 pub const GGML_OPT_OPTIMIZER_TYPE_COUNT: ggml_opt_optimizer_type = 2;
 pub type ggml_opt_optimizer_type = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct ggml_opt_optimizer_params {
     pub adamw: ggml_opt_optimizer_params__bindgen_ty_1,
     pub sgd: ggml_opt_optimizer_params__bindgen_ty_2,
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct ggml_opt_optimizer_params__bindgen_ty_1 {
     pub alpha: f32,
     pub beta1: f32,
@@ -4010,7 +3902,7 @@ pub struct ggml_opt_optimizer_params__bindgen_ty_1 {
     pub wd: f32,
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct ggml_opt_optimizer_params__bindgen_ty_2 {
     pub alpha: f32,
     pub wd: f32,
@@ -4041,15 +3933,6 @@ pub struct ggml_opt_params {
     pub get_opt_pars: ggml_opt_get_optimizer_params,
     pub get_opt_pars_ud: *mut ::core::ffi::c_void,
     pub optimizer: ggml_opt_optimizer_type,
-}
-impl Default for ggml_opt_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 unsafe extern "C" {
     pub fn ggml_opt_default_params(
@@ -4209,15 +4092,6 @@ pub struct gguf_context {
 pub struct gguf_init_params {
     pub no_alloc: bool,
     pub ctx: *mut *mut ggml_context,
-}
-impl Default for gguf_init_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 pub type gguf_reader_callback_t = ::core::option::Option<
     unsafe extern "C" fn(
@@ -4615,7 +4489,7 @@ pub const LLAMA_CONTEXT_TYPE_DEFAULT: llama_context_type = 0;
 pub const LLAMA_CONTEXT_TYPE_MTP: llama_context_type = 1;
 pub type llama_context_type = ::core::ffi::c_uint;
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct llama_token_data {
     pub id: llama_token,
     pub logit: f32,
@@ -4628,15 +4502,6 @@ pub struct llama_token_data_array {
     pub size: usize,
     pub selected: i64,
     pub sorted: bool,
-}
-impl Default for llama_token_data_array {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 pub type llama_progress_callback = ::core::option::Option<
     unsafe extern "C" fn(progress: f32, user_data: *mut ::core::ffi::c_void) -> bool,
@@ -4651,15 +4516,6 @@ pub struct llama_batch {
     pub n_seq_id: *mut i32,
     pub seq_id: *mut *mut llama_seq_id,
     pub logits: *mut i8,
-}
-impl Default for llama_batch {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 pub const LLAMA_KV_OVERRIDE_TYPE_INT: llama_model_kv_override_type = 0;
 pub const LLAMA_KV_OVERRIDE_TYPE_FLOAT: llama_model_kv_override_type = 1;
@@ -4697,38 +4553,11 @@ pub union llama_model_kv_override__bindgen_ty_1 {
     pub val_bool: bool,
     pub val_str: [::core::ffi::c_char; 128usize],
 }
-impl Default for llama_model_kv_override__bindgen_ty_1 {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
-impl Default for llama_model_kv_override {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct llama_model_tensor_buft_override {
     pub pattern: *const ::core::ffi::c_char,
     pub buft: ggml_backend_buffer_type_t,
-}
-impl Default for llama_model_tensor_buft_override {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -4751,29 +4580,11 @@ pub struct llama_model_params {
     pub no_alloc: bool,
     pub load_mtp: bool,
 }
-impl Default for llama_model_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct llama_sampler_seq_config {
     pub seq_id: llama_seq_id,
     pub sampler: *mut llama_sampler,
-}
-impl Default for llama_sampler_seq_config {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -4816,29 +4627,11 @@ pub struct llama_context_params {
     pub n_samplers: usize,
     pub ctx_other: *mut llama_context,
 }
-impl Default for llama_context_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct llama_model_tensor_override {
     pub pattern: *const ::core::ffi::c_char,
     pub type_: ggml_type,
-}
-impl Default for llama_model_tensor_override {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -4846,15 +4639,6 @@ pub struct llama_model_imatrix_data {
     pub name: *const ::core::ffi::c_char,
     pub data: *const f32,
     pub size: usize,
-}
-impl Default for llama_model_imatrix_data {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -4875,23 +4659,14 @@ pub struct llama_model_quantize_params {
     pub prune_layers: *const i32,
     pub max_buf_size: usize,
 }
-impl Default for llama_model_quantize_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct llama_logit_bias {
     pub token: llama_token,
     pub bias: f32,
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct llama_sampler_chain_params {
     pub no_perf: bool,
 }
@@ -4900,15 +4675,6 @@ pub struct llama_sampler_chain_params {
 pub struct llama_chat_message {
     pub role: *const ::core::ffi::c_char,
     pub content: *const ::core::ffi::c_char,
-}
-impl Default for llama_chat_message {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -5464,15 +5230,6 @@ pub struct llama_embd {
     pub n_rows: usize,
     pub n_embd: usize,
 }
-impl Default for llama_embd {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 unsafe extern "C" {
     pub fn llama_batch_ext_init(ctx: *mut llama_context) -> *mut llama_batch_ext;
 }
@@ -5811,17 +5568,8 @@ pub struct llama_sampler_data {
     pub sampled: *mut ggml_tensor,
     pub candidates: *mut ggml_tensor,
 }
-impl Default for llama_sampler_data {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct llama_sampler_i {
     pub name: ::core::option::Option<
         unsafe extern "C" fn(smpl: *const llama_sampler) -> *const ::core::ffi::c_char,
@@ -5870,15 +5618,6 @@ pub struct llama_sampler_i {
 pub struct llama_sampler {
     pub iface: *mut llama_sampler_i,
     pub ctx: llama_sampler_context_t,
-}
-impl Default for llama_sampler {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 unsafe extern "C" {
     pub fn llama_set_sampler(
@@ -6093,7 +5832,7 @@ unsafe extern "C" {
     pub fn llama_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct llama_perf_context_data {
     pub t_start_ms: f64,
     pub t_load_ms: f64,
@@ -6104,7 +5843,7 @@ pub struct llama_perf_context_data {
     pub n_reused: i32,
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct llama_perf_sampler_data {
     pub t_sample_ms: f64,
     pub n_sample: i32,
@@ -6145,15 +5884,6 @@ pub struct llama_opt_params {
     pub get_opt_pars: ggml_opt_get_optimizer_params,
     pub get_opt_pars_ud: *mut ::core::ffi::c_void,
     pub optimizer_type: ggml_opt_optimizer_type,
-}
-impl Default for llama_opt_params {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
 }
 unsafe extern "C" {
     pub fn llama_opt_init(
@@ -6219,15 +5949,6 @@ pub struct llama_rs_memory_entry {
     pub context: usize,
     pub compute: usize,
 }
-impl Default for llama_rs_memory_entry {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 unsafe extern "C" {
     pub fn llama_rs_memory_breakdown(
         ctx: *const llama_context,
@@ -6236,7 +5957,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct ggml_backend_buffer {
     pub _address: u8,
 }
