@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::batch::Batch;
 use crate::error::{compute_error, Error, Result};
 use crate::model::Model;
-use crate::token::{Pos, SeqId};
+use crate::sampling::{DeviceSampler, RawSampler};
+use crate::token::{Pos, SeqId, Token};
 
 /// Flash attention: let llama.cpp decide, or force it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -375,8 +376,11 @@ pub struct Context {
     n_vocab: i32,
     causal: bool,
     abort: Arc<AtomicBool>,
-    /// Output flag of each entry of the last successful batch.
-    outputs: Vec<bool>,
+    /// Output of each entry of the last successful batch.
+    outputs: Vec<Output>,
+    /// Sampler chains llama.cpp runs in the graph, per sequence. llama.cpp keeps raw
+    /// pointers to them, so they are owned here and freed after the context.
+    device_samplers: Vec<(SeqId, DeviceSampler, RawSampler)>,
     /// Scratch for decode's position check: next expected position per sequence.
     next_pos: Vec<Pos>,
     /// LoRA adapters applied now: kept alive while llama.cpp may use them.
@@ -388,6 +392,16 @@ pub struct Context {
 // computes or mutates takes `&mut self`, and `Context` is not `Sync`, so `&self`
 // queries cannot race either. The model it uses is kept alive by the `Model` clone.
 unsafe impl Send for Context {}
+
+/// What a batch entry produced in the last decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    None,
+    /// Logits (and embeddings) on the host.
+    Host,
+    /// Only the device sampler's result; no logits were copied back.
+    Device(DeviceSampler),
+}
 
 impl Drop for Context {
     fn drop(&mut self) {
@@ -461,6 +475,7 @@ impl Context {
             causal,
             abort,
             outputs: Vec::new(),
+            device_samplers: Vec::new(),
             next_pos: vec![0; params.n_seq_max as usize],
             applied_loras: Vec::new(),
             params,
@@ -573,6 +588,13 @@ impl Context {
                 }
                 self.next_pos[s as usize] = p + 1;
             }
+            let seqs = batch.seq_ids(i);
+            if batch.is_output(i) && seqs.len() > 1 && seqs.iter().any(|&s| self.device_sampler(s).is_some()) {
+                return Err(Error::BatchMismatch(format!(
+                    "entry {i} is an output shared by {} sequences, one of which samples on the device",
+                    seqs.len()
+                )));
+            }
         }
         Ok(())
     }
@@ -608,16 +630,148 @@ impl Context {
             }
             return Err(compute_error(op, code));
         }
-        self.outputs.extend((0..batch.len()).map(|i| batch.is_output(i)));
+        let kind = |i: usize| {
+            if !batch.is_output(i) {
+                return Output::None;
+            }
+            // validate_batch refused outputs shared by several sequences with device samplers.
+            match batch.seq_ids(i).first().and_then(|&s| self.device_sampler(s)) {
+                Some(d) => Output::Device(d),
+                None => Output::Host,
+            }
+        };
+        let outputs: Vec<Output> = (0..batch.len()).map(kind).collect();
+        self.outputs = outputs;
         Ok(())
+    }
+
+    /// Host-side outputs of `index`, or the error that says why there are none.
+    fn host_output(&self, index: usize) -> Result<()> {
+        match self.outputs.get(index) {
+            Some(Output::Host) => Ok(()),
+            Some(Output::Device(_)) => Err(Error::DeviceSampled {
+                index,
+                reason: "its sequence has a device sampler, so its logits stayed on the device (use Sampler::sample or sampled_token)",
+            }),
+            _ => Err(Error::NoOutput { index }),
+        }
+    }
+
+    // ----------------------------------------------------------- device sampling
+
+    /// Runs `step` inside the compute graph for every output of sequence `seq` from the
+    /// next decode on (`None` detaches it). Returns `false` when llama.cpp cannot run it
+    /// on the backend (unsupported op, tensor split mode): nothing is attached then and
+    /// outputs keep their logits. Outputs of such a sequence have no host logits; read
+    /// them with [`Sampler::sample`](crate::Sampler::sample), [`Context::sampled_token`] or
+    /// [`Context::sampled_candidates`].
+    ///
+    /// ```
+    /// use llama_rs::{Batch, DeviceSampler};
+    /// let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
+    /// let mut ctx = model.context(Default::default())?;
+    /// assert!(ctx.set_device_sampler(0, Some(DeviceSampler::Greedy))?);
+    /// let mut batch = Batch::new(512, 1);
+    /// batch.add_sequence(&model.vocab().tokenize("The capital of France is", true, false)?, 0, 0, true)?;
+    /// ctx.decode(&mut batch)?;
+    /// let next = ctx.sampled_token(batch.len() - 1)?;
+    /// assert!(ctx.logits(batch.len() - 1).is_err()); // never copied off the device
+    /// # let _ = next;
+    /// # Ok::<(), llama_rs::Error>(())
+    /// ```
+    pub fn set_device_sampler(&mut self, seq: SeqId, step: Option<DeviceSampler>) -> Result<bool> {
+        self.check_seq(seq)?;
+        if step.is_some() && self.params.embeddings {
+            return Err(Error::InvalidParam("device samplers need a context without embeddings".into()));
+        }
+        if let Some(DeviceSampler::TopK(k)) = step {
+            if k == 0 || k as i64 > self.n_vocab as i64 {
+                return Err(Error::InvalidParam(format!("device top-k needs 1 <= k <= n_vocab ({}), got {k}", self.n_vocab)));
+            }
+        }
+        if self.device_samplers.iter().any(|(s, ..)| *s == seq) {
+            // SAFETY: valid context; NULL detaches. Done before the old chain is freed.
+            unsafe { sys::llama_set_sampler(self.ptr.as_ptr(), seq, std::ptr::null_mut()) };
+            self.device_samplers.retain(|(s, ..)| *s != seq);
+        }
+        self.outputs.clear(); // earlier outputs' device results may be re-laid out
+        let Some(step) = step else { return Ok(true) };
+        let chain = step.chain(self.n_vocab)?;
+        // SAFETY: valid context and chain; the chain is kept alive in `device_samplers`
+        // until it is detached or the context is freed.
+        let on = unsafe { sys::llama_set_sampler(self.ptr.as_ptr(), seq, chain.0.as_ptr()) };
+        if on {
+            self.device_samplers.push((seq, step, chain));
+        }
+        Ok(on)
+    }
+
+    /// The device sampler attached to `seq`, if any.
+    pub fn device_sampler(&self, seq: SeqId) -> Option<DeviceSampler> {
+        self.device_samplers.iter().find(|(s, ..)| *s == seq).map(|(_, d, _)| *d)
+    }
+
+    /// Which device sampler produced the result of batch entry `index` (`None`: it has
+    /// host logits). Errors if the entry produced no output.
+    pub fn device_sampled(&self, index: usize) -> Result<Option<DeviceSampler>> {
+        match self.outputs.get(index) {
+            Some(Output::Host) => Ok(None),
+            Some(Output::Device(d)) => Ok(Some(*d)),
+            _ => Err(Error::NoOutput { index }),
+        }
+    }
+
+    /// The token a [`DeviceSampler::Greedy`] chose for batch entry `index`.
+    pub fn sampled_token(&self, index: usize) -> Result<Token> {
+        if self.device_sampled(index)? != Some(DeviceSampler::Greedy) {
+            return Err(Error::DeviceSampled { index, reason: "no device sampler chose a token for it" });
+        }
+        // SAFETY: `index` is an output of the last decode and its sequence has a sampler.
+        let t = unsafe { sys::llama_get_sampled_token_ith(self.ptr.as_ptr(), index as i32) };
+        if t < 0 || t >= self.n_vocab {
+            return Err(Error::DeviceSampled { index, reason: "llama.cpp returned no sampled token" });
+        }
+        Ok(Token(t))
+    }
+
+    /// The candidates a [`DeviceSampler::TopK`] kept for batch entry `index`: token ids and
+    /// their logits (same length, unordered). Borrowed until the next `&mut self` call.
+    pub fn sampled_candidates(&self, index: usize) -> Result<(&[Token], &[f32])> {
+        if !matches!(self.device_sampled(index)?, Some(DeviceSampler::TopK(_))) {
+            return Err(Error::DeviceSampled { index, reason: "no device top-k ran for it" });
+        }
+        let ctx = self.ptr.as_ptr();
+        // SAFETY: `index` is an output of the last decode whose sequence has a top-k
+        // sampler; the getters return NULL (not abort) on anything unexpected.
+        let (ids, n_ids, logits, n_logits) = unsafe {
+            (
+                sys::llama_get_sampled_candidates_ith(ctx, index as i32),
+                sys::llama_get_sampled_candidates_count_ith(ctx, index as i32),
+                sys::llama_get_sampled_logits_ith(ctx, index as i32),
+                sys::llama_get_sampled_logits_count_ith(ctx, index as i32),
+            )
+        };
+        if ids.is_null() || logits.is_null() || n_ids != n_logits || n_ids == 0 {
+            return Err(Error::DeviceSampled { index, reason: "llama.cpp returned no sampled candidates" });
+        }
+        // SAFETY: llama.cpp owns `n` ids and `n` logits for this row until the next
+        // decode (which needs `&mut self`); `Token` is `repr(transparent)` over i32.
+        let (ids, logits) = unsafe {
+            (
+                std::slice::from_raw_parts(ids as *const Token, n_ids as usize),
+                std::slice::from_raw_parts(logits as *const f32, n_logits as usize),
+            )
+        };
+        if ids.iter().any(|t| t.0 < 0 || t.0 >= self.n_vocab) {
+            return Err(Error::DeviceSampled { index, reason: "llama.cpp returned out-of-range candidates" });
+        }
+        Ok((ids, logits))
     }
 
     /// Logits (`n_vocab` floats) of batch entry `index` of the last decode. Borrowed,
     /// not copied; valid until the next `&mut self` call.
     pub fn logits(&self, index: usize) -> Result<&[f32]> {
-        if !self.outputs.get(index).copied().unwrap_or(false) {
-            return Err(Error::NoOutput { index });
-        }
+        self.host_output(index)?;
         // SAFETY: `index` produced an output in the last successful decode.
         let p = unsafe { sys::llama_get_logits_ith(self.ptr.as_ptr(), index as i32) };
         if p.is_null() {
@@ -630,7 +784,7 @@ impl Context {
 
     /// Logits of the last entry marked for output in the last decode.
     pub fn logits_last(&self) -> Result<&[f32]> {
-        let i = self.outputs.iter().rposition(|&o| o).ok_or(Error::NoOutput { index: 0 })?;
+        let i = self.outputs.iter().rposition(|&o| o != Output::None).ok_or(Error::NoOutput { index: 0 })?;
         self.logits(i)
     }
 
@@ -639,9 +793,7 @@ impl Context {
         if !self.params.embeddings {
             return Err(Error::NoEmbeddings);
         }
-        if !self.outputs.get(index).copied().unwrap_or(false) {
-            return Err(Error::NoOutput { index });
-        }
+        self.host_output(index)?;
         // SAFETY: embeddings enabled and `index` produced an output.
         let p = unsafe { sys::llama_get_embeddings_ith(self.ptr.as_ptr(), index as i32) };
         if p.is_null() {

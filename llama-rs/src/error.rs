@@ -64,6 +64,10 @@ pub enum Error {
     /// Asked for logits/embeddings of a batch position that produced none.
     #[error("batch index {index} produced no output (set `output` for it when adding it to the batch)")]
     NoOutput { index: usize },
+    /// Asked for the host-side result of a batch entry that was sampled on the device, or
+    /// for the device result of one that was not.
+    #[error("batch index {index}: {reason}")]
+    DeviceSampled { index: usize, reason: &'static str },
     /// Embeddings asked of a context created without `embeddings(true)`.
     #[error("the context was created without embeddings")]
     NoEmbeddings,

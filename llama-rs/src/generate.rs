@@ -76,6 +76,8 @@ pub struct GenerateParams {
     pub parse_special: bool,
     /// Keep going past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Where the sampler's first step (greedy argmax or top-k) runs.
+    pub device_sampling: DeviceSampling,
 }
 
 impl Default for GenerateParams {
@@ -88,8 +90,33 @@ impl Default for GenerateParams {
             add_special: true,
             parse_special: false,
             ignore_eos: false,
+            device_sampling: DeviceSampling::Auto,
         }
     }
+}
+
+/// Whether generation runs the sampler's first step (greedy argmax or top-k) inside the
+/// compute graph, so only a token id or k candidates leave the device instead of the
+/// whole logits row (see [`DeviceSampler`](crate::DeviceSampler)). The tokens are the same
+/// either way. Never used with `logprobs`, a grammar or custom sampler stages, which need
+/// the logits.
+///
+/// ```
+/// use llama_rs::{DeviceSampling, GenerateParams};
+/// let p = GenerateParams { device_sampling: DeviceSampling::Off, ..Default::default() };
+/// assert_ne!(p.device_sampling, GenerateParams::default().device_sampling);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceSampling {
+    /// When the logits are computed on a GPU or RPC server (measured: on the CPU the
+    /// graph's single-threaded argmax / top-k is slower than reading the logits).
+    #[default]
+    Auto,
+    /// Whenever the sampler allows.
+    On,
+    /// Always sample on the host from the logits.
+    Off,
 }
 
 /// Log-probability of one generated token, with the most likely alternatives.
@@ -147,12 +174,14 @@ pub struct Session {
     ctx: Context,
     tokens: Vec<Token>,
     batch: Batch,
+    /// llama.cpp refused a device sampler once: do not retry on every generation.
+    device_refused: bool,
 }
 
 impl Session {
     pub fn new(ctx: Context) -> Session {
         let n = ctx.n_batch() as usize;
-        Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1) }
+        Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1), device_refused: false }
     }
     /// The underlying context.
     pub fn context(&self) -> &Context {
@@ -237,6 +266,16 @@ impl Session {
             }
         };
         let sampler = params.sampler.build(self.ctx.model())?;
+        let wanted = match params.device_sampling {
+            DeviceSampling::Auto => self.ctx.model().output_on_device(),
+            DeviceSampling::On => true,
+            DeviceSampling::Off => false,
+        };
+        let step = if wanted && params.logprobs.is_none() && !self.device_refused { sampler.device_step() } else { None };
+        // Attaching makes llama.cpp rebuild its graph, so an unchanged step stays attached.
+        if self.ctx.device_sampler(0) != step && !self.ctx.set_device_sampler(0, step)? {
+            self.device_refused = true;
+        }
         self.ctx.clear_abort(); // a cancel of an earlier generation must not leak into this one
         let logits_index = self.prefill(&tokens)?;
         let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };
@@ -343,11 +382,16 @@ impl Generator<'_> {
             if self.remaining == Some(0) {
                 return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)));
             }
-            let logits = self.session.ctx.logits(self.logits_index)?;
-            let t = self.sampler.sample_logits(logits)?;
-            if let Some(n) = self.logprobs {
-                lps.push(logprob(logits, t, n));
-            }
+            let ctx = &self.session.ctx;
+            let t = match self.logprobs {
+                Some(n) => {
+                    let logits = ctx.logits(self.logits_index)?;
+                    let t = self.sampler.sample_logits(logits)?;
+                    lps.push(logprob(logits, t, n));
+                    t
+                }
+                None => self.sampler.sample(ctx, self.logits_index)?,
+            };
             self.sampler.accept(t)?;
             self.n_generated += 1;
             if let Some(r) = self.remaining.as_mut() {

@@ -354,6 +354,7 @@ struct ModelInner {
     ptr: NonNull<sys::llama_model>,
     vocab: NonNull<sys::llama_vocab>,
     vocab_only: bool,
+    gpu_layers: GpuLayers,
     path: PathBuf,
     /// Serialises the few llama.cpp calls that mutate the model (adapter registration,
     /// context creation), see the `Send`/`Sync` contract below.
@@ -528,6 +529,7 @@ impl Model {
                 ptr,
                 vocab,
                 vocab_only: params.vocab_only,
+                gpu_layers: params.gpu_layers,
                 path: path.into(),
                 lock: Mutex::new(()),
             }),
@@ -584,6 +586,14 @@ impl Model {
     pub fn n_embd_out(&self) -> usize {
         // SAFETY: const query on a valid model.
         unsafe { sys::llama_model_n_embd_out(self.as_ptr()) }.max(0) as usize
+    }
+    /// Whether the output layer (the logits) is computed on an accelerator (GPU or RPC
+    /// server) rather than the CPU. llama.cpp places it on the last device whenever any
+    /// layer is offloaded.
+    pub fn output_on_device(&self) -> bool {
+        // SAFETY: const query on a valid model (the shim catches exceptions).
+        let n_devices = unsafe { sys::llama_rs_model_n_devices(self.as_ptr()) };
+        n_devices > 0 && self.inner.gpu_layers != GpuLayers::Count(0)
     }
     /// Number of layers.
     pub fn n_layer(&self) -> u32 {

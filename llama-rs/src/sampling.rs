@@ -385,7 +385,52 @@ static CUSTOM_IFACE: sys::llama_sampler_i = sys::llama_sampler_i {
 };
 
 /// Owner of one `llama_sampler*` (a chain or a grammar).
-struct RawSampler(NonNull<sys::llama_sampler>);
+pub(crate) struct RawSampler(pub(crate) NonNull<sys::llama_sampler>);
+
+/// A sampling step that runs inside the compute graph, on the device that holds the
+/// output layer, so that only a token id or `k` candidates come back to the host
+/// instead of the whole logits row (1 MiB per token for a 262k vocabulary, copied from
+/// GPU memory). Attach one with [`Context::set_device_sampler`]; a [`Sampler`] whose
+/// chain starts with the same step finishes on the host ([`Sampler::device_step`]).
+///
+/// ```
+/// use llama_rs::{DeviceSampler, SamplerConfig};
+/// let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
+/// let greedy = SamplerConfig::greedy().build(&model)?;
+/// assert_eq!(greedy.device_step(), Some(DeviceSampler::Greedy));
+/// let default = SamplerConfig::default().build(&model)?; // top-k 40 first
+/// assert_eq!(default.device_step(), Some(DeviceSampler::TopK(40)));
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceSampler {
+    /// Argmax: the token id comes back.
+    Greedy,
+    /// The `k` largest logits and their token ids come back (unordered).
+    TopK(u32),
+}
+
+impl DeviceSampler {
+    /// A fresh llama.cpp chain for this step (a chain can be attached only once).
+    pub(crate) fn chain(self, n_vocab: i32) -> Result<RawSampler> {
+        let chain = new_chain()?;
+        // SAFETY: plain-value constructors returning new owned samplers (k checked by
+        // the caller to be in 1..=n_vocab).
+        let stage = unsafe {
+            match self {
+                DeviceSampler::Greedy => sys::llama_sampler_init_greedy(),
+                DeviceSampler::TopK(k) => {
+                    debug_assert!(k >= 1 && k as i64 <= n_vocab as i64);
+                    sys::llama_sampler_init_top_k(k as i32)
+                }
+            }
+        };
+        let stage = NonNull::new(stage).ok_or_else(|| Error::InvalidParam("llama.cpp could not create the device sampler".into()))?;
+        // SAFETY: both valid; the chain takes ownership of `stage`.
+        unsafe { sys::llama_sampler_chain_add(chain.0.as_ptr(), stage.as_ptr()) };
+        Ok(chain)
+    }
+}
 
 impl Drop for RawSampler {
     fn drop(&mut self) {
@@ -733,10 +778,54 @@ impl Sampler {
         self.force_full = on;
     }
 
-    /// Samples from the logits of batch entry `index` of the last decode.
+    /// Samples from the outputs of batch entry `index` of the last decode: its logits,
+    /// or what the context's [`DeviceSampler`] produced for it on the device. Does not
+    /// accept the token.
     pub fn sample(&mut self, ctx: &Context, index: usize) -> Result<Token> {
-        let logits = ctx.logits(index)?;
-        self.sample_logits(logits)
+        match ctx.device_sampled(index)? {
+            None => self.sample_logits(ctx.logits(index)?),
+            Some(step) => {
+                if self.device_step() != Some(step) {
+                    return Err(Error::InvalidParam(format!(
+                        "batch entry {index} was sampled on the device with {step:?}, which this sampler's chain does not start with ({:?})",
+                        self.device_step()
+                    )));
+                }
+                match step {
+                    DeviceSampler::Greedy => ctx.sampled_token(index),
+                    DeviceSampler::TopK(_) => {
+                        let (ids, logits) = ctx.sampled_candidates(index)?;
+                        self.sample_candidates(ids, logits)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first step of this chain that can run on the device with the same result:
+    /// `Greedy` for a greedy chain, `TopK(n)` when the chain only ever looks at the `n`
+    /// best raw logits (see the fast path), `None` with a grammar or custom stages.
+    pub fn device_step(&self) -> Option<DeviceSampler> {
+        if self.grammar.is_some() || self.has_custom {
+            return None;
+        }
+        if self.greedy_only {
+            return Some(DeviceSampler::Greedy);
+        }
+        match &self.fast {
+            Some(f) if f.raised.is_empty() => Some(DeviceSampler::TopK(f.n_candidates.min(self.model.n_vocab() as usize) as u32)),
+            _ => None,
+        }
+    }
+
+    /// Finishes the chain on candidates the device picked (`ids[i]` has `logits[i]`).
+    fn sample_candidates(&mut self, ids: &[Token], logits: &[f32]) -> Result<Token> {
+        if ids.is_empty() || ids.len() != logits.len() {
+            return Err(Error::InvalidParam(format!("{} device candidates with {} logits", ids.len(), logits.len())));
+        }
+        self.cand.clear();
+        self.cand.extend(ids.iter().zip(logits).map(|(t, &l)| sys::llama_token_data { id: t.0, logit: l, p: 0.0 }));
+        self.run_chain(false)
     }
 
     /// Samples from a logits vector (`n_vocab` floats). Does not accept the token.

@@ -2,7 +2,7 @@
 //! log-probabilities, cancellation and prompt-prefix reuse.
 mod common;
 use common::*;
-use llama_rs::{Error, FinishReason, GenerateParams, SamplerConfig, Session, Token};
+use llama_rs::{DeviceSampler, DeviceSampling, Error, FinishReason, GenerateParams, SamplerConfig, Session, Token};
 
 fn greedy(max: usize) -> GenerateParams {
     GenerateParams { max_tokens: Some(max), sampler: SamplerConfig::greedy(), ..Default::default() }
@@ -165,4 +165,84 @@ fn bad_prompts_and_a_full_context() {
     // max_tokens 0: nothing generated.
     let (t, f) = small.generate(PROMPT, &greedy(0)).unwrap().text().unwrap();
     assert_eq!((t.as_str(), f), ("", FinishReason::Length));
+}
+
+/// Tokens of one generation, token by token.
+fn tokens_of(s: &mut Session, prompt: &str, p: &GenerateParams) -> Vec<Token> {
+    let mut out = Vec::new();
+    for piece in s.generate(prompt, p).unwrap() {
+        out.extend(piece.unwrap().tokens);
+    }
+    out
+}
+
+#[test]
+fn device_sampling_gives_the_host_tokens() {
+    let sampled = SamplerConfig { seed: 7, ..Default::default() }; // top-k 40 .. dist
+    let penalised = SamplerConfig { seed: 9, repeat_penalty: 1.3, penalty_last_n: 16, ..Default::default() };
+    for (config, step) in [
+        (SamplerConfig::greedy(), DeviceSampler::Greedy),
+        (sampled, DeviceSampler::TopK(40)),
+        (penalised, DeviceSampler::TopK(56)),
+    ] {
+        let p = GenerateParams { max_tokens: Some(48), sampler: config, ignore_eos: true, ..Default::default() };
+        let on = GenerateParams { device_sampling: DeviceSampling::On, ..p.clone() };
+        let off = GenerateParams { device_sampling: DeviceSampling::Off, ..p };
+        let mut dev = session();
+        let got = tokens_of(&mut dev, PROMPT, &on);
+        assert_eq!(dev.context().device_sampler(0), Some(step));
+        let mut host = session();
+        let want = tokens_of(&mut host, PROMPT, &off);
+        assert_eq!(host.context().device_sampler(0), None);
+        assert_eq!(got.len(), 48);
+        // The device computes the same logits; only where they are read differs.
+        assert_eq!(got, want, "{step:?}");
+        // Logprobs need the logits: the same session switches back to host sampling.
+        let lp = GenerateParams { logprobs: Some(2), max_tokens: Some(4), ..on.clone() };
+        let n = dev.generate(PROMPT, &lp).unwrap().map(|p| p.unwrap().logprobs.len()).sum::<usize>();
+        assert_eq!(n, 4);
+        assert_eq!(dev.context().device_sampler(0), None);
+    }
+    // Auto samples on the device exactly when the logits are computed there.
+    let mut auto = session();
+    tokens_of(&mut auto, PROMPT, &greedy(2));
+    let want = on_gpu().then_some(DeviceSampler::Greedy);
+    assert_eq!(model().output_on_device(), on_gpu());
+    assert_eq!(auto.context().device_sampler(0), want);
+}
+
+#[test]
+fn device_sampler_preconditions_are_typed_errors() {
+    let mut c = ctx();
+    assert!(matches!(c.set_device_sampler(5, Some(DeviceSampler::Greedy)), Err(Error::InvalidSeqId { .. })));
+    assert!(matches!(c.set_device_sampler(0, Some(DeviceSampler::TopK(0))), Err(Error::InvalidParam(_))));
+    let too_many = model().n_vocab() as u32 + 1;
+    assert!(matches!(c.set_device_sampler(0, Some(DeviceSampler::TopK(too_many))), Err(Error::InvalidParam(_))));
+    let mut e = model().context(params().embeddings(true)).unwrap();
+    assert!(matches!(e.set_device_sampler(0, Some(DeviceSampler::Greedy)), Err(Error::InvalidParam(_))));
+
+    assert!(c.set_device_sampler(0, Some(DeviceSampler::TopK(8))).unwrap());
+    let prompt = model().vocab().tokenize(PROMPT, true, false).unwrap();
+    let mut b = llama_rs::Batch::new(512, 1);
+    b.add_sequence(&prompt, 0, 0, true).unwrap();
+    c.decode(&mut b).unwrap();
+    let last = prompt.len() - 1;
+    assert!(matches!(c.logits(last), Err(Error::DeviceSampled { .. })));
+    assert!(matches!(c.sampled_token(last), Err(Error::DeviceSampled { .. })));
+    assert!(matches!(c.sampled_token(0), Err(Error::NoOutput { .. })));
+    let (ids, logits) = c.sampled_candidates(last).unwrap();
+    assert_eq!((ids.len(), logits.len()), (8, 8));
+    // A sampler whose chain does not start with top-8 refuses this output.
+    let mut greedy = SamplerConfig::greedy().build(model()).unwrap();
+    assert!(matches!(greedy.sample(&c, last), Err(Error::InvalidParam(_))));
+    let mut top8 = SamplerConfig { top_k: 8, ..SamplerConfig::greedy() };
+    top8.temperature = 0.5;
+    let t = top8.build(model()).unwrap().sample(&c, last).unwrap();
+    assert!(ids.contains(&t));
+    // Detached: the next decode has host logits again.
+    assert!(c.set_device_sampler(0, None).unwrap());
+    b.clear();
+    b.add(t, prompt.len() as i32, &[0], true).unwrap();
+    c.decode(&mut b).unwrap();
+    assert!(c.logits(0).is_ok());
 }

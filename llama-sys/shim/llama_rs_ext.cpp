@@ -19,3 +19,14 @@ extern "C" int32_t llama_rs_memory_breakdown(const llama_context * ctx, llama_rs
         return -1;
     }
 }
+
+extern "C" int32_t llama_rs_model_n_devices(const llama_model * model) {
+    if (model == nullptr) {
+        return -1;
+    }
+    try {
+        return llama_model_n_devices(model);
+    } catch (...) {
+        return -1;
+    }
+}

@@ -22,6 +22,10 @@ struct llama_rs_memory_entry {
 // entries that exist (may exceed `cap`), or -1 on error.
 int32_t llama_rs_memory_breakdown(const struct llama_context * ctx, struct llama_rs_memory_entry * out, int32_t cap);
 
+// Number of accelerator devices (GPUs, RPC servers) the model's layers were assigned
+// to; 0 means everything runs on the CPU. -1 on error.
+int32_t llama_rs_model_n_devices(const struct llama_model * model);
+
 #ifdef __cplusplus
 }
 #endif

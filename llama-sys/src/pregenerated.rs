@@ -5956,6 +5956,9 @@ unsafe extern "C" {
         cap: i32,
     ) -> i32;
 }
+unsafe extern "C" {
+    pub fn llama_rs_model_n_devices(model: *const llama_model) -> i32;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ggml_backend_buffer {

@@ -5,8 +5,12 @@
 //!     cargo run --release -p llama-examples --bin bench -- --llama-bench "$(scripts/llama-tools.sh)/llama-bench"
 //!
 //! Tests: `pp` (prompt of -p tokens in n_batch chunks, as llama-bench), `tg` (-n single-
-//! token decodes, as llama-bench), `gen` (the full generation API: sampling with the
-//! default greedy sampler, detokenization, stop-string matching — what a user gets).
+//! token decodes, as llama-bench), `tg+argmax` (tg that also reads the logits and takes
+//! their argmax), `gen` (the full generation API: greedy sampling where
+//! `DeviceSampling::Auto` puts it, detokenization, stop-string matching — what a user
+//! gets), `gen-device` / `gen-host` (the same with the argmax forced into the graph / onto
+//! the host) and `gen-default` (llama-cpp-python's default chain, top-k 40 then top-p /
+//! min-p / temperature / dist; top-k runs on the device under Auto).
 //! Each repetition runs ours once (after a warm-up in the same context, like
 //! llama-bench) and then one llama-bench invocation with `-r 3` (its own warm-up, mean
 //! of three); the table gives mean ± sd over repetitions and the per-pair ratio.
@@ -15,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
-use llama_rs::{Batch, ContextParams, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams, SamplerConfig, Session, Token};
+use llama_rs::{Batch, ContextParams, DeviceSampling, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams, SamplerConfig, Session, Token};
 
 #[derive(Parser)]
 struct Args {
@@ -156,13 +160,13 @@ impl Ours {
     }
 
     /// The generation API end to end: sampling, detokenization, streaming pieces.
-    fn gen(&mut self, n: usize) -> f64 {
+    fn gen(&mut self, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling) -> f64 {
         let mut s = match self.gen_session.take() {
             Some(s) => s,
             None => Session::new(self.model.context(self.params.clone()).unwrap()),
         };
         s.reset();
-        let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler: SamplerConfig::greedy(), ..Default::default() };
+        let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler, device_sampling, ..Default::default() };
         let bos = self.model.vocab().bos().unwrap_or(Token(0));
         let t = Instant::now();
         let mut g = s.generate(vec![bos], &p).unwrap();
@@ -222,11 +226,14 @@ fn main() -> anyhow::Result<()> {
     println!("devices: {}", llama_rs::Device::all().iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "));
     println!("threads {threads}, ngl {}, fa {}, reps {} (alternating)\n", a.ngl, a.fa, a.reps);
 
-    ours.gen(4); // warm-up of the generation path
+    ours.gen(4, SamplerConfig::greedy(), DeviceSampling::On); // warm-up of the generation path
     let mut tests: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![("pp", vec![], vec![]), ("tg", vec![], vec![])];
     if !a.no_gen {
         tests.push(("tg+argmax", vec![], vec![]));
         tests.push(("gen", vec![], vec![]));
+        tests.push(("gen-device", vec![], vec![]));
+        tests.push(("gen-host", vec![], vec![]));
+        tests.push(("gen-default", vec![], vec![]));
     }
     for _ in 0..a.reps {
         for (name, o, t) in tests.iter_mut() {
@@ -234,7 +241,10 @@ fn main() -> anyhow::Result<()> {
                 "pp" => ours.pp(a.n_prompt),
                 "tg" => ours.tg(a.n_gen),
                 "tg+argmax" => ours.tg_argmax(a.n_gen),
-                _ => ours.gen(a.n_gen),
+                "gen" => ours.gen(a.n_gen, SamplerConfig::greedy(), DeviceSampling::Auto),
+                "gen-device" => ours.gen(a.n_gen, SamplerConfig::greedy(), DeviceSampling::On),
+                "gen-host" => ours.gen(a.n_gen, SamplerConfig::greedy(), DeviceSampling::Off),
+                _ => ours.gen(a.n_gen, SamplerConfig { seed: 1, ..Default::default() }, DeviceSampling::Auto),
             });
             if let Some(bin) = &a.llama_bench {
                 let which = if *name == "pp" { "pp" } else { "tg" };
@@ -251,7 +261,10 @@ fn main() -> anyhow::Result<()> {
             "pp" => format!("pp{}", a.n_prompt),
             "tg" => format!("tg{}", a.n_gen),
             "tg+argmax" => format!("tg{} + argmax (raw) vs tg{}", a.n_gen, a.n_gen),
-            _ => format!("gen{} (API) vs tg{}", a.n_gen, a.n_gen),
+            "gen" => format!("gen{} greedy, default placement (API) vs tg{}", a.n_gen, a.n_gen),
+            "gen-device" => format!("gen{} greedy, argmax in the graph (API) vs tg{}", a.n_gen, a.n_gen),
+            "gen-host" => format!("gen{} greedy, argmax on the host (API) vs tg{}", a.n_gen, a.n_gen),
+            _ => format!("gen{} default sampler: top-k 40 .. dist (API) vs tg{}", a.n_gen, a.n_gen),
         };
         let (om, osd) = stats(o);
         if t.is_empty() {
