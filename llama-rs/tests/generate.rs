@@ -206,9 +206,13 @@ fn device_sampling_gives_the_host_tokens() {
     // Auto samples on the device exactly when the logits are computed there.
     let mut auto = session();
     tokens_of(&mut auto, PROMPT, &greedy(2));
-    let want = on_gpu().then_some(DeviceSampler::Greedy);
-    assert_eq!(model().output_on_device(), on_gpu());
+    let want = model().output_on_device().then_some(DeviceSampler::Greedy);
     assert_eq!(auto.context().device_sampler(0), want);
+    if on_gpu() {
+        assert!(model().output_on_device()); // default params offload every layer
+    } else if llama_rs::Device::all().iter().all(|d| d.kind == llama_rs::DeviceType::Cpu) {
+        assert!(!model().output_on_device());
+    }
 }
 
 #[test]

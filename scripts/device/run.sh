@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   bash scripts/device/run.sh cuda|vulkan [test|bench|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [test|bench|all]
 set -uo pipefail
 backend=$1
 phase=${2:-all}
@@ -57,6 +57,6 @@ for t in model context generate sampling adapters embed files; do
 done | tee "$out/tests-$backend.txt"
 fi
 [ "$phase" = test ] && exit 0
-echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r 5 -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"
+echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"
 [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
-echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model "$W/q7.gguf" --llama-bench "$B/bin/llama-bench" -r 5 -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"
+echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model "$W/q7.gguf" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"
