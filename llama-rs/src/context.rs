@@ -630,18 +630,18 @@ impl Context {
             }
             return Err(compute_error(op, code));
         }
-        let kind = |i: usize| {
+        let samplers = &self.device_samplers;
+        self.outputs.extend((0..batch.len()).map(|i| {
             if !batch.is_output(i) {
                 return Output::None;
             }
             // validate_batch refused outputs shared by several sequences with device samplers.
-            match batch.seq_ids(i).first().and_then(|&s| self.device_sampler(s)) {
-                Some(d) => Output::Device(d),
+            let first = batch.seq_ids(i).first().copied();
+            match samplers.iter().find(|(s, ..)| Some(*s) == first) {
+                Some((_, d, _)) => Output::Device(*d),
                 None => Output::Host,
             }
-        };
-        let outputs: Vec<Output> = (0..batch.len()).map(kind).collect();
-        self.outputs = outputs;
+        }));
         Ok(())
     }
 

@@ -8,9 +8,9 @@
 //! token decodes, as llama-bench), `tg+argmax` (tg that also reads the logits and takes
 //! their argmax), `gen` (the full generation API: greedy sampling where
 //! `DeviceSampling::Auto` puts it, detokenization, stop-string matching — what a user
-//! gets), `gen-device` / `gen-host` (the same with the argmax forced into the graph / onto
-//! the host) and `gen-default` (llama-cpp-python's default chain, top-k 40 then top-p /
-//! min-p / temperature / dist; top-k runs on the device under Auto).
+//! gets), `gen-default` (llama-cpp-python's default chain, top-k 40 then top-p / min-p /
+//! temperature / dist), and both again with sampling forced onto the host (`-host`).
+//! The table says where each sampled.
 //! Each repetition runs ours once (after a warm-up in the same context, like
 //! llama-bench) and then one llama-bench invocation with `-r 3` (its own warm-up, mean
 //! of three); the table gives mean ± sd over repetitions and the per-pair ratio.
@@ -63,7 +63,11 @@ struct Ours {
     rng: u64,
     pp_ctx: Option<llama_rs::Context>,
     tg_ctx: Option<llama_rs::Context>,
-    gen_session: Option<Session>,
+    /// One session per generation test, so each keeps its device sampler attached (as
+    /// llama-bench keeps one context per test).
+    gen_sessions: std::collections::HashMap<&'static str, Session>,
+    /// Where each generation test sampled (`DeviceSampler` or host).
+    placement: std::collections::HashMap<&'static str, String>,
 }
 
 impl Ours {
@@ -160,8 +164,8 @@ impl Ours {
     }
 
     /// The generation API end to end: sampling, detokenization, streaming pieces.
-    fn gen(&mut self, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling) -> f64 {
-        let mut s = match self.gen_session.take() {
+    fn gen(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling) -> f64 {
+        let mut s = match self.gen_sessions.remove(test) {
             Some(s) => s,
             None => Session::new(self.model.context(self.params.clone()).unwrap()),
         };
@@ -176,7 +180,9 @@ impl Ours {
         }
         drop(g);
         let r = count as f64 / t.elapsed().as_secs_f64();
-        self.gen_session = Some(s);
+        let at = s.context().device_sampler(0).map_or("host".to_string(), |d| format!("device {d:?}"));
+        self.placement.insert(test, at);
+        self.gen_sessions.insert(test, s);
         r
     }
 }
@@ -221,19 +227,27 @@ fn main() -> anyhow::Result<()> {
         .n_threads(threads)
         .flash_attn(fa);
     let n_vocab = model.n_vocab();
-    let mut ours = Ours { model: model.clone(), params, n_vocab, rng: 0x12345678, pp_ctx: None, tg_ctx: None, gen_session: None };
+    let mut ours = Ours { model: model.clone(), params, n_vocab, rng: 0x12345678, pp_ctx: None, tg_ctx: None, gen_sessions: Default::default(), placement: Default::default() };
     println!("model: {} ({:.2} GiB), {}", model.description(), model.size() as f64 / (1u64 << 30) as f64, path.display());
     println!("devices: {}", llama_rs::Device::all().iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "));
     println!("threads {threads}, ngl {}, fa {}, reps {} (alternating)\n", a.ngl, a.fa, a.reps);
 
-    ours.gen(4, SamplerConfig::greedy(), DeviceSampling::On); // warm-up of the generation path
+    // Generation tests: llama-cpp-python's greedy and default chains, placed by
+    // DeviceSampling::Auto and forced onto the host.
+    let default_chain = SamplerConfig { seed: 1, ..Default::default() };
+    let gen_tests: [(&str, SamplerConfig, DeviceSampling); 4] = [
+        ("gen", SamplerConfig::greedy(), DeviceSampling::Auto),
+        ("gen-host", SamplerConfig::greedy(), DeviceSampling::Off),
+        ("gen-default", default_chain.clone(), DeviceSampling::Auto),
+        ("gen-default-host", default_chain, DeviceSampling::Off),
+    ];
+    for (name, sampler, placement) in &gen_tests {
+        ours.gen(name, 4, sampler.clone(), *placement); // warm-up, as llama-bench does
+    }
     let mut tests: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![("pp", vec![], vec![]), ("tg", vec![], vec![])];
     if !a.no_gen {
         tests.push(("tg+argmax", vec![], vec![]));
-        tests.push(("gen", vec![], vec![]));
-        tests.push(("gen-device", vec![], vec![]));
-        tests.push(("gen-host", vec![], vec![]));
-        tests.push(("gen-default", vec![], vec![]));
+        tests.extend(gen_tests.iter().map(|(name, ..)| (*name, vec![], vec![])));
     }
     for _ in 0..a.reps {
         for (name, o, t) in tests.iter_mut() {
@@ -241,10 +255,10 @@ fn main() -> anyhow::Result<()> {
                 "pp" => ours.pp(a.n_prompt),
                 "tg" => ours.tg(a.n_gen),
                 "tg+argmax" => ours.tg_argmax(a.n_gen),
-                "gen" => ours.gen(a.n_gen, SamplerConfig::greedy(), DeviceSampling::Auto),
-                "gen-device" => ours.gen(a.n_gen, SamplerConfig::greedy(), DeviceSampling::On),
-                "gen-host" => ours.gen(a.n_gen, SamplerConfig::greedy(), DeviceSampling::Off),
-                _ => ours.gen(a.n_gen, SamplerConfig { seed: 1, ..Default::default() }, DeviceSampling::Auto),
+                                gen => {
+                    let (name, sampler, placement) = gen_tests.iter().find(|t| t.0 == gen).unwrap();
+                    ours.gen(name, a.n_gen, sampler.clone(), *placement)
+                }
             });
             if let Some(bin) = &a.llama_bench {
                 let which = if *name == "pp" { "pp" } else { "tg" };
@@ -261,10 +275,11 @@ fn main() -> anyhow::Result<()> {
             "pp" => format!("pp{}", a.n_prompt),
             "tg" => format!("tg{}", a.n_gen),
             "tg+argmax" => format!("tg{} + argmax (raw) vs tg{}", a.n_gen, a.n_gen),
-            "gen" => format!("gen{} greedy, default placement (API) vs tg{}", a.n_gen, a.n_gen),
-            "gen-device" => format!("gen{} greedy, argmax in the graph (API) vs tg{}", a.n_gen, a.n_gen),
-            "gen-host" => format!("gen{} greedy, argmax on the host (API) vs tg{}", a.n_gen, a.n_gen),
-            _ => format!("gen{} default sampler: top-k 40 .. dist (API) vs tg{}", a.n_gen, a.n_gen),
+                        gen => {
+                let chain = if gen.starts_with("gen-default") { "default chain" } else { "greedy" };
+                let policy = if gen.ends_with("-host") { "Off" } else { "Auto" };
+                format!("gen{} {chain}, device sampling {policy} → {} (API) vs tg{}", a.n_gen, ours.placement[gen], a.n_gen)
+            }
         };
         let (om, osd) = stats(o);
         if t.is_empty() {
