@@ -8,7 +8,8 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [test|bench|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [test|bench|bench-gemma|bench-7b|all]
+# (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
 backend=$1
 phase=${2:-all}
@@ -40,7 +41,7 @@ case $backend in
   *) echo "backend?"; exit 2 ;;
 esac
 start=$(date +%s)
-if [ ! -f "$B/build.ninja" ] || [ "$phase" != bench ]; then
+if [ ! -f "$B/build.ninja" ] || [ "${phase#bench}" = "$phase" ]; then
 cmake -S "$S" -B "$B" "${common[@]}" "${extra[@]}" > "$out/cmake-$backend.log" 2>&1 || { tail -40 "$out/cmake-$backend.log"; exit 1; }
 cmake --build "$B" --target llama llama-bench ggml-rpc -j 16 > "$out/build-$backend.log" 2>&1 || { tail -60 "$out/build-$backend.log"; exit 1; }
 echo "llama.cpp $backend build: $(( $(date +%s) - start )) s"
@@ -49,7 +50,7 @@ lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export LLAMA_RS_MODEL=$model
 export LLAMA_CPP_SRC=$S   # tests that read vendored files (vocab, templates)
-if [ "$phase" != bench ]; then
+if [ "${phase#bench}" = "$phase" ]; then
 echo "== gpu-test"; "$BIN/gpu-test" 2>&1 | tee "$out/gpu-test-$backend.txt"
 echo "== tests (all layers offloaded)"
 for t in model context generate sampling adapters embed files; do
@@ -57,6 +58,7 @@ for t in model context generate sampling adapters embed files; do
 done | tee "$out/tests-$backend.txt"
 fi
 [ "$phase" = test ] && exit 0
-echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"
+[ "$phase" = bench-7b ] || { echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"; }
+[ "$phase" = bench-gemma ] && exit 0
 [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
 echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model "$W/q7.gguf" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"
