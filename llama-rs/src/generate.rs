@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::Batch;
 use crate::context::{AbortHandle, Context};
 use crate::error::{Error, Result};
-use crate::sampling::{Sampler, SamplerConfig};
+use crate::sampling::{DeviceSampler, Sampler, SamplerConfig};
 use crate::token::Token;
 use crate::vocab::PieceDecoder;
 
@@ -110,7 +110,8 @@ impl Default for GenerateParams {
 #[serde(rename_all = "lowercase")]
 pub enum DeviceSampling {
     /// When the logits are computed on a GPU or RPC server (measured: on the CPU the
-    /// graph's single-threaded argmax / top-k is slower than reading the logits).
+    /// graph's single-threaded argmax / top-k is slower than reading the logits). On
+    /// Vulkan a greedy chain runs as top-1.
     #[default]
     Auto,
     /// Whenever the sampler allows.
@@ -266,12 +267,12 @@ impl Session {
             }
         };
         let sampler = params.sampler.build(self.ctx.model())?;
-        let wanted = match params.device_sampling {
-            DeviceSampling::Auto => self.ctx.model().output_on_device(),
-            DeviceSampling::On => true,
-            DeviceSampling::Off => false,
+        let step = match params.device_sampling {
+            _ if params.logprobs.is_some() || self.device_refused => None,
+            DeviceSampling::Auto => self.ctx.model().output_backend().and_then(|b| auto_step(&sampler, &b)),
+            DeviceSampling::On => sampler.device_step(),
+            DeviceSampling::Off => None,
         };
-        let step = if wanted && params.logprobs.is_none() && !self.device_refused { sampler.device_step() } else { None };
         // Attaching makes llama.cpp rebuild its graph, so an unchanged step stays attached.
         if self.ctx.device_sampler(0) != step && !self.ctx.set_device_sampler(0, step)? {
             self.device_refused = true;
@@ -295,6 +296,16 @@ impl Session {
             n_generated: 0,
             session: self,
         })
+    }
+}
+
+/// What `DeviceSampling::Auto` runs on a device of `backend`. Measured on an H100
+/// (docs/BENCHMARKS.md): Vulkan's argmax over a 262k vocabulary is slower than reading
+/// the logits, while its top-k is faster, so greedy chains take the top-1 there.
+fn auto_step(sampler: &Sampler, backend: &str) -> Option<DeviceSampler> {
+    match sampler.device_step()? {
+        DeviceSampler::Greedy if backend.eq_ignore_ascii_case("vulkan") => Some(DeviceSampler::TopK(1)),
+        step => Some(step),
     }
 }
 

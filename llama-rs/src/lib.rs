@@ -63,7 +63,7 @@ pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParam
 pub use quantize::{quantize, FileType, QuantizeParams};
 pub use plan::{MemoryEntry, MemoryPlan};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
-pub use synthetic::{write_synthetic_qwen2, SyntheticShape};
+pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, SyntheticShape};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab};
 

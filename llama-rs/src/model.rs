@@ -591,9 +591,21 @@ impl Model {
     /// server) rather than the CPU. llama.cpp places it on the last device whenever any
     /// layer is offloaded.
     pub fn output_on_device(&self) -> bool {
-        // SAFETY: const query on a valid model (the shim catches exceptions).
-        let n_devices = unsafe { sys::llama_rs_model_n_devices(self.as_ptr()) };
-        n_devices > 0 && self.inner.gpu_layers != GpuLayers::Count(0)
+        self.output_backend().is_some()
+    }
+    /// The backend ("CUDA", "Vulkan", "ROCm", "RPC", ...) that computes the logits, `None`
+    /// for the CPU.
+    pub fn output_backend(&self) -> Option<String> {
+        if self.inner.gpu_layers == GpuLayers::Count(0) {
+            return None;
+        }
+        // SAFETY: const queries on a valid model (the shim catches exceptions and
+        // range-checks the index); the name is a static string of the backend registry.
+        unsafe {
+            let n = sys::llama_rs_model_n_devices(self.as_ptr());
+            let name = sys::llama_rs_model_device_backend(self.as_ptr(), n - 1);
+            (n > 0 && !name.is_null()).then(|| std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned())
+        }
     }
     /// Number of layers.
     pub fn n_layer(&self) -> u32 {

@@ -785,7 +785,7 @@ impl Sampler {
         match ctx.device_sampled(index)? {
             None => self.sample_logits(ctx.logits(index)?),
             Some(step) => {
-                if self.device_step() != Some(step) {
+                if !self.accepts_device(step) {
                     return Err(Error::InvalidParam(format!(
                         "batch entry {index} was sampled on the device with {step:?}, which this sampler's chain does not start with ({:?})",
                         self.device_step()
@@ -815,6 +815,17 @@ impl Sampler {
         match &self.fast {
             Some(f) if f.raised.is_empty() => Some(DeviceSampler::TopK(f.n_candidates.min(self.model.n_vocab() as usize) as u32)),
             _ => None,
+        }
+    }
+
+    /// Whether this chain gives the same result from what `step` computed on the device:
+    /// its own step, or a top-k at least as wide as it needs (greedy needs k >= 1).
+    pub fn accepts_device(&self, step: DeviceSampler) -> bool {
+        match (self.device_step(), step) {
+            (Some(a), b) if a == b => true,
+            (Some(DeviceSampler::Greedy), DeviceSampler::TopK(k)) => k >= 1,
+            (Some(DeviceSampler::TopK(n)), DeviceSampler::TopK(m)) => m >= n,
+            _ => false,
         }
     }
 

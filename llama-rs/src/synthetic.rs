@@ -179,3 +179,75 @@ pub fn write_synthetic_qwen2(shape: SyntheticShape, vocab_gguf: &Path, out: &Pat
     }
     Ok(paths)
 }
+
+/// Writes a complete, loadable llama-architecture model of a few KB: 1 layer, n_embd 8,
+/// random f32 weights and a 262-token SentencePiece vocabulary (`<unk> <s> </s>`, the 256
+/// byte tokens, `▁` and a few letters). Small enough to be a fuzzing seed, and a model
+/// whose every field is known for tests. Its output is noise.
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("tiny-doc-{}.gguf", std::process::id()));
+/// llama_rs::write_tiny_llama(&path)?;
+/// let model = llama_rs::Model::load(&path, Default::default())?;
+/// assert_eq!((model.n_layer(), model.n_embd(), model.n_vocab()), (1, 8, 262));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+pub fn write_tiny_llama(out: &Path) -> Result<()> {
+    const N_EMBD: u64 = 8;
+    const N_FF: u64 = 16;
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    tokens.extend(["▁", "a", "b"].map(String::from));
+    let n_vocab = tokens.len() as u64;
+    let types: Vec<GgufValue> = (0..n_vocab)
+        .map(|i| GgufValue::I32(match i {
+            0 => 2,          // unknown
+            1 | 2 => 3,      // control
+            3..=258 => 6,    // byte
+            _ => 1,          // normal
+        }))
+        .collect();
+    let mut w = GgufWriter::new();
+    w.kv_str("general.architecture", "llama")
+        .kv_str("general.name", "tiny")
+        .kv_u32("llama.context_length", 128)
+        .kv_u32("llama.embedding_length", N_EMBD as u32)
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.feed_forward_length", N_FF as u32)
+        .kv_u32("llama.attention.head_count", 2)
+        .kv_u32("llama.attention.head_count_kv", 2)
+        .kv_u32("llama.rope.dimension_count", 4)
+        .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .kv_str("tokenizer.ggml.model", "llama")
+        .kv("tokenizer.ggml.tokens", GgufValue::Array(tokens.into_iter().map(GgufValue::Str).collect()))
+        .kv("tokenizer.ggml.scores", GgufValue::Array((0..n_vocab).map(|i| GgufValue::F32(-(i as f32))).collect()))
+        .kv("tokenizer.ggml.token_type", GgufValue::Array(types))
+        .kv_u32("tokenizer.ggml.unknown_token_id", 0)
+        .kv_u32("tokenizer.ggml.bos_token_id", 1)
+        .kv_u32("tokenizer.ggml.eos_token_id", 2);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |n: u64| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    };
+    let ones = |n: u64| vec![1.0f32; n as usize];
+    w.tensor_f32("token_embd.weight", &[N_EMBD, n_vocab], random(N_EMBD * n_vocab))?
+        .tensor_f32("output_norm.weight", &[N_EMBD], ones(N_EMBD))?
+        .tensor_f32("output.weight", &[N_EMBD, n_vocab], random(N_EMBD * n_vocab))?
+        .tensor_f32("blk.0.attn_norm.weight", &[N_EMBD], ones(N_EMBD))?
+        .tensor_f32("blk.0.ffn_norm.weight", &[N_EMBD], ones(N_EMBD))?;
+    for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
+        w.tensor_f32(&format!("blk.0.{name}.weight"), &[N_EMBD, N_EMBD], random(N_EMBD * N_EMBD))?;
+    }
+    w.tensor_f32("blk.0.ffn_gate.weight", &[N_EMBD, N_FF], random(N_EMBD * N_FF))?
+        .tensor_f32("blk.0.ffn_up.weight", &[N_EMBD, N_FF], random(N_EMBD * N_FF))?
+        .tensor_f32("blk.0.ffn_down.weight", &[N_FF, N_EMBD], random(N_FF * N_EMBD))?;
+    w.write(out)
+}

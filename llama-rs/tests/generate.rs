@@ -203,10 +203,36 @@ fn device_sampling_gives_the_host_tokens() {
         assert_eq!(n, 4);
         assert_eq!(dev.context().device_sampler(0), None);
     }
+    // Greedy from a device top-1 (what Auto picks on Vulkan) is the same too.
+    let host_params = GenerateParams { ignore_eos: true, device_sampling: DeviceSampling::Off, ..greedy(16) };
+    let want = tokens_of(&mut session(), PROMPT, &host_params);
+    let mut c = ctx();
+    assert!(c.set_device_sampler(0, Some(DeviceSampler::TopK(1))).unwrap());
+    let mut sampler = SamplerConfig::greedy().build(model()).unwrap();
+    let prompt = model().vocab().tokenize(PROMPT, true, false).unwrap();
+    let mut b = llama_rs::Batch::new(512, 1);
+    b.add_sequence(&prompt, 0, 0, true).unwrap();
+    c.decode(&mut b).unwrap();
+    let (mut got, mut index) = (Vec::new(), prompt.len() - 1);
+    for pos in prompt.len()..prompt.len() + 16 {
+        let t = sampler.sample(&c, index).unwrap();
+        sampler.accept(t).unwrap();
+        got.push(t);
+        b.clear();
+        b.add(t, pos as i32, &[0], true).unwrap();
+        c.decode(&mut b).unwrap();
+        index = 0;
+    }
+    assert_eq!(got, want);
+
     // Auto samples on the device exactly when the logits are computed there.
     let mut auto = session();
     tokens_of(&mut auto, PROMPT, &greedy(2));
-    let want = model().output_on_device().then_some(DeviceSampler::Greedy);
+    let want = match model().output_backend().as_deref() {
+        None => None,
+        Some("Vulkan") => Some(DeviceSampler::TopK(1)),
+        Some(_) => Some(DeviceSampler::Greedy),
+    };
     assert_eq!(auto.context().device_sampler(0), want);
     if on_gpu() {
         assert!(model().output_on_device()); // default params offload every layer
@@ -236,9 +262,12 @@ fn device_sampler_preconditions_are_typed_errors() {
     assert!(matches!(c.sampled_token(0), Err(Error::NoOutput { .. })));
     let (ids, logits) = c.sampled_candidates(last).unwrap();
     assert_eq!((ids.len(), logits.len()), (8, 8));
-    // A sampler whose chain does not start with top-8 refuses this output.
+    // Greedy takes the best of the 8; a chain that needs the top 40 refuses them.
+    let best = ids.iter().zip(logits).max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
     let mut greedy = SamplerConfig::greedy().build(model()).unwrap();
-    assert!(matches!(greedy.sample(&c, last), Err(Error::InvalidParam(_))));
+    assert_eq!(greedy.sample(&c, last).unwrap(), *best);
+    let mut top40 = SamplerConfig::default().build(model()).unwrap();
+    assert!(matches!(top40.sample(&c, last), Err(Error::InvalidParam(_))));
     let mut top8 = SamplerConfig { top_k: 8, ..SamplerConfig::greedy() };
     top8.temperature = 0.5;
     let t = top8.build(model()).unwrap().sample(&c, last).unwrap();

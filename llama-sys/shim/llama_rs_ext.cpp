@@ -30,3 +30,19 @@ extern "C" int32_t llama_rs_model_n_devices(const llama_model * model) {
         return -1;
     }
 }
+
+extern "C" const char * llama_rs_model_device_backend(const llama_model * model, int32_t i) {
+    if (model == nullptr || i < 0) {
+        return nullptr;
+    }
+    try {
+        if (i >= llama_model_n_devices(model)) {
+            return nullptr;
+        }
+        ggml_backend_dev_t dev = llama_model_get_device(model, i);
+        ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+        return reg ? ggml_backend_reg_name(reg) : nullptr;
+    } catch (...) {
+        return nullptr;
+    }
+}

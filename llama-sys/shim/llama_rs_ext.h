@@ -26,6 +26,10 @@ int32_t llama_rs_memory_breakdown(const struct llama_context * ctx, struct llama
 // to; 0 means everything runs on the CPU. -1 on error.
 int32_t llama_rs_model_n_devices(const struct llama_model * model);
 
+// Name of the backend ("CUDA", "Vulkan", "ROCm", "RPC", ...) of the model's device
+// `i` (0 <= i < llama_rs_model_n_devices), or NULL.
+const char * llama_rs_model_device_backend(const struct llama_model * model, int32_t i);
+
 #ifdef __cplusplus
 }
 #endif

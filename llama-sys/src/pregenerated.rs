@@ -5959,6 +5959,12 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn llama_rs_model_n_devices(model: *const llama_model) -> i32;
 }
+unsafe extern "C" {
+    pub fn llama_rs_model_device_backend(
+        model: *const llama_model,
+        i: i32,
+    ) -> *const ::core::ffi::c_char;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ggml_backend_buffer {

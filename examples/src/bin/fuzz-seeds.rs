@@ -1,0 +1,96 @@
+//! Writes the seed corpora of the fuzz targets (`fuzz/`): valid inputs the fuzzer
+//! mutates from — the tiny model file, saved states, grammars and schemas, texts.
+//!
+//!     cargo run --release -p llama-examples --bin fuzz-seeds -- fuzz/corpus
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use llama_rs::{Batch, ContextParams, GgufValue, GgufWriter, Model, ModelParams, Token};
+
+fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let d = dir.join(target);
+    fs::create_dir_all(&d)?;
+    fs::write(d.join(name), bytes)?;
+    Ok(())
+}
+
+fn with_flag(flag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![flag];
+    v.extend_from_slice(body);
+    v
+}
+
+fn main() -> anyhow::Result<()> {
+    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+
+    // model_load: the tiny model, and a file with every metadata type and two tensors.
+    let tiny = std::env::temp_dir().join(format!("fuzz-seeds-{}.gguf", std::process::id()));
+    llama_rs::write_tiny_llama(&tiny)?;
+    put(&out, "model_load", "tiny-llama.gguf", &fs::read(&tiny)?)?;
+    let kinds = std::env::temp_dir().join(format!("fuzz-seeds-kinds-{}.gguf", std::process::id()));
+    let mut w = GgufWriter::new();
+    w.kv("u8", GgufValue::U8(1)).kv("i8", GgufValue::I8(-1)).kv("u16", GgufValue::U16(2)).kv("i16", GgufValue::I16(-2));
+    w.kv_u32("u32", 3).kv_i32("i32", -3).kv_f32("f32", 0.5).kv_bool("bool", true).kv_str("str", "text");
+    w.kv("u64", GgufValue::U64(4)).kv("i64", GgufValue::I64(-4)).kv("f64", GgufValue::F64(0.25));
+    w.kv("arr", GgufValue::Array(vec![GgufValue::Str("a".into()), GgufValue::Str("b".into())]));
+    w.tensor_f32("a", &[4], vec![1.0; 4])?.tensor_f32("b", &[2, 2], vec![0.0; 4])?;
+    w.write(&kinds)?;
+    put(&out, "model_load", "kinds.gguf", &fs::read(&kinds)?)?;
+    fs::remove_file(&kinds).ok();
+
+    // state_load: whole and per-sequence states of the tiny model after a short prompt.
+    let model = Model::load(&tiny, ModelParams::default())?;
+    let mut ctx = model.context(ContextParams::default().n_ctx(64).n_batch(16).n_ubatch(16).n_seq_max(3).n_threads(1))?;
+    let prompt: Vec<Token> = (3..9).map(Token).collect();
+    let mut b = Batch::new(16, 1);
+    b.add_sequence(&prompt, 0, 0, true)?;
+    ctx.decode(&mut b)?;
+    put(&out, "state_load", "whole", &with_flag(0, &ctx.save_state(&prompt)?))?;
+    put(&out, "state_load", "seq0", &with_flag(1, &ctx.save_seq_state(0, &prompt)?))?;
+    fs::remove_file(&tiny).ok();
+
+    // grammar: the vendored GBNF grammars and a few JSON Schemas.
+    let src = llama_rs_src()?;
+    for e in fs::read_dir(src.join("grammars"))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "gbnf") {
+            put(&out, "grammar", &p.file_name().unwrap().to_string_lossy(), &with_flag(0, &fs::read(&p)?))?;
+        }
+    }
+    for (i, s) in [
+        r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer","minimum":0}},"required":["name"]}"#,
+        r#"{"type":"array","items":{"enum":["a","b",1,null]},"minItems":1,"maxItems":3}"#,
+        r##"{"$defs":{"n":{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}}}},"$ref":"#/$defs/n"}"##,
+        r#"{"anyOf":[{"type":"number"},{"type":"boolean"},{"const":"x"}]}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        put(&out, "grammar", &format!("schema{i}"), &with_flag(1, s.as_bytes()))?;
+    }
+
+    // tokenize: texts with each flag combination.
+    for (i, t) in [
+        "Hello world! The capital of France is Paris.",
+        "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
+        "Ünïcödé 日本語 🦀 \t\n\r  fn main() { println!(\"{}\", 1 + 2); }",
+        "<bos><eos><pad><unk><mask>[multimodal]",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for flag in [0u8, 3, 15, 0x7f] {
+            put(&out, "tokenize", &format!("t{i}-{flag}"), &with_flag(flag, t.as_bytes()))?;
+        }
+    }
+    println!("seeds written under {}", out.display());
+    Ok(())
+}
+
+/// The vendored llama.cpp tree (for its grammars).
+fn llama_rs_src() -> anyhow::Result<PathBuf> {
+    let p = std::env::var_os("LLAMA_CPP_SRC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("vendor/llama.cpp"));
+    p.join("grammars").is_dir().then_some(p).context("vendored llama.cpp tree not found (python3 vendor/fetch.py source, or set LLAMA_CPP_SRC)")
+}
