@@ -427,6 +427,28 @@ pub(crate) fn check_gguf_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks the vocabulary metadata for what makes llama.cpp abort instead of failing the
+/// load: repeated token strings (`GGML_ASSERT(id_to_token.size() == token_to_id.size())`
+/// in llama-vocab.cpp; found by the `model_load` fuzz target).
+pub(crate) fn check_vocab(path: &Path) -> Result<()> {
+    let meta = crate::gguf::read_gguf_metadata(path)?;
+    let Some((_, crate::GgufValue::Array(tokens))) = meta.iter().find(|(k, _)| k == "tokenizer.ggml.tokens") else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if let crate::GgufValue::Str(s) = t {
+            if !seen.insert(s.as_str()) {
+                return Err(Error::NotGguf {
+                    path: path.into(),
+                    reason: format!("tokenizer.ggml.tokens repeats {s:?} (token {i}): llama.cpp cannot load such a vocabulary"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 struct ProgressState {
     f: ProgressFn,
     panic: Option<Box<dyn std::any::Any + Send>>,
@@ -451,6 +473,7 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Model> {
         let path = path.as_ref();
         check_gguf_header(path)?;
+        check_vocab(path)?;
         let c = path_cstring(path)?;
         // SAFETY: `c` is a valid NUL-terminated path; raw params are valid for the call.
         Self::load_raw(path, params, |raw| unsafe { sys::llama_model_load_from_file(c.as_ptr(), raw) })
@@ -464,6 +487,7 @@ impl Model {
         for p in paths {
             check_gguf_header(p.as_ref())?;
         }
+        check_vocab(paths[0].as_ref())?;
         let cs: Vec<CString> = paths.iter().map(|p| path_cstring(p.as_ref())).collect::<Result<_>>()?;
         let mut ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
         let first = paths[0].as_ref();

@@ -4,7 +4,7 @@ mod common;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use llama_rs::{Error, Model, ModelParams, Token};
+use llama_rs::{Error, GgufValue, Model, ModelParams, Token};
 
 fn llama_cpp_tree() -> PathBuf {
     match std::env::var_os("LLAMA_CPP_SRC") {
@@ -149,4 +149,37 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
     assert!(matches!(Model::load_splits(&parts[..2], ModelParams::default()), Err(Error::ModelLoad { .. })));
     std::fs::remove_file(&parts[2]).unwrap();
     assert!(matches!(Model::load(&parts[0], ModelParams::default()), Err(Error::ModelLoad { .. })));
+}
+
+/// Inputs the fuzz targets (fuzz/) found aborting llama.cpp, rebuilt here as files.
+#[test]
+fn fuzz_findings_are_typed_errors() {
+    let dir = std::env::temp_dir().join(format!("llama-rs-fuzz-findings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = dir.join("tiny.gguf");
+    llama_rs::write_tiny_llama(&tiny).unwrap();
+    assert!(Model::load(&tiny, ModelParams::default()).is_ok());
+
+    // model_load: a vocabulary that repeats a token string
+    // (llama-vocab.cpp: GGML_ASSERT(id_to_token.size() == token_to_id.size())).
+    let mut w = llama_rs::GgufWriter::new();
+    for (k, v) in llama_rs::read_gguf_metadata(&tiny).unwrap() {
+        let v = match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", GgufValue::Array(mut t)) => {
+                t[260] = t[259].clone();
+                GgufValue::Array(t)
+            }
+            (_, v) => v,
+        };
+        w.kv(&k, v);
+    }
+    let dup = dir.join("duplicate-token.gguf");
+    w.write(&dup).unwrap();
+    for params in [ModelParams::default(), ModelParams::default().vocab_only(true)] {
+        match Model::load(&dup, params) {
+            Err(Error::NotGguf { reason, .. }) => assert!(reason.contains("repeats"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
