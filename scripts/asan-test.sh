@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The llama-rs integration tests under AddressSanitizer + LeakSanitizer (Rust side
+# instrumented; llama.cpp's C/C++ is not, but every heap allocation, its own included,
+# goes through ASan's allocator, so leaks, double frees and frees of bad pointers there
+# are caught too). Stable toolchain: RUSTC_BOOTSTRAP=1 enables -Zsanitizer.
+#   scripts/asan-test.sh [cargo test args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 vendor/fetch.py source >/dev/null
+python3 vendor/fetch.py model >/dev/null
+export RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan
+export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=1"
+cargo test --release --target "$(rustc -vV | sed -n 's/^host: //p')" -p llama-rs --tests "$@"
