@@ -355,6 +355,8 @@ struct ModelInner {
     vocab: NonNull<sys::llama_vocab>,
     vocab_only: bool,
     gpu_layers: GpuLayers,
+    /// See `check_vocab`.
+    missing_bytes: Vec<u8>,
     path: PathBuf,
     /// Serialises the few llama.cpp calls that mutate the model (adapter registration,
     /// context creation), see the `Send`/`Sync` contract below.
@@ -427,13 +429,16 @@ pub(crate) fn check_gguf_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks the vocabulary metadata for what makes llama.cpp abort instead of failing the
-/// load: repeated token strings (`GGML_ASSERT(id_to_token.size() == token_to_id.size())`
-/// in llama-vocab.cpp; found by the `model_load` fuzz target).
-pub(crate) fn check_vocab(path: &Path) -> Result<()> {
+/// Checks the vocabulary metadata for what makes llama.cpp abort instead of failing:
+/// repeated token strings abort the load (`GGML_ASSERT(id_to_token.size() ==
+/// token_to_id.size())` in llama-vocab.cpp), and a SentencePiece vocabulary without a
+/// token for some byte throws `std::out_of_range` through `llama_tokenize` when byte
+/// fallback needs it. Returns those bytes (empty for complete vocabularies); the
+/// tokenizer refuses text containing them. Both found by the `model_load` fuzz target.
+pub(crate) fn check_vocab(path: &Path) -> Result<Vec<u8>> {
     let meta = crate::gguf::read_gguf_metadata(path)?;
     let Some((_, crate::GgufValue::Array(tokens))) = meta.iter().find(|(k, _)| k == "tokenizer.ggml.tokens") else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let mut seen = std::collections::HashSet::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
@@ -446,7 +451,13 @@ pub(crate) fn check_vocab(path: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
+    let spm = meta.iter().any(|(k, v)| k == "tokenizer.ggml.model" && matches!(v, crate::GgufValue::Str(m) if m == "llama"));
+    if !spm {
+        return Ok(Vec::new());
+    }
+    // llama_vocab::byte_to_token: "<0xAB>", else the byte itself as a one-byte token.
+    let has = |b: u8| seen.contains(format!("<0x{b:02X}>").as_str()) || std::str::from_utf8(&[b]).is_ok_and(|s| seen.contains(s));
+    Ok((0..=255u8).filter(|&b| !has(b)).collect())
 }
 
 struct ProgressState {
@@ -473,10 +484,10 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Model> {
         let path = path.as_ref();
         check_gguf_header(path)?;
-        check_vocab(path)?;
+        let missing_bytes = check_vocab(path)?;
         let c = path_cstring(path)?;
         // SAFETY: `c` is a valid NUL-terminated path; raw params are valid for the call.
-        Self::load_raw(path, params, |raw| unsafe { sys::llama_model_load_from_file(c.as_ptr(), raw) })
+        Self::load_raw(path, params, missing_bytes, |raw| unsafe { sys::llama_model_load_from_file(c.as_ptr(), raw) })
     }
 
     /// Loads a model from an explicit list of split files, in order.
@@ -487,11 +498,11 @@ impl Model {
         for p in paths {
             check_gguf_header(p.as_ref())?;
         }
-        check_vocab(paths[0].as_ref())?;
+        let missing_bytes = check_vocab(paths[0].as_ref())?;
         let cs: Vec<CString> = paths.iter().map(|p| path_cstring(p.as_ref())).collect::<Result<_>>()?;
         let mut ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
         let first = paths[0].as_ref();
-        Self::load_raw(first, params, |raw| {
+        Self::load_raw(first, params, missing_bytes, |raw| {
             // SAFETY: `ptrs` holds `cs.len()` valid C strings alive for the call.
             unsafe { sys::llama_model_load_from_splits(ptrs.as_mut_ptr(), ptrs.len(), raw) }
         })
@@ -500,6 +511,7 @@ impl Model {
     fn load_raw(
         path: &Path,
         mut params: ModelParams,
+        missing_bytes: Vec<u8>,
         load: impl FnOnce(sys::llama_model_params) -> *mut sys::llama_model,
     ) -> Result<Model> {
         backend::init();
@@ -554,6 +566,7 @@ impl Model {
                 vocab,
                 vocab_only: params.vocab_only,
                 gpu_layers: params.gpu_layers,
+                missing_bytes,
                 path: path.into(),
                 lock: Mutex::new(()),
             }),
@@ -588,7 +601,7 @@ impl Model {
     pub fn vocab(&self) -> Vocab<'_> {
         // SAFETY: the vocab pointer is valid for the model's lifetime, which the
         // returned borrow cannot outlive.
-        unsafe { Vocab::from_raw(self.inner.vocab) }
+        unsafe { Vocab::from_raw(self.inner.vocab, &self.inner.missing_bytes) }
     }
 
     /// Number of tokens in the vocabulary.

@@ -43,6 +43,9 @@ impl TokenAttr {
 #[derive(Clone, Copy)]
 pub struct Vocab<'m> {
     ptr: NonNull<sys::llama_vocab>,
+    /// Bytes a SentencePiece vocabulary has no token for (see `Model::load`); text
+    /// containing them is refused, since llama.cpp's byte fallback would throw.
+    missing_bytes: &'m [u8],
     _model: PhantomData<&'m ()>,
 }
 
@@ -59,8 +62,8 @@ fn opt(t: i32) -> Option<Token> {
 impl<'m> Vocab<'m> {
     /// # Safety
     /// `ptr` must be a valid vocab that outlives `'m`.
-    pub(crate) unsafe fn from_raw(ptr: NonNull<sys::llama_vocab>) -> Self {
-        Vocab { ptr, _model: PhantomData }
+    pub(crate) unsafe fn from_raw(ptr: NonNull<sys::llama_vocab>, missing_bytes: &'m [u8]) -> Self {
+        Vocab { ptr, missing_bytes, _model: PhantomData }
     }
 
     fn raw(&self) -> *const sys::llama_vocab {
@@ -90,6 +93,11 @@ impl<'m> Vocab<'m> {
     /// Text → tokens. `add_special` adds BOS/EOS as the model wants; `parse_special`
     /// turns special-token text (e.g. `<start_of_turn>`) into those tokens.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+        if let Some(b) = text.bytes().find(|b| self.missing_bytes.contains(b)) {
+            return Err(Error::Tokenize(format!(
+                "the vocabulary has no token for byte 0x{b:02X}, which SentencePiece byte fallback may need"
+            )));
+        }
         let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
         // A good first guess: most tokens span >= 1 byte, plus room for BOS/EOS.
         let mut out: Vec<Token> = Vec::with_capacity(text.len() / 2 + 8);

@@ -181,5 +181,24 @@ fn fuzz_findings_are_typed_errors() {
             other => panic!("{other:?}"),
         }
     }
+
+    // model_load: a SentencePiece vocabulary without a token for byte 0xF0: byte
+    // fallback for U+1F980 threw std::out_of_range through llama_tokenize.
+    let mut w = llama_rs::GgufWriter::new();
+    for (k, v) in llama_rs::read_gguf_metadata(&tiny).unwrap() {
+        let v = match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", GgufValue::Array(mut t)) => {
+                t[3 + 0xF0] = GgufValue::Str("<renamed>".into());
+                GgufValue::Array(t)
+            }
+            (_, v) => v,
+        };
+        w.kv(&k, v);
+    }
+    let holey = dir.join("missing-byte.gguf");
+    w.write(&holey).unwrap();
+    let model = Model::load(&holey, ModelParams::default().vocab_only(true)).unwrap();
+    assert!(matches!(model.vocab().tokenize("ab \u{1F980}", true, false), Err(Error::Tokenize(_))));
+    assert!(model.vocab().tokenize("ab ba", true, false).unwrap().len() > 2);
     std::fs::remove_dir_all(&dir).ok();
 }
