@@ -78,6 +78,12 @@ pub struct GenerateParams {
     pub ignore_eos: bool,
     /// Where the sampler's first step (greedy argmax or top-k) runs.
     pub device_sampling: DeviceSampling,
+    /// Decode each token as soon as it is sampled, before its piece is handed out, so a
+    /// GPU computes the next token while the caller handles this one. `None`: when the
+    /// whole model is offloaded (there llama_decode only queues work; on the CPU it would
+    /// delay every piece by one forward pass). The tokens are the same either way; a
+    /// generation that ends on a stop string then leaves that last token in the cache.
+    pub eager_decode: Option<bool>,
 }
 
 impl Default for GenerateParams {
@@ -91,6 +97,7 @@ impl Default for GenerateParams {
             parse_special: false,
             ignore_eos: false,
             device_sampling: DeviceSampling::Auto,
+            eager_decode: None,
         }
     }
 }
@@ -247,6 +254,26 @@ impl Session {
         Ok(last)
     }
 
+    /// Decodes one generated token at the end of the sequence. `ContextFull` when it
+    /// would fill the context; after other failures `tokens` matches the cache again.
+    fn decode_next(&mut self, t: Token) -> Result<()> {
+        if self.tokens.len() + 1 >= self.ctx.n_ctx_seq() as usize {
+            return Err(Error::ContextFull);
+        }
+        self.batch.clear();
+        self.batch.add(t, self.tokens.len() as i32, &[0], true)?;
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => {
+                self.tokens.push(t);
+                Ok(())
+            }
+            Err(e) => {
+                self.resync();
+                Err(e)
+            }
+        }
+    }
+
     /// After a failed decode, make `tokens` match what the KV cache really holds.
     fn resync(&mut self) {
         let n = self.ctx.seq_pos_max(0).map_or(0, |p| p as usize + 1);
@@ -279,11 +306,15 @@ impl Session {
         }
         self.ctx.clear_abort(); // a cancel of an earlier generation must not leak into this one
         let logits_index = self.prefill(&tokens)?;
+        // See `GenerateParams::eager_decode`.
+        let eager = params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
         let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };
         Ok(Generator {
             sampler,
             logits_index,
             pending: None,
+            eager,
+            decoded: None,
             remaining: params.max_tokens,
             stop: StopMatcher::new(&params.stop),
             decoder: PieceDecoder::default(),
@@ -318,6 +349,10 @@ pub struct Generator<'s> {
     /// Sampled, not yet decoded (decoded at the start of the next step, so text is
     /// handed out before the next forward pass).
     pending: Option<Token>,
+    /// Whether each sampled token is decoded right away (see `Session::generate`).
+    eager: bool,
+    /// The outcome of that eager decode, acted on at the start of the next step.
+    decoded: Option<Result<()>>,
     remaining: Option<usize>,
     stop: StopMatcher,
     decoder: PieceDecoder,
@@ -369,29 +404,25 @@ impl Generator<'_> {
             if self.cancel.is_cancelled() {
                 return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)));
             }
-            if let Some(t) = self.pending.take() {
-                let s = &mut *self.session;
-                if s.tokens.len() + 1 >= s.ctx.n_ctx_seq() as usize {
-                    return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)));
-                }
-                s.batch.clear();
-                s.batch.add(t, s.tokens.len() as i32, &[0], true)?;
-                match s.ctx.decode(&mut s.batch) {
-                    Ok(()) => s.tokens.push(t),
-                    Err(Error::Aborted) => {
-                        s.resync();
-                        return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)));
-                    }
-                    Err(Error::ContextFull) => return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps))),
-                    Err(e) => {
-                        s.resync();
-                        return Err(e);
-                    }
-                }
-                self.logits_index = 0;
-            }
+            // Checked before decoding the pending token: the last token of a length-limited
+            // generation is never decoded (it stays out of `Session::tokens`; a follow-up
+            // prompt that contains it decodes it then), which saves one decode per call.
             if self.remaining == Some(0) {
                 return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)));
+            }
+            let decoded = match (self.decoded.take(), self.pending.take()) {
+                (Some(r), _) => Some(r),
+                (None, Some(t)) => Some(self.session.decode_next(t)),
+                (None, None) => None,
+            };
+            match decoded {
+                None | Some(Ok(())) => {}
+                Some(Err(Error::Aborted)) => return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps))),
+                Some(Err(Error::ContextFull)) => return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps))),
+                Some(Err(e)) => return Err(e),
+            }
+            if decoded.is_some() {
+                self.logits_index = 0;
             }
             let ctx = &self.session.ctx;
             let t = match self.logprobs {
@@ -408,15 +439,20 @@ impl Generator<'_> {
             if let Some(r) = self.remaining.as_mut() {
                 *r -= 1;
             }
-            let vocab = self.session.ctx.model().vocab();
-            if vocab.is_eog(t) && !self.ignore_eos {
+            if self.session.ctx.model().vocab().is_eog(t) && !self.ignore_eos {
                 tokens.push(t);
                 let held = self.stop.flush();
                 return Ok(Some(self.end(FinishReason::Stop, held, tokens, lps)));
             }
             tokens.push(t);
-            self.pending = Some(t);
-            vocab.token_to_piece_bytes(t, false, &mut self.piece_buf)?;
+            if self.eager && self.remaining != Some(0) {
+                // Launch the next forward pass now: on a GPU it runs while this token is
+                // detokenized and handed out; its outcome is acted on in the next step.
+                self.decoded = Some(self.session.decode_next(t));
+            } else {
+                self.pending = Some(t);
+            }
+            self.session.ctx.model().vocab().token_to_piece_bytes(t, false, &mut self.piece_buf)?;
             let text = self.decoder.push(&self.piece_buf);
             let (emit, stopped) = self.stop.push(&text);
             if stopped {

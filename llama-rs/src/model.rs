@@ -644,6 +644,15 @@ impl Model {
             (n > 0 && !name.is_null()).then(|| std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned())
         }
     }
+    /// Whether every layer and the output run on an accelerator, so that llama_decode
+    /// queues work rather than computing it in place.
+    pub(crate) fn fully_offloaded(&self) -> bool {
+        let all = match self.inner.gpu_layers {
+            GpuLayers::All => true,
+            GpuLayers::Count(n) => n as u64 > self.n_layer() as u64,
+        };
+        all && self.output_on_device()
+    }
     /// Number of layers.
     pub fn n_layer(&self) -> u32 {
         // SAFETY: const query on a valid model.

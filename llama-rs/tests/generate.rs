@@ -279,3 +279,77 @@ fn device_sampler_preconditions_are_typed_errors() {
     c.decode(&mut b).unwrap();
     assert!(c.logits(0).is_ok());
 }
+
+/// Every piece of one generation, and the session's cache afterwards.
+fn run(s: &mut Session, prompt: &str, p: &GenerateParams) -> (Vec<(String, Vec<Token>, Option<FinishReason>)>, Vec<Token>) {
+    let pieces = s.generate(prompt, p).unwrap().map(|p| p.map(|p| (p.text, p.tokens, p.finish_reason))).collect::<Result<_, _>>().unwrap();
+    (pieces, s.tokens().to_vec())
+}
+
+#[test]
+fn eager_decoding_changes_nothing_but_timing() {
+    let eos = model().vocab().eos().unwrap();
+    let cases = [
+        greedy(24),
+        GenerateParams { stop: vec![". It".into()], ..greedy(40) },
+        GenerateParams { sampler: SamplerConfig { seed: 7, ..Default::default() }, ..greedy(24) },
+        GenerateParams { sampler: SamplerConfig { logit_bias: vec![(eos, 1000.0)], ..SamplerConfig::greedy() }, ..greedy(8) },
+        GenerateParams { logprobs: Some(2), ..greedy(6) },
+    ];
+    let (mut lazy, mut eager) = (session(), session());
+    for case in cases {
+        let (l, e) = (GenerateParams { eager_decode: Some(false), ..case.clone() }, GenerateParams { eager_decode: Some(true), ..case.clone() });
+        let (lp, lt) = run(&mut lazy, PROMPT, &l);
+        let (ep, et) = run(&mut eager, PROMPT, &e);
+        assert_eq!(lp, ep, "{case:?}");
+        let generated: Vec<Token> = lp.iter().flat_map(|p| p.1.clone()).collect();
+        let prompt = model().vocab().tokenize(PROMPT, true, false).unwrap();
+        // Both caches hold the prompt and a prefix of the generated tokens; eager decoding
+        // holds at most one more (the token that completed a stop string).
+        for (cache, extra) in [(&lt, 0), (&et, 1)] {
+            assert_eq!(&cache[..prompt.len()], &prompt[..]);
+            let held = &cache[prompt.len()..];
+            assert!(generated.starts_with(held), "{case:?}");
+            assert!(held.len() + 1 + extra >= generated.len(), "{} of {} held", held.len(), generated.len());
+            assert!(held.len() < generated.len() || extra == 1);
+        }
+        // The length-limited last token is never decoded, eagerly or not.
+        if lp.last().unwrap().2 == Some(FinishReason::Length) {
+            assert_eq!(lt.len(), et.len());
+            assert_eq!(lt.len(), prompt.len() + generated.len() - 1);
+        }
+        // Continuing from either cache gives the same text.
+        let text: String = lp.iter().map(|p| p.0.as_str()).collect();
+        let next = format!("{PROMPT}{text}");
+        assert_eq!(run(&mut lazy, &next, &greedy(6)).0, run(&mut eager, &next, &GenerateParams { eager_decode: Some(true), ..greedy(6) }).0);
+    }
+    // A full context ends with `length` either way, with the same tokens.
+    let full = |eager| {
+        let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap());
+        let p = GenerateParams { max_tokens: None, ignore_eos: true, eager_decode: Some(eager), ..greedy(0) };
+        let r = run(&mut small, PROMPT, &p);
+        assert_eq!(r.0.last().unwrap().2, Some(FinishReason::Length));
+        assert!(small.tokens().len() < small.context().n_ctx_seq() as usize);
+        r
+    };
+    assert_eq!(full(false), full(true));
+    // Cancelling stops an eager generation too, and leaves the session usable.
+    let mut s = session();
+    let p = GenerateParams { eager_decode: Some(true), ..greedy(100) };
+    let mut g = s.generate(PROMPT, &p).unwrap();
+    let h = g.cancel_handle();
+    let mut n = 0;
+    for piece in &mut g {
+        n += 1;
+        if n == 3 {
+            h.cancel();
+        }
+        if piece.unwrap().finish_reason.is_some() {
+            break;
+        }
+    }
+    assert!(n <= 5);
+    drop(g);
+    let (text, _) = s.generate(PROMPT, &p).unwrap().text().unwrap();
+    assert!(text.starts_with(" the capital of the country of France."), "{text:?}");
+}

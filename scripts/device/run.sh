@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [test|bench|bench-gemma|bench-7b|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [test|bench|bench-gemma|bench-7b|breakdown|all]
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
 backend=$1
@@ -58,6 +58,15 @@ for t in model context generate sampling adapters embed files; do
 done | tee "$out/tests-$backend.txt"
 fi
 [ "$phase" = test ] && exit 0
+if [ "$phase" = breakdown ]; then
+  # Where each token's time goes (no llama-bench): as is, with OpenMP workers that sleep
+  # instead of spinning, and with CUDA graphs off.
+  for env in "" OMP_WAIT_POLICY=passive GGML_CUDA_DISABLE_GRAPHS=1; do
+    echo "== breakdown ${env:-(default)}"
+    env $env "$BIN/bench" --breakdown -r "${BENCH_REPS:-5}" -t 16 2>&1 | tail -12
+  done | tee "$out/breakdown-$backend.txt"
+  exit 0
+fi
 [ "$phase" = bench-7b ] || { echo "== bench: default model"; "$BIN/bench" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 2>&1 | tee "$out/bench-gemma-$backend.txt"; }
 [ "$phase" = bench-gemma ] && exit 0
 [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
-use llama_rs::{Batch, ContextParams, DeviceSampling, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams, SamplerConfig, Session, Token};
+use llama_rs::{Batch, ContextParams, DeviceSampler, DeviceSampling, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams, SamplerConfig, Session, Token};
 
 #[derive(Parser)]
 struct Args {
@@ -46,6 +46,10 @@ struct Args {
     /// Skip the generation-API test.
     #[arg(long)]
     no_gen: bool,
+    /// Instead of the comparison: where each token's time goes, per way of sampling
+    /// (llama.cpp's own eval time vs the host work around it; no llama-bench).
+    #[arg(long)]
+    breakdown: bool,
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -165,12 +169,16 @@ impl Ours {
 
     /// The generation API end to end: sampling, detokenization, streaming pieces.
     fn gen(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling) -> f64 {
+        self.gen_with(test, n, sampler, device_sampling, None)
+    }
+
+    fn gen_with(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling, eager_decode: Option<bool>) -> f64 {
         let mut s = match self.gen_sessions.remove(test) {
             Some(s) => s,
             None => Session::new(self.model.context(self.params.clone()).unwrap()),
         };
         s.reset();
-        let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler, device_sampling, ..Default::default() };
+        let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler, device_sampling, eager_decode, ..Default::default() };
         let bos = self.model.vocab().bos().unwrap_or(Token(0));
         let t = Instant::now();
         let mut g = s.generate(vec![bos], &p).unwrap();
@@ -184,6 +192,131 @@ impl Ours {
         self.placement.insert(test, at);
         self.gen_sessions.insert(test, s);
         r
+    }
+}
+
+/// One row of `--breakdown`: tokens per second, and per token llama.cpp's eval time
+/// (decode through the device finishing) vs everything else, in µs.
+struct Split {
+    tps: Vec<f64>,
+    eval_us: Vec<f64>,
+    host_us: Vec<f64>,
+    reused: i32,
+}
+
+impl Ours {
+    /// tg with the sampler's first step in the graph: only a token id (argmax) or k
+    /// candidates come back; the next token is the device's pick.
+    fn tg_device(&mut self, ctx: &mut llama_rs::Context, n: usize, step: DeviceSampler) -> f64 {
+        ctx.clear_memory(false);
+        let mut b = Batch::new(1, 1);
+        let mut tok = self.rand_token();
+        let t = Instant::now();
+        for i in 0..n {
+            b.clear();
+            b.add(tok, i as i32, &[0], true).unwrap();
+            ctx.decode(&mut b).unwrap();
+            tok = match step {
+                DeviceSampler::Greedy => ctx.sampled_token(0).unwrap(),
+                DeviceSampler::TopK(_) => ctx.sampled_candidates(0).unwrap().0[0],
+            };
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    }
+
+    fn breakdown(&mut self, n: usize, reps: usize) {
+        let mut rows: Vec<(String, Split)> = Vec::new();
+        let record = |name: String, perf0: llama_rs::Perf, perf1: llama_rs::Perf, tps: f64, rows: &mut Vec<(String, Split)>| {
+            // Per decode (the generation API decodes its prompt and every token but the last).
+            let decodes = (perf1.eval_tokens - perf0.eval_tokens).max(1) as f64;
+            let eval = (perf1.eval_ms - perf0.eval_ms) * 1e3 / decodes;
+            let wall = n as f64 / tps * 1e6 / decodes;
+            let row = match rows.iter_mut().find(|r| r.0 == name) {
+                Some(r) => r,
+                None => {
+                    rows.push((name, Split { tps: vec![], eval_us: vec![], host_us: vec![], reused: 0 }));
+                    rows.last_mut().unwrap()
+                }
+            };
+            row.1.tps.push(tps);
+            row.1.eval_us.push(eval);
+            row.1.host_us.push(wall - eval);
+            row.1.reused = perf1.reused - perf0.reused;
+        };
+        let steps: [(&str, Option<DeviceSampler>); 4] = [
+            ("tg + host argmax", None),
+            ("tg + device argmax", Some(DeviceSampler::Greedy)),
+            ("tg + device top-1", Some(DeviceSampler::TopK(1))),
+            ("tg + device top-40", Some(DeviceSampler::TopK(40))),
+        ];
+        let mut raw: Vec<llama_rs::Context> = steps
+            .iter()
+            .map(|(_, step)| {
+                let mut c = self.model.context(self.params.clone()).unwrap();
+                let on = c.set_device_sampler(0, *step).unwrap();
+                assert!(on || step.is_none(), "llama.cpp refused {step:?} here");
+                c
+            })
+            .collect();
+        for (c, (_, step)) in raw.iter_mut().zip(&steps) {
+            match step {
+                None => self.run_tg(c, 4),
+                Some(s) => self.tg_device(c, 4, *s),
+            };
+        }
+        let default_chain = SamplerConfig { seed: 1, ..Default::default() };
+        let gens: [(&str, SamplerConfig, DeviceSampling, Option<bool>); 6] = [
+            ("gen greedy, Auto", SamplerConfig::greedy(), DeviceSampling::Auto, None),
+            ("gen greedy, Auto, decode after the piece", SamplerConfig::greedy(), DeviceSampling::Auto, Some(false)),
+            ("gen greedy, host", SamplerConfig::greedy(), DeviceSampling::Off, None),
+            ("gen default chain, Auto", default_chain.clone(), DeviceSampling::Auto, None),
+            ("gen default chain, Auto, decode after the piece", default_chain.clone(), DeviceSampling::Auto, Some(false)),
+            ("gen default chain, host", default_chain, DeviceSampling::Off, None),
+        ];
+        for (name, sampler, placement, eager) in &gens {
+            self.gen_with(name, 4, sampler.clone(), *placement, *eager);
+        }
+        for _ in 0..reps {
+            let mut c = self.tg_ctx.take().unwrap_or_else(|| self.model.context(self.params.clone()).unwrap());
+            let p0 = c.perf();
+            let tps = self.run_tg(&mut c, n);
+            record("tg (logits read)".into(), p0, c.perf(), tps, &mut rows);
+            self.tg_ctx = Some(c);
+            for (c, (name, step)) in raw.iter_mut().zip(&steps) {
+                let p0 = c.perf();
+                let tps = match step {
+                    None => {
+                        c.clear_memory(false);
+                        let mut b = Batch::new(1, 1);
+                        let mut tok = self.rand_token();
+                        let t = Instant::now();
+                        for i in 0..n {
+                            b.clear();
+                            b.add(tok, i as i32, &[0], true).unwrap();
+                            c.decode(&mut b).unwrap();
+                            tok = llama_rs::argmax(c.logits(0).unwrap());
+                        }
+                        n as f64 / t.elapsed().as_secs_f64()
+                    }
+                    Some(s) => self.tg_device(c, n, *s),
+                };
+                record(name.to_string(), p0, c.perf(), tps, &mut rows);
+            }
+            for (name, sampler, placement, eager) in &gens {
+                let p0 = self.gen_sessions[name].context().perf();
+                let tps = self.gen_with(name, n, sampler.clone(), *placement, *eager);
+                let p1 = self.gen_sessions[name].context().perf();
+                record(format!("{name} → {}", self.placement[name]), p0, p1, tps, &mut rows);
+            }
+        }
+        println!("| test | t/s | eval µs/decode (llama.cpp) | other µs/decode | graphs reused (last rep) |");
+        println!("|---|---|---|---|---|");
+        for (name, s) in &rows {
+            let (t, tsd) = stats(&s.tps);
+            let (e, esd) = stats(&s.eval_us);
+            let (h, hsd) = stats(&s.host_us);
+            println!("| {name} | {t:.1} ± {tsd:.1} | {e:.1} ± {esd:.1} | {h:.1} ± {hsd:.1} | {} |", s.reused);
+        }
     }
 }
 
@@ -232,6 +365,10 @@ fn main() -> anyhow::Result<()> {
     println!("devices: {}", llama_rs::Device::all().iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "));
     println!("threads {threads}, ngl {}, fa {}, reps {} (alternating)\n", a.ngl, a.fa, a.reps);
 
+    if a.breakdown {
+        ours.breakdown(a.n_gen, a.reps);
+        return Ok(());
+    }
     // Generation tests: llama-cpp-python's greedy and default chains, placed by
     // DeviceSampling::Auto and forced onto the host.
     let default_chain = SamplerConfig { seed: 1, ..Default::default() };
