@@ -50,7 +50,7 @@ lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export LLAMA_RS_MODEL=$model
 export LLAMA_CPP_SRC=$S   # tests that read vendored files (vocab, templates)
-if [ "${phase#bench}" = "$phase" ]; then
+if [ "$phase" = test ] || [ "$phase" = all ]; then
 echo "== gpu-test"; "$BIN/gpu-test" 2>&1 | tee "$out/gpu-test-$backend.txt"
 echo "== tests (all layers offloaded)"
 for t in model context generate sampling adapters embed files; do
