@@ -46,3 +46,241 @@ extern "C" const char * llama_rs_model_device_backend(const llama_model * model,
         return nullptr;
     }
 }
+
+// ------------------------------------------------- device sampling in stages
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+#include <numeric>
+#include <vector>
+
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+
+namespace {
+
+// llama.cpp probes a chain's device graph with this many logits.
+constexpr int64_t PROBE_LOGITS = 128 * 1024;
+
+struct split_sampler {
+    int32_t n_vocab;
+    int32_t k; // 0: greedy
+    ggml_context * ids_ctx = nullptr;
+    ggml_backend_buffer_t ids_buf = nullptr;
+    ggml_tensor * ids = nullptr; // ids[i] = i, on the output device
+};
+
+const char * split_name(const llama_sampler * smpl) {
+    return ((const split_sampler *) smpl->ctx)->k == 0 ? "rs-split-greedy" : "rs-split-top-k";
+}
+
+// On the host (a chain that did not offload): plain greedy / top-k.
+void split_apply(llama_sampler * smpl, llama_token_data_array * cur_p) {
+    const auto * st = (const split_sampler *) smpl->ctx;
+    if (cur_p->size == 0) {
+        return;
+    }
+    auto by_logit = [](const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; };
+    if (st->k == 0) {
+        cur_p->selected = std::min_element(cur_p->data, cur_p->data + cur_p->size, by_logit) - cur_p->data;
+        return;
+    }
+    const size_t k = std::min<size_t>((size_t) st->k, cur_p->size);
+    std::partial_sort(cur_p->data, cur_p->data + k, cur_p->data + cur_p->size, by_logit);
+    cur_p->size = k;
+    cur_p->sorted = true;
+}
+
+void split_free(llama_sampler * smpl) {
+    auto * st = (split_sampler *) smpl->ctx;
+    if (st->ids_buf) {
+        ggml_backend_buffer_free(st->ids_buf);
+    }
+    if (st->ids_ctx) {
+        ggml_free(st->ids_ctx);
+    }
+    delete st;
+}
+
+llama_sampler * split_clone(const llama_sampler * smpl) {
+    const auto * st = (const split_sampler *) smpl->ctx;
+    return st->k == 0 ? llama_rs_sampler_init_split_greedy(st->n_vocab) : llama_rs_sampler_init_split_top_k(st->n_vocab, st->k);
+}
+
+// The largest divisor w of n with lo <= w <= hi and at least `min_rows` rows, or 0.
+int64_t row_width(int64_t n, int64_t lo, int64_t hi, int64_t min_rows) {
+    for (int64_t w = hi; w >= lo; --w) {
+        if (n % w == 0 && n / w >= min_rows) {
+            return w;
+        }
+    }
+    return 0;
+}
+
+// Greedy: the argmax of each of r rows of w (one thread block per row, in parallel),
+// then the best of the r maxima. `ids` null: the single argmax.
+ggml_tensor * split_argmax(ggml_context * ctx, ggml_tensor * logits, ggml_tensor * ids) {
+    const int64_t n = ggml_nelements(logits);
+    ggml_tensor * flat = ggml_reshape_1d(ctx, logits, n);
+    const int64_t w = llama_rs_split_width(n);
+    if (w == 0 || ids == nullptr || n > ggml_nelements(ids)) {
+        return ggml_argmax(ctx, flat);
+    }
+    const int64_t r = n / w;
+    ggml_tensor * pick = ggml_reshape_2d(ctx, ggml_argmax(ctx, ggml_reshape_2d(ctx, flat, w, r)), 1, r);
+    // Each row's maximum, and its id in the whole row (from the id table, laid out alike).
+    ggml_tensor * maxima = ggml_get_rows(ctx, ggml_reshape_3d(ctx, flat, 1, w, r), pick);                          // [1,1,r]
+    ggml_tensor * gids = ggml_get_rows(ctx, ggml_reshape_3d(ctx, ggml_view_1d(ctx, ids, n, 0), 1, w, r), pick); // [1,1,r] i32
+    ggml_tensor * best = ggml_argmax(ctx, ggml_reshape_2d(ctx, maxima, r, 1));
+    ggml_tensor * tok = ggml_get_rows(ctx, ggml_reshape_2d(ctx, gids, 1, r), best);                               // [1,1] i32
+    ggml_set_name(tok, "rs_split_argmax");
+    return ggml_reshape_1d(ctx, tok, 1);
+}
+
+// Top-k: the k best of each row of at most 1024 (a GPU sorts those in one block each,
+// in parallel), repeated on the survivors until at most 1024 remain, then the k best of
+// those. `ids` null: the single top-k. Sets data->candidates (ids) and data->logits.
+void split_top_k(ggml_context * ctx, llama_sampler_data * data, ggml_tensor * ids, int32_t k) {
+    int64_t n = ggml_nelements(data->logits);
+    ggml_tensor * vals = ggml_reshape_1d(ctx, data->logits, n);
+    ggml_tensor * gids = nullptr;
+    if (ids != nullptr && n <= ggml_nelements(ids)) {
+        while (n > 1024) {
+            const int64_t w = row_width(n, std::max<int64_t>(2 * (int64_t) k, 64), 1024, 2);
+            if (w == 0) {
+                break;
+            }
+            const int64_t r = n / w;
+            ggml_tensor * local = ggml_top_k(ctx, ggml_reshape_2d(ctx, vals, w, r), k); // [k,r] i32
+            ggml_tensor * from = gids != nullptr ? gids : ggml_view_1d(ctx, ids, n, 0);
+            vals = ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_3d(ctx, vals, 1, w, r), local), (int64_t) k * r);
+            gids = ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_3d(ctx, from, 1, w, r), local), (int64_t) k * r);
+            n = (int64_t) k * r;
+        }
+    }
+    ggml_tensor * sel = ggml_top_k(ctx, vals, k); // [k] positions in `vals`
+    data->candidates = gids != nullptr ? ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_2d(ctx, gids, 1, n), sel), k) : sel;
+    data->logits = ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_2d(ctx, vals, 1, n), sel), k);
+    ggml_set_name(data->candidates, "rs_split_top_k");
+}
+
+void split_build(const split_sampler * st, ggml_context * ctx, llama_sampler_data * data, ggml_tensor * ids) {
+    if (st->k == 0) {
+        data->sampled = split_argmax(ctx, data->logits, ids);
+    } else {
+        split_top_k(ctx, data, ids, st->k);
+    }
+}
+
+bool split_backend_init(llama_sampler * smpl, ggml_backend_buffer_type_t buft, uint32_t) {
+    auto * st = (split_sampler *) smpl->ctx;
+    try {
+        const int64_t n_ids = std::max<int64_t>(st->n_vocab, PROBE_LOGITS);
+        ggml_init_params ip = { 2 * ggml_tensor_overhead(), nullptr, true };
+        ggml_context * ctx = ggml_init(ip);
+        if (ctx == nullptr) {
+            return false;
+        }
+        ggml_tensor * ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_ids);
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+        if (buf == nullptr) {
+            ggml_free(ctx);
+            return false;
+        }
+        std::vector<int32_t> iota((size_t) n_ids);
+        std::iota(iota.begin(), iota.end(), 0);
+        ggml_backend_tensor_set(ids, iota.data(), 0, iota.size() * sizeof(int32_t));
+
+        // Every op must run on the device: the staged graph, else the single op.
+        auto supported = [&](ggml_tensor * with_ids) {
+            ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+            if (dev == nullptr) {
+                return true;
+            }
+            ggml_init_params pp = { 128 * ggml_tensor_overhead() + ggml_graph_overhead(), nullptr, true };
+            ggml_context * probe = ggml_init(pp);
+            if (probe == nullptr) {
+                return false;
+            }
+            llama_sampler_data data = { ggml_new_tensor_1d(probe, GGML_TYPE_F32, st->n_vocab), nullptr, nullptr, nullptr };
+            split_build(st, probe, &data, with_ids);
+            ggml_cgraph * gf = ggml_new_graph(probe);
+            for (ggml_tensor * t : { data.sampled, data.candidates, data.logits }) {
+                if (t != nullptr) {
+                    ggml_build_forward_expand(gf, t);
+                }
+            }
+            bool ok = true;
+            for (int i = 0; i < ggml_graph_n_nodes(gf) && ok; i++) {
+                ok = ggml_backend_dev_supports_op(dev, ggml_graph_node(gf, i));
+            }
+            ggml_free(probe);
+            return ok;
+        };
+        if (!supported(ids)) {
+            ggml_backend_buffer_free(buf);
+            ggml_free(ctx);
+            return supported(nullptr);
+        }
+        st->ids_ctx = ctx;
+        st->ids_buf = buf;
+        st->ids = ids;
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+void split_backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph *, llama_sampler_data * data) {
+    const auto * st = (const split_sampler *) smpl->ctx;
+    split_build(st, ctx, data, st->ids);
+}
+
+llama_sampler_i split_i = {
+    /* .name              = */ split_name,
+    /* .accept            = */ nullptr,
+    /* .apply             = */ split_apply,
+    /* .reset             = */ nullptr,
+    /* .clone             = */ split_clone,
+    /* .free              = */ split_free,
+    /* .backend_init      = */ split_backend_init,
+    /* .backend_accept    = */ nullptr,
+    /* .backend_apply     = */ split_backend_apply,
+    /* .backend_set_input = */ nullptr,
+    /* .backend_reset     = */ nullptr,
+    /* .copy_state        = */ nullptr,
+};
+
+llama_sampler * split_init(int32_t n_vocab, int32_t k) {
+    if (n_vocab <= 0 || k < 0 || k > n_vocab) {
+        return nullptr;
+    }
+    try {
+        return llama_sampler_init(&split_i, new split_sampler{ n_vocab, k });
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+} // namespace
+
+extern "C" int32_t llama_rs_split_width(int64_t n) {
+    // The divisor of n in [256, 4096] closest to 1024 (one element per thread of a
+    // 1024-thread block), with at least 16 rows.
+    int64_t best = 0;
+    for (int64_t w = 256; w <= 4096; ++w) {
+        if (n % w == 0 && n / w >= 16 && (best == 0 || std::llabs(w - 1024) < std::llabs(best - 1024))) {
+            best = w;
+        }
+    }
+    return (int32_t) best;
+}
+
+extern "C" llama_sampler * llama_rs_sampler_init_split_greedy(int32_t n_vocab) {
+    return split_init(n_vocab, 0);
+}
+
+extern "C" llama_sampler * llama_rs_sampler_init_split_top_k(int32_t n_vocab, int32_t k) {
+    return k >= 1 ? split_init(n_vocab, k) : nullptr;
+}
