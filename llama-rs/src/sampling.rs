@@ -418,12 +418,12 @@ impl DeviceSampler {
         // the caller to be in 1..=n_vocab).
         let stage = unsafe {
             match self {
-                // Staged argmax / top-k (see the shim): llama.cpp's single-pass ops over
-                // a large vocabulary run in one thread block on GPUs.
+                // A two-stage argmax (see the shim): llama.cpp's single argmax over a
+                // large vocabulary runs in one thread block on GPUs.
                 DeviceSampler::Greedy => sys::llama_rs_sampler_init_split_greedy(n_vocab),
                 DeviceSampler::TopK(k) => {
                     debug_assert!(k >= 1 && k as i64 <= n_vocab as i64);
-                    sys::llama_rs_sampler_init_split_top_k(n_vocab, k as i32)
+                    sys::llama_sampler_init_top_k(k as i32)
                 }
             }
         };

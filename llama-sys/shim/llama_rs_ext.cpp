@@ -47,7 +47,7 @@ extern "C" const char * llama_rs_model_device_backend(const llama_model * model,
     }
 }
 
-// ------------------------------------------------- device sampling in stages
+// ----------------------------------------------------------------- split greedy
 
 #include <algorithm>
 #include <cstdlib>
@@ -65,31 +65,22 @@ constexpr int64_t PROBE_LOGITS = 128 * 1024;
 
 struct split_sampler {
     int32_t n_vocab;
-    int32_t k; // 0: greedy
     ggml_context * ids_ctx = nullptr;
     ggml_backend_buffer_t ids_buf = nullptr;
     ggml_tensor * ids = nullptr; // ids[i] = i, on the output device
 };
 
-const char * split_name(const llama_sampler * smpl) {
-    return ((const split_sampler *) smpl->ctx)->k == 0 ? "rs-split-greedy" : "rs-split-top-k";
+const char * split_name(const llama_sampler *) {
+    return "rs-split-greedy";
 }
 
-// On the host (a chain that did not offload): plain greedy / top-k.
-void split_apply(llama_sampler * smpl, llama_token_data_array * cur_p) {
-    const auto * st = (const split_sampler *) smpl->ctx;
+// On the host (a chain that did not offload): a plain argmax.
+void split_apply(llama_sampler *, llama_token_data_array * cur_p) {
     if (cur_p->size == 0) {
         return;
     }
     auto by_logit = [](const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; };
-    if (st->k == 0) {
-        cur_p->selected = std::min_element(cur_p->data, cur_p->data + cur_p->size, by_logit) - cur_p->data;
-        return;
-    }
-    const size_t k = std::min<size_t>((size_t) st->k, cur_p->size);
-    std::partial_sort(cur_p->data, cur_p->data + k, cur_p->data + cur_p->size, by_logit);
-    cur_p->size = k;
-    cur_p->sorted = true;
+    cur_p->selected = std::min_element(cur_p->data, cur_p->data + cur_p->size, by_logit) - cur_p->data;
 }
 
 void split_free(llama_sampler * smpl) {
@@ -104,18 +95,7 @@ void split_free(llama_sampler * smpl) {
 }
 
 llama_sampler * split_clone(const llama_sampler * smpl) {
-    const auto * st = (const split_sampler *) smpl->ctx;
-    return st->k == 0 ? llama_rs_sampler_init_split_greedy(st->n_vocab) : llama_rs_sampler_init_split_top_k(st->n_vocab, st->k);
-}
-
-// The largest divisor w of n with lo <= w <= hi and at least `min_rows` rows, or 0.
-int64_t row_width(int64_t n, int64_t lo, int64_t hi, int64_t min_rows) {
-    for (int64_t w = hi; w >= lo; --w) {
-        if (n % w == 0 && n / w >= min_rows) {
-            return w;
-        }
-    }
-    return 0;
+    return llama_rs_sampler_init_split_greedy(((const split_sampler *) smpl->ctx)->n_vocab);
 }
 
 // Greedy: the argmax of each of r rows of w (one thread block per row, in parallel),
@@ -138,39 +118,8 @@ ggml_tensor * split_argmax(ggml_context * ctx, ggml_tensor * logits, ggml_tensor
     return ggml_reshape_1d(ctx, tok, 1);
 }
 
-// Top-k: the k best of each row of at most 1024 (a GPU sorts those in one block each,
-// in parallel), repeated on the survivors until at most 1024 remain, then the k best of
-// those. `ids` null: the single top-k. Sets data->candidates (ids) and data->logits.
-void split_top_k(ggml_context * ctx, llama_sampler_data * data, ggml_tensor * ids, int32_t k) {
-    int64_t n = ggml_nelements(data->logits);
-    ggml_tensor * vals = ggml_reshape_1d(ctx, data->logits, n);
-    ggml_tensor * gids = nullptr;
-    if (ids != nullptr && n <= ggml_nelements(ids)) {
-        while (n > 1024) {
-            const int64_t w = row_width(n, std::max<int64_t>(2 * (int64_t) k, 64), 1024, 2);
-            if (w == 0) {
-                break;
-            }
-            const int64_t r = n / w;
-            ggml_tensor * local = ggml_top_k(ctx, ggml_reshape_2d(ctx, vals, w, r), k); // [k,r] i32
-            ggml_tensor * from = gids != nullptr ? gids : ggml_view_1d(ctx, ids, n, 0);
-            vals = ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_3d(ctx, vals, 1, w, r), local), (int64_t) k * r);
-            gids = ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_3d(ctx, from, 1, w, r), local), (int64_t) k * r);
-            n = (int64_t) k * r;
-        }
-    }
-    ggml_tensor * sel = ggml_top_k(ctx, vals, k); // [k] positions in `vals`
-    data->candidates = gids != nullptr ? ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_2d(ctx, gids, 1, n), sel), k) : sel;
-    data->logits = ggml_reshape_1d(ctx, ggml_get_rows(ctx, ggml_reshape_2d(ctx, vals, 1, n), sel), k);
-    ggml_set_name(data->candidates, "rs_split_top_k");
-}
-
-void split_build(const split_sampler * st, ggml_context * ctx, llama_sampler_data * data, ggml_tensor * ids) {
-    if (st->k == 0) {
-        data->sampled = split_argmax(ctx, data->logits, ids);
-    } else {
-        split_top_k(ctx, data, ids, st->k);
-    }
+void split_build(const split_sampler *, ggml_context * ctx, llama_sampler_data * data, ggml_tensor * ids) {
+    data->sampled = split_argmax(ctx, data->logits, ids);
 }
 
 bool split_backend_init(llama_sampler * smpl, ggml_backend_buffer_type_t buft, uint32_t) {
@@ -192,13 +141,13 @@ bool split_backend_init(llama_sampler * smpl, ggml_backend_buffer_type_t buft, u
         std::iota(iota.begin(), iota.end(), 0);
         ggml_backend_tensor_set(ids, iota.data(), 0, iota.size() * sizeof(int32_t));
 
-        // Every op must run on the device: the staged graph, else the single op.
+        // Every op must run on the device: the two-stage graph, else the single argmax.
         auto supported = [&](ggml_tensor * with_ids) {
             ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
             if (dev == nullptr) {
                 return true;
             }
-            ggml_init_params pp = { 128 * ggml_tensor_overhead() + ggml_graph_overhead(), nullptr, true };
+            ggml_init_params pp = { 64 * ggml_tensor_overhead() + ggml_graph_overhead(), nullptr, true };
             ggml_context * probe = ggml_init(pp);
             if (probe == nullptr) {
                 return false;
@@ -252,12 +201,12 @@ llama_sampler_i split_i = {
     /* .copy_state        = */ nullptr,
 };
 
-llama_sampler * split_init(int32_t n_vocab, int32_t k) {
-    if (n_vocab <= 0 || k < 0 || k > n_vocab) {
+llama_sampler * split_init(int32_t n_vocab) {
+    if (n_vocab <= 0) {
         return nullptr;
     }
     try {
-        return llama_sampler_init(&split_i, new split_sampler{ n_vocab, k });
+        return llama_sampler_init(&split_i, new split_sampler{ n_vocab });
     } catch (...) {
         return nullptr;
     }
@@ -278,9 +227,5 @@ extern "C" int32_t llama_rs_split_width(int64_t n) {
 }
 
 extern "C" llama_sampler * llama_rs_sampler_init_split_greedy(int32_t n_vocab) {
-    return split_init(n_vocab, 0);
-}
-
-extern "C" llama_sampler * llama_rs_sampler_init_split_top_k(int32_t n_vocab, int32_t k) {
-    return k >= 1 ? split_init(n_vocab, k) : nullptr;
+    return split_init(n_vocab);
 }

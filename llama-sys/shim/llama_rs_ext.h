@@ -40,11 +40,8 @@ const char * llama_rs_model_device_backend(const struct llama_model * model, int
 // max(n_vocab, 131072) int32 in the output device's memory. Returns NULL on error.
 struct llama_sampler * llama_rs_sampler_init_split_greedy(int32_t n_vocab);
 
-// The same for top-k (1 <= k <= n_vocab): the k best of each row of at most 1024 logits
-// (rows sorted in parallel), repeated on the survivors until at most 1024 remain, then
-// the k best of those; candidates and their logits as llama.cpp's top-k gives them.
-// llama.cpp's own device top-k sorts the whole row at once.
-struct llama_sampler * llama_rs_sampler_init_split_top_k(int32_t n_vocab, int32_t k);
+// (Measured the same way, a staged top-k — per-row top-k of 1024, then the survivors —
+// was slower than llama.cpp's single top-k on CUDA, so top-k stays llama.cpp's.)
 
 // The row width the split greedy step uses for `n` logits, 0 for a single argmax.
 int32_t llama_rs_split_width(int64_t n);

@@ -5969,9 +5969,6 @@ unsafe extern "C" {
     pub fn llama_rs_sampler_init_split_greedy(n_vocab: i32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
-    pub fn llama_rs_sampler_init_split_top_k(n_vocab: i32, k: i32) -> *mut llama_sampler;
-}
-unsafe extern "C" {
     pub fn llama_rs_split_width(n: i64) -> i32;
 }
 #[repr(C)]
