@@ -92,6 +92,10 @@ pub enum Error {
     /// The grammar allows none of the candidate tokens (or the sampler selected none).
     #[error("no token is allowed: the grammar (or sampler chain) rejected every candidate")]
     GrammarRejectedAll,
+    /// The sampler's pick has a NaN logit: the forward pass overflowed (seen with
+    /// random-weight test models on some GPU backends), so no token can be chosen.
+    #[error("the model produced NaN logits (numerical overflow in the forward pass?)")]
+    NanLogits,
     /// `accept` of a token the grammar does not allow here.
     #[error("token {0} is not allowed by the grammar at this point")]
     GrammarRejected(i32),

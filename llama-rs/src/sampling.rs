@@ -897,7 +897,10 @@ impl Sampler {
         // SAFETY: selected < size, and samplers only shrink `size` / move `data` within
         // our buffer (top-k etc. truncate, never reallocate).
         let chosen = unsafe { *arr.data.add(arr.selected as usize) };
-        if !chosen.logit.is_finite() && chosen.logit != f32::INFINITY {
+        if chosen.logit.is_nan() {
+            return Err(Error::NanLogits);
+        }
+        if chosen.logit == f32::NEG_INFINITY {
             return Err(Error::GrammarRejectedAll);
         }
         Ok(Token(chosen.id))

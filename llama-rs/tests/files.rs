@@ -202,3 +202,50 @@ fn fuzz_findings_are_typed_errors() {
     assert!(model.vocab().tokenize("ab ba", true, false).unwrap().len() > 2);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The device greedy step splits the logits into rows of a divisor of n_vocab (151,936 =
+/// 128 × 1187 for Qwen2's vocabulary, unlike the default model's power of two); it must
+/// pick the host's token, as must llama.cpp's device top-1.
+#[test]
+fn device_sampling_on_an_odd_sized_vocabulary_matches_the_host() {
+    use llama_rs::{DeviceSampler, DeviceSampling, GenerateParams, SamplerConfig, Session};
+    let vocab = llama_cpp_tree().join("models/ggml-vocab-qwen2.gguf");
+    let path = scratch("tiny-device.gguf");
+    llama_rs::write_synthetic_qwen2(llama_rs::SyntheticShape::named("tiny").unwrap(), &vocab, &path, 11, 1).unwrap();
+    let model = Model::load(&path, ModelParams::default()).unwrap();
+    assert_eq!(model.n_vocab(), 151_936);
+    let gen = |device_sampling| {
+        let mut s = Session::new(model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap());
+        let p = GenerateParams { max_tokens: Some(24), ignore_eos: true, sampler: SamplerConfig::greedy(), device_sampling, ..Default::default() };
+        let tokens: Vec<Token> = s.generate(vec![Token(100), Token(200)], &p).unwrap().flat_map(|p| p.unwrap().tokens).collect();
+        (tokens, s.context().device_sampler(0))
+    };
+    let (host, at) = gen(DeviceSampling::Off);
+    assert_eq!(at, None);
+    let (device, at) = gen(DeviceSampling::On);
+    assert_eq!(at, Some(DeviceSampler::Greedy));
+    assert_eq!(device, host);
+    // Raw: the split argmax and llama.cpp's top-1 against the host's argmax, per token.
+    for step in [DeviceSampler::Greedy, DeviceSampler::TopK(1)] {
+        let mut on = model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap();
+        let mut off = model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap();
+        assert!(on.set_device_sampler(0, Some(step)).unwrap());
+        let mut b = llama_rs::Batch::new(1, 1);
+        for (i, t) in [5, 77, 1000, 151_935, 42].into_iter().enumerate() {
+            let mut picks = vec![];
+            for c in [&mut on, &mut off] {
+                b.clear();
+                b.add(Token(t), i as i32, &[0], true).unwrap();
+                c.decode(&mut b).unwrap();
+            }
+            picks.push(match step {
+                DeviceSampler::Greedy => on.sampled_token(0).unwrap(),
+                DeviceSampler::TopK(_) => on.sampled_candidates(0).unwrap().0[0],
+            });
+            let logits = off.logits(0).unwrap();
+            assert!(logits.iter().all(|x| x.is_finite()));
+            picks.push(llama_rs::argmax(logits));
+            assert_eq!(picks[0], picks[1], "{step:?} at token {i}");
+        }
+    }
+}

@@ -279,3 +279,13 @@ fn penalties_and_biases_keep_the_fast_path_exact() {
         }
     }
 }
+
+#[test]
+fn nan_logits_are_a_typed_error() {
+    let n = model().n_vocab() as usize;
+    let nan = vec![f32::NAN; n];
+    for cfg in [SamplerConfig::default(), SamplerConfig { top_k: 0, ..SamplerConfig::default() }] {
+        let mut s = cfg.build(&model()).unwrap();
+        assert!(matches!(s.sample_logits(&nan), Err(Error::NanLogits)), "{cfg:?}");
+    }
+}

@@ -50,6 +50,13 @@ struct Args {
     /// (llama.cpp's own eval time vs the host work around it; no llama-bench).
     #[arg(long)]
     breakdown: bool,
+    /// Instead of the comparison: one greedy generation of -n tokens after this prompt in a
+    /// context of --ctx tokens, then exit (for peak-memory comparisons with
+    /// `llama-completion -c CTX -n N --temp 0 -p PROMPT`).
+    #[arg(long)]
+    once: Option<String>,
+    #[arg(long, default_value_t = 4096)]
+    ctx: u32,
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -345,6 +352,15 @@ fn main() -> anyhow::Result<()> {
         None => llama_rs::default_model_path()?,
     };
     let ngl = if a.ngl == "all" { GpuLayers::All } else { GpuLayers::Count(a.ngl.parse()?) };
+    if let Some(prompt) = &a.once {
+        let model = Model::load(&path, ModelParams::default().gpu_layers(ngl))?;
+        let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
+        let mut s = Session::new(model.context(ContextParams::default().n_ctx(a.ctx).n_threads(threads))?);
+        let p = GenerateParams { max_tokens: Some(a.n_gen), ignore_eos: true, sampler: SamplerConfig::greedy(), ..Default::default() };
+        let (text, _) = s.generate(prompt.as_str(), &p)?.text()?;
+        println!("{prompt}{text}");
+        return Ok(());
+    }
     let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))?;
     let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
     let fa = match a.fa.as_str() {
