@@ -63,7 +63,7 @@ if [ "$phase" = breakdown ]; then
   # instead of spinning, and with CUDA graphs off.
   for env in "" OMP_WAIT_POLICY=passive GGML_CUDA_DISABLE_GRAPHS=1; do
     echo "== breakdown ${env:-(default)}"
-    env $env "$BIN/bench" --breakdown -r "${BENCH_REPS:-5}" -t 16 2>&1 | tail -12
+    env $env "$BIN/bench" --breakdown -r "${BENCH_REPS:-5}" -t 16 2>&1 | grep "^|"
   done | tee "$out/breakdown-$backend.txt"
   exit 0
 fi

@@ -176,10 +176,12 @@ impl Ours {
 
     /// The generation API end to end: sampling, detokenization, streaming pieces.
     fn gen(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling) -> f64 {
-        self.gen_with(test, n, sampler, device_sampling, None)
+        self.gen_with(test, n, sampler, device_sampling, None, 0)
     }
 
-    fn gen_with(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling, eager_decode: Option<bool>) -> f64 {
+    /// `busy_us`: the caller's own work per piece (a server writing it out, a Python
+    /// callback), simulated by spinning.
+    fn gen_with(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling, eager_decode: Option<bool>, busy_us: u64) -> f64 {
         let mut s = match self.gen_sessions.remove(test) {
             Some(s) => s,
             None => Session::new(self.model.context(self.params.clone()).unwrap()),
@@ -192,7 +194,13 @@ impl Ours {
         let mut count = 0;
         for piece in &mut g {
             match piece {
-                Ok(p) => count += p.tokens.len(),
+                Ok(p) => {
+                    count += p.tokens.len();
+                    let t = Instant::now();
+                    while t.elapsed().as_micros() < busy_us as u128 {
+                        std::hint::spin_loop();
+                    }
+                }
                 Err(e) => {
                     // Reported in the table (NaN), not a panic: the remaining tests still run.
                     eprintln!("{test}: {e}");
@@ -280,16 +288,18 @@ impl Ours {
             };
         }
         let default_chain = SamplerConfig { seed: 1, ..Default::default() };
-        let gens: [(&str, SamplerConfig, DeviceSampling, Option<bool>); 6] = [
-            ("gen greedy, Auto", SamplerConfig::greedy(), DeviceSampling::Auto, None),
-            ("gen greedy, Auto, decode after the piece", SamplerConfig::greedy(), DeviceSampling::Auto, Some(false)),
-            ("gen greedy, host", SamplerConfig::greedy(), DeviceSampling::Off, None),
-            ("gen default chain, Auto", default_chain.clone(), DeviceSampling::Auto, None),
-            ("gen default chain, Auto, decode after the piece", default_chain.clone(), DeviceSampling::Auto, Some(false)),
-            ("gen default chain, host", default_chain, DeviceSampling::Off, None),
+        let gens: [(&str, SamplerConfig, DeviceSampling, Option<bool>, u64); 8] = [
+            ("gen greedy, Auto", SamplerConfig::greedy(), DeviceSampling::Auto, None, 0),
+            ("gen greedy, Auto, decode after the piece", SamplerConfig::greedy(), DeviceSampling::Auto, Some(false), 0),
+            ("gen greedy, Auto, caller busy 300 µs per piece", SamplerConfig::greedy(), DeviceSampling::Auto, None, 300),
+            ("gen greedy, Auto, caller busy 300 µs, decode after the piece", SamplerConfig::greedy(), DeviceSampling::Auto, Some(false), 300),
+            ("gen greedy, host", SamplerConfig::greedy(), DeviceSampling::Off, None, 0),
+            ("gen default chain, Auto", default_chain.clone(), DeviceSampling::Auto, None, 0),
+            ("gen default chain, Auto, decode after the piece", default_chain.clone(), DeviceSampling::Auto, Some(false), 0),
+            ("gen default chain, host", default_chain, DeviceSampling::Off, None, 0),
         ];
-        for (name, sampler, placement, eager) in &gens {
-            self.gen_with(name, 4, sampler.clone(), *placement, *eager);
+        for (name, sampler, placement, eager, busy) in &gens {
+            self.gen_with(name, 4, sampler.clone(), *placement, *eager, *busy);
         }
         for _ in 0..reps {
             let mut c = self.tg_ctx.take().unwrap_or_else(|| self.model.context(self.params.clone()).unwrap());
@@ -317,9 +327,9 @@ impl Ours {
                 };
                 record(name.to_string(), p0, c.perf(), tps, &mut rows);
             }
-            for (name, sampler, placement, eager) in &gens {
+            for (name, sampler, placement, eager, busy) in &gens {
                 let p0 = self.gen_sessions[name].context().perf();
-                let tps = self.gen_with(name, n, sampler.clone(), *placement, *eager);
+                let tps = self.gen_with(name, n, sampler.clone(), *placement, *eager, *busy);
                 let p1 = self.gen_sessions[name].context().perf();
                 record(format!("{name} → {}", self.placement[name]), p0, p1, tps, &mut rows);
             }
