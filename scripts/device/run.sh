@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [test|bench|bench-gemma|bench-7b|breakdown|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|bench|bench-gemma|bench-7b|breakdown|all]
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
 backend=$1
@@ -50,6 +50,7 @@ lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export LLAMA_RS_MODEL=$model
 export LLAMA_CPP_SRC=$S   # tests that read vendored files (vocab, templates)
+[ "$phase" = build ] && exit 0
 if [ "$phase" = test ] || [ "$phase" = all ]; then
 echo "== gpu-test"; "$BIN/gpu-test" 2>&1 | tee "$out/gpu-test-$backend.txt"
 echo "== tests (all layers offloaded)"
