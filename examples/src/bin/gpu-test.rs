@@ -83,6 +83,9 @@ fn main() -> anyhow::Result<()> {
         let same = g.iter().zip(&c).take_while(|(x, y)| x == y).count();
         let mean = cl.iter().sum::<f32>() / cl.len() as f32;
         let sd = (cl.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / cl.len() as f32).sqrt();
+        // f32::max drops NaN, so non-finite logits are counted on their own.
+        let bad = gl.iter().filter(|x| !x.is_finite()).count();
+        check(bad == 0, format!("{prompt:?}: GPU logits finite ({bad} of {} are not)", gl.len()));
         let diff = gl.iter().zip(&cl).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         println!("  {prompt:?}: GPU {:?}", gpu.vocab().detokenize(&g, false, false)?);
         println!("  {prompt:?}: CPU {:?}", cpu.vocab().detokenize(&c, false, false)?);
