@@ -848,7 +848,12 @@ impl Sampler {
             return Err(Error::InvalidParam(format!("{} logits for a vocabulary of {n_vocab}", logits.len())));
         }
         if self.greedy_only && self.grammar.is_none() && !self.force_full {
-            return Ok(crate::argmax(logits));
+            let t = crate::argmax(logits);
+            // The argmax skips NaN unless the whole row is NaN: then there is no pick.
+            if logits[t.0 as usize].is_nan() {
+                return Err(Error::NanLogits);
+            }
+            return Ok(t);
         }
         let sorted = match &self.fast {
             Some(f) if !self.force_full => {
