@@ -145,17 +145,7 @@ impl Ours {
             Some(c) => c,
             None => self.model.context(self.params.clone()).unwrap(),
         };
-        ctx.clear_memory(false);
-        let mut b = Batch::new(1, 1);
-        let mut tok = self.rand_token();
-        let t = Instant::now();
-        for i in 0..n {
-            b.clear();
-            b.add(tok, i as i32, &[0], true).unwrap();
-            ctx.decode(&mut b).unwrap();
-            tok = llama_rs::argmax(ctx.logits(0).unwrap());
-        }
-        let r = n as f64 / t.elapsed().as_secs_f64();
+        let r = self.tg_picking(&mut ctx, n, None);
         self.tg_ctx = Some(ctx);
         r
     }
@@ -228,9 +218,10 @@ struct Split {
 }
 
 impl Ours {
-    /// tg with the sampler's first step in the graph: only a token id (argmax) or k
-    /// candidates come back; the next token is the device's pick.
-    fn tg_device(&mut self, ctx: &mut llama_rs::Context, n: usize, step: DeviceSampler) -> f64 {
+    /// tg where each step decodes the previous step's pick: the host's argmax over the
+    /// logits (`None`), or the device sampler's token / best candidate (only a token id
+    /// or k candidates come back).
+    fn tg_picking(&mut self, ctx: &mut llama_rs::Context, n: usize, step: Option<DeviceSampler>) -> f64 {
         ctx.clear_memory(false);
         let mut b = Batch::new(1, 1);
         let mut tok = self.rand_token();
@@ -240,8 +231,9 @@ impl Ours {
             b.add(tok, i as i32, &[0], true).unwrap();
             ctx.decode(&mut b).unwrap();
             tok = match step {
-                DeviceSampler::Greedy => ctx.sampled_token(0).unwrap(),
-                DeviceSampler::TopK(_) => ctx.sampled_candidates(0).unwrap().0[0],
+                None => llama_rs::argmax(ctx.logits(0).unwrap()),
+                Some(DeviceSampler::Greedy) => ctx.sampled_token(0).unwrap(),
+                Some(DeviceSampler::TopK(_)) => ctx.sampled_candidates(0).unwrap().0[0],
             };
         }
         n as f64 / t.elapsed().as_secs_f64()
@@ -282,10 +274,7 @@ impl Ours {
             })
             .collect();
         for (c, (_, step)) in raw.iter_mut().zip(&steps) {
-            match step {
-                None => self.run_tg(c, 4),
-                Some(s) => self.tg_device(c, 4, *s),
-            };
+            self.tg_picking(c, 4, *step);
         }
         let default_chain = SamplerConfig { seed: 1, ..Default::default() };
         let gens: [(&str, SamplerConfig, DeviceSampling, Option<bool>, u64); 8] = [
@@ -309,22 +298,7 @@ impl Ours {
             self.tg_ctx = Some(c);
             for (c, (name, step)) in raw.iter_mut().zip(&steps) {
                 let p0 = c.perf();
-                let tps = match step {
-                    None => {
-                        c.clear_memory(false);
-                        let mut b = Batch::new(1, 1);
-                        let mut tok = self.rand_token();
-                        let t = Instant::now();
-                        for i in 0..n {
-                            b.clear();
-                            b.add(tok, i as i32, &[0], true).unwrap();
-                            c.decode(&mut b).unwrap();
-                            tok = llama_rs::argmax(c.logits(0).unwrap());
-                        }
-                        n as f64 / t.elapsed().as_secs_f64()
-                    }
-                    Some(s) => self.tg_device(c, n, *s),
-                };
+                let tps = self.tg_picking(c, n, *step);
                 record(name.to_string(), p0, c.perf(), tps, &mut rows);
             }
             for (name, sampler, placement, eager, busy) in &gens {
