@@ -20,11 +20,15 @@ python3 vendor/fetch.py source >/dev/null
 python3 vendor/fetch.py model >/dev/null
 cargo run --release --locked -q -p llama-examples --bin fuzz-seeds -- fuzz/corpus
 export RUSTC_BOOTSTRAP=1
+# The targets' scratch model files (common::scratch) go here and leave with the run.
+TMPDIR=$(mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 cd fuzz
 cargo fuzz build -O
 status=0
 for t in "${targets[@]}"; do
-  log=$(mktemp)
+  log=$TMPDIR/$t.log
   # -rss_limit_mb: the tokenize target maps the 253 MB default model.
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS" -seed=1); what="$FUZZ_RUNS runs"; else limit=(-max_total_time="$secs"); what="${secs}s"; fi
   if cargo fuzz run -O "$t" -- "${limit[@]}" -rss_limit_mb=4096 -max_len=65536 -timeout=30 >"$log" 2>&1; then
@@ -37,6 +41,5 @@ for t in "${targets[@]}"; do
   runs=$(grep -oE "Done [0-9]+ runs" "$log" | grep -oE "[0-9]+" || echo "?")
   cov=$(grep -oE "cov: [0-9]+" "$log" | tail -1 || true)
   echo "fuzz $t: $what, $runs executions, $cov, corpus $(ls "corpus/$t" | wc -l) inputs: $result"
-  rm -f "$log"
 done
 exit $status

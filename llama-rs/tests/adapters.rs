@@ -59,8 +59,7 @@ fn lora_loading_rejects_non_adapters() {
 #[test]
 fn quantize_to_q8_0_gives_a_working_second_model() {
     let src = llama_rs::default_model_path().unwrap();
-    let dir = std::env::temp_dir().join(format!("llama-rs-quant-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("quant");
     let out = dir.join("gemma-q8_0.gguf");
     // Re-quantizing a quantized model needs the explicit opt-in.
     let r = llama_rs::quantize(&src, &out, &QuantizeParams::new(FileType::Q8_0).threads(2), |_| {});
@@ -84,7 +83,6 @@ fn quantize_to_q8_0_gives_a_working_second_model() {
     let r = ctx().load_state(&state);
     assert!(matches!(r, Err(Error::InvalidState(ref m)) if m.contains("another model")), "{r:?}");
     assert!(matches!(llama_rs::quantize("/no/such.gguf", &out, &QuantizeParams::new(FileType::Q4_0), |_| {}), Err(Error::ModelFile { .. })));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A real LoRA adapter (random low-rank deltas on a few FFN projections), written with
@@ -114,8 +112,7 @@ fn lora_apply_scale_and_remove() {
         w.tensor_f32(&format!("blk.{il}.ffn_up.weight.lora_a"), &[n_embd, rank], rnd(n_embd * rank)).unwrap();
         w.tensor_f32(&format!("blk.{il}.ffn_up.weight.lora_b"), &[rank, n_ff], rnd(rank * n_ff)).unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("llama-rs-lora-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("lora");
     let path = dir.join("lora.gguf");
     w.write(&path).unwrap();
 
@@ -147,5 +144,4 @@ fn lora_apply_scale_and_remove() {
     bad.tensor_f32("blk.0.ffn_up.weight.lora_b", &[2, 5], vec![0.0; 10]).unwrap();
     bad.write(dir.join("bad.gguf")).unwrap();
     assert!(matches!(LoraAdapter::load(m, dir.join("bad.gguf")), Err(Error::Adapter(_))));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,8 +28,7 @@ fn state_round_trip_reproduces_logits_bit_for_bit() {
     assert_eq!(b.logits(0).unwrap(), &after_a[..], "restored state diverges");
 
     // Same through a file, and per sequence.
-    let dir = std::env::temp_dir().join(format!("llama-rs-state-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("state");
     let f = dir.join("s.bin");
     a.save_state_file(&f, &p).unwrap();
     assert_eq!(ctx().load_state_file(&f).unwrap(), p);
@@ -41,7 +40,6 @@ fn state_round_trip_reproduces_logits_bit_for_bit() {
     let mut c = ctx();
     assert_eq!(c.load_seq_state(0, &seq_bytes).unwrap(), p);
     assert_eq!(c.seq_pos_max(0), Some(p.len() as i32 - 1));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

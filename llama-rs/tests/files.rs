@@ -13,18 +13,14 @@ fn llama_cpp_tree() -> PathBuf {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("llama-rs-files-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
 fn load(p: &std::path::Path) -> Result<Model, Error> {
     Model::load(p, ModelParams::default())
 }
 
 #[test]
 fn malformed_model_files_are_errors() {
+    let dir = common::TempDir::new("files-malformed");
+    let scratch = |name: &str| dir.join(name);
     // Missing file, a directory.
     assert!(matches!(load("/no/such/model.gguf".as_ref()), Err(Error::ModelFile { .. })));
     assert!(matches!(load(&std::env::temp_dir()), Err(Error::NotGguf { .. }) | Err(Error::ModelFile { .. })));
@@ -125,6 +121,8 @@ fn tokenizer_conformance_with_llama_cpp_vectors() {
 
 #[test]
 fn split_models_load_from_the_first_part_or_an_explicit_list() {
+    let dir = common::TempDir::new("files-split");
+    let scratch = |name: &str| dir.join(name);
     let vocab = llama_cpp_tree().join("models/ggml-vocab-qwen2.gguf");
     let shape = llama_rs::SyntheticShape::named("tiny").unwrap();
     let single = scratch("tiny.gguf");
@@ -154,8 +152,7 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
 /// Inputs the fuzz targets (fuzz/) found aborting llama.cpp, rebuilt here as files.
 #[test]
 fn fuzz_findings_are_typed_errors() {
-    let dir = std::env::temp_dir().join(format!("llama-rs-fuzz-findings-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("fuzz-findings");
     let tiny = dir.join("tiny.gguf");
     llama_rs::write_tiny_llama(&tiny).unwrap();
     assert!(Model::load(&tiny, ModelParams::default()).is_ok());
@@ -200,7 +197,6 @@ fn fuzz_findings_are_typed_errors() {
     let model = Model::load(&holey, ModelParams::default().vocab_only(true)).unwrap();
     assert!(matches!(model.vocab().tokenize("ab \u{1F980}", true, false), Err(Error::Tokenize(_))));
     assert!(model.vocab().tokenize("ab ba", true, false).unwrap().len() > 2);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The device greedy step splits the logits into rows of a divisor of n_vocab (151,936 =
@@ -208,6 +204,8 @@ fn fuzz_findings_are_typed_errors() {
 /// pick the host's token, as must llama.cpp's device top-1.
 #[test]
 fn device_sampling_on_an_odd_sized_vocabulary_matches_the_host() {
+    let dir = common::TempDir::new("files-device");
+    let scratch = |name: &str| dir.join(name);
     use llama_rs::{DeviceSampler, DeviceSampling, GenerateParams, SamplerConfig, Session};
     let vocab = llama_cpp_tree().join("models/ggml-vocab-qwen2.gguf");
     let path = scratch("tiny-device.gguf");

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: the real default model, loaded once per binary.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use llama_rs::{Batch, Context, ContextParams, Model, ModelParams, Token};
@@ -68,4 +69,31 @@ pub fn greedy_text(ctx: &mut Context, prompt: &str, n: usize) -> String {
     let logits = prefill(ctx, &toks);
     let out = greedy_continue(ctx, 0, toks.len() as i32, &logits, n);
     model().vocab().detokenize(&out, false, false).unwrap()
+}
+
+/// A scratch directory of one test, removed when dropped (also when the test panics):
+/// the suite writes models of 100+ MB, which must not pile up in /tmp run after run.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("llama-rs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
