@@ -72,3 +72,4 @@ fi
 [ "$phase" = bench-gemma ] && exit 0
 [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
 echo "== bench: synthetic Qwen2.5-7B shape"; "$BIN/bench" --model "$W/q7.gguf" --llama-bench "$B/bin/llama-bench" -r "${BENCH_REPS:-5}" -t 16 --fa on 2>&1 | tee "$out/bench-7b-$backend.txt"
+echo "== gpu-test: synthetic Qwen2.5-7B shape"; "$BIN/gpu-test" --model "$W/q7.gguf" -n 8 2>&1 | tee "$out/gpu-test-7b-$backend.txt"
