@@ -14,6 +14,9 @@
 //! Each repetition runs ours once (after a warm-up in the same context, like
 //! llama-bench) and then one llama-bench invocation with `-r 3` (its own warm-up, mean
 //! of three); the table gives mean ± sd over repetitions and the per-pair ratio.
+//!
+//! `--batched --llama-batched-bench PATH`: many sequences in one batch, next to
+//! llama.cpp's `llama-batched-bench` (same sizes, one KV stream per sequence).
 
 use std::process::Command;
 use std::time::Instant;
@@ -57,6 +60,23 @@ struct Args {
     once: Option<String>,
     #[arg(long, default_value_t = 4096)]
     ctx: u32,
+    /// Instead of the comparison: many sequences decoded together, as llama.cpp's
+    /// `llama-batched-bench` does (each of --npl sequences gets its own --npp-token
+    /// prompt, then --ntg steps decode one token for every sequence at once).
+    #[arg(long)]
+    batched: bool,
+    /// Path of llama-batched-bench to compare the --batched runs with.
+    #[arg(long)]
+    llama_batched_bench: Option<std::path::PathBuf>,
+    /// --batched: parallel sequence counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    npl: Vec<usize>,
+    /// --batched: prompt tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    npp: usize,
+    /// --batched: generated tokens per sequence.
+    #[arg(long, default_value_t = 64)]
+    ntg: usize,
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -319,6 +339,112 @@ impl Ours {
     }
 }
 
+/// One --batched measurement: prompt and generation throughput over all sequences.
+#[derive(Clone, Copy)]
+struct BatchedRun {
+    pp_tps: f64,
+    tg_tps: f64,
+}
+
+impl Ours {
+    /// llama-batched-bench's loop through llama-rs: `pl` prompts of `pp` random tokens in
+    /// one batch (decoded in n_batch chunks, logits for each prompt's last token), then
+    /// `tg` steps of one token per sequence with logits for all, each step synchronised.
+    fn batched(&mut self, ctx: &mut llama_rs::Context, pp: usize, tg: usize, pl: usize) -> BatchedRun {
+        ctx.clear_memory(false);
+        let nb = ctx.n_batch() as usize;
+        let mut b = Batch::new(nb.max(pl), 1);
+        let entries: Vec<(i32, usize)> = (0..pl as i32).flat_map(|s| (0..pp).map(move |i| (s, i))).collect();
+        let t = Instant::now();
+        for chunk in entries.chunks(nb) {
+            b.clear();
+            for &(seq, i) in chunk {
+                let tok = self.rand_token();
+                b.add(tok, i as i32, &[seq], i + 1 == pp).unwrap();
+            }
+            ctx.decode(&mut b).unwrap();
+        }
+        std::hint::black_box(ctx.logits_last().unwrap()[0]);
+        let t_pp = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..tg {
+            b.clear();
+            for seq in 0..pl as i32 {
+                let tok = self.rand_token();
+                b.add(tok, (pp + i) as i32, &[seq], true).unwrap();
+            }
+            ctx.decode(&mut b).unwrap();
+            // Reading an output synchronises, as llama-batched-bench's llama_synchronize.
+            std::hint::black_box(ctx.logits(pl - 1).unwrap()[0]);
+        }
+        let t_tg = t.elapsed().as_secs_f64();
+        BatchedRun { pp_tps: (pl * pp) as f64 / t_pp, tg_tps: (pl * tg) as f64 / t_tg }
+    }
+}
+
+/// llama-batched-bench with the same sizes, parsed from its JSON lines (one per npl).
+fn llama_batched_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, n_ctx: u32) -> Option<Vec<BatchedRun>> {
+    let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
+    let npl = a.npl.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    let out = Command::new(bin)
+        .args(["-m", &model.to_string_lossy(), "-c", &n_ctx.to_string(), "-b", "2048", "-ub", "512"])
+        .args(["-npp", &a.npp.to_string(), "-ntg", &a.ntg.to_string(), "-npl", &npl])
+        .args(["-t", &threads.to_string(), "-ngl", &ngl, "-fa", &a.fa, "--output-format", "jsonl"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let runs: Vec<BatchedRun> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter_map(|v| Some(BatchedRun { pp_tps: v.get("speed_pp")?.as_f64()?, tg_tps: v.get("speed_tg")?.as_f64()? }))
+        .collect();
+    (runs.len() == a.npl.len()).then_some(runs)
+}
+
+fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) -> anyhow::Result<()> {
+    let max_pl = a.npl.iter().copied().max().unwrap_or(1);
+    // llama-batched-bench's context: room for every sequence's prompt and generation,
+    // one KV stream per sequence (kv_unified off, its default).
+    let n_ctx = (max_pl * (a.npp + a.ntg)) as u32;
+    let params = ours.params.clone().n_ctx(n_ctx).n_seq_max(max_pl as u32).kv_unified(false);
+    let mut ctx = ours.model.context(params)?;
+    ours.batched(&mut ctx, 16, 0, 1); // warm-up, as llama-batched-bench
+    let mut rows: Vec<(Vec<BatchedRun>, Vec<BatchedRun>)> = vec![(vec![], vec![]); a.npl.len()];
+    for _ in 0..a.reps {
+        for (row, &pl) in rows.iter_mut().zip(&a.npl) {
+            row.0.push(ours.batched(&mut ctx, a.npp, a.ntg, pl));
+        }
+        if let Some(bin) = &a.llama_batched_bench {
+            match llama_batched_bench(bin, a, path, threads, n_ctx) {
+                Some(theirs) => rows.iter_mut().zip(theirs).for_each(|(row, r)| row.1.push(r)),
+                None => eprintln!("llama-batched-bench gave no results"),
+            }
+        }
+    }
+    println!("pp {} and tg {} tokens per sequence, n_ctx {n_ctx}, one KV stream per sequence
+", a.npp, a.ntg);
+    println!("| sequences | pp t/s llama-rs | pp t/s llama-batched-bench | pp ratio | tg t/s llama-rs | tg t/s llama-batched-bench | tg ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    let cell = |v: &[f64]| {
+        let (m, sd) = stats(v);
+        format!("{m:.1} ± {sd:.1}")
+    };
+    let ratio = |o: &[f64], t: &[f64]| {
+        if t.is_empty() {
+            return "–".to_string();
+        }
+        let (m, sd) = stats(&o.iter().zip(t).map(|(x, y)| x / y).collect::<Vec<_>>());
+        format!("{m:.3} ± {sd:.3}")
+    };
+    for ((o, t), pl) in rows.iter().zip(&a.npl) {
+        let (opp, otg): (Vec<f64>, Vec<f64>) = o.iter().map(|r| (r.pp_tps, r.tg_tps)).unzip();
+        let (tpp, ttg): (Vec<f64>, Vec<f64>) = t.iter().map(|r| (r.pp_tps, r.tg_tps)).unzip();
+        let theirs = |v: &[f64]| if v.is_empty() { "–".to_string() } else { cell(v) };
+        println!("| {pl} | {} | {} | {} | {} | {} | {} |", cell(&opp), theirs(&tpp), ratio(&opp, &tpp), cell(&otg), theirs(&ttg), ratio(&otg, &ttg));
+    }
+    Ok(())
+}
+
 fn llama_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, test: &str) -> Option<f64> {
     let (p, n) = if test == "pp" { (a.n_prompt, 0) } else { (0, a.n_gen) };
     let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
@@ -376,6 +502,9 @@ fn main() -> anyhow::Result<()> {
     if a.breakdown {
         ours.breakdown(a.n_gen, a.reps);
         return Ok(());
+    }
+    if a.batched {
+        return batched_main(&a, &mut ours, &path, threads);
     }
     // Generation tests: llama-cpp-python's greedy and default chains, placed by
     // DeviceSampling::Auto and forced onto the host.
