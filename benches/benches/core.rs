@@ -72,6 +72,27 @@ fn bench(c: &mut Criterion) {
             ctx.decode(&mut one).unwrap();
         })
     });
+    // One step of 8 sequences at once (the multi-sequence engine's inner loop): each
+    // sequence holds 64 tokens, every iteration decodes position 64 of all eight.
+    let mut multi = model.context(params.clone().n_seq_max(8)).unwrap();
+    for seq in 0..8 {
+        batch.clear();
+        batch.add_sequence(&prompt[..64], 0, seq, false).unwrap();
+        multi.decode(&mut batch).unwrap();
+    }
+    let mut step = Batch::new(8, 1);
+    g.throughput(Throughput::Elements(8));
+    g.bench_function("step_8_sequences", |b| {
+        b.iter(|| {
+            multi.seq_rm(None, 64..).unwrap();
+            step.clear();
+            for seq in 0..8 {
+                step.add(Token(1234 + seq), 64, &[seq], true).unwrap();
+            }
+            multi.decode(&mut step).unwrap();
+            multi.logits(7).unwrap()[0]
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("state");
