@@ -310,7 +310,9 @@ impl Ours {
         for (name, sampler, placement, eager, busy) in &gens {
             self.gen_with(name, 4, sampler.clone(), *placement, *eager, *busy);
         }
+        let bar = llama_examples::steps_progress(reps as u64, "repetitions");
         for _ in 0..reps {
+            bar.inc(1);
             let mut c = self.tg_ctx.take().unwrap_or_else(|| self.model.context(self.params.clone()).unwrap());
             let p0 = c.perf();
             let tps = self.run_tg(&mut c, n);
@@ -328,6 +330,7 @@ impl Ours {
                 record(format!("{name} → {}", self.placement[name]), p0, p1, tps, &mut rows);
             }
         }
+        bar.finish_and_clear();
         println!("| test | t/s | eval µs/decode (llama.cpp) | other µs/decode | graphs reused (last rep) |");
         println!("|---|---|---|---|---|");
         for (name, s) in &rows {
@@ -410,7 +413,9 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
     let mut ctx = ours.model.context(params)?;
     ours.batched(&mut ctx, 16, 0, 1); // warm-up, as llama-batched-bench
     let mut rows: Vec<(Vec<BatchedRun>, Vec<BatchedRun>)> = vec![(vec![], vec![]); a.npl.len()];
+    let bar = llama_examples::steps_progress(a.reps as u64, "repetitions");
     for _ in 0..a.reps {
+        bar.inc(1);
         for (row, &pl) in rows.iter_mut().zip(&a.npl) {
             row.0.push(ours.batched(&mut ctx, a.npp, a.ntg, pl));
         }
@@ -421,6 +426,7 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
             }
         }
     }
+    bar.finish_and_clear();
     println!("pp {} and tg {} tokens per sequence, n_ctx {n_ctx}, one KV stream per sequence
 ", a.npp, a.ntg);
     println!("| sequences | pp t/s llama-rs | pp t/s llama-batched-bench | pp ratio | tg t/s llama-rs | tg t/s llama-batched-bench | tg ratio |");
@@ -523,8 +529,10 @@ fn main() -> anyhow::Result<()> {
         tests.push(("tg+argmax", vec![], vec![]));
         tests.extend(gen_tests.iter().map(|(name, ..)| (*name, vec![], vec![])));
     }
+    let bar = llama_examples::steps_progress((a.reps * tests.len()) as u64, "tests");
     for _ in 0..a.reps {
         for (name, o, t) in tests.iter_mut() {
+            bar.inc(1);
             o.push(match *name {
                 "pp" => ours.pp(a.n_prompt),
                 "tg" => ours.tg(a.n_gen),
@@ -542,6 +550,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    bar.finish_and_clear();
     println!("| test | llama-rs t/s | llama-bench t/s | ratio |");
     println!("|---|---|---|---|");
     for (name, o, t) in &tests {
