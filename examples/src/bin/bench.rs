@@ -405,6 +405,7 @@ fn llama_batched_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path,
 }
 
 fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(a.npp > 0 && a.ntg > 0 && !a.npl.is_empty() && !a.npl.contains(&0), "--batched needs --npp, --ntg and every --npl value > 0");
     let max_pl = a.npl.iter().copied().max().unwrap_or(1);
     // llama-batched-bench's context: room for every sequence's prompt and generation,
     // one KV stream per sequence (kv_unified off, its default).
