@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own tools (llama-bench, llama-batched-bench, llama-completion) in
+# Builds llama.cpp's own tools (llama-bench, llama-batched-bench, llama-completion,
+# llama-server without its web UI: the baseline for our OpenAI-compatible server) in
 # llama-sys's cmake build tree: same source, same compiler flags, same backends as the
 # library llama-rs links. Prints the directory holding the binaries.
 #   scripts/llama-tools.sh            # CPU (or whatever LLAMA_BUILD_CONFIG / features say)
@@ -17,6 +18,8 @@ for line in sys.stdin:
         print(m["out_dir"])' | tail -n1)
 build="$out/cmake/build"
 src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
-cmake -S "$src" -B "$build" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON >/dev/null
-cmake --build "$build" --target llama-bench llama-batched-bench llama-completion -j "$(nproc)" >&2
+# The UI would need npm or a download from a model hub; the HTTP API does not.
+cmake -S "$src" -B "$build" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
+cmake --build "$build" --target llama-bench llama-batched-bench llama-completion llama-server -j "$(nproc)" >&2
 echo "$build/bin"
