@@ -26,7 +26,7 @@ mount -t proc proc "$root/proc"
 chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin bash -c '
   set -e; cd /work/repo
   hipconfig --version; echo
-  export LLAMA_BUILD_CONFIG=gfx1151-hip LLAMA_SYS_PREGENERATED_BINDINGS=1 CARGO_TARGET_DIR=/work/repo/target/hip
+  export LLAMA_BUILD_CONFIG=gfx1151-hip CARGO_TARGET_DIR=/work/repo/target/hip
   time cargo build --release -p llama-sys
   time cargo test --release -p llama-rs --no-run
   lib=$(ls -d target/hip/release/build/llama-sys-*/out/cmake/lib | head -1)

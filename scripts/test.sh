@@ -19,7 +19,10 @@ for f in llama.cpp/.llama-rs-pin llama.cpp/CMakeLists.txt llama.cpp/include/llam
          llama.cpp/vendor/CMakeLists.txt; do
   grep -qx "$f" <<<"$list" || { echo "package check: $f missing from llama-cpp-src" >&2; exit 1; }
 done
-cargo package -p llama-sys --list --allow-dirty --locked | grep -qx src/pregenerated.rs
+list=$(cargo package -p llama-sys --list --allow-dirty --locked)
+for f in src/pregenerated.rs src/pregenerated.headers wrapper.h; do
+  grep -qx "$f" <<<"$list" || { echo "package check: $f missing from llama-sys" >&2; exit 1; }
+done
 
 # Docs build without libclang or a C build (the docs.rs path).
 DOCS_RS=1 cargo doc --no-deps -p llama-sys --locked --target-dir target/docs-rs >/dev/null 2>&1 \

@@ -28,7 +28,6 @@ mount --bind "$(dirname "$model")" "$root/model"
 mount -t proc proc "$root/proc"
 chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin \
   LLAMA_RS_MODEL="/model/$(basename "$model")" CARGO_TARGET_DIR=/work/repo/target/vulkan \
-  LLAMA_SYS_PREGENERATED_BINDINGS=1 \
   GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1 bash -c '
   set -e; cd /work/repo
   cargo build --release --locked -p llama-rs --features vulkan --tests

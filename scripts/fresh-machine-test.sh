@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A fresh machine of our kind, in a chroot: a clean Debian 12 (debootstrap minbase) with
+# only what such a machine comes with from outside Debian — the Rust toolchain (rustup)
+# and the pyenv Python, bind-mounted read-only, plus the shared libraries that Python
+# links against — and a clean clone of this repository (committed files only). There it
+# runs exactly the README's two commands, `scripts/demo.sh` and `scripts/test.sh`, so a
+# missing install step fails here instead of on a user's machine. Then it checks that
+# nothing installed libclang and that the default build compiles no bindgen, and
+# finally (installing libclang only then) that the committed bindings are current.
+#
+# Downloads are reused through a cache outside the root (debootstrap's packages, apt's
+# archives, the cargo registry, pip's and llama-rs's download caches); the llama.cpp
+# build is not: it is what a new user waits for.
+# Needs root. Usage: scripts/fresh-machine-test.sh [ROOT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+root=${1:-/opt/llama-rs-fresh}
+cache=${LLAMA_RS_FRESH_CACHE:-/var/cache/llama-rs-fresh}
+[ "$(id -u)" -eq 0 ] || { echo "fresh-machine-test: needs root (debootstrap, chroot, mounts)" >&2; exit 1; }
+rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+cargo_bin=$(dirname "$(command -v cargo)")
+py_prefix=$(python3 -c 'import sys; print(sys.base_prefix)')
+pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+mkdir -p "$cache"/{debs,apt,registry,pip,llama-rs}
+t0=$(date +%s)
+
+# 1. The pristine root, built once and kept as a tarball: every run starts from it.
+base="$cache/bookworm-minbase.tar"
+if [ ! -f "$base" ]; then
+  command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+  tmp=$(mktemp -d /var/tmp/llama-rs-debootstrap.XXXXXX)
+  debootstrap --variant=minbase --cache-dir="$cache/debs" bookworm "$tmp" http://deb.debian.org/debian >/dev/null
+  # What a fresh machine of our kind has besides Debian's minbase: the shared libraries
+  # the machine's Python is linked against (found with ldd, mapped to packages).
+  libs=$(ldd "$py_prefix"/bin/python3* "$py_prefix"/lib/python3*/lib-dynload/*.so 2>/dev/null \
+    | awk '/=>/ {print $3}' | sort -u)
+  pkgs=$(for l in $libs; do
+      r=$(realpath "$l")
+      p=$(dpkg -S "$l" 2>/dev/null || dpkg -S "$r" 2>/dev/null || dpkg -S "/usr$r" 2>/dev/null || dpkg -S "${r#/usr}" 2>/dev/null) || continue
+      echo "${p%%:*}"
+    done | sort -u | grep -v '^lib\(x\|tk\|tcl\|fontconfig\|freetype\|png\|brotli\)' || true)
+  cp /etc/resolv.conf "$tmp/etc/"
+  # shellcheck disable=SC2086
+  chroot "$tmp" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates $pkgs >/dev/null && apt-get clean"
+  tar -C "$tmp" -cf "$base.part" . && mv "$base.part" "$base"
+  rm -rf "$tmp"
+  echo "fresh-machine: built the Debian 12 minbase root in $(( $(date +%s) - t0 )) s"
+fi
+
+cleanup() {
+  for m in proc work/llama-rs-cache root/.cache/pip var/cache/apt/archives root/.cargo/registry \
+           opt/rustup opt/cargo-bin "${pyenv_root#/}"; do
+    umount "$root/$m" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$root"
+mkdir -p "$root"
+tar -C "$root" -xf "$base"
+cp /etc/resolv.conf "$root/etc/"
+
+# 2. The repository as a user gets it: a clean clone of the committed HEAD.
+git clone -q --no-local "$repo" "$root/work/llama-rs"
+git -C "$root/work/llama-rs" checkout -q "$(git -C "$repo" rev-parse HEAD)"
+
+# 3. The toolchains (read-only) and the download caches.
+bind() { mkdir -p "$root/$2"; mount --bind "$1" "$root/$2"; [ "${3:-}" = ro ] && mount -o remount,bind,ro "$root/$2"; true; }
+bind "$rustup_home" opt/rustup ro
+bind "$cargo_bin" opt/cargo-bin ro
+bind "$pyenv_root" "${pyenv_root#/}" ro
+bind "$cache/registry" root/.cargo/registry
+bind "$cache/apt" var/cache/apt/archives
+bind "$cache/pip" root/.cache/pip
+bind "$cache/llama-rs" work/llama-rs-cache
+mount -t proc proc "$root/proc"
+echo "fresh-machine: root ready after $(( $(date +%s) - t0 )) s"
+
+# 4. The README's two commands, as a new user runs them (the demo first: it is what a
+#    user does first, and it leaves the build the test command then reuses).
+run() {
+  chroot "$root" env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    PATH="/opt/cargo-bin:$pyenv_root/shims:$pyenv_root/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo PYENV_ROOT="$pyenv_root" \
+    LLAMA_RS_CACHE=/work/llama-rs-cache CI="${CI:-}" bash -c "cd /work/llama-rs && $1"
+}
+run 'scripts/demo.sh "The capital of France is" -n 16' | tee "$root/tmp/demo.out"
+grep -q "tokens/s" "$root/tmp/demo.out" || { echo "fresh-machine: the demo printed no tokens/s" >&2; exit 1; }
+echo "fresh-machine: demo done after $(( $(date +%s) - t0 )) s"
+run 'scripts/test.sh'
+echo "fresh-machine: tests done after $(( $(date +%s) - t0 )) s"
+
+# 5. The default build needs no libclang and compiles no bindgen.
+run 'if ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang-*.so* >/dev/null 2>&1; then
+       echo "fresh-machine: libclang was installed by the default build" >&2; exit 1; fi
+     if cargo tree --locked -e build,normal -p llama-rs | grep -qE "bindgen|clang-sys"; then
+       echo "fresh-machine: the default build depends on bindgen/clang-sys" >&2; exit 1; fi
+     echo "fresh-machine: no libclang installed, no bindgen in the default build"'
+
+# 6. The committed bindings equal bindgen's output for the pinned headers (libclang now).
+run 'scripts/setup.sh --bindgen && scripts/regen-bindings.sh --check'
+echo "fresh-machine: passed in $(( $(date +%s) - t0 )) s"
