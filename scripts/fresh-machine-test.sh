@@ -30,11 +30,13 @@ base="$cache/bookworm-minbase.tar"
 if [ ! -f "$base" ]; then
   command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
   tmp=$(mktemp -d /var/tmp/llama-rs-debootstrap.XXXXXX)
-  debootstrap --variant=minbase --cache-dir="$cache/debs" bookworm "$tmp" http://deb.debian.org/debian >/dev/null
+  log="$cache/debootstrap.log"
+  debootstrap --variant=minbase --cache-dir="$cache/debs" bookworm "$tmp" http://deb.debian.org/debian >"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; echo "fresh-machine: debootstrap failed (log: $log)" >&2; exit 1; }
   # What a fresh machine of our kind has besides Debian's minbase: the shared libraries
   # the machine's Python is linked against (found with ldd, mapped to packages).
   libs=$(ldd "$py_prefix"/bin/python3* "$py_prefix"/lib/python3*/lib-dynload/*.so 2>/dev/null \
-    | awk '/=>/ {print $3}' | sort -u)
+    | awk '/=>/ {print $3}' | sort -u || true)
   pkgs=$(for l in $libs; do
       r=$(realpath "$l")
       p=$(dpkg -S "$l" 2>/dev/null || dpkg -S "$r" 2>/dev/null || dpkg -S "/usr$r" 2>/dev/null || dpkg -S "${r#/usr}" 2>/dev/null) || continue
@@ -42,7 +44,8 @@ if [ ! -f "$base" ]; then
     done | sort -u | grep -v '^lib\(x\|tk\|tcl\|fontconfig\|freetype\|png\|brotli\)' || true)
   cp /etc/resolv.conf "$tmp/etc/"
   # shellcheck disable=SC2086
-  chroot "$tmp" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates $pkgs >/dev/null && apt-get clean"
+  chroot "$tmp" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates $pkgs && apt-get clean" >"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; echo "fresh-machine: installing the base packages failed" >&2; exit 1; }
   tar -C "$tmp" -cf "$base.part" . && mv "$base.part" "$base"
   rm -rf "$tmp"
   echo "fresh-machine: built the Debian 12 minbase root in $(( $(date +%s) - t0 )) s"

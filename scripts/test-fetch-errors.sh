@@ -32,4 +32,57 @@ expect "LLAMA_CPP_SRC=$tmp is not a llama.cpp tree" env LLAMA_CPP_SRC="$tmp" pyt
 # The build names a missing source tree and the fix.
 expect "LLAMA_CPP_SRC=$tmp is not a llama.cpp tree" env LLAMA_CPP_SRC="$tmp" CARGO_TARGET_DIR="$tmp/target" \
   cargo build --release --locked -p llama-sys
-echo "fetch/build error paths: ok"
+# A fetch killed half-way leaves scratch folders: the next fetch removes them.
+mkdir -p vendor/.fetch-killed "$cache/downloads/.pip-killed"
+LLAMA_RS_CACHE="$cache" python3 vendor/fetch.py source >/dev/null 2>&1 || fail "fetch after an interrupted one failed"
+[ ! -e vendor/.fetch-killed ] || fail "an interrupted fetch's vendor/.fetch-killed was left"
+
+# setup.sh on machines that lack things. A PATH that has every command of this machine
+# but the ones a case takes away (links in a folder of our own).
+fakepath() { # fakepath <dir> <missing command...>
+  local dir=$1; shift
+  mkdir -p "$dir"
+  local d f
+  for d in $(tr ':' ' ' <<<"$PATH"); do
+    [ -d "$d" ] || continue
+    for f in "$d"/*; do
+      [ -x "$f" ] && [ ! -e "$dir/${f##*/}" ] && ln -s "$f" "$dir/${f##*/}"
+    done
+  done
+  for f in "$@"; do rm -f "$dir/$f"; done
+}
+fakepath "$tmp/no-apt" cmake apt-get
+expect "no apt-get here: install cmake" env PATH="$tmp/no-apt" scripts/setup.sh
+fakepath "$tmp/no-sudo" cmake sudo
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+  # Not root and no sudo: the message names the apt-get line for an administrator.
+  chmod o+x "$tmp"
+  expect "not root and no usable sudo" setpriv --reuid=65534 --regid=65534 --clear-groups \
+    env PATH="$tmp/no-sudo" HOME="$tmp" scripts/setup.sh
+fi
+expect "unknown option --frobnicate" scripts/setup.sh --frobnicate
+
+if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+  # No network after the first run: setup and both fetches are offline no-ops.
+  unshare -n scripts/setup.sh >/dev/null 2>&1 || fail "setup.sh needs the network after a complete first run"
+  # A read-only checkout: what is fetched is used; a fetch that must write names the fix.
+  unshare -m bash -c 'mount --bind . . && mount -o remount,bind,ro . && python3 vendor/fetch.py source' \
+    >/dev/null 2>&1 || fail "a read-only checkout with a fetched tree was refused"
+  expect "cannot write" unshare -m bash -c 'mount --bind . . && mount -o remount,bind,ro . &&
+    LLAMA_RS_CACHE='"$cache"' python3 vendor/fetch.py source --force'
+  [ -f vendor/llama.cpp/.llama-rs-pin ] || fail "the tree was damaged by a failed fetch"
+fi
+
+# A tree whose headers differ from the committed bindings' fingerprint: refused before
+# cmake runs, naming the `bindgen` feature.
+cp -r vendor/llama.cpp/include vendor/llama.cpp/ggml "$tmp/" 2>/dev/null
+mkdir -p "$tmp/other/ggml" && mv "$tmp/include" "$tmp/other/include" && mv "$tmp/ggml/include" "$tmp/other/ggml/include"
+echo "// a local change" >> "$tmp/other/include/llama.h"
+expect "enable llama-sys's \`bindgen\` feature" env LLAMA_CPP_SRC="$tmp/other" LLAMA_SYS_DOCS_ONLY=1 \
+  CARGO_TARGET_DIR="$tmp/target" cargo check --locked -p llama-sys
+expect "llama.h (changed)" env LLAMA_CPP_SRC="$tmp/other" LLAMA_SYS_DOCS_ONLY=1 \
+  CARGO_TARGET_DIR="$tmp/target" cargo check --locked -p llama-sys
+# Boolean switches: 0 means off, nonsense is an error.
+expect 'LLAMA_SYS_SHARED="maybe": expected 1/0' env LLAMA_SYS_SHARED=maybe \
+  CARGO_TARGET_DIR="$tmp/target" cargo check --locked -p llama-sys
+echo "fetch/build/setup error paths: ok"

@@ -3,7 +3,7 @@
 
 use llama_sys as sys;
 
-use crate::error::{Error, Result};
+use crate::error::{try_vec, Error, Result};
 use crate::token::{Pos, SeqId, Token};
 
 /// A batch for `Context::decode` / `encode`. Its capacity is fixed at creation and
@@ -12,7 +12,7 @@ use crate::token::{Pos, SeqId, Token};
 ///
 /// ```
 /// use llama_rs::{Batch, Token};
-/// let mut batch = Batch::new(512, 1);
+/// let mut batch = Batch::new(512, 1)?;
 /// let prompt = [Token(2), Token(651), Token(6037)];
 /// batch.add_sequence(&prompt, 0, 0, true)?; // positions 0.., output for the last token
 /// assert_eq!(batch.len(), 3);
@@ -48,33 +48,51 @@ unsafe impl Sync for Batch {}
 
 impl Batch {
     /// A token batch of `capacity` tokens, each in up to `max_seqs` sequences.
-    pub fn new(capacity: usize, max_seqs: usize) -> Batch {
+    /// Errors: `capacity` over `i32::MAX` (llama.cpp counts in i32), `max_seqs` over
+    /// llama.cpp's sequence limit, or memory that cannot be had (`Error::Limit`).
+    pub fn new(capacity: usize, max_seqs: usize) -> Result<Batch> {
         Self::with_embd(capacity, 0, max_seqs)
     }
 
     /// An embedding batch: each entry is a vector of `n_embd` floats instead of a token.
-    pub fn new_embd(capacity: usize, n_embd: usize, max_seqs: usize) -> Batch {
+    pub fn new_embd(capacity: usize, n_embd: usize, max_seqs: usize) -> Result<Batch> {
         Self::with_embd(capacity, n_embd.max(1), max_seqs)
     }
 
-    fn with_embd(capacity: usize, n_embd: usize, max_seqs: usize) -> Batch {
+    fn with_embd(capacity: usize, n_embd: usize, max_seqs: usize) -> Result<Batch> {
         let max_seqs = max_seqs.max(1);
-        let mut seq_ids = vec![0; capacity * max_seqs];
-        let base = seq_ids.as_mut_ptr();
+        // SAFETY: a pure query.
+        let seq_limit = unsafe { sys::llama_max_parallel_sequences() };
+        if capacity > i32::MAX as usize || max_seqs > seq_limit || n_embd > i32::MAX as usize {
+            return Err(Error::InvalidParam(format!(
+                "batch of {capacity} entries × {max_seqs} sequences × {n_embd} floats: capacity must be \
+                 <= {}, max_seqs <= {seq_limit}",
+                i32::MAX
+            )));
+        }
+        let n_ids = capacity.checked_mul(max_seqs);
+        let n_floats = capacity.checked_mul(n_embd);
+        let (Some(n_ids), Some(n_floats)) = (n_ids, n_floats) else {
+            return Err(Error::Limit { what: "batch size", detail: "entry count overflows".into() });
+        };
+        let mut seq_ids = try_vec(n_ids, "batch sequence ids")?;
+        seq_ids.resize(n_ids, 0);
+        let base: *mut SeqId = seq_ids.as_mut_ptr();
+        let mut seq_ptrs = try_vec(capacity, "batch")?;
         // SAFETY: i * max_seqs < capacity * max_seqs = seq_ids.len() (or capacity is 0).
-        let seq_ptrs = (0..capacity).map(|i| unsafe { base.add(i * max_seqs) }).collect();
-        Batch {
+        seq_ptrs.extend((0..capacity).map(|i| unsafe { base.add(i * max_seqs) }));
+        Ok(Batch {
             capacity,
             max_seqs,
             n_embd,
-            tokens: Vec::with_capacity(if n_embd == 0 { capacity } else { 0 }),
-            embd: Vec::with_capacity(capacity * n_embd),
-            pos: Vec::with_capacity(capacity),
-            n_seq_id: Vec::with_capacity(capacity),
+            tokens: try_vec(if n_embd == 0 { capacity } else { 0 }, "batch")?,
+            embd: try_vec(n_floats, "embedding batch")?,
+            pos: try_vec(capacity, "batch")?,
+            n_seq_id: try_vec(capacity, "batch")?,
             seq_ids,
             seq_ptrs,
-            outputs: Vec::with_capacity(capacity),
-        }
+            outputs: try_vec(capacity, "batch")?,
+        })
     }
 
     /// Maximum number of entries.
@@ -154,10 +172,14 @@ impl Batch {
     /// Adds `tokens` to one sequence at positions `start..`; only the last token is
     /// marked for output if `output_last`. All or nothing: on error nothing is added.
     pub fn add_sequence(&mut self, tokens: &[Token], start: Pos, seq_id: SeqId, output_last: bool) -> Result<()> {
-        if self.len() + tokens.len() > self.capacity {
+        if tokens.len() > self.capacity - self.len() {
             return Err(Error::BatchFull { capacity: self.capacity });
         }
         let n = tokens.len();
+        // Checked before anything is added, so an overflow leaves the batch as it was.
+        if n > 0 && start.checked_add((n - 1) as Pos).is_none() || n > Pos::MAX as usize {
+            return Err(Error::InvalidPosition { seq_id, expected: 0, got: start });
+        }
         for (i, &t) in tokens.iter().enumerate() {
             let pos = start.checked_add(i as Pos).ok_or(Error::InvalidPosition { seq_id, expected: 0, got: start })?;
             self.add(t, pos, &[seq_id], output_last && i + 1 == n)?;
@@ -182,10 +204,12 @@ impl Batch {
     pub fn positions(&self) -> &[Pos] {
         &self.pos
     }
-    /// Sequence ids of entry `i`.
+    /// Sequence ids of entry `i`; empty past the filled length.
     pub fn seq_ids(&self, i: usize) -> &[SeqId] {
-        let n = self.n_seq_id[i] as usize;
-        &self.seq_ids[i * self.max_seqs..i * self.max_seqs + n]
+        match self.n_seq_id.get(i) {
+            Some(&n) => &self.seq_ids[i * self.max_seqs..i * self.max_seqs + n as usize],
+            None => &[],
+        }
     }
     /// Whether entry `i` requests output.
     pub fn is_output(&self, i: usize) -> bool {

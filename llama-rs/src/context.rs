@@ -316,7 +316,7 @@ fn default_threads() -> i32 {
 /// let mut ctx = model.context(Default::default())?;
 /// let abort = ctx.abort_handle();
 /// abort.abort(); // e.g. from another thread; the next decode observes it
-/// let mut batch = llama_rs::Batch::new(8, 1);
+/// let mut batch = llama_rs::Batch::new(8, 1)?;
 /// batch.add(llama_rs::Token(2), 0, &[0], true)?;
 /// assert!(matches!(ctx.decode(&mut batch), Err(llama_rs::Error::Aborted)));
 /// ctx.decode(&mut batch)?; // the request is consumed
@@ -361,7 +361,7 @@ pub struct Perf {
 /// let model = Model::load(llama_rs::default_model_path()?, ModelParams::default())?;
 /// let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
 /// let tokens = model.vocab().tokenize("The capital of France is", true, false)?;
-/// let mut batch = Batch::new(512, 1);
+/// let mut batch = Batch::new(512, 1)?;
 /// batch.add_sequence(&tokens, 0, 0, true)?;
 /// ctx.decode(&mut batch)?;
 /// let logits = ctx.logits(tokens.len() - 1)?;
@@ -671,7 +671,7 @@ impl Context {
     /// let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
     /// let mut ctx = model.context(Default::default())?;
     /// assert!(ctx.set_device_sampler(0, Some(DeviceSampler::Greedy))?);
-    /// let mut batch = Batch::new(512, 1);
+    /// let mut batch = Batch::new(512, 1)?;
     /// batch.add_sequence(&model.vocab().tokenize("The capital of France is", true, false)?, 0, 0, true)?;
     /// ctx.decode(&mut batch)?;
     /// let next = ctx.sampled_token(batch.len() - 1)?;
@@ -845,7 +845,7 @@ impl Context {
     /// ```
     /// # let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
     /// # let mut ctx = model.context(Default::default())?;
-    /// # let mut b = llama_rs::Batch::new(16, 1);
+    /// # let mut b = llama_rs::Batch::new(16, 1)?;
     /// # b.add_sequence(&[llama_rs::Token(2); 16], 0, 0, true)?;
     /// # ctx.decode(&mut b)?;
     /// ctx.seq_rm(Some(0), 10..)?; // drop everything after the first 10 tokens

@@ -92,7 +92,7 @@ impl Embedder {
             .n_threads(p.n_threads);
         let ctx = model.context(params)?;
         let max_inputs = ctx.n_seq_max() as usize;
-        Ok(Embedder { batch: Batch::new(p.n_batch as usize, 1), ctx, normalize: p.normalize, max_inputs })
+        Ok(Embedder { batch: Batch::new(p.n_batch as usize, 1)?, ctx, normalize: p.normalize, max_inputs })
     }
 
     /// The context's pooling.

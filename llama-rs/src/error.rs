@@ -114,6 +114,11 @@ pub enum Error {
     /// Quantization failed (llama_model_quantize returned a non-zero code).
     #[error("quantization failed with code {code}")]
     Quantize { code: u32 },
+    /// A size, or an amount of work, beyond a bound llama-rs enforces (memory, time,
+    /// nesting depth; docs/SAFETY.md lists them), or an allocation that failed: the input
+    /// is refused instead of aborting or hanging the process.
+    #[error("{what}: {detail}")]
+    Limit { what: &'static str, detail: String },
     /// I/O around files llama-rs writes or reads itself (state files, ...).
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -121,6 +126,17 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A `Vec` of `n` elements, allocated fallibly: a size from a caller becomes an error
+/// instead of a capacity-overflow panic or an allocation abort.
+pub(crate) fn try_vec<T>(n: usize, what: &'static str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::Limit {
+        what,
+        detail: format!("cannot allocate {n} elements of {} bytes", std::mem::size_of::<T>()),
+    })?;
+    Ok(v)
+}
 
 /// Maps a llama_decode / llama_encode return code (non-zero) into an [`Error`].
 #[cold]

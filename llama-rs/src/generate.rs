@@ -171,7 +171,7 @@ impl CancelHandle {
 /// ```
 /// use llama_rs::*;
 /// let model = Model::load(default_model_path()?, Default::default())?;
-/// let mut session = Session::new(model.context(ContextParams::default())?);
+/// let mut session = Session::new(model.context(ContextParams::default())?)?;
 /// let params = GenerateParams { max_tokens: Some(8), sampler: SamplerConfig::greedy(), ..Default::default() };
 /// let (text, finish) = session.generate("The capital of France is", &params)?.text()?;
 /// assert_eq!(finish, FinishReason::Length);
@@ -187,9 +187,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: Context) -> Session {
+    /// Errors only when the prompt batch (the context's applied `n_batch` entries)
+    /// cannot be allocated.
+    pub fn new(ctx: Context) -> Result<Session> {
         let n = ctx.n_batch() as usize;
-        Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1), device_refused: false }
+        Ok(Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1)?, device_refused: false })
     }
     /// The underlying context.
     pub fn context(&self) -> &Context {

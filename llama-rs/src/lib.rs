@@ -7,7 +7,7 @@
 //! let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
 //! let vocab = model.vocab();
 //! let mut tokens = vocab.tokenize("The capital of France is", true, false)?;
-//! let mut batch = Batch::new(512, 1);
+//! let mut batch = Batch::new(512, 1)?;
 //! batch.add_sequence(&tokens, 0, 0, true)?;
 //! for _ in 0..16 {
 //!     ctx.decode(&mut batch)?;

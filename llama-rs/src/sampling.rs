@@ -738,7 +738,7 @@ fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
 /// let model = Model::load(default_model_path()?, Default::default())?;
 /// let mut ctx = model.context(ContextParams::default())?;
 /// let mut sampler = SamplerConfig { seed: 1, ..Default::default() }.build(&model)?;
-/// let mut batch = Batch::new(16, 1);
+/// let mut batch = Batch::new(16, 1)?;
 /// batch.add_sequence(&model.vocab().tokenize("Hello", true, false)?, 0, 0, true)?;
 /// ctx.decode(&mut batch)?;
 /// let token = sampler.sample(&ctx, batch.len() - 1)?;

@@ -130,7 +130,7 @@ impl Context {
     /// # let model = Model::load(default_model_path()?, Default::default())?;
     /// # let mut ctx = model.context(Default::default())?;
     /// # let prompt = model.vocab().tokenize("Hello", true, false)?;
-    /// # let mut b = Batch::new(8, 1);
+    /// # let mut b = Batch::new(8, 1)?;
     /// # b.add_sequence(&prompt, 0, 0, true)?;
     /// # ctx.decode(&mut b)?;
     /// let bytes = ctx.save_state(&prompt)?;           // after decoding `prompt`

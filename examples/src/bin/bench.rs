@@ -112,7 +112,7 @@ impl Ours {
     fn run_pp(&mut self, ctx: &mut llama_rs::Context, n: usize) -> f64 {
         ctx.clear_memory(false);
         let nb = self.params.n_batch as usize;
-        let mut b = Batch::new(nb, 1);
+        let mut b = Batch::new(nb, 1).unwrap();
         let t = Instant::now();
         let mut done = 0;
         while done < n {
@@ -146,7 +146,7 @@ impl Ours {
 
     fn run_tg(&mut self, ctx: &mut llama_rs::Context, n: usize) -> f64 {
         ctx.clear_memory(false);
-        let mut b = Batch::new(1, 1);
+        let mut b = Batch::new(1, 1).unwrap();
         let t = Instant::now();
         for i in 0..n {
             let tok = self.rand_token();
@@ -194,7 +194,7 @@ impl Ours {
     fn gen_with(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling, eager_decode: Option<bool>, busy_us: u64) -> f64 {
         let mut s = match self.gen_sessions.remove(test) {
             Some(s) => s,
-            None => Session::new(self.model.context(self.params.clone()).unwrap()),
+            None => Session::new(self.model.context(self.params.clone()).unwrap()).unwrap(),
         };
         s.reset();
         let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler, device_sampling, eager_decode, ..Default::default() };
@@ -243,7 +243,7 @@ impl Ours {
     /// or k candidates come back).
     fn tg_picking(&mut self, ctx: &mut llama_rs::Context, n: usize, step: Option<DeviceSampler>) -> f64 {
         ctx.clear_memory(false);
-        let mut b = Batch::new(1, 1);
+        let mut b = Batch::new(1, 1).unwrap();
         let mut tok = self.rand_token();
         let t = Instant::now();
         for i in 0..n {
@@ -356,7 +356,7 @@ impl Ours {
     fn batched(&mut self, ctx: &mut llama_rs::Context, pp: usize, tg: usize, pl: usize) -> BatchedRun {
         ctx.clear_memory(false);
         let nb = ctx.n_batch() as usize;
-        let mut b = Batch::new(nb.max(pl), 1);
+        let mut b = Batch::new(nb.max(pl), 1).unwrap();
         let entries: Vec<(i32, usize)> = (0..pl as i32).flat_map(|s| (0..pp).map(move |i| (s, i))).collect();
         let t = Instant::now();
         for chunk in entries.chunks(nb) {
@@ -480,7 +480,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(prompt) = &a.once {
         let model = Model::load(&path, ModelParams::default().gpu_layers(ngl))?;
         let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
-        let mut s = Session::new(model.context(ContextParams::default().n_ctx(a.ctx).n_threads(threads))?);
+        let mut s = Session::new(model.context(ContextParams::default().n_ctx(a.ctx).n_threads(threads))?)?;
         let p = GenerateParams { max_tokens: Some(a.n_gen), ignore_eos: true, sampler: SamplerConfig::greedy(), ..Default::default() };
         let (text, _) = s.generate(prompt.as_str(), &p)?.text()?;
         println!("{prompt}{text}");

@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     let mut ctx = model.context(ContextParams::default().n_ctx(n_ctx).n_threads(args.threads))?;
 
     let t0 = Instant::now();
-    let mut batch = Batch::new(prompt.len().max(1), 1);
+    let mut batch = Batch::new(prompt.len().max(1), 1)?;
     batch.add_sequence(&prompt, 0, 0, true)?;
     ctx.decode(&mut batch)?;
     let t_prompt = t0.elapsed();
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut text = PieceDecoder::default();
     let mut piece = Vec::new();
-    let mut one = Batch::new(1, 1);
+    let mut one = Batch::new(1, 1)?;
     let mut pos = prompt.len() as i32;
     let mut generated = 0;
     let t1 = Instant::now();

@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     let model = Model::load(&tiny, ModelParams::default())?;
     let mut ctx = model.context(ContextParams::default().n_ctx(64).n_batch(16).n_ubatch(16).n_seq_max(3).n_threads(1))?;
     let prompt: Vec<Token> = (3..9).map(Token).collect();
-    let mut b = Batch::new(16, 1);
+    let mut b = Batch::new(16, 1)?;
     b.add_sequence(&prompt, 0, 0, true)?;
     ctx.decode(&mut b)?;
     put(&out, "state_load", "whole", &with_flag(0, &ctx.save_state(&prompt)?))?;

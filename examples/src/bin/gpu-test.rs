@@ -21,7 +21,7 @@ struct Args {
 fn greedy(model: &Model, p: &ContextParams, prompt: &str, n: usize) -> (Vec<Token>, Vec<f32>) {
     let mut ctx = model.context(p.clone()).unwrap();
     let toks = model.vocab().tokenize(prompt, true, false).unwrap();
-    let mut b = Batch::new(512, 1);
+    let mut b = Batch::new(512, 1).unwrap();
     b.add_sequence(&toks, 0, 0, true).unwrap();
     ctx.decode(&mut b).unwrap();
     let first = ctx.logits_last().unwrap().to_vec();
@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     // State round trip on the device: bit-identical next logits.
     let mut ctx = gpu.context(cp.clone())?;
     let toks = gpu.vocab().tokenize("The capital of France is", true, false)?;
-    let mut b = Batch::new(64, 1);
+    let mut b = Batch::new(64, 1)?;
     b.add_sequence(&toks, 0, 0, true)?;
     ctx.decode(&mut b)?;
     let state = ctx.save_state(&toks)?;
@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
 
     for (k, v) in [(KvType::Q8_0, KvType::Q8_0), (KvType::Q4_0, KvType::Q4_0), (KvType::F16, KvType::F16)] {
         let r = gpu.context(cp.clone().flash_attn(FlashAttn::On).kv_types(k, v)).and_then(|mut c| {
-            let mut b = Batch::new(64, 1);
+            let mut b = Batch::new(64, 1)?;
             b.add_sequence(&toks, 0, 0, true)?;
             c.decode(&mut b)?;
             Ok(c.logits_last()?.iter().all(|x| x.is_finite()))

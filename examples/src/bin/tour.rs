@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     println!("prompt tokens: {:?}", prompt);
 
     // 3. Batch → decode; logits only for the last prompt token.
-    let mut batch = Batch::new(512, 2);
+    let mut batch = Batch::new(512, 2)?;
     batch.add_sequence(&prompt, 0, 0, true)?;
     ctx.decode(&mut batch)?;
 
