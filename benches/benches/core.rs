@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
     let prompt: Vec<Token> = (0..512).map(|i| Token(1000 + (i * 37) % 20000)).collect();
     let mut g = c.benchmark_group("batch");
     g.throughput(Throughput::Elements(512));
-    let mut batch = Batch::new(512, 1)?;
+    let mut batch = Batch::new(512, 1).unwrap();
     g.bench_function("build_512", |b| {
         b.iter(|| {
             batch.clear();
@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Elements(1));
-    let mut one = Batch::new(1, 1)?;
+    let mut one = Batch::new(1, 1).unwrap();
     ctx.clear_memory(false);
     batch.clear();
     batch.add_sequence(&prompt[..64], 0, 0, true).unwrap();
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
         batch.add_sequence(&prompt[..64], 0, seq, false).unwrap();
         multi.decode(&mut batch).unwrap();
     }
-    let mut step = Batch::new(8, 1)?;
+    let mut step = Batch::new(8, 1).unwrap();
     g.throughput(Throughput::Elements(8));
     g.bench_function("step_8_sequences", |b| {
         b.iter(|| {
@@ -108,7 +108,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("generate_32_tokens");
     g.sample_size(10);
     g.throughput(Throughput::Elements(32));
-    let mut session = Session::new(model.context(params.clone()).unwrap())?;
+    let mut session = Session::new(model.context(params.clone()).unwrap()).unwrap();
     let gp = GenerateParams { max_tokens: Some(32), ignore_eos: true, sampler: SamplerConfig::greedy(), stop: vec!["\n\n\n".into()], ..Default::default() };
     g.bench_function("generation_api", |b| {
         b.iter(|| {

@@ -11,7 +11,7 @@ fn bench(c: &mut Criterion) {
     let model = Model::load(llama_rs::default_model_path().unwrap(), ModelParams::default()).unwrap();
     let mut ctx = model.context(ContextParams::default().n_ctx(512)).unwrap();
     let toks = model.vocab().tokenize("The capital of France is", true, false).unwrap();
-    let mut b = Batch::new(64, 1)?;
+    let mut b = Batch::new(64, 1).unwrap();
     b.add_sequence(&toks, 0, 0, true).unwrap();
     ctx.decode(&mut b).unwrap();
     let logits = ctx.logits_last().unwrap().to_vec();

@@ -29,7 +29,7 @@ enum Op {
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut ctx = common::tiny().context(common::tiny_params()).unwrap();
-    let mut batch = Batch::new(16, 2)?;
+    let mut batch = Batch::new(16, 2).unwrap();
     for op in ops.into_iter().take(64) {
         match op {
             Op::Add { token, pos, seqs, output } => {

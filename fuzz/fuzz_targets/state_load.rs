@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if restored.is_ok() {
         // Whatever was restored, continuing must not abort.
         let next = ctx.seq_pos_max(0).map_or(0, |p| p + 1);
-        let mut b = Batch::new(1, 1)?;
+        let mut b = Batch::new(1, 1).unwrap();
         b.add(Token(4), next, &[0], true).unwrap();
         if ctx.decode(&mut b).is_ok() {
             ctx.logits(0).unwrap();

@@ -16,7 +16,7 @@ fn state_round_trip_reproduces_logits_bit_for_bit() {
     let bytes = a.save_state(&p).unwrap();
     // Next-token logits after one more token, in the original...
     let next = llama_rs::argmax(&la);
-    let mut b1 = Batch::new(1, 1)?;
+    let mut b1 = Batch::new(1, 1).unwrap();
     b1.add(next, p.len() as i32, &[0], true).unwrap();
     a.decode(&mut b1).unwrap();
     let after_a = a.logits(0).unwrap().to_vec();
@@ -88,7 +88,7 @@ fn seq_cp_then_divergent_continuations() {
     let greedy = llama_rs::argmax(&logits);
     let forced = model().vocab().tokenize(" Paris", false, false).unwrap()[0];
     assert_ne!(greedy, forced);
-    let mut b = Batch::new(2, 1)?;
+    let mut b = Batch::new(2, 1).unwrap();
     b.add(greedy, n, &[0], true).unwrap();
     b.add(forced, n, &[1], true).unwrap();
     c.decode(&mut b).unwrap();
@@ -119,7 +119,7 @@ fn removing_the_tail_and_redecoding_equals_decoding_from_scratch() {
     assert!(c.seq_rm(Some(0), keep..).unwrap());
     assert_eq!(c.seq_pos_max(0), Some(keep - 1));
     let other = model().vocab().tokenize(" and", false, false).unwrap();
-    let mut b = Batch::new(4, 1)?;
+    let mut b = Batch::new(4, 1).unwrap();
     b.add_sequence(&other, keep, 0, true).unwrap();
     c.decode(&mut b).unwrap();
     let l = c.logits_last().unwrap().to_vec();
@@ -128,7 +128,7 @@ fn removing_the_tail_and_redecoding_equals_decoding_from_scratch() {
     // result must be identical, bit for bit.
     let mut f = ctx();
     prefill(&mut f, &p);
-    let mut one = Batch::new(1, 1)?;
+    let mut one = Batch::new(1, 1).unwrap();
     for (i, &t) in gen[..3].iter().enumerate() {
         one.clear();
         one.add(t, p.len() as i32 + i as i32, &[0], true).unwrap();
@@ -196,7 +196,7 @@ fn kv_cache_types_all_run() {
 fn abort_stops_a_long_decode() {
     let mut c = model().context(params().n_ctx(4096).n_batch(2048).n_ubatch(64).n_threads(1)).unwrap();
     let toks: Vec<Token> = (0..2048).map(|i| Token(1000 + (i % 500))).collect();
-    let mut b = Batch::new(2048, 1)?;
+    let mut b = Batch::new(2048, 1).unwrap();
     b.add_sequence(&toks, 0, 0, true).unwrap();
     let h = c.abort_handle();
     let t = std::thread::spawn(move || {
@@ -231,7 +231,7 @@ fn perf_counters_count_tokens() {
 fn context_full_is_an_error_not_an_abort() {
     let mut c = model().context(params().n_ctx(256).n_batch(256).n_ubatch(256)).unwrap();
     let toks: Vec<Token> = (0..200).map(|i| Token(1000 + i)).collect();
-    let mut b = Batch::new(200, 1)?;
+    let mut b = Batch::new(200, 1).unwrap();
     b.add_sequence(&toks, 0, 0, false).unwrap();
     c.decode(&mut b).unwrap();
     b.clear();
@@ -245,7 +245,7 @@ fn context_full_is_an_error_not_an_abort() {
 fn bad_inputs_are_typed_errors() {
     let m = model();
     let mut c = model().context(params().n_batch(64).n_ubatch(64).n_seq_max(2)).unwrap();
-    let mut b = Batch::new(128, 2)?;
+    let mut b = Batch::new(128, 2).unwrap();
 
     // Empty batch.
     assert!(matches!(c.decode(&mut b), Err(Error::EmptyBatch)));
@@ -282,17 +282,17 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(c.decode(&mut b), Err(Error::InvalidPosition { .. })), "re-using a position");
     // Negative position and overfilled batch are refused by the batch itself.
     assert!(matches!(b.add(Token(1), -3, &[0], true), Err(Error::InvalidPosition { .. })));
-    let mut small = Batch::new(2, 1)?;
+    let mut small = Batch::new(2, 1).unwrap();
     small.add(Token(1), 0, &[0], true).unwrap();
     small.add(Token(1), 1, &[0], true).unwrap();
     assert!(matches!(small.add(Token(1), 2, &[0], true), Err(Error::BatchFull { capacity: 2 })));
     assert!(matches!(small.add_sequence(&[Token(1)], 2, 0, true), Err(Error::BatchFull { .. })));
     assert!(matches!(small.add(Token(1), 2, &[0, 1], true), Err(Error::BatchFull { .. }) | Err(Error::BatchMismatch(_))));
-    let mut one_seq = Batch::new(4, 1)?;
+    let mut one_seq = Batch::new(4, 1).unwrap();
     assert!(matches!(one_seq.add(Token(1), 0, &[0, 1], true), Err(Error::BatchMismatch(_))));
     assert!(matches!(one_seq.add(Token(1), 0, &[], true), Err(Error::BatchMismatch(_))));
     // Embedding batch of the wrong width / tokens into an embedding batch.
-    let mut e = Batch::new_embd(2, 3, 1)?;
+    let mut e = Batch::new_embd(2, 3, 1).unwrap();
     assert!(matches!(e.add(Token(1), 0, &[0], true), Err(Error::BatchMismatch(_))));
     assert!(matches!(e.add_embd(&[0.0; 5], 0, &[0], true), Err(Error::BatchMismatch(_))));
     e.add_embd(&[0.0; 3], 0, &[0], true).unwrap();
@@ -349,7 +349,7 @@ fn embeddings_per_sequence_and_per_token() {
     let p = params().embeddings(true).pooling(Pooling::Mean).n_seq_max(2).kv_unified(false);
     // Both sequences in one batch...
     let mut c = model().context(p.clone()).unwrap();
-    let mut b = Batch::new(64, 1)?;
+    let mut b = Batch::new(64, 1).unwrap();
     for (s, t) in toks.iter().enumerate() {
         for (i, &tok) in t.iter().enumerate() {
             b.add(tok, i as i32, &[s as i32], true).unwrap();
@@ -362,7 +362,7 @@ fn embeddings_per_sequence_and_per_token() {
     // ...equal each one alone.
     for (s, t) in toks.iter().enumerate() {
         let mut one = model().context(p.clone()).unwrap();
-        let mut b = Batch::new(64, 1)?;
+        let mut b = Batch::new(64, 1).unwrap();
         b.add_sequence(t, 0, 0, true).unwrap();
         for i in 0..t.len() {
             b.set_output(i, true).unwrap();
@@ -382,7 +382,7 @@ fn embeddings_per_sequence_and_per_token() {
     assert!(matches!(c.embeddings_seq(5), Err(Error::InvalidSeqId { .. })));
     // Per-token embeddings without pooling.
     let mut t = model().context(params().embeddings(true).pooling(Pooling::None)).unwrap();
-    let mut b = Batch::new(64, 1)?;
+    let mut b = Batch::new(64, 1).unwrap();
     b.add_sequence(&toks[0], 0, 0, true).unwrap();
     t.decode(&mut b).unwrap();
     let last = toks[0].len() - 1;

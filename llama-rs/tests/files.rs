@@ -132,7 +132,7 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
     assert!(parts[0].to_string_lossy().ends_with("tiny-split-00001-of-00003.gguf"));
     let logits = |m: &Model| {
         let mut c = m.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap();
-        let mut b = llama_rs::Batch::new(8, 1)?;
+        let mut b = llama_rs::Batch::new(8, 1).unwrap();
         b.add_sequence(&[Token(100), Token(200), Token(300)], 0, 0, true).unwrap();
         c.decode(&mut b).unwrap();
         c.logits_last().unwrap().to_vec()
@@ -213,7 +213,7 @@ fn device_sampling_on_an_odd_sized_vocabulary_matches_the_host() {
     let model = Model::load(&path, ModelParams::default()).unwrap();
     assert_eq!(model.n_vocab(), 151_936);
     let gen = |device_sampling| {
-        let mut s = Session::new(model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap())?;
+        let mut s = Session::new(model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap()).unwrap();
         let p = GenerateParams { max_tokens: Some(24), ignore_eos: true, sampler: SamplerConfig::greedy(), device_sampling, ..Default::default() };
         let tokens: Vec<Token> = s.generate(vec![Token(100), Token(200)], &p).unwrap().flat_map(|p| p.unwrap().tokens).collect();
         (tokens, s.context().device_sampler(0))
@@ -228,7 +228,7 @@ fn device_sampling_on_an_odd_sized_vocabulary_matches_the_host() {
         let mut on = model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap();
         let mut off = model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap();
         assert!(on.set_device_sampler(0, Some(step)).unwrap());
-        let mut b = llama_rs::Batch::new(1, 1)?;
+        let mut b = llama_rs::Batch::new(1, 1).unwrap();
         for (i, t) in [5, 77, 1000, 151_935, 42].into_iter().enumerate() {
             let mut picks = vec![];
             for c in [&mut on, &mut off] {

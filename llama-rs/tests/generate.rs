@@ -9,7 +9,7 @@ fn greedy(max: usize) -> GenerateParams {
 }
 
 fn session() -> Session {
-    Session::new(ctx())?
+    Session::new(ctx()).unwrap()
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn logprobs_are_reported() {
 
 #[test]
 fn bad_prompts_and_a_full_context() {
-    let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap())?;
+    let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap()).unwrap();
     let long = "word ".repeat(5000);
     assert!(matches!(small.generate(long.as_str(), &greedy(4)), Err(Error::PromptTooLong { .. })));
     assert!(matches!(small.generate(Vec::<Token>::new(), &greedy(4)), Err(Error::InvalidParam(_))));
@@ -210,7 +210,7 @@ fn device_sampling_gives_the_host_tokens() {
     assert!(c.set_device_sampler(0, Some(DeviceSampler::TopK(1))).unwrap());
     let mut sampler = SamplerConfig::greedy().build(model()).unwrap();
     let prompt = model().vocab().tokenize(PROMPT, true, false).unwrap();
-    let mut b = llama_rs::Batch::new(512, 1)?;
+    let mut b = llama_rs::Batch::new(512, 1).unwrap();
     b.add_sequence(&prompt, 0, 0, true).unwrap();
     c.decode(&mut b).unwrap();
     let (mut got, mut index) = (Vec::new(), prompt.len() - 1);
@@ -253,7 +253,7 @@ fn device_sampler_preconditions_are_typed_errors() {
 
     assert!(c.set_device_sampler(0, Some(DeviceSampler::TopK(8))).unwrap());
     let prompt = model().vocab().tokenize(PROMPT, true, false).unwrap();
-    let mut b = llama_rs::Batch::new(512, 1)?;
+    let mut b = llama_rs::Batch::new(512, 1).unwrap();
     b.add_sequence(&prompt, 0, 0, true).unwrap();
     c.decode(&mut b).unwrap();
     let last = prompt.len() - 1;
@@ -325,7 +325,7 @@ fn eager_decoding_changes_nothing_but_timing() {
     }
     // A full context ends with `length` either way, with the same tokens.
     let full = |eager| {
-        let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap())?;
+        let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap()).unwrap();
         let p = GenerateParams { max_tokens: None, ignore_eos: true, eager_decode: Some(eager), ..greedy(0) };
         let r = run(&mut small, PROMPT, &p);
         assert_eq!(r.0.last().unwrap().2, Some(FinishReason::Length));

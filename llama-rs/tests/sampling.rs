@@ -17,7 +17,7 @@ fn prompt_ctx(text: &str) -> (Context, usize) {
 fn run(s: &mut Sampler, text: &str, n: usize) -> Vec<Token> {
     let (mut c, mut pos) = prompt_ctx(text);
     let mut out = Vec::new();
-    let mut b = Batch::new(1, 1)?;
+    let mut b = Batch::new(1, 1).unwrap();
     let mut idx = pos - 1;
     for _ in 0..n {
         let t = s.sample(&c, idx).unwrap();
