@@ -41,7 +41,7 @@ if [ ! -f "$base" ]; then
       r=$(realpath "$l")
       p=$(dpkg -S "$l" 2>/dev/null || dpkg -S "$r" 2>/dev/null || dpkg -S "/usr$r" 2>/dev/null || dpkg -S "${r#/usr}" 2>/dev/null) || continue
       echo "${p%%:*}"
-    done | sort -u | grep -v '^lib\(x\|tk\|tcl\|fontconfig\|freetype\|png\|brotli\)' || true)
+    done | sort -u | grep -v '^lib\(x\|tk\|tcl\|fontconfig\|freetype\|png\|brotli\)' | tr '\n' ' ' || true)
   cp /etc/resolv.conf "$tmp/etc/"
   # shellcheck disable=SC2086
   chroot "$tmp" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates $pkgs && apt-get clean" >"$log" 2>&1 \
