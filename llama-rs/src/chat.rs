@@ -154,8 +154,38 @@ fn py_json(v: &Value, indent: Option<usize>, depth: usize, out: &mut String) {
     }
 }
 
+/// Bounds on what a template (untrusted input: it comes with the model file or a
+/// request) may cost. Fuel counts minijinja instructions: rendering a real chat template
+/// for a long conversation takes well under 1% of it; a template looping
+/// `range(100000)` inside `range(100000)` stops after about a second.
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+/// Most bytes a rendered prompt may have (a prompt this long would not fit any context).
+pub const TEMPLATE_MAX_OUTPUT: usize = 64 << 20;
+/// Largest `tojson(indent=...)` accepted.
+pub const TEMPLATE_MAX_INDENT: usize = 64;
+/// Deepest nesting of macro calls, includes and blocks.
+pub const TEMPLATE_MAX_DEPTH: usize = 200;
+
+/// An `io::Write` into a `String` that refuses to grow past `TEMPLATE_MAX_OUTPUT`.
+struct BoundedOutput(Vec<u8>);
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_MAX_OUTPUT {
+            return Err(std::io::Error::other(format!("rendered prompt exceeds {TEMPLATE_MAX_OUTPUT} bytes")));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn new_env() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(TEMPLATE_MAX_DEPTH);
     // Hugging Face renders with trim_blocks and lstrip_blocks.
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -164,7 +194,15 @@ fn new_env() -> Environment<'static> {
     env.add_function("raise_exception", |msg: String| -> std::result::Result<JValue, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("template raised: {msg}")))
     });
-    env.add_function("strftime_now", |fmt: String| chrono::Local::now().format(&fmt).to_string());
+    env.add_function("strftime_now", |fmt: String| -> std::result::Result<String, minijinja::Error> {
+        // chrono's Display fails on an unknown specifier (`%Q`); `to_string` would panic.
+        use std::fmt::Write;
+        let mut out = String::new();
+        write!(out, "{}", chrono::Local::now().format(&fmt)).map_err(|_| {
+            minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: invalid format {fmt:?}"))
+        })?;
+        Ok(out)
+    });
     env.add_filter("tojson", |v: JValue, indent: Option<usize>, kwargs: minijinja::value::Kwargs| -> std::result::Result<JValue, minijinja::Error> {
         // Python's keyword arguments: `indent` is honoured; `ensure_ascii`, `sort_keys`
         // and `separators` are accepted (output is already ensure_ascii=False).
@@ -172,6 +210,12 @@ fn new_env() -> Environment<'static> {
             Some(i) => Some(i),
             None => indent,
         };
+        if indent.is_some_and(|i| i > TEMPLATE_MAX_INDENT) {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("tojson: indent must be <= {TEMPLATE_MAX_INDENT}"),
+            ));
+        }
         let json: Value = serde_json::to_value(&v)
             .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
         let mut s = String::new();
@@ -254,7 +298,9 @@ impl ChatTemplate {
                 for (k, v) in &opts.extra {
                     ctx.insert(k.clone(), v.clone());
                 }
-                tmpl.render(JValue::from_serialize(&ctx)).map_err(template_error)
+                let mut out = BoundedOutput(Vec::new());
+                tmpl.render_captured_to(JValue::from_serialize(&ctx), &mut out).map_err(template_error)?;
+                String::from_utf8(out.0).map_err(|e| Error::Template(format!("rendered text is not UTF-8: {e}")))
             }
             ChatTemplate::Builtin(name) => apply_builtin(name, messages, opts.add_generation_prompt),
         }

@@ -240,8 +240,14 @@ impl ContextParams {
         if self.type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
             return bad(format!("quantized V cache ({:?}) requires flash attention (Auto or On)", self.type_v));
         }
-        if self.n_threads > i32::MAX as u32 || self.n_threads_batch > i32::MAX as u32 {
-            return bad("thread count out of range".into());
+        // ggml's thread pool holds at most GGML_MAX_N_THREADS; creating more threads
+        // than the system allows throws inside ggml (an exception across the C API).
+        let max = sys::GGML_MAX_N_THREADS;
+        if self.n_threads > max || self.n_threads_batch > max {
+            return bad(format!(
+                "n_threads ({}) and n_threads_batch ({}) must be <= {max} (0 = all cores)",
+                self.n_threads, self.n_threads_batch
+            ));
         }
         if self.n_ctx != 0 && self.n_ctx < self.n_seq_max {
             return bad(format!("n_ctx ({}) leaves no room for {} sequences", self.n_ctx, self.n_seq_max));
@@ -467,6 +473,14 @@ impl Context {
         };
         // SAFETY: const queries on a valid context.
         let (n_ctx, causal) = unsafe { (sys::llama_n_ctx(ptr.as_ptr()), sys::llama_get_causal_attn(ptr.as_ptr())) };
+        // llama.cpp may change what was asked (n_batch is clamped to n_ctx, n_ctx is
+        // padded): every later check and chunking loop must use what it applied.
+        // SAFETY: const queries on a valid context.
+        unsafe {
+            params.n_batch = sys::llama_n_batch(ptr.as_ptr());
+            params.n_ubatch = sys::llama_n_ubatch(ptr.as_ptr());
+            params.n_seq_max = sys::llama_n_seq_max(ptr.as_ptr());
+        }
         Ok(Context {
             ptr,
             model: model.clone(),
@@ -490,7 +504,8 @@ impl Context {
     pub fn model(&self) -> &Model {
         &self.model
     }
-    /// The parameters it was created with.
+    /// The parameters it was created with, with `n_batch`, `n_ubatch` and `n_seq_max`
+    /// as llama.cpp applied them (it clamps `n_batch` to `n_ctx`, for one).
     pub fn params(&self) -> &ContextParams {
         &self.params
     }
@@ -503,6 +518,7 @@ impl Context {
         // SAFETY: const query on a valid context.
         unsafe { sys::llama_n_ctx_seq(self.ptr.as_ptr()) }
     }
+    /// Most tokens one `decode` accepts (as applied: at most `n_ctx`).
     pub fn n_batch(&self) -> u32 {
         self.params.n_batch
     }
@@ -525,8 +541,9 @@ impl Context {
 
     /// Sets generation / batch thread counts.
     pub fn set_threads(&mut self, n_threads: u32, n_threads_batch: u32) -> Result<()> {
-        if n_threads == 0 || n_threads_batch == 0 || n_threads > 1024 || n_threads_batch > 1024 {
-            return Err(Error::InvalidParam("thread counts must be in 1..=1024".into()));
+        let max = sys::GGML_MAX_N_THREADS;
+        if n_threads == 0 || n_threads_batch == 0 || n_threads > max || n_threads_batch > max {
+            return Err(Error::InvalidParam(format!("thread counts must be in 1..={max}")));
         }
         // SAFETY: valid context, positive counts.
         unsafe { sys::llama_set_n_threads(self.ptr.as_ptr(), n_threads as i32, n_threads_batch as i32) };

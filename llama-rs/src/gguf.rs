@@ -116,8 +116,9 @@ impl GgufWriter {
 
     /// Adds an f32 tensor with dimensions `ne` in ggml order (`ne[0]` contiguous).
     pub fn tensor_f32(&mut self, name: &str, ne: &[u64], data: Vec<f32>) -> Result<&mut Self> {
-        let n: u64 = ne.iter().product();
-        if ne.is_empty() || ne.len() > 4 || n != data.len() as u64 {
+        // A shape whose element count wraps (e.g. [2^32, 2^32]) must not pass as 0 values.
+        let n = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        if ne.is_empty() || ne.len() > 4 || n != Some(data.len() as u64) {
             return Err(Error::InvalidParam(format!("tensor {name}: shape {ne:?} does not hold {} values", data.len())));
         }
         let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -135,20 +136,20 @@ impl GgufWriter {
         n_bytes: usize,
         fill: impl Fn(usize, &mut [u8]) + 'static,
     ) -> Result<&mut Self> {
-        if ne.is_empty() || ne.len() > 4 {
+        if ne.is_empty() || ne.len() > 4 || ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none() {
             return Err(Error::InvalidParam(format!("tensor {name}: shape {ne:?}")));
         }
         self.tensors.push(Tensor { name: name.into(), ne: ne.to_vec(), ggml_type, data: TensorData::Gen(n_bytes, Box::new(fill)) });
         Ok(self)
     }
 
-    /// Writes the file, streaming tensor data (to `<path>.partial`, then renamed).
+    /// Writes the file, streaming tensor data (to a scratch file beside it, then renamed).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tmp = path.with_extension("partial");
+        let (tmp, file) = crate::tempfile::create_beside(path)?;
         let io = |e: std::io::Error| Error::Io { path: path.into(), source: e };
         let r = (|| -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&tmp)?);
+            let mut f = std::io::BufWriter::with_capacity(1 << 22, file);
             let mut b: Vec<u8> = Vec::new();
             b.extend_from_slice(b"GGUF");
             b.extend_from_slice(&3u32.to_le_bytes());

@@ -46,6 +46,7 @@ mod quantize;
 pub mod rpc;
 mod state;
 mod synthetic;
+mod tempfile;
 mod token;
 mod vocab;
 

@@ -756,7 +756,17 @@ impl Model {
 }
 
 pub(crate) fn path_cstring(p: &Path) -> Result<CString> {
-    CString::new(p.to_string_lossy().as_bytes()).map_err(|_| Error::Nul(p.display().to_string()))
+    // The path's own bytes: a lossy conversion would hand llama.cpp another file's name
+    // (`m\xff.gguf` would become `m\u{FFFD}.gguf`).
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = p
+        .to_str()
+        .ok_or_else(|| Error::InvalidParam(format!("path {} is not valid Unicode", p.display())))?
+        .as_bytes()
+        .to_vec();
+    CString::new(bytes).map_err(|_| Error::Nul(p.display().to_string()))
 }
 
 /// Calls a llama.cpp "write into buf, return needed length" function, growing once.

@@ -109,7 +109,7 @@ impl QuantizeParams {
 
 /// Quantizes `input` into `output`. `progress` is called about 10 times a second with
 /// the bytes written so far. The output appears only when complete: it is written to
-/// `<output>.partial` and renamed.
+/// a scratch file beside it (a new, unique name: never the input) and renamed.
 pub fn quantize(
     input: impl AsRef<Path>,
     output: impl AsRef<Path>,
@@ -119,7 +119,7 @@ pub fn quantize(
     let (input, output) = (input.as_ref(), output.as_ref());
     backend::init();
     check_gguf_header(input)?;
-    let partial = output.with_extension("partial");
+    let (partial, _) = crate::tempfile::create_beside(output)?;
     let c_in = path_cstring(input)?;
     let c_out = path_cstring(&partial)?;
     // SAFETY: returns a plain struct by value; no preconditions.
@@ -154,7 +154,7 @@ pub fn quantize(
         let _ = std::fs::remove_file(&partial);
         return Err(Error::Quantize { code: rc });
     }
-    std::fs::rename(&partial, output).map_err(|e| Error::Io { path: output.into(), source: e })
+    crate::tempfile::persist(&partial, output)
 }
 
 /// Quantize params whose pointer fields are all NULL (imatrix, overrides, pruning).

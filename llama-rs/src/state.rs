@@ -108,13 +108,13 @@ fn decode<'a>(model: &Model, kind: u8, bytes: &'a [u8]) -> Result<(Vec<Token>, &
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     // Write beside the target and rename, so a crash never leaves half a state file.
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::Io { path: path.into(), source: e }
-        })
+    let (tmp, mut f) = crate::tempfile::create_beside(path)?;
+    if let Err(e) = std::io::Write::write_all(&mut f, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Io { path: path.into(), source: e });
+    }
+    drop(f);
+    crate::tempfile::persist(&tmp, path)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
