@@ -63,6 +63,19 @@ rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"
 cp /etc/resolv.conf "$root/etc/"
+# This kind of machine trusts extra CAs (its network's TLS proxy): so does the chroot,
+# with the CA-related environment a new machine's shell has.
+if [ -d /usr/local/share/ca-certificates ]; then
+  cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
+[ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/"
+passenv=()
+for v in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE PIP_CERT REQUESTS_CA_BUNDLE PIP_DEFAULT_TIMEOUT \
+         PIP_INDEX_URL PIP_EXTRA_INDEX_URL CARGO_HTTP_CAINFO http_proxy https_proxy HTTP_PROXY \
+         HTTPS_PROXY no_proxy NO_PROXY; do
+  [ -n "${!v:-}" ] && passenv+=("$v=${!v}")
+done
 
 # 2. The repository as a user gets it: a clean clone of the committed HEAD.
 git clone -q --no-local "$repo" "$root/work/llama-rs"
@@ -83,7 +96,7 @@ echo "fresh-machine: root ready after $(( $(date +%s) - t0 )) s"
 # 4. The README's two commands, as a new user runs them (the demo first: it is what a
 #    user does first, and it leaves the build the test command then reuses).
 run() {
-  chroot "$root" env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+  chroot "$root" env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${passenv[@]}" \
     PATH="/opt/cargo-bin:$pyenv_root/shims:$pyenv_root/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo PYENV_ROOT="$pyenv_root" \
     LLAMA_RS_CACHE=/work/llama-rs-cache CI="${CI:-}" bash -c "cd /work/llama-rs && $1"

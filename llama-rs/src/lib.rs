@@ -37,6 +37,7 @@ mod error;
 mod generate;
 pub mod json_schema;
 mod sampling;
+mod gbnf_check;
 mod gguf;
 mod model;
 mod paths;

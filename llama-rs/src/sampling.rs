@@ -167,6 +167,42 @@ impl SamplerConfig {
         SamplerConfig { temperature: 0.0, ..Default::default() }
     }
 
+    /// Every value is either honoured or an error naming it: `stages()` leaves out a
+    /// stage whose value means "off" (top_p 1, min_p 0, ...), so a NaN or out-of-range
+    /// value would otherwise vanish without a word.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("top_p", self.top_p),
+            ("min_p", self.min_p),
+            ("typical_p", self.typical_p),
+            ("xtc_probability", self.xtc_probability),
+            ("xtc_threshold", self.xtc_threshold),
+        ] {
+            prob(name, v)?;
+        }
+        for (name, v) in [
+            ("temperature", self.temperature),
+            ("repeat_penalty", self.repeat_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+            ("dry_multiplier", self.dry_multiplier),
+            ("dry_base", self.dry_base),
+            ("dynatemp_range", self.dynatemp_range),
+            ("dynatemp_exponent", self.dynatemp_exponent),
+            ("top_n_sigma", self.top_n_sigma),
+            ("mirostat_tau", self.mirostat_tau),
+            ("mirostat_eta", self.mirostat_eta),
+        ] {
+            check(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
+        }
+        check(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
+        check(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
+        check_last_n("penalty_last_n", self.penalty_last_n)?;
+        check_last_n("dry_penalty_last_n", self.dry_penalty_last_n)?;
+        check(self.dry_allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {}", self.dry_allowed_length))?;
+        Ok(())
+    }
+
     /// The chain this configuration stands for (the grammar is kept separately).
     pub fn stages(&self) -> Vec<Stage> {
         let mut s = Vec::new();
@@ -238,6 +274,7 @@ impl SamplerConfig {
 
     /// Builds a [`Sampler`] for `model`.
     pub fn build(&self, model: &Model) -> Result<Sampler> {
+        self.validate()?;
         let mut b = SamplerBuilder::new(model);
         for st in self.stages() {
             b = b.stage(st);
@@ -594,6 +631,26 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
     }
 }
 
+/// Longest penalty window: llama.cpp allocates a ring buffer of this many tokens up
+/// front (`i32::MAX` threw `std::bad_alloc` across the C API).
+pub const MAX_PENALTY_LAST_N: i32 = 1 << 20;
+
+fn check_last_n(name: &str, n: i32) -> Result<()> {
+    check((-1..=MAX_PENALTY_LAST_N).contains(&n), || {
+        format!("{name} must be in -1..={MAX_PENALTY_LAST_N} (-1 = the model's context length), got {n}")
+    })
+}
+
+/// `-1` means the model's training context, for every penalty window (this llama.cpp
+/// clamps DRY's -1 to 0, which silently turned DRY off).
+fn resolve_last_n(model: &Model, n: i32) -> i32 {
+    if n == -1 {
+        (model.n_ctx_train() as i32).clamp(1, MAX_PENALTY_LAST_N)
+    } else {
+        n
+    }
+}
+
 fn prob(name: &str, p: f32) -> Result<()> {
     check(p.is_finite() && (0.0..=1.0).contains(&p), || format!("{name} must be in 0..=1, got {p}"))
 }
@@ -653,14 +710,16 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                 check(repeat.is_finite() && *repeat > 0.0, || format!("repeat_penalty must be > 0, got {repeat}"))?;
                 fin("frequency_penalty", *freq)?;
                 fin("presence_penalty", *present)?;
-                check(*last_n >= -1, || format!("penalty_last_n must be >= -1, got {last_n}"))?;
-                let last_n = if *last_n == -1 { model.n_ctx_train() as i32 } else { *last_n };
+                check_last_n("penalty_last_n", *last_n)?;
+                let last_n = resolve_last_n(model, *last_n);
                 sys::llama_sampler_init_penalties(n_vocab, last_n, *repeat, *freq, *present)
             }
             Stage::Dry { multiplier, base, allowed_length, last_n, breakers } => {
                 fin("dry_multiplier", *multiplier)?;
                 check(base.is_finite() && *base >= 1.0, || format!("dry_base must be >= 1, got {base}"))?;
-                check(*allowed_length >= 0 && *last_n >= -1, || "dry lengths out of range".into())?;
+                check(*allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {allowed_length}"))?;
+                check_last_n("dry_penalty_last_n", *last_n)?;
+                let last_n = resolve_last_n(model, *last_n);
                 let cs: Vec<CString> =
                     breakers.iter().map(|b| CString::new(b.as_str()).map_err(|_| Error::Nul(b.clone()))).collect::<Result<_>>()?;
                 let mut ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
@@ -670,7 +729,7 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                     *multiplier,
                     *base,
                     *allowed_length,
-                    *last_n,
+                    last_n,
                     ptrs.as_mut_ptr(),
                     ptrs.len(),
                 )
@@ -696,6 +755,9 @@ fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
     if g.gbnf.trim().is_empty() {
         return Err(Error::Grammar("empty grammar".into()));
     }
+    // Depth, repetition bounds, nullable repetitions: llama.cpp hangs, overflows its
+    // stack or silently changes the grammar on them.
+    crate::gbnf_check::check(&g.gbnf)?;
     let vocab = model.vocab();
     for t in &g.trigger_tokens {
         vocab.check(*t)?;
