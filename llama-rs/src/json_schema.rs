@@ -39,7 +39,7 @@ array ::= "[" space (value ("," space value)*)? "]" space
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 pub fn to_gbnf(schema: &Value) -> Result<String> {
-    let mut c = Converter { root: schema, rules: BTreeMap::new(), refs: BTreeMap::new(), counter: 0 };
+    let mut c = Converter { root: schema, rules: BTreeMap::new(), refs: BTreeMap::new(), counter: 0, depth: 0 };
     let body = c.visit(schema, "root")?;
     let mut out = format!("root ::= {body}\n");
     for (name, rule) in &c.rules {
@@ -55,6 +55,28 @@ struct Converter<'a> {
     /// `$ref` path → rule name (inserted before visiting, so recursion terminates).
     refs: BTreeMap<String, String>,
     counter: usize,
+    /// Schemas being visited now (nesting plus `$ref` chains): bounded so a deep or
+    /// long-chained schema is an error, not a stack overflow.
+    depth: usize,
+}
+
+/// Deepest nesting of schemas (objects in arrays in ..., `$ref` chains) accepted.
+pub const MAX_SCHEMA_DEPTH: usize = 64;
+/// Largest `minLength`/`maxLength`/`minItems`/`maxItems` that can be honoured (the
+/// grammar's repetition bound; llama.cpp would silently make a larger one unbounded).
+pub const MAX_SCHEMA_COUNT: u64 = crate::gbnf_check::MAX_REPETITION;
+
+fn count(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64>> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) => {
+            let n = v.as_u64().ok_or_else(|| bad(format!("`{key}` must be a non-negative integer, got {v}")))?;
+            if n > MAX_SCHEMA_COUNT {
+                return Err(bad(format!("`{key}` = {n} is above {MAX_SCHEMA_COUNT}, the largest bound a grammar can enforce")));
+            }
+            Ok(Some(n))
+        }
+    }
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -113,6 +135,16 @@ impl Converter<'_> {
 
     /// Returns a GBNF expression for `s`.
     fn visit(&mut self, s: &Value, hint: &str) -> Result<String> {
+        if self.depth >= MAX_SCHEMA_DEPTH {
+            return Err(bad(format!("schema nested (or `$ref`-chained) deeper than {MAX_SCHEMA_DEPTH}")));
+        }
+        self.depth += 1;
+        let r = self.visit_inner(s, hint);
+        self.depth -= 1;
+        r
+    }
+
+    fn visit_inner(&mut self, s: &Value, hint: &str) -> Result<String> {
         let obj = match s {
             Value::Bool(true) => return Ok("value".into()),
             Value::Bool(false) => return Err(bad("schema `false` accepts nothing")),
@@ -182,8 +214,8 @@ impl Converter<'_> {
             "object" => self.object(obj, hint)?,
             "array" => self.array(obj, hint)?,
             "string" => {
-                let min = obj.get("minLength").and_then(Value::as_u64);
-                let max = obj.get("maxLength").and_then(Value::as_u64);
+                let min = count(obj, "minLength")?;
+                let max = count(obj, "maxLength")?;
                 match (min, max) {
                     (None, None) => "string".into(),
                     (min, max) => {
@@ -293,8 +325,8 @@ impl Converter<'_> {
             }
             None => "value".into(),
         };
-        let min = obj.get("minItems").and_then(Value::as_u64).unwrap_or(0);
-        let max = obj.get("maxItems").and_then(Value::as_u64);
+        let min = count(obj, "minItems")?.unwrap_or(0);
+        let max = count(obj, "maxItems")?;
         if let Some(m) = max {
             if m < min {
                 return Err(bad("maxItems < minItems"));

@@ -1,0 +1,212 @@
+//! Hostile inputs, by class (the hardening issue's list): each must give a typed error
+//! (or a correct result) within a deadline — never an abort, a hang or a panic. An
+//! abort kills this test binary, so the suite failing is the signal; hangs are caught
+//! by running each case in a thread with a deadline.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use llama_rs::{
+    Batch, ChatMessage, ChatTemplate, ContextParams, Error, GenerateParams, GgufWriter, Grammar, Model,
+    ModelParams, RenderOptions, SamplerConfig, Session, Token,
+};
+
+/// Runs `f` in a thread; fails the test if it takes longer than `secs`.
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
+    std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .unwrap();
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer after {:?} (hang)", start.elapsed()),
+    }
+}
+
+fn sampler_error(cfg: SamplerConfig) -> Error {
+    cfg.build(common::model()).err().expect("hostile sampler config accepted")
+}
+
+// Class 1: what llama.cpp applied, not what was asked.
+#[test]
+fn checks_use_the_batch_size_llama_cpp_applied() {
+    let m = common::model();
+    let mut ctx = m.context(ContextParams::default().n_ctx(512).n_threads(2)).unwrap();
+    assert!(ctx.n_batch() <= ctx.n_ctx(), "n_batch {} > n_ctx {}", ctx.n_batch(), ctx.n_ctx());
+    assert_eq!(ctx.params().n_batch, ctx.n_batch());
+    let mut batch = Batch::new(600, 1).unwrap();
+    let toks: Vec<Token> = (0..600).map(|i| Token(100 + i)).collect();
+    batch.add_sequence(&toks, 0, 0, true).unwrap();
+    assert!(matches!(ctx.decode(&mut batch), Err(Error::BatchTooLarge { .. })));
+
+    // A session chunks a long prompt by the applied n_batch.
+    let ctx = m.context(ContextParams::default().n_ctx(300).n_batch(4096).n_threads(2)).unwrap();
+    let mut s = Session::new(ctx).unwrap();
+    let prompt: Vec<Token> = (0..400).map(|i| Token(1000 + i)).collect();
+    let p = GenerateParams { max_tokens: Some(2), sampler: SamplerConfig::greedy(), ..Default::default() };
+    match s.generate(prompt, &p).and_then(|g| g.text()) {
+        Ok(_) | Err(Error::PromptTooLong { .. }) => {}
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+// Class 2: sizes from callers are bounded; allocations are fallible.
+#[test]
+fn huge_sizes_are_errors_not_aborts() {
+    assert!(Batch::new(usize::MAX, 1).is_err());
+    assert!(Batch::new(1 << 30, 256).is_err());
+    assert!(Batch::new_embd(usize::MAX / 2, 1 << 20, 1).is_err());
+    let e = sampler_error(SamplerConfig { dry_multiplier: 0.8, dry_penalty_last_n: i32::MAX, ..Default::default() });
+    assert!(e.to_string().contains("dry_penalty_last_n"), "{e}");
+    let e = sampler_error(SamplerConfig { penalty_last_n: i32::MAX, repeat_penalty: 1.1, ..Default::default() });
+    assert!(e.to_string().contains("penalty_last_n"), "{e}");
+    // Thread counts ggml cannot create.
+    assert!(common::model().context(ContextParams::default().n_threads(100_000)).is_err());
+    assert!(common::model().context(ContextParams::default().n_threads_batch(513)).is_err());
+    let mut ctx = common::ctx();
+    assert!(ctx.set_threads(100_000, 1).is_err());
+}
+
+fn render(src: &str) -> llama_rs::Result<String> {
+    let t = ChatTemplate::jinja(src, "<s>", "</s>")?;
+    t.render(&[ChatMessage::user("hi")], &RenderOptions::default())
+}
+
+// Classes 2, 3, 7: templates are untrusted (they come with model files and requests).
+#[test]
+fn hostile_chat_templates_are_bounded() {
+    // Output past the size bound (a string doubled 24 times: 128 MiB > 64 MiB). Doubling
+    // 40 times is still open: minijinja has no bound on intermediate strings (SAFETY.md).
+    let r = within(30, "large output", || render("{% set s = namespace(v='xxxxxxxx') %}{% for i in range(24) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v }}"));
+    assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    let r = within(30, "indent", || render("{{ messages | tojson(indent=1000000000000000000) }}"));
+    assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    let r = within(30, "nested loops", || render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"));
+    assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    let r = within(30, "strftime", || render("{{ strftime_now('%Q') }}"));
+    assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    let r = within(30, "recursion", || render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
+    assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    // An ordinary template still renders.
+    let ok = render("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{{ strftime_now('%Y') }}").unwrap();
+    assert!(ok.starts_with("<user>hi"));
+}
+
+fn grammar_error(gbnf: String) -> Error {
+    within(20, "grammar", move || {
+        SamplerConfig { grammar: Some(Grammar::new(gbnf)), ..SamplerConfig::greedy() }.build(common::model()).err()
+    })
+    .expect("hostile grammar accepted")
+}
+
+// Classes 3, 4, 11: grammars.
+#[test]
+fn hostile_grammars_are_refused_quickly() {
+    for g in [
+        r#"root ::= "x"{5,2}"#.to_string(),
+        r#"root ::= (("a"|"b"){0,40}){0,40}"#.to_string(),
+        r#"root ::= "x"{0,1000000}"#.to_string(),
+        format!("root ::= {}\"x\"{}", "(".repeat(100_000), ")".repeat(100_000)),
+        r#"root ::= (("ab"){1,2000}){1,2000}"#.to_string(),
+    ] {
+        let e = grammar_error(g.clone());
+        assert!(matches!(e, Error::Grammar(_)), "{:.40}: {e}", g);
+    }
+    // A real grammar still builds and constrains.
+    let s = SamplerConfig { grammar: Some(Grammar::new(r#"root ::= ("yes" | "no") [a-z]{0,20}"#)), ..SamplerConfig::greedy() };
+    s.build(common::model()).unwrap();
+}
+
+#[test]
+fn hostile_json_schemas_are_refused() {
+    // A 50,000-long $ref chain.
+    let mut defs = serde_json::Map::new();
+    for i in 0..50_000 {
+        defs.insert(format!("d{i}"), serde_json::json!({ "$ref": format!("#/$defs/d{}", i + 1) }));
+    }
+    defs.insert("d50000".into(), serde_json::json!({ "type": "string" }));
+    let schema = serde_json::json!({ "$ref": "#/$defs/d0", "$defs": defs });
+    let r = within(20, "ref chain", move || llama_rs::json_schema::to_gbnf(&schema));
+    assert!(matches!(r, Err(Error::JsonSchema(_))), "{r:?}");
+    let r = llama_rs::json_schema::to_gbnf(&serde_json::json!({ "type": "string", "maxLength": 5000 }));
+    assert!(matches!(&r, Err(Error::JsonSchema(m)) if m.contains("maxLength")), "{r:?}");
+    // A deep but legal schema converts.
+    let mut s = serde_json::json!({ "type": "string", "maxLength": 2000 });
+    for _ in 0..20 {
+        s = serde_json::json!({ "type": "array", "items": s, "maxItems": 3 });
+    }
+    llama_rs::json_schema::to_gbnf(&s).unwrap();
+}
+
+// Class 7 and 11: no panics from safe functions; no silent substitutes.
+#[test]
+fn values_that_cannot_be_honoured_are_errors() {
+    let b = Batch::new(4, 1).unwrap();
+    assert!(b.seq_ids(3).is_empty());
+    assert!(b.seq_ids(usize::MAX).is_empty());
+    let mut b = Batch::new(4, 1).unwrap();
+    // Positions that would overflow leave the batch untouched (all or nothing).
+    assert!(b.add_sequence(&[Token(1), Token(2), Token(3)], i32::MAX - 1, 0, true).is_err());
+    assert!(b.is_empty());
+
+    for (name, cfg) in [
+        ("top_p", SamplerConfig { top_p: f32::NAN, ..Default::default() }),
+        ("top_p", SamplerConfig { top_p: 2.0, ..Default::default() }),
+        ("min_p", SamplerConfig { min_p: f32::NAN, ..Default::default() }),
+        ("typical_p", SamplerConfig { typical_p: f32::NAN, ..Default::default() }),
+        ("xtc_probability", SamplerConfig { xtc_probability: f32::NAN, ..Default::default() }),
+        ("temperature", SamplerConfig { temperature: f32::NAN, ..Default::default() }),
+    ] {
+        let e = sampler_error(cfg);
+        assert!(e.to_string().contains(name), "{name}: {e}");
+    }
+    let mut w = GgufWriter::new();
+    assert!(w.tensor_f32("t", &[1 << 32, 1 << 32], vec![]).is_err());
+}
+
+// Class 8: a path is passed as its bytes, never converted lossily.
+#[cfg(unix)]
+#[test]
+fn non_utf8_paths_name_the_file_they_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = common::TempDir::new("hostile-path");
+    // The file a lossy conversion would open instead.
+    let lossy = dir.join("m\u{FFFD}.gguf");
+    std::os::unix::fs::symlink(llama_rs::default_model_path().unwrap(), &lossy).unwrap();
+    let mut raw = dir.path().as_os_str().as_bytes().to_vec();
+    raw.extend_from_slice(b"/m\xff.gguf");
+    let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&raw));
+    let r = Model::load(&path, ModelParams::default());
+    assert!(matches!(r, Err(Error::ModelFile { .. })), "loaded another file: {:?}", r.map(|_| ()));
+}
+
+// Class 9: scratch files never collide with an input.
+#[test]
+fn quantize_never_writes_over_its_input() {
+    let dir = common::TempDir::new("hostile-quant");
+    let input = dir.join("model.partial");
+    llama_rs::write_tiny_llama(&input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let out = dir.join("model.gguf");
+    let p = llama_rs::QuantizeParams::new(llama_rs::FileType::Q8_0).threads(1);
+    let _ = llama_rs::quantize(&input, &out, &p, |_| {});
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input was modified");
+    // Nothing else is left in the directory but input and (maybe) output.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.len() <= 2, "scratch files left: {names:?}");
+
+    // State files: the same scheme.
+    let mut ctx = common::ctx();
+    let toks = common::model().vocab().tokenize(common::PROMPT, true, false).unwrap();
+    common::prefill(&mut ctx, &toks);
+    let state = dir.join("state.partial");
+    std::fs::write(&state, b"keep me").unwrap();
+    ctx.save_state_file(dir.join("state"), &toks).unwrap();
+    assert_eq!(std::fs::read(&state).unwrap(), b"keep me");
+}
