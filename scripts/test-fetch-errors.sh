@@ -20,7 +20,7 @@ archive=$(python3 -c 'import tomllib;print(tomllib.load(open("vendor/pin.toml","
 echo "not the sdist" > "$cache/downloads/$archive"
 expect "checksum mismatch for $cache/downloads/$archive" env LLAMA_RS_CACHE="$cache" python3 vendor/fetch.py source --force
 [ ! -e "$cache/downloads/$archive" ] || fail "corrupt archive left in the cache"
-ls vendor/.fetch-* >/dev/null 2>&1 && fail "half-extracted tree left in vendor/"
+find vendor -maxdepth 1 -name ".fetch-*" -type d | grep -q . && fail "half-extracted tree left in vendor/"
 [ -f vendor/llama.cpp/.llama-rs-pin ] || fail "the good tree was touched"
 
 # Missing or non-GGUF model files named by LLAMA_RS_MODEL.
