@@ -632,6 +632,12 @@ impl Context {
 
     /// Runs the encoder (encoder-decoder models, or non-causal embedding models).
     pub fn encode(&mut self, batch: &mut Batch) -> Result<()> {
+        // llama_encode on a decoder-only model dereferences state it never built (SIGSEGV).
+        if !self.model.has_encoder() && !(self.params.embeddings && !self.causal) {
+            return Err(Error::InvalidParam(
+                "encode needs an encoder-decoder model or a non-causal embedding context; use decode".into(),
+            ));
+        }
         self.validate_batch(batch, true)?;
         self.outputs.clear();
         let raw = batch.as_raw();
@@ -903,10 +909,12 @@ impl Context {
         Ok(())
     }
 
-    /// Whether positions can be shifted (`seq_add`, `seq_div`).
+    /// Whether positions can be shifted (`seq_add`, `seq_div`). Not for a BF16 K cache:
+    /// llama.cpp ropes it in place (only quantized types are converted first), and
+    /// ggml's CPU rope has no BF16 kernel (a fatal error at the next decode).
     pub fn can_shift(&self) -> bool {
         // SAFETY: valid memory handle.
-        unsafe { sys::llama_memory_can_shift(self.mem()) }
+        self.params.type_k != KvType::Bf16 && unsafe { sys::llama_memory_can_shift(self.mem()) }
     }
 
     /// Adds `delta` to the positions in `range` of `seq` (context shifting).

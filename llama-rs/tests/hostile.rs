@@ -210,3 +210,24 @@ fn quantize_never_writes_over_its_input() {
     ctx.save_state_file(dir.join("state"), &toks).unwrap();
     assert_eq!(std::fs::read(&state).unwrap(), b"keep me");
 }
+
+// Class 6: asserts and crashes reachable through the context.
+#[test]
+fn context_operations_llama_cpp_would_crash_on_are_errors() {
+    let m = common::model();
+    let mut ctx = common::ctx();
+    let toks = m.vocab().tokenize(common::PROMPT, true, false).unwrap();
+    let mut batch = Batch::new(64, 1).unwrap();
+    batch.add_sequence(&toks, 0, 0, true).unwrap();
+    // Gemma 3 is decoder-only: llama_encode would dereference state it never built.
+    assert!(!m.has_encoder());
+    assert!(matches!(ctx.encode(&mut batch), Err(Error::InvalidParam(_))));
+    ctx.decode(&mut batch).unwrap();
+
+    // A BF16 K cache cannot be shifted on the CPU (no BF16 rope kernel).
+    let p = common::params().kv_types(llama_rs::KvType::Bf16, llama_rs::KvType::F16);
+    let mut ctx = m.context(p).unwrap();
+    ctx.decode(&mut batch).unwrap();
+    assert!(!ctx.can_shift());
+    assert!(ctx.seq_add(0, 2.., -1).is_err());
+}
