@@ -210,25 +210,75 @@ impl GgufWriter {
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 pub fn read_gguf_metadata(path: impl AsRef<Path>) -> Result<Vec<(String, GgufValue)>> {
-    let path = path.as_ref();
+    Ok(read_layout(path.as_ref(), false)?.meta)
+}
+
+/// One tensor's entry in a GGUF tensor table.
+#[derive(Debug, Clone)]
+pub(crate) struct TensorInfo {
+    pub name: String,
+    pub ne: Vec<u64>,
+    pub ggml_type: u32,
+    /// Offset within the data section.
+    pub offset: u64,
+}
+
+/// A GGUF file's metadata, tensor table and where its data section starts.
+#[derive(Debug)]
+pub(crate) struct GgufLayout {
+    pub meta: Vec<(String, GgufValue)>,
+    pub tensors: Vec<TensorInfo>,
+    pub data_start: u64,
+    pub file_len: u64,
+}
+
+/// Reads the metadata and, with `tensors`, the tensor table (for the size check).
+pub(crate) fn read_layout(path: &Path, tensors: bool) -> Result<GgufLayout> {
     crate::model::check_gguf_header(path)?;
     let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-    let mut r = Reader { r: std::io::BufReader::new(f), path };
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut r = Reader { r: std::io::BufReader::new(f), path, pos: 0 };
     r.bytes(8)?; // magic + version (checked above)
-    let _n_tensors = r.u64()?;
+    let n_tensors = r.u64()?;
     let n_kv = r.u64()?;
-    let mut out = Vec::new();
+    let mut meta = Vec::new();
     for _ in 0..n_kv {
         let k = r.string()?;
         let ty = r.u32()?;
-        out.push((k, r.value(ty, 0)?));
+        meta.push((k, r.value(ty, 0)?));
     }
-    Ok(out)
+    let mut infos = Vec::new();
+    let mut data_start = 0;
+    if tensors {
+        if n_tensors > 1 << 20 {
+            return Err(r.bad("tensor count out of range"));
+        }
+        for _ in 0..n_tensors {
+            let name = r.string()?;
+            let n_dims = r.u32()?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(r.bad(&format!("tensor {name}: {n_dims} dimensions")));
+            }
+            let ne = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+            let ggml_type = r.u32()?;
+            let offset = r.u64()?;
+            infos.push(TensorInfo { name, ne, ggml_type, offset });
+        }
+        let align = match meta.iter().find(|(k, _)| k == "general.alignment") {
+            Some((_, GgufValue::U32(a))) if a.is_power_of_two() => *a as u64,
+            Some(_) => return Err(r.bad("general.alignment must be a power of two (u32)")),
+            None => 32,
+        };
+        data_start = r.pos.next_multiple_of(align);
+    }
+    Ok(GgufLayout { meta, tensors: infos, data_start, file_len })
 }
 
 struct Reader<'p, R> {
     r: R,
     path: &'p Path,
+    /// Bytes consumed so far.
+    pos: u64,
 }
 
 impl<R: std::io::Read> Reader<'_, R> {
@@ -238,6 +288,7 @@ impl<R: std::io::Read> Reader<'_, R> {
         }
         let mut b = vec![0u8; n];
         self.r.read_exact(&mut b).map_err(|_| self.bad("truncated metadata"))?;
+        self.pos += n as u64;
         Ok(b)
     }
     fn bad(&self, why: &str) -> Error {

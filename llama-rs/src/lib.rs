@@ -40,6 +40,7 @@ mod sampling;
 mod gbnf_check;
 mod gguf;
 mod model;
+mod model_check;
 mod paths;
 mod plan;
 mod quantize;

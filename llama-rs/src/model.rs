@@ -403,10 +403,15 @@ impl std::fmt::Debug for Model {
 /// Checks what llama.cpp would otherwise find out the hard way: the file exists, is
 /// readable, and starts with a GGUF header of a version llama.cpp reads.
 pub(crate) fn check_gguf_header(path: &Path) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::ModelFile { path: path.into(), source: e })?;
-    if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+    // stat before open: opening a FIFO for reading blocks until a writer appears.
+    let meta = std::fs::metadata(path).map_err(|e| Error::ModelFile { path: path.into(), source: e })?;
+    if meta.is_dir() {
         return Err(Error::NotGguf { path: path.into(), reason: "is a directory".into() });
     }
+    if !meta.is_file() {
+        return Err(Error::NotGguf { path: path.into(), reason: "not a regular file (a FIFO, socket or device)".into() });
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| Error::ModelFile { path: path.into(), source: e })?;
     let mut head = [0u8; 24];
     let mut n = 0;
     while n < head.len() {
@@ -435,15 +440,16 @@ pub(crate) fn check_gguf_header(path: &Path) -> Result<()> {
 /// token for some byte throws `std::out_of_range` through `llama_tokenize` when byte
 /// fallback needs it. Returns those bytes (empty for complete vocabularies); the
 /// tokenizer refuses text containing them. Both found by the `model_load` fuzz target.
-pub(crate) fn check_vocab(path: &Path) -> Result<Vec<u8>> {
-    let meta = crate::gguf::read_gguf_metadata(path)?;
+pub(crate) fn check_vocab(path: &Path, meta: &[(String, crate::GgufValue)]) -> Result<Vec<u8>> {
     let Some((_, crate::GgufValue::Array(tokens))) = meta.iter().find(|(k, _)| k == "tokenizer.ggml.tokens") else {
         return Ok(Vec::new());
     };
-    let mut seen = std::collections::HashSet::with_capacity(tokens.len());
+    let mut seen: std::collections::HashSet<std::borrow::Cow<'_, str>> = std::collections::HashSet::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         if let crate::GgufValue::Str(s) = t {
-            if !seen.insert(s.as_str()) {
+            // llama.cpp renames an empty token to "[EMPTY_<i>]", which can collide too.
+            let name: std::borrow::Cow<'_, str> = if s.is_empty() { format!("[EMPTY_{i}]").into() } else { s.as_str().into() };
+            if !seen.insert(name) {
                 return Err(Error::NotGguf {
                     path: path.into(),
                     reason: format!("tokenizer.ggml.tokens repeats {s:?} (token {i}): llama.cpp cannot load such a vocabulary"),
@@ -458,6 +464,45 @@ pub(crate) fn check_vocab(path: &Path) -> Result<Vec<u8>> {
     // llama_vocab::byte_to_token: "<0xAB>", else the byte itself as a one-byte token.
     let has = |b: u8| seen.contains(format!("<0x{b:02X}>").as_str()) || std::str::from_utf8(&[b]).is_ok_and(|s| seen.contains(s));
     Ok((0..=255u8).filter(|&b| !has(b)).collect())
+}
+
+/// Everything checked before llama.cpp opens a model file (the first of a split model):
+/// header, metadata with the overrides applied, vocabulary, tensors inside the file.
+/// Returns the bytes the vocabulary cannot tokenize.
+fn check_model_file(path: &Path, params: &ModelParams) -> Result<Vec<u8>> {
+    let layout = crate::gguf::read_layout(path, true)?;
+    crate::model_check::check_metadata(&layout.meta, &params.kv_overrides, path)?;
+    crate::model_check::check_extent(&layout, path)?;
+    check_vocab(path, &layout.meta)
+}
+
+/// An explicit split list must be the parts of one model, in order: each file's
+/// `split.no` is its index and `split.count` the list's length.
+fn check_splits<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
+    if paths.len() == 1 {
+        return Ok(());
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let p = p.as_ref();
+        let layout = crate::gguf::read_layout(p, true)?;
+        let get = |k: &str| layout.meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| match v {
+            crate::GgufValue::U16(x) => Some(*x as u64),
+            crate::GgufValue::U32(x) => Some(*x as u64),
+            crate::GgufValue::I32(x) => Some(*x as u64),
+            _ => None,
+        });
+        let (no, count) = (get("split.no"), get("split.count"));
+        if no != Some(i as u64) || count != Some(paths.len() as u64) {
+            return Err(Error::InvalidParam(format!(
+                "{} is not part {} of a {}-part split model (split.no = {no:?}, split.count = {count:?})",
+                p.display(),
+                i + 1,
+                paths.len()
+            )));
+        }
+        crate::model_check::check_extent(&layout, p)?;
+    }
+    Ok(())
 }
 
 struct ProgressState {
@@ -483,8 +528,7 @@ impl Model {
     /// part: llama.cpp finds the others next to it.
     pub fn load(path: impl AsRef<Path>, params: ModelParams) -> Result<Model> {
         let path = path.as_ref();
-        check_gguf_header(path)?;
-        let missing_bytes = check_vocab(path)?;
+        let missing_bytes = check_model_file(path, &params)?;
         let c = path_cstring(path)?;
         // SAFETY: `c` is a valid NUL-terminated path; raw params are valid for the call.
         Self::load_raw(path, params, missing_bytes, |raw| unsafe { sys::llama_model_load_from_file(c.as_ptr(), raw) })
@@ -495,10 +539,8 @@ impl Model {
         if paths.is_empty() {
             return Err(Error::InvalidParam("load_splits needs at least one path".into()));
         }
-        for p in paths {
-            check_gguf_header(p.as_ref())?;
-        }
-        let missing_bytes = check_vocab(paths[0].as_ref())?;
+        let missing_bytes = check_model_file(paths[0].as_ref(), &params)?;
+        check_splits(paths)?;
         let cs: Vec<CString> = paths.iter().map(|p| path_cstring(p.as_ref())).collect::<Result<_>>()?;
         let mut ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
         let first = paths[0].as_ref();

@@ -231,3 +231,76 @@ fn context_operations_llama_cpp_would_crash_on_are_errors() {
     assert!(!ctx.can_shift());
     assert!(ctx.seq_add(0, 2.., -1).is_err());
 }
+
+fn tiny(dir: &common::TempDir) -> std::path::PathBuf {
+    let p = dir.join("tiny.gguf");
+    llama_rs::write_tiny_llama(&p).unwrap();
+    p
+}
+
+// Classes 6, 9, 11: model files and overrides are untrusted.
+#[test]
+fn metadata_llama_cpp_asserts_on_is_refused_before_loading() {
+    use llama_rs::KvOverride::{Float, Int, Str};
+    let dir = common::TempDir::new("hostile-meta");
+    let path = tiny(&dir);
+    Model::load(&path, ModelParams::default()).expect("the tiny model itself loads");
+    let cases: Vec<(&str, llama_rs::KvOverride)> = vec![
+        ("llama.block_count", Int(-1)),
+        ("llama.block_count", Int(0)),
+        ("llama.block_count", Int(1_000_000)),
+        ("llama.expert_count", Int(1000)),
+        ("llama.expert_count", Int(4)),
+        ("llama.rope.scaling.type", Str("bogus".into())),
+        ("llama.attention.layer_norm_rms_epsilon", Float(f64::NAN)),
+        ("llama.rope.dimension_count", Int(100_000)),
+        ("llama.attention.head_count", Int(0)),
+        ("llama.block_count", Str("two".into())),
+        ("tokenizer.ggml.model", Str("none".into())),
+        ("tokenizer.ggml.model", Str("bert".into())),
+        ("tokenizer.ggml.model", Str("test".into())),
+    ];
+    for (k, v) in cases {
+        let p = ModelParams::default().kv_override(k, v.clone());
+        let r = within(20, k, {
+            let path = path.clone();
+            move || Model::load(&path, p).map(|_| ())
+        });
+        assert!(matches!(r, Err(Error::NotGguf { .. } | Error::InvalidParam(_))), "{k} = {v:?}: {r:?}");
+    }
+    // A T5 vocabulary that must add a BOS it does not have (an out-of-range id is
+    // ignored by llama.cpp, leaving T5's default: none).
+    let p = ModelParams::default()
+        .kv_override("tokenizer.ggml.model", Str("t5".into()))
+        .kv_override("tokenizer.ggml.bos_token_id", Int(1_000_000))
+        .kv_override("tokenizer.ggml.add_bos_token", llama_rs::KvOverride::Bool(true));
+    assert!(Model::load(&path, p).is_err());
+}
+
+#[cfg(unix)]
+#[test]
+fn files_that_are_not_whole_models_are_errors() {
+    let dir = common::TempDir::new("hostile-files");
+    let path = tiny(&dir);
+    // A FIFO: opening it would block until a writer appears.
+    let fifo = dir.join("fifo.gguf");
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str())).unwrap();
+    // SAFETY: a valid C path; mkfifo creates a file and touches no memory of ours.
+    assert_eq!(unsafe { libc_mkfifo(c.as_ptr(), 0o600) }, 0);
+    let r = within(10, "fifo", move || Model::load(&fifo, ModelParams::default()).map(|_| ()));
+    assert!(matches!(r, Err(Error::NotGguf { .. })), "{r:?}");
+    // A file shorter than its tensor table: an error, not a SIGBUS when mapped.
+    let short = dir.join("short.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&short, &bytes[..bytes.len() - 64]).unwrap();
+    let r = Model::load(&short, ModelParams::default());
+    assert!(matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("truncated")), "{:?}", r.map(|_| ()));
+    // Two whole models are not the parts of one split model.
+    let r = Model::load_splits(&[&path, &path], ModelParams::default());
+    assert!(matches!(r, Err(Error::InvalidParam(_))), "{:?}", r.map(|_| ()));
+}
+
+extern "C" {
+    #[link_name = "mkfifo"]
+    fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
+}
