@@ -773,7 +773,7 @@ fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
         // SAFETY: all pointers valid for the call; llama.cpp parses the grammar (catching
         // its own parse exceptions) and returns NULL on failure.
         unsafe {
-            sys::llama_sampler_init_grammar_lazy_patterns(
+            sys::llama_rs_sampler_init_grammar_lazy_patterns(
                 vocab.as_raw(),
                 gbnf.as_ptr(),
                 root.as_ptr(),
@@ -993,11 +993,16 @@ impl Sampler {
             if !grammar_allows(g, &mut self.one, token) {
                 return Err(Error::GrammarRejected(token.0));
             }
-            // SAFETY: the grammar allows this token (checked), so accepting cannot throw.
-            unsafe { sys::llama_sampler_accept(g.0.as_ptr(), token.0) };
+            // SAFETY: valid grammar sampler; the token is allowed (checked). A lazy grammar
+            // can still throw on its trigger: the shim catches it.
+            if unsafe { sys::llama_rs_sampler_accept(g.0.as_ptr(), token.0) } != 0 {
+                return Err(Error::Grammar(format!("llama.cpp failed accepting token {} into the grammar", token.0)));
+            }
         }
-        // SAFETY: valid chain; token in range.
-        unsafe { sys::llama_sampler_accept(self.chain.0.as_ptr(), token.0) };
+        // SAFETY: valid chain; token in range; exceptions are caught by the shim.
+        if unsafe { sys::llama_rs_sampler_accept(self.chain.0.as_ptr(), token.0) } != 0 {
+            return Err(Error::InvalidParam(format!("llama.cpp's sampler chain failed accepting token {}", token.0)));
+        }
         self.resume_custom_panic();
         Ok(())
     }

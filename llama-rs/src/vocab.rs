@@ -103,10 +103,12 @@ impl<'m> Vocab<'m> {
         let mut out: Vec<Token> = Vec::with_capacity(text.len() / 2 + 8);
         for _ in 0..2 {
             let cap = i32::try_from(out.capacity()).unwrap_or(i32::MAX);
+            let mut threw = false;
             // SAFETY: `text` is valid for `len` bytes (no NUL terminator needed since the
             // length is passed); `out` has room for `cap` tokens; Token is repr(transparent).
+            // The shim catches what llama.cpp's tokenizers throw.
             let n = unsafe {
-                sys::llama_tokenize(
+                sys::llama_rs_tokenize(
                     self.raw(),
                     text.as_ptr() as *const c_char,
                     len,
@@ -114,8 +116,12 @@ impl<'m> Vocab<'m> {
                     cap,
                     add_special,
                     parse_special,
+                    &mut threw,
                 )
             };
+            if threw {
+                return Err(Error::Tokenize("llama.cpp's tokenizer failed on this text (see the llama.cpp log)".into()));
+            }
             if n == i32::MIN {
                 return Err(Error::Tokenize("token count overflows i32".into()));
             }

@@ -304,3 +304,20 @@ extern "C" {
     #[link_name = "mkfifo"]
     fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
 }
+
+// Class 5: C++ exceptions never cross into Rust (the shim catches them).
+#[test]
+fn lazy_grammar_exceptions_are_errors() {
+    let m = common::model();
+    let bad_pattern = Grammar::lazy(r#"root ::= "x""#, vec!["[unclosed(".into()], vec![]);
+    let r = within(20, "bad trigger pattern", move || {
+        SamplerConfig { grammar: Some(bad_pattern), ..SamplerConfig::greedy() }.build(common::model()).err()
+    });
+    assert!(matches!(r, Some(Error::Grammar(_))), "{r:?}");
+
+    // Accepting the trigger token feeds its text to a grammar that cannot take it.
+    let trigger = m.vocab().tokenize(" Paris", false, false).unwrap()[0];
+    let g = Grammar::lazy(r#"root ::= "x""#, vec![], vec![trigger]);
+    let mut s = SamplerConfig { grammar: Some(g), ..SamplerConfig::greedy() }.build(m).unwrap();
+    let _ = s.accept(trigger); // Ok or a typed error; an exception would abort the binary
+}

@@ -229,3 +229,36 @@ extern "C" int32_t llama_rs_split_width(int64_t n) {
 extern "C" llama_sampler * llama_rs_sampler_init_split_greedy(int32_t n_vocab) {
     return split_init(n_vocab);
 }
+
+extern "C" llama_sampler * llama_rs_sampler_init_grammar_lazy_patterns(
+    const llama_vocab * vocab, const char * grammar_str, const char * grammar_root,
+    const char ** trigger_patterns, size_t num_trigger_patterns,
+    const llama_token * trigger_tokens, size_t num_trigger_tokens) {
+    try {
+        return llama_sampler_init_grammar_lazy_patterns(vocab, grammar_str, grammar_root, trigger_patterns,
+                                                        num_trigger_patterns, trigger_tokens, num_trigger_tokens);
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+extern "C" int32_t llama_rs_sampler_accept(llama_sampler * smpl, llama_token token) {
+    try {
+        llama_sampler_accept(smpl, token);
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+extern "C" int32_t llama_rs_tokenize(const llama_vocab * vocab, const char * text, int32_t text_len,
+                                     llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special,
+                                     bool * threw) {
+    *threw = false;
+    try {
+        return llama_tokenize(vocab, text, text_len, tokens, n_tokens_max, add_special, parse_special);
+    } catch (...) {
+        *threw = true;
+        return 0;
+    }
+}

@@ -46,6 +46,21 @@ struct llama_sampler * llama_rs_sampler_init_split_greedy(int32_t n_vocab);
 // The row width the split greedy step uses for `n` logits, 0 for a single argmax.
 int32_t llama_rs_split_width(int64_t n);
 
+// Exception barriers. These llama.cpp entry points let C++ exceptions cross the C API
+// (std::regex_error from a lazy grammar's trigger pattern, std::runtime_error from a
+// grammar fed its trigger, std::out_of_range from a tokenizer), which is an abort in a
+// Rust caller. The same calls, with every exception caught:
+// - NULL on any exception (as on llama.cpp's own failures):
+struct llama_sampler * llama_rs_sampler_init_grammar_lazy_patterns(
+    const struct llama_vocab * vocab, const char * grammar_str, const char * grammar_root,
+    const char ** trigger_patterns, size_t num_trigger_patterns,
+    const llama_token * trigger_tokens, size_t num_trigger_tokens);
+// - 0 when accepted, -1 when an exception was caught (the sampler's state is then unknown):
+int32_t llama_rs_sampler_accept(struct llama_sampler * smpl, llama_token token);
+// - llama_tokenize's result; `*threw` is set when an exception was caught (result 0):
+int32_t llama_rs_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len,
+    llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special, bool * threw);
+
 #ifdef __cplusplus
 }
 #endif

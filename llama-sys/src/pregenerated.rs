@@ -5971,6 +5971,32 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn llama_rs_split_width(n: i64) -> i32;
 }
+unsafe extern "C" {
+    pub fn llama_rs_sampler_init_grammar_lazy_patterns(
+        vocab: *const llama_vocab,
+        grammar_str: *const ::core::ffi::c_char,
+        grammar_root: *const ::core::ffi::c_char,
+        trigger_patterns: *mut *const ::core::ffi::c_char,
+        num_trigger_patterns: usize,
+        trigger_tokens: *const llama_token,
+        num_trigger_tokens: usize,
+    ) -> *mut llama_sampler;
+}
+unsafe extern "C" {
+    pub fn llama_rs_sampler_accept(smpl: *mut llama_sampler, token: llama_token) -> i32;
+}
+unsafe extern "C" {
+    pub fn llama_rs_tokenize(
+        vocab: *const llama_vocab,
+        text: *const ::core::ffi::c_char,
+        text_len: i32,
+        tokens: *mut llama_token,
+        n_tokens_max: i32,
+        add_special: bool,
+        parse_special: bool,
+        threw: *mut bool,
+    ) -> i32;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ggml_backend_buffer {
