@@ -1,9 +1,12 @@
 //! Running one model across machines with ggml's RPC backend (llama.cpp's `--rpc` and
 //! `rpc-server`). Needs the `rpc` feature (on by default).
 //!
-//! llama.cpp aborts the process when an RPC server cannot be reached, so endpoints are
-//! parsed and connected to here first. A server that dies in the middle of a
-//! computation still aborts the client inside llama.cpp: run RPC servers you control.
+//! llama.cpp aborts the process when an RPC server cannot be reached, closes the
+//! connection or speaks another protocol, and blocks forever on one that never answers;
+//! so endpoints are parsed, connected to and greeted (the protocol's hello, with a
+//! timeout) here first. A server that dies or stalls in the middle of a computation
+//! still aborts (or blocks) the client inside ggml-rpc — its calls have no timeouts and
+//! no error path to report through: run RPC servers you control, on a reliable network.
 
 use std::ffi::CString;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -16,6 +19,44 @@ use crate::backend;
 use crate::device::Device;
 use crate::error::{Error, Result};
 
+/// ggml-rpc's wire protocol, as far as the hello goes (ggml-rpc.cpp, transport.h of the
+/// pinned source): command byte 14, a u64 size and a 24-byte capabilities block; the
+/// answer is a u64 size and major/minor/patch/padding plus 24 capability bytes.
+const RPC_CMD_HELLO: u8 = 14;
+const RPC_CONN_CAPS_SIZE: usize = 24;
+const RPC_PROTO_MAJOR_VERSION: u8 = 7;
+/// How long a server may take to answer the hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The protocol's hello, done here with timeouts: ggml-rpc blocks forever on a server
+/// that accepts and never answers, and aborts the process on one that closes the
+/// connection or speaks another protocol (`RPC_STATUS_ASSERT`).
+fn hello(addr: &std::net::SocketAddr, endpoint: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let fail = |why: String| Error::NoSuchDevice(format!("{endpoint} is not a usable ggml RPC server: {why}"));
+    let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(3)).map_err(|e| fail(e.to_string()))?;
+    s.set_read_timeout(Some(HELLO_TIMEOUT)).and_then(|_| s.set_write_timeout(Some(HELLO_TIMEOUT))).map_err(|e| fail(e.to_string()))?;
+    let mut req = vec![RPC_CMD_HELLO];
+    req.extend_from_slice(&(RPC_CONN_CAPS_SIZE as u64).to_le_bytes());
+    req.extend_from_slice(&[0u8; RPC_CONN_CAPS_SIZE]);
+    s.write_all(&req).map_err(|e| fail(format!("sending the hello: {e}")))?;
+    let mut size = [0u8; 8];
+    s.read_exact(&mut size).map_err(|e| fail(format!("no hello answer within {HELLO_TIMEOUT:?} ({e})")))?;
+    let want = 4 + RPC_CONN_CAPS_SIZE;
+    if u64::from_le_bytes(size) != want as u64 {
+        return Err(fail("the answer is not an RPC hello (another protocol or version?)".into()));
+    }
+    let mut rsp = vec![0u8; want];
+    s.read_exact(&mut rsp).map_err(|e| fail(format!("truncated hello answer ({e})")))?;
+    if rsp[0] != RPC_PROTO_MAJOR_VERSION {
+        return Err(fail(format!(
+            "protocol {}.{}.{}, this build speaks {RPC_PROTO_MAJOR_VERSION}.x",
+            rsp[0], rsp[1], rsp[2]
+        )));
+    }
+    Ok(())
+}
+
 fn check_endpoint(endpoint: &str) -> Result<()> {
     let bad = |why: &str| Error::InvalidParam(format!("RPC endpoint {endpoint:?}: {why} (expected host:port)"));
     let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| bad("no port"))?;
@@ -24,10 +65,10 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
     }
     port.parse::<u16>().map_err(|_| bad("bad port"))?;
     let addrs: Vec<_> = endpoint.to_socket_addrs().map_err(|e| bad(&e.to_string()))?.collect();
-    if !addrs.iter().any(|a| TcpStream::connect_timeout(a, Duration::from_secs(3)).is_ok()) {
+    let Some(addr) = addrs.iter().find(|a| TcpStream::connect_timeout(a, Duration::from_secs(3)).is_ok()) else {
         return Err(Error::NoSuchDevice(format!("no RPC server answers at {endpoint}")));
-    }
-    Ok(())
+    };
+    hello(addr, endpoint)
 }
 
 /// Registers the devices of the RPC server at `endpoint` (`host:port`) and returns them.
@@ -40,7 +81,14 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
 /// ```
 pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     backend::init();
-    check_endpoint(endpoint)?;
+    // ggml-rpc keeps one connection per endpoint for the process lifetime, and a server
+    // serves one client at a time: greeting an endpoint this process already uses would
+    // wait behind our own connection. Such an endpoint was checked when it was added.
+    static ADDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let known = ADDED.lock().map(|a| a.iter().any(|e| e == endpoint)).unwrap_or(false);
+    if !known {
+        check_endpoint(endpoint)?;
+    }
     let c = CString::new(endpoint).map_err(|_| Error::Nul(endpoint.into()))?;
     let before: Vec<String> = Device::all().into_iter().map(|d| d.name).collect();
     // SAFETY: `c` is a valid endpoint string and a server answered on it just now;
@@ -60,6 +108,11 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     if n > 0 && !before.contains(&first_name) {
         // SAFETY: a valid, not yet registered backend registry.
         unsafe { sys::ggml_backend_register(reg) };
+    }
+    if !known {
+        if let Ok(mut a) = ADDED.lock() {
+            a.push(endpoint.to_string());
+        }
     }
     Ok(Device::all().into_iter().filter(|d| d.description == endpoint && d.name.starts_with("RPC")).collect())
 }

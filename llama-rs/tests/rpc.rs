@@ -81,3 +81,37 @@ fn unreachable_or_malformed_endpoints_are_errors() {
     }
     assert!(matches!(llama_rs::rpc::serve("127.0.0.1:x", None, 1, &[]), Err(Error::InvalidParam(_))));
 }
+
+/// Peers that are not RPC servers: one that accepts and closes, one that speaks HTTP, one
+/// that accepts and never answers. ggml-rpc aborts on the first two and blocks forever
+/// on the third; `add_server` returns an error for each, within the hello timeout.
+#[test]
+fn peers_that_are_not_rpc_servers_are_errors() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    let behaviours: [(&str, fn(std::net::TcpStream)); 3] = [
+        ("closes", |s| drop(s)),
+        ("http", |mut s| {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }),
+        ("silent", |s| {
+            std::thread::sleep(std::time::Duration::from_secs(8));
+            drop(s)
+        }),
+    ];
+    for (name, behave) in behaviours {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || behave(s));
+            }
+        });
+        let start = std::time::Instant::now();
+        let r = llama_rs::rpc::add_server(&endpoint);
+        assert!(matches!(r, Err(Error::NoSuchDevice(_))), "{name}: {:?}", r.map(|d| d.len()));
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{name}: took {:?}", start.elapsed());
+    }
+}
