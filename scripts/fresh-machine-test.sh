@@ -46,6 +46,7 @@ if [ ! -f "$base" ]; then
   # shellcheck disable=SC2086
   chroot "$tmp" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates $pkgs && apt-get clean" >"$log" 2>&1 \
     || { tail -n 30 "$log" >&2; echo "fresh-machine: installing the base packages failed" >&2; exit 1; }
+  chmod 755 "$tmp"  # mktemp's 0700 would become the chroot's / (no one but root could run anything)
   tar -C "$tmp" -cf "$base.part" . && mv "$base.part" "$base"
   rm -rf "$tmp"
   echo "fresh-machine: built the Debian 12 minbase root in $(( $(date +%s) - t0 )) s"
@@ -62,6 +63,7 @@ cleanup
 rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"
+chmod 755 "$root"
 cp /etc/resolv.conf "$root/etc/"
 # This kind of machine trusts extra CAs (its network's TLS proxy): so does the chroot,
 # with the CA-related environment a new machine's shell has.

@@ -73,9 +73,9 @@ python3 vendor/fetch.py model >/dev/null
 
 # The first build compiles llama.cpp with no output of its own (cargo shows build-script
 # output only on failure): say so before it starts. A finished build leaves its cmake
-# install tree under target/*/build/llama-sys-*/out/lib.
+# install tree under target/release/build/llama-sys-*/out/cmake/lib.
 target=${CARGO_TARGET_DIR:-target}
-if ! ls -d "$target"/release/build/llama-sys-*/out/lib >/dev/null 2>&1; then
+if ! ls -d "$target"/release/build/llama-sys-*/out/cmake/lib >/dev/null 2>&1; then
   cores=$(nproc 2>/dev/null || echo 2)
   echo "setup: first build: compiling llama.cpp (CPU backend) — about $(( 12 / cores + 1 ))–$(( 16 / cores + 2 )) minutes on $cores cores; later builds are incremental" >&2
 fi
