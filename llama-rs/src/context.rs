@@ -598,12 +598,14 @@ impl Context {
                     p // the encoder does not use the KV cache
                 } else {
                     // An empty sequence may start anywhere; otherwise continue at max + 1.
-                    self.seq_pos_max(s).map_or(p, |last| last + 1)
+                    self.seq_pos_max(s).map_or(p, |last| last.saturating_add(1))
                 };
                 if p != expected {
                     return Err(Error::InvalidPosition { seq_id: s, expected, got: p });
                 }
-                self.next_pos[s as usize] = p + 1;
+                // The last position has no successor (and `+ 1` would wrap to UNSEEN).
+                self.next_pos[s as usize] =
+                    p.checked_add(1).ok_or_else(|| Error::InvalidParam(format!("sequence {s}: position {p} is out of range")))?;
             }
             let seqs = batch.seq_ids(i);
             if batch.is_output(i) && seqs.len() > 1 && seqs.iter().any(|&s| self.device_sampler(s).is_some()) {

@@ -368,6 +368,9 @@ pub trait CustomSampler: Send {
 struct CustomState {
     inner: Box<dyn CustomSampler>,
     panic: Option<Box<dyn Any + Send>>,
+    /// The sampler left no candidates: later stages assert `cur_p->size > 0`, so the
+    /// size was restored and the sample call returns an error.
+    emptied: bool,
 }
 
 unsafe extern "C" fn custom_name(_: *const sys::llama_sampler) -> *const c_char {
@@ -382,7 +385,12 @@ unsafe extern "C" fn custom_apply(smpl: *mut sys::llama_sampler, cur_p: *mut sys
     // SAFETY: llama.cpp passes a valid candidate array, exclusively ours for this call.
     let raw = unsafe { &mut *cur_p };
     let inner = &mut st.inner;
-    guard(&mut st.panic, (), || inner.apply(&mut Candidates { raw }));
+    let size = raw.size;
+    guard(&mut st.panic, (), || inner.apply(&mut Candidates { raw: &mut *raw }));
+    if raw.size == 0 && size > 0 {
+        raw.size = size;
+        st.emptied = true;
+    }
 }
 
 unsafe extern "C" fn custom_accept(smpl: *mut sys::llama_sampler, token: i32) {
@@ -544,7 +552,7 @@ impl SamplerBuilder {
                     unsafe { sys::llama_sampler_chain_add(chain_full.0.as_ptr(), p.as_ptr()) };
                 }
                 BuilderStage::Custom(c) => {
-                    let state = Box::into_raw(Box::new(CustomState { inner: c, panic: None }));
+                    let state = Box::into_raw(Box::new(CustomState { inner: c, panic: None, emptied: false }));
                     // SAFETY: the interface is a static with valid callbacks; ownership of
                     // `state` passes to the sampler, reclaimed by `custom_free`.
                     let p = unsafe { sys::llama_sampler_init(&CUSTOM_IFACE as *const _ as *mut _, state as *mut c_void) };
@@ -912,8 +920,13 @@ impl Sampler {
         if self.greedy_only && self.grammar.is_none() && !self.force_full {
             let t = crate::argmax(logits);
             // The argmax skips NaN unless the whole row is NaN: then there is no pick.
-            if logits[t.0 as usize].is_nan() {
+            // A row of -inf allows no token, as the other chains say.
+            let l = logits[t.0 as usize];
+            if l.is_nan() {
                 return Err(Error::NanLogits);
+            }
+            if l == f32::NEG_INFINITY {
+                return Err(Error::GrammarRejectedAll);
             }
             return Ok(t);
         }
@@ -958,6 +971,9 @@ impl Sampler {
         // SAFETY: valid chain; `arr` points at `self.cand`, alive and unaliased for the call.
         unsafe { sys::llama_sampler_apply(self.chain.0.as_ptr(), &mut arr) };
         self.resume_custom_panic();
+        if self.has_custom && self.custom_emptied() {
+            return Err(Error::InvalidParam("a custom sampler left no candidates".into()));
+        }
         if arr.selected < 0 || arr.selected as usize >= arr.size {
             return Err(Error::GrammarRejectedAll);
         }
@@ -983,6 +999,16 @@ impl Sampler {
                 std::panic::resume_unwind(p);
             }
         }
+    }
+
+    /// Whether a custom stage left no candidates in the last apply (and clears that).
+    fn custom_emptied(&mut self) -> bool {
+        let mut any = false;
+        for &c in &self.customs {
+            // SAFETY: the state is alive while the chain (owned by self) is.
+            any |= unsafe { std::mem::take(&mut (*c).emptied) };
+        }
+        any
     }
 
     /// Records `token` as generated: updates penalties, mirostat, grammar state. A token

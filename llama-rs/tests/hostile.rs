@@ -321,3 +321,37 @@ fn lazy_grammar_exceptions_are_errors() {
     let mut s = SamplerConfig { grammar: Some(g), ..SamplerConfig::greedy() }.build(m).unwrap();
     let _ = s.accept(trigger); // Ok or a typed error; an exception would abort the binary
 }
+
+// Class 11 and 6: sampling edge cases.
+#[test]
+fn sampling_edge_cases_are_typed_errors() {
+    let m = common::model();
+    let n = m.n_vocab() as usize;
+    // An all -inf row allows no token: greedy says so like every other chain.
+    let mut greedy = SamplerConfig::greedy().build(m).unwrap();
+    assert!(matches!(greedy.sample_logits(&vec![f32::NEG_INFINITY; n]), Err(Error::GrammarRejectedAll)));
+    let mut chain = SamplerConfig::default().build(m).unwrap();
+    assert!(chain.sample_logits(&vec![f32::NEG_INFINITY; n]).is_err());
+
+    // A custom stage that leaves no candidates before top-p (which asserts on none).
+    struct Empty;
+    impl llama_rs::CustomSampler for Empty {
+        fn apply(&mut self, c: &mut llama_rs::Candidates<'_>) {
+            c.truncate(0);
+        }
+    }
+    let mut s = llama_rs::SamplerBuilder::new(m)
+        .custom(Empty)
+        .stage(llama_rs::Stage::TopP { p: 0.9, min_keep: 1 })
+        .stage(llama_rs::Stage::Dist { seed: 1 })
+        .build()
+        .unwrap();
+    let logits: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 10.0).collect();
+    assert!(matches!(s.sample_logits(&logits), Err(Error::InvalidParam(_))));
+
+    // A position with no successor.
+    let mut ctx = common::ctx();
+    let mut b = Batch::new(1, 1).unwrap();
+    b.add(Token(2), i32::MAX, &[0], true).unwrap();
+    assert!(ctx.decode(&mut b).is_err());
+}
