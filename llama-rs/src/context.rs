@@ -430,6 +430,32 @@ impl Model {
     }
 }
 
+/// llama.cpp reserves its worst-case graph with `n_tokens / n_seq_max` tokens per
+/// sequence but `n_tokens` outputs; with mean or rank pooling the pooling matrix then
+/// does not fit (`GGML_ASSERT(ggml_can_mul_mat(a, b))` at context creation) unless the
+/// micro-batch divides evenly among the sequences.
+fn check_pooled_reserve(model: &Model, p: &ContextParams) -> Result<()> {
+    let pooled = p.embeddings && matches!(p.pooling, Pooling::Mean | Pooling::Rank | Pooling::Unspecified);
+    if !pooled || p.n_seq_max <= 1 {
+        return Ok(());
+    }
+    let n_ctx = if p.n_ctx == 0 { model.n_ctx_train() } else { p.n_ctx };
+    // What llama.cpp reserves with: the micro-batch, bounded by the context (causal
+    // models clamp n_batch to n_ctx; others see the padded n_ctx).
+    let causal = p.n_ubatch.min(p.n_batch).min(n_ctx);
+    let non_causal = p.n_ubatch.min(n_ctx.next_multiple_of(256));
+    for n_tokens in [causal, non_causal] {
+        if n_tokens % p.n_seq_max != 0 {
+            return Err(Error::InvalidParam(format!(
+                "with pooled embeddings, n_ubatch ({n_tokens} after llama.cpp's clamping) must be a multiple of \
+                 n_seq_max ({})",
+                p.n_seq_max
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn range_to_c(r: impl RangeBounds<Pos>) -> (Pos, Pos) {
     let p0 = match r.start_bound() {
         Bound::Included(&p) => p,
@@ -451,6 +477,7 @@ impl Context {
             return Err(Error::VocabOnly);
         }
         params.validate()?;
+        check_pooled_reserve(model, &params)?;
         let mut params = params;
         if params.embeddings && params.pooling != Pooling::None && params.n_seq_max > 1 {
             // With one KV stream per sequence llama.cpp splits a batch into equal-length
@@ -710,8 +737,16 @@ impl Context {
             return Err(Error::InvalidParam("device samplers need a context without embeddings".into()));
         }
         if let Some(DeviceSampler::TopK(k)) = step {
-            if k == 0 || k as i64 > self.n_vocab as i64 {
-                return Err(Error::InvalidParam(format!("device top-k needs 1 <= k <= n_vocab ({}), got {k}", self.n_vocab)));
+            // With several sequences llama.cpp's reserve graph hands the sampler a logits
+            // tensor smaller than the vocabulary (measured: k = n_vocab / 2 + 1 asserts
+            // `a->ne[0] >= k` with n_seq_max 2, at attach time); n_vocab / n_seq_max is a
+            // bound that held in every measured case. A k that large gains nothing on a
+            // device anyway.
+            let max = (self.n_vocab as i64 / self.params.n_seq_max.max(1) as i64).max(1);
+            if k == 0 || k as i64 > max {
+                return Err(Error::InvalidParam(format!(
+                    "device top-k needs 1 <= k <= n_vocab / n_seq_max ({max}), got {k}"
+                )));
             }
         }
         if self.device_samplers.iter().any(|(s, ..)| *s == seq) {

@@ -81,18 +81,22 @@ impl Embedder {
         };
         // The whole batch in one micro-batch: non-causal (BERT-style) models need it,
         // and pooling must see each sequence whole.
+        // llama.cpp's pooled graph needs the micro-batch to divide evenly among the
+        // sequences: use the largest such batch.
+        let n_seq = p.max_inputs.min(p.n_batch);
+        let n_batch = p.n_batch - p.n_batch % n_seq;
         let params = ContextParams::default()
             .embeddings(true)
             .pooling(pooling)
-            .n_ctx(p.n_batch.max(64))
-            .n_batch(p.n_batch)
-            .n_ubatch(p.n_batch)
-            .n_seq_max(p.max_inputs.min(p.n_batch))
+            .n_ctx(n_batch.max(64).next_multiple_of(n_seq))
+            .n_batch(n_batch)
+            .n_ubatch(n_batch)
+            .n_seq_max(n_seq)
             .kv_unified(true)
             .n_threads(p.n_threads);
         let ctx = model.context(params)?;
         let max_inputs = ctx.n_seq_max() as usize;
-        Ok(Embedder { batch: Batch::new(p.n_batch as usize, 1)?, ctx, normalize: p.normalize, max_inputs })
+        Ok(Embedder { batch: Batch::new(n_batch as usize, 1)?, ctx, normalize: p.normalize, max_inputs })
     }
 
     /// The context's pooling.

@@ -355,3 +355,28 @@ fn sampling_edge_cases_are_typed_errors() {
     b.add(Token(2), i32::MAX, &[0], true).unwrap();
     assert!(ctx.decode(&mut b).is_err());
 }
+
+// Class 6: pooled embeddings with a sequence count that does not divide the batch.
+#[test]
+fn pooled_embeddings_with_any_sequence_count() {
+    let m = common::model();
+    for n in [3u32, 5, 7] {
+        let mut e = llama_rs::Embedder::new(m, llama_rs::EmbedParams { max_inputs: n, ..Default::default() }).unwrap();
+        let v = e.embed(&["a", "hello world", "the cat", "x y z", "q"]).unwrap();
+        assert_eq!(v.len(), 5);
+    }
+    let p = ContextParams::default().embeddings(true).pooling(llama_rs::Pooling::Mean).n_seq_max(3).n_ctx(2048);
+    assert!(matches!(m.context(p), Err(Error::InvalidParam(_))));
+}
+
+// Class 6: a device top-k of the whole vocabulary on a multi-sequence context.
+#[test]
+fn device_top_k_bounds_hold_for_every_sequence() {
+    let m = common::model();
+    let n = m.n_vocab() as u32;
+    let mut ctx = m.context(common::params().n_seq_max(2)).unwrap();
+    for seq in [0, 1] {
+        assert!(matches!(ctx.set_device_sampler(seq, Some(llama_rs::DeviceSampler::TopK(n))), Err(Error::InvalidParam(_))));
+    }
+    assert!(ctx.set_device_sampler(1, Some(llama_rs::DeviceSampler::TopK(40))).is_ok());
+}
