@@ -68,7 +68,7 @@ pub use plan::{MemoryEntry, MemoryPlan};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
 pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, SyntheticShape};
 pub use token::{Pos, SeqId, Token};
-pub use vocab::{PieceDecoder, TokenAttr, Vocab};
+pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};
 
 /// Re-export of the raw bindings, for what the safe API does not cover yet.
 pub use llama_sys as sys;

@@ -59,6 +59,62 @@ fn opt(t: i32) -> Option<Token> {
     (t != sys::LLAMA_TOKEN_NULL).then_some(Token(t))
 }
 
+/// Texts up to this length are tokenized on the caller's thread: even at the deepest
+/// recursion measured (about 500 bytes of stack per character) they need under 1 MiB.
+const TOKENIZE_ON_CALLER_MAX: usize = 2048;
+/// Stack reserved per byte of text for the tokenizer thread (2× the worst measured).
+const TOKENIZE_STACK_PER_BYTE: usize = 1024;
+
+/// The vocabulary handle, sent to the tokenizer thread.
+#[derive(Clone, Copy)]
+struct SendVocab(NonNull<sys::llama_vocab>);
+// SAFETY (contract): llama_tokenize only reads the vocabulary (each call builds its own
+// tokenizer session), and the scoped thread that uses this handle ends before the
+// borrow of the model that keeps the vocabulary alive does.
+unsafe impl Send for SendVocab {}
+
+fn tokenize_raw(vocab: SendVocab, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+    let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
+    // A good first guess: most tokens span >= 1 byte, plus room for BOS/EOS.
+    let mut out: Vec<Token> = Vec::with_capacity(text.len() / 2 + 8);
+    for _ in 0..2 {
+        let cap = i32::try_from(out.capacity()).unwrap_or(i32::MAX);
+        let mut threw = false;
+        // SAFETY: `text` is valid for `len` bytes (no NUL terminator needed since the
+        // length is passed); `out` has room for `cap` tokens; Token is repr(transparent).
+        // The shim catches what llama.cpp's tokenizers throw.
+        let n = unsafe {
+            sys::llama_rs_tokenize(
+                vocab.0.as_ptr(),
+                text.as_ptr() as *const c_char,
+                len,
+                out.as_mut_ptr() as *mut i32,
+                cap,
+                add_special,
+                parse_special,
+                &mut threw,
+            )
+        };
+        if threw {
+            return Err(Error::Tokenize("llama.cpp's tokenizer failed on this text (see the llama.cpp log)".into()));
+        }
+        if n == i32::MIN {
+            return Err(Error::Tokenize("token count overflows i32".into()));
+        }
+        if n >= 0 {
+            // SAFETY: llama.cpp initialised the first `n` (<= cap) entries.
+            unsafe { out.set_len(n as usize) };
+            return Ok(out);
+        }
+        out.reserve_exact((-n) as usize);
+    }
+    Err(Error::Tokenize("token count changed between calls".into()))
+}
+
+/// Largest text [`Vocab::tokenize`] accepts: about 700,000 tokens of English, more than
+/// any context this library runs; at most a few seconds of llama.cpp's tokenizer.
+pub const TOKENIZE_MAX_BYTES: usize = 2 << 20;
+
 impl<'m> Vocab<'m> {
     /// # Safety
     /// `ptr` must be a valid vocab that outlives `'m`.
@@ -92,47 +148,49 @@ impl<'m> Vocab<'m> {
 
     /// Text → tokens. `add_special` adds BOS/EOS as the model wants; `parse_special`
     /// turns special-token text (e.g. `<start_of_turn>`) into those tokens.
+    ///
+    /// Texts over [`TOKENIZE_MAX_BYTES`] are refused (`Error::Limit`): llama.cpp's
+    /// tokenizers take superlinear time (measured on Gemma 3: 1 MiB 1 s, 2 MiB 2.5 s,
+    /// 4 MiB 20–30 s, 10 MiB over 10 minutes). [`Vocab::tokenize_unbounded`] takes any
+    /// length for callers who accept that cost.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+        if text.len() > TOKENIZE_MAX_BYTES {
+            return Err(Error::Limit {
+                what: "tokenize",
+                detail: format!(
+                    "text of {} bytes is over {TOKENIZE_MAX_BYTES} (llama.cpp's tokenizer time grows faster than \
+                     the text; use tokenize_unbounded to accept that)",
+                    text.len()
+                ),
+            });
+        }
+        self.tokenize_unbounded(text, add_special, parse_special)
+    }
+
+    /// [`Vocab::tokenize`] without the size bound.
+    pub fn tokenize_unbounded(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
         if let Some(b) = text.bytes().find(|b| self.missing_bytes.contains(b)) {
             return Err(Error::Tokenize(format!(
                 "the vocabulary has no token for byte 0x{b:02X}, which SentencePiece byte fallback may need"
             )));
         }
-        let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize("text longer than 2 GiB".into()))?;
-        // A good first guess: most tokens span >= 1 byte, plus room for BOS/EOS.
-        let mut out: Vec<Token> = Vec::with_capacity(text.len() / 2 + 8);
-        for _ in 0..2 {
-            let cap = i32::try_from(out.capacity()).unwrap_or(i32::MAX);
-            let mut threw = false;
-            // SAFETY: `text` is valid for `len` bytes (no NUL terminator needed since the
-            // length is passed); `out` has room for `cap` tokens; Token is repr(transparent).
-            // The shim catches what llama.cpp's tokenizers throw.
-            let n = unsafe {
-                sys::llama_rs_tokenize(
-                    self.raw(),
-                    text.as_ptr() as *const c_char,
-                    len,
-                    out.as_mut_ptr() as *mut i32,
-                    cap,
-                    add_special,
-                    parse_special,
-                    &mut threw,
-                )
-            };
-            if threw {
-                return Err(Error::Tokenize("llama.cpp's tokenizer failed on this text (see the llama.cpp log)".into()));
-            }
-            if n == i32::MIN {
-                return Err(Error::Tokenize("token count overflows i32".into()));
-            }
-            if n >= 0 {
-                // SAFETY: llama.cpp initialised the first `n` (<= cap) entries.
-                unsafe { out.set_len(n as usize) };
-                return Ok(out);
-            }
-            out.reserve_exact((-n) as usize);
+        let vocab = SendVocab(self.ptr);
+        if text.len() <= TOKENIZE_ON_CALLER_MAX {
+            return tokenize_raw(vocab, text, add_special, parse_special);
         }
-        Err(Error::Tokenize("token count changed between calls".into()))
+        // Some pre-tokenizers run std::regex, which recurses once per character of a
+        // match: a run of 200,000 letters overflowed an 8 MiB stack (deepseek-coder's
+        // vocabulary; measured ~300-500 bytes of stack per character). Long texts are
+        // tokenized on a thread whose stack has room for the worst case.
+        let stack = (8 << 20) + text.len().saturating_mul(TOKENIZE_STACK_PER_BYTE);
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("llama-rs-tokenize".into())
+                .stack_size(stack)
+                .spawn_scoped(scope, move || tokenize_raw(vocab, text, add_special, parse_special))
+                .map_err(|e| Error::Limit { what: "tokenize", detail: format!("no thread with a {stack}-byte stack: {e}") })?;
+            worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
     }
 
     /// The raw bytes of one token's piece. A piece may hold part of a UTF-8 character;

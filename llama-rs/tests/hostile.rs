@@ -380,3 +380,27 @@ fn device_top_k_bounds_hold_for_every_sequence() {
     }
     assert!(ctx.set_device_sampler(1, Some(llama_rs::DeviceSampler::TopK(40))).is_ok());
 }
+
+// Classes 3 and 4: tokenization is bounded in time (size cap) and runs where the stack
+// suffices (llama.cpp's std::regex pre-tokenizers recurse per character).
+#[test]
+fn tokenization_is_bounded_and_does_not_overflow_the_stack() {
+    let m = common::model();
+    let big = "word ".repeat((llama_rs::TOKENIZE_MAX_BYTES / 5) + 1);
+    let r = m.vocab().tokenize(&big, false, false);
+    assert!(matches!(r, Err(Error::Limit { .. })), "{:?}", r.map(|t| t.len()));
+
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/llama.cpp/models/ggml-vocab-deepseek-coder.gguf");
+    let coder = Model::load(&p, ModelParams::default().vocab_only(true)).expect("vendored deepseek-coder vocabulary");
+    // On a 1 MiB thread (smaller than most callers'): 200,000 letters in one regex match.
+    let text = "a".repeat(200_000);
+    let n = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn_scoped(s, || coder.vocab().tokenize(&text, false, false).map(|t| t.len()))
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    assert!(n.unwrap() > 0);
+}
