@@ -567,6 +567,7 @@ impl SamplerBuilder {
             Some(g) => Some(make_grammar(&self.model, g)?),
             None => None,
         };
+        let lazy_patterns = self.grammar.as_ref().is_some_and(|g| !g.trigger_patterns.is_empty());
         Ok(Sampler {
             model: self.model,
             chain: chain_full,
@@ -575,6 +576,8 @@ impl SamplerBuilder {
             has_custom,
             customs,
             grammar,
+            lazy_patterns,
+            accepted_bytes: 0,
             cand: Vec::new(),
             one: [sys::llama_token_data { id: 0, logit: 0.0, p: 0.0 }],
             force_full: false,
@@ -800,6 +803,17 @@ fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
         .ok_or_else(|| Error::Grammar("llama.cpp could not parse the grammar (undefined rule, syntax error, left recursion or missing root; see the llama.cpp log)".into()))
 }
 
+/// Output a lazy grammar may have searched for its trigger before the search runs on a
+/// thread with a larger stack (std::regex recursion: ~500 bytes of stack per byte).
+const LAZY_ACCEPT_ON_CALLER_MAX: usize = 2048;
+
+/// A grammar sampler handed to the thread that accepts into it.
+#[derive(Clone, Copy)]
+struct SendSampler(NonNull<sys::llama_sampler>);
+// SAFETY (contract): llama.cpp samplers have no thread affinity; the `Sampler` owning
+// this one is borrowed mutably for the whole scoped thread, so nothing else touches it.
+unsafe impl Send for SendSampler {}
+
 /// A configured sampler: a llama.cpp chain plus an optional grammar, with the fast paths.
 /// Not `Sync`: one thread samples at a time.
 ///
@@ -823,6 +837,11 @@ pub struct Sampler {
     has_custom: bool,
     customs: Vec<*mut CustomState>,
     grammar: Option<RawSampler>,
+    /// The grammar waits for a trigger pattern: llama.cpp then runs std::regex over all
+    /// output since the last reset on every accept, recursing per character.
+    lazy_patterns: bool,
+    /// Bytes accepted since the last reset (an upper bound of llama.cpp's trigger buffer).
+    accepted_bytes: usize,
     /// Reused candidate buffer (no per-token allocation).
     cand: Vec<sys::llama_token_data>,
     one: [sys::llama_token_data; 1],
@@ -1019,9 +1038,38 @@ impl Sampler {
             if !grammar_allows(g, &mut self.one, token) {
                 return Err(Error::GrammarRejected(token.0));
             }
+            if self.lazy_patterns {
+                let mut piece = Vec::new();
+                self.model.vocab().token_to_piece_bytes(token, true, &mut piece)?;
+                self.accepted_bytes = self.accepted_bytes.saturating_add(piece.len());
+            }
+            let (grammar, id) = (SendSampler(g.0), token.0);
             // SAFETY: valid grammar sampler; the token is allowed (checked). A lazy grammar
             // can still throw on its trigger: the shim catches it.
-            if unsafe { sys::llama_rs_sampler_accept(g.0.as_ptr(), token.0) } != 0 {
+            let accept = move || {
+                let g = grammar; // the whole Send wrapper, not its field (closure capture)
+                // SAFETY: see above.
+                unsafe { sys::llama_rs_sampler_accept(g.0.as_ptr(), id) }
+            };
+            let rc = if self.lazy_patterns && self.accepted_bytes > LAZY_ACCEPT_ON_CALLER_MAX {
+                // The trigger search recurses per character of the buffer (a 24 KB buffer
+                // overflowed a test thread's stack): run it where the stack has room.
+                let stack = (8 << 20) + self.accepted_bytes.saturating_mul(1024);
+                std::thread::scope(|scope| {
+                    std::thread::Builder::new()
+                        .name("llama-rs-grammar".into())
+                        .stack_size(stack)
+                        .spawn_scoped(scope, accept)
+                        .map(|h| h.join().unwrap_or(-1))
+                        .unwrap_or(-2)
+                })
+            } else {
+                accept()
+            };
+            if rc == -2 {
+                return Err(Error::Limit { what: "grammar", detail: "no thread with room for the trigger search".into() });
+            }
+            if rc != 0 {
                 return Err(Error::Grammar(format!("llama.cpp failed accepting token {} into the grammar", token.0)));
             }
         }
@@ -1035,6 +1083,7 @@ impl Sampler {
 
     /// Resets penalties, RNG-independent state and the grammar to the start.
     pub fn reset(&mut self) {
+        self.accepted_bytes = 0;
         // SAFETY: valid samplers.
         unsafe {
             sys::llama_sampler_reset(self.chain.0.as_ptr());

@@ -404,3 +404,34 @@ fn tokenization_is_bounded_and_does_not_overflow_the_stack() {
     });
     assert!(n.unwrap() > 0);
 }
+
+// Class 4: a lazy grammar's trigger search over a long untriggered output (std::regex
+// recursion per character) does not overflow the caller's stack.
+#[test]
+fn long_untriggered_lazy_grammar_output_does_not_overflow_the_stack() {
+    let m = common::model();
+    let vocab = m.vocab();
+    // The token with the longest piece, so the buffer grows fast.
+    let mut best = (Token(0), 0usize);
+    let mut buf = Vec::new();
+    for t in 0..m.n_vocab() {
+        if vocab.token_to_piece_bytes(Token(t), false, &mut buf).is_ok() && buf.len() > best.1 && !buf.contains(&b'N') {
+            best = (Token(t), buf.len());
+        }
+    }
+    let g = Grammar::lazy(r#"root ::= "x""#, vec![r"^[\s\S]*NEVER$".into()], vec![]);
+    let mut s = SamplerConfig { grammar: Some(g), ..SamplerConfig::greedy() }.build(m).unwrap();
+    let n = 24_000 / best.1 + 1;
+    std::thread::scope(|sc| {
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn_scoped(sc, || {
+                for _ in 0..n {
+                    s.accept(best.0).unwrap();
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+}
