@@ -435,3 +435,41 @@ fn long_untriggered_lazy_grammar_output_does_not_overflow_the_stack() {
             .unwrap()
     });
 }
+
+// Class 11: DRY with its default window (-1) really penalizes (this llama.cpp clamps -1
+// to 0, which turned DRY off).
+#[test]
+fn dry_penalizes_with_the_default_window() {
+    let m = common::model();
+    let n = m.n_vocab() as usize;
+    let (a, b, c, d) = (Token(1000), Token(1001), Token(1002), Token(1003));
+    let mut logits = vec![0.0f32; n];
+    logits[c.0 as usize] = 5.0;
+    logits[d.0 as usize] = 4.9;
+    let pick = |dry: f32| {
+        let cfg = SamplerConfig { temperature: 1.0, top_k: 1, dry_multiplier: dry, ..Default::default() };
+        assert_eq!(cfg.dry_penalty_last_n, -1);
+        let mut s = cfg.build(m).unwrap();
+        for t in [a, b, c, a, b, c, a, b] {
+            s.accept(t).unwrap();
+        }
+        s.sample_logits(&logits).unwrap()
+    };
+    assert_eq!(pick(0.0), c);
+    assert_eq!(pick(0.8), d, "DRY did not penalize the repeated continuation");
+}
+
+// Class 6: an empty token string that llama.cpp would rename into another token's text.
+#[test]
+fn empty_token_strings_that_collide_are_refused() {
+    let dir = common::TempDir::new("hostile-empty");
+    let p = dir.join("vocab.gguf");
+    let mut w = GgufWriter::new();
+    w.kv_str("general.architecture", "llama").kv_str("tokenizer.ggml.model", "gpt2").kv(
+        "tokenizer.ggml.tokens",
+        llama_rs::GgufValue::Array(vec![llama_rs::GgufValue::Str("".into()), llama_rs::GgufValue::Str("[EMPTY_0]".into())]),
+    );
+    w.write(&p).unwrap();
+    let r = Model::load(&p, ModelParams::default().vocab_only(true));
+    assert!(matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("EMPTY_0")), "{:?}", r.map(|_| ()));
+}
