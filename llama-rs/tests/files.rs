@@ -59,7 +59,8 @@ fn malformed_model_files_are_errors() {
         dst.flush().unwrap();
     }
     let r = load(&p);
-    assert!(matches!(r, Err(Error::ModelLoad { .. })), "last byte missing: {r:?}");
+    // Found before llama.cpp maps it (a short mapped file would be a SIGBUS there).
+    assert!(matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("truncated")), "last byte missing: {r:?}");
     std::fs::remove_file(&p).unwrap();
     // Split loading: an empty list, or a bad part.
     assert!(matches!(Model::load_splits::<&str>(&[], ModelParams::default()), Err(Error::InvalidParam(_))));
@@ -144,7 +145,8 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
     assert_eq!(logits(&Model::load_splits(&parts, ModelParams::default()).unwrap()), want);
     // Loading from a later part, or with a part missing, is an error.
     assert!(matches!(Model::load(&parts[1], ModelParams::default()), Err(Error::ModelLoad { .. })));
-    assert!(matches!(Model::load_splits(&parts[..2], ModelParams::default()), Err(Error::ModelLoad { .. })));
+    // An incomplete list is refused by its split metadata before llama.cpp sees it.
+    assert!(matches!(Model::load_splits(&parts[..2], ModelParams::default()), Err(Error::InvalidParam(_))));
     std::fs::remove_file(&parts[2]).unwrap();
     assert!(matches!(Model::load(&parts[0], ModelParams::default()), Err(Error::ModelLoad { .. })));
 }
