@@ -482,6 +482,10 @@ fn check_splits<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
     if paths.len() == 1 {
         return Ok(());
     }
+    // Missing or non-GGUF parts first: those errors name the file.
+    for p in paths {
+        check_gguf_header(p.as_ref())?;
+    }
     for (i, p) in paths.iter().enumerate() {
         let p = p.as_ref();
         let layout = crate::gguf::read_layout(p, true)?;
