@@ -56,11 +56,17 @@ pub use adapter::{ControlVector, LoraAdapter};
 pub use batch::Batch;
 pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
 pub use device::{Device, DeviceType};
-pub use chat::{apply_builtin, parse_tool_calls, ChatMessage, ChatTemplate, FunctionCall, RenderOptions, ToolCall};
+pub use chat::{
+    apply_builtin, parse_tool_calls, ChatMessage, ChatTemplate, FunctionCall, RenderOptions, ToolCall, TEMPLATE_FUEL,
+    TEMPLATE_MAX_DEPTH, TEMPLATE_MAX_INDENT, TEMPLATE_MAX_OUTPUT,
+};
+pub use gbnf_check::{
+    MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_REPETITION as GRAMMAR_MAX_REPETITION,
+};
 pub use embed::{EmbedParams, Embedder, Normalize};
 pub use error::{Error, Result};
 pub use generate::{CancelHandle, DeviceSampling, FinishReason, GenerateParams, Generator, Piece, Prompt, Session, TokenLogprob};
-pub use sampling::{Candidates, CustomSampler, DeviceSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage};
+pub use sampling::{MAX_PENALTY_LAST_N, Candidates, CustomSampler, DeviceSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage};
 pub use gguf::{read_gguf_metadata, GgufValue, GgufWriter};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
 pub use quantize::{quantize, FileType, QuantizeParams};

@@ -85,6 +85,22 @@ fn main() -> anyhow::Result<()> {
             put(&out, "tokenize", &format!("t{i}-{flag}"), &with_flag(flag, t.as_bytes()))?;
         }
     }
+    // chat_template: real template shapes.
+    for (i, t) in [
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}<start_of_turn>user\n{{ m.content }}<end_of_turn>\n{% else %}<start_of_turn>model\n{{ m.content }}<end_of_turn>\n{% endif %}{% endfor %}",
+        "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{{ m | tojson(indent=2) }}{% endfor %}{{ ns.n }}{{ strftime_now('%Y-%m-%d') }}",
+        "{% macro r(n) %}{% if n > 0 %}{{ r(n - 1) }}{% endif %}x{% endmacro %}{{ r(5) }}{% for i in range(10) %}{{ i }}{% endfor %}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        put(&out, "chat_template", &format!("tmpl{i}"), t.as_bytes())?;
+    }
+    // model_params: a few structured inputs are just bytes for `arbitrary`.
+    for (i, b) in [&[0u8; 32][..], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], &[255; 40]].iter().enumerate() {
+        put(&out, "model_params", &format!("p{i}"), b)?;
+    }
     println!("seeds written under {}", out.display());
     Ok(())
 }
