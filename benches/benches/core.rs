@@ -109,7 +109,13 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(32));
     let mut session = Session::new(model.context(params.clone()).unwrap()).unwrap();
-    let gp = GenerateParams { max_tokens: Some(32), ignore_eos: true, sampler: SamplerConfig::greedy(), stop: vec!["\n\n\n".into()], ..Default::default() };
+    let gp = GenerateParams {
+        max_tokens: Some(32),
+        ignore_eos: true,
+        sampler: SamplerConfig::greedy(),
+        stop: vec!["\n\n\n".into()],
+        ..Default::default()
+    };
     g.bench_function("generation_api", |b| {
         b.iter(|| {
             session.reset();

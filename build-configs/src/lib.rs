@@ -228,10 +228,7 @@ pub fn check_vulkan_header(vulkan_core_h: &str) -> Result<(u32, u32, u32), Strin
         .find_map(|l| l.trim().strip_prefix("#define VK_HEADER_VERSION_COMPLETE "))
         .ok_or("no VK_HEADER_VERSION_COMPLETE in vulkan_core.h")?;
     // e.g. VK_MAKE_API_VERSION(0, 1, 3, VK_HEADER_VERSION)
-    let args: Vec<u32> = complete
-        .split(['(', ')', ','])
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let args: Vec<u32> = complete.split(['(', ')', ',']).filter_map(|s| s.trim().parse().ok()).collect();
     let (major, minor) = match args.as_slice() {
         [_, ma, mi, ..] => (*ma, *mi),
         [ma, mi] => (*ma, *mi),
@@ -328,7 +325,10 @@ mod tests {
         i.gpu_targets = Some("sm_90".into());
         assert!(cmake_options(&i, None, &Default::default()).is_err());
         let env_wins = Inputs { gpu_targets: Some("gfx1150".into()), ..host() };
-        assert_eq!(get(&cmake_options(&env_wins, Some(&cfg), &Default::default()).unwrap(), "GPU_TARGETS"), Some("gfx1150"));
+        assert_eq!(
+            get(&cmake_options(&env_wins, Some(&cfg), &Default::default()).unwrap(), "GPU_TARGETS"),
+            Some("gfx1150")
+        );
     }
 
     #[test]
@@ -338,9 +338,15 @@ mod tests {
         assert_eq!(get(&a, "CMAKE_CUDA_ARCHITECTURES"), Some("90"));
         let mut i = host();
         i.features.insert(Backend::Cuda);
-        assert_eq!(get(&cmake_options(&i, None, &Default::default()).unwrap(), "CMAKE_CUDA_ARCHITECTURES"), Some("native"));
+        assert_eq!(
+            get(&cmake_options(&i, None, &Default::default()).unwrap(), "CMAKE_CUDA_ARCHITECTURES"),
+            Some("native")
+        );
         i.cuda_archs = Some("89;90".into());
-        assert_eq!(get(&cmake_options(&i, None, &Default::default()).unwrap(), "CMAKE_CUDA_ARCHITECTURES"), Some("89;90"));
+        assert_eq!(
+            get(&cmake_options(&i, None, &Default::default()).unwrap(), "CMAKE_CUDA_ARCHITECTURES"),
+            Some("89;90")
+        );
         let v = cmake_options(&host(), Some(&named("gfx1151-vulkan").unwrap()), &Default::default()).unwrap();
         assert_eq!(get(&v, "GGML_VULKAN"), Some("ON"));
         assert_eq!(get(&v, "GGML_HIP"), Some("OFF"));
@@ -348,7 +354,9 @@ mod tests {
 
     #[test]
     fn toolchain_version_checks() {
-        let h = |p: u32| format!("#define VK_HEADER_VERSION {p}\n#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION(0, 1, 3, VK_HEADER_VERSION)\n");
+        let h = |p: u32| {
+            format!("#define VK_HEADER_VERSION {p}\n#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION(0, 1, 3, VK_HEADER_VERSION)\n")
+        };
         assert!(check_vulkan_header(&h(239)).unwrap_err().contains("1.3.239"));
         assert_eq!(check_vulkan_header(&h(272)).unwrap(), (1, 3, 272));
         let v14 = "#define VK_HEADER_VERSION 309\n#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION(0, 1, 4, VK_HEADER_VERSION)";

@@ -9,10 +9,13 @@ pub fn load_with_progress(path: &std::path::Path, params: ModelParams) -> llama_
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}%").unwrap().progress_chars("=> "));
     bar.set_message(format!("loading {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
     let b2 = bar.clone();
-    let model = Model::load(path, params.progress(move |p| {
-        b2.set_position((p * 100.0) as u64);
-        true
-    }));
+    let model = Model::load(
+        path,
+        params.progress(move |p| {
+            b2.set_position((p * 100.0) as u64);
+            true
+        }),
+    );
     bar.finish_and_clear();
     model
 }
@@ -21,7 +24,9 @@ pub fn load_with_progress(path: &std::path::Path, params: ModelParams) -> llama_
 /// when stderr is a terminal, so logs and piped tables stay clean.
 pub fn steps_progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}").unwrap().progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}").unwrap().progress_chars("=> "),
+    );
     bar.set_message(what.to_string());
     bar
 }

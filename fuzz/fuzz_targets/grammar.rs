@@ -18,7 +18,12 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => return,
         }
     };
-    let config = SamplerConfig { grammar: Some(grammar), temperature: if mode & 2 == 0 { 0.0 } else { 0.8 }, seed: 1, ..Default::default() };
+    let config = SamplerConfig {
+        grammar: Some(grammar),
+        temperature: if mode & 2 == 0 { 0.0 } else { 0.8 },
+        seed: 1,
+        ..Default::default()
+    };
     let model = common::tiny();
     let Ok(mut sampler) = config.build(model) else { return };
     let n_vocab = model.n_vocab() as usize;

@@ -63,7 +63,8 @@ fuzz_target!(|input: Input| {
         params = params.kv_override(key, v);
     }
     let Ok(model) = Model::load(common::scratch("tiny.gguf"), params) else { return };
-    let pooling = [Pooling::Unspecified, Pooling::None, Pooling::Mean, Pooling::Cls, Pooling::Last][input.pooling as usize % 5];
+    let pooling =
+        [Pooling::Unspecified, Pooling::None, Pooling::Mean, Pooling::Cls, Pooling::Last][input.pooling as usize % 5];
     let cp = ContextParams::default()
         .n_ctx(input.n_ctx as u32 % 512)
         .n_batch(input.n_batch as u32 % 1024)

@@ -9,7 +9,8 @@ use llama_rs::{Batch, Token};
 fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else { return };
     let mut ctx = common::tiny().context(common::tiny_params()).unwrap();
-    let restored = if which & 1 == 0 { ctx.load_state(bytes) } else { ctx.load_seq_state((which >> 1) as i32 % 4, bytes) };
+    let restored =
+        if which & 1 == 0 { ctx.load_state(bytes) } else { ctx.load_seq_state((which >> 1) as i32 % 4, bytes) };
     if restored.is_ok() {
         // Whatever was restored, continuing must not abort.
         let next = ctx.seq_pos_max(0).map_or(0, |p| p + 1);

@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
         vocab.detokenize(&tokens, flags & 4 != 0, flags & 8 != 0).unwrap();
     }
     // The same bytes as token ids, most of them out of range.
-    let ids: Vec<Token> = rest.chunks_exact(4).map(|c| Token(i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> (flags & 15))).collect();
+    let ids: Vec<Token> =
+        rest.chunks_exact(4).map(|c| Token(i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> (flags & 15))).collect();
     let _ = vocab.detokenize(&ids, flags & 16 != 0, flags & 32 != 0);
     let mut decoder = PieceDecoder::default();
     let mut buf = Vec::new();

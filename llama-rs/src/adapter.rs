@@ -140,7 +140,8 @@ impl Context {
         let mut scales: Vec<f32> = adapters.iter().map(|(_, s)| *s).collect();
         // SAFETY: valid context; adapters belong to its model and are kept alive below
         // for as long as they are applied.
-        let rc = unsafe { sys::llama_set_adapters_lora(self.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr()) };
+        let rc =
+            unsafe { sys::llama_set_adapters_lora(self.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr()) };
         if rc != 0 {
             return Err(Error::Adapter(format!("llama_set_adapters_lora returned {rc}")));
         }
@@ -175,7 +176,14 @@ impl Context {
         }
         // SAFETY: data is readable for len floats; n_embd matches the model (checked).
         let rc = unsafe {
-            sys::llama_set_adapter_cvec(self.as_ptr(), cv.data.as_ptr(), cv.data.len(), n_embd as i32, cv.layer_start, cv.layer_end)
+            sys::llama_set_adapter_cvec(
+                self.as_ptr(),
+                cv.data.as_ptr(),
+                cv.data.len(),
+                n_embd as i32,
+                cv.layer_start,
+                cv.layer_end,
+            )
         };
         if rc != 0 {
             return Err(Error::Adapter(format!("llama_set_adapter_cvec returned {rc}")));

@@ -80,11 +80,7 @@ extern "C" fn log_trampoline(level: sys::ggml_log_level, text: *const c_char, _:
 
 /// Runs a closure called from C: a panic is caught and stored so the Rust caller can
 /// resume it after the C function returns. Returns `fallback` if it panicked.
-pub(crate) fn guard<R>(
-    slot: &mut Option<Box<dyn std::any::Any + Send>>,
-    fallback: R,
-    f: impl FnOnce() -> R,
-) -> R {
+pub(crate) fn guard<R>(slot: &mut Option<Box<dyn std::any::Any + Send>>, fallback: R, f: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {

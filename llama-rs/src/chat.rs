@@ -99,7 +99,12 @@ pub struct RenderOptions {
 /// ```
 #[derive(Debug)]
 pub enum ChatTemplate {
-    Jinja { source: String, bos_token: String, eos_token: String, env: Environment<'static> },
+    Jinja {
+        source: String,
+        bos_token: String,
+        eos_token: String,
+        env: Environment<'static>,
+    },
     /// One of llama.cpp's built-in templates, by name (see [`ChatTemplate::builtin_names`]).
     Builtin(String),
 }
@@ -203,31 +208,41 @@ fn new_env() -> Environment<'static> {
         })?;
         Ok(out)
     });
-    env.add_filter("tojson", |v: JValue, indent: Option<usize>, kwargs: minijinja::value::Kwargs| -> std::result::Result<JValue, minijinja::Error> {
-        // Python's keyword arguments: `indent` is honoured; `ensure_ascii`, `sort_keys`
-        // and `separators` are accepted (output is already ensure_ascii=False).
-        let indent = match kwargs.get::<Option<usize>>("indent")? {
-            Some(i) => Some(i),
-            None => indent,
-        };
-        if indent.is_some_and(|i| i > TEMPLATE_MAX_INDENT) {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: indent must be <= {TEMPLATE_MAX_INDENT}"),
-            ));
-        }
-        let json: Value = serde_json::to_value(&v)
-            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-        let mut s = String::new();
-        py_json(&json, indent, 0, &mut s);
-        Ok(JValue::from_safe_string(s))
-    });
+    env.add_filter(
+        "tojson",
+        |v: JValue,
+         indent: Option<usize>,
+         kwargs: minijinja::value::Kwargs|
+         -> std::result::Result<JValue, minijinja::Error> {
+            // Python's keyword arguments: `indent` is honoured; `ensure_ascii`, `sort_keys`
+            // and `separators` are accepted (output is already ensure_ascii=False).
+            let indent = match kwargs.get::<Option<usize>>("indent")? {
+                Some(i) => Some(i),
+                None => indent,
+            };
+            if indent.is_some_and(|i| i > TEMPLATE_MAX_INDENT) {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson: indent must be <= {TEMPLATE_MAX_INDENT}"),
+                ));
+            }
+            let json: Value = serde_json::to_value(&v)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+            let mut s = String::new();
+            py_json(&json, indent, 0, &mut s);
+            Ok(JValue::from_safe_string(s))
+        },
+    );
     env
 }
 
 impl ChatTemplate {
     /// Compiles a Jinja template (syntax errors are reported here, not at render time).
-    pub fn jinja(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Result<Self> {
+    pub fn jinja(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self> {
         let source = source.into();
         let mut env = new_env();
         env.add_template_owned("chat", strip_generation_tags(&source)).map_err(template_error)?;
@@ -288,7 +303,10 @@ impl ChatTemplate {
             ChatTemplate::Jinja { bos_token, eos_token, env, .. } => {
                 let tmpl = env.get_template("chat").map_err(template_error)?;
                 let mut ctx = serde_json::Map::new();
-                ctx.insert("messages".into(), serde_json::to_value(messages).map_err(|e| Error::Template(e.to_string()))?);
+                ctx.insert(
+                    "messages".into(),
+                    serde_json::to_value(messages).map_err(|e| Error::Template(e.to_string()))?,
+                );
                 ctx.insert("add_generation_prompt".into(), Value::Bool(opts.add_generation_prompt));
                 ctx.insert("bos_token".into(), Value::String(bos_token.clone()));
                 ctx.insert("eos_token".into(), Value::String(eos_token.clone()));
@@ -342,7 +360,14 @@ pub fn apply_builtin(tmpl: &str, messages: &[ChatMessage], add_assistant: bool) 
         let mut buf = vec![0u8; cap];
         // SAFETY: all strings are valid C strings alive for the call; `buf` has `cap` bytes.
         let n = unsafe {
-            llama_sys::llama_chat_apply_template(t.as_ptr(), raw.as_ptr(), raw.len(), add_assistant, buf.as_mut_ptr() as *mut c_char, cap as i32)
+            llama_sys::llama_chat_apply_template(
+                t.as_ptr(),
+                raw.as_ptr(),
+                raw.len(),
+                add_assistant,
+                buf.as_mut_ptr() as *mut c_char,
+                cap as i32,
+            )
         };
         if n < 0 {
             return Err(Error::Template(format!("llama.cpp does not support the template {tmpl:.60?}")));
@@ -457,7 +482,10 @@ mod tests {
     #[test]
     fn tool_call_formats() {
         let (t, c) = parse_tool_calls(r#"[TOOL_CALLS][{"name": "f", "arguments": {"x": 1}}]"#);
-        assert_eq!((t.as_str(), c[0].function.name.as_str(), &c[0].function.arguments["x"]), ("", "f", &serde_json::json!(1)));
+        assert_eq!(
+            (t.as_str(), c[0].function.name.as_str(), &c[0].function.arguments["x"]),
+            ("", "f", &serde_json::json!(1))
+        );
         let (_, c) = parse_tool_calls(r#"<|python_tag|>{"name": "g", "parameters": {"q": "a"}}<|eom_id|>"#);
         assert_eq!(c[0].function.name, "g");
         let (_, c) = parse_tool_calls(r#"{"name": "h", "parameters": {}}"#);
@@ -465,7 +493,9 @@ mod tests {
         let (t, c) = parse_tool_calls("no calls here {not json");
         assert!(c.is_empty());
         assert_eq!(t, "no calls here {not json");
-        let (_, c) = parse_tool_calls(r#"<tool_call>{"name": "a", "arguments": "{\"k\": 2}"}</tool_call><tool_call>{"name": "b"}</tool_call>"#);
+        let (_, c) = parse_tool_calls(
+            r#"<tool_call>{"name": "a", "arguments": "{\"k\": 2}"}</tool_call><tool_call>{"name": "b"}</tool_call>"#,
+        );
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].function.arguments["k"], 2);
     }

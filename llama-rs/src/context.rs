@@ -631,8 +631,9 @@ impl Context {
                     return Err(Error::InvalidPosition { seq_id: s, expected, got: p });
                 }
                 // The last position has no successor (and `+ 1` would wrap to UNSEEN).
-                self.next_pos[s as usize] =
-                    p.checked_add(1).ok_or_else(|| Error::InvalidParam(format!("sequence {s}: position {p} is out of range")))?;
+                self.next_pos[s as usize] = p
+                    .checked_add(1)
+                    .ok_or_else(|| Error::InvalidParam(format!("sequence {s}: position {p} is out of range")))?;
             }
             let seqs = batch.seq_ids(i);
             if batch.is_output(i) && seqs.len() > 1 && seqs.iter().any(|&s| self.device_sampler(s).is_some()) {

@@ -36,7 +36,13 @@ pub struct EmbedParams {
 
 impl Default for EmbedParams {
     fn default() -> Self {
-        EmbedParams { pooling: Pooling::Unspecified, normalize: Normalize::L2, n_batch: 2048, max_inputs: 32, n_threads: 0 }
+        EmbedParams {
+            pooling: Pooling::Unspecified,
+            normalize: Normalize::L2,
+            n_batch: 2048,
+            max_inputs: 32,
+            n_threads: 0,
+        }
     }
 }
 
@@ -67,7 +73,8 @@ impl Embedder {
         let pooling = match p.pooling {
             Pooling::None => {
                 return Err(Error::InvalidParam(
-                    "Embedder pools one vector per input; for per-token embeddings use a Context with embeddings(true)".into(),
+                    "Embedder pools one vector per input; for per-token embeddings use a Context with embeddings(true)"
+                        .into(),
                 ))
             }
             Pooling::Unspecified => match model.meta(&format!("{}.pooling_type", model.architecture())).as_deref() {

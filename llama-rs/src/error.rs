@@ -14,7 +14,9 @@ pub enum Error {
     #[error("{path} is not a valid GGUF file: {reason}")]
     NotGguf { path: PathBuf, reason: String },
     /// llama.cpp refused to load the model (its log says why; enable the `log` crate).
-    #[error("llama.cpp could not load the model from {path} (corrupt, truncated or unsupported; see the llama.cpp log)")]
+    #[error(
+        "llama.cpp could not load the model from {path} (corrupt, truncated or unsupported; see the llama.cpp log)"
+    )]
     ModelLoad { path: PathBuf },
     /// The progress callback asked to stop the load.
     #[error("model load cancelled by the progress callback")]

@@ -26,7 +26,9 @@ fn err(msg: String) -> Error {
 #[derive(Debug)]
 enum Item {
     /// A literal (`nullable` when it is `""`), a character class, `.`, or a token.
-    Atom { nullable: bool },
+    Atom {
+        nullable: bool,
+    },
     Ref(String),
     Group(Vec<Vec<Node>>),
 }
@@ -199,7 +201,10 @@ impl Parser<'_> {
                         return Err(err(format!("expected `}}` at byte {}", self.i)));
                     }
                     if max.is_some_and(|m| m < min) {
-                        return Err(err(format!("repetition {{{min},{}}}: the maximum is below the minimum", max.unwrap_or(0))));
+                        return Err(err(format!(
+                            "repetition {{{min},{}}}: the maximum is below the minimum",
+                            max.unwrap_or(0)
+                        )));
                     }
                     if min > MAX_REPETITION || max.is_some_and(|m| m > MAX_REPETITION) {
                         return Err(err(format!(
@@ -245,7 +250,8 @@ pub fn check(gbnf: &str) -> Result<()> {
         p.space(false);
         match p.peek() {
             None | Some(b'\n') => {}
-            _ if p.s[p.i..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_').count() > 0 => {}
+            _ if p.s[p.i..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'_').count()
+                > 0 => {}
             _ => return Ok(()), // stray character: llama.cpp's parser names it
         }
     }
@@ -307,12 +313,10 @@ fn check_seq(seq: &[Node], nullable: &HashMap<&str, bool>) -> Result<u64> {
         let (min, max) = n.rep;
         let repeats = max.is_none_or(|m| m > 1);
         if repeats && item_nullable(&n.item, nullable) {
-            return Err(err(
-                "a repeated item can match the empty string (e.g. `(x?){0,40}` or `(\"a\"|\"\")*`): \
+            return Err(err("a repeated item can match the empty string (e.g. `(x?){0,40}` or `(\"a\"|\"\")*`): \
                  llama.cpp's matcher explodes on it; make the item non-empty and let the repetition's \
                  minimum express optionality"
-                    .into(),
-            ));
+                .into()));
         }
         let copies = max.unwrap_or(min + 1).max(1);
         size = size.saturating_add(inner.saturating_mul(copies));

@@ -419,8 +419,12 @@ impl Generator<'_> {
             };
             match decoded {
                 None | Some(Ok(())) => {}
-                Some(Err(Error::Aborted)) => return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps))),
-                Some(Err(Error::ContextFull)) => return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps))),
+                Some(Err(Error::Aborted)) => {
+                    return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)))
+                }
+                Some(Err(Error::ContextFull)) => {
+                    return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)))
+                }
                 Some(Err(e)) => return Err(e),
             }
             if decoded.is_some() {

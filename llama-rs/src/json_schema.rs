@@ -72,7 +72,9 @@ fn count(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64>>
         Some(v) => {
             let n = v.as_u64().ok_or_else(|| bad(format!("`{key}` must be a non-negative integer, got {v}")))?;
             if n > MAX_SCHEMA_COUNT {
-                return Err(bad(format!("`{key}` = {n} is above {MAX_SCHEMA_COUNT}, the largest bound a grammar can enforce")));
+                return Err(bad(format!(
+                    "`{key}` = {n} is above {MAX_SCHEMA_COUNT}, the largest bound a grammar can enforce"
+                )));
             }
             Ok(Some(n))
         }
@@ -104,7 +106,8 @@ fn literal(s: &str) -> String {
 impl Converter<'_> {
     fn fresh(&mut self, hint: &str) -> String {
         self.counter += 1;
-        let clean: String = hint.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let clean: String =
+            hint.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
         let clean = clean.trim_matches('-');
         format!("{}-{}", if clean.is_empty() { "r" } else { clean }, self.counter)
     }
@@ -250,7 +253,9 @@ impl Converter<'_> {
                     Some(Value::Object(_)) => {
                         let v = self.visit(&obj["additionalProperties"], &format!("{hint}-value"))?;
                         let v = self.rule(&format!("{hint}-value"), v);
-                        format!("\"{{\" space (string \":\" space {v} (\",\" space string \":\" space {v})*)? \"}}\" space")
+                        format!(
+                            "\"{{\" space (string \":\" space {v} (\",\" space string \":\" space {v})*)? \"}}\" space"
+                        )
                     }
                     _ => "object".into(),
                 })
@@ -271,7 +276,10 @@ impl Converter<'_> {
         for (name, sub) in props {
             let v = self.visit(sub, &format!("{hint}-{name}"))?;
             let v = self.rule(&format!("{hint}-{name}"), v);
-            let kv = self.rule(&format!("{hint}-{name}-kv"), format!("{} space \":\" space {v}", literal(&Value::String(name.clone()).to_string())));
+            let kv = self.rule(
+                &format!("{hint}-{name}-kv"),
+                format!("{} space \":\" space {v}", literal(&Value::String(name.clone()).to_string())),
+            );
             kvs.push((kv, required.contains(&name.as_str())));
         }
         // after_i: the properties from i on, each preceded by a comma.
@@ -341,7 +349,11 @@ impl Converter<'_> {
             (min, Some(m)) => format!("{{{},{}}}", min.saturating_sub(1), m - 1),
         };
         let list = format!("{item} (\",\" space {item}){rest_rep}");
-        Ok(if min == 0 { format!("\"[\" space ({list})? \"]\" space") } else { format!("\"[\" space {list} \"]\" space") })
+        Ok(if min == 0 {
+            format!("\"[\" space ({list})? \"]\" space")
+        } else {
+            format!("\"[\" space {list} \"]\" space")
+        })
     }
 }
 

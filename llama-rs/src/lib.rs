@@ -29,16 +29,15 @@
 mod adapter;
 pub mod backend;
 mod batch;
+mod chat;
 mod context;
 mod device;
-mod chat;
 mod embed;
 mod error;
-mod generate;
-pub mod json_schema;
-mod sampling;
 mod gbnf_check;
+mod generate;
 mod gguf;
+pub mod json_schema;
 mod model;
 mod model_check;
 mod paths;
@@ -46,6 +45,7 @@ mod plan;
 mod quantize;
 #[cfg(feature = "rpc")]
 pub mod rpc;
+mod sampling;
 mod state;
 mod synthetic;
 mod tempfile;
@@ -54,24 +54,29 @@ mod vocab;
 
 pub use adapter::{ControlVector, LoraAdapter};
 pub use batch::Batch;
-pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
-pub use device::{Device, DeviceType};
 pub use chat::{
     apply_builtin, parse_tool_calls, ChatMessage, ChatTemplate, FunctionCall, RenderOptions, ToolCall, TEMPLATE_FUEL,
     TEMPLATE_MAX_DEPTH, TEMPLATE_MAX_INDENT, TEMPLATE_MAX_OUTPUT,
 };
+pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
+pub use device::{Device, DeviceType};
+pub use embed::{EmbedParams, Embedder, Normalize};
+pub use error::{Error, Result};
 pub use gbnf_check::{
     MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_REPETITION as GRAMMAR_MAX_REPETITION,
 };
-pub use embed::{EmbedParams, Embedder, Normalize};
-pub use error::{Error, Result};
-pub use generate::{CancelHandle, DeviceSampling, FinishReason, GenerateParams, Generator, Piece, Prompt, Session, TokenLogprob};
-pub use sampling::{MAX_PENALTY_LAST_N, Candidates, CustomSampler, DeviceSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage};
+pub use generate::{
+    CancelHandle, DeviceSampling, FinishReason, GenerateParams, Generator, Piece, Prompt, Session, TokenLogprob,
+};
 pub use gguf::{read_gguf_metadata, GgufValue, GgufWriter};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
-pub use quantize::{quantize, FileType, QuantizeParams};
-pub use plan::{MemoryEntry, MemoryPlan};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
+pub use plan::{MemoryEntry, MemoryPlan};
+pub use quantize::{quantize, FileType, QuantizeParams};
+pub use sampling::{
+    Candidates, CustomSampler, DeviceSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage,
+    MAX_PENALTY_LAST_N,
+};
 pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, SyntheticShape};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};

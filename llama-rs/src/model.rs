@@ -339,10 +339,7 @@ impl ModelParams {
             patterns.push(c);
         }
         if !bufts.is_empty() {
-            bufts.push(sys::llama_model_tensor_buft_override {
-                pattern: std::ptr::null(),
-                buft: std::ptr::null_mut(),
-            });
+            bufts.push(sys::llama_model_tensor_buft_override { pattern: std::ptr::null(), buft: std::ptr::null_mut() });
             raw.tensor_buft_overrides = bufts.as_ptr();
         }
         Ok(RawParams { raw, _kv: kv, _patterns: patterns, _bufts: bufts, _devices: devices, _split: split })
@@ -409,7 +406,10 @@ pub(crate) fn check_gguf_header(path: &Path) -> Result<()> {
         return Err(Error::NotGguf { path: path.into(), reason: "is a directory".into() });
     }
     if !meta.is_file() {
-        return Err(Error::NotGguf { path: path.into(), reason: "not a regular file (a FIFO, socket or device)".into() });
+        return Err(Error::NotGguf {
+            path: path.into(),
+            reason: "not a regular file (a FIFO, socket or device)".into(),
+        });
     }
     let mut f = std::fs::File::open(path).map_err(|e| Error::ModelFile { path: path.into(), source: e })?;
     let mut head = [0u8; 24];
@@ -444,25 +444,32 @@ pub(crate) fn check_vocab(path: &Path, meta: &[(String, crate::GgufValue)]) -> R
     let Some((_, crate::GgufValue::Array(tokens))) = meta.iter().find(|(k, _)| k == "tokenizer.ggml.tokens") else {
         return Ok(Vec::new());
     };
-    let mut seen: std::collections::HashSet<std::borrow::Cow<'_, str>> = std::collections::HashSet::with_capacity(tokens.len());
+    let mut seen: std::collections::HashSet<std::borrow::Cow<'_, str>> =
+        std::collections::HashSet::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         if let crate::GgufValue::Str(s) = t {
             // llama.cpp renames an empty token to "[EMPTY_<i>]", which can collide too.
-            let name: std::borrow::Cow<'_, str> = if s.is_empty() { format!("[EMPTY_{i}]").into() } else { s.as_str().into() };
+            let name: std::borrow::Cow<'_, str> =
+                if s.is_empty() { format!("[EMPTY_{i}]").into() } else { s.as_str().into() };
             if !seen.insert(name) {
                 return Err(Error::NotGguf {
                     path: path.into(),
-                    reason: format!("tokenizer.ggml.tokens repeats {s:?} (token {i}): llama.cpp cannot load such a vocabulary"),
+                    reason: format!(
+                        "tokenizer.ggml.tokens repeats {s:?} (token {i}): llama.cpp cannot load such a vocabulary"
+                    ),
                 });
             }
         }
     }
-    let spm = meta.iter().any(|(k, v)| k == "tokenizer.ggml.model" && matches!(v, crate::GgufValue::Str(m) if m == "llama"));
+    let spm =
+        meta.iter().any(|(k, v)| k == "tokenizer.ggml.model" && matches!(v, crate::GgufValue::Str(m) if m == "llama"));
     if !spm {
         return Ok(Vec::new());
     }
     // llama_vocab::byte_to_token: "<0xAB>", else the byte itself as a one-byte token.
-    let has = |b: u8| seen.contains(format!("<0x{b:02X}>").as_str()) || std::str::from_utf8(&[b]).is_ok_and(|s| seen.contains(s));
+    let has = |b: u8| {
+        seen.contains(format!("<0x{b:02X}>").as_str()) || std::str::from_utf8(&[b]).is_ok_and(|s| seen.contains(s))
+    };
     Ok((0..=255u8).filter(|&b| !has(b)).collect())
 }
 
@@ -489,12 +496,14 @@ fn check_splits<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
     for (i, p) in paths.iter().enumerate() {
         let p = p.as_ref();
         let layout = crate::gguf::read_layout(p, true)?;
-        let get = |k: &str| layout.meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| match v {
-            crate::GgufValue::U16(x) => Some(*x as u64),
-            crate::GgufValue::U32(x) => Some(*x as u64),
-            crate::GgufValue::I32(x) => Some(*x as u64),
-            _ => None,
-        });
+        let get = |k: &str| {
+            layout.meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| match v {
+                crate::GgufValue::U16(x) => Some(*x as u64),
+                crate::GgufValue::U32(x) => Some(*x as u64),
+                crate::GgufValue::I32(x) => Some(*x as u64),
+                _ => None,
+            })
+        };
         let (no, count) = (get("split.no"), get("split.count"));
         if no != Some(i as u64) || count != Some(paths.len() as u64) {
             return Err(Error::InvalidParam(format!(
@@ -605,7 +614,8 @@ impl Model {
         let ptr = NonNull::new(ptr).ok_or_else(|| Error::ModelLoad { path: path.into() })?;
         // SAFETY: `ptr` is a valid model; the vocab lives as long as the model.
         let vocab = unsafe { sys::llama_model_get_vocab(ptr.as_ptr()) };
-        let vocab = NonNull::new(vocab as *mut sys::llama_vocab).ok_or_else(|| Error::ModelLoad { path: path.into() })?;
+        let vocab =
+            NonNull::new(vocab as *mut sys::llama_vocab).ok_or_else(|| Error::ModelLoad { path: path.into() })?;
         Ok(Model {
             inner: Arc::new(ModelInner {
                 ptr,
@@ -748,8 +758,7 @@ impl Model {
     /// A one-line description, e.g. `gemma3 270M Q4_K - Medium`.
     pub fn description(&self) -> String {
         // SAFETY: the closure writes at most `len` bytes into `buf` and returns the full length.
-        read_string(|buf, len| unsafe { sys::llama_model_desc(self.as_ptr(), buf, len) })
-            .unwrap_or_default()
+        read_string(|buf, len| unsafe { sys::llama_model_desc(self.as_ptr(), buf, len) }).unwrap_or_default()
     }
 
     /// `general.architecture`, e.g. `gemma3`.
@@ -784,7 +793,9 @@ impl Model {
         let c = name.map(CString::new).transpose().ok()?;
         // SAFETY: name is NULL or a valid C string; the result is NULL or a C string owned
         // by the model.
-        let p = unsafe { sys::llama_model_chat_template(self.as_ptr(), c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())) };
+        let p = unsafe {
+            sys::llama_model_chat_template(self.as_ptr(), c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+        };
         if p.is_null() {
             return None;
         }
@@ -794,10 +805,7 @@ impl Model {
 
     /// Names of the extra chat templates (`tokenizer.chat_template.<name>`).
     pub fn chat_template_names(&self) -> Vec<String> {
-        self.metadata()
-            .keys()
-            .filter_map(|k| k.strip_prefix("tokenizer.chat_template.").map(str::to_owned))
-            .collect()
+        self.metadata().keys().filter_map(|k| k.strip_prefix("tokenizer.chat_template.").map(str::to_owned)).collect()
     }
 }
 

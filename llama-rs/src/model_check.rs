@@ -44,7 +44,11 @@ fn float(v: &GgufValue) -> Option<f64> {
 /// The metadata as llama.cpp will see it: file values, then overrides. An override of a
 /// key the file holds with another type is an error (llama.cpp ignores it with a log
 /// line, silently keeping the file's value).
-fn merged(meta: &[(String, GgufValue)], overrides: &[(String, KvOverride)], path: &Path) -> Result<HashMap<String, GgufValue>> {
+fn merged(
+    meta: &[(String, GgufValue)],
+    overrides: &[(String, KvOverride)],
+    path: &Path,
+) -> Result<HashMap<String, GgufValue>> {
     let mut m: HashMap<String, GgufValue> = meta.iter().cloned().collect();
     for (k, o) in overrides {
         let v = match o {
@@ -76,7 +80,11 @@ fn merged(meta: &[(String, GgufValue)], overrides: &[(String, KvOverride)], path
 }
 
 /// Checks the metadata llama.cpp's loader asserts on. `path` is for messages.
-pub(crate) fn check_metadata(meta: &[(String, GgufValue)], overrides: &[(String, KvOverride)], path: &Path) -> Result<()> {
+pub(crate) fn check_metadata(
+    meta: &[(String, GgufValue)],
+    overrides: &[(String, KvOverride)],
+    path: &Path,
+) -> Result<()> {
     let m = merged(meta, overrides, path)?;
     let bad = |reason: String| Err(Error::NotGguf { path: path.into(), reason });
     let get_int = |k: &str| m.get(k).and_then(int);
@@ -113,10 +121,16 @@ pub(crate) fn check_metadata(meta: &[(String, GgufValue)], overrides: &[(String,
         }
         if n_expert > 0 {
             if !(1..=n_expert).contains(&n_used) {
-                return bad(format!("{} = {n_used}: must be in 1..={n_expert} (expert_count)", key("expert_used_count")));
+                return bad(format!(
+                    "{} = {n_used}: must be in 1..={n_expert} (expert_count)",
+                    key("expert_used_count")
+                ));
             }
             if n_groups < 0 || n_groups >= n_expert {
-                return bad(format!("{} = {n_groups}: must be below expert_count {n_expert}", key("expert_group_count")));
+                return bad(format!(
+                    "{} = {n_groups}: must be below expert_count {n_expert}",
+                    key("expert_group_count")
+                ));
             }
             if n_groups > 1 && (n_expert % n_groups != 0 || n_group_used <= 0 || n_group_used >= n_groups) {
                 return bad(format!("expert groups {n_groups} / used {n_group_used} do not divide {n_expert} experts"));
@@ -230,7 +244,11 @@ fn check_vocab_metadata(m: &HashMap<String, GgufValue>, path: &Path) -> Result<(
     }
     let flag = |k: &str| m.get(k).and_then(int).map(|v| v != 0);
     let wpm = model == "bert";
-    for (key, idx, what) in [("tokenizer.ggml.add_bos_token", 0, "bos"), ("tokenizer.ggml.add_eos_token", 1, "eos"), ("tokenizer.ggml.add_sep_token", 3, "sep")] {
+    for (key, idx, what) in [
+        ("tokenizer.ggml.add_bos_token", 0, "bos"),
+        ("tokenizer.ggml.add_eos_token", 1, "eos"),
+        ("tokenizer.ggml.add_sep_token", 3, "sep"),
+    ] {
         let needed = flag(key).unwrap_or(wpm && (idx == 0 || idx == 3));
         if needed && effective[idx] == NULL {
             return bad(format!("{key} is set but the vocabulary defines no {what} token"));
@@ -249,7 +267,8 @@ pub(crate) fn check_extent(layout: &GgufLayout, path: &Path) -> Result<()> {
             return bad(format!("tensor {}: unknown type {}", t.name, t.ggml_type));
         }
         // SAFETY: pure table lookups for a type id checked to be in range.
-        let (blck, type_size) = unsafe { (llama_sys::ggml_blck_size(t.ggml_type), llama_sys::ggml_type_size(t.ggml_type)) };
+        let (blck, type_size) =
+            unsafe { (llama_sys::ggml_blck_size(t.ggml_type), llama_sys::ggml_type_size(t.ggml_type)) };
         if blck <= 0 || type_size == 0 {
             return bad(format!("tensor {}: type {} is not usable (removed from ggml)", t.name, t.ggml_type));
         }

@@ -79,7 +79,11 @@ impl MemoryPlan {
 
     /// Predicts the memory of loading `path` with `model_params` and creating a context
     /// with `ctx_params`, without allocating it (llama.cpp simulates the allocations).
-    pub fn estimate(path: impl AsRef<Path>, mut model_params: ModelParams, ctx_params: &ContextParams) -> Result<MemoryPlan> {
+    pub fn estimate(
+        path: impl AsRef<Path>,
+        mut model_params: ModelParams,
+        ctx_params: &ContextParams,
+    ) -> Result<MemoryPlan> {
         model_params.no_alloc = true;
         let model = Model::load(path, model_params)?;
         let ctx = Context::new(&model, ctx_params.clone())?;
@@ -116,7 +120,8 @@ impl Context {
             .iter()
             .map(|e| {
                 // SAFETY: `buft` is a buffer type owned by a registered backend (static).
-                let (bname, dev) = unsafe { (sys::ggml_backend_buft_name(e.buft), sys::ggml_backend_buft_get_device(e.buft)) };
+                let (bname, dev) =
+                    unsafe { (sys::ggml_backend_buft_name(e.buft), sys::ggml_backend_buft_get_device(e.buft)) };
                 // SAFETY: `buft` is valid (as above).
                 let is_host = unsafe { sys::ggml_backend_buft_is_host(e.buft) };
                 let device = if !dev.is_null() {

@@ -91,7 +91,14 @@ pub struct QuantizeParams {
 
 impl QuantizeParams {
     pub fn new(ftype: FileType) -> Self {
-        QuantizeParams { ftype, threads: 0, allow_requantize: false, quantize_output_tensor: true, pure: false, keep_split: false }
+        QuantizeParams {
+            ftype,
+            threads: 0,
+            allow_requantize: false,
+            quantize_output_tensor: true,
+            pure: false,
+            keep_split: false,
+        }
     }
     pub fn allow_requantize(mut self, v: bool) -> Self {
         self.allow_requantize = v;

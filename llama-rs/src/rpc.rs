@@ -35,7 +35,9 @@ fn hello(addr: &std::net::SocketAddr, endpoint: &str) -> Result<()> {
     use std::io::{Read, Write};
     let fail = |why: String| Error::NoSuchDevice(format!("{endpoint} is not a usable ggml RPC server: {why}"));
     let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(3)).map_err(|e| fail(e.to_string()))?;
-    s.set_read_timeout(Some(HELLO_TIMEOUT)).and_then(|_| s.set_write_timeout(Some(HELLO_TIMEOUT))).map_err(|e| fail(e.to_string()))?;
+    s.set_read_timeout(Some(HELLO_TIMEOUT))
+        .and_then(|_| s.set_write_timeout(Some(HELLO_TIMEOUT)))
+        .map_err(|e| fail(e.to_string()))?;
     let mut req = vec![RPC_CMD_HELLO];
     req.extend_from_slice(&(RPC_CONN_CAPS_SIZE as u64).to_le_bytes());
     req.extend_from_slice(&[0u8; RPC_CONN_CAPS_SIZE]);
@@ -104,7 +106,8 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     // SAFETY: index < count.
     let first = unsafe { sys::ggml_backend_reg_dev_get(reg, 0) };
     // SAFETY: a valid device of `reg`.
-    let first_name = unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_dev_name(first)) }.to_string_lossy().into_owned();
+    let first_name =
+        unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_dev_name(first)) }.to_string_lossy().into_owned();
     if n > 0 && !before.contains(&first_name) {
         // SAFETY: a valid, not yet registered backend registry.
         unsafe { sys::ggml_backend_register(reg) };

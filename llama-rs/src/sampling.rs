@@ -64,20 +64,60 @@ impl Grammar {
 pub enum Stage {
     Greedy,
     /// Sample from the distribution with a seeded RNG.
-    Dist { seed: u32 },
+    Dist {
+        seed: u32,
+    },
     TopK(i32),
-    TopP { p: f32, min_keep: usize },
-    MinP { p: f32, min_keep: usize },
-    Typical { p: f32, min_keep: usize },
+    TopP {
+        p: f32,
+        min_keep: usize,
+    },
+    MinP {
+        p: f32,
+        min_keep: usize,
+    },
+    Typical {
+        p: f32,
+        min_keep: usize,
+    },
     Temp(f32),
     /// Dynamic temperature in `[t - delta, t + delta]`.
-    TempExt { t: f32, delta: f32, exponent: f32 },
-    Xtc { p: f32, t: f32, min_keep: usize, seed: u32 },
+    TempExt {
+        t: f32,
+        delta: f32,
+        exponent: f32,
+    },
+    Xtc {
+        p: f32,
+        t: f32,
+        min_keep: usize,
+        seed: u32,
+    },
     TopNSigma(f32),
-    Mirostat { seed: u32, tau: f32, eta: f32, m: i32 },
-    MirostatV2 { seed: u32, tau: f32, eta: f32 },
-    Penalties { last_n: i32, repeat: f32, freq: f32, present: f32 },
-    Dry { multiplier: f32, base: f32, allowed_length: i32, last_n: i32, breakers: Vec<String> },
+    Mirostat {
+        seed: u32,
+        tau: f32,
+        eta: f32,
+        m: i32,
+    },
+    MirostatV2 {
+        seed: u32,
+        tau: f32,
+        eta: f32,
+    },
+    Penalties {
+        last_n: i32,
+        repeat: f32,
+        freq: f32,
+        present: f32,
+    },
+    Dry {
+        multiplier: f32,
+        base: f32,
+        allowed_length: i32,
+        last_n: i32,
+        breakers: Vec<String>,
+    },
     LogitBias(Vec<(Token, f32)>),
     /// Fill-in-the-middle helper (after top-k/top-p).
     Infill,
@@ -199,7 +239,9 @@ impl SamplerConfig {
         check(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
         check_last_n("penalty_last_n", self.penalty_last_n)?;
         check_last_n("dry_penalty_last_n", self.dry_penalty_last_n)?;
-        check(self.dry_allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {}", self.dry_allowed_length))?;
+        check(self.dry_allowed_length >= 0, || {
+            format!("dry_allowed_length must be >= 0, got {}", self.dry_allowed_length)
+        })?;
         Ok(())
     }
 
@@ -264,7 +306,11 @@ impl SamplerConfig {
             s.push(Stage::Xtc { p: self.xtc_probability, t: self.xtc_threshold, min_keep: 1, seed: self.seed });
         }
         if self.dynatemp_range > 0.0 {
-            s.push(Stage::TempExt { t: self.temperature, delta: self.dynatemp_range, exponent: self.dynatemp_exponent });
+            s.push(Stage::TempExt {
+                t: self.temperature,
+                delta: self.dynatemp_range,
+                exponent: self.dynatemp_exponent,
+            });
         } else {
             s.push(Stage::Temp(self.temperature));
         }
@@ -472,7 +518,8 @@ impl DeviceSampler {
                 }
             }
         };
-        let stage = NonNull::new(stage).ok_or_else(|| Error::InvalidParam("llama.cpp could not create the device sampler".into()))?;
+        let stage = NonNull::new(stage)
+            .ok_or_else(|| Error::InvalidParam("llama.cpp could not create the device sampler".into()))?;
         // SAFETY: both valid; the chain takes ownership of `stage`.
         unsafe { sys::llama_sampler_chain_add(chain.0.as_ptr(), stage.as_ptr()) };
         Ok(chain)
@@ -555,7 +602,8 @@ impl SamplerBuilder {
                     let state = Box::into_raw(Box::new(CustomState { inner: c, panic: None, emptied: false }));
                     // SAFETY: the interface is a static with valid callbacks; ownership of
                     // `state` passes to the sampler, reclaimed by `custom_free`.
-                    let p = unsafe { sys::llama_sampler_init(&CUSTOM_IFACE as *const _ as *mut _, state as *mut c_void) };
+                    let p =
+                        unsafe { sys::llama_sampler_init(&CUSTOM_IFACE as *const _ as *mut _, state as *mut c_void) };
                     let p = NonNull::new(p).ok_or_else(|| Error::InvalidParam("llama_sampler_init failed".into()))?;
                     customs.push(state);
                     // SAFETY: as above.
@@ -731,8 +779,10 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                 check(*allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {allowed_length}"))?;
                 check_last_n("dry_penalty_last_n", *last_n)?;
                 let last_n = resolve_last_n(model, *last_n);
-                let cs: Vec<CString> =
-                    breakers.iter().map(|b| CString::new(b.as_str()).map_err(|_| Error::Nul(b.clone()))).collect::<Result<_>>()?;
+                let cs: Vec<CString> = breakers
+                    .iter()
+                    .map(|b| CString::new(b.as_str()).map_err(|_| Error::Nul(b.clone())))
+                    .collect::<Result<_>>()?;
                 let mut ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
                 let vocab = model.vocab();
                 sys::llama_sampler_init_dry(
@@ -751,7 +801,8 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                     vocab.check(*t)?;
                     check(!v.is_nan(), || format!("logit bias for {t} is NaN"))?;
                 }
-                let raw: Vec<sys::llama_logit_bias> = b.iter().map(|(t, v)| sys::llama_logit_bias { token: t.0, bias: *v }).collect();
+                let raw: Vec<sys::llama_logit_bias> =
+                    b.iter().map(|(t, v)| sys::llama_logit_bias { token: t.0, bias: *v }).collect();
                 sys::llama_sampler_init_logit_bias(n_vocab, raw.len() as i32, raw.as_ptr())
             }
             Stage::Infill => sys::llama_sampler_init_infill(model.vocab().as_raw()),
@@ -904,7 +955,9 @@ impl Sampler {
             return Some(DeviceSampler::Greedy);
         }
         match &self.fast {
-            Some(f) if f.raised.is_empty() => Some(DeviceSampler::TopK(f.n_candidates.min(self.model.n_vocab() as usize) as u32)),
+            Some(f) if f.raised.is_empty() => {
+                Some(DeviceSampler::TopK(f.n_candidates.min(self.model.n_vocab() as usize) as u32))
+            }
             _ => None,
         }
     }
@@ -1048,7 +1101,7 @@ impl Sampler {
             // can still throw on its trigger: the shim catches it.
             let accept = move || {
                 let g = grammar; // the whole Send wrapper, not its field (closure capture)
-                // SAFETY: see above.
+                                 // SAFETY: see above.
                 unsafe { sys::llama_rs_sampler_accept(g.0.as_ptr(), id) }
             };
             let rc = if self.lazy_patterns && self.accepted_bytes > LAZY_ACCEPT_ON_CALLER_MAX {
@@ -1067,7 +1120,10 @@ impl Sampler {
                 accept()
             };
             if rc == -2 {
-                return Err(Error::Limit { what: "grammar", detail: "no thread with room for the trigger search".into() });
+                return Err(Error::Limit {
+                    what: "grammar",
+                    detail: "no thread with room for the trigger search".into(),
+                });
             }
             if rc != 0 {
                 return Err(Error::Grammar(format!("llama.cpp failed accepting token {} into the grammar", token.0)));

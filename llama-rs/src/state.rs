@@ -26,7 +26,13 @@ fn fingerprint(model: &Model) -> [u64; 5] {
     for b in arch.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
-    [h, model.n_vocab() as u64, ((model.n_embd() as u64) << 32) | model.n_layer() as u64, model.n_params(), model.size()]
+    [
+        h,
+        model.n_vocab() as u64,
+        ((model.n_embd() as u64) << 32) | model.n_layer() as u64,
+        model.n_params(),
+        model.size(),
+    ]
 }
 
 fn encode(model: &Model, kind: u8, tokens: &[Token], payload: &[u8]) -> Vec<u8> {
@@ -78,7 +84,9 @@ fn decode<'a>(model: &Model, kind: u8, bytes: &'a [u8]) -> Result<(Vec<Token>, &
     }
     for (i, want) in fingerprint(model).into_iter().enumerate() {
         if r.u64()? != want {
-            let what = ["architecture", "vocabulary size", "n_embd/n_layer", "parameter count", "weight size (quantization)"][i];
+            let what =
+                ["architecture", "vocabulary size", "n_embd/n_layer", "parameter count", "weight size (quantization)"]
+                    [i];
             return Err(Error::InvalidState(format!("saved from another model ({what} differs)")));
         }
     }

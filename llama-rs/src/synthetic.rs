@@ -108,7 +108,13 @@ fn add_quant(w: &mut GgufWriter, name: &str, ne0: u64, ne1: u64, seed: u64) -> R
 /// llama.cpp's `models/ggml-vocab-qwen2.gguf`). With `n_splits > 1` it writes
 /// `<stem>-00001-of-0000N.gguf` ... next to `out` (llama.cpp's split naming) and returns
 /// those paths; the same seed gives the same weights however it is split.
-pub fn write_synthetic_qwen2(shape: SyntheticShape, vocab_gguf: &Path, out: &Path, seed: u64, n_splits: usize) -> Result<Vec<PathBuf>> {
+pub fn write_synthetic_qwen2(
+    shape: SyntheticShape,
+    vocab_gguf: &Path,
+    out: &Path,
+    seed: u64,
+    n_splits: usize,
+) -> Result<Vec<PathBuf>> {
     let meta = read_gguf_metadata(vocab_gguf)?;
     let n_vocab = meta
         .iter()
@@ -213,12 +219,14 @@ pub fn write_tiny_llama(out: &Path) -> Result<()> {
     tokens.extend(["▁", "a", "b"].map(String::from));
     let n_vocab = tokens.len() as u64;
     let types: Vec<GgufValue> = (0..n_vocab)
-        .map(|i| GgufValue::I32(match i {
-            0 => 2,          // unknown
-            1 | 2 => 3,      // control
-            3..=258 => 6,    // byte
-            _ => 1,          // normal
-        }))
+        .map(|i| {
+            GgufValue::I32(match i {
+                0 => 2,       // unknown
+                1 | 2 => 3,   // control
+                3..=258 => 6, // byte
+                _ => 1,       // normal
+            })
+        })
         .collect();
     let mut w = GgufWriter::new();
     w.kv_str("general.architecture", "llama")

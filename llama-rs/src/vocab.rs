@@ -188,7 +188,10 @@ impl<'m> Vocab<'m> {
                 .name("llama-rs-tokenize".into())
                 .stack_size(stack)
                 .spawn_scoped(scope, move || tokenize_raw(vocab, text, add_special, parse_special))
-                .map_err(|e| Error::Limit { what: "tokenize", detail: format!("no thread with a {stack}-byte stack: {e}") })?;
+                .map_err(|e| Error::Limit {
+                    what: "tokenize",
+                    detail: format!("no thread with a {stack}-byte stack: {e}"),
+                })?;
             worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }

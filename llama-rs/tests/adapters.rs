@@ -67,8 +67,10 @@ fn quantize_to_q8_0_gives_a_working_second_model() {
     assert!(!out.exists() && !out.with_extension("partial").exists(), "nothing half-written left");
 
     let mut seen = 0u64;
-    llama_rs::quantize(&src, &out, &QuantizeParams::new(FileType::Q8_0).allow_requantize(true).threads(2), |b| seen = seen.max(b))
-        .unwrap();
+    llama_rs::quantize(&src, &out, &QuantizeParams::new(FileType::Q8_0).allow_requantize(true).threads(2), |b| {
+        seen = seen.max(b)
+    })
+    .unwrap();
     let q8 = Model::load(&out, ModelParams::default()).unwrap();
     assert!(q8.description().contains("Q8_0"), "{}", q8.description());
     assert!(q8.size() > model().size());
@@ -82,7 +84,10 @@ fn quantize_to_q8_0_gives_a_working_second_model() {
     let state = c.save_state(&p).unwrap();
     let r = ctx().load_state(&state);
     assert!(matches!(r, Err(Error::InvalidState(ref m)) if m.contains("another model")), "{r:?}");
-    assert!(matches!(llama_rs::quantize("/no/such.gguf", &out, &QuantizeParams::new(FileType::Q4_0), |_| {}), Err(Error::ModelFile { .. })));
+    assert!(matches!(
+        llama_rs::quantize("/no/such.gguf", &out, &QuantizeParams::new(FileType::Q4_0), |_| {}),
+        Err(Error::ModelFile { .. })
+    ));
 }
 
 /// A real LoRA adapter (random low-rank deltas on a few FFN projections), written with
@@ -139,7 +144,10 @@ fn lora_apply_scale_and_remove() {
 
     // Wrong shapes or a wrong architecture are refused.
     let mut bad = llama_rs::GgufWriter::new();
-    bad.kv_str("general.architecture", "gemma3").kv_str("general.type", "adapter").kv_str("adapter.type", "lora").kv_f32("adapter.lora.alpha", 1.0);
+    bad.kv_str("general.architecture", "gemma3")
+        .kv_str("general.type", "adapter")
+        .kv_str("adapter.type", "lora")
+        .kv_f32("adapter.lora.alpha", 1.0);
     bad.tensor_f32("blk.0.ffn_up.weight.lora_a", &[3, 2], vec![0.0; 6]).unwrap();
     bad.tensor_f32("blk.0.ffn_up.weight.lora_b", &[2, 5], vec![0.0; 10]).unwrap();
     bad.write(dir.join("bad.gguf")).unwrap();

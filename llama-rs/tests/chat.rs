@@ -18,7 +18,12 @@ fn gen() -> RenderOptions {
 }
 
 fn with_system() -> Vec<ChatMessage> {
-    vec![ChatMessage::system("You are terse."), ChatMessage::user("Hi"), ChatMessage::assistant("Hello!"), ChatMessage::user("What is 2+2?")]
+    vec![
+        ChatMessage::system("You are terse."),
+        ChatMessage::user("Hi"),
+        ChatMessage::assistant("Hello!"),
+        ChatMessage::user("What is 2+2?"),
+    ]
 }
 
 fn without_system() -> Vec<ChatMessage> {
@@ -67,7 +72,10 @@ fn every_vendored_template_compiles_and_most_render_tool_conversations() {
     let call = llama_rs::ToolCall {
         id: Some("call12345".into()), // Mistral's templates demand 9 alphanumerics
         kind: "function".into(),
-        function: llama_rs::FunctionCall { name: "get_weather".into(), arguments: serde_json::json!({"city": "Paris"}) },
+        function: llama_rs::FunctionCall {
+            name: "get_weather".into(),
+            arguments: serde_json::json!({"city": "Paris"}),
+        },
     };
     let msgs = vec![
         ChatMessage::system("Use tools."),
@@ -94,7 +102,10 @@ fn every_vendored_template_compiles_and_most_render_tool_conversations() {
             Err(err) => failures.push(format!("{name}: {err}")),
         }
     }
-    eprintln!("{rendered}/{total} render a tool conversation; {mention} show the tool; failures:\n{}", failures.join("\n"));
+    eprintln!(
+        "{rendered}/{total} render a tool conversation; {mention} show the tool; failures:\n{}",
+        failures.join("\n")
+    );
     assert!(total >= 60);
     assert!(rendered * 10 >= total * 9, "only {rendered}/{total} rendered:\n{}", failures.join("\n"));
 }
@@ -122,7 +133,9 @@ fn template_errors_are_typed() {
     assert!(matches!(ChatTemplate::jinja("{{ x", "", ""), Err(Error::Template(_))));
     assert!(matches!(ChatTemplate::builtin("no-such-template"), Err(Error::Template(_))));
     let t = ChatTemplate::builtin("chatml").unwrap();
-    assert!(matches!(t.render(&[ChatMessage::new("wizard", "x")], &gen()), Err(Error::Template(m)) if m.contains("wizard")));
+    assert!(
+        matches!(t.render(&[ChatMessage::new("wizard", "x")], &gen()), Err(Error::Template(m)) if m.contains("wizard"))
+    );
     // Gemma 2's template refuses system messages with raise_exception.
     let g = ChatTemplate::jinja(load("google-gemma-2-2b-it.jinja"), "<bos>", "<eos>").unwrap();
     assert!(matches!(g.render(&with_system(), &gen()), Err(Error::Template(m)) if m.contains("System role")));

@@ -287,7 +287,10 @@ fn bad_inputs_are_typed_errors() {
     small.add(Token(1), 1, &[0], true).unwrap();
     assert!(matches!(small.add(Token(1), 2, &[0], true), Err(Error::BatchFull { capacity: 2 })));
     assert!(matches!(small.add_sequence(&[Token(1)], 2, 0, true), Err(Error::BatchFull { .. })));
-    assert!(matches!(small.add(Token(1), 2, &[0, 1], true), Err(Error::BatchFull { .. }) | Err(Error::BatchMismatch(_))));
+    assert!(matches!(
+        small.add(Token(1), 2, &[0, 1], true),
+        Err(Error::BatchFull { .. }) | Err(Error::BatchMismatch(_))
+    ));
     let mut one_seq = Batch::new(4, 1).unwrap();
     assert!(matches!(one_seq.add(Token(1), 0, &[0, 1], true), Err(Error::BatchMismatch(_))));
     assert!(matches!(one_seq.add(Token(1), 0, &[], true), Err(Error::BatchMismatch(_))));

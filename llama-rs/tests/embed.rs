@@ -44,7 +44,10 @@ fn normalization_and_errors() {
     assert!(r.iter().map(|v| v * v).sum::<f32>() > 2.0);
     assert!((x.iter().fold(0.0f32, |a, b| a.max(b.abs())) - 1.0).abs() < 1e-6);
     assert_eq!(raw.pooling(), Pooling::Mean);
-    assert!(matches!(Embedder::new(m, EmbedParams { pooling: Pooling::None, ..Default::default() }), Err(Error::InvalidParam(_))));
+    assert!(matches!(
+        Embedder::new(m, EmbedParams { pooling: Pooling::None, ..Default::default() }),
+        Err(Error::InvalidParam(_))
+    ));
     let mut small = Embedder::new(m, EmbedParams { n_batch: 16, ..Default::default() }).unwrap();
     assert!(matches!(small.embed(&[&"word ".repeat(50)]), Err(Error::PromptTooLong { .. })));
     assert!(matches!(small.embed_tokens(&[vec![]]), Err(Error::InvalidParam(_))));

@@ -60,7 +60,10 @@ fn malformed_model_files_are_errors() {
     }
     let r = load(&p);
     // Found before llama.cpp maps it (a short mapped file would be a SIGBUS there).
-    assert!(matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("truncated")), "last byte missing: {r:?}");
+    assert!(
+        matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("truncated")),
+        "last byte missing: {r:?}"
+    );
     std::fs::remove_file(&p).unwrap();
     // Split loading: an empty list, or a bad part.
     assert!(matches!(Model::load_splits::<&str>(&[], ModelParams::default()), Err(Error::InvalidParam(_))));
@@ -86,7 +89,8 @@ fn tokenizer_conformance_with_llama_cpp_vectors() {
         if !inp.exists() || !out.exists() {
             continue;
         }
-        let model = Model::load(e.path(), ModelParams::default().vocab_only(true)).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let model = Model::load(e.path(), ModelParams::default().vocab_only(true))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
         let raw = std::fs::read_to_string(&inp).unwrap();
         let sep = "\n__ggml_vocab_test__\n";
         let mut inputs: Vec<&str> = Vec::new();
@@ -216,8 +220,15 @@ fn device_sampling_on_an_odd_sized_vocabulary_matches_the_host() {
     assert_eq!(model.n_vocab(), 151_936);
     let gen = |device_sampling| {
         let mut s = Session::new(model.context(llama_rs::ContextParams::default().n_ctx(256)).unwrap()).unwrap();
-        let p = GenerateParams { max_tokens: Some(24), ignore_eos: true, sampler: SamplerConfig::greedy(), device_sampling, ..Default::default() };
-        let tokens: Vec<Token> = s.generate(vec![Token(100), Token(200)], &p).unwrap().flat_map(|p| p.unwrap().tokens).collect();
+        let p = GenerateParams {
+            max_tokens: Some(24),
+            ignore_eos: true,
+            sampler: SamplerConfig::greedy(),
+            device_sampling,
+            ..Default::default()
+        };
+        let tokens: Vec<Token> =
+            s.generate(vec![Token(100), Token(200)], &p).unwrap().flat_map(|p| p.unwrap().tokens).collect();
         (tokens, s.context().device_sampler(0))
     };
     let (host, at) = gen(DeviceSampling::Off);

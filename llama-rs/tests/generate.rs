@@ -68,7 +68,8 @@ fn end_of_generation_is_a_stop() {
 fn multibyte_output_is_never_split() {
     let mut s = session();
     for prompt in ["日本の首都は", "Emoji time: 🦀🦀", "Ünïcödé façade — «quotes» and"] {
-        let p = GenerateParams { sampler: SamplerConfig { seed: 7, temperature: 1.0, ..Default::default() }, ..greedy(48) };
+        let p =
+            GenerateParams { sampler: SamplerConfig { seed: 7, temperature: 1.0, ..Default::default() }, ..greedy(48) };
         let mut g = s.generate(prompt, &p).unwrap();
         let mut text = String::new();
         let mut tokens: Vec<Token> = Vec::new();
@@ -281,8 +282,17 @@ fn device_sampler_preconditions_are_typed_errors() {
 }
 
 /// Every piece of one generation, and the session's cache afterwards.
-fn run(s: &mut Session, prompt: &str, p: &GenerateParams) -> (Vec<(String, Vec<Token>, Option<FinishReason>)>, Vec<Token>) {
-    let pieces = s.generate(prompt, p).unwrap().map(|p| p.map(|p| (p.text, p.tokens, p.finish_reason))).collect::<Result<_, _>>().unwrap();
+fn run(
+    s: &mut Session,
+    prompt: &str,
+    p: &GenerateParams,
+) -> (Vec<(String, Vec<Token>, Option<FinishReason>)>, Vec<Token>) {
+    let pieces = s
+        .generate(prompt, p)
+        .unwrap()
+        .map(|p| p.map(|p| (p.text, p.tokens, p.finish_reason)))
+        .collect::<Result<_, _>>()
+        .unwrap();
     (pieces, s.tokens().to_vec())
 }
 
@@ -293,12 +303,18 @@ fn eager_decoding_changes_nothing_but_timing() {
         greedy(24),
         GenerateParams { stop: vec![". It".into()], ..greedy(40) },
         GenerateParams { sampler: SamplerConfig { seed: 7, ..Default::default() }, ..greedy(24) },
-        GenerateParams { sampler: SamplerConfig { logit_bias: vec![(eos, 1000.0)], ..SamplerConfig::greedy() }, ..greedy(8) },
+        GenerateParams {
+            sampler: SamplerConfig { logit_bias: vec![(eos, 1000.0)], ..SamplerConfig::greedy() },
+            ..greedy(8)
+        },
         GenerateParams { logprobs: Some(2), ..greedy(6) },
     ];
     let (mut lazy, mut eager) = (session(), session());
     for case in cases {
-        let (l, e) = (GenerateParams { eager_decode: Some(false), ..case.clone() }, GenerateParams { eager_decode: Some(true), ..case.clone() });
+        let (l, e) = (
+            GenerateParams { eager_decode: Some(false), ..case.clone() },
+            GenerateParams { eager_decode: Some(true), ..case.clone() },
+        );
         let (lp, lt) = run(&mut lazy, PROMPT, &l);
         let (ep, et) = run(&mut eager, PROMPT, &e);
         assert_eq!(lp, ep, "{case:?}");
@@ -321,7 +337,10 @@ fn eager_decoding_changes_nothing_but_timing() {
         // Continuing from either cache gives the same text.
         let text: String = lp.iter().map(|p| p.0.as_str()).collect();
         let next = format!("{PROMPT}{text}");
-        assert_eq!(run(&mut lazy, &next, &greedy(6)).0, run(&mut eager, &next, &GenerateParams { eager_decode: Some(true), ..greedy(6) }).0);
+        assert_eq!(
+            run(&mut lazy, &next, &greedy(6)).0,
+            run(&mut eager, &next, &GenerateParams { eager_decode: Some(true), ..greedy(6) }).0
+        );
     }
     // A full context ends with `length` either way, with the same tokens.
     let full = |eager| {

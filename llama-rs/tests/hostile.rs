@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use llama_rs::{
-    Batch, ChatMessage, ChatTemplate, ContextParams, Error, GenerateParams, GgufWriter, Grammar, Model,
-    ModelParams, RenderOptions, SamplerConfig, Session, Token,
+    Batch, ChatMessage, ChatTemplate, ContextParams, Error, GenerateParams, GgufWriter, Grammar, Model, ModelParams,
+    RenderOptions, SamplerConfig, Session, Token,
 };
 
 /// Runs `f` in a thread; fails the test if it takes longer than `secs`.
@@ -83,18 +83,23 @@ fn render(src: &str) -> llama_rs::Result<String> {
 fn hostile_chat_templates_are_bounded() {
     // Output past the size bound (a string doubled 24 times: 128 MiB > 64 MiB). Doubling
     // 40 times is still open: minijinja has no bound on intermediate strings (SAFETY.md).
-    let r = within(30, "large output", || render("{% set s = namespace(v='xxxxxxxx') %}{% for i in range(24) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v }}"));
+    let r = within(30, "large output", || {
+        render("{% set s = namespace(v='xxxxxxxx') %}{% for i in range(24) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v }}")
+    });
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
     let r = within(30, "indent", || render("{{ messages | tojson(indent=1000000000000000000) }}"));
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
-    let r = within(30, "nested loops", || render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"));
+    let r = within(30, "nested loops", || {
+        render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    });
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
     let r = within(30, "strftime", || render("{{ strftime_now('%Q') }}"));
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
     let r = within(30, "recursion", || render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
     // An ordinary template still renders.
-    let ok = render("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{{ strftime_now('%Y') }}").unwrap();
+    let ok =
+        render("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{{ strftime_now('%Y') }}").unwrap();
     assert!(ok.starts_with("<user>hi"));
 }
 
@@ -119,7 +124,10 @@ fn hostile_grammars_are_refused_quickly() {
         assert!(matches!(e, Error::Grammar(_)), "{:.40}: {e}", g);
     }
     // A real grammar still builds and constrains.
-    let s = SamplerConfig { grammar: Some(Grammar::new(r#"root ::= ("yes" | "no") [a-z]{0,20}"#)), ..SamplerConfig::greedy() };
+    let s = SamplerConfig {
+        grammar: Some(Grammar::new(r#"root ::= ("yes" | "no") [a-z]{0,20}"#)),
+        ..SamplerConfig::greedy()
+    };
     s.build(common::model()).unwrap();
 }
 
@@ -376,7 +384,10 @@ fn device_top_k_bounds_hold_for_every_sequence() {
     let n = m.n_vocab() as u32;
     let mut ctx = m.context(common::params().n_seq_max(2)).unwrap();
     for seq in [0, 1] {
-        assert!(matches!(ctx.set_device_sampler(seq, Some(llama_rs::DeviceSampler::TopK(n))), Err(Error::InvalidParam(_))));
+        assert!(matches!(
+            ctx.set_device_sampler(seq, Some(llama_rs::DeviceSampler::TopK(n))),
+            Err(Error::InvalidParam(_))
+        ));
     }
     assert!(ctx.set_device_sampler(1, Some(llama_rs::DeviceSampler::TopK(40))).is_ok());
 }
@@ -390,7 +401,8 @@ fn tokenization_is_bounded_and_does_not_overflow_the_stack() {
     let r = m.vocab().tokenize(&big, false, false);
     assert!(matches!(r, Err(Error::Limit { .. })), "{:?}", r.map(|t| t.len()));
 
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/llama.cpp/models/ggml-vocab-deepseek-coder.gguf");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../vendor/llama.cpp/models/ggml-vocab-deepseek-coder.gguf");
     let coder = Model::load(&p, ModelParams::default().vocab_only(true)).expect("vendored deepseek-coder vocabulary");
     // On a 1 MiB thread (smaller than most callers'): 200,000 letters in one regex match.
     let text = "a".repeat(200_000);
@@ -467,7 +479,10 @@ fn empty_token_strings_that_collide_are_refused() {
     let mut w = GgufWriter::new();
     w.kv_str("general.architecture", "llama").kv_str("tokenizer.ggml.model", "gpt2").kv(
         "tokenizer.ggml.tokens",
-        llama_rs::GgufValue::Array(vec![llama_rs::GgufValue::Str("".into()), llama_rs::GgufValue::Str("[EMPTY_0]".into())]),
+        llama_rs::GgufValue::Array(vec![
+            llama_rs::GgufValue::Str("".into()),
+            llama_rs::GgufValue::Str("[EMPTY_0]".into()),
+        ]),
     );
     w.write(&p).unwrap();
     let r = Model::load(&p, ModelParams::default().vocab_only(true));

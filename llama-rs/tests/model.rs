@@ -102,10 +102,13 @@ fn progress_callback_reports_and_cancels() {
     let path = llama_rs::default_model_path().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s2 = seen.clone();
-    let m = Model::load(&path, ModelParams::default().progress(move |p| {
-        s2.lock().unwrap().push(p);
-        true
-    }))
+    let m = Model::load(
+        &path,
+        ModelParams::default().progress(move |p| {
+            s2.lock().unwrap().push(p);
+            true
+        }),
+    )
     .unwrap();
     let seen = seen.lock().unwrap();
     assert!(!seen.is_empty() && (*seen.last().unwrap() - 1.0).abs() < 1e-6, "{seen:?}");
@@ -131,7 +134,10 @@ fn vocab_only_model_tokenizes_but_cannot_decode() {
     let path = llama_rs::default_model_path().unwrap();
     let m = Model::load(&path, ModelParams::default().vocab_only(true)).unwrap();
     assert!(m.is_vocab_only());
-    assert_eq!(m.vocab().tokenize(PROMPT, true, false).unwrap(), model().vocab().tokenize(PROMPT, true, false).unwrap());
+    assert_eq!(
+        m.vocab().tokenize(PROMPT, true, false).unwrap(),
+        model().vocab().tokenize(PROMPT, true, false).unwrap()
+    );
     assert!(matches!(m.context(params()), Err(Error::VocabOnly)));
 }
 
@@ -163,7 +169,9 @@ fn model_params_are_checked() {
         assert!(matches!(r, Err(Error::InvalidParam(_)) | Err(Error::NoSuchDevice(_))), "{dbg}: {r:?}");
     }
     // A valid override is applied.
-    let p = ModelParams::default().vocab_only(true).kv_override("tokenizer.ggml.add_bos_token", llama_rs::KvOverride::Bool(false));
+    let p = ModelParams::default()
+        .vocab_only(true)
+        .kv_override("tokenizer.ggml.add_bos_token", llama_rs::KvOverride::Bool(false));
     let m = Model::load(&path, p).unwrap();
     assert!(!m.vocab().add_bos());
     assert_ne!(m.vocab().tokenize("Hi", true, false).unwrap()[0], Token(2));

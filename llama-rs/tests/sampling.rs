@@ -49,7 +49,8 @@ fn top_k_1_and_greedy_configs_equal_argmax() {
     let mut g = SamplerConfig::greedy().build(model()).unwrap();
     assert_eq!(run(&mut g, PROMPT, 12), want);
     // min_p = 1 keeps only the most likely token.
-    let mut mp = SamplerConfig { min_p: 1.0, top_k: 0, top_p: 1.0, seed: 9, ..Default::default() }.build(model()).unwrap();
+    let mut mp =
+        SamplerConfig { min_p: 1.0, top_k: 0, top_p: 1.0, seed: 9, ..Default::default() }.build(model()).unwrap();
     assert_eq!(run(&mut mp, PROMPT, 12), want);
 }
 
@@ -62,8 +63,9 @@ fn fixed_seed_reproduces_and_fast_path_equals_full_vocab() {
     let mut full = cfg.build(model()).unwrap();
     full.set_full_vocab(true);
     assert_eq!(run(&mut full, PROMPT, 24), a, "top-k fast path differs from the full-vocabulary path");
-    let others: Vec<Vec<Token>> =
-        (0..4).map(|s| run(&mut SamplerConfig { seed: 99 + s, ..cfg.clone() }.build(model()).unwrap(), PROMPT, 24)).collect();
+    let others: Vec<Vec<Token>> = (0..4)
+        .map(|s| run(&mut SamplerConfig { seed: 99 + s, ..cfg.clone() }.build(model()).unwrap(), PROMPT, 24))
+        .collect();
     assert!(others.iter().any(|o| *o != a), "seed has no effect");
 }
 
@@ -119,13 +121,19 @@ fn every_sampler_runs_and_validates_its_parameters() {
         assert!(t.0 >= 0 && t.0 < model().n_vocab(), "{st:?}");
         s.accept(t).unwrap();
     }
-    for st in [Stage::Mirostat { seed: 2, tau: 5.0, eta: 0.1, m: 100 }, Stage::MirostatV2 { seed: 2, tau: 5.0, eta: 0.1 }] {
+    for st in
+        [Stage::Mirostat { seed: 2, tau: 5.0, eta: 0.1, m: 100 }, Stage::MirostatV2 { seed: 2, tau: 5.0, eta: 0.1 }]
+    {
         let a = run(&mut SamplerBuilder::new(model()).stage(st.clone()).build().unwrap(), PROMPT, 8);
         let b = run(&mut SamplerBuilder::new(model()).stage(st.clone()).build().unwrap(), PROMPT, 8);
         assert_eq!(a, b, "{st:?} is not reproducible with a seed");
     }
     // top-p 0 / min-p ... keep the top token: equal to greedy.
-    let mut tp = SamplerBuilder::new(model()).stage(Stage::TopP { p: 0.0, min_keep: 1 }).stage(Stage::Dist { seed: 1 }).build().unwrap();
+    let mut tp = SamplerBuilder::new(model())
+        .stage(Stage::TopP { p: 0.0, min_keep: 1 })
+        .stage(Stage::Dist { seed: 1 })
+        .build()
+        .unwrap();
     assert_eq!(tp.sample_logits(&logits).unwrap(), llama_rs::argmax(&logits));
     for st in [
         Stage::TopP { p: 1.5, min_keep: 1 },
@@ -135,7 +143,10 @@ fn every_sampler_runs_and_validates_its_parameters() {
         Stage::Mirostat { seed: 1, tau: 5.0, eta: 0.1, m: 0 },
         Stage::Dry { multiplier: 1.0, base: 0.5, allowed_length: 2, last_n: 1, breakers: vec![] },
     ] {
-        assert!(matches!(SamplerBuilder::new(model()).stage(st.clone()).build(), Err(Error::InvalidParam(_))), "{st:?}");
+        assert!(
+            matches!(SamplerBuilder::new(model()).stage(st.clone()).build(), Err(Error::InvalidParam(_))),
+            "{st:?}"
+        );
     }
     assert!(matches!(s_wrong_len(), Err(Error::InvalidParam(_))));
 }
@@ -206,10 +217,14 @@ fn grammars_constrain_and_never_abort() {
 
     // A chain that bans every token the grammar allows: an error, not an abort.
     let mut probe = SamplerBuilder::new(model()).grammar(g.clone()).build().unwrap();
-    let allowed: Vec<(Token, f32)> =
-        (0..model().n_vocab()).map(Token).filter(|&t| probe.grammar_allows(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
+    let allowed: Vec<(Token, f32)> = (0..model().n_vocab())
+        .map(Token)
+        .filter(|&t| probe.grammar_allows(t))
+        .map(|t| (t, f32::NEG_INFINITY))
+        .collect();
     assert!(!allowed.is_empty() && allowed.len() < 100, "{} tokens allowed", allowed.len());
-    let mut s = SamplerBuilder::new(model()).stage(Stage::LogitBias(allowed)).stage(Stage::Greedy).grammar(g).build().unwrap();
+    let mut s =
+        SamplerBuilder::new(model()).stage(Stage::LogitBias(allowed)).stage(Stage::Greedy).grammar(g).build().unwrap();
     let (c, n) = prompt_ctx(PROMPT);
     assert!(matches!(s.sample(&c, n - 1), Err(Error::GrammarRejectedAll)));
 }
@@ -220,7 +235,11 @@ fn lazy_grammar_activates_on_its_trigger() {
     let g = Grammar::lazy(r#"root ::= "Answer: " ("yes" | "no")"#, vec![r"[\s\S]*?(Answer: [\s\S]*)".into()], vec![]);
     let mut s = SamplerBuilder::new(model()).stage(Stage::Greedy).grammar(g).build().unwrap();
     let free = constrained(&mut s, PROMPT, 6);
-    assert_eq!(free, model().vocab().detokenize(&greedy_ref(PROMPT, 6), false, false).unwrap(), "inactive before the trigger");
+    assert_eq!(
+        free,
+        model().vocab().detokenize(&greedy_ref(PROMPT, 6), false, false).unwrap(),
+        "inactive before the trigger"
+    );
 }
 
 #[test]
@@ -258,9 +277,21 @@ fn penalties_and_biases_keep_the_fast_path_exact() {
     let base = c.logits(n - 1).unwrap().to_vec();
     let top = llama_rs::argmax(&base);
     let cfgs = [
-        SamplerConfig { repeat_penalty: 1.3, presence_penalty: 0.5, frequency_penalty: 0.2, seed: 3, ..Default::default() },
+        SamplerConfig {
+            repeat_penalty: 1.3,
+            presence_penalty: 0.5,
+            frequency_penalty: 0.2,
+            seed: 3,
+            ..Default::default()
+        },
         SamplerConfig { logit_bias: vec![(top, -5.0), (Token(12345), 30.0)], seed: 4, ..Default::default() },
-        SamplerConfig { logit_bias: vec![(Token(777), 8.0)], repeat_penalty: 1.5, top_k: 5, seed: 5, ..Default::default() },
+        SamplerConfig {
+            logit_bias: vec![(Token(777), 8.0)],
+            repeat_penalty: 1.5,
+            top_k: 5,
+            seed: 5,
+            ..Default::default()
+        },
     ];
     for cfg in cfgs {
         let mut fast = cfg.build(model()).unwrap();
@@ -284,7 +315,9 @@ fn penalties_and_biases_keep_the_fast_path_exact() {
 fn nan_logits_are_a_typed_error() {
     let n = model().n_vocab() as usize;
     let nan = vec![f32::NAN; n];
-    for cfg in [SamplerConfig::default(), SamplerConfig { top_k: 0, ..SamplerConfig::default() }, SamplerConfig::greedy()] {
+    for cfg in
+        [SamplerConfig::default(), SamplerConfig { top_k: 0, ..SamplerConfig::default() }, SamplerConfig::greedy()]
+    {
         let mut s = cfg.build(&model()).unwrap();
         assert!(matches!(s.sample_logits(&nan), Err(Error::NanLogits)), "{cfg:?}");
     }

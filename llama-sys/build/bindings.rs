@@ -22,8 +22,7 @@ const COMMITTED_HEADERS: &str = "src/pregenerated.headers";
 pub fn emit(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> {
     check_feature_independent()?;
     let headers = fingerprint(include_dirs)?;
-    std::fs::write(out_dir.join("headers.txt"), render(&headers))
-        .map_err(|e| format!("writing headers.txt: {e}"))?;
+    std::fs::write(out_dir.join("headers.txt"), render(&headers)).map_err(|e| format!("writing headers.txt: {e}"))?;
     if cfg!(feature = "bindgen") && !env::flag("LLAMA_SYS_PREGENERATED_BINDINGS")?.unwrap_or(false) {
         return generate(include_dirs, out_dir);
     }
@@ -32,15 +31,12 @@ pub fn emit(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> {
 }
 
 pub fn copy_committed(out_dir: &Path) -> Result<(), String> {
-    std::fs::copy(COMMITTED, out_dir.join("bindings.rs"))
-        .map(|_| ())
-        .map_err(|e| format!("copying {COMMITTED}: {e}"))
+    std::fs::copy(COMMITTED, out_dir.join("bindings.rs")).map(|_| ()).map_err(|e| format!("copying {COMMITTED}: {e}"))
 }
 
 /// The committed bindings fit only the headers they were generated from.
 fn check_committed_fit(headers: &BTreeMap<String, u64>) -> Result<(), String> {
-    let text = std::fs::read_to_string(COMMITTED_HEADERS)
-        .map_err(|e| format!("reading {COMMITTED_HEADERS}: {e}"))?;
+    let text = std::fs::read_to_string(COMMITTED_HEADERS).map_err(|e| format!("reading {COMMITTED_HEADERS}: {e}"))?;
     let committed = parse(&text)?;
     let mut differ: Vec<String> = Vec::new();
     for (name, hash) in headers {
@@ -117,9 +113,7 @@ fn render(headers: &BTreeMap<String, u64>) -> String {
 fn parse(text: &str) -> Result<BTreeMap<String, u64>, String> {
     let mut map = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
-        let (name, hash) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| format!("{COMMITTED_HEADERS}: bad line {line:?}"))?;
+        let (name, hash) = line.rsplit_once(' ').ok_or_else(|| format!("{COMMITTED_HEADERS}: bad line {line:?}"))?;
         let hash = u64::from_str_radix(hash, 16).map_err(|_| format!("{COMMITTED_HEADERS}: bad hash in {line:?}"))?;
         map.insert(name.to_string(), hash);
     }
@@ -175,9 +169,7 @@ fn generate(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> {
             ));
         }
     };
-    bindings
-        .write_to_file(out_dir.join("bindings.rs"))
-        .map_err(|e| format!("writing bindings: {e}"))
+    bindings.write_to_file(out_dir.join("bindings.rs")).map_err(|e| format!("writing bindings: {e}"))
 }
 
 #[cfg(not(feature = "bindgen"))]

@@ -22,7 +22,9 @@ pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> 
         // a llama.cpp built with another backend can be swapped in at run time.
         let mut libs: Vec<&str> = names
             .iter()
-            .filter_map(|n| n.strip_prefix("lib")?.strip_suffix(".so").or_else(|| n.strip_prefix("lib")?.strip_suffix(".dylib")))
+            .filter_map(|n| {
+                n.strip_prefix("lib")?.strip_suffix(".so").or_else(|| n.strip_prefix("lib")?.strip_suffix(".dylib"))
+            })
             .filter(|n| *n == "llama" || n.starts_with("ggml"))
             .collect();
         libs.sort();

@@ -33,7 +33,10 @@ fn vulkan() -> Result<(), String> {
     let text = std::fs::read_to_string(&core).map_err(|e| format!("{}: {e}", core.display()))?;
     llama_build_config::check_vulkan_header(&text).map_err(|e| format!("{e} (read {})", core.display()))?;
     if !core.with_file_name("vulkan.hpp").is_file() {
-        return Err(format!("{} has no vulkan.hpp (C++ headers): install the full Vulkan-Headers", core.parent().unwrap().display()));
+        return Err(format!(
+            "{} has no vulkan.hpp (C++ headers): install the full Vulkan-Headers",
+            core.parent().unwrap().display()
+        ));
     }
     if env::var("Vulkan_GLSLC_EXECUTABLE").is_none() && which("glslc").is_none() {
         return Err("glslc not found: ggml-vulkan compiles its shaders with it.\n  fix: `apt-get install glslc` \

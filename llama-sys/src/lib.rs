@@ -26,9 +26,6 @@ mod tests {
     fn pregenerated_bindings_are_current() {
         let generated = include_str!(concat!(env!("OUT_DIR"), "/bindings.rs"));
         let committed = include_str!("pregenerated.rs");
-        assert!(
-            generated == committed,
-            "src/pregenerated.rs is stale: run scripts/regen-bindings.sh"
-        );
+        assert!(generated == committed, "src/pregenerated.rs is stale: run scripts/regen-bindings.sh");
     }
 }

@@ -22,7 +22,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
-use llama_rs::{Batch, ContextParams, DeviceSampler, DeviceSampling, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams, SamplerConfig, Session, Token};
+use llama_rs::{
+    Batch, ContextParams, DeviceSampler, DeviceSampling, FlashAttn, GenerateParams, GpuLayers, Model, ModelParams,
+    SamplerConfig, Session, Token,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -191,13 +194,28 @@ impl Ours {
 
     /// `busy_us`: the caller's own work per piece (a server writing it out, a Python
     /// callback), simulated by spinning.
-    fn gen_with(&mut self, test: &'static str, n: usize, sampler: SamplerConfig, device_sampling: DeviceSampling, eager_decode: Option<bool>, busy_us: u64) -> f64 {
+    fn gen_with(
+        &mut self,
+        test: &'static str,
+        n: usize,
+        sampler: SamplerConfig,
+        device_sampling: DeviceSampling,
+        eager_decode: Option<bool>,
+        busy_us: u64,
+    ) -> f64 {
         let mut s = match self.gen_sessions.remove(test) {
             Some(s) => s,
             None => Session::new(self.model.context(self.params.clone()).unwrap()).unwrap(),
         };
         s.reset();
-        let p = GenerateParams { max_tokens: Some(n), ignore_eos: true, sampler, device_sampling, eager_decode, ..Default::default() };
+        let p = GenerateParams {
+            max_tokens: Some(n),
+            ignore_eos: true,
+            sampler,
+            device_sampling,
+            eager_decode,
+            ..Default::default()
+        };
         let bos = self.model.vocab().bos().unwrap_or(Token(0));
         let t = Instant::now();
         let mut g = s.generate(vec![bos], &p).unwrap();
@@ -261,23 +279,24 @@ impl Ours {
 
     fn breakdown(&mut self, n: usize, reps: usize) {
         let mut rows: Vec<(String, Split)> = Vec::new();
-        let record = |name: String, perf0: llama_rs::Perf, perf1: llama_rs::Perf, tps: f64, rows: &mut Vec<(String, Split)>| {
-            // Per decode (the generation API decodes its prompt and every token but the last).
-            let decodes = (perf1.eval_tokens - perf0.eval_tokens).max(1) as f64;
-            let eval = (perf1.eval_ms - perf0.eval_ms) * 1e3 / decodes;
-            let wall = n as f64 / tps * 1e6 / decodes;
-            let row = match rows.iter_mut().find(|r| r.0 == name) {
-                Some(r) => r,
-                None => {
-                    rows.push((name, Split { tps: vec![], eval_us: vec![], host_us: vec![], reused: 0 }));
-                    rows.last_mut().unwrap()
-                }
+        let record =
+            |name: String, perf0: llama_rs::Perf, perf1: llama_rs::Perf, tps: f64, rows: &mut Vec<(String, Split)>| {
+                // Per decode (the generation API decodes its prompt and every token but the last).
+                let decodes = (perf1.eval_tokens - perf0.eval_tokens).max(1) as f64;
+                let eval = (perf1.eval_ms - perf0.eval_ms) * 1e3 / decodes;
+                let wall = n as f64 / tps * 1e6 / decodes;
+                let row = match rows.iter_mut().find(|r| r.0 == name) {
+                    Some(r) => r,
+                    None => {
+                        rows.push((name, Split { tps: vec![], eval_us: vec![], host_us: vec![], reused: 0 }));
+                        rows.last_mut().unwrap()
+                    }
+                };
+                row.1.tps.push(tps);
+                row.1.eval_us.push(eval);
+                row.1.host_us.push(wall - eval);
+                row.1.reused = perf1.reused - perf0.reused;
             };
-            row.1.tps.push(tps);
-            row.1.eval_us.push(eval);
-            row.1.host_us.push(wall - eval);
-            row.1.reused = perf1.reused - perf0.reused;
-        };
         let steps: [(&str, Option<DeviceSampler>); 4] = [
             ("tg + host argmax", None),
             ("tg + device argmax", Some(DeviceSampler::Greedy)),
@@ -300,11 +319,29 @@ impl Ours {
         let gens: [(&str, SamplerConfig, DeviceSampling, Option<bool>, u64); 8] = [
             ("gen greedy, Auto", SamplerConfig::greedy(), DeviceSampling::Auto, None, 0),
             ("gen greedy, Auto, decode after the piece", SamplerConfig::greedy(), DeviceSampling::Auto, Some(false), 0),
-            ("gen greedy, Auto, caller busy 300 µs per piece", SamplerConfig::greedy(), DeviceSampling::Auto, None, 300),
-            ("gen greedy, Auto, caller busy 300 µs, decode after the piece", SamplerConfig::greedy(), DeviceSampling::Auto, Some(false), 300),
+            (
+                "gen greedy, Auto, caller busy 300 µs per piece",
+                SamplerConfig::greedy(),
+                DeviceSampling::Auto,
+                None,
+                300,
+            ),
+            (
+                "gen greedy, Auto, caller busy 300 µs, decode after the piece",
+                SamplerConfig::greedy(),
+                DeviceSampling::Auto,
+                Some(false),
+                300,
+            ),
             ("gen greedy, host", SamplerConfig::greedy(), DeviceSampling::Off, None, 0),
             ("gen default chain, Auto", default_chain.clone(), DeviceSampling::Auto, None, 0),
-            ("gen default chain, Auto, decode after the piece", default_chain.clone(), DeviceSampling::Auto, Some(false), 0),
+            (
+                "gen default chain, Auto, decode after the piece",
+                default_chain.clone(),
+                DeviceSampling::Auto,
+                Some(false),
+                0,
+            ),
             ("gen default chain, host", default_chain, DeviceSampling::Off, None, 0),
         ];
         for (name, sampler, placement, eager, busy) in &gens {
@@ -386,7 +423,13 @@ impl Ours {
 }
 
 /// llama-batched-bench with the same sizes, parsed from its JSON lines (one per npl).
-fn llama_batched_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, n_ctx: u32) -> Option<Vec<BatchedRun>> {
+fn llama_batched_bench(
+    bin: &std::path::Path,
+    a: &Args,
+    model: &std::path::Path,
+    threads: u32,
+    n_ctx: u32,
+) -> Option<Vec<BatchedRun>> {
     let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
     let npl = a.npl.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     let out = Command::new(bin)
@@ -405,7 +448,10 @@ fn llama_batched_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path,
 }
 
 fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) -> anyhow::Result<()> {
-    anyhow::ensure!(a.npp > 0 && a.ntg > 0 && !a.npl.is_empty() && !a.npl.contains(&0), "--batched needs --npp, --ntg and every --npl value > 0");
+    anyhow::ensure!(
+        a.npp > 0 && a.ntg > 0 && !a.npl.is_empty() && !a.npl.contains(&0),
+        "--batched needs --npp, --ntg and every --npl value > 0"
+    );
     let max_pl = a.npl.iter().copied().max().unwrap_or(1);
     // llama-batched-bench's context: room for every sequence's prompt and generation,
     // one KV stream per sequence (kv_unified off, its default).
@@ -428,8 +474,11 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
         }
     }
     bar.finish_and_clear();
-    println!("pp {} and tg {} tokens per sequence, n_ctx {n_ctx}, one KV stream per sequence
-", a.npp, a.ntg);
+    println!(
+        "pp {} and tg {} tokens per sequence, n_ctx {n_ctx}, one KV stream per sequence
+",
+        a.npp, a.ntg
+    );
     println!("| sequences | pp t/s llama-rs | pp t/s llama-batched-bench | pp ratio | tg t/s llama-rs | tg t/s llama-batched-bench | tg ratio |");
     println!("|---|---|---|---|---|---|---|");
     let cell = |v: &[f64]| {
@@ -447,7 +496,15 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
         let (opp, otg): (Vec<f64>, Vec<f64>) = o.iter().map(|r| (r.pp_tps, r.tg_tps)).unzip();
         let (tpp, ttg): (Vec<f64>, Vec<f64>) = t.iter().map(|r| (r.pp_tps, r.tg_tps)).unzip();
         let theirs = |v: &[f64]| if v.is_empty() { "–".to_string() } else { cell(v) };
-        println!("| {pl} | {} | {} | {} | {} | {} | {} |", cell(&opp), theirs(&tpp), ratio(&opp, &tpp), cell(&otg), theirs(&ttg), ratio(&otg, &ttg));
+        println!(
+            "| {pl} | {} | {} | {} | {} | {} | {} |",
+            cell(&opp),
+            theirs(&tpp),
+            ratio(&opp, &tpp),
+            cell(&otg),
+            theirs(&ttg),
+            ratio(&otg, &ttg)
+        );
     }
     Ok(())
 }
@@ -479,15 +536,22 @@ fn main() -> anyhow::Result<()> {
     let ngl = if a.ngl == "all" { GpuLayers::All } else { GpuLayers::Count(a.ngl.parse()?) };
     if let Some(prompt) = &a.once {
         let model = Model::load(&path, ModelParams::default().gpu_layers(ngl))?;
-        let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
+        let threads =
+            if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
         let mut s = Session::new(model.context(ContextParams::default().n_ctx(a.ctx).n_threads(threads))?)?;
-        let p = GenerateParams { max_tokens: Some(a.n_gen), ignore_eos: true, sampler: SamplerConfig::greedy(), ..Default::default() };
+        let p = GenerateParams {
+            max_tokens: Some(a.n_gen),
+            ignore_eos: true,
+            sampler: SamplerConfig::greedy(),
+            ..Default::default()
+        };
         let (text, _) = s.generate(prompt.as_str(), &p)?.text()?;
         println!("{prompt}{text}");
         return Ok(());
     }
     let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))?;
-    let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
+    let threads =
+        if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
     let fa = match a.fa.as_str() {
         "on" => FlashAttn::On,
         "off" => FlashAttn::Off,
@@ -501,8 +565,22 @@ fn main() -> anyhow::Result<()> {
         .n_threads(threads)
         .flash_attn(fa);
     let n_vocab = model.n_vocab();
-    let mut ours = Ours { model: model.clone(), params, n_vocab, rng: 0x12345678, pp_ctx: None, tg_ctx: None, gen_sessions: Default::default(), placement: Default::default() };
-    println!("model: {} ({:.2} GiB), {}", model.description(), model.size() as f64 / (1u64 << 30) as f64, path.display());
+    let mut ours = Ours {
+        model: model.clone(),
+        params,
+        n_vocab,
+        rng: 0x12345678,
+        pp_ctx: None,
+        tg_ctx: None,
+        gen_sessions: Default::default(),
+        placement: Default::default(),
+    };
+    println!(
+        "model: {} ({:.2} GiB), {}",
+        model.description(),
+        model.size() as f64 / (1u64 << 30) as f64,
+        path.display()
+    );
     println!("devices: {}", llama_rs::Device::all().iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", "));
     println!("threads {threads}, ngl {}, fa {}, reps {} (alternating)\n", a.ngl, a.fa, a.reps);
 
@@ -538,7 +616,7 @@ fn main() -> anyhow::Result<()> {
                 "pp" => ours.pp(a.n_prompt),
                 "tg" => ours.tg(a.n_gen),
                 "tg+argmax" => ours.tg_argmax(a.n_gen),
-                                gen => {
+                gen => {
                     let (name, sampler, placement) = gen_tests.iter().find(|t| t.0 == gen).unwrap();
                     ours.gen(name, a.n_gen, sampler.clone(), *placement)
                 }
@@ -559,10 +637,13 @@ fn main() -> anyhow::Result<()> {
             "pp" => format!("pp{}", a.n_prompt),
             "tg" => format!("tg{}", a.n_gen),
             "tg+argmax" => format!("tg{} + argmax (raw) vs tg{}", a.n_gen, a.n_gen),
-                        gen => {
+            gen => {
                 let chain = if gen.starts_with("gen-default") { "default chain" } else { "greedy" };
                 let policy = if gen.ends_with("-host") { "Off" } else { "Auto" };
-                format!("gen{} {chain}, device sampling {policy} → {} (API) vs tg{}", a.n_gen, ours.placement[gen], a.n_gen)
+                format!(
+                    "gen{} {chain}, device sampling {policy} → {} (API) vs tg{}",
+                    a.n_gen, ours.placement[gen], a.n_gen
+                )
             }
         };
         let (om, osd) = stats(o);

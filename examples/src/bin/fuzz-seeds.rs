@@ -42,7 +42,8 @@ fn main() -> anyhow::Result<()> {
 
     // state_load: whole and per-sequence states of the tiny model after a short prompt.
     let model = Model::load(&tiny, ModelParams::default())?;
-    let mut ctx = model.context(ContextParams::default().n_ctx(64).n_batch(16).n_ubatch(16).n_seq_max(3).n_threads(1))?;
+    let mut ctx =
+        model.context(ContextParams::default().n_ctx(64).n_batch(16).n_ubatch(16).n_seq_max(3).n_threads(1))?;
     let prompt: Vec<Token> = (3..9).map(Token).collect();
     let mut b = Batch::new(16, 1)?;
     b.add_sequence(&prompt, 0, 0, true)?;
@@ -98,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         put(&out, "chat_template", &format!("tmpl{i}"), t.as_bytes())?;
     }
     // model_params: a few structured inputs are just bytes for `arbitrary`.
-    for (i, b) in [&[0u8; 32][..], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], &[255; 40]].iter().enumerate() {
+    for (i, b) in [&[0u8; 32][..], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], &[255; 40]]
+        .iter()
+        .enumerate()
+    {
         put(&out, "model_params", &format!("p{i}"), b)?;
     }
     println!("seeds written under {}", out.display());
@@ -108,5 +112,8 @@ fn main() -> anyhow::Result<()> {
 /// The vendored llama.cpp tree (for its grammars).
 fn llama_rs_src() -> anyhow::Result<PathBuf> {
     let p = std::env::var_os("LLAMA_CPP_SRC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("vendor/llama.cpp"));
-    p.join("grammars").is_dir().then_some(p).context("vendored llama.cpp tree not found (python3 vendor/fetch.py source, or set LLAMA_CPP_SRC)")
+    p.join("grammars")
+        .is_dir()
+        .then_some(p)
+        .context("vendored llama.cpp tree not found (python3 vendor/fetch.py source, or set LLAMA_CPP_SRC)")
 }

@@ -52,9 +52,18 @@ fn main() -> anyhow::Result<()> {
     };
     let devices = Device::all();
     for d in &devices {
-        println!("device {}: {} — {} ({:?}) {}/{} MiB free", d.index, d.name, d.description, d.kind, d.free >> 20, d.total >> 20);
+        println!(
+            "device {}: {} — {} ({:?}) {}/{} MiB free",
+            d.index,
+            d.name,
+            d.description,
+            d.kind,
+            d.free >> 20,
+            d.total >> 20
+        );
     }
-    let gpus: Vec<&Device> = devices.iter().filter(|d| matches!(d.kind, DeviceType::Gpu | DeviceType::IntegratedGpu)).collect();
+    let gpus: Vec<&Device> =
+        devices.iter().filter(|d| matches!(d.kind, DeviceType::Gpu | DeviceType::IntegratedGpu)).collect();
     check(!gpus.is_empty(), format!("{} GPU device(s) found", gpus.len()));
     println!("system: {}", llama_rs::backend::system_info());
 
@@ -63,15 +72,31 @@ fn main() -> anyhow::Result<()> {
     let gpu = Model::load(&path, ModelParams::default().gpu_layers(GpuLayers::All))?;
     let actual = gpu.context(cp.clone())?.memory_breakdown()?;
     for e in &actual.entries {
-        println!("memory {:>12} ({:>6}): weights {:>8.1} MiB, KV {:>7.1} MiB, compute {:>7.1} MiB",
-            e.buffer_type, e.device.clone().unwrap_or_default(), e.model as f64 / 1048576.0, e.context as f64 / 1048576.0, e.compute as f64 / 1048576.0);
+        println!(
+            "memory {:>12} ({:>6}): weights {:>8.1} MiB, KV {:>7.1} MiB, compute {:>7.1} MiB",
+            e.buffer_type,
+            e.device.clone().unwrap_or_default(),
+            e.model as f64 / 1048576.0,
+            e.context as f64 / 1048576.0,
+            e.compute as f64 / 1048576.0
+        );
     }
     if let Some(g) = gpus.first() {
-        check(actual.device_total(&g.name) > gpu.size() / 2, format!("weights live on {} ({} MiB)", g.name, actual.device_total(&g.name) >> 20));
+        check(
+            actual.device_total(&g.name) > gpu.size() / 2,
+            format!("weights live on {} ({} MiB)", g.name, actual.device_total(&g.name) >> 20),
+        );
         let sum = |p: &MemoryPlan, f: fn(&llama_rs::MemoryEntry) -> u64| p.entries.iter().map(f).sum::<u64>();
         let _ = sum;
-        check(plan.device_total(&g.name) == actual.device_total(&g.name),
-            format!("dry-run plan for {}: planned {} MiB, actual {} MiB", g.name, plan.device_total(&g.name) >> 20, actual.device_total(&g.name) >> 20));
+        check(
+            plan.device_total(&g.name) == actual.device_total(&g.name),
+            format!(
+                "dry-run plan for {}: planned {} MiB, actual {} MiB",
+                g.name,
+                plan.device_total(&g.name) >> 20,
+                actual.device_total(&g.name) >> 20
+            ),
+        );
         println!("device reports {} MiB free after load (of {})", Device::get(g.index)?.free >> 20, g.total >> 20);
     }
 

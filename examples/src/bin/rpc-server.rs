@@ -40,7 +40,10 @@ fn main() -> anyhow::Result<()> {
     }
     let threads = if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get()) } else { a.threads };
     let endpoint = format!("{}:{}", a.host, a.port);
-    eprintln!("serving {} on {endpoint} ({threads} CPU threads)", if a.device.is_empty() { "all devices".to_string() } else { format!("devices {:?}", a.device) });
+    eprintln!(
+        "serving {} on {endpoint} ({threads} CPU threads)",
+        if a.device.is_empty() { "all devices".to_string() } else { format!("devices {:?}", a.device) }
+    );
     llama_rs::rpc::serve(&endpoint, a.cache.as_deref(), threads, &a.device)?;
     Ok(())
 }

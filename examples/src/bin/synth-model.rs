@@ -26,7 +26,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let shape = llama_rs::SyntheticShape::named(&a.shape).ok_or_else(|| anyhow::anyhow!("unknown shape {}", a.shape))?;
+    let shape =
+        llama_rs::SyntheticShape::named(&a.shape).ok_or_else(|| anyhow::anyhow!("unknown shape {}", a.shape))?;
     let t = std::time::Instant::now();
     let paths = llama_rs::write_synthetic_qwen2(shape, &a.vocab, &a.out, a.seed, a.splits)?;
     let size: u64 = paths.iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum();

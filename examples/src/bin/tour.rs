@@ -12,7 +12,13 @@ fn main() -> anyhow::Result<()> {
     }
     let path = llama_rs::default_model_path()?;
     let model = llama_examples::load_with_progress(&path, ModelParams::default())?;
-    println!("model: {} ({} layers, n_embd {}, vocab {})", model.description(), model.n_layer(), model.n_embd(), model.n_vocab());
+    println!(
+        "model: {} ({} layers, n_embd {}, vocab {})",
+        model.description(),
+        model.n_layer(),
+        model.n_embd(),
+        model.n_vocab()
+    );
 
     // 2. A context with two sequences sharing one KV buffer.
     let mut ctx = model.context(ContextParams::default().n_ctx(1024).n_seq_max(2).kv_unified(true))?;
@@ -51,6 +57,9 @@ fn main() -> anyhow::Result<()> {
     ctx.seq_rm(Some(1), prompt.len() as i32..)?;
     println!("seq 0 ends at {:?}, seq 1 ends at {:?}", ctx.seq_pos_max(0), ctx.seq_pos_max(1));
     let perf = ctx.perf();
-    println!("perf: {} prompt tokens in {:.1} ms, {} generated in {:.1} ms", perf.prompt_tokens, perf.prompt_ms, perf.eval_tokens, perf.eval_ms);
+    println!(
+        "perf: {} prompt tokens in {:.1} ms, {} generated in {:.1} ms",
+        perf.prompt_tokens, perf.prompt_ms, perf.eval_tokens, perf.eval_ms
+    );
     Ok(())
 }

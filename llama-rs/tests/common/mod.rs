@@ -21,7 +21,9 @@ pub fn model() -> &'static Model {
 /// Whether layers run on a GPU (default ModelParams offload everything): exact-text
 /// expectations taken from the CPU build of llama.cpp only hold on the CPU.
 pub fn on_gpu() -> bool {
-    llama_rs::Device::all().iter().any(|d| matches!(d.kind, llama_rs::DeviceType::Gpu | llama_rs::DeviceType::IntegratedGpu))
+    llama_rs::Device::all()
+        .iter()
+        .any(|d| matches!(d.kind, llama_rs::DeviceType::Gpu | llama_rs::DeviceType::IntegratedGpu))
 }
 
 /// Largest absolute difference.
