@@ -15,7 +15,7 @@ struct LoraInner {
     model: Model,
 }
 
-// SAFETY (contract): an adapter's tensors are read-only after loading; llama.cpp only
+// SAFETY: (contract) an adapter's tensors are read-only after loading; llama.cpp only
 // reads them while computing with a context that has it applied. It is freed once,
 // under the model's lock (adapter init/free update the model's adapter registry).
 unsafe impl Send for LoraInner {}

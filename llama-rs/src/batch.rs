@@ -38,7 +38,7 @@ pub struct Batch {
     outputs: Vec<i8>,
 }
 
-// SAFETY (contract): the raw pointers in `seq_ptrs` point into `seq_ids`, a heap buffer
+// SAFETY: (contract) the raw pointers in `seq_ptrs` point into `seq_ids`, a heap buffer
 // owned by this batch that is never reallocated; moving the Batch to another thread
 // moves the owner of that buffer with it. There is no shared state.
 unsafe impl Send for Batch {}

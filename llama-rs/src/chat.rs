@@ -98,6 +98,7 @@ pub struct RenderOptions {
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per model, built once
 pub enum ChatTemplate {
     Jinja {
         source: String,
@@ -417,7 +418,7 @@ pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
     if let Some(pos) = output.find("[TOOL_CALLS]") {
         let body = output[pos + "[TOOL_CALLS]".len()..].trim();
         if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body) {
-            calls.extend(items.iter().filter_map(|v| call_from_value(v)));
+            calls.extend(items.iter().filter_map(call_from_value));
         } else if let Some((name, args)) = body.split_once("[ARGS]") {
             if let Ok(a) = serde_json::from_str::<Value>(args.trim()) {
                 calls.push(make_call(name.trim(), a, None));

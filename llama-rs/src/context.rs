@@ -393,7 +393,7 @@ pub struct Context {
     pub(crate) applied_loras: Vec<crate::adapter::LoraAdapter>,
 }
 
-// SAFETY (contract): a llama_context is not tied to the thread that created it;
+// SAFETY: (contract) a llama_context is not tied to the thread that created it;
 // llama.cpp requires only that calls on one context do not overlap. Every call that
 // computes or mutates takes `&mut self`, and `Context` is not `Sync`, so `&self`
 // queries cannot race either. The model it uses is kept alive by the `Model` clone.
@@ -663,7 +663,8 @@ impl Context {
     /// Runs the encoder (encoder-decoder models, or non-causal embedding models).
     pub fn encode(&mut self, batch: &mut Batch) -> Result<()> {
         // llama_encode on a decoder-only model dereferences state it never built (SIGSEGV).
-        if !self.model.has_encoder() && !(self.params.embeddings && !self.causal) {
+        let non_causal_embeddings = self.params.embeddings && !self.causal;
+        if !self.model.has_encoder() && !non_causal_embeddings {
             return Err(Error::InvalidParam(
                 "encode needs an encoder-decoder model or a non-causal embedding context; use decode".into(),
             ));

@@ -47,10 +47,13 @@ impl GgufValue {
     }
 }
 
+/// Writes bytes `offset..offset + chunk.len()` of a generated tensor into `chunk`.
+type FillFn = Box<dyn Fn(usize, &mut [u8])>;
+
 enum TensorData {
     Bytes(Vec<u8>),
     /// Filled chunk by chunk at write time (for tensors too big to hold in memory).
-    Gen(usize, Box<dyn Fn(usize, &mut [u8])>),
+    Gen(usize, FillFn),
 }
 
 struct Tensor {

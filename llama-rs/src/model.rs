@@ -360,7 +360,7 @@ struct ModelInner {
     pub(crate) lock: Mutex<()>,
 }
 
-// SAFETY (contract): after loading, llama.cpp treats `llama_model` as read-only: every
+// SAFETY: (contract) after loading, llama.cpp treats `llama_model` as read-only: every
 // query takes `const llama_model*`, tokenization is documented thread-safe, and many
 // contexts may run on one model from different threads (llama-server's design). The
 // calls that touch model state (LoRA adapter init/free, context creation) go through

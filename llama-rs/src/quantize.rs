@@ -142,9 +142,9 @@ pub fn quantize(
     let done = Arc::new(AtomicBool::new(false));
     let rc = std::thread::scope(|s| {
         let worker = s.spawn(|| {
+            let raw = &raw;
             // SAFETY: valid C paths and params for the duration of the call; llama.cpp
             // reports every failure as a non-zero return (exceptions are caught inside).
-            let raw = &raw;
             let rc = unsafe { sys::llama_model_quantize(c_in.as_ptr(), c_out.as_ptr(), &raw.0) };
             done.store(true, Ordering::Release);
             rc
@@ -167,7 +167,7 @@ pub fn quantize(
 /// Quantize params whose pointer fields are all NULL (imatrix, overrides, pruning).
 struct NullPtrParams(sys::llama_model_quantize_params);
 
-// SAFETY (contract): every pointer inside is NULL (we never set them), so sending or
+// SAFETY: (contract) every pointer inside is NULL (we never set them), so sending or
 // sharing the struct shares no memory; the rest is plain data.
 unsafe impl Send for NullPtrParams {}
 // SAFETY: as above.

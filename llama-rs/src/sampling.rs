@@ -716,7 +716,7 @@ fn prob(name: &str, p: f32) -> Result<()> {
 
 fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::llama_sampler>> {
     let fin = |name: &str, v: f32| check(v.is_finite(), || format!("{name} must be finite, got {v}"));
-    // SAFETY (all arms): each init function takes plain values (validated here) or
+    // SAFETY: (all arms) each init function takes plain values (validated here) or
     // pointers valid for the call, and returns a new owned sampler or NULL.
     let p = unsafe {
         match st {
@@ -861,7 +861,7 @@ const LAZY_ACCEPT_ON_CALLER_MAX: usize = 2048;
 /// A grammar sampler handed to the thread that accepts into it.
 #[derive(Clone, Copy)]
 struct SendSampler(NonNull<sys::llama_sampler>);
-// SAFETY (contract): llama.cpp samplers have no thread affinity; the `Sampler` owning
+// SAFETY: (contract) llama.cpp samplers have no thread affinity; the `Sampler` owning
 // this one is borrowed mutably for the whole scoped thread, so nothing else touches it.
 unsafe impl Send for SendSampler {}
 
@@ -899,7 +899,7 @@ pub struct Sampler {
     force_full: bool,
 }
 
-// SAFETY (contract): the llama.cpp samplers and the custom states (`customs` point into
+// SAFETY: (contract) the llama.cpp samplers and the custom states (`customs` point into
 // boxes owned by the chain) are only touched through `&mut self`; llama.cpp samplers
 // have no thread affinity. Custom samplers are `Send` by the trait bound.
 unsafe impl Send for Sampler {}
@@ -1191,6 +1191,8 @@ pub(crate) fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<sys::llama_toke
     }
     let mut threshold = f32::NEG_INFINITY;
     let offer = |out: &mut Vec<sys::llama_token_data>, i: usize, l: f32, threshold: &mut f32| {
+        // `!(l > t)`, not `l <= t`: a NaN logit is never offered.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if out.len() == k && !(l > *threshold) {
             return;
         }

@@ -14,16 +14,16 @@ use crate::token::{as_raw, Token};
 pub struct TokenAttr(pub u32);
 
 impl TokenAttr {
-    pub const UNKNOWN: u32 = sys::LLAMA_TOKEN_ATTR_UNKNOWN as u32;
-    pub const UNUSED: u32 = sys::LLAMA_TOKEN_ATTR_UNUSED as u32;
-    pub const NORMAL: u32 = sys::LLAMA_TOKEN_ATTR_NORMAL as u32;
-    pub const CONTROL: u32 = sys::LLAMA_TOKEN_ATTR_CONTROL as u32;
-    pub const USER_DEFINED: u32 = sys::LLAMA_TOKEN_ATTR_USER_DEFINED as u32;
-    pub const BYTE: u32 = sys::LLAMA_TOKEN_ATTR_BYTE as u32;
-    pub const NORMALIZED: u32 = sys::LLAMA_TOKEN_ATTR_NORMALIZED as u32;
-    pub const LSTRIP: u32 = sys::LLAMA_TOKEN_ATTR_LSTRIP as u32;
-    pub const RSTRIP: u32 = sys::LLAMA_TOKEN_ATTR_RSTRIP as u32;
-    pub const SINGLE_WORD: u32 = sys::LLAMA_TOKEN_ATTR_SINGLE_WORD as u32;
+    pub const UNKNOWN: u32 = sys::LLAMA_TOKEN_ATTR_UNKNOWN;
+    pub const UNUSED: u32 = sys::LLAMA_TOKEN_ATTR_UNUSED;
+    pub const NORMAL: u32 = sys::LLAMA_TOKEN_ATTR_NORMAL;
+    pub const CONTROL: u32 = sys::LLAMA_TOKEN_ATTR_CONTROL;
+    pub const USER_DEFINED: u32 = sys::LLAMA_TOKEN_ATTR_USER_DEFINED;
+    pub const BYTE: u32 = sys::LLAMA_TOKEN_ATTR_BYTE;
+    pub const NORMALIZED: u32 = sys::LLAMA_TOKEN_ATTR_NORMALIZED;
+    pub const LSTRIP: u32 = sys::LLAMA_TOKEN_ATTR_LSTRIP;
+    pub const RSTRIP: u32 = sys::LLAMA_TOKEN_ATTR_RSTRIP;
+    pub const SINGLE_WORD: u32 = sys::LLAMA_TOKEN_ATTR_SINGLE_WORD;
 
     /// Whether all bits of `flag` are set.
     pub fn has(self, flag: u32) -> bool {
@@ -68,7 +68,7 @@ const TOKENIZE_STACK_PER_BYTE: usize = 1024;
 /// The vocabulary handle, sent to the tokenizer thread.
 #[derive(Clone, Copy)]
 struct SendVocab(NonNull<sys::llama_vocab>);
-// SAFETY (contract): llama_tokenize only reads the vocabulary (each call builds its own
+// SAFETY: (contract) llama_tokenize only reads the vocabulary (each call builds its own
 // tokenizer session), and the scoped thread that uses this handle ends before the
 // borrow of the model that keeps the vocabulary alive does.
 unsafe impl Send for SendVocab {}
@@ -289,7 +289,7 @@ impl<'m> Vocab<'m> {
         self.check(token).is_ok() && unsafe { sys::llama_vocab_is_control(self.raw(), token.0) }
     }
 
-    // SAFETY (all below): const queries on a valid vocab.
+    // SAFETY: (all below) const queries on a valid vocab.
     pub fn bos(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_bos(self.raw()) })

@@ -28,8 +28,8 @@ fn malformed_model_files_are_errors() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", vec![]),
         ("random", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
-        ("magic", b"GGML\x03\0\0\0".iter().copied().chain(std::iter::repeat(0).take(64)).collect()),
-        ("version", b"GGUF\x09\0\0\0".iter().copied().chain(std::iter::repeat(0).take(64)).collect()),
+        ("magic", b"GGML\x03\0\0\0".iter().copied().chain(std::iter::repeat_n(0, 64)).collect()),
+        ("version", b"GGUF\x09\0\0\0".iter().copied().chain(std::iter::repeat_n(0, 64)).collect()),
         ("huge-counts", b"GGUF\x03\0\0\0".iter().copied().chain([0xff; 16]).collect()),
     ];
     for (name, bytes) in cases {

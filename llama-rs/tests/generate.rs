@@ -282,11 +282,10 @@ fn device_sampler_preconditions_are_typed_errors() {
 }
 
 /// Every piece of one generation, and the session's cache afterwards.
-fn run(
-    s: &mut Session,
-    prompt: &str,
-    p: &GenerateParams,
-) -> (Vec<(String, Vec<Token>, Option<FinishReason>)>, Vec<Token>) {
+/// (text, tokens, finish) of each piece.
+type Pieces = Vec<(String, Vec<Token>, Option<FinishReason>)>;
+
+fn run(s: &mut Session, prompt: &str, p: &GenerateParams) -> (Pieces, Vec<Token>) {
     let pieces = s
         .generate(prompt, p)
         .unwrap()

@@ -30,7 +30,7 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
 }
 
 fn sampler_error(cfg: SamplerConfig) -> Error {
-    cfg.build(common::model()).err().expect("hostile sampler config accepted")
+    cfg.build(common::model()).expect_err("hostile sampler config accepted")
 }
 
 // Class 1: what llama.cpp applied, not what was asked.

@@ -89,7 +89,8 @@ fn unreachable_or_malformed_endpoints_are_errors() {
 fn peers_that_are_not_rpc_servers_are_errors() {
     use std::io::{Read, Write};
     use std::net::TcpListener;
-    let behaviours: [(&str, fn(std::net::TcpStream)); 3] = [
+    type Behaviour = fn(std::net::TcpStream);
+    let behaviours: [(&str, Behaviour); 3] = [
         ("closes", |s| drop(s)),
         ("http", |mut s| {
             let mut buf = [0u8; 64];

@@ -318,12 +318,12 @@ fn nan_logits_are_a_typed_error() {
     for cfg in
         [SamplerConfig::default(), SamplerConfig { top_k: 0, ..SamplerConfig::default() }, SamplerConfig::greedy()]
     {
-        let mut s = cfg.build(&model()).unwrap();
+        let mut s = cfg.build(model()).unwrap();
         assert!(matches!(s.sample_logits(&nan), Err(Error::NanLogits)), "{cfg:?}");
     }
     // A few NaN among finite logits: greedy still picks the largest finite one.
     let mut some = vec![0.0f32; n];
     some[7] = f32::NAN;
     some[9] = 3.0;
-    assert_eq!(SamplerConfig::greedy().build(&model()).unwrap().sample_logits(&some).unwrap(), Token(9));
+    assert_eq!(SamplerConfig::greedy().build(model()).unwrap().sample_logits(&some).unwrap(), Token(9));
 }

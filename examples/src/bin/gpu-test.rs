@@ -26,14 +26,13 @@ fn greedy(model: &Model, p: &ContextParams, prompt: &str, n: usize) -> (Vec<Toke
     ctx.decode(&mut b).unwrap();
     let first = ctx.logits_last().unwrap().to_vec();
     let mut out = Vec::new();
-    let mut pos = toks.len() as i32;
     let mut next = llama_rs::argmax(&first);
-    for _ in 0..n {
+    let start = toks.len() as i32;
+    for pos in start..start + n as i32 {
         out.push(next);
         b.clear();
         b.add(next, pos, &[0], true).unwrap();
         ctx.decode(&mut b).unwrap();
-        pos += 1;
         next = llama_rs::argmax(ctx.logits(0).unwrap());
     }
     (out, first)

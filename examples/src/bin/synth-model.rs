@@ -2,8 +2,10 @@
 //! random weights written directly in a quantized type — for speed tests of models that
 //! cannot be downloaded here (see `llama_rs::write_synthetic_qwen2`).
 //!
-//!     cargo run --release -p llama-examples --bin synth-model -- \
-//!         --shape 7b --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out /tmp/qwen2-7b-shape.gguf
+//! ```sh
+//! cargo run --release -p llama-examples --bin synth-model -- \
+//!     --shape 7b --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out /tmp/qwen2-7b-shape.gguf
+//! ```
 
 use clap::Parser;
 

@@ -33,14 +33,12 @@ fn main() -> anyhow::Result<()> {
 
     // 4. Greedy sampling for a few tokens.
     let mut generated: Vec<Token> = Vec::new();
-    let mut pos = prompt.len() as i32;
-    for _ in 0..8 {
+    for pos in prompt.len() as i32..prompt.len() as i32 + 8 {
         let next = llama_rs::argmax(ctx.logits_last()?);
         generated.push(next);
         batch.clear();
         batch.add(next, pos, &[0], true)?;
         ctx.decode(&mut batch)?;
-        pos += 1;
     }
     println!("greedy: {:?}", vocab.detokenize(&generated, false, false)?);
 
