@@ -126,6 +126,93 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+/// What kind of failure an [`Error`] is, for programs that react to it: the Python
+/// module maps kinds onto exception classes and the server onto HTTP statuses.
+///
+/// | kind | meaning | Python | HTTP |
+/// |---|---|---|---|
+/// | `InvalidArgument` | a value the caller passed cannot be used | `ValueError` | 400 |
+/// | `OutOfRange` | an id, index or position outside what exists | `IndexError` (a `ValueError`) | 400 |
+/// | `ContextFull` | the input or the generation does not fit the context | `ValueError` | 400 |
+/// | `NotFound` | a file, metadata key or device that does not exist | `FileNotFoundError` / `KeyError` | 404 |
+/// | `Corrupt` | a model, state or GGUF file that is malformed | `ValueError` | 422 |
+/// | `Unsupported` | valid, but not possible with this model or build | `NotImplementedError` | 501 |
+/// | `LimitExceeded` | over a bound on time, memory or nesting (docs/SAFETY.md) | `MemoryError` / `ValueError` | 413 |
+/// | `Rejected` | a grammar or sampler left no token to choose | `RuntimeError` | 422 |
+/// | `Cancelled` | stopped by a cancel / abort handle or a progress callback | `RuntimeError` | 499 |
+/// | `Backend` | llama.cpp failed (allocation, compute, load) | `RuntimeError` | 500 |
+/// | `Io` | reading or writing a file failed | `OSError` | 500 |
+///
+/// ```
+/// use llama_rs::{Batch, ErrorKind};
+/// let e = Batch::new(usize::MAX, 1).unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A value the caller passed cannot be used.
+    InvalidArgument,
+    /// An id, index or position outside what exists.
+    OutOfRange,
+    /// The input or the generation does not fit the context.
+    ContextFull,
+    /// A file, metadata key or device that does not exist.
+    NotFound,
+    /// A malformed model, state or GGUF file.
+    Corrupt,
+    /// Valid, but not possible with this model or build.
+    Unsupported,
+    /// Over a bound on time, memory or nesting.
+    LimitExceeded,
+    /// A grammar or sampler left no token to choose.
+    Rejected,
+    /// Stopped on request.
+    Cancelled,
+    /// llama.cpp itself failed.
+    Backend,
+    /// File I/O failed.
+    Io,
+}
+
+impl Error {
+    /// The kind of this error (see [`ErrorKind`] for the intended mappings).
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::ModelFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => K::NotFound,
+            Error::ModelFile { .. } | Error::Io { .. } => K::Io,
+            Error::NotGguf { .. } | Error::InvalidState(_) | Error::StateRejected => K::Corrupt,
+            Error::ModelLoad { .. } | Error::ContextCreate | Error::Compute { .. } | Error::Quantize { .. } => {
+                K::Backend
+            }
+            Error::NanLogits => K::Backend,
+            Error::LoadCancelled | Error::Aborted => K::Cancelled,
+            Error::InvalidParam(_)
+            | Error::BatchFull { .. }
+            | Error::EmptyBatch
+            | Error::BatchTooLarge { .. }
+            | Error::BatchMismatch(_)
+            | Error::Nul(_)
+            | Error::Tokenize(_)
+            | Error::Grammar(_)
+            | Error::JsonSchema(_)
+            | Error::Template(_)
+            | Error::Adapter(_) => K::InvalidArgument,
+            Error::InvalidToken { .. }
+            | Error::InvalidSeqId { .. }
+            | Error::InvalidPosition { .. }
+            | Error::NoOutput { .. }
+            | Error::DeviceSampled { .. } => K::OutOfRange,
+            Error::PromptTooLong { .. } | Error::ContextFull => K::ContextFull,
+            Error::VocabOnly | Error::NoEmbeddings => K::Unsupported,
+            Error::GrammarRejectedAll | Error::GrammarRejected(_) => K::Rejected,
+            Error::NoSuchKey(_) | Error::NoSuchDevice(_) => K::NotFound,
+            Error::Limit { .. } => K::LimitExceeded,
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

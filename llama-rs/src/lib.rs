@@ -61,7 +61,7 @@ pub use chat::{
 pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
 pub use device::{Device, DeviceType};
 pub use embed::{EmbedParams, Embedder, Normalize};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use gbnf_check::{
     MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_REPETITION as GRAMMAR_MAX_REPETITION,
 };

@@ -488,3 +488,21 @@ fn empty_token_strings_that_collide_are_refused() {
     let r = Model::load(&p, ModelParams::default().vocab_only(true));
     assert!(matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("EMPTY_0")), "{:?}", r.map(|_| ()));
 }
+
+// Every error has a kind a program can branch on (Python exceptions, HTTP statuses).
+#[test]
+fn errors_have_kinds() {
+    use llama_rs::ErrorKind as K;
+    let m = common::model();
+    assert_eq!(Model::load("/no/such/model.gguf", ModelParams::default()).unwrap_err().kind(), K::NotFound);
+    assert_eq!(m.vocab().token_to_piece(Token(-1), false).unwrap_err().kind(), K::OutOfRange);
+    assert_eq!(
+        m.vocab().tokenize(&"x".repeat(llama_rs::TOKENIZE_MAX_BYTES + 1), false, false).unwrap_err().kind(),
+        K::LimitExceeded
+    );
+    assert_eq!(sampler_error(SamplerConfig { top_p: f32::NAN, ..Default::default() }).kind(), K::InvalidArgument);
+    let dir = common::TempDir::new("hostile-kinds");
+    let p = dir.join("bad.gguf");
+    std::fs::write(&p, b"GGUF\x03\0\0\0garbage").unwrap();
+    assert_eq!(Model::load(&p, ModelParams::default()).unwrap_err().kind(), K::Corrupt);
+}
