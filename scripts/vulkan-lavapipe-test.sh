@@ -37,11 +37,14 @@ chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/
   grep -q "^0: Vulkan0" /tmp/devices
   # lavapipe runs the model on the CPU through Vulkan, much slower than ggml-cpu: a
   # subset that covers loading, offload, decode, KV edits, state and generation.
-  cargo test --release --locked -p llama-rs --features vulkan --test model --test context --test generate --test files -- \
-    --test-threads 1 --exact \
-    metadata_of_the_default_model greedy_matches_llama_cpp_cli_and_is_deterministic devices_and_system_info \
+  tests="metadata_of_the_default_model greedy_matches_llama_cpp_cli_and_is_deterministic devices_and_system_info \
     bad_inputs_are_typed_errors memory_operations state_round_trip_reproduces_logits_bit_for_bit \
     removing_the_tail_and_redecoding_equals_decoding_from_scratch \
     stop_strings_spanning_tokens_are_cut_exactly end_of_generation_is_a_stop \
-    device_sampling_gives_the_host_tokens device_sampling_on_an_odd_sized_vocabulary_matches_the_host
+    device_sampling_gives_the_host_tokens device_sampling_on_an_odd_sized_vocabulary_matches_the_host"
+  bins="--test model --test context --test generate --test files"
+  # A renamed test must not silently drop out of this list.
+  cargo test --release --locked -p llama-rs --features vulkan $bins -- --list 2>/dev/null | sed -n "s/: test$//p" > /tmp/all-tests
+  for t in $tests; do grep -qx "$t" /tmp/all-tests || { echo "lavapipe: no test named $t (renamed? update scripts/vulkan-lavapipe-test.sh)" >&2; exit 1; }; done
+  cargo test --release --locked -p llama-rs --features vulkan $bins -- --test-threads 1 --exact $tests
   echo "lavapipe: Vulkan core tests passed"'

@@ -101,14 +101,17 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
         return Err(Error::NoSuchDevice(format!("the RPC server at {endpoint} has no devices")));
     }
     // SAFETY: `reg` is a valid registry entry; ggml keeps it for the process lifetime.
-    // Registering a reg twice would duplicate devices, so only new ones are registered.
     let n = unsafe { sys::ggml_backend_reg_dev_count(reg) };
-    // SAFETY: index < count.
+    if n == 0 {
+        return Err(Error::NoSuchDevice(format!("the RPC server at {endpoint} has no devices")));
+    }
+    // SAFETY: index 0 < n (checked just above).
     let first = unsafe { sys::ggml_backend_reg_dev_get(reg, 0) };
-    // SAFETY: a valid device of `reg`.
+    // SAFETY: a valid device of `reg`; its name is a NUL-terminated string ggml owns.
     let first_name =
         unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_dev_name(first)) }.to_string_lossy().into_owned();
-    if n > 0 && !before.contains(&first_name) {
+    // Registering a reg twice would duplicate devices, so only new ones are registered.
+    if !before.contains(&first_name) {
         // SAFETY: a valid, not yet registered backend registry.
         unsafe { sys::ggml_backend_register(reg) };
     }
