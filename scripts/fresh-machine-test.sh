@@ -57,6 +57,7 @@ cleanup() {
            opt/rustup opt/cargo-bin "${pyenv_root#/}"; do
     umount "$root/$m" 2>/dev/null || true
   done
+  umount "$root" 2>/dev/null || true
 }
 trap cleanup EXIT
 cleanup
@@ -64,6 +65,10 @@ rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"
 chmod 755 "$root"
+# The root as a mount point of its own (private: nothing propagates back here), so that
+# tests can use mount namespaces inside the chroot as on a real machine.
+mount --bind "$root" "$root"
+mount --make-private "$root"
 cp /etc/resolv.conf "$root/etc/"
 # This kind of machine trusts extra CAs (its network's TLS proxy): so does the chroot,
 # with the CA-related environment a new machine's shell has.
