@@ -40,6 +40,12 @@ pub enum SplitMode {
 }
 
 /// How the weights are read from disk.
+///
+/// With a memory map (`Auto` may choose one, `Mmap`, `MmapMlock`) the file must not
+/// shrink while the model is loaded: reading a page past the new end is a SIGBUS, which
+/// no library can turn into an error (mmap's contract). `Model::load` checks that every
+/// tensor lies inside the file before loading; for files that may change under you
+/// (downloads in progress, network shares), use `None`, which reads into memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum LoadMode {
     /// llama.cpp decides (turns mmap off on integrated GPUs).
