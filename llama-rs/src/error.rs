@@ -216,6 +216,15 @@ impl Error {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `Err(InvalidParam(what()))` unless `ok`: the one helper for argument checks.
+pub(crate) fn check_arg(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidParam(what()))
+    }
+}
+
 /// A `Vec` of `n` elements, allocated fallibly: a size from a caller becomes an error
 /// instead of a capacity-overflow panic or an allocation abort.
 pub(crate) fn try_vec<T>(n: usize, what: &'static str) -> Result<Vec<T>> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, guard};
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{check_arg, Error, Result};
 use crate::vocab::Vocab;
 
 /// How many layers to offload to GPU devices.
@@ -217,14 +217,6 @@ struct RawParams {
     _split: Vec<f32>,
 }
 
-fn check_param(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidParam(msg()))
-    }
-}
-
 impl ModelParams {
     fn to_raw(&self) -> Result<RawParams> {
         // SAFETY: returns a plain struct by value; no preconditions.
@@ -261,15 +253,15 @@ impl ModelParams {
         let n_dev = Device::count();
         // SAFETY: a pure query with no preconditions.
         let max_devices = unsafe { sys::llama_max_devices() };
-        check_param(self.main_gpu >= 0 && (self.main_gpu as usize) < n_dev.max(1), || {
+        check_arg(self.main_gpu >= 0 && (self.main_gpu as usize) < n_dev.max(1), || {
             format!("main_gpu {} but {} device(s) exist", self.main_gpu, n_dev)
         })?;
         let mut split = Vec::new();
         if !self.tensor_split.is_empty() {
-            check_param(self.tensor_split.len() <= max_devices, || {
+            check_arg(self.tensor_split.len() <= max_devices, || {
                 format!("tensor_split has {} entries, llama.cpp supports {max_devices}", self.tensor_split.len())
             })?;
-            check_param(
+            check_arg(
                 self.tensor_split.iter().all(|v| v.is_finite() && *v >= 0.0)
                     && self.tensor_split.iter().sum::<f32>() > 0.0,
                 || format!("tensor_split {:?}: entries must be finite, >= 0, not all 0", self.tensor_split),
@@ -290,7 +282,7 @@ impl ModelParams {
         for (key, v) in &self.kv_overrides {
             // SAFETY: an all-zero llama_model_kv_override is a valid value (plain data).
             let mut o: sys::llama_model_kv_override = unsafe { std::mem::zeroed() };
-            check_param(key.len() < o.key.len() && !key.contains('\0'), || {
+            check_arg(key.len() < o.key.len() && !key.contains('\0'), || {
                 format!("kv_override key {key:?} must be < 128 bytes without NUL")
             })?;
             for (d, s) in o.key.iter_mut().zip(key.bytes()) {
@@ -311,7 +303,7 @@ impl ModelParams {
                 }
                 KvOverride::Str(s) => {
                     o.tag = sys::LLAMA_KV_OVERRIDE_TYPE_STR;
-                    check_param(s.len() < 128 && !s.contains('\0'), || {
+                    check_arg(s.len() < 128 && !s.contains('\0'), || {
                         format!("kv_override {key:?}: string value must be < 128 bytes without NUL")
                     })?;
                     // SAFETY: writing the str member of the union we just tagged as STR.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::guard;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{check_arg, Error, Result};
 use crate::model::Model;
 use crate::token::Token;
 
@@ -233,13 +233,13 @@ impl SamplerConfig {
             ("mirostat_tau", self.mirostat_tau),
             ("mirostat_eta", self.mirostat_eta),
         ] {
-            check(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
+            check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
         }
-        check(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
-        check(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
+        check_arg(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
+        check_arg(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
         check_last_n("penalty_last_n", self.penalty_last_n)?;
         check_last_n("dry_penalty_last_n", self.dry_penalty_last_n)?;
-        check(self.dry_allowed_length >= 0, || {
+        check_arg(self.dry_allowed_length >= 0, || {
             format!("dry_allowed_length must be >= 0, got {}", self.dry_allowed_length)
         })?;
         Ok(())
@@ -682,20 +682,12 @@ fn new_chain() -> Result<RawSampler> {
     NonNull::new(p).map(RawSampler).ok_or_else(|| Error::InvalidParam("llama_sampler_chain_init failed".into()))
 }
 
-fn check(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidParam(what()))
-    }
-}
-
 /// Longest penalty window: llama.cpp allocates a ring buffer of this many tokens up
 /// front (`i32::MAX` threw `std::bad_alloc` across the C API).
 pub const MAX_PENALTY_LAST_N: i32 = 1 << 20;
 
 fn check_last_n(name: &str, n: i32) -> Result<()> {
-    check((-1..=MAX_PENALTY_LAST_N).contains(&n), || {
+    check_arg((-1..=MAX_PENALTY_LAST_N).contains(&n), || {
         format!("{name} must be in -1..={MAX_PENALTY_LAST_N} (-1 = the model's context length), got {n}")
     })
 }
@@ -711,11 +703,11 @@ fn resolve_last_n(model: &Model, n: i32) -> i32 {
 }
 
 fn prob(name: &str, p: f32) -> Result<()> {
-    check(p.is_finite() && (0.0..=1.0).contains(&p), || format!("{name} must be in 0..=1, got {p}"))
+    check_arg(p.is_finite() && (0.0..=1.0).contains(&p), || format!("{name} must be in 0..=1, got {p}"))
 }
 
 fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::llama_sampler>> {
-    let fin = |name: &str, v: f32| check(v.is_finite(), || format!("{name} must be finite, got {v}"));
+    let fin = |name: &str, v: f32| check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"));
     // SAFETY: (all arms) each init function takes plain values (validated here) or
     // pointers valid for the call, and returns a new owned sampler or NULL.
     let p = unsafe {
@@ -757,7 +749,7 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
             Stage::Mirostat { seed, tau, eta, m } => {
                 fin("mirostat_tau", *tau)?;
                 fin("mirostat_eta", *eta)?;
-                check(*m > 0, || format!("mirostat m must be > 0, got {m}"))?;
+                check_arg(*m > 0, || format!("mirostat m must be > 0, got {m}"))?;
                 sys::llama_sampler_init_mirostat(n_vocab, *seed, *tau, *eta, *m)
             }
             Stage::MirostatV2 { seed, tau, eta } => {
@@ -766,7 +758,7 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                 sys::llama_sampler_init_mirostat_v2(*seed, *tau, *eta)
             }
             Stage::Penalties { last_n, repeat, freq, present } => {
-                check(repeat.is_finite() && *repeat > 0.0, || format!("repeat_penalty must be > 0, got {repeat}"))?;
+                check_arg(repeat.is_finite() && *repeat > 0.0, || format!("repeat_penalty must be > 0, got {repeat}"))?;
                 fin("frequency_penalty", *freq)?;
                 fin("presence_penalty", *present)?;
                 check_last_n("penalty_last_n", *last_n)?;
@@ -775,8 +767,8 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
             }
             Stage::Dry { multiplier, base, allowed_length, last_n, breakers } => {
                 fin("dry_multiplier", *multiplier)?;
-                check(base.is_finite() && *base >= 1.0, || format!("dry_base must be >= 1, got {base}"))?;
-                check(*allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {allowed_length}"))?;
+                check_arg(base.is_finite() && *base >= 1.0, || format!("dry_base must be >= 1, got {base}"))?;
+                check_arg(*allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {allowed_length}"))?;
                 check_last_n("dry_penalty_last_n", *last_n)?;
                 let last_n = resolve_last_n(model, *last_n);
                 let cs: Vec<CString> = breakers
@@ -799,7 +791,7 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                 let vocab = model.vocab();
                 for (t, v) in b {
                     vocab.check(*t)?;
-                    check(!v.is_nan(), || format!("logit bias for {t} is NaN"))?;
+                    check_arg(!v.is_nan(), || format!("logit bias for {t} is NaN"))?;
                 }
                 let raw: Vec<sys::llama_logit_bias> =
                     b.iter().map(|(t, v)| sys::llama_logit_bias { token: t.0, bias: *v }).collect();
