@@ -99,12 +99,7 @@ unsafe extern "C" {
     pub fn ggml_set_abort_callback(callback: ggml_abort_callback_t) -> ggml_abort_callback_t;
 }
 unsafe extern "C" {
-    pub fn ggml_abort(
-        file: *const ::core::ffi::c_char,
-        line: ::core::ffi::c_int,
-        fmt: *const ::core::ffi::c_char,
-        ...
-    );
+    pub fn ggml_abort(file: *const ::core::ffi::c_char, line: ::core::ffi::c_int, fmt: *const ::core::ffi::c_char, ...);
 }
 pub const GGML_STATUS_ALLOC_FAILED: ggml_status = -2;
 pub const GGML_STATUS_FAILED: ggml_status = -1;
@@ -423,8 +418,7 @@ pub struct ggml_tensor {
     pub padding: [::core::ffi::c_char; 8usize],
 }
 pub const GGML_TENSOR_SIZE: usize = 336;
-pub type ggml_abort_callback =
-    ::core::option::Option<unsafe extern "C" fn(data: *mut ::core::ffi::c_void) -> bool>;
+pub type ggml_abort_callback = ::core::option::Option<unsafe extern "C" fn(data: *mut ::core::ffi::c_void) -> bool>;
 pub type ggml_guid = [u8; 16usize];
 pub type ggml_guid_t = *mut ggml_guid;
 unsafe extern "C" {
@@ -452,10 +446,7 @@ unsafe extern "C" {
     pub fn ggml_cycles_per_ms() -> i64;
 }
 unsafe extern "C" {
-    pub fn ggml_fopen(
-        fname: *const ::core::ffi::c_char,
-        mode: *const ::core::ffi::c_char,
-    ) -> *mut FILE;
+    pub fn ggml_fopen(fname: *const ::core::ffi::c_char, mode: *const ::core::ffi::c_char) -> *mut FILE;
 }
 unsafe extern "C" {
     pub fn ggml_print_object(obj: *const ggml_object);
@@ -584,11 +575,7 @@ unsafe extern "C" {
     pub fn ggml_tensor_overhead() -> usize;
 }
 unsafe extern "C" {
-    pub fn ggml_validate_row_data(
-        type_: ggml_type,
-        data: *const ::core::ffi::c_void,
-        nbytes: usize,
-    ) -> bool;
+    pub fn ggml_validate_row_data(type_: ggml_type, data: *const ::core::ffi::c_void, nbytes: usize) -> bool;
 }
 unsafe extern "C" {
     pub fn ggml_init(params: ggml_init_params) -> *mut ggml_context;
@@ -626,19 +613,10 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_new_tensor_1d(
-        ctx: *mut ggml_context,
-        type_: ggml_type,
-        ne0: i64,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_new_tensor_1d(ctx: *mut ggml_context, type_: ggml_type, ne0: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_new_tensor_2d(
-        ctx: *mut ggml_context,
-        type_: ggml_type,
-        ne0: i64,
-        ne1: i64,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_new_tensor_2d(ctx: *mut ggml_context, type_: ggml_type, ne0: i64, ne1: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_new_tensor_3d(
@@ -672,16 +650,10 @@ unsafe extern "C" {
     pub fn ggml_get_first_tensor(ctx: *const ggml_context) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_get_next_tensor(
-        ctx: *const ggml_context,
-        tensor: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_get_next_tensor(ctx: *const ggml_context, tensor: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_get_tensor(
-        ctx: *mut ggml_context,
-        name: *const ::core::ffi::c_char,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_get_tensor(ctx: *mut ggml_context, name: *const ::core::ffi::c_char) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_unravel_index(
@@ -709,17 +681,10 @@ unsafe extern "C" {
     pub fn ggml_get_name(tensor: *const ggml_tensor) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
-    pub fn ggml_set_name(
-        tensor: *mut ggml_tensor,
-        name: *const ::core::ffi::c_char,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_set_name(tensor: *mut ggml_tensor, name: *const ::core::ffi::c_char) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_format_name(
-        tensor: *mut ggml_tensor,
-        fmt: *const ::core::ffi::c_char,
-        ...
-    ) -> *mut ggml_tensor;
+    pub fn ggml_format_name(tensor: *mut ggml_tensor, fmt: *const ::core::ffi::c_char, ...) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_set_input(tensor: *mut ggml_tensor);
@@ -740,18 +705,10 @@ unsafe extern "C" {
     pub fn ggml_dup_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_add(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_add(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_add_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_add_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_add_cast(
@@ -770,18 +727,10 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_add1(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_add1(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_add1_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_add1_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_acc(
@@ -806,46 +755,22 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_sub(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_sub(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_sub_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_sub_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_mul(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_mul(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_mul_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_mul_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_div(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_div(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_div_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_div_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_sqr(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -905,18 +830,10 @@ unsafe extern "C" {
     pub fn ggml_argmax(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_count_equal(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_count_equal(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_repeat(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_repeat(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_repeat_4d(
@@ -929,11 +846,7 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_repeat_back(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_repeat_back(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_concat(
@@ -1015,8 +928,7 @@ unsafe extern "C" {
     pub fn ggml_gelu_quick(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_gelu_quick_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor)
-    -> *mut ggml_tensor;
+    pub fn ggml_gelu_quick_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_silu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -1025,11 +937,7 @@ unsafe extern "C" {
     pub fn ggml_silu_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_silu_back(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_silu_back(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_hardswish(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -1079,12 +987,7 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_glu(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        op: ggml_glu_op,
-        swapped: bool,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_glu(ctx: *mut ggml_context, a: *mut ggml_tensor, op: ggml_glu_op, swapped: bool) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_reglu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -1114,10 +1017,7 @@ unsafe extern "C" {
     pub fn ggml_geglu_quick(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_geglu_quick_swapped(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_quick_swapped(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_glu_split(
@@ -1128,39 +1028,20 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_reglu_split(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_reglu_split(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_geglu_split(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_split(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_swiglu_split(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_swiglu_split(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_geglu_erf_split(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_erf_split(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_geglu_quick_split(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_quick_split(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor)
+    -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_swiglu_oai(
@@ -1183,22 +1064,13 @@ unsafe extern "C" {
     pub fn ggml_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_norm_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        eps: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_norm_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_rms_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32)
-    -> *mut ggml_tensor;
+    pub fn ggml_rms_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_rms_norm_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        eps: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_rms_norm_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_group_norm(
@@ -1220,11 +1092,7 @@ unsafe extern "C" {
     pub fn ggml_l2_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_l2_norm_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        eps: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_l2_norm_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_rms_norm_back(
@@ -1238,15 +1106,10 @@ unsafe extern "C" {
     pub fn ggml_prec_set_acc(a: *mut ggml_tensor, prec: ggml_prec) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_prec_set_src(a: *mut ggml_tensor, prec: ggml_prec, idx: ::core::ffi::c_int)
-    -> bool;
+    pub fn ggml_prec_set_src(a: *mut ggml_tensor, prec: ggml_prec, idx: ::core::ffi::c_int) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_mul_mat(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_mul_mat(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_mul_mat_set_prec(a: *mut ggml_tensor, prec: ggml_prec);
@@ -1263,37 +1126,19 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_out_prod(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_out_prod(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_scale(ctx: *mut ggml_context, a: *mut ggml_tensor, s: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_scale_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        s: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_scale_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, s: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_scale_bias(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        s: f32,
-        b: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_scale_bias(ctx: *mut ggml_context, a: *mut ggml_tensor, s: f32, b: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_scale_bias_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        s: f32,
-        b: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_scale_bias_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, s: f32, b: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_set(
@@ -1352,18 +1197,10 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_cpy(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_cpy(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_cast(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        type_: ggml_type,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_cast(ctx: *mut ggml_context, a: *mut ggml_tensor, type_: ggml_type) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_cont(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -1372,21 +1209,10 @@ unsafe extern "C" {
     pub fn ggml_cont_1d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_cont_2d(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        ne0: i64,
-        ne1: i64,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_cont_2d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64, ne1: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_cont_3d(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        ne0: i64,
-        ne1: i64,
-        ne2: i64,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_cont_3d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64, ne1: i64, ne2: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_cont_4d(
@@ -1399,26 +1225,13 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_reshape(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_reshape(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_reshape_1d(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        ne0: i64,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_reshape_1d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_reshape_2d(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        ne0: i64,
-        ne1: i64,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_reshape_2d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64, ne1: i64) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_reshape_3d(
@@ -1440,12 +1253,7 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_view_1d(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        ne0: i64,
-        offset: usize,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_view_1d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64, offset: usize) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_view_2d(
@@ -1497,11 +1305,7 @@ unsafe extern "C" {
     pub fn ggml_transpose(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_get_rows(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_get_rows(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_get_rows_back(
@@ -1551,20 +1355,10 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_clamp(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        min: f32,
-        max: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_clamp(ctx: *mut ggml_context, a: *mut ggml_tensor, min: f32, max: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_clamp_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        min: f32,
-        max: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_clamp_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, min: f32, max: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_soft_max(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -1777,10 +1571,7 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_rope_set_offset(
-        a: *mut ggml_tensor,
-        n_offs: ::core::ffi::c_int,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_rope_set_offset(a: *mut ggml_tensor, n_offs: ::core::ffi::c_int) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_im2col(
@@ -1918,18 +1709,10 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_conv_2d_sk_p0(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_conv_2d_sk_p0(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_conv_2d_s1_ph(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        b: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_conv_2d_s1_ph(ctx: *mut ggml_context, a: *mut ggml_tensor, b: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_conv_2d_dw(
@@ -2143,21 +1926,13 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_tri(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        type_: ggml_tri_type,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_tri(ctx: *mut ggml_context, a: *mut ggml_tensor, type_: ggml_tri_type) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_fill(ctx: *mut ggml_context, a: *mut ggml_tensor, c: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_fill_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        c: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_fill_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, c: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_timestep_embedding(
@@ -2171,33 +1946,16 @@ pub const GGML_SORT_ORDER_ASC: ggml_sort_order = 0;
 pub const GGML_SORT_ORDER_DESC: ggml_sort_order = 1;
 pub type ggml_sort_order = ::core::ffi::c_uint;
 unsafe extern "C" {
-    pub fn ggml_argsort(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        order: ggml_sort_order,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_argsort(ctx: *mut ggml_context, a: *mut ggml_tensor, order: ggml_sort_order) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_argsort_top_k(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        k: ::core::ffi::c_int,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_argsort_top_k(ctx: *mut ggml_context, a: *mut ggml_tensor, k: ::core::ffi::c_int) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_top_k(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        k: ::core::ffi::c_int,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_top_k(ctx: *mut ggml_context, a: *mut ggml_tensor, k: ::core::ffi::c_int) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_arange(
-        ctx: *mut ggml_context,
-        start: f32,
-        stop: f32,
-        step: f32,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_arange(ctx: *mut ggml_context, start: f32, stop: f32, step: f32) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_flash_attn_ext(
@@ -2234,11 +1992,7 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_ssm_conv(
-        ctx: *mut ggml_context,
-        sx: *mut ggml_tensor,
-        c: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_ssm_conv(ctx: *mut ggml_context, sx: *mut ggml_tensor, c: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_ssm_scan(
@@ -2254,11 +2008,7 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_win_part(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        w: ::core::ffi::c_int,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_win_part(ctx: *mut ggml_context, a: *mut ggml_tensor, w: ::core::ffi::c_int) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_win_unpart(
@@ -2270,18 +2020,10 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_unary(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        op: ggml_unary_op,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_unary(ctx: *mut ggml_context, a: *mut ggml_tensor, op: ggml_unary_op) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_unary_inplace(
-        ctx: *mut ggml_context,
-        a: *mut ggml_tensor,
-        op: ggml_unary_op,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_unary_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor, op: ggml_unary_op) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_get_rel_pos(
@@ -2383,11 +2125,8 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_dsv4_hc_pre(
-        ctx: *mut ggml_context,
-        x: *mut ggml_tensor,
-        weights: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_dsv4_hc_pre(ctx: *mut ggml_context, x: *mut ggml_tensor, weights: *mut ggml_tensor)
+    -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_dsv4_hc_pre_gated(
@@ -2588,18 +2327,10 @@ unsafe extern "C" {
     pub fn ggml_new_graph(ctx: *mut ggml_context) -> *mut ggml_cgraph;
 }
 unsafe extern "C" {
-    pub fn ggml_new_graph_custom(
-        ctx: *mut ggml_context,
-        size: usize,
-        grads: bool,
-    ) -> *mut ggml_cgraph;
+    pub fn ggml_new_graph_custom(ctx: *mut ggml_context, size: usize, grads: bool) -> *mut ggml_cgraph;
 }
 unsafe extern "C" {
-    pub fn ggml_graph_dup(
-        ctx: *mut ggml_context,
-        cgraph: *mut ggml_cgraph,
-        force_grads: bool,
-    ) -> *mut ggml_cgraph;
+    pub fn ggml_graph_dup(ctx: *mut ggml_context, cgraph: *mut ggml_cgraph, force_grads: bool) -> *mut ggml_cgraph;
 }
 unsafe extern "C" {
     pub fn ggml_graph_cpy(src: *mut ggml_cgraph, dst: *mut ggml_cgraph);
@@ -2632,22 +2363,13 @@ unsafe extern "C" {
     pub fn ggml_graph_overhead_custom(size: usize, grads: bool) -> usize;
 }
 unsafe extern "C" {
-    pub fn ggml_graph_get_tensor(
-        cgraph: *const ggml_cgraph,
-        name: *const ::core::ffi::c_char,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_graph_get_tensor(cgraph: *const ggml_cgraph, name: *const ::core::ffi::c_char) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_graph_get_grad(
-        cgraph: *const ggml_cgraph,
-        node: *const ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_graph_get_grad(cgraph: *const ggml_cgraph, node: *const ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_graph_get_grad_acc(
-        cgraph: *const ggml_cgraph,
-        node: *const ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_graph_get_grad_acc(cgraph: *const ggml_cgraph, node: *const ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_graph_print(cgraph: *const ggml_cgraph);
@@ -2660,17 +2382,10 @@ unsafe extern "C" {
     );
 }
 pub type ggml_log_callback = ::core::option::Option<
-    unsafe extern "C" fn(
-        level: ggml_log_level,
-        text: *const ::core::ffi::c_char,
-        user_data: *mut ::core::ffi::c_void,
-    ),
+    unsafe extern "C" fn(level: ggml_log_level, text: *const ::core::ffi::c_char, user_data: *mut ::core::ffi::c_void),
 >;
 unsafe extern "C" {
-    pub fn ggml_log_get(
-        log_callback: *mut ggml_log_callback,
-        user_data: *mut *mut ::core::ffi::c_void,
-    );
+    pub fn ggml_log_get(log_callback: *mut ggml_log_callback, user_data: *mut *mut ::core::ffi::c_void);
 }
 unsafe extern "C" {
     pub fn ggml_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
@@ -2698,12 +2413,10 @@ unsafe extern "C" {
         imatrix: *const f32,
     ) -> usize;
 }
-pub type ggml_to_float_t = ::core::option::Option<
-    unsafe extern "C" fn(x: *const ::core::ffi::c_void, y: *mut f32, k: i64),
->;
-pub type ggml_from_float_t = ::core::option::Option<
-    unsafe extern "C" fn(x: *const f32, y: *mut ::core::ffi::c_void, k: i64),
->;
+pub type ggml_to_float_t =
+    ::core::option::Option<unsafe extern "C" fn(x: *const ::core::ffi::c_void, y: *mut f32, k: i64)>;
+pub type ggml_from_float_t =
+    ::core::option::Option<unsafe extern "C" fn(x: *const f32, y: *mut ::core::ffi::c_void, k: i64)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ggml_type_traits {
@@ -2744,16 +2457,10 @@ unsafe extern "C" {
     pub fn ggml_threadpool_params_default(n_threads: ::core::ffi::c_int) -> ggml_threadpool_params;
 }
 unsafe extern "C" {
-    pub fn ggml_threadpool_params_init(
-        p: *mut ggml_threadpool_params,
-        n_threads: ::core::ffi::c_int,
-    );
+    pub fn ggml_threadpool_params_init(p: *mut ggml_threadpool_params, n_threads: ::core::ffi::c_int);
 }
 unsafe extern "C" {
-    pub fn ggml_threadpool_params_match(
-        p0: *const ggml_threadpool_params,
-        p1: *const ggml_threadpool_params,
-    ) -> bool;
+    pub fn ggml_threadpool_params_match(p0: *const ggml_threadpool_params, p1: *const ggml_threadpool_params) -> bool;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2792,10 +2499,7 @@ unsafe extern "C" {
     pub fn ggml_gallocr_new(buft: ggml_backend_buffer_type_t) -> ggml_gallocr_t;
 }
 unsafe extern "C" {
-    pub fn ggml_gallocr_new_n(
-        bufts: *mut ggml_backend_buffer_type_t,
-        n_bufs: ::core::ffi::c_int,
-    ) -> ggml_gallocr_t;
+    pub fn ggml_gallocr_new_n(bufts: *mut ggml_backend_buffer_type_t, n_bufs: ::core::ffi::c_int) -> ggml_gallocr_t;
 }
 unsafe extern "C" {
     pub fn ggml_gallocr_free(galloc: ggml_gallocr_t);
@@ -2824,10 +2528,7 @@ unsafe extern "C" {
     pub fn ggml_gallocr_alloc_graph(galloc: ggml_gallocr_t, graph: *mut ggml_cgraph) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_gallocr_get_buffer_size(
-        galloc: ggml_gallocr_t,
-        buffer_id: ::core::ffi::c_int,
-    ) -> usize;
+    pub fn ggml_gallocr_get_buffer_size(galloc: ggml_gallocr_t, buffer_id: ::core::ffi::c_int) -> usize;
 }
 unsafe extern "C" {
     pub fn ggml_backend_alloc_ctx_tensors_from_buft_size(
@@ -2842,10 +2543,7 @@ unsafe extern "C" {
     ) -> *mut ggml_backend_buffer;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_alloc_ctx_tensors(
-        ctx: *mut ggml_context,
-        backend: ggml_backend_t,
-    ) -> *mut ggml_backend_buffer;
+    pub fn ggml_backend_alloc_ctx_tensors(ctx: *mut ggml_context, backend: ggml_backend_t) -> *mut ggml_backend_buffer;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2870,10 +2568,7 @@ unsafe extern "C" {
     pub fn ggml_backend_buft_name(buft: ggml_backend_buffer_type_t) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buft_alloc_buffer(
-        buft: ggml_backend_buffer_type_t,
-        size: usize,
-    ) -> ggml_backend_buffer_t;
+    pub fn ggml_backend_buft_alloc_buffer(buft: ggml_backend_buffer_type_t, size: usize) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_buft_get_alignment(buft: ggml_backend_buffer_type_t) -> usize;
@@ -2882,10 +2577,7 @@ unsafe extern "C" {
     pub fn ggml_backend_buft_get_max_size(buft: ggml_backend_buffer_type_t) -> usize;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buft_get_alloc_size(
-        buft: ggml_backend_buffer_type_t,
-        tensor: *const ggml_tensor,
-    ) -> usize;
+    pub fn ggml_backend_buft_get_alloc_size(buft: ggml_backend_buffer_type_t, tensor: *const ggml_tensor) -> usize;
 }
 unsafe extern "C" {
     pub fn ggml_backend_buft_is_host(buft: ggml_backend_buffer_type_t) -> bool;
@@ -2910,10 +2602,7 @@ unsafe extern "C" {
     pub fn ggml_backend_buffer_get_size(buffer: ggml_backend_buffer_t) -> usize;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buffer_init_tensor(
-        buffer: ggml_backend_buffer_t,
-        tensor: *mut ggml_tensor,
-    ) -> ggml_status;
+    pub fn ggml_backend_buffer_init_tensor(buffer: ggml_backend_buffer_t, tensor: *mut ggml_tensor) -> ggml_status;
 }
 unsafe extern "C" {
     pub fn ggml_backend_buffer_get_alignment(buffer: ggml_backend_buffer_t) -> usize;
@@ -2922,10 +2611,7 @@ unsafe extern "C" {
     pub fn ggml_backend_buffer_get_max_size(buffer: ggml_backend_buffer_t) -> usize;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buffer_get_alloc_size(
-        buffer: ggml_backend_buffer_t,
-        tensor: *const ggml_tensor,
-    ) -> usize;
+    pub fn ggml_backend_buffer_get_alloc_size(buffer: ggml_backend_buffer_t, tensor: *const ggml_tensor) -> usize;
 }
 unsafe extern "C" {
     pub fn ggml_backend_buffer_clear(buffer: ggml_backend_buffer_t, value: u8);
@@ -2934,20 +2620,13 @@ unsafe extern "C" {
     pub fn ggml_backend_buffer_is_host(buffer: ggml_backend_buffer_t) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buffer_set_usage(
-        buffer: ggml_backend_buffer_t,
-        usage: ggml_backend_buffer_usage,
-    );
+    pub fn ggml_backend_buffer_set_usage(buffer: ggml_backend_buffer_t, usage: ggml_backend_buffer_usage);
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buffer_get_usage(
-        buffer: ggml_backend_buffer_t,
-    ) -> ggml_backend_buffer_usage;
+    pub fn ggml_backend_buffer_get_usage(buffer: ggml_backend_buffer_t) -> ggml_backend_buffer_usage;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_buffer_get_type(
-        buffer: ggml_backend_buffer_t,
-    ) -> ggml_backend_buffer_type_t;
+    pub fn ggml_backend_buffer_get_type(buffer: ggml_backend_buffer_t) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_buffer_reset(buffer: ggml_backend_buffer_t);
@@ -2965,13 +2644,10 @@ unsafe extern "C" {
     pub fn ggml_backend_free(backend: ggml_backend_t);
 }
 unsafe extern "C" {
-    pub fn ggml_backend_get_default_buffer_type(
-        backend: ggml_backend_t,
-    ) -> ggml_backend_buffer_type_t;
+    pub fn ggml_backend_get_default_buffer_type(backend: ggml_backend_t) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_alloc_buffer(backend: ggml_backend_t, size: usize)
-    -> ggml_backend_buffer_t;
+    pub fn ggml_backend_alloc_buffer(backend: ggml_backend_t, size: usize) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_get_alignment(backend: ggml_backend_t) -> usize;
@@ -3060,12 +2736,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
-    pub fn ggml_backend_tensor_memset(
-        tensor: *mut ggml_tensor,
-        value: u8,
-        offset: usize,
-        size: usize,
-    );
+    pub fn ggml_backend_tensor_memset(tensor: *mut ggml_tensor, value: u8, offset: usize, size: usize);
 }
 unsafe extern "C" {
     pub fn ggml_backend_synchronize(backend: ggml_backend_t);
@@ -3080,31 +2751,19 @@ unsafe extern "C" {
     pub fn ggml_backend_graph_plan_free(backend: ggml_backend_t, plan: ggml_backend_graph_plan_t);
 }
 unsafe extern "C" {
-    pub fn ggml_backend_graph_plan_compute(
-        backend: ggml_backend_t,
-        plan: ggml_backend_graph_plan_t,
-    ) -> ggml_status;
+    pub fn ggml_backend_graph_plan_compute(backend: ggml_backend_t, plan: ggml_backend_graph_plan_t) -> ggml_status;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_graph_compute(
-        backend: ggml_backend_t,
-        cgraph: *mut ggml_cgraph,
-    ) -> ggml_status;
+    pub fn ggml_backend_graph_compute(backend: ggml_backend_t, cgraph: *mut ggml_cgraph) -> ggml_status;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_graph_compute_async(
-        backend: ggml_backend_t,
-        cgraph: *mut ggml_cgraph,
-    ) -> ggml_status;
+    pub fn ggml_backend_graph_compute_async(backend: ggml_backend_t, cgraph: *mut ggml_cgraph) -> ggml_status;
 }
 unsafe extern "C" {
     pub fn ggml_backend_supports_op(backend: ggml_backend_t, op: *const ggml_tensor) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_supports_buft(
-        backend: ggml_backend_t,
-        buft: ggml_backend_buffer_type_t,
-    ) -> bool;
+    pub fn ggml_backend_supports_buft(backend: ggml_backend_t, buft: ggml_backend_buffer_type_t) -> bool;
 }
 unsafe extern "C" {
     pub fn ggml_backend_offload_op(backend: ggml_backend_t, op: *const ggml_tensor) -> bool;
@@ -3174,27 +2833,19 @@ unsafe extern "C" {
     pub fn ggml_backend_dev_type(device: ggml_backend_dev_t) -> ggml_backend_dev_type;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_dev_get_props(
-        device: ggml_backend_dev_t,
-        props: *mut ggml_backend_dev_props,
-    );
+    pub fn ggml_backend_dev_get_props(device: ggml_backend_dev_t, props: *mut ggml_backend_dev_props);
 }
 unsafe extern "C" {
     pub fn ggml_backend_dev_backend_reg(device: ggml_backend_dev_t) -> ggml_backend_reg_t;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_dev_init(
-        device: ggml_backend_dev_t,
-        params: *const ::core::ffi::c_char,
-    ) -> ggml_backend_t;
+    pub fn ggml_backend_dev_init(device: ggml_backend_dev_t, params: *const ::core::ffi::c_char) -> ggml_backend_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_dev_buffer_type(device: ggml_backend_dev_t) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_dev_host_buffer_type(
-        device: ggml_backend_dev_t,
-    ) -> ggml_backend_buffer_type_t;
+    pub fn ggml_backend_dev_host_buffer_type(device: ggml_backend_dev_t) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_dev_buffer_from_host_ptr(
@@ -3205,14 +2856,10 @@ unsafe extern "C" {
     ) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_dev_supports_op(device: ggml_backend_dev_t, op: *const ggml_tensor)
-    -> bool;
+    pub fn ggml_backend_dev_supports_op(device: ggml_backend_dev_t, op: *const ggml_tensor) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_dev_supports_buft(
-        device: ggml_backend_dev_t,
-        buft: ggml_backend_buffer_type_t,
-    ) -> bool;
+    pub fn ggml_backend_dev_supports_buft(device: ggml_backend_dev_t, buft: ggml_backend_buffer_type_t) -> bool;
 }
 unsafe extern "C" {
     pub fn ggml_backend_dev_offload_op(device: ggml_backend_dev_t, op: *const ggml_tensor) -> bool;
@@ -3233,31 +2880,19 @@ unsafe extern "C" {
     ) -> *mut ::core::ffi::c_void;
 }
 pub type ggml_backend_comm_init_t = ::core::option::Option<
-    unsafe extern "C" fn(
-        backends: *mut ggml_backend_t,
-        n_backends: usize,
-    ) -> *mut ::core::ffi::c_void,
+    unsafe extern "C" fn(backends: *mut ggml_backend_t, n_backends: usize) -> *mut ::core::ffi::c_void,
 >;
-pub type ggml_backend_comm_free_t =
-    ::core::option::Option<unsafe extern "C" fn(comm_ctx: *mut ::core::ffi::c_void)>;
+pub type ggml_backend_comm_free_t = ::core::option::Option<unsafe extern "C" fn(comm_ctx: *mut ::core::ffi::c_void)>;
 pub type ggml_backend_comm_allreduce_tensor_t = ::core::option::Option<
-    unsafe extern "C" fn(
-        comm_ctx: *mut ::core::ffi::c_void,
-        tensors: *mut *mut ggml_tensor,
-    ) -> bool,
+    unsafe extern "C" fn(comm_ctx: *mut ::core::ffi::c_void, tensors: *mut *mut ggml_tensor) -> bool,
 >;
 pub type ggml_backend_split_buffer_type_t = ::core::option::Option<
-    unsafe extern "C" fn(
-        main_device: ::core::ffi::c_int,
-        tensor_split: *const f32,
-    ) -> ggml_backend_buffer_type_t,
+    unsafe extern "C" fn(main_device: ::core::ffi::c_int, tensor_split: *const f32) -> ggml_backend_buffer_type_t,
 >;
-pub type ggml_backend_set_n_threads_t = ::core::option::Option<
-    unsafe extern "C" fn(backend: ggml_backend_t, n_threads: ::core::ffi::c_int),
->;
-pub type ggml_backend_dev_get_extra_bufts_t = ::core::option::Option<
-    unsafe extern "C" fn(device: ggml_backend_dev_t) -> *mut ggml_backend_buffer_type_t,
->;
+pub type ggml_backend_set_n_threads_t =
+    ::core::option::Option<unsafe extern "C" fn(backend: ggml_backend_t, n_threads: ::core::ffi::c_int)>;
+pub type ggml_backend_dev_get_extra_bufts_t =
+    ::core::option::Option<unsafe extern "C" fn(device: ggml_backend_dev_t) -> *mut ggml_backend_buffer_type_t>;
 pub type ggml_backend_set_abort_callback_t = ::core::option::Option<
     unsafe extern "C" fn(
         backend: ggml_backend_t,
@@ -3271,9 +2906,8 @@ pub struct ggml_backend_feature {
     pub name: *const ::core::ffi::c_char,
     pub value: *const ::core::ffi::c_char,
 }
-pub type ggml_backend_get_features_t = ::core::option::Option<
-    unsafe extern "C" fn(reg: ggml_backend_reg_t) -> *mut ggml_backend_feature,
->;
+pub type ggml_backend_get_features_t =
+    ::core::option::Option<unsafe extern "C" fn(reg: ggml_backend_reg_t) -> *mut ggml_backend_feature>;
 unsafe extern "C" {
     pub fn ggml_backend_register(reg: ggml_backend_reg_t);
 }
@@ -3335,11 +2969,7 @@ pub struct ggml_backend_sched {
 }
 pub type ggml_backend_sched_t = *mut ggml_backend_sched;
 pub type ggml_backend_sched_eval_callback = ::core::option::Option<
-    unsafe extern "C" fn(
-        t: *mut ggml_tensor,
-        ask: bool,
-        user_data: *mut ::core::ffi::c_void,
-    ) -> bool,
+    unsafe extern "C" fn(t: *mut ggml_tensor, ask: bool, user_data: *mut ::core::ffi::c_void) -> bool,
 >;
 unsafe extern "C" {
     pub fn ggml_backend_sched_new(
@@ -3362,19 +2992,13 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_reserve(
-        sched: ggml_backend_sched_t,
-        measure_graph: *mut ggml_cgraph,
-    ) -> bool;
+    pub fn ggml_backend_sched_reserve(sched: ggml_backend_sched_t, measure_graph: *mut ggml_cgraph) -> bool;
 }
 unsafe extern "C" {
     pub fn ggml_backend_sched_get_n_backends(sched: ggml_backend_sched_t) -> ::core::ffi::c_int;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_get_backend(
-        sched: ggml_backend_sched_t,
-        i: ::core::ffi::c_int,
-    ) -> ggml_backend_t;
+    pub fn ggml_backend_sched_get_backend(sched: ggml_backend_sched_t, i: ::core::ffi::c_int) -> ggml_backend_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_sched_get_n_splits(sched: ggml_backend_sched_t) -> ::core::ffi::c_int;
@@ -3389,10 +3013,7 @@ unsafe extern "C" {
     ) -> ggml_backend_buffer_type_t;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_get_buffer_size(
-        sched: ggml_backend_sched_t,
-        backend: ggml_backend_t,
-    ) -> usize;
+    pub fn ggml_backend_sched_get_buffer_size(sched: ggml_backend_sched_t, backend: ggml_backend_t) -> usize;
 }
 unsafe extern "C" {
     pub fn ggml_backend_sched_set_tensor_backend(
@@ -3402,31 +3023,20 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_get_tensor_backend(
-        sched: ggml_backend_sched_t,
-        node: *mut ggml_tensor,
-    ) -> ggml_backend_t;
+    pub fn ggml_backend_sched_get_tensor_backend(sched: ggml_backend_sched_t, node: *mut ggml_tensor)
+    -> ggml_backend_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_sched_split_graph(sched: ggml_backend_sched_t, graph: *mut ggml_cgraph);
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_alloc_graph(
-        sched: ggml_backend_sched_t,
-        graph: *mut ggml_cgraph,
-    ) -> bool;
+    pub fn ggml_backend_sched_alloc_graph(sched: ggml_backend_sched_t, graph: *mut ggml_cgraph) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_graph_compute(
-        sched: ggml_backend_sched_t,
-        graph: *mut ggml_cgraph,
-    ) -> ggml_status;
+    pub fn ggml_backend_sched_graph_compute(sched: ggml_backend_sched_t, graph: *mut ggml_cgraph) -> ggml_status;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_sched_graph_compute_async(
-        sched: ggml_backend_sched_t,
-        graph: *mut ggml_cgraph,
-    ) -> ggml_status;
+    pub fn ggml_backend_sched_graph_compute_async(sched: ggml_backend_sched_t, graph: *mut ggml_cgraph) -> ggml_status;
 }
 unsafe extern "C" {
     pub fn ggml_backend_sched_synchronize(sched: ggml_backend_sched_t);
@@ -3451,9 +3061,7 @@ pub const GGML_BACKEND_SPLIT_AXIS_NONE: ggml_backend_meta_split_axis = 98;
 pub const GGML_BACKEND_SPLIT_AXIS_UNKNOWN: ggml_backend_meta_split_axis = 99;
 pub type ggml_backend_meta_split_axis = ::core::ffi::c_uint;
 unsafe extern "C" {
-    pub fn ggml_backend_meta_split_axis_name(
-        split_axis: ggml_backend_meta_split_axis,
-    ) -> *const ::core::ffi::c_char;
+    pub fn ggml_backend_meta_split_axis_name(split_axis: ggml_backend_meta_split_axis) -> *const ::core::ffi::c_char;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -3486,10 +3094,7 @@ pub struct ggml_backend_graph_copy {
     pub graph: *mut ggml_cgraph,
 }
 unsafe extern "C" {
-    pub fn ggml_backend_graph_copy(
-        backend: ggml_backend_t,
-        graph: *mut ggml_cgraph,
-    ) -> ggml_backend_graph_copy;
+    pub fn ggml_backend_graph_copy(backend: ggml_backend_t, graph: *mut ggml_cgraph) -> ggml_backend_graph_copy;
 }
 unsafe extern "C" {
     pub fn ggml_backend_graph_copy_free(copy: ggml_backend_graph_copy);
@@ -3524,10 +3129,7 @@ unsafe extern "C" {
     pub fn ggml_backend_view_init(tensor: *mut ggml_tensor) -> ggml_status;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_cpu_buffer_from_ptr(
-        ptr: *mut ::core::ffi::c_void,
-        size: usize,
-    ) -> ggml_backend_buffer_t;
+    pub fn ggml_backend_cpu_buffer_from_ptr(ptr: *mut ::core::ffi::c_void, size: usize) -> ggml_backend_buffer_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_cpu_buffer_type() -> ggml_backend_buffer_type_t;
@@ -3767,16 +3369,10 @@ unsafe extern "C" {
     pub fn ggml_backend_is_cpu(backend: ggml_backend_t) -> bool;
 }
 unsafe extern "C" {
-    pub fn ggml_backend_cpu_set_n_threads(
-        backend_cpu: ggml_backend_t,
-        n_threads: ::core::ffi::c_int,
-    );
+    pub fn ggml_backend_cpu_set_n_threads(backend_cpu: ggml_backend_t, n_threads: ::core::ffi::c_int);
 }
 unsafe extern "C" {
-    pub fn ggml_backend_cpu_set_threadpool(
-        backend_cpu: ggml_backend_t,
-        threadpool: ggml_threadpool_t,
-    );
+    pub fn ggml_backend_cpu_set_threadpool(backend_cpu: ggml_backend_t, threadpool: ggml_threadpool_t);
 }
 unsafe extern "C" {
     pub fn ggml_backend_cpu_set_abort_callback(
@@ -3855,11 +3451,7 @@ unsafe extern "C" {
     pub fn ggml_opt_dataset_labels(dataset: ggml_opt_dataset_t) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_opt_dataset_shuffle(
-        opt_ctx: ggml_opt_context_t,
-        dataset: ggml_opt_dataset_t,
-        idata: i64,
-    );
+    pub fn ggml_opt_dataset_shuffle(opt_ctx: ggml_opt_context_t, dataset: ggml_opt_dataset_t, idata: i64);
 }
 unsafe extern "C" {
     pub fn ggml_opt_dataset_get_batch(
@@ -3907,18 +3499,13 @@ pub struct ggml_opt_optimizer_params__bindgen_ty_2 {
     pub alpha: f32,
     pub wd: f32,
 }
-pub type ggml_opt_get_optimizer_params = ::core::option::Option<
-    unsafe extern "C" fn(userdata: *mut ::core::ffi::c_void) -> ggml_opt_optimizer_params,
->;
+pub type ggml_opt_get_optimizer_params =
+    ::core::option::Option<unsafe extern "C" fn(userdata: *mut ::core::ffi::c_void) -> ggml_opt_optimizer_params>;
 unsafe extern "C" {
-    pub fn ggml_opt_get_default_optimizer_params(
-        userdata: *mut ::core::ffi::c_void,
-    ) -> ggml_opt_optimizer_params;
+    pub fn ggml_opt_get_default_optimizer_params(userdata: *mut ::core::ffi::c_void) -> ggml_opt_optimizer_params;
 }
 unsafe extern "C" {
-    pub fn ggml_opt_get_constant_optimizer_params(
-        userdata: *mut ::core::ffi::c_void,
-    ) -> ggml_opt_optimizer_params;
+    pub fn ggml_opt_get_constant_optimizer_params(userdata: *mut ::core::ffi::c_void) -> ggml_opt_optimizer_params;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -3971,10 +3558,7 @@ unsafe extern "C" {
     pub fn ggml_opt_ncorrect(opt_ctx: ggml_opt_context_t) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
-    pub fn ggml_opt_grad_acc(
-        opt_ctx: ggml_opt_context_t,
-        node: *mut ggml_tensor,
-    ) -> *mut ggml_tensor;
+    pub fn ggml_opt_grad_acc(opt_ctx: ggml_opt_context_t, node: *mut ggml_tensor) -> *mut ggml_tensor;
 }
 unsafe extern "C" {
     pub fn ggml_opt_context_optimizer_type(arg1: ggml_opt_context_t) -> ggml_opt_optimizer_type;
@@ -4108,10 +3692,7 @@ unsafe extern "C" {
     pub fn gguf_init_from_file_ptr(file: *mut FILE, params: gguf_init_params) -> *mut gguf_context;
 }
 unsafe extern "C" {
-    pub fn gguf_init_from_file(
-        fname: *const ::core::ffi::c_char,
-        params: gguf_init_params,
-    ) -> *mut gguf_context;
+    pub fn gguf_init_from_file(fname: *const ::core::ffi::c_char, params: gguf_init_params) -> *mut gguf_context;
 }
 unsafe extern "C" {
     pub fn gguf_init_from_buffer(
@@ -4205,11 +3786,7 @@ unsafe extern "C" {
     pub fn gguf_get_arr_data(ctx: *const gguf_context, key_id: i64) -> *const ::core::ffi::c_void;
 }
 unsafe extern "C" {
-    pub fn gguf_get_arr_str(
-        ctx: *const gguf_context,
-        key_id: i64,
-        i: usize,
-    ) -> *const ::core::ffi::c_char;
+    pub fn gguf_get_arr_str(ctx: *const gguf_context, key_id: i64, i: usize) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
     pub fn gguf_get_n_tensors(ctx: *const gguf_context) -> i64;
@@ -4221,10 +3798,7 @@ unsafe extern "C" {
     pub fn gguf_get_tensor_offset(ctx: *const gguf_context, tensor_id: i64) -> usize;
 }
 unsafe extern "C" {
-    pub fn gguf_get_tensor_name(
-        ctx: *const gguf_context,
-        tensor_id: i64,
-    ) -> *const ::core::ffi::c_char;
+    pub fn gguf_get_tensor_name(ctx: *const gguf_context, tensor_id: i64) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
     pub fn gguf_get_tensor_ne(ctx: *const gguf_context, tensor_id: i64) -> *const i64;
@@ -4272,11 +3846,7 @@ unsafe extern "C" {
     pub fn gguf_set_val_bool(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: bool);
 }
 unsafe extern "C" {
-    pub fn gguf_set_val_str(
-        ctx: *mut gguf_context,
-        key: *const ::core::ffi::c_char,
-        val: *const ::core::ffi::c_char,
-    );
+    pub fn gguf_set_val_str(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: *const ::core::ffi::c_char);
 }
 unsafe extern "C" {
     pub fn gguf_set_arr_data(
@@ -4302,11 +3872,7 @@ unsafe extern "C" {
     pub fn gguf_add_tensor(ctx: *mut gguf_context, tensor: *const ggml_tensor);
 }
 unsafe extern "C" {
-    pub fn gguf_set_tensor_type(
-        ctx: *mut gguf_context,
-        name: *const ::core::ffi::c_char,
-        type_: ggml_type,
-    );
+    pub fn gguf_set_tensor_type(ctx: *mut gguf_context, name: *const ::core::ffi::c_char, type_: ggml_type);
 }
 unsafe extern "C" {
     pub fn gguf_set_tensor_data(
@@ -4316,18 +3882,10 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
-    pub fn gguf_write_to_file_ptr(
-        ctx: *const gguf_context,
-        file: *mut FILE,
-        only_meta: bool,
-    ) -> bool;
+    pub fn gguf_write_to_file_ptr(ctx: *const gguf_context, file: *mut FILE, only_meta: bool) -> bool;
 }
 unsafe extern "C" {
-    pub fn gguf_write_to_file(
-        ctx: *const gguf_context,
-        fname: *const ::core::ffi::c_char,
-        only_meta: bool,
-    ) -> bool;
+    pub fn gguf_write_to_file(ctx: *const gguf_context, fname: *const ::core::ffi::c_char, only_meta: bool) -> bool;
 }
 unsafe extern "C" {
     pub fn gguf_get_meta_size(ctx: *const gguf_context) -> usize;
@@ -4459,9 +4017,7 @@ pub const LLAMA_FLASH_ATTN_TYPE_DISABLED: llama_flash_attn_type = 0;
 pub const LLAMA_FLASH_ATTN_TYPE_ENABLED: llama_flash_attn_type = 1;
 pub type llama_flash_attn_type = ::core::ffi::c_int;
 unsafe extern "C" {
-    pub fn llama_flash_attn_type_name(
-        flash_attn_type: llama_flash_attn_type,
-    ) -> *const ::core::ffi::c_char;
+    pub fn llama_flash_attn_type_name(flash_attn_type: llama_flash_attn_type) -> *const ::core::ffi::c_char;
 }
 pub const LLAMA_SPLIT_MODE_NONE: llama_split_mode = 0;
 pub const LLAMA_SPLIT_MODE_LAYER: llama_split_mode = 1;
@@ -4503,9 +4059,8 @@ pub struct llama_token_data_array {
     pub selected: i64,
     pub sorted: bool,
 }
-pub type llama_progress_callback = ::core::option::Option<
-    unsafe extern "C" fn(progress: f32, user_data: *mut ::core::ffi::c_void) -> bool,
->;
+pub type llama_progress_callback =
+    ::core::option::Option<unsafe extern "C" fn(progress: f32, user_data: *mut ::core::ffi::c_void) -> bool>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct llama_batch {
@@ -4715,9 +4270,8 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn llama_detach_threadpool(ctx: *mut llama_context);
 }
-pub type llama_model_set_tensor_data_t = ::core::option::Option<
-    unsafe extern "C" fn(tensor: *mut ggml_tensor, userdata: *mut ::core::ffi::c_void),
->;
+pub type llama_model_set_tensor_data_t =
+    ::core::option::Option<unsafe extern "C" fn(tensor: *mut ggml_tensor, userdata: *mut ::core::ffi::c_void)>;
 unsafe extern "C" {
     pub fn llama_model_init_from_user(
         metadata: *mut gguf_context,
@@ -4739,10 +4293,7 @@ unsafe extern "C" {
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
-    pub fn llama_model_load_from_file_ptr(
-        file: *mut FILE,
-        params: llama_model_params,
-    ) -> *mut llama_model;
+    pub fn llama_model_load_from_file_ptr(file: *mut FILE, params: llama_model_params) -> *mut llama_model;
 }
 unsafe extern "C" {
     pub fn llama_model_load_from_splits(
@@ -4752,10 +4303,7 @@ unsafe extern "C" {
     ) -> *mut llama_model;
 }
 unsafe extern "C" {
-    pub fn llama_model_save_to_file(
-        model: *const llama_model,
-        path_model: *const ::core::ffi::c_char,
-    );
+    pub fn llama_model_save_to_file(model: *const llama_model, path_model: *const ::core::ffi::c_char);
 }
 unsafe extern "C" {
     pub fn llama_free_model(model: *mut llama_model);
@@ -4764,16 +4312,10 @@ unsafe extern "C" {
     pub fn llama_model_free(model: *mut llama_model);
 }
 unsafe extern "C" {
-    pub fn llama_init_from_model(
-        model: *mut llama_model,
-        params: llama_context_params,
-    ) -> *mut llama_context;
+    pub fn llama_init_from_model(model: *mut llama_model, params: llama_context_params) -> *mut llama_context;
 }
 unsafe extern "C" {
-    pub fn llama_new_context_with_model(
-        model: *mut llama_model,
-        params: llama_context_params,
-    ) -> *mut llama_context;
+    pub fn llama_new_context_with_model(model: *mut llama_model, params: llama_context_params) -> *mut llama_context;
 }
 unsafe extern "C" {
     pub fn llama_free(ctx: *mut llama_context);
@@ -4923,11 +4465,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
-    pub fn llama_model_desc(
-        model: *const llama_model,
-        buf: *mut ::core::ffi::c_char,
-        buf_size: usize,
-    ) -> i32;
+    pub fn llama_model_desc(model: *const llama_model, buf: *mut ::core::ffi::c_char, buf_size: usize) -> i32;
 }
 unsafe extern "C" {
     pub fn llama_model_ftype(model: *const llama_model) -> llama_ftype;
@@ -4976,10 +4514,7 @@ unsafe extern "C" {
     ) -> *mut llama_adapter_lora;
 }
 unsafe extern "C" {
-    pub fn llama_adapter_lora_init_from_file_ptr(
-        model: *mut llama_model,
-        file: *mut FILE,
-    ) -> *mut llama_adapter_lora;
+    pub fn llama_adapter_lora_init_from_file_ptr(model: *mut llama_model, file: *mut FILE) -> *mut llama_adapter_lora;
 }
 unsafe extern "C" {
     pub fn llama_adapter_meta_val_str(
@@ -5015,9 +4550,7 @@ unsafe extern "C" {
     pub fn llama_adapter_get_alora_n_invocation_tokens(adapter: *const llama_adapter_lora) -> u64;
 }
 unsafe extern "C" {
-    pub fn llama_adapter_get_alora_invocation_tokens(
-        adapter: *const llama_adapter_lora,
-    ) -> *const llama_token;
+    pub fn llama_adapter_get_alora_invocation_tokens(adapter: *const llama_adapter_lora) -> *const llama_token;
 }
 unsafe extern "C" {
     pub fn llama_set_adapters_lora(
@@ -5041,12 +4574,7 @@ unsafe extern "C" {
     pub fn llama_memory_clear(mem: llama_memory_t, data: bool);
 }
 unsafe extern "C" {
-    pub fn llama_memory_seq_rm(
-        mem: llama_memory_t,
-        seq_id: llama_seq_id,
-        p0: llama_pos,
-        p1: llama_pos,
-    ) -> bool;
+    pub fn llama_memory_seq_rm(mem: llama_memory_t, seq_id: llama_seq_id, p0: llama_pos, p1: llama_pos) -> bool;
 }
 unsafe extern "C" {
     pub fn llama_memory_seq_cp(
@@ -5143,12 +4671,7 @@ unsafe extern "C" {
     pub fn llama_state_seq_get_size(ctx: *mut llama_context, seq_id: llama_seq_id) -> usize;
 }
 unsafe extern "C" {
-    pub fn llama_state_seq_get_data(
-        ctx: *mut llama_context,
-        dst: *mut u8,
-        size: usize,
-        seq_id: llama_seq_id,
-    ) -> usize;
+    pub fn llama_state_seq_get_data(ctx: *mut llama_context, dst: *mut u8, size: usize, seq_id: llama_seq_id) -> usize;
 }
 unsafe extern "C" {
     pub fn llama_state_seq_set_data(
@@ -5243,67 +4766,31 @@ unsafe extern "C" {
     pub fn llama_batch_ext_add(batch: *mut llama_batch_ext, seq_id: llama_seq_id) -> i32;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_add_token(
-        batch: *mut llama_batch_ext,
-        seq_id: llama_seq_id,
-        id: llama_token,
-    ) -> i32;
+    pub fn llama_batch_ext_add_token(batch: *mut llama_batch_ext, seq_id: llama_seq_id, id: llama_token) -> i32;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_add_embd(
-        batch: *mut llama_batch_ext,
-        seq_id: llama_seq_id,
-        embd: llama_embd,
-    ) -> i32;
+    pub fn llama_batch_ext_add_embd(batch: *mut llama_batch_ext, seq_id: llama_seq_id, embd: llama_embd) -> i32;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_add_seq(
-        batch: *mut llama_batch_ext,
-        idx: i32,
-        seq_id: llama_seq_id,
-    ) -> bool;
+    pub fn llama_batch_ext_add_seq(batch: *mut llama_batch_ext, idx: i32, seq_id: llama_seq_id) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_set_embd_token(
-        batch: *mut llama_batch_ext,
-        idx: i32,
-        embd: llama_embd,
-    ) -> bool;
+    pub fn llama_batch_ext_set_embd_token(batch: *mut llama_batch_ext, idx: i32, embd: llama_embd) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_set_embd_state(
-        batch: *mut llama_batch_ext,
-        idx: i32,
-        embd: llama_embd,
-    ) -> bool;
+    pub fn llama_batch_ext_set_embd_state(batch: *mut llama_batch_ext, idx: i32, embd: llama_embd) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_set_output_embd(
-        batch: *mut llama_batch_ext,
-        idx: i32,
-        value: bool,
-    ) -> bool;
+    pub fn llama_batch_ext_set_output_embd(batch: *mut llama_batch_ext, idx: i32, value: bool) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_set_output_logits(
-        batch: *mut llama_batch_ext,
-        idx: i32,
-        value: bool,
-    ) -> bool;
+    pub fn llama_batch_ext_set_output_logits(batch: *mut llama_batch_ext, idx: i32, value: bool) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_batch_ext_set_pos(
-        batch: *mut llama_batch_ext,
-        idx: i32,
-        pos: *const llama_pos,
-    ) -> bool;
+    pub fn llama_batch_ext_set_pos(batch: *mut llama_batch_ext, idx: i32, pos: *const llama_pos) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_process(
-        ctx: *mut llama_context,
-        type_: llama_process_type,
-        batch: *mut llama_batch_ext,
-    ) -> i32;
+    pub fn llama_process(ctx: *mut llama_context, type_: llama_process_type, batch: *mut llama_batch_ext) -> i32;
 }
 unsafe extern "C" {
     pub fn llama_set_n_threads(ctx: *mut llama_context, n_threads: i32, n_threads_batch: i32);
@@ -5373,10 +4860,7 @@ unsafe extern "C" {
     pub fn llama_get_sampled_candidates_count_ith(ctx: *mut llama_context, i: i32) -> u32;
 }
 unsafe extern "C" {
-    pub fn llama_vocab_get_text(
-        vocab: *const llama_vocab,
-        token: llama_token,
-    ) -> *const ::core::ffi::c_char;
+    pub fn llama_vocab_get_text(vocab: *const llama_vocab, token: llama_token) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
     pub fn llama_vocab_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
@@ -5445,10 +4929,7 @@ unsafe extern "C" {
     pub fn llama_vocab_fim_sep(vocab: *const llama_vocab) -> llama_token;
 }
 unsafe extern "C" {
-    pub fn llama_token_get_text(
-        vocab: *const llama_vocab,
-        token: llama_token,
-    ) -> *const ::core::ffi::c_char;
+    pub fn llama_token_get_text(vocab: *const llama_vocab, token: llama_token) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
     pub fn llama_token_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
@@ -5556,8 +5037,7 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
-    pub fn llama_chat_builtin_templates(output: *mut *const ::core::ffi::c_char, len: usize)
-    -> i32;
+    pub fn llama_chat_builtin_templates(output: *mut *const ::core::ffi::c_char, len: usize) -> i32;
 }
 pub type llama_sampler_context_t = *mut ::core::ffi::c_void;
 #[repr(C)]
@@ -5571,18 +5051,12 @@ pub struct llama_sampler_data {
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct llama_sampler_i {
-    pub name: ::core::option::Option<
-        unsafe extern "C" fn(smpl: *const llama_sampler) -> *const ::core::ffi::c_char,
-    >,
-    pub accept:
-        ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler, token: llama_token)>,
-    pub apply: ::core::option::Option<
-        unsafe extern "C" fn(smpl: *mut llama_sampler, cur_p: *mut llama_token_data_array),
-    >,
+    pub name: ::core::option::Option<unsafe extern "C" fn(smpl: *const llama_sampler) -> *const ::core::ffi::c_char>,
+    pub accept: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler, token: llama_token)>,
+    pub apply:
+        ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler, cur_p: *mut llama_token_data_array)>,
     pub reset: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
-    pub clone: ::core::option::Option<
-        unsafe extern "C" fn(smpl: *const llama_sampler) -> *mut llama_sampler,
-    >,
+    pub clone: ::core::option::Option<unsafe extern "C" fn(smpl: *const llama_sampler) -> *mut llama_sampler>,
     pub free: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
     pub backend_init: ::core::option::Option<
         unsafe extern "C" fn(
@@ -5609,9 +5083,7 @@ pub struct llama_sampler_i {
     >,
     pub backend_set_input: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
     pub backend_reset: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
-    pub copy_state: ::core::option::Option<
-        unsafe extern "C" fn(src: *const llama_sampler, dst: *mut llama_sampler),
-    >,
+    pub copy_state: ::core::option::Option<unsafe extern "C" fn(src: *const llama_sampler, dst: *mut llama_sampler)>,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -5620,17 +5092,10 @@ pub struct llama_sampler {
     pub ctx: llama_sampler_context_t,
 }
 unsafe extern "C" {
-    pub fn llama_set_sampler(
-        ctx: *mut llama_context,
-        seq_id: llama_seq_id,
-        smpl: *mut llama_sampler,
-    ) -> bool;
+    pub fn llama_set_sampler(ctx: *mut llama_context, seq_id: llama_seq_id, smpl: *mut llama_sampler) -> bool;
 }
 unsafe extern "C" {
-    pub fn llama_sampler_init(
-        iface: *mut llama_sampler_i,
-        ctx: llama_sampler_context_t,
-    ) -> *mut llama_sampler;
+    pub fn llama_sampler_init(iface: *mut llama_sampler_i, ctx: llama_sampler_context_t) -> *mut llama_sampler;
 }
 unsafe extern "C" {
     pub fn llama_sampler_name(smpl: *const llama_sampler) -> *const ::core::ffi::c_char;
@@ -5701,8 +5166,7 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     #[doc = " @details XTC sampler as described in https://github.com/oobabooga/text-generation-webui/pull/6335"]
-    pub fn llama_sampler_init_xtc(p: f32, t: f32, min_keep: usize, seed: u32)
-    -> *mut llama_sampler;
+    pub fn llama_sampler_init_xtc(p: f32, t: f32, min_keep: usize, seed: u32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
     #[doc = " @details Top n sigma sampling as described in academic paper \"Top-nσ: Not All Logits Are You Need\" https://arxiv.org/pdf/2411.07641"]
@@ -5710,13 +5174,7 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     #[doc = " @details Mirostat 1.0 algorithm described in the paper https://arxiv.org/abs/2007.14966. Uses tokens instead of words.\n @param candidates A vector of `llama_token_data` containing the candidate tokens, their probabilities (p), and log-odds (logit) for the current position in the generated text.\n @param tau  The target cross-entropy (or surprise) value you want to achieve for the generated text. A higher value corresponds to more surprising or less predictable text, while a lower value corresponds to less surprising or more predictable text.\n @param eta The learning rate used to update `mu` based on the error between the target and observed surprisal of the sampled word. A larger learning rate will cause `mu` to be updated more quickly, while a smaller learning rate will result in slower updates.\n @param m The number of tokens considered in the estimation of `s_hat`. This is an arbitrary value that is used to calculate `s_hat`, which in turn helps to calculate the value of `k`. In the paper, they use `m = 100`, but you can experiment with different values to see how it affects the performance of the algorithm.\n @param mu Maximum cross-entropy. This value is initialized to be twice the target cross-entropy (`2 * tau`) and is updated in the algorithm based on the error between the target and observed surprisal."]
-    pub fn llama_sampler_init_mirostat(
-        n_vocab: i32,
-        seed: u32,
-        tau: f32,
-        eta: f32,
-        m: i32,
-    ) -> *mut llama_sampler;
+    pub fn llama_sampler_init_mirostat(n_vocab: i32, seed: u32, tau: f32, eta: f32, m: i32) -> *mut llama_sampler;
 }
 unsafe extern "C" {
     #[doc = " @details Mirostat 2.0 algorithm described in the paper https://arxiv.org/abs/2007.14966. Uses tokens instead of words.\n @param candidates A vector of `llama_token_data` containing the candidate tokens, their probabilities (p), and log-odds (logit) for the current position in the generated text.\n @param tau  The target cross-entropy (or surprise) value you want to achieve for the generated text. A higher value corresponds to more surprising or less predictable text, while a lower value corresponds to less surprising or more predictable text.\n @param eta The learning rate used to update `mu` based on the error between the target and observed surprisal of the sampled word. A larger learning rate will cause `mu` to be updated more quickly, while a smaller learning rate will result in slower updates.\n @param mu Maximum cross-entropy. This value is initialized to be twice the target cross-entropy (`2 * tau`) and is updated in the algorithm based on the error between the target and observed surprisal."]
@@ -5793,11 +5251,7 @@ unsafe extern "C" {
     pub fn llama_sampler_get_seed(smpl: *const llama_sampler) -> u32;
 }
 unsafe extern "C" {
-    pub fn llama_sampler_sample(
-        smpl: *mut llama_sampler,
-        ctx: *mut llama_context,
-        idx: i32,
-    ) -> llama_token;
+    pub fn llama_sampler_sample(smpl: *mut llama_sampler, ctx: *mut llama_context, idx: i32) -> llama_token;
 }
 unsafe extern "C" {
     #[doc = " @details Build a split GGUF final path for this chunk.\n          llama_split_path(split_path, sizeof(split_path), \"/models/ggml-model-q4_0\", 2, 4) => split_path = \"/models/ggml-model-q4_0-00002-of-00004.gguf\""]
@@ -5823,10 +5277,7 @@ unsafe extern "C" {
     pub fn llama_print_system_info() -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
-    pub fn llama_log_get(
-        log_callback: *mut ggml_log_callback,
-        user_data: *mut *mut ::core::ffi::c_void,
-    );
+    pub fn llama_log_get(log_callback: *mut ggml_log_callback, user_data: *mut *mut ::core::ffi::c_void);
 }
 unsafe extern "C" {
     pub fn llama_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
@@ -5870,10 +5321,7 @@ pub type llama_opt_param_filter = ::core::option::Option<
     unsafe extern "C" fn(tensor: *const ggml_tensor, userdata: *mut ::core::ffi::c_void) -> bool,
 >;
 unsafe extern "C" {
-    pub fn llama_opt_param_filter_all(
-        tensor: *const ggml_tensor,
-        userdata: *mut ::core::ffi::c_void,
-    ) -> bool;
+    pub fn llama_opt_param_filter_all(tensor: *const ggml_tensor, userdata: *mut ::core::ffi::c_void) -> bool;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -5886,11 +5334,7 @@ pub struct llama_opt_params {
     pub optimizer_type: ggml_opt_optimizer_type,
 }
 unsafe extern "C" {
-    pub fn llama_opt_init(
-        lctx: *mut llama_context,
-        model: *mut llama_model,
-        lopt_params: llama_opt_params,
-    );
+    pub fn llama_opt_init(lctx: *mut llama_context, model: *mut llama_model, lopt_params: llama_opt_params);
 }
 unsafe extern "C" {
     pub fn llama_opt_epoch(
@@ -5904,10 +5348,7 @@ unsafe extern "C" {
     );
 }
 unsafe extern "C" {
-    pub fn ggml_backend_rpc_init(
-        endpoint: *const ::core::ffi::c_char,
-        device: u32,
-    ) -> ggml_backend_t;
+    pub fn ggml_backend_rpc_init(endpoint: *const ::core::ffi::c_char, device: u32) -> ggml_backend_t;
 }
 unsafe extern "C" {
     pub fn ggml_backend_is_rpc(backend: ggml_backend_t) -> bool;
@@ -5950,20 +5391,13 @@ pub struct llama_rs_memory_entry {
     pub compute: usize,
 }
 unsafe extern "C" {
-    pub fn llama_rs_memory_breakdown(
-        ctx: *const llama_context,
-        out: *mut llama_rs_memory_entry,
-        cap: i32,
-    ) -> i32;
+    pub fn llama_rs_memory_breakdown(ctx: *const llama_context, out: *mut llama_rs_memory_entry, cap: i32) -> i32;
 }
 unsafe extern "C" {
     pub fn llama_rs_model_n_devices(model: *const llama_model) -> i32;
 }
 unsafe extern "C" {
-    pub fn llama_rs_model_device_backend(
-        model: *const llama_model,
-        i: i32,
-    ) -> *const ::core::ffi::c_char;
+    pub fn llama_rs_model_device_backend(model: *const llama_model, i: i32) -> *const ::core::ffi::c_char;
 }
 unsafe extern "C" {
     pub fn llama_rs_sampler_init_split_greedy(n_vocab: i32) -> *mut llama_sampler;
