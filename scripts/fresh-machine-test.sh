@@ -14,6 +14,7 @@
 # Needs root. Usage: scripts/fresh-machine-test.sh [ROOT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/chroot-net.sh
 repo=$(pwd)
 root=${1:-/opt/llama-rs-fresh}
 cache=${LLAMA_RS_FRESH_CACHE:-/var/cache/llama-rs-fresh}
@@ -42,7 +43,7 @@ if [ ! -f "$base" ]; then
       p=$(dpkg -S "$l" 2>/dev/null || dpkg -S "$r" 2>/dev/null || dpkg -S "/usr$r" 2>/dev/null || dpkg -S "${r#/usr}" 2>/dev/null) || continue
       echo "${p%%:*}"
     done | sort -u | grep -v '^lib\(x\|tk\|tcl\|fontconfig\|freetype\|png\|brotli\)' | tr '\n' ' ' || true)
-  cp /etc/resolv.conf "$tmp/etc/"
+  chroot_trust_host "$tmp"
   # shellcheck disable=SC2086
   chroot "$tmp" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates $pkgs && apt-get clean" >"$log" 2>&1 \
     || { tail -n 30 "$log" >&2; echo "fresh-machine: installing the base packages failed" >&2; exit 1; }
@@ -69,20 +70,10 @@ chmod 755 "$root"
 # tests can use mount namespaces inside the chroot as on a real machine.
 mount --bind "$root" "$root"
 mount --make-private "$root"
-cp /etc/resolv.conf "$root/etc/"
-# This kind of machine trusts extra CAs (its network's TLS proxy): so does the chroot,
+# This kind of machine may trust extra CAs (its network's TLS proxy): so does the chroot,
 # with the CA-related environment a new machine's shell has.
-if [ -d /usr/local/share/ca-certificates ]; then
-  cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
-fi
-[ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
-[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/"
-passenv=()
-for v in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE PIP_CERT REQUESTS_CA_BUNDLE PIP_DEFAULT_TIMEOUT \
-         PIP_INDEX_URL PIP_EXTRA_INDEX_URL CARGO_HTTP_CAINFO http_proxy https_proxy HTTP_PROXY \
-         HTTPS_PROXY no_proxy NO_PROXY; do
-  [ -n "${!v:-}" ] && passenv+=("$v=${!v}")
-done
+chroot_trust_host "$root"
+chroot_passenv
 
 # 2. The repository as a user gets it: a clean clone of the committed HEAD.
 git clone -q --no-local "$repo" "$root/work/llama-rs"

@@ -6,16 +6,20 @@
 # Needs root. Usage: scripts/vulkan-lavapipe-test.sh [CHROOT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/chroot-net.sh
 root=${1:-/opt/trixie}
 repo=$(pwd)
 if [ ! -x "$root/usr/bin/glslc" ]; then
   command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
   [ -d "$root/usr" ] || debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
-  cp /etc/resolv.conf "$root/etc/"
+  chroot_trust_host "$root"
   chroot "$root" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends libvulkan-dev spirv-headers glslc mesa-vulkan-drivers cmake ninja-build g++ \
     ccache python3 ca-certificates >/dev/null'
 fi
+# Every run: the host's CAs may have changed since the root was made.
+chroot_trust_host "$root"
+chroot_passenv
 model=$(python3 vendor/fetch.py model)
 python3 vendor/fetch.py source >/dev/null
 mkdir -p "$root/work/repo" "$root/root/.cargo" "$root/root/.rustup" "$root/proc" "$root/model"
@@ -26,7 +30,7 @@ mount --bind "$HOME/.cargo" "$root/root/.cargo"
 mount --bind "$HOME/.rustup" "$root/root/.rustup"
 mount --bind "$(dirname "$model")" "$root/model"
 mount -t proc proc "$root/proc"
-chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin \
+chroot "$root" env -i "${passenv[@]}" HOME=/root PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin \
   LLAMA_RS_MODEL="/model/$(basename "$model")" CARGO_TARGET_DIR=/work/repo/target/vulkan \
   GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1 bash -c '
   set -e; cd /work/repo
