@@ -332,14 +332,17 @@ fn strip_generation_tags(src: &str) -> String {
     let mut out = String::with_capacity(src.len());
     let mut rest = src;
     while let Some(start) = rest.find("{%") {
-        let Some(len) = rest[start..].find("%}") else { break };
-        let tag = &rest[start + 2..start + len];
+        // The closing `%}` is searched after the opening one: in `{%}` they overlap
+        // (found by the chat_template fuzz target: a slice with begin > end).
+        let Some(len) = rest[start + 2..].find("%}") else { break };
+        let end = start + 2 + len + 2;
+        let tag = &rest[start + 2..start + 2 + len];
         let word = tag.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
         out += &rest[..start];
         if word != "generation" && word != "endgeneration" {
-            out += &rest[start..start + len + 2];
+            out += &rest[start..end];
         }
-        rest = &rest[start + len + 2..];
+        rest = &rest[end..];
     }
     out += rest;
     out
@@ -468,6 +471,15 @@ fn call_from_value(v: &Value) -> Option<ToolCall> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_tags_are_stripped_and_odd_tags_survive() {
+        assert_eq!(strip_generation_tags("a{% generation %}b{%- endgeneration -%}c"), "abc");
+        // `{%}`: the opening and closing marks overlap (a fuzz finding: it panicked).
+        assert_eq!(strip_generation_tags("x{%}y{% if a %}z"), "x{%}y{% if a %}z");
+        assert_eq!(strip_generation_tags("{%"), "{%");
+        assert!(ChatTemplate::jinja("{%}", "", "").is_err());
+    }
 
     #[test]
     fn py_json_matches_python_dumps() {
