@@ -211,29 +211,30 @@ impl SamplerConfig {
     /// stage whose value means "off" (top_p 1, min_p 0, ...), so a NaN or out-of-range
     /// value would otherwise vanish without a word.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [
-            ("top_p", self.top_p),
-            ("min_p", self.min_p),
-            ("typical_p", self.typical_p),
-            ("xtc_probability", self.xtc_probability),
-            ("xtc_threshold", self.xtc_threshold),
+        // (name, value, is a probability): probabilities must lie in 0..=1, the rest be finite.
+        for (name, v, p) in [
+            ("top_p", self.top_p, true),
+            ("min_p", self.min_p, true),
+            ("typical_p", self.typical_p, true),
+            ("xtc_probability", self.xtc_probability, true),
+            ("xtc_threshold", self.xtc_threshold, true),
+            ("temperature", self.temperature, false),
+            ("repeat_penalty", self.repeat_penalty, false),
+            ("frequency_penalty", self.frequency_penalty, false),
+            ("presence_penalty", self.presence_penalty, false),
+            ("dry_multiplier", self.dry_multiplier, false),
+            ("dry_base", self.dry_base, false),
+            ("dynatemp_range", self.dynatemp_range, false),
+            ("dynatemp_exponent", self.dynatemp_exponent, false),
+            ("top_n_sigma", self.top_n_sigma, false),
+            ("mirostat_tau", self.mirostat_tau, false),
+            ("mirostat_eta", self.mirostat_eta, false),
         ] {
-            prob(name, v)?;
-        }
-        for (name, v) in [
-            ("temperature", self.temperature),
-            ("repeat_penalty", self.repeat_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-            ("presence_penalty", self.presence_penalty),
-            ("dry_multiplier", self.dry_multiplier),
-            ("dry_base", self.dry_base),
-            ("dynatemp_range", self.dynatemp_range),
-            ("dynatemp_exponent", self.dynatemp_exponent),
-            ("top_n_sigma", self.top_n_sigma),
-            ("mirostat_tau", self.mirostat_tau),
-            ("mirostat_eta", self.mirostat_eta),
-        ] {
-            check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
+            if p {
+                prob(name, v)?;
+            } else {
+                check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
+            }
         }
         check_arg(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
         check_arg(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
