@@ -18,7 +18,7 @@ targets=("$@")
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 python3 vendor/fetch.py source >/dev/null
 python3 vendor/fetch.py model >/dev/null
-cargo run --release --locked -q -p llama-examples --bin fuzz-seeds -- fuzz/corpus
+cargo run --release --locked -q -p llama-devtools --bin fuzz-seeds -- fuzz/corpus
 export RUSTC_BOOTSTRAP=1
 # The targets' scratch model files (common::scratch) go here and leave with the run.
 TMPDIR=$(mktemp -d)

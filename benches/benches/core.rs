@@ -12,7 +12,7 @@ fn text() -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let model = Model::load(llama_rs::default_model_path().unwrap(), ModelParams::default()).unwrap();
+    let model = Model::load(llama_testkit::default_model_path().unwrap(), ModelParams::default()).unwrap();
     let vocab = model.vocab();
     let t = text();
     let toks = vocab.tokenize(&t, true, false).unwrap();

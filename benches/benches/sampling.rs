@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use llama_rs::{Batch, ContextParams, Model, ModelParams, SamplerConfig};
 
 fn bench(c: &mut Criterion) {
-    let model = Model::load(llama_rs::default_model_path().unwrap(), ModelParams::default()).unwrap();
+    let model = Model::load(llama_testkit::default_model_path().unwrap(), ModelParams::default()).unwrap();
     let mut ctx = model.context(ContextParams::default().n_ctx(512)).unwrap();
     let toks = model.vocab().tokenize("The capital of France is", true, false).unwrap();
     let mut b = Batch::new(64, 1).unwrap();

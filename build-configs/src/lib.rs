@@ -13,6 +13,8 @@
 //! assert!(out.options.contains(&("GPU_TARGETS".to_string(), "gfx1151".to_string())));
 //! ```
 
+#![warn(missing_docs)] // published: every public item is documented (CI denies warnings)
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
@@ -21,13 +23,18 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// `GGML_VULKAN`: Vulkan (RADV, NVIDIA, lavapipe).
     Vulkan,
+    /// `GGML_CUDA`: NVIDIA CUDA.
     Cuda,
+    /// `GGML_HIP`: AMD ROCm/HIP.
     Hip,
+    /// `GGML_RPC`: offload to `rpc-server` processes over TCP.
     Rpc,
 }
 
 impl Backend {
+    /// The CMake option that enables this backend (`GGML_VULKAN`, ...).
     pub fn cmake_option(self) -> &'static str {
         match self {
             Backend::Vulkan => "GGML_VULKAN",
@@ -36,6 +43,7 @@ impl Backend {
             Backend::Rpc => "GGML_RPC",
         }
     }
+    /// Every backend, in a fixed order.
     pub fn all() -> [Backend; 4] {
         [Backend::Vulkan, Backend::Cuda, Backend::Hip, Backend::Rpc]
     }
@@ -45,13 +53,17 @@ impl Backend {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildConfig {
+    /// The name `LLAMA_BUILD_CONFIG` selects it by.
     pub name: String,
+    /// One line on who it is for.
     pub description: String,
+    /// Backends it turns on (in addition to the enabled cargo features).
     pub backends: Vec<Backend>,
     /// Ask for rocWMMA flash attention (only passed if the source supports it).
     #[serde(default)]
     pub rocwmma: bool,
     #[serde(default)]
+    /// Extra CMake cache entries (`-DKEY=VALUE`), applied after the backend defaults.
     pub cmake: BTreeMap<String, String>,
     /// Build-time environment (documentation; HIPCXX/HIP_PATH are derived when unset).
     #[serde(default)]
@@ -99,6 +111,7 @@ pub struct Inputs {
     pub native: bool,
     /// An explicit LLAMA_SYS_NATIVE=0/1 (wins over the config).
     pub native_override: Option<bool>,
+    /// Whether the `openmp` cargo feature is on.
     pub openmp: bool,
     /// Backends enabled through cargo features.
     pub features: BTreeSet<Backend>,
@@ -123,8 +136,11 @@ pub struct SourceCaps {
 /// The result: `-D` options, the effective backends, and warnings for the user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CmakeArgs {
+    /// CMake `-D` options in the order they are passed.
     pub options: Vec<(String, String)>,
+    /// The backends this build enables.
     pub backends: BTreeSet<Backend>,
+    /// Things the caller should be told (ignored or overridden settings).
     pub warnings: Vec<String>,
 }
 

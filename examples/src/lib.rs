@@ -19,14 +19,3 @@ pub fn load_with_progress(path: &std::path::Path, params: ModelParams) -> llama_
     bar.finish_and_clear();
     model
 }
-
-/// A bar on stderr over `len` steps of a long run (benchmark repetitions); drawn only
-/// when stderr is a terminal, so logs and piped tables stay clean.
-pub fn steps_progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed}").unwrap().progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
-}

@@ -11,7 +11,7 @@ pub fn tiny() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
         let path = scratch("tiny.gguf");
-        llama_rs::write_tiny_llama(&path).expect("write tiny model");
+        llama_testkit::write_tiny_llama(&path).expect("write tiny model");
         Model::load(&path, ModelParams::default()).expect("load tiny model")
     })
 }

@@ -10,7 +10,7 @@ use llama_rs::{Model, ModelParams, PieceDecoder, Token};
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        let path = llama_rs::default_model_path().expect("default model (python3 vendor/fetch.py model)");
+        let path = llama_testkit::default_model_path().expect("default model (python3 vendor/fetch.py model)");
         Model::load(path, ModelParams::default().vocab_only(true)).expect("load vocabulary")
     })
 }

@@ -111,6 +111,7 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.pos.len()
     }
+    /// Whether the batch holds no tokens (or embeddings).
     pub fn is_empty(&self) -> bool {
         self.pos.is_empty()
     }

@@ -1,22 +1,26 @@
 //! [`Device`]: the ggml backend devices (CPU, GPUs, RPC servers) llama.cpp can use.
 
-use std::ffi::CStr;
-
 use llama_sys as sys;
 use serde::Serialize;
 
 use crate::backend;
 use crate::error::{Error, Result};
+use crate::ffi::owned_string;
 
 /// What kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum DeviceType {
+    /// The CPU.
     Cpu,
+    /// A discrete GPU.
     Gpu,
     /// Integrated GPU sharing host memory (e.g. Strix Halo, Radeon 890M).
     IntegratedGpu,
+    /// An accelerator that works next to the CPU (e.g. BLAS, AMX).
     Accelerator,
+    /// A virtual device over others (ggml's meta device).
     Meta,
+    /// A device type this version of llama-rs does not know.
     Other,
 }
 
@@ -32,21 +36,16 @@ pub enum DeviceType {
 pub struct Device {
     /// Index in the registry (what `ModelParams::devices` takes).
     pub index: usize,
+    /// ggml's name for it (`CPU`, `CUDA0`, `Vulkan0`, ...).
     pub name: String,
+    /// The driver's description (e.g. the GPU model).
     pub description: String,
+    /// What kind of device it is.
     pub kind: DeviceType,
     /// Free memory in bytes.
     pub free: u64,
     /// Total memory in bytes.
     pub total: u64,
-}
-
-fn cstr(p: *const std::ffi::c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: ggml returns NUL-terminated strings owned by the static device registry.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 impl Device {
@@ -90,8 +89,10 @@ impl Device {
         };
         Ok(Device {
             index,
-            name: cstr(name),
-            description: cstr(description),
+            // SAFETY: NULL or NUL-terminated strings owned by ggml's static device registry.
+            name: unsafe { owned_string(name) },
+            // SAFETY: as above.
+            description: unsafe { owned_string(description) },
             kind,
             free: free as u64,
             total: total as u64,

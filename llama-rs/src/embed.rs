@@ -12,6 +12,7 @@ use crate::token::Token;
 /// How embeddings are normalized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Normalize {
+    /// Raw values as the model produced them.
     None,
     /// Unit length (cosine similarity = dot product).
     #[default]
@@ -26,11 +27,13 @@ pub enum Normalize {
 pub struct EmbedParams {
     /// `Unspecified` takes the model's own pooling (Mean if it has none).
     pub pooling: Pooling,
+    /// How each embedding is normalized.
     pub normalize: Normalize,
     /// Most tokens per decode (and per input).
     pub n_batch: u32,
     /// Most inputs per decode.
     pub max_inputs: u32,
+    /// Threads (0 = llama.cpp's default).
     pub n_threads: u32,
 }
 
@@ -50,7 +53,7 @@ impl Default for EmbedParams {
 ///
 /// ```
 /// use llama_rs::{Embedder, EmbedParams, Model};
-/// let model = Model::load(llama_rs::default_model_path()?, Default::default())?;
+/// let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
 /// let mut e = Embedder::new(&model, EmbedParams::default())?;
 /// let v = e.embed(&["a cat", "a dog", "quantum chromodynamics"])?;
 /// let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -66,6 +69,7 @@ pub struct Embedder {
 }
 
 impl Embedder {
+    /// An embedder over a new context sized by `p`, with a divisible batch for pooled models.
     pub fn new(model: &Model, p: EmbedParams) -> Result<Embedder> {
         if p.n_batch == 0 || p.max_inputs == 0 {
             return Err(Error::InvalidParam("n_batch and max_inputs must be > 0".into()));

@@ -9,15 +9,28 @@ use std::path::PathBuf;
 pub enum Error {
     /// A model file that does not exist or cannot be read.
     #[error("model file {path}: {source}")]
-    ModelFile { path: PathBuf, source: std::io::Error },
+    ModelFile {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it could not be opened.
+        source: std::io::Error,
+    },
     /// A file that is not a GGUF model (wrong magic, unsupported version, truncated header).
     #[error("{path} is not a valid GGUF file: {reason}")]
-    NotGguf { path: PathBuf, reason: String },
+    NotGguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// llama.cpp refused to load the model (its log says why; enable the `log` crate).
     #[error(
         "llama.cpp could not load the model from {path} (corrupt, truncated or unsupported; see the llama.cpp log)"
     )]
-    ModelLoad { path: PathBuf },
+    ModelLoad {
+        /// The file.
+        path: PathBuf,
+    },
     /// The progress callback asked to stop the load.
     #[error("model load cancelled by the progress callback")]
     LoadCancelled,
@@ -32,44 +45,88 @@ pub enum Error {
     VocabOnly,
     /// A token id outside `0..n_vocab`.
     #[error("token id {token} is out of range (the vocabulary has {n_vocab} tokens)")]
-    InvalidToken { token: i32, n_vocab: i32 },
+    InvalidToken {
+        /// The id given.
+        token: i32,
+        /// The vocabulary's size.
+        n_vocab: i32,
+    },
     /// A sequence id outside `0..n_seq_max`.
     #[error("sequence id {seq_id} is out of range (the context has n_seq_max = {n_seq_max})")]
-    InvalidSeqId { seq_id: i32, n_seq_max: u32 },
+    InvalidSeqId {
+        /// The id given.
+        seq_id: i32,
+        /// The context's number of sequences.
+        n_seq_max: u32,
+    },
     /// Positions that break llama.cpp's rule: each sequence continues at `pos_max + 1`.
     #[error("sequence {seq_id}: position {got} given where {expected} was required")]
-    InvalidPosition { seq_id: i32, expected: i32, got: i32 },
+    InvalidPosition {
+        /// The sequence.
+        seq_id: i32,
+        /// The position it continues at.
+        expected: i32,
+        /// The position given.
+        got: i32,
+    },
     /// Adding to a batch that is already at capacity.
     #[error("batch is full ({capacity} tokens)")]
-    BatchFull { capacity: usize },
+    BatchFull {
+        /// The batch's capacity in tokens.
+        capacity: usize,
+    },
     /// A batch with no tokens.
     #[error("batch is empty")]
     EmptyBatch,
     /// More tokens than the context accepts in one call.
     #[error("batch has {n_tokens} tokens but the context's n_batch is {n_batch}")]
-    BatchTooLarge { n_tokens: usize, n_batch: u32 },
+    BatchTooLarge {
+        /// Tokens in the batch.
+        n_tokens: usize,
+        /// The context's applied `n_batch`.
+        n_batch: u32,
+    },
     /// A batch whose shape does not fit this context (embedding width, seq ids per token).
     #[error("batch does not fit the context: {0}")]
     BatchMismatch(String),
     /// A prompt that does not fit the context (with room for one generated token).
     #[error("prompt of {n_prompt} tokens does not fit the context of {n_ctx} tokens")]
-    PromptTooLong { n_prompt: usize, n_ctx: usize },
+    PromptTooLong {
+        /// Tokens in the prompt.
+        n_prompt: usize,
+        /// Tokens the context holds.
+        n_ctx: usize,
+    },
     /// No room in the KV cache (llama_decode returned 1): the context is full.
     #[error("no KV cache slot for the batch: the context is full (clear or shift a sequence, or use a larger n_ctx)")]
     ContextFull,
     /// The abort handle stopped the computation (llama_decode returned 2).
     #[error("decode aborted by the abort handle")]
     Aborted,
-    /// llama_decode / llama_encode failed with another code.
-    #[error("{op} failed with code {code}")]
-    Compute { op: &'static str, code: i32 },
+    /// A llama.cpp call failed: a non-zero return code (`code`), or a NULL handle where
+    /// an object was to be created (`code` is `None`). `op` names the C function.
+    #[error("llama.cpp's {op} failed{}", code.map(|c| format!(" with code {c}")).unwrap_or_default())]
+    Backend {
+        /// The llama.cpp function.
+        op: &'static str,
+        /// Its return code; `None` for a NULL handle.
+        code: Option<i32>,
+    },
     /// Asked for logits/embeddings of a batch position that produced none.
     #[error("batch index {index} produced no output (set `output` for it when adding it to the batch)")]
-    NoOutput { index: usize },
+    NoOutput {
+        /// The batch index.
+        index: usize,
+    },
     /// Asked for the host-side result of a batch entry that was sampled on the device, or
     /// for the device result of one that was not.
     #[error("batch index {index}: {reason}")]
-    DeviceSampled { index: usize, reason: &'static str },
+    DeviceSampled {
+        /// The batch index.
+        index: usize,
+        /// Which result exists instead.
+        reason: &'static str,
+    },
     /// Embeddings asked of a context created without `embeddings(true)`.
     #[error("the context was created without embeddings")]
     NoEmbeddings,
@@ -113,17 +170,24 @@ pub enum Error {
     /// An adapter (LoRA / control vector) problem.
     #[error("adapter: {0}")]
     Adapter(String),
-    /// Quantization failed (llama_model_quantize returned a non-zero code).
-    #[error("quantization failed with code {code}")]
-    Quantize { code: u32 },
     /// A size, or an amount of work, beyond a bound llama-rs enforces (memory, time,
     /// nesting depth; docs/SAFETY.md lists them), or an allocation that failed: the input
     /// is refused instead of aborting or hanging the process.
     #[error("{what}: {detail}")]
-    Limit { what: &'static str, detail: String },
+    Limit {
+        /// The bounded input or resource.
+        what: &'static str,
+        /// The bound and the value that passed it.
+        detail: String,
+    },
     /// I/O around files llama-rs writes or reads itself (state files, ...).
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// What kind of failure an [`Error`] is, for programs that react to it: the Python
@@ -183,9 +247,7 @@ impl Error {
             Error::ModelFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => K::NotFound,
             Error::ModelFile { .. } | Error::Io { .. } => K::Io,
             Error::NotGguf { .. } | Error::InvalidState(_) | Error::StateRejected => K::Corrupt,
-            Error::ModelLoad { .. } | Error::ContextCreate | Error::Compute { .. } | Error::Quantize { .. } => {
-                K::Backend
-            }
+            Error::ModelLoad { .. } | Error::ContextCreate | Error::Backend { .. } => K::Backend,
             Error::NanLogits => K::Backend,
             Error::LoadCancelled | Error::Aborted => K::Cancelled,
             Error::InvalidParam(_)
@@ -236,12 +298,14 @@ pub(crate) fn try_vec<T>(n: usize, what: &'static str) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// Maps a llama_decode / llama_encode return code (non-zero) into an [`Error`].
+/// The one place a llama.cpp failure becomes an [`Error`]: a non-zero return code of
+/// `op` (`Some(code)`) or a NULL handle (`None`). llama_decode / llama_encode give their
+/// codes meaning: 1 is "no KV slot", 2 "aborted by the callback".
 #[cold]
-pub(crate) fn compute_error(op: &'static str, code: i32) -> Error {
-    match code {
-        1 => Error::ContextFull,
-        2 => Error::Aborted,
-        _ => Error::Compute { op, code },
+pub(crate) fn backend_error(op: &'static str, code: Option<i32>) -> Error {
+    match (op, code) {
+        ("llama_decode" | "llama_encode", Some(1)) => Error::ContextFull,
+        ("llama_decode" | "llama_encode", Some(2)) => Error::Aborted,
+        _ => Error::Backend { op, code },
     }
 }

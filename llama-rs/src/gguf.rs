@@ -1,221 +1,46 @@
-//! [`GgufWriter`] writes GGUF files (metadata + tensors, streamed) and
-//! [`read_gguf_metadata`] reads their metadata, in pure Rust — for LoRA adapters,
-//! synthetic models for benchmarks, and test corpora.
+//! GGUF files in pure Rust: [`read_gguf_metadata`] reads the metadata, and the checks
+//! that run before llama.cpp opens a file (header, tensor table against the file size).
 
-use std::io::Write;
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-const ALIGN: usize = 32;
-
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
+    /// An unsigned 8-bit integer (GGUF type 0).
     U8(u8),
+    /// A signed 8-bit integer (GGUF type 1).
     I8(i8),
+    /// An unsigned 16-bit integer (GGUF type 2).
     U16(u16),
+    /// A signed 16-bit integer (GGUF type 3).
     I16(i16),
+    /// An unsigned 32-bit integer (GGUF type 4).
     U32(u32),
+    /// A signed 32-bit integer (GGUF type 5).
     I32(i32),
+    /// A 32-bit float (GGUF type 6).
     F32(f32),
+    /// A boolean (GGUF type 7).
     Bool(bool),
+    /// A string (GGUF type 8; invalid UTF-8 is replaced when read).
     Str(String),
+    /// An unsigned 64-bit integer (GGUF type 10).
     U64(u64),
+    /// A signed 64-bit integer (GGUF type 11).
     I64(i64),
+    /// A 64-bit float (GGUF type 12).
     F64(f64),
+    /// An array of values of one type (GGUF type 9).
     Array(Vec<GgufValue>),
-}
-
-impl GgufValue {
-    fn type_id(&self) -> u32 {
-        match self {
-            GgufValue::U8(_) => 0,
-            GgufValue::I8(_) => 1,
-            GgufValue::U16(_) => 2,
-            GgufValue::I16(_) => 3,
-            GgufValue::U32(_) => 4,
-            GgufValue::I32(_) => 5,
-            GgufValue::F32(_) => 6,
-            GgufValue::Bool(_) => 7,
-            GgufValue::Str(_) => 8,
-            GgufValue::Array(_) => 9,
-            GgufValue::U64(_) => 10,
-            GgufValue::I64(_) => 11,
-            GgufValue::F64(_) => 12,
-        }
-    }
-}
-
-/// Writes bytes `offset..offset + chunk.len()` of a generated tensor into `chunk`.
-type FillFn = Box<dyn Fn(usize, &mut [u8])>;
-
-enum TensorData {
-    Bytes(Vec<u8>),
-    /// Filled chunk by chunk at write time (for tensors too big to hold in memory).
-    Gen(usize, FillFn),
-}
-
-struct Tensor {
-    name: String,
-    /// ggml order: ne[0] is the contiguous dimension.
-    ne: Vec<u64>,
-    ggml_type: u32,
-    data: TensorData,
-}
-
-impl Tensor {
-    fn len(&self) -> usize {
-        match &self.data {
-            TensorData::Bytes(b) => b.len(),
-            TensorData::Gen(n, _) => *n,
-        }
-    }
-}
-
-/// Builds a GGUF v3 file with metadata and f32 tensors.
-///
-/// ```
-/// let dir = std::env::temp_dir().join("gguf-writer-doc");
-/// std::fs::create_dir_all(&dir).unwrap();
-/// let mut w = llama_rs::GgufWriter::new();
-/// w.kv_str("general.architecture", "llama").kv_u32("llama.block_count", 2);
-/// w.tensor_f32("t.weight", &[4, 2], vec![0.5; 8])?;
-/// w.write(dir.join("tiny.gguf"))?;
-/// assert_eq!(&std::fs::read(dir.join("tiny.gguf")).unwrap()[..4], b"GGUF");
-/// # Ok::<(), llama_rs::Error>(())
-/// ```
-#[derive(Default)]
-pub struct GgufWriter {
-    kv: Vec<(String, GgufValue)>,
-    tensors: Vec<Tensor>,
-}
-
-impl GgufWriter {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets any metadata value (replacing an earlier one with the same key).
-    pub fn kv(&mut self, k: &str, v: GgufValue) -> &mut Self {
-        self.kv.retain(|(key, _)| key != k);
-        self.kv.push((k.into(), v));
-        self
-    }
-    pub fn kv_str(&mut self, k: &str, v: &str) -> &mut Self {
-        self.kv(k, GgufValue::Str(v.into()))
-    }
-    pub fn kv_u32(&mut self, k: &str, v: u32) -> &mut Self {
-        self.kv(k, GgufValue::U32(v))
-    }
-    pub fn kv_i32(&mut self, k: &str, v: i32) -> &mut Self {
-        self.kv(k, GgufValue::I32(v))
-    }
-    pub fn kv_f32(&mut self, k: &str, v: f32) -> &mut Self {
-        self.kv(k, GgufValue::F32(v))
-    }
-    pub fn kv_bool(&mut self, k: &str, v: bool) -> &mut Self {
-        self.kv(k, GgufValue::Bool(v))
-    }
-
-    /// Adds an f32 tensor with dimensions `ne` in ggml order (`ne[0]` contiguous).
-    pub fn tensor_f32(&mut self, name: &str, ne: &[u64], data: Vec<f32>) -> Result<&mut Self> {
-        // A shape whose element count wraps (e.g. [2^32, 2^32]) must not pass as 0 values.
-        let n = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        if ne.is_empty() || ne.len() > 4 || n != Some(data.len() as u64) {
-            return Err(Error::InvalidParam(format!(
-                "tensor {name}: shape {ne:?} does not hold {} values",
-                data.len()
-            )));
-        }
-        let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.tensors.push(Tensor { name: name.into(), ne: ne.to_vec(), ggml_type: 0, data: TensorData::Bytes(bytes) });
-        Ok(self)
-    }
-
-    /// Adds a tensor of any ggml type whose `n_bytes` bytes are produced at write time by
-    /// `fill(offset, chunk)`; the caller vouches that the size matches type and shape.
-    pub fn tensor_gen(
-        &mut self,
-        name: &str,
-        ne: &[u64],
-        ggml_type: u32,
-        n_bytes: usize,
-        fill: impl Fn(usize, &mut [u8]) + 'static,
-    ) -> Result<&mut Self> {
-        if ne.is_empty() || ne.len() > 4 || ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none() {
-            return Err(Error::InvalidParam(format!("tensor {name}: shape {ne:?}")));
-        }
-        self.tensors.push(Tensor {
-            name: name.into(),
-            ne: ne.to_vec(),
-            ggml_type,
-            data: TensorData::Gen(n_bytes, Box::new(fill)),
-        });
-        Ok(self)
-    }
-
-    /// Writes the file, streaming tensor data (to a scratch file beside it, then renamed).
-    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let (tmp, file) = crate::tempfile::create_beside(path)?;
-        let io = |e: std::io::Error| Error::Io { path: path.into(), source: e };
-        let r = (|| -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::with_capacity(1 << 22, file);
-            let mut b: Vec<u8> = Vec::new();
-            b.extend_from_slice(b"GGUF");
-            b.extend_from_slice(&3u32.to_le_bytes());
-            b.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-            b.extend_from_slice(&(self.kv.len() as u64).to_le_bytes());
-            for (k, v) in &self.kv {
-                put_str(&mut b, k);
-                b.extend_from_slice(&v.type_id().to_le_bytes());
-                put_value(&mut b, v);
-            }
-            let mut offset = 0usize;
-            for t in &self.tensors {
-                put_str(&mut b, &t.name);
-                b.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
-                for d in &t.ne {
-                    b.extend_from_slice(&d.to_le_bytes());
-                }
-                b.extend_from_slice(&t.ggml_type.to_le_bytes());
-                b.extend_from_slice(&(offset as u64).to_le_bytes());
-                offset += t.len().next_multiple_of(ALIGN);
-            }
-            b.resize(b.len().next_multiple_of(ALIGN), 0);
-            f.write_all(&b)?;
-            let mut chunk = vec![0u8; 1 << 22];
-            for t in &self.tensors {
-                match &t.data {
-                    TensorData::Bytes(d) => f.write_all(d)?,
-                    TensorData::Gen(n, fill) => {
-                        let mut done = 0;
-                        while done < *n {
-                            let m = (*n - done).min(chunk.len());
-                            fill(done, &mut chunk[..m]);
-                            f.write_all(&chunk[..m])?;
-                            done += m;
-                        }
-                    }
-                }
-                let pad = t.len().next_multiple_of(ALIGN) - t.len();
-                f.write_all(&[0u8; ALIGN][..pad])?;
-            }
-            f.flush()?;
-            drop(f);
-            std::fs::rename(&tmp, path)
-        })();
-        r.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
-    }
 }
 
 /// Reads the metadata (key/value section) of a GGUF file.
 ///
 /// ```
-/// let meta = llama_rs::read_gguf_metadata(llama_rs::default_model_path()?)?;
+/// let meta = llama_rs::read_gguf_metadata(llama_testkit::default_model_path()?)?;
 /// let arch = meta.iter().find(|(k, _)| k == "general.architecture").map(|(_, v)| v.clone());
 /// assert_eq!(arch, Some(llama_rs::GgufValue::Str("gemma3".into())));
 /// # Ok::<(), llama_rs::Error>(())
@@ -245,7 +70,7 @@ pub(crate) struct GgufLayout {
 
 /// Reads the metadata and, with `tensors`, the tensor table (for the size check).
 pub(crate) fn read_layout(path: &Path, tensors: bool) -> Result<GgufLayout> {
-    crate::model::check_gguf_header(path)?;
+    check_gguf_header(path)?;
     let f = std::fs::File::open(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
     let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut r = Reader { r: std::io::BufReader::new(f), path, pos: 0 };
@@ -347,32 +172,39 @@ impl<R: std::io::Read> Reader<'_, R> {
     }
 }
 
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    b.extend_from_slice(s.as_bytes());
-}
-
-fn put_value(b: &mut Vec<u8>, v: &GgufValue) {
-    match v {
-        GgufValue::U8(x) => b.push(*x),
-        GgufValue::I8(x) => b.push(*x as u8),
-        GgufValue::U16(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::I16(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::U32(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::I32(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::F32(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::Bool(x) => b.push(*x as u8),
-        GgufValue::Str(s) => put_str(b, s),
-        GgufValue::U64(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::I64(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::F64(x) => b.extend_from_slice(&x.to_le_bytes()),
-        GgufValue::Array(a) => {
-            let et = a.first().map_or(4, GgufValue::type_id);
-            b.extend_from_slice(&et.to_le_bytes());
-            b.extend_from_slice(&(a.len() as u64).to_le_bytes());
-            for x in a {
-                put_value(b, x);
-            }
+/// Checks what llama.cpp would otherwise find out the hard way: the file exists, is
+/// readable, and starts with a GGUF header of a version llama.cpp reads.
+pub(crate) fn check_gguf_header(path: &Path) -> Result<()> {
+    // stat before open: opening a FIFO for reading blocks until a writer appears.
+    let meta = std::fs::metadata(path).map_err(|e| Error::ModelFile { path: path.into(), source: e })?;
+    if meta.is_dir() {
+        return Err(Error::NotGguf { path: path.into(), reason: "is a directory".into() });
+    }
+    if !meta.is_file() {
+        return Err(Error::NotGguf {
+            path: path.into(),
+            reason: "not a regular file (a FIFO, socket or device)".into(),
+        });
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| Error::ModelFile { path: path.into(), source: e })?;
+    let mut head = [0u8; 24];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(Error::ModelFile { path: path.into(), source: e }),
         }
     }
+    if n < 4 || &head[..4] != b"GGUF" {
+        return Err(Error::NotGguf { path: path.into(), reason: "wrong magic (expected \"GGUF\")".into() });
+    }
+    if n < head.len() {
+        return Err(Error::NotGguf { path: path.into(), reason: format!("truncated header ({n} bytes)") });
+    }
+    let version = u32::from_le_bytes(head[4..8].try_into().unwrap());
+    if !(2..=3).contains(&version) {
+        return Err(Error::NotGguf { path: path.into(), reason: format!("unsupported GGUF version {version}") });
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! ```
 //! use llama_rs::{Batch, ContextParams, Model, ModelParams};
 //!
-//! let model = Model::load(llama_rs::default_model_path()?, ModelParams::default())?;
+//! let model = Model::load(llama_testkit::default_model_path()?, ModelParams::default())?;
 //! let mut ctx = model.context(ContextParams::default().n_ctx(2048))?;
 //! let vocab = model.vocab();
 //! let mut tokens = vocab.tokenize("The capital of France is", true, false)?;
@@ -26,7 +26,8 @@
 //! parent. Every llama.cpp precondition reachable from here is checked before the call
 //! and reported as an [`Error`]: llama.cpp's asserts would abort the whole process.
 
-mod adapter;
+#![warn(missing_docs)] // published: every public item is documented (CI denies warnings)
+
 pub mod backend;
 mod batch;
 mod chat;
@@ -34,50 +35,41 @@ mod context;
 mod device;
 mod embed;
 mod error;
-mod gbnf_check;
+mod ffi;
 mod generate;
 mod gguf;
-pub mod json_schema;
 mod model;
-mod model_check;
-mod paths;
-mod plan;
 mod quantize;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 mod sampling;
-mod state;
-mod synthetic;
 mod tempfile;
 mod token;
 mod vocab;
 
-pub use adapter::{ControlVector, LoraAdapter};
 pub use batch::Batch;
 pub use chat::{
     apply_builtin, parse_tool_calls, ChatMessage, ChatTemplate, FunctionCall, RenderOptions, ToolCall, TEMPLATE_FUEL,
     TEMPLATE_MAX_DEPTH, TEMPLATE_MAX_INDENT, TEMPLATE_MAX_OUTPUT,
 };
-pub use context::{AbortHandle, AttentionType, Context, ContextParams, FlashAttn, KvType, Perf, Pooling, RopeScaling};
+pub use context::{
+    AbortHandle, AttentionType, Context, ContextParams, ControlVector, DeviceSampler, FlashAttn, KvType, LoraAdapter,
+    MemoryEntry, MemoryPlan, Perf, Pooling, RopeScaling,
+};
 pub use device::{Device, DeviceType};
 pub use embed::{EmbedParams, Embedder, Normalize};
 pub use error::{Error, ErrorKind, Result};
-pub use gbnf_check::{
-    MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_REPETITION as GRAMMAR_MAX_REPETITION,
-};
 pub use generate::{
     CancelHandle, DeviceSampling, FinishReason, GenerateParams, Generator, Piece, Prompt, Session, TokenLogprob,
 };
-pub use gguf::{read_gguf_metadata, GgufValue, GgufWriter};
+pub use gguf::{read_gguf_metadata, GgufValue};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
-pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
-pub use plan::{MemoryEntry, MemoryPlan};
 pub use quantize::{quantize, FileType, QuantizeParams};
+pub use sampling::json_schema;
 pub use sampling::{
-    Candidates, CustomSampler, DeviceSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage,
-    MAX_PENALTY_LAST_N,
+    Candidates, CustomSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage, GRAMMAR_MAX_DEPTH,
+    GRAMMAR_MAX_EXPANDED, GRAMMAR_MAX_REPETITION, MAX_PENALTY_LAST_N,
 };
-pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, SyntheticShape};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};
 

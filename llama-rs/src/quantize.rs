@@ -9,31 +9,51 @@ use llama_sys as sys;
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::error::{Error, Result};
-use crate::model::{check_gguf_header, path_cstring};
+use crate::error::{backend_error, Result};
+use crate::ffi::path_cstring;
+use crate::gguf::check_gguf_header;
 
 /// Target types that need no importance matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(non_camel_case_types)]
 pub enum FileType {
+    /// 32-bit floats (no quantization).
     F32,
+    /// 16-bit IEEE floats.
     F16,
+    /// bfloat16.
     BF16,
+    /// 4.5 bits per weight, one scale per 32 weights.
     Q4_0,
+    /// 5 bits per weight, scale and minimum per 32 weights.
     Q4_1,
+    /// 5.5 bits per weight, one scale per 32 weights.
     Q5_0,
+    /// 6 bits per weight, scale and minimum per 32 weights.
     Q5_1,
+    /// 8.5 bits per weight: close to lossless.
     Q8_0,
+    /// K-quant, about 2.6 bits per weight (smallest, lowest quality).
     Q2_K,
+    /// K-quant, about 3.4 bits per weight, small mix.
     Q3_K_S,
+    /// K-quant, about 3.9 bits per weight, medium mix.
     Q3_K_M,
+    /// K-quant, about 4.3 bits per weight, large mix.
     Q3_K_L,
+    /// K-quant, about 4.6 bits per weight, small mix.
     Q4_K_S,
+    /// K-quant, about 4.9 bits per weight, medium mix (a common default).
     Q4_K_M,
+    /// K-quant, about 5.5 bits per weight, small mix.
     Q5_K_S,
+    /// K-quant, about 5.7 bits per weight, medium mix.
     Q5_K_M,
+    /// K-quant, about 6.6 bits per weight.
     Q6_K,
+    /// Non-linear 4.5 bits per weight (blocks of 32).
     IQ4_NL,
+    /// Non-linear 4.25 bits per weight (super-blocks of 256).
     IQ4_XS,
 }
 
@@ -70,18 +90,20 @@ impl FileType {
 /// use llama_rs::{quantize, FileType, QuantizeParams};
 /// let out = std::env::temp_dir().join("doc-q8_0.gguf");
 /// let params = QuantizeParams::new(FileType::Q8_0).allow_requantize(true);
-/// quantize(llama_rs::default_model_path()?, &out, &params, |bytes| eprint!("\r{} MiB", bytes >> 20))?;
+/// quantize(llama_testkit::default_model_path()?, &out, &params, |bytes| eprint!("\r{} MiB", bytes >> 20))?;
 /// assert!(llama_rs::Model::load(&out, Default::default())?.description().contains("Q8_0"));
 /// # std::fs::remove_file(&out).unwrap();
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizeParams {
+    /// The target type.
     pub ftype: FileType,
     /// 0 = all cores.
     pub threads: u32,
     /// Allow re-quantizing already quantized tensors (quality loss).
     pub allow_requantize: bool,
+    /// Quantize the output (lm head) tensor too, instead of keeping it at higher precision.
     pub quantize_output_tensor: bool,
     /// Quantize every tensor to `ftype` (no per-tensor mix).
     pub pure: bool,
@@ -90,6 +112,7 @@ pub struct QuantizeParams {
 }
 
 impl QuantizeParams {
+    /// Parameters for `ftype` with llama.cpp's defaults (all cores, output tensor quantized).
     pub fn new(ftype: FileType) -> Self {
         QuantizeParams {
             ftype,
@@ -100,14 +123,17 @@ impl QuantizeParams {
             keep_split: false,
         }
     }
+    /// Sets [`QuantizeParams::allow_requantize`].
     pub fn allow_requantize(mut self, v: bool) -> Self {
         self.allow_requantize = v;
         self
     }
+    /// Sets [`QuantizeParams::threads`].
     pub fn threads(mut self, n: u32) -> Self {
         self.threads = n;
         self
     }
+    /// Sets [`QuantizeParams::pure`].
     pub fn pure(mut self, v: bool) -> Self {
         self.pure = v;
         self
@@ -159,7 +185,7 @@ pub fn quantize(
     });
     if rc != 0 {
         let _ = std::fs::remove_file(&partial);
-        return Err(Error::Quantize { code: rc });
+        return Err(backend_error("llama_model_quantize", Some(rc as i32)));
     }
     crate::tempfile::persist(&partial, output)
 }

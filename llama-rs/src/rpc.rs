@@ -8,7 +8,6 @@
 //! still aborts (or blocks) the client inside ggml-rpc — its calls have no timeouts and
 //! no error path to report through: run RPC servers you control, on a reliable network.
 
-use std::ffi::CString;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -91,7 +90,7 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     if !known {
         check_endpoint(endpoint)?;
     }
-    let c = CString::new(endpoint).map_err(|_| Error::Nul(endpoint.into()))?;
+    let c = crate::ffi::c_string(endpoint, endpoint)?;
     let before: Vec<String> = Device::all().into_iter().map(|d| d.name).collect();
     // SAFETY: `c` is a valid endpoint string and a server answered on it just now;
     // add_server is idempotent per endpoint (llama.cpp keeps a map) and returns NULL if
@@ -108,8 +107,7 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     // SAFETY: index 0 < n (checked just above).
     let first = unsafe { sys::ggml_backend_reg_dev_get(reg, 0) };
     // SAFETY: a valid device of `reg`; its name is a NUL-terminated string ggml owns.
-    let first_name =
-        unsafe { std::ffi::CStr::from_ptr(sys::ggml_backend_dev_name(first)) }.to_string_lossy().into_owned();
+    let first_name = unsafe { crate::ffi::owned_string(sys::ggml_backend_dev_name(first)) };
     // Registering a reg twice would duplicate devices, so only new ones are registered.
     if !before.contains(&first_name) {
         // SAFETY: a valid, not yet registered backend registry.
@@ -143,8 +141,8 @@ pub fn serve(endpoint: &str, cache_dir: Option<&Path>, n_threads: usize, devices
     for i in idx {
         devs.push(Device::raw_by_index(i)?);
     }
-    let c = CString::new(endpoint).map_err(|_| Error::Nul(endpoint.into()))?;
-    let cache = cache_dir.map(crate::model::path_cstring).transpose()?;
+    let c = crate::ffi::c_string(endpoint, endpoint)?;
+    let cache = cache_dir.map(crate::ffi::path_cstring).transpose()?;
     // SAFETY: valid strings and device pointers for the duration of the (blocking) call.
     unsafe {
         sys::ggml_backend_rpc_start_server(

@@ -1,6 +1,6 @@
 //! [`Vocab`]: tokenizer of a model, and [`PieceDecoder`] for streaming text.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -14,15 +14,25 @@ use crate::token::{as_raw, Token};
 pub struct TokenAttr(pub u32);
 
 impl TokenAttr {
+    /// The attribute is not known.
     pub const UNKNOWN: u32 = sys::LLAMA_TOKEN_ATTR_UNKNOWN;
+    /// An unused slot in the vocabulary.
     pub const UNUSED: u32 = sys::LLAMA_TOKEN_ATTR_UNUSED;
+    /// An ordinary text token.
     pub const NORMAL: u32 = sys::LLAMA_TOKEN_ATTR_NORMAL;
+    /// A control token (BOS, EOS, turn markers); rendered only with `special`.
     pub const CONTROL: u32 = sys::LLAMA_TOKEN_ATTR_CONTROL;
+    /// A token the model's author added (rendered as text).
     pub const USER_DEFINED: u32 = sys::LLAMA_TOKEN_ATTR_USER_DEFINED;
+    /// A raw byte (`<0xNN>`).
     pub const BYTE: u32 = sys::LLAMA_TOKEN_ATTR_BYTE;
+    /// Text that was normalized when the vocabulary was built.
     pub const NORMALIZED: u32 = sys::LLAMA_TOKEN_ATTR_NORMALIZED;
+    /// Strips whitespace to its left when rendered.
     pub const LSTRIP: u32 = sys::LLAMA_TOKEN_ATTR_LSTRIP;
+    /// Strips whitespace to its right when rendered.
     pub const RSTRIP: u32 = sys::LLAMA_TOKEN_ATTR_RSTRIP;
+    /// Only matches a whole word.
     pub const SINGLE_WORD: u32 = sys::LLAMA_TOKEN_ATTR_SINGLE_WORD;
 
     /// Whether all bits of `flag` are set.
@@ -34,7 +44,7 @@ impl TokenAttr {
 /// The tokenizer of a [`crate::Model`], borrowed from it.
 ///
 /// ```
-/// # let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
+/// # let model = llama_rs::Model::load(llama_testkit::default_model_path()?, Default::default())?;
 /// let vocab = model.vocab();
 /// let tokens = vocab.tokenize("Hello world", true, false)?;
 /// assert_eq!(vocab.detokenize(&tokens, true, false)?, "Hello world");
@@ -259,8 +269,8 @@ impl<'m> Vocab<'m> {
         self.check(token)?;
         // SAFETY: token in range; returns a C string owned by the vocab.
         let p = unsafe { sys::llama_vocab_get_text(self.raw(), token.0) };
-        // SAFETY: non-null NUL-terminated string valid for the vocab's lifetime.
-        Ok(if p.is_null() { String::new() } else { unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned() })
+        // SAFETY: NULL or a NUL-terminated string valid for the vocab's lifetime.
+        Ok(unsafe { crate::ffi::owned_string(p) })
     }
 
     /// The token's score.
@@ -290,50 +300,62 @@ impl<'m> Vocab<'m> {
     }
 
     // SAFETY: (all below) const queries on a valid vocab.
+    /// Beginning of sequence, if the model has one.
     pub fn bos(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_bos(self.raw()) })
     }
+    /// End of sequence, if the model has one.
     pub fn eos(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_eos(self.raw()) })
     }
+    /// End of turn, if the model has one.
     pub fn eot(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_eot(self.raw()) })
     }
+    /// Separator, if the model has one.
     pub fn sep(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_sep(self.raw()) })
     }
+    /// Newline, if the model has one.
     pub fn nl(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_nl(self.raw()) })
     }
+    /// Padding, if the model has one.
     pub fn pad(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_pad(self.raw()) })
     }
+    /// Fill-in-the-middle: prefix marker, if the model has one.
     pub fn fim_pre(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_fim_pre(self.raw()) })
     }
+    /// Fill-in-the-middle: suffix marker, if the model has one.
     pub fn fim_suf(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_fim_suf(self.raw()) })
     }
+    /// Fill-in-the-middle: middle marker, if the model has one.
     pub fn fim_mid(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_fim_mid(self.raw()) })
     }
+    /// Fill-in-the-middle: padding, if the model has one.
     pub fn fim_pad(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_fim_pad(self.raw()) })
     }
+    /// Fill-in-the-middle: repository marker, if the model has one.
     pub fn fim_rep(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_fim_rep(self.raw()) })
     }
+    /// Fill-in-the-middle: file separator, if the model has one.
     pub fn fim_sep(&self) -> Option<Token> {
         // SAFETY: see above.
         opt(unsafe { sys::llama_vocab_fim_sep(self.raw()) })

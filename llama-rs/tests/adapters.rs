@@ -1,7 +1,7 @@
 //! Control vectors, LoRA adapter errors, quantization (and a second real model from it).
-mod common;
 use common::*;
 use llama_rs::{ControlVector, Error, FileType, LoraAdapter, Model, ModelParams, QuantizeParams, Token};
+use llama_testkit::fixtures as common;
 
 fn prompt() -> Vec<Token> {
     model().vocab().tokenize(PROMPT, true, false).unwrap()
@@ -46,7 +46,7 @@ fn control_vector_changes_logits_and_clears() {
 
 #[test]
 fn lora_loading_rejects_non_adapters() {
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     // A model file is not an adapter; missing files and vocab-only models are errors.
     assert!(matches!(LoraAdapter::load(model(), &path), Err(Error::Adapter(_))));
     assert!(matches!(LoraAdapter::load(model(), "/no/such/lora.gguf"), Err(Error::ModelFile { .. })));
@@ -58,12 +58,12 @@ fn lora_loading_rejects_non_adapters() {
 
 #[test]
 fn quantize_to_q8_0_gives_a_working_second_model() {
-    let src = llama_rs::default_model_path().unwrap();
+    let src = llama_testkit::default_model_path().unwrap();
     let dir = common::TempDir::new("quant");
     let out = dir.join("gemma-q8_0.gguf");
     // Re-quantizing a quantized model needs the explicit opt-in.
     let r = llama_rs::quantize(&src, &out, &QuantizeParams::new(FileType::Q8_0).threads(2), |_| {});
-    assert!(matches!(r, Err(Error::Quantize { .. })), "{r:?}");
+    assert!(matches!(r, Err(Error::Backend { op: "llama_model_quantize", code: Some(_) })), "{r:?}");
     assert!(!out.exists() && !out.with_extension("partial").exists(), "nothing half-written left");
 
     let mut seen = 0u64;
@@ -98,7 +98,7 @@ fn lora_apply_scale_and_remove() {
     let n_embd = m.n_embd() as u64;
     let n_ff: u64 = m.meta("gemma3.feed_forward_length").unwrap().parse().unwrap();
     let rank = 8u64;
-    let mut w = llama_rs::GgufWriter::new();
+    let mut w = llama_testkit::GgufWriter::new();
     w.kv_str("general.architecture", "gemma3")
         .kv_str("general.type", "adapter")
         .kv_str("adapter.type", "lora")
@@ -143,7 +143,7 @@ fn lora_apply_scale_and_remove() {
     assert_eq!(prefill(&mut c, &p), base);
 
     // Wrong shapes or a wrong architecture are refused.
-    let mut bad = llama_rs::GgufWriter::new();
+    let mut bad = llama_testkit::GgufWriter::new();
     bad.kv_str("general.architecture", "gemma3")
         .kv_str("general.type", "adapter")
         .kv_str("adapter.type", "lora")

@@ -1,6 +1,6 @@
 //! Chat templates: our Jinja rendering of real templates equals llama.cpp's own
 //! rendering for the same messages; every vendored template compiles; errors are typed.
-mod common;
+use llama_testkit::fixtures as common;
 use std::path::PathBuf;
 
 use llama_rs::{apply_builtin, ChatMessage, ChatTemplate, Error, RenderOptions};

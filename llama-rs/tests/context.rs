@@ -1,8 +1,8 @@
 //! Decode, outputs, KV memory operations, state, abort — and every bad input returning
 //! a typed error instead of aborting the process.
-mod common;
 use common::*;
 use llama_rs::{Batch, ContextParams, Error, FlashAttn, KvType, Token};
+use llama_testkit::fixtures as common;
 
 fn prompt() -> Vec<Token> {
     model().vocab().tokenize(PROMPT, true, false).unwrap()

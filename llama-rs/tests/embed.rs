@@ -1,6 +1,6 @@
 //! Embeddings: batching, normalization, errors; reranking needs a ranking head.
-mod common;
 use llama_rs::{EmbedParams, Embedder, Error, Normalize, Pooling};
+use llama_testkit::fixtures as common;
 
 fn cos(a: &[f32], b: &[f32]) -> f32 {
     let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();

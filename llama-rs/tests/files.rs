@@ -1,6 +1,6 @@
 //! Files from outside: malformed models must give errors, and every tokenizer test
 //! vector shipped in the vendored llama.cpp tree must match.
-mod common;
+use llama_testkit::fixtures as common;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -39,7 +39,7 @@ fn malformed_model_files_are_errors() {
         assert!(matches!(r, Err(Error::NotGguf { .. }) | Err(Error::ModelLoad { .. })), "{name}: {r:?}");
     }
     // The real model truncated at many offsets (header, KV metadata, tensor infos, data).
-    let real = llama_rs::default_model_path().unwrap();
+    let real = llama_testkit::default_model_path().unwrap();
     let size = std::fs::metadata(&real).unwrap().len() as usize;
     let mut head = vec![0u8; 4 << 20];
     std::fs::File::open(&real).unwrap().read_exact(&mut head).unwrap();
@@ -129,10 +129,10 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
     let dir = common::TempDir::new("files-split");
     let scratch = |name: &str| dir.join(name);
     let vocab = llama_cpp_tree().join("models/ggml-vocab-qwen2.gguf");
-    let shape = llama_rs::SyntheticShape::named("tiny").unwrap();
+    let shape = llama_testkit::SyntheticShape::named("tiny").unwrap();
     let single = scratch("tiny.gguf");
-    llama_rs::write_synthetic_qwen2(shape, &vocab, &single, 7, 1).unwrap();
-    let parts = llama_rs::write_synthetic_qwen2(shape, &vocab, &scratch("tiny-split.gguf"), 7, 3).unwrap();
+    llama_testkit::write_synthetic_qwen2(shape, &vocab, &single, 7, 1).unwrap();
+    let parts = llama_testkit::write_synthetic_qwen2(shape, &vocab, &scratch("tiny-split.gguf"), 7, 3).unwrap();
     assert_eq!(parts.len(), 3);
     assert!(parts[0].to_string_lossy().ends_with("tiny-split-00001-of-00003.gguf"));
     let logits = |m: &Model| {
@@ -160,12 +160,12 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
 fn fuzz_findings_are_typed_errors() {
     let dir = common::TempDir::new("fuzz-findings");
     let tiny = dir.join("tiny.gguf");
-    llama_rs::write_tiny_llama(&tiny).unwrap();
+    llama_testkit::write_tiny_llama(&tiny).unwrap();
     assert!(Model::load(&tiny, ModelParams::default()).is_ok());
 
     // model_load: a vocabulary that repeats a token string
     // (llama-vocab.cpp: GGML_ASSERT(id_to_token.size() == token_to_id.size())).
-    let mut w = llama_rs::GgufWriter::new();
+    let mut w = llama_testkit::GgufWriter::new();
     for (k, v) in llama_rs::read_gguf_metadata(&tiny).unwrap() {
         let v = match (k.as_str(), v) {
             ("tokenizer.ggml.tokens", GgufValue::Array(mut t)) => {
@@ -187,7 +187,7 @@ fn fuzz_findings_are_typed_errors() {
 
     // model_load: a SentencePiece vocabulary without a token for byte 0xF0: byte
     // fallback for U+1F980 threw std::out_of_range through llama_tokenize.
-    let mut w = llama_rs::GgufWriter::new();
+    let mut w = llama_testkit::GgufWriter::new();
     for (k, v) in llama_rs::read_gguf_metadata(&tiny).unwrap() {
         let v = match (k.as_str(), v) {
             ("tokenizer.ggml.tokens", GgufValue::Array(mut t)) => {
@@ -215,7 +215,8 @@ fn device_sampling_on_an_odd_sized_vocabulary_matches_the_host() {
     use llama_rs::{DeviceSampler, DeviceSampling, GenerateParams, SamplerConfig, Session};
     let vocab = llama_cpp_tree().join("models/ggml-vocab-qwen2.gguf");
     let path = scratch("tiny-device.gguf");
-    llama_rs::write_synthetic_qwen2(llama_rs::SyntheticShape::named("tiny").unwrap(), &vocab, &path, 11, 1).unwrap();
+    llama_testkit::write_synthetic_qwen2(llama_testkit::SyntheticShape::named("tiny").unwrap(), &vocab, &path, 11, 1)
+        .unwrap();
     let model = Model::load(&path, ModelParams::default()).unwrap();
     assert_eq!(model.n_vocab(), 151_936);
     let gen = |device_sampling| {

@@ -1,8 +1,8 @@
 //! The generation API: text pieces, stop strings, finish reasons, UTF-8 safety,
 //! log-probabilities, cancellation and prompt-prefix reuse.
-mod common;
 use common::*;
 use llama_rs::{DeviceSampler, DeviceSampling, Error, FinishReason, GenerateParams, SamplerConfig, Session, Token};
+use llama_testkit::fixtures as common;
 
 fn greedy(max: usize) -> GenerateParams {
     GenerateParams { max_tokens: Some(max), sampler: SamplerConfig::greedy(), ..Default::default() }

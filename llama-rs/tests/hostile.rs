@@ -3,15 +3,16 @@
 //! abort kills this test binary, so the suite failing is the signal; hangs are caught
 //! by running each case in a thread with a deadline.
 
-mod common;
+use llama_testkit::fixtures as common;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use llama_rs::{
-    Batch, ChatMessage, ChatTemplate, ContextParams, Error, GenerateParams, GgufWriter, Grammar, Model, ModelParams,
-    RenderOptions, SamplerConfig, Session, Token,
+    Batch, ChatMessage, ChatTemplate, ContextParams, Error, GenerateParams, Grammar, Model, ModelParams, RenderOptions,
+    SamplerConfig, Session, Token,
 };
+use llama_testkit::GgufWriter;
 
 /// Runs `f` in a thread; fails the test if it takes longer than `secs`.
 fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -186,7 +187,7 @@ fn non_utf8_paths_name_the_file_they_name() {
     let dir = common::TempDir::new("hostile-path");
     // The file a lossy conversion would open instead.
     let lossy = dir.join("m\u{FFFD}.gguf");
-    std::os::unix::fs::symlink(llama_rs::default_model_path().unwrap(), &lossy).unwrap();
+    std::os::unix::fs::symlink(llama_testkit::default_model_path().unwrap(), &lossy).unwrap();
     let mut raw = dir.path().as_os_str().as_bytes().to_vec();
     raw.extend_from_slice(b"/m\xff.gguf");
     let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&raw));
@@ -199,7 +200,7 @@ fn non_utf8_paths_name_the_file_they_name() {
 fn quantize_never_writes_over_its_input() {
     let dir = common::TempDir::new("hostile-quant");
     let input = dir.join("model.partial");
-    llama_rs::write_tiny_llama(&input).unwrap();
+    llama_testkit::write_tiny_llama(&input).unwrap();
     let before = std::fs::read(&input).unwrap();
     let out = dir.join("model.gguf");
     let p = llama_rs::QuantizeParams::new(llama_rs::FileType::Q8_0).threads(1);
@@ -242,7 +243,7 @@ fn context_operations_llama_cpp_would_crash_on_are_errors() {
 
 fn tiny(dir: &common::TempDir) -> std::path::PathBuf {
     let p = dir.join("tiny.gguf");
-    llama_rs::write_tiny_llama(&p).unwrap();
+    llama_testkit::write_tiny_llama(&p).unwrap();
     p
 }
 

@@ -1,5 +1,5 @@
 //! llama.cpp's log lines reach the `log` crate (a process-wide logger: own binary).
-mod common;
+use llama_testkit::fixtures as common;
 use std::sync::Mutex;
 
 static LINES: Mutex<Vec<(log::Level, String, String)>> = Mutex::new(Vec::new());

@@ -1,7 +1,7 @@
 //! Model loading, metadata, tokenizer, greedy generation against llama.cpp's CLI.
-mod common;
 use common::*;
 use llama_rs::{Error, Model, ModelParams, PieceDecoder, Token, TokenAttr};
+use llama_testkit::fixtures as common;
 
 #[test]
 fn metadata_of_the_default_model() {
@@ -99,7 +99,7 @@ fn one_model_many_threads() {
 
 #[test]
 fn progress_callback_reports_and_cancels() {
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s2 = seen.clone();
     let m = Model::load(
@@ -121,7 +121,7 @@ fn progress_callback_reports_and_cancels() {
 
 #[test]
 fn panic_in_progress_callback_is_resumed_not_unwound_into_c() {
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     let r = std::panic::catch_unwind(|| {
         Model::load(&path, ModelParams::default().progress(|_| panic!("boom from callback")))
     });
@@ -131,7 +131,7 @@ fn panic_in_progress_callback_is_resumed_not_unwound_into_c() {
 
 #[test]
 fn vocab_only_model_tokenizes_but_cannot_decode() {
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     let m = Model::load(&path, ModelParams::default().vocab_only(true)).unwrap();
     assert!(m.is_vocab_only());
     assert_eq!(
@@ -152,7 +152,7 @@ fn devices_and_system_info() {
 
 #[test]
 fn model_params_are_checked() {
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     let cases: Vec<ModelParams> = vec![
         ModelParams::default().devices(vec![99]),
         ModelParams::default().main_gpu(7),
@@ -179,7 +179,7 @@ fn model_params_are_checked() {
 
 #[test]
 fn memory_plan_before_loading_matches_the_real_breakdown() {
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     let cp = params().n_ctx(2048);
     let plan = llama_rs::MemoryPlan::estimate(&path, ModelParams::default(), &cp).unwrap();
     // Compare with a real load without mmap (a mapped file counts whole, see below).

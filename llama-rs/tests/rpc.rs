@@ -1,7 +1,7 @@
 //! RPC: a second process serves its CPU over loopback; a model loaded onto that RPC
 //! device generates the same greedy text as a local CPU load.
 #![cfg(feature = "rpc")]
-mod common;
+use llama_testkit::fixtures as common;
 use std::process::{Child, Command, Stdio};
 
 use llama_rs::{Error, Model, ModelParams};
@@ -51,7 +51,7 @@ fn loopback_rpc_matches_local_cpu() {
     assert_eq!(devs.len(), 1, "{devs:?}");
     assert_eq!(llama_rs::rpc::add_server(&endpoint).unwrap(), devs, "adding twice registers nothing new");
 
-    let path = llama_rs::default_model_path().unwrap();
+    let path = llama_testkit::default_model_path().unwrap();
     // The server's CPU backend does not repack weights; compare with a local load that
     // does not either, so both run the same kernels.
     let local = Model::load(&path, ModelParams::default().no_repack(true)).unwrap();

@@ -1,10 +1,10 @@
 //! Every sampler changes the distribution as documented; grammars constrain without
 //! ever aborting; the fast paths equal the full-vocabulary path.
-mod common;
 use common::*;
 use llama_rs::{
     Batch, Candidates, Context, CustomSampler, Error, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage, Token,
 };
+use llama_testkit::fixtures as common;
 
 fn prompt_ctx(text: &str) -> (Context, usize) {
     let mut c = ctx();

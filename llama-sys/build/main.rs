@@ -24,6 +24,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
+    println!("cargo:rustc-env=LLAMA_CPP_COMMIT={}", llama_cpp_src::UPSTREAM_COMMIT);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=src/pregenerated.rs");

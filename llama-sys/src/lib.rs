@@ -14,8 +14,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
-/// Upstream llama.cpp commit these bindings were generated from.
-pub const LLAMA_CPP_COMMIT: &str = "0c1e57098";
+/// Upstream llama.cpp commit of the pinned source (vendor/pin.toml, via `llama-cpp-src`).
+pub const LLAMA_CPP_COMMIT: &str = env!("LLAMA_CPP_COMMIT");
 
 #[cfg(all(test, feature = "bindgen"))]
 mod tests {

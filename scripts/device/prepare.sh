@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what scripts/device/run.sh needs on a GPU machine without Rust or network,
 # within the device tool's 64 MiB-per-call carry limit (all under the git-ignored .dev/):
-#   .dev/bin     llama-rs test binaries + examples, built with LLAMA_SYS_SHARED=1
+#   .dev/bin     llama-rs test binaries + examples + devtools, built with LLAMA_SYS_SHARED=1
 #   .dev/src     the pinned llama.cpp tree without unused backends and the web UI
 #   .dev/m1..m4  the default model in four parts (one call each)
 #   .dev/vk      trixie's Vulkan headers/loader/glslc .debs; .dev/gl: GL/EGL loaders
@@ -11,7 +11,7 @@ python3 vendor/fetch.py source >/dev/null
 model=$(python3 vendor/fetch.py model)
 export LLAMA_SYS_SHARED=1 CARGO_TARGET_DIR=target/shared
 cargo test --release --workspace --no-run --message-format=json 2>/dev/null > /tmp/llama-rs-tests.json
-cargo build --release -p llama-examples --message-format=json 2>/dev/null > /tmp/llama-rs-bins.json
+cargo build --release -p llama-examples -p llama-devtools --message-format=json 2>/dev/null > /tmp/llama-rs-bins.json
 rm -rf .dev/bin && mkdir -p .dev/bin
 python3 - <<'PY'
 import json, shutil
@@ -19,7 +19,7 @@ for f in ["/tmp/llama-rs-tests.json", "/tmp/llama-rs-bins.json"]:
     for line in open(f):
         m = json.loads(line)
         if m.get("reason") == "compiler-artifact" and m.get("executable") and "llama-rs" in m["package_id"] or \
-           m.get("reason") == "compiler-artifact" and m.get("executable") and "llama-examples" in m["package_id"]:
+           m.get("reason") == "compiler-artifact" and m.get("executable") and ("llama-examples" in m["package_id"] or "llama-devtools" in m["package_id"]):
             if m["target"]["kind"] in (["test"], ["bin"]):
                 shutil.copy(m["executable"], ".dev/bin/" + m["target"]["name"])
 PY

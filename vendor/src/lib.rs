@@ -10,13 +10,15 @@
 //! println!("llama.cpp@{} at {}", llama_cpp_src::UPSTREAM_COMMIT, dir.display());
 //! ```
 
+#![warn(missing_docs)] // published: every public item is documented (CI denies warnings)
+
 use std::path::PathBuf;
 
 /// The pin file: package, version, sha256 and upstream commit of the source.
 pub const PIN_TOML: &str = include_str!("../pin.toml");
 
-/// Upstream llama.cpp commit of the pinned source.
-pub const UPSTREAM_COMMIT: &str = "0c1e57098";
+/// Upstream llama.cpp commit of the pinned source (from pin.toml, by the build script).
+pub const UPSTREAM_COMMIT: &str = env!("LLAMA_CPP_COMMIT");
 
 /// Directory that holds (or will hold, once fetched) the pinned llama.cpp tree.
 pub fn source_dir() -> PathBuf {
@@ -37,5 +39,8 @@ mod tests {
     #[test]
     fn pin_names_the_commit() {
         assert!(super::PIN_TOML.contains(&format!("commit = \"{}\"", super::UPSTREAM_COMMIT)));
+        // The crate version's build metadata names the same commit (Cargo cannot read it
+        // from pin.toml, so this test keeps the two in step).
+        assert!(env!("CARGO_PKG_VERSION").ends_with(&format!("+llama.cpp-{}", super::UPSTREAM_COMMIT)));
     }
 }

@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let path = match args.model {
         Some(p) => p,
-        None => llama_rs::default_model_path()?,
+        None => llama_testkit::default_model_path()?,
     };
     let model = llama_examples::load_with_progress(&path, ModelParams::default())?;
     eprintln!("{} | {} params | {}", model.description(), model.n_params(), path.display());

@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     for d in Device::all() {
         println!("device {}: {} — {} ({:?})", d.index, d.name, d.description, d.kind);
     }
-    let path = llama_rs::default_model_path()?;
+    let path = llama_testkit::default_model_path()?;
     let model = llama_examples::load_with_progress(&path, ModelParams::default())?;
     println!(
         "model: {} ({} layers, n_embd {}, vocab {})",

@@ -20,30 +20,40 @@ use crate::model::Model;
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool` (templates may know others).
     pub role: String,
     #[serde(default)]
+    /// The message text (empty for an assistant turn that only calls tools).
     pub content: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Calls the assistant made in this turn (rendered by templates that support tools).
     pub tool_calls: Vec<ToolCall>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For a `tool` message: the id of the call it answers.
     pub tool_call_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Optional name of the speaker or tool.
     pub name: Option<String>,
 }
 
 impl ChatMessage {
+    /// A message with any role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         ChatMessage { role: role.into(), content: content.into(), tool_calls: vec![], tool_call_id: None, name: None }
     }
+    /// A `system` message.
     pub fn system(c: impl Into<String>) -> Self {
         Self::new("system", c)
     }
+    /// A `user` message.
     pub fn user(c: impl Into<String>) -> Self {
         Self::new("user", c)
     }
+    /// An `assistant` message.
     pub fn assistant(c: impl Into<String>) -> Self {
         Self::new("assistant", c)
     }
+    /// A `tool` result answering the call with id `id`.
     pub fn tool(c: impl Into<String>, id: impl Into<String>) -> Self {
         ChatMessage { tool_call_id: Some(id.into()), ..Self::new("tool", c) }
     }
@@ -53,9 +63,12 @@ impl ChatMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The call's id, if the model gave one.
     pub id: Option<String>,
     #[serde(rename = "type", default = "function_type")]
+    /// Always `function` (OpenAI's `type`).
     pub kind: String,
+    /// What is called, and with what.
     pub function: FunctionCall,
 }
 
@@ -66,6 +79,7 @@ fn function_type() -> String {
 /// Name and JSON arguments of a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionCall {
+    /// The function's name.
     pub name: String,
     /// The arguments object (templates see it as a mapping, as Hugging Face passes it).
     pub arguments: Value,
@@ -100,10 +114,15 @@ pub struct RenderOptions {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per model, built once
 pub enum ChatTemplate {
+    /// A Jinja template (Hugging Face `chat_template`), rendered with minijinja.
     Jinja {
+        /// The template text.
         source: String,
+        /// What `bos_token` renders as.
         bos_token: String,
+        /// What `eos_token` renders as.
         eos_token: String,
+        /// The compiled template, with llama-rs's bounds (fuel, output size, depth) set.
         env: Environment<'static>,
     },
     /// One of llama.cpp's built-in templates, by name (see [`ChatTemplate::builtin_names`]).
@@ -351,7 +370,7 @@ fn strip_generation_tags(src: &str) -> String {
 /// llama.cpp's `llama_chat_apply_template` (built-in, non-Jinja templates). `tmpl` is a
 /// template name or a Jinja source that llama.cpp recognises by its markers.
 pub fn apply_builtin(tmpl: &str, messages: &[ChatMessage], add_assistant: bool) -> Result<String> {
-    let t = CString::new(tmpl).map_err(|_| Error::Nul("template".into()))?;
+    let t = crate::ffi::c_string(tmpl, "template")?;
     let owned: Vec<(CString, CString)> = messages
         .iter()
         .map(|m| Ok((CString::new(m.role.as_str())?, CString::new(m.content.as_str())?)))

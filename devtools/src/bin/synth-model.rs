@@ -1,9 +1,9 @@
 //! Writes a synthetic GGUF model with a real architecture shape, a real vocabulary and
 //! random weights written directly in a quantized type — for speed tests of models that
-//! cannot be downloaded here (see `llama_rs::write_synthetic_qwen2`).
+//! cannot be downloaded here (see `llama_testkit::write_synthetic_qwen2`).
 //!
 //! ```sh
-//! cargo run --release -p llama-examples --bin synth-model -- \
+//! cargo run --release -p llama-devtools --bin synth-model -- \
 //!     --shape 7b --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out /tmp/qwen2-7b-shape.gguf
 //! ```
 
@@ -29,9 +29,9 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let shape =
-        llama_rs::SyntheticShape::named(&a.shape).ok_or_else(|| anyhow::anyhow!("unknown shape {}", a.shape))?;
+        llama_testkit::SyntheticShape::named(&a.shape).ok_or_else(|| anyhow::anyhow!("unknown shape {}", a.shape))?;
     let t = std::time::Instant::now();
-    let paths = llama_rs::write_synthetic_qwen2(shape, &a.vocab, &a.out, a.seed, a.splits)?;
+    let paths = llama_testkit::write_synthetic_qwen2(shape, &a.vocab, &a.out, a.seed, a.splits)?;
     let size: u64 = paths.iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum();
     for p in &paths {
         println!("{}", p.display());

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use llama_rs::{Error, Result};
 
 /// File name of the default model (Gemma 3 270M Q4_K_M).
 pub const DEFAULT_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
@@ -24,7 +24,7 @@ pub fn cache_dir() -> PathBuf {
 /// default model. Errors (with the fix) if the file is not there.
 ///
 /// ```
-/// let path = llama_rs::default_model_path()?;
+/// let path = llama_testkit::default_model_path()?;
 /// let model = llama_rs::Model::load(&path, Default::default())?;
 /// # Ok::<(), llama_rs::Error>(())
 /// ```

@@ -8,7 +8,9 @@ use llama_sys as sys;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::model::{check_gguf_header, path_cstring, read_string, Model};
+use crate::ffi::{path_cstring, read_string};
+use crate::gguf::check_gguf_header;
+use crate::model::Model;
 
 struct LoraInner {
     ptr: NonNull<sys::llama_adapter_lora>,
@@ -36,10 +38,10 @@ impl Drop for LoraInner {
 ///
 /// ```
 /// # use llama_rs::*;
-/// let model = Model::load(default_model_path()?, Default::default())?;
+/// let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
 /// // A tiny adapter written on the spot (real ones come from convert_lora_to_gguf.py).
 /// let path = std::env::temp_dir().join("doc-lora.gguf");
-/// let mut w = GgufWriter::new();
+/// let mut w = llama_testkit::GgufWriter::new();
 /// w.kv_str("general.architecture", "gemma3").kv_str("general.type", "adapter")
 ///  .kv_str("adapter.type", "lora").kv_f32("adapter.lora.alpha", 1.0);
 /// w.tensor_f32("blk.0.ffn_up.weight.lora_a", &[640, 1], vec![0.01; 640])?;
@@ -99,11 +101,13 @@ impl LoraAdapter {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlVector {
+    /// Embedding width of the model it was made for.
     pub n_embd: usize,
     /// `n_embd` floats for each layer from 1 up (layer 0 is never steered).
     pub data: Vec<f32>,
     /// First and last layer (inclusive) the vector applies to.
     pub layer_start: i32,
+    /// Last layer the vector applies to (inclusive).
     pub layer_end: i32,
 }
 

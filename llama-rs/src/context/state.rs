@@ -135,7 +135,7 @@ impl Context {
     ///
     /// ```
     /// # use llama_rs::*;
-    /// # let model = Model::load(default_model_path()?, Default::default())?;
+    /// # let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
     /// # let mut ctx = model.context(Default::default())?;
     /// # let prompt = model.vocab().tokenize("Hello", true, false)?;
     /// # let mut b = Batch::new(8, 1)?;

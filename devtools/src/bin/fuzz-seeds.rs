@@ -1,13 +1,14 @@
 //! Writes the seed corpora of the fuzz targets (`fuzz/`): valid inputs the fuzzer
 //! mutates from — the tiny model file, saved states, grammars and schemas, texts.
 //!
-//!     cargo run --release -p llama-examples --bin fuzz-seeds -- fuzz/corpus
+//!     cargo run --release -p llama-devtools --bin fuzz-seeds -- fuzz/corpus
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use llama_rs::{Batch, ContextParams, GgufValue, GgufWriter, Model, ModelParams, Token};
+use llama_rs::{Batch, ContextParams, GgufValue, Model, ModelParams, Token};
+use llama_testkit::GgufWriter;
 
 fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let d = dir.join(target);
@@ -27,7 +28,7 @@ fn main() -> anyhow::Result<()> {
 
     // model_load: the tiny model, and a file with every metadata type and two tensors.
     let tiny = std::env::temp_dir().join(format!("fuzz-seeds-{}.gguf", std::process::id()));
-    llama_rs::write_tiny_llama(&tiny)?;
+    llama_testkit::write_tiny_llama(&tiny)?;
     put(&out, "model_load", "tiny-llama.gguf", &fs::read(&tiny)?)?;
     let kinds = std::env::temp_dir().join(format!("fuzz-seeds-kinds-{}.gguf", std::process::id()));
     let mut w = GgufWriter::new();

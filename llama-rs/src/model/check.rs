@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::{KvOverride, ModelParams};
 use crate::error::{Error, Result};
-use crate::gguf::{GgufLayout, GgufValue};
-use crate::model::KvOverride;
+use crate::gguf::{check_gguf_header, GgufLayout, GgufValue};
 
 /// llama.cpp's `LLAMA_MAX_LAYERS` and `LLAMA_MAX_EXPERTS` (llama-hparams.h).
 const MAX_LAYERS: i64 = 512;
@@ -289,6 +289,90 @@ pub(crate) fn check_extent(layout: &GgufLayout, path: &Path) -> Result<()> {
             }
             None => return bad(format!("tensor {}: size overflows", t.name)),
         }
+    }
+    Ok(())
+}
+
+/// Checks the vocabulary metadata for what makes llama.cpp abort instead of failing:
+/// repeated token strings abort the load (`GGML_ASSERT(id_to_token.size() ==
+/// token_to_id.size())` in llama-vocab.cpp), and a SentencePiece vocabulary without a
+/// token for some byte throws `std::out_of_range` through `llama_tokenize` when byte
+/// fallback needs it. Returns those bytes (empty for complete vocabularies); the
+/// tokenizer refuses text containing them. Both found by the `model_load` fuzz target.
+pub(crate) fn check_vocab(path: &Path, meta: &[(String, crate::GgufValue)]) -> Result<Vec<u8>> {
+    let Some((_, crate::GgufValue::Array(tokens))) = meta.iter().find(|(k, _)| k == "tokenizer.ggml.tokens") else {
+        return Ok(Vec::new());
+    };
+    let mut seen: std::collections::HashSet<std::borrow::Cow<'_, str>> =
+        std::collections::HashSet::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if let crate::GgufValue::Str(s) = t {
+            // llama.cpp renames an empty token to "[EMPTY_<i>]", which can collide too.
+            let name: std::borrow::Cow<'_, str> =
+                if s.is_empty() { format!("[EMPTY_{i}]").into() } else { s.as_str().into() };
+            if !seen.insert(name) {
+                return Err(Error::NotGguf {
+                    path: path.into(),
+                    reason: format!(
+                        "tokenizer.ggml.tokens repeats {s:?} (token {i}): llama.cpp cannot load such a vocabulary"
+                    ),
+                });
+            }
+        }
+    }
+    let spm =
+        meta.iter().any(|(k, v)| k == "tokenizer.ggml.model" && matches!(v, crate::GgufValue::Str(m) if m == "llama"));
+    if !spm {
+        return Ok(Vec::new());
+    }
+    // llama_vocab::byte_to_token: "<0xAB>", else the byte itself as a one-byte token.
+    let has = |b: u8| {
+        seen.contains(format!("<0x{b:02X}>").as_str()) || std::str::from_utf8(&[b]).is_ok_and(|s| seen.contains(s))
+    };
+    Ok((0..=255u8).filter(|&b| !has(b)).collect())
+}
+
+/// Everything checked before llama.cpp opens a model file (the first of a split model):
+/// header, metadata with the overrides applied, vocabulary, tensors inside the file.
+/// Returns the bytes the vocabulary cannot tokenize.
+pub(super) fn check_model_file(path: &Path, params: &ModelParams) -> Result<Vec<u8>> {
+    let layout = crate::gguf::read_layout(path, true)?;
+    check_metadata(&layout.meta, &params.kv_overrides, path)?;
+    check_extent(&layout, path)?;
+    check_vocab(path, &layout.meta)
+}
+
+/// An explicit split list must be the parts of one model, in order: each file's
+/// `split.no` is its index and `split.count` the list's length.
+pub(super) fn check_splits<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
+    if paths.len() == 1 {
+        return Ok(());
+    }
+    // Missing or non-GGUF parts first: those errors name the file.
+    for p in paths {
+        check_gguf_header(p.as_ref())?;
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let p = p.as_ref();
+        let layout = crate::gguf::read_layout(p, true)?;
+        let get = |k: &str| {
+            layout.meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| match v {
+                crate::GgufValue::U16(x) => Some(*x as u64),
+                crate::GgufValue::U32(x) => Some(*x as u64),
+                crate::GgufValue::I32(x) => Some(*x as u64),
+                _ => None,
+            })
+        };
+        let (no, count) = (get("split.no"), get("split.count"));
+        if no != Some(i as u64) || count != Some(paths.len() as u64) {
+            return Err(Error::InvalidParam(format!(
+                "{} is not part {} of a {}-part split model (split.no = {no:?}, split.count = {count:?})",
+                p.display(),
+                i + 1,
+                paths.len()
+            )));
+        }
+        check_extent(&layout, p)?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! per-device memory (planned vs actual), greedy text agreement and logits difference,
 //! state round trip and KV types on the device. Exits non-zero on a failed check.
 //!
-//!     cargo run --release -p llama-examples --features cuda --bin gpu-test -- --model m.gguf
+//!     cargo run --release -p llama-devtools --features cuda --bin gpu-test -- --model m.gguf
 
 use clap::Parser;
 use llama_rs::{
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let path = match a.model {
         Some(p) => p,
-        None => llama_rs::default_model_path()?,
+        None => llama_testkit::default_model_path()?,
     };
     let mut failed = 0;
     let mut check = |ok: bool, what: String| {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
+use crate::context::DeviceSampler;
 use crate::context::{AbortHandle, Context};
 use crate::error::{Error, Result};
-use crate::sampling::{DeviceSampler, Sampler, SamplerConfig};
+use crate::sampling::{Sampler, SamplerConfig};
 use crate::token::Token;
 use crate::vocab::PieceDecoder;
 
@@ -29,7 +30,9 @@ pub enum FinishReason {
 /// A prompt: text (tokenized with the params' flags) or tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {
+    /// Text, tokenized with the params' `add_special` / `parse_special` flags.
     Text(String),
+    /// Tokens, used as they are.
     Tokens(Vec<Token>),
 }
 
@@ -67,6 +70,7 @@ pub struct GenerateParams {
     pub max_tokens: Option<usize>,
     /// Output ends before the first occurrence of any of these (not included).
     pub stop: Vec<String>,
+    /// How each token is chosen.
     pub sampler: SamplerConfig,
     /// `Some(n)`: report the chosen token's log-probability and the `n` most likely.
     pub logprobs: Option<usize>,
@@ -130,7 +134,9 @@ pub enum DeviceSampling {
 /// Log-probability of one generated token, with the most likely alternatives.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenLogprob {
+    /// The token that was generated.
     pub token: Token,
+    /// Its natural-log probability under the model's (unfiltered) distribution.
     pub logprob: f32,
     /// `(token, logprob)`, most likely first.
     pub top: Vec<(Token, f32)>,
@@ -140,7 +146,9 @@ pub struct TokenLogprob {
 /// the middle of a UTF-8 character or a possible stop string.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Piece {
+    /// The text (valid UTF-8; may be empty when all tokens were held back).
     pub text: String,
+    /// The tokens that produced it.
     pub tokens: Vec<Token>,
     /// One entry per token when `logprobs` was asked for.
     pub logprobs: Vec<TokenLogprob>,
@@ -156,10 +164,12 @@ pub struct CancelHandle {
 }
 
 impl CancelHandle {
+    /// Stops the generation; the next step (or an in-flight decode) ends it with `Cancelled`.
     pub fn cancel(&self) {
         self.flag.store(true, Ordering::Release);
         self.abort.abort();
     }
+    /// Whether `cancel` was called.
     pub fn is_cancelled(&self) -> bool {
         self.flag.load(Ordering::Acquire)
     }
@@ -170,7 +180,7 @@ impl CancelHandle {
 ///
 /// ```
 /// use llama_rs::*;
-/// let model = Model::load(default_model_path()?, Default::default())?;
+/// let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
 /// let mut session = Session::new(model.context(ContextParams::default())?)?;
 /// let params = GenerateParams { max_tokens: Some(8), sampler: SamplerConfig::greedy(), ..Default::default() };
 /// let (text, finish) = session.generate("The capital of France is", &params)?.text()?;

@@ -5,13 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::gguf::{read_gguf_metadata, GgufValue, GgufWriter};
+use llama_rs::{read_gguf_metadata, GgufValue};
+use llama_rs::{Error, Result};
+
+use crate::GgufWriter;
 
 /// Transformer dimensions (Qwen2 layout: GQA attention with biases, SwiGLU FFN).
 ///
 /// ```
-/// let s = llama_rs::SyntheticShape::named("7b").unwrap();
+/// let s = llama_testkit::SyntheticShape::named("7b").unwrap();
 /// assert_eq!((s.n_embd, s.n_layer), (3584, 28));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +207,7 @@ pub fn write_synthetic_qwen2(
 ///
 /// ```
 /// let path = std::env::temp_dir().join(format!("tiny-doc-{}.gguf", std::process::id()));
-/// llama_rs::write_tiny_llama(&path)?;
+/// llama_testkit::write_tiny_llama(&path)?;
 /// let model = llama_rs::Model::load(&path, Default::default())?;
 /// assert_eq!((model.n_layer(), model.n_embd(), model.n_vocab()), (1, 8, 262));
 /// # std::fs::remove_file(&path).ok();

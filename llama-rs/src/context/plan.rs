@@ -1,14 +1,14 @@
 //! [`MemoryPlan`]: where weights, KV cache and compute buffers go, per device —
 //! predicted before loading (llama.cpp's `no_alloc` dry run) or read after.
 
-use std::ffi::CStr;
 use std::path::Path;
 
 use llama_sys as sys;
 use serde::Serialize;
 
 use crate::context::{Context, ContextParams};
-use crate::error::{Error, Result};
+use crate::error::{backend_error, Result};
+use crate::ffi::owned_string;
 use crate::model::{Model, ModelParams};
 
 /// Memory of one buffer type (one device's memory, or host memory), in bytes.
@@ -21,12 +21,16 @@ pub struct MemoryEntry {
     /// Host memory (also pinned host buffers such as `CUDA_Host`, which belong to a GPU
     /// device but live in RAM).
     pub host: bool,
+    /// Bytes of model weights in this buffer type.
     pub model: u64,
+    /// Bytes of context state (KV cache, recurrent state).
     pub context: u64,
+    /// Bytes of compute buffers (graph intermediates).
     pub compute: u64,
 }
 
 impl MemoryEntry {
+    /// All bytes of this entry.
     pub fn total(&self) -> u64 {
         self.model + self.context + self.compute
     }
@@ -36,7 +40,7 @@ impl MemoryEntry {
 ///
 /// ```
 /// use llama_rs::{ContextParams, MemoryPlan, ModelParams, GpuLayers};
-/// let path = llama_rs::default_model_path()?;
+/// let path = llama_testkit::default_model_path()?;
 /// let plan = MemoryPlan::estimate(&path, ModelParams::default().gpu_layers(GpuLayers::All),
 ///                                 &ContextParams::default().n_ctx(8192))?;
 /// for e in &plan.entries {
@@ -47,6 +51,7 @@ impl MemoryEntry {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MemoryPlan {
+    /// One entry per buffer type that holds memory.
     pub entries: Vec<MemoryEntry>,
 }
 
@@ -91,14 +96,6 @@ impl MemoryPlan {
     }
 }
 
-fn name(p: *const std::ffi::c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: ggml returns static NUL-terminated names.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
 impl Context {
     /// The memory this model + context hold, per buffer type.
     pub fn memory_breakdown(&self) -> Result<MemoryPlan> {
@@ -108,7 +105,7 @@ impl Context {
             // SAFETY: valid context; `buf` has room for `buf.len()` entries.
             let n = unsafe { sys::llama_rs_memory_breakdown(self.as_ptr(), buf.as_mut_ptr(), buf.len() as i32) };
             if n < 0 {
-                return Err(Error::InvalidParam("llama.cpp could not report the memory breakdown".into()));
+                return Err(backend_error("llama_rs_memory_breakdown", Some(n)));
             }
             if n as usize <= buf.len() {
                 buf.truncate(n as usize);
@@ -125,14 +122,16 @@ impl Context {
                 // SAFETY: `buft` is valid (as above).
                 let is_host = unsafe { sys::ggml_backend_buft_is_host(e.buft) };
                 let device = if !dev.is_null() {
-                    // SAFETY: a non-null device pointer from the static registry.
-                    Some(name(unsafe { sys::ggml_backend_dev_name(dev) }))
+                    // SAFETY: a non-null device from the static registry; its name is NULL or a
+                    // NUL-terminated string the registry owns.
+                    Some(unsafe { owned_string(sys::ggml_backend_dev_name(dev)) })
                 } else {
                     // ggml's CPU buffer types report no device; host memory is the CPU's.
                     is_host.then(|| "CPU".to_string())
                 };
                 MemoryEntry {
-                    buffer_type: name(bname),
+                    // SAFETY: NULL or a static NUL-terminated name.
+                    buffer_type: unsafe { owned_string(bname) },
                     device,
                     host: is_host,
                     model: e.model as u64,

@@ -1,544 +1,46 @@
 //! Sampling: a typed chain over llama.cpp's samplers, grammars, custom samplers in Rust,
 //! and fast paths that avoid copying the whole vocabulary every token.
 //!
+//! `config` is the serializable description ([`SamplerConfig`], [`Stage`], [`Grammar`]);
+//! this file builds and runs it ([`SamplerBuilder`], [`Sampler`]); `custom` holds Rust
+//! samplers inside llama.cpp's chain; `gbnf_check` and `json_schema` bound and produce
+//! grammars before llama.cpp parses them.
+//!
 //! Grammar-constrained sampling follows llama.cpp's own `common_sampler`: sample without
 //! the grammar first, check the chosen token against it, and only if it is rejected run
 //! the grammar over the full vocabulary. Tokens are only ever accepted into a grammar
 //! after it has allowed them: llama.cpp aborts the process otherwise.
 
-use std::any::Any;
 use std::ffi::{c_char, c_void, CString};
 use std::ptr::NonNull;
 
 use llama_sys as sys;
-use serde::{Deserialize, Serialize};
 
-use crate::backend::guard;
 use crate::context::Context;
-use crate::error::{check_arg, Error, Result};
+use crate::context::DeviceSampler;
+use crate::error::{backend_error, check_arg, Error, Result};
+use crate::ffi::{c_string, RawSampler};
 use crate::model::Model;
 use crate::token::Token;
+use config::{check_last_n, prob, resolve_last_n};
+use custom::{CustomState, CUSTOM_IFACE};
 
-/// A GBNF grammar, optionally lazy (inactive until a trigger appears in the output).
-///
-/// ```
-/// let g = llama_rs::Grammar::new(r#"root ::= "yes" | "no""#);
-/// assert_eq!(g.root, "root");
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Grammar {
-    pub gbnf: String,
-    pub root: String,
-    /// Regex patterns (matched from the start of the output) that activate the grammar.
-    #[serde(default)]
-    pub trigger_patterns: Vec<String>,
-    /// Tokens that activate the grammar.
-    #[serde(default)]
-    pub trigger_tokens: Vec<Token>,
-}
+mod config;
+mod custom;
+mod gbnf_check;
+pub mod json_schema;
 
-impl Grammar {
-    pub fn new(gbnf: impl Into<String>) -> Grammar {
-        Grammar { gbnf: gbnf.into(), root: "root".into(), trigger_patterns: vec![], trigger_tokens: vec![] }
-    }
-
-    /// A grammar that only starts constraining once the output matches a pattern
-    /// (e.g. `[\s\S]*?<tool_call>`) or contains a trigger token.
-    pub fn lazy(gbnf: impl Into<String>, patterns: Vec<String>, tokens: Vec<Token>) -> Grammar {
-        Grammar { gbnf: gbnf.into(), root: "root".into(), trigger_patterns: patterns, trigger_tokens: tokens }
-    }
-
-    /// A grammar accepting JSON documents valid under `schema` (see [`crate::json_schema`]).
-    pub fn from_json_schema(schema: &serde_json::Value) -> Result<Grammar> {
-        Ok(Grammar::new(crate::json_schema::to_gbnf(schema)?))
-    }
-
-    fn is_lazy(&self) -> bool {
-        !self.trigger_patterns.is_empty() || !self.trigger_tokens.is_empty()
-    }
-}
-
-/// One stage of a sampler chain, applied in order. The last stage should select a
-/// token (greedy, dist, mirostat); `SamplerBuilder::build` adds `Dist` if none does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Stage {
-    Greedy,
-    /// Sample from the distribution with a seeded RNG.
-    Dist {
-        seed: u32,
-    },
-    TopK(i32),
-    TopP {
-        p: f32,
-        min_keep: usize,
-    },
-    MinP {
-        p: f32,
-        min_keep: usize,
-    },
-    Typical {
-        p: f32,
-        min_keep: usize,
-    },
-    Temp(f32),
-    /// Dynamic temperature in `[t - delta, t + delta]`.
-    TempExt {
-        t: f32,
-        delta: f32,
-        exponent: f32,
-    },
-    Xtc {
-        p: f32,
-        t: f32,
-        min_keep: usize,
-        seed: u32,
-    },
-    TopNSigma(f32),
-    Mirostat {
-        seed: u32,
-        tau: f32,
-        eta: f32,
-        m: i32,
-    },
-    MirostatV2 {
-        seed: u32,
-        tau: f32,
-        eta: f32,
-    },
-    Penalties {
-        last_n: i32,
-        repeat: f32,
-        freq: f32,
-        present: f32,
-    },
-    Dry {
-        multiplier: f32,
-        base: f32,
-        allowed_length: i32,
-        last_n: i32,
-        breakers: Vec<String>,
-    },
-    LogitBias(Vec<(Token, f32)>),
-    /// Fill-in-the-middle helper (after top-k/top-p).
-    Infill,
-}
-
-impl Stage {
-    fn selects(&self) -> bool {
-        matches!(self, Stage::Greedy | Stage::Dist { .. } | Stage::Mirostat { .. } | Stage::MirostatV2 { .. })
-    }
-}
-
-/// The common sampling knobs of llama-cpp-python / llama-server, turned into a chain in
-/// llama.cpp's usual order. `temperature <= 0` means greedy.
-///
-/// ```
-/// let c = llama_rs::SamplerConfig { temperature: 0.7, top_k: 40, seed: 42, ..Default::default() };
-/// let stages = c.stages();
-/// assert!(matches!(stages.last(), Some(llama_rs::Stage::Dist { seed: 42 })));
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SamplerConfig {
-    pub temperature: f32,
-    pub dynatemp_range: f32,
-    pub dynatemp_exponent: f32,
-    pub top_k: i32,
-    pub top_p: f32,
-    pub min_p: f32,
-    pub typical_p: f32,
-    pub xtc_probability: f32,
-    pub xtc_threshold: f32,
-    pub top_n_sigma: f32,
-    pub repeat_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
-    pub penalty_last_n: i32,
-    pub dry_multiplier: f32,
-    pub dry_base: f32,
-    pub dry_allowed_length: i32,
-    pub dry_penalty_last_n: i32,
-    pub dry_sequence_breakers: Vec<String>,
-    /// 0 = off, 1 = Mirostat, 2 = Mirostat 2.0.
-    pub mirostat: u8,
-    pub mirostat_tau: f32,
-    pub mirostat_eta: f32,
-    pub logit_bias: Vec<(Token, f32)>,
-    pub seed: u32,
-    pub grammar: Option<Grammar>,
-}
-
-impl Default for SamplerConfig {
-    fn default() -> Self {
-        // llama-cpp-python's create_completion defaults.
-        SamplerConfig {
-            temperature: 0.8,
-            dynatemp_range: 0.0,
-            dynatemp_exponent: 1.0,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            typical_p: 1.0,
-            xtc_probability: 0.0,
-            xtc_threshold: 0.1,
-            top_n_sigma: -1.0,
-            repeat_penalty: 1.0,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            penalty_last_n: 64,
-            dry_multiplier: 0.0,
-            dry_base: 1.75,
-            dry_allowed_length: 2,
-            dry_penalty_last_n: -1,
-            dry_sequence_breakers: vec!["\n".into(), ":".into(), "\"".into(), "*".into()],
-            mirostat: 0,
-            mirostat_tau: 5.0,
-            mirostat_eta: 0.1,
-            logit_bias: vec![],
-            seed: sys::LLAMA_DEFAULT_SEED,
-            grammar: None,
-        }
-    }
-}
-
-impl SamplerConfig {
-    /// Greedy decoding (temperature 0).
-    pub fn greedy() -> Self {
-        SamplerConfig { temperature: 0.0, ..Default::default() }
-    }
-
-    /// Every value is either honoured or an error naming it: `stages()` leaves out a
-    /// stage whose value means "off" (top_p 1, min_p 0, ...), so a NaN or out-of-range
-    /// value would otherwise vanish without a word.
-    pub fn validate(&self) -> Result<()> {
-        // (name, value, is a probability): probabilities must lie in 0..=1, the rest be finite.
-        for (name, v, p) in [
-            ("top_p", self.top_p, true),
-            ("min_p", self.min_p, true),
-            ("typical_p", self.typical_p, true),
-            ("xtc_probability", self.xtc_probability, true),
-            ("xtc_threshold", self.xtc_threshold, true),
-            ("temperature", self.temperature, false),
-            ("repeat_penalty", self.repeat_penalty, false),
-            ("frequency_penalty", self.frequency_penalty, false),
-            ("presence_penalty", self.presence_penalty, false),
-            ("dry_multiplier", self.dry_multiplier, false),
-            ("dry_base", self.dry_base, false),
-            ("dynatemp_range", self.dynatemp_range, false),
-            ("dynatemp_exponent", self.dynatemp_exponent, false),
-            ("top_n_sigma", self.top_n_sigma, false),
-            ("mirostat_tau", self.mirostat_tau, false),
-            ("mirostat_eta", self.mirostat_eta, false),
-        ] {
-            if p {
-                prob(name, v)?;
-            } else {
-                check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
-            }
-        }
-        check_arg(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
-        check_arg(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
-        check_last_n("penalty_last_n", self.penalty_last_n)?;
-        check_last_n("dry_penalty_last_n", self.dry_penalty_last_n)?;
-        check_arg(self.dry_allowed_length >= 0, || {
-            format!("dry_allowed_length must be >= 0, got {}", self.dry_allowed_length)
-        })?;
-        Ok(())
-    }
-
-    /// The chain this configuration stands for (the grammar is kept separately).
-    pub fn stages(&self) -> Vec<Stage> {
-        let mut s = Vec::new();
-        if !self.logit_bias.is_empty() {
-            s.push(Stage::LogitBias(self.logit_bias.clone()));
-        }
-        if self.temperature <= 0.0 {
-            s.push(Stage::Greedy);
-            return s;
-        }
-        if self.penalty_last_n != 0
-            && (self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0)
-        {
-            s.push(Stage::Penalties {
-                last_n: self.penalty_last_n,
-                repeat: self.repeat_penalty,
-                freq: self.frequency_penalty,
-                present: self.presence_penalty,
-            });
-        }
-        if self.dry_multiplier > 0.0 {
-            s.push(Stage::Dry {
-                multiplier: self.dry_multiplier,
-                base: self.dry_base,
-                allowed_length: self.dry_allowed_length,
-                last_n: self.dry_penalty_last_n,
-                breakers: self.dry_sequence_breakers.clone(),
-            });
-        }
-        match self.mirostat {
-            1 => {
-                s.push(Stage::Temp(self.temperature));
-                s.push(Stage::Mirostat { seed: self.seed, tau: self.mirostat_tau, eta: self.mirostat_eta, m: 100 });
-                return s;
-            }
-            2 => {
-                s.push(Stage::Temp(self.temperature));
-                s.push(Stage::MirostatV2 { seed: self.seed, tau: self.mirostat_tau, eta: self.mirostat_eta });
-                return s;
-            }
-            _ => {}
-        }
-        if self.top_n_sigma > 0.0 {
-            s.push(Stage::TopNSigma(self.top_n_sigma));
-        }
-        if self.top_k > 0 {
-            s.push(Stage::TopK(self.top_k));
-        }
-        if self.typical_p < 1.0 {
-            s.push(Stage::Typical { p: self.typical_p, min_keep: 1 });
-        }
-        if self.top_p < 1.0 {
-            s.push(Stage::TopP { p: self.top_p, min_keep: 1 });
-        }
-        if self.min_p > 0.0 {
-            s.push(Stage::MinP { p: self.min_p, min_keep: 1 });
-        }
-        if self.xtc_probability > 0.0 {
-            s.push(Stage::Xtc { p: self.xtc_probability, t: self.xtc_threshold, min_keep: 1, seed: self.seed });
-        }
-        if self.dynatemp_range > 0.0 {
-            s.push(Stage::TempExt {
-                t: self.temperature,
-                delta: self.dynatemp_range,
-                exponent: self.dynatemp_exponent,
-            });
-        } else {
-            s.push(Stage::Temp(self.temperature));
-        }
-        s.push(Stage::Dist { seed: self.seed });
-        s
-    }
-
-    /// Builds a [`Sampler`] for `model`.
-    pub fn build(&self, model: &Model) -> Result<Sampler> {
-        self.validate()?;
-        let mut b = SamplerBuilder::new(model);
-        for st in self.stages() {
-            b = b.stage(st);
-        }
-        if let Some(g) = &self.grammar {
-            b = b.grammar(g.clone());
-        }
-        b.build()
-    }
-}
-
-/// Candidate tokens handed to a [`CustomSampler`]: a view of llama.cpp's
-/// `llama_token_data_array`.
-pub struct Candidates<'a> {
-    raw: &'a mut sys::llama_token_data_array,
-}
-
-impl Candidates<'_> {
-    fn data(&self) -> &[sys::llama_token_data] {
-        if self.raw.size == 0 || self.raw.data.is_null() {
-            return &[];
-        }
-        // SAFETY: llama.cpp passes `size` valid entries at `data` for this call.
-        unsafe { std::slice::from_raw_parts(self.raw.data, self.raw.size) }
-    }
-    fn data_mut(&mut self) -> &mut [sys::llama_token_data] {
-        if self.raw.size == 0 || self.raw.data.is_null() {
-            return &mut [];
-        }
-        // SAFETY: as above, and we hold the only reference for this call.
-        unsafe { std::slice::from_raw_parts_mut(self.raw.data, self.raw.size) }
-    }
-    /// Number of candidates.
-    pub fn len(&self) -> usize {
-        self.raw.size
-    }
-    pub fn is_empty(&self) -> bool {
-        self.raw.size == 0
-    }
-    /// Token id of candidate `i`.
-    pub fn token(&self, i: usize) -> Token {
-        Token(self.data()[i].id)
-    }
-    /// Logit of candidate `i`.
-    pub fn logit(&self, i: usize) -> f32 {
-        self.data()[i].logit
-    }
-    /// Changes the logit of candidate `i` (marks the array unsorted).
-    pub fn set_logit(&mut self, i: usize, logit: f32) {
-        self.data_mut()[i].logit = logit;
-        self.raw.sorted = false;
-    }
-    /// Iterates `(token, logit)`.
-    pub fn iter(&self) -> impl Iterator<Item = (Token, f32)> + '_ {
-        self.data().iter().map(|d| (Token(d.id), d.logit))
-    }
-    /// Keeps only the first `n` candidates.
-    pub fn truncate(&mut self, n: usize) {
-        self.raw.size = self.raw.size.min(n);
-    }
-    /// Selects candidate `i` as the sampled token (for samplers that choose).
-    pub fn select(&mut self, i: usize) {
-        if i < self.raw.size {
-            self.raw.selected = i as i64;
-        }
-    }
-}
-
-/// A logits processor / sampler written in Rust, placed in the chain with
-/// [`SamplerBuilder::custom`]. Panics are caught at the C boundary and resumed in the
-/// caller of `Sampler::sample` once llama.cpp has returned.
-///
-/// ```
-/// use llama_rs::{Candidates, CustomSampler, Token};
-/// /// Forbids one token.
-/// struct Ban(Token);
-/// impl CustomSampler for Ban {
-///     fn apply(&mut self, c: &mut Candidates<'_>) {
-///         for i in 0..c.len() {
-///             if c.token(i) == self.0 { c.set_logit(i, f32::NEG_INFINITY); }
-///         }
-///     }
-/// }
-/// ```
-pub trait CustomSampler: Send {
-    fn apply(&mut self, candidates: &mut Candidates<'_>);
-    fn accept(&mut self, _token: Token) {}
-    fn reset(&mut self) {}
-}
-
-struct CustomState {
-    inner: Box<dyn CustomSampler>,
-    panic: Option<Box<dyn Any + Send>>,
-    /// The sampler left no candidates: later stages assert `cur_p->size > 0`, so the
-    /// size was restored and the sample call returns an error.
-    emptied: bool,
-}
-
-unsafe extern "C" fn custom_name(_: *const sys::llama_sampler) -> *const c_char {
-    c"rust-custom".as_ptr()
-}
-
-unsafe extern "C" fn custom_apply(smpl: *mut sys::llama_sampler, cur_p: *mut sys::llama_token_data_array) {
-    // SAFETY: `ctx` is the Box<CustomState> leaked in `SamplerBuilder::custom`, alive until
-    // `custom_free`; llama.cpp calls samplers from one thread at a time (the Sampler is
-    // not Sync); `cur_p` is valid for this call.
-    let st = unsafe { &mut *((*smpl).ctx as *mut CustomState) };
-    // SAFETY: llama.cpp passes a valid candidate array, exclusively ours for this call.
-    let raw = unsafe { &mut *cur_p };
-    let inner = &mut st.inner;
-    let size = raw.size;
-    guard(&mut st.panic, (), || inner.apply(&mut Candidates { raw: &mut *raw }));
-    if raw.size == 0 && size > 0 {
-        raw.size = size;
-        st.emptied = true;
-    }
-}
-
-unsafe extern "C" fn custom_accept(smpl: *mut sys::llama_sampler, token: i32) {
-    // SAFETY: as in `custom_apply`.
-    let st = unsafe { &mut *((*smpl).ctx as *mut CustomState) };
-    let inner = &mut st.inner;
-    guard(&mut st.panic, (), || inner.accept(Token(token)));
-}
-
-unsafe extern "C" fn custom_reset(smpl: *mut sys::llama_sampler) {
-    // SAFETY: as in `custom_apply`.
-    let st = unsafe { &mut *((*smpl).ctx as *mut CustomState) };
-    let inner = &mut st.inner;
-    guard(&mut st.panic, (), || inner.reset());
-}
-
-unsafe extern "C" fn custom_free(smpl: *mut sys::llama_sampler) {
-    // SAFETY: called once by llama_sampler_free; reclaims the Box leaked at creation.
-    // Dropping user code may panic: never let that unwind into C.
-    let st = unsafe { Box::from_raw((*smpl).ctx as *mut CustomState) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(st)));
-}
-
-static CUSTOM_IFACE: sys::llama_sampler_i = sys::llama_sampler_i {
-    name: Some(custom_name),
-    accept: Some(custom_accept),
-    apply: Some(custom_apply),
-    reset: Some(custom_reset),
-    clone: None,
-    free: Some(custom_free),
-    backend_init: None,
-    backend_accept: None,
-    backend_apply: None,
-    backend_set_input: None,
-    backend_reset: None,
-    copy_state: None,
+pub use config::{Grammar, SamplerConfig, Stage, MAX_PENALTY_LAST_N};
+pub use custom::{Candidates, CustomSampler};
+pub use gbnf_check::{
+    MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_REPETITION as GRAMMAR_MAX_REPETITION,
 };
-
-/// Owner of one `llama_sampler*` (a chain or a grammar).
-pub(crate) struct RawSampler(pub(crate) NonNull<sys::llama_sampler>);
-
-/// A sampling step that runs inside the compute graph, on the device that holds the
-/// output layer, so that only a token id or `k` candidates come back to the host
-/// instead of the whole logits row (1 MiB per token for a 262k vocabulary, copied from
-/// GPU memory). Attach one with [`Context::set_device_sampler`]; a [`Sampler`] whose
-/// chain starts with the same step finishes on the host ([`Sampler::device_step`]).
-///
-/// ```
-/// use llama_rs::{DeviceSampler, SamplerConfig};
-/// let model = llama_rs::Model::load(llama_rs::default_model_path()?, Default::default())?;
-/// let greedy = SamplerConfig::greedy().build(&model)?;
-/// assert_eq!(greedy.device_step(), Some(DeviceSampler::Greedy));
-/// let default = SamplerConfig::default().build(&model)?; // top-k 40 first
-/// assert_eq!(default.device_step(), Some(DeviceSampler::TopK(40)));
-/// # Ok::<(), llama_rs::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceSampler {
-    /// Argmax: the token id comes back.
-    Greedy,
-    /// The `k` largest logits and their token ids come back (unordered).
-    TopK(u32),
-}
-
-impl DeviceSampler {
-    /// A fresh llama.cpp chain for this step (a chain can be attached only once).
-    pub(crate) fn chain(self, n_vocab: i32) -> Result<RawSampler> {
-        let chain = new_chain()?;
-        // SAFETY: plain-value constructors returning new owned samplers (k checked by
-        // the caller to be in 1..=n_vocab).
-        let stage = unsafe {
-            match self {
-                // A two-stage argmax (see the shim): llama.cpp's single argmax over a
-                // large vocabulary runs in one thread block on GPUs.
-                DeviceSampler::Greedy => sys::llama_rs_sampler_init_split_greedy(n_vocab),
-                DeviceSampler::TopK(k) => {
-                    debug_assert!(k >= 1 && k as i64 <= n_vocab as i64);
-                    sys::llama_sampler_init_top_k(k as i32)
-                }
-            }
-        };
-        let stage = NonNull::new(stage)
-            .ok_or_else(|| Error::InvalidParam("llama.cpp could not create the device sampler".into()))?;
-        // SAFETY: both valid; the chain takes ownership of `stage`.
-        unsafe { sys::llama_sampler_chain_add(chain.0.as_ptr(), stage.as_ptr()) };
-        Ok(chain)
-    }
-}
-
-impl Drop for RawSampler {
-    fn drop(&mut self) {
-        // SAFETY: created by llama_sampler_*_init / chain_init, freed once here.
-        unsafe { sys::llama_sampler_free(self.0.as_ptr()) }
-    }
-}
 
 /// Builds a [`Sampler`] stage by stage.
 ///
 /// ```
 /// use llama_rs::{Model, SamplerBuilder, Stage};
-/// let model = Model::load(llama_rs::default_model_path()?, Default::default())?;
+/// let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
 /// let sampler = SamplerBuilder::new(&model)
 ///     .stage(Stage::TopK(40))
 ///     .stage(Stage::TopP { p: 0.9, min_keep: 1 })
@@ -559,6 +61,7 @@ enum BuilderStage {
 }
 
 impl SamplerBuilder {
+    /// An empty builder for `model` (no stages, no grammar).
     pub fn new(model: &Model) -> Self {
         SamplerBuilder { model: model.clone(), stages: vec![], grammar: None }
     }
@@ -578,6 +81,7 @@ impl SamplerBuilder {
         self
     }
 
+    /// The sampler; adds `Dist` with seed 0 if no stage selects a token, and fails on values llama.cpp would reject.
     pub fn build(mut self) -> Result<Sampler> {
         if self.model.is_vocab_only() {
             return Err(Error::VocabOnly);
@@ -590,7 +94,7 @@ impl SamplerBuilder {
         let greedy_only = matches!(self.stages.as_slice(), [BuilderStage::Std(Stage::Greedy)]);
         let has_custom = self.stages.iter().any(|s| matches!(s, BuilderStage::Custom(_)));
 
-        let chain_full = new_chain()?;
+        let chain_full = RawSampler::chain()?;
         let mut customs = Vec::new();
         for s in self.stages.drain(..) {
             match s {
@@ -605,7 +109,7 @@ impl SamplerBuilder {
                     // `state` passes to the sampler, reclaimed by `custom_free`.
                     let p =
                         unsafe { sys::llama_sampler_init(&CUSTOM_IFACE as *const _ as *mut _, state as *mut c_void) };
-                    let p = NonNull::new(p).ok_or_else(|| Error::InvalidParam("llama_sampler_init failed".into()))?;
+                    let p = NonNull::new(p).ok_or_else(|| backend_error("llama_sampler_init", None))?;
                     customs.push(state);
                     // SAFETY: as above.
                     unsafe { sys::llama_sampler_chain_add(chain_full.0.as_ptr(), p.as_ptr()) };
@@ -677,36 +181,6 @@ fn fast_path(stages: &[BuilderStage]) -> Option<FastPath> {
     None
 }
 
-fn new_chain() -> Result<RawSampler> {
-    // SAFETY: plain struct by value; chain_init returns a new owned sampler.
-    let p = unsafe { sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params()) };
-    NonNull::new(p).map(RawSampler).ok_or_else(|| Error::InvalidParam("llama_sampler_chain_init failed".into()))
-}
-
-/// Longest penalty window: llama.cpp allocates a ring buffer of this many tokens up
-/// front (`i32::MAX` threw `std::bad_alloc` across the C API).
-pub const MAX_PENALTY_LAST_N: i32 = 1 << 20;
-
-fn check_last_n(name: &str, n: i32) -> Result<()> {
-    check_arg((-1..=MAX_PENALTY_LAST_N).contains(&n), || {
-        format!("{name} must be in -1..={MAX_PENALTY_LAST_N} (-1 = the model's context length), got {n}")
-    })
-}
-
-/// `-1` means the model's training context, for every penalty window (this llama.cpp
-/// clamps DRY's -1 to 0, which silently turned DRY off).
-fn resolve_last_n(model: &Model, n: i32) -> i32 {
-    if n == -1 {
-        (model.n_ctx_train() as i32).clamp(1, MAX_PENALTY_LAST_N)
-    } else {
-        n
-    }
-}
-
-fn prob(name: &str, p: f32) -> Result<()> {
-    check_arg(p.is_finite() && (0.0..=1.0).contains(&p), || format!("{name} must be in 0..=1, got {p}"))
-}
-
 fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::llama_sampler>> {
     let fin = |name: &str, v: f32| check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"));
     // SAFETY: (all arms) each init function takes plain values (validated here) or
@@ -772,10 +246,7 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
                 check_arg(*allowed_length >= 0, || format!("dry_allowed_length must be >= 0, got {allowed_length}"))?;
                 check_last_n("dry_penalty_last_n", *last_n)?;
                 let last_n = resolve_last_n(model, *last_n);
-                let cs: Vec<CString> = breakers
-                    .iter()
-                    .map(|b| CString::new(b.as_str()).map_err(|_| Error::Nul(b.clone())))
-                    .collect::<Result<_>>()?;
+                let cs: Vec<CString> = breakers.iter().map(|b| c_string(b, b)).collect::<Result<_>>()?;
                 let mut ptrs: Vec<*const c_char> = cs.iter().map(|c| c.as_ptr()).collect();
                 let vocab = model.vocab();
                 sys::llama_sampler_init_dry(
@@ -805,24 +276,20 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
 }
 
 fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
-    let gbnf = CString::new(g.gbnf.as_str()).map_err(|_| Error::Nul("grammar".into()))?;
-    let root = CString::new(g.root.as_str()).map_err(|_| Error::Nul(g.root.clone()))?;
+    let gbnf = c_string(&g.gbnf, "grammar")?;
+    let root = c_string(&g.root, &g.root)?;
     if g.gbnf.trim().is_empty() {
         return Err(Error::Grammar("empty grammar".into()));
     }
     // Depth, repetition bounds, nullable repetitions: llama.cpp hangs, overflows its
     // stack or silently changes the grammar on them.
-    crate::gbnf_check::check(&g.gbnf)?;
+    gbnf_check::check(&g.gbnf)?;
     let vocab = model.vocab();
     for t in &g.trigger_tokens {
         vocab.check(*t)?;
     }
     let p = if g.is_lazy() {
-        let pats: Vec<CString> = g
-            .trigger_patterns
-            .iter()
-            .map(|p| CString::new(p.as_str()).map_err(|_| Error::Nul(p.clone())))
-            .collect::<Result<_>>()?;
+        let pats: Vec<CString> = g.trigger_patterns.iter().map(|p| c_string(p, p)).collect::<Result<_>>()?;
         let mut pp: Vec<*const c_char> = pats.iter().map(|c| c.as_ptr()).collect();
         let toks: Vec<i32> = g.trigger_tokens.iter().map(|t| t.0).collect();
         // SAFETY: all pointers valid for the call; llama.cpp parses the grammar (catching
@@ -863,7 +330,7 @@ unsafe impl Send for SendSampler {}
 ///
 /// ```
 /// use llama_rs::*;
-/// let model = Model::load(default_model_path()?, Default::default())?;
+/// let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
 /// let mut ctx = model.context(ContextParams::default())?;
 /// let mut sampler = SamplerConfig { seed: 1, ..Default::default() }.build(&model)?;
 /// let mut batch = Batch::new(16, 1)?;

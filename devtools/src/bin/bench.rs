@@ -2,7 +2,7 @@
 //! source with the same flags (`scripts/llama-tools.sh`), in one run, alternating, with
 //! the spread over repetitions and the ratio ours / theirs.
 //!
-//!     cargo run --release -p llama-examples --bin bench -- --llama-bench "$(scripts/llama-tools.sh)/llama-bench"
+//!     cargo run --release -p llama-devtools --bin bench -- --llama-bench "$(scripts/llama-tools.sh)/llama-bench"
 //!
 //! Tests: `pp` (prompt of -p tokens in n_batch chunks, as llama-bench), `tg` (-n single-
 //! token decodes, as llama-bench), `tg+argmax` (tg that also reads the logits and takes
@@ -347,7 +347,7 @@ impl Ours {
         for (name, sampler, placement, eager, busy) in &gens {
             self.gen_with(name, 4, sampler.clone(), *placement, *eager, *busy);
         }
-        let bar = llama_examples::steps_progress(reps as u64, "repetitions");
+        let bar = llama_devtools::steps_progress(reps as u64, "repetitions");
         for _ in 0..reps {
             bar.inc(1);
             let mut c = self.tg_ctx.take().unwrap_or_else(|| self.model.context(self.params.clone()).unwrap());
@@ -460,7 +460,7 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
     let mut ctx = ours.model.context(params)?;
     ours.batched(&mut ctx, 16, 0, 1); // warm-up, as llama-batched-bench
     let mut rows: Vec<(Vec<BatchedRun>, Vec<BatchedRun>)> = vec![(vec![], vec![]); a.npl.len()];
-    let bar = llama_examples::steps_progress(a.reps as u64, "repetitions");
+    let bar = llama_devtools::steps_progress(a.reps as u64, "repetitions");
     for _ in 0..a.reps {
         bar.inc(1);
         for (row, &pl) in rows.iter_mut().zip(&a.npl) {
@@ -531,7 +531,7 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let path = match &a.model {
         Some(p) => p.clone(),
-        None => llama_rs::default_model_path()?,
+        None => llama_testkit::default_model_path()?,
     };
     let ngl = if a.ngl == "all" { GpuLayers::All } else { GpuLayers::Count(a.ngl.parse()?) };
     if let Some(prompt) = &a.once {
@@ -608,7 +608,7 @@ fn main() -> anyhow::Result<()> {
         tests.push(("tg+argmax", vec![], vec![]));
         tests.extend(gen_tests.iter().map(|(name, ..)| (*name, vec![], vec![])));
     }
-    let bar = llama_examples::steps_progress((a.reps * tests.len()) as u64, "tests");
+    let bar = llama_devtools::steps_progress((a.reps * tests.len()) as u64, "tests");
     for _ in 0..a.reps {
         for (name, o, t) in tests.iter_mut() {
             bar.inc(1);

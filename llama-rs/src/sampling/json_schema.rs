@@ -64,7 +64,7 @@ struct Converter<'a> {
 pub const MAX_SCHEMA_DEPTH: usize = 64;
 /// Largest `minLength`/`maxLength`/`minItems`/`maxItems` that can be honoured (the
 /// grammar's repetition bound; llama.cpp would silently make a larger one unbounded).
-pub const MAX_SCHEMA_COUNT: u64 = crate::gbnf_check::MAX_REPETITION;
+pub const MAX_SCHEMA_COUNT: u64 = super::gbnf_check::MAX_REPETITION;
 
 fn count(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u64>> {
     match obj.get(key) {

@@ -1,5 +1,5 @@
-//! Shared by the integration tests: the real default model, loaded once per binary.
-#![allow(dead_code)]
+//! What the integration tests share: the real default model, loaded once per test binary;
+//! greedy helpers; scratch directories removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -13,7 +13,7 @@ pub const CLI_GREEDY: &str = " the capital of the country of France. It is the l
 pub fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        let path = llama_rs::default_model_path().expect("default model (python3 vendor/fetch.py model)");
+        let path = crate::default_model_path().expect("default model (python3 vendor/fetch.py model)");
         Model::load(path, ModelParams::default()).expect("load default model")
     })
 }

@@ -1,0 +1,24 @@
+//! Fixtures for llama-rs's own tests, doctests, fuzz targets, benches and developer
+//! tools (`publish = false`: not part of the published API).
+//!
+//! - [`default_model_path`]: the model the suite runs on (fetched by `vendor/fetch.py`).
+//! - [`GgufWriter`]: writes GGUF files (crafted hostile models, control vectors, corpora).
+//! - [`write_synthetic_qwen2`], [`write_tiny_llama`]: models of a real shape with random
+//!   weights, for speed tests and split loading.
+//! - [`fixtures`]: the loaded default model, greedy helpers and scratch directories the
+//!   integration tests share.
+//!
+//! ```
+//! let model = llama_rs::Model::load(llama_testkit::default_model_path()?, Default::default())?;
+//! assert!(model.n_vocab() > 0);
+//! # Ok::<(), llama_rs::Error>(())
+//! ```
+
+pub mod fixtures;
+mod gguf_writer;
+mod paths;
+mod synthetic;
+
+pub use gguf_writer::GgufWriter;
+pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
+pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, SyntheticShape};
