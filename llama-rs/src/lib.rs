@@ -67,7 +67,7 @@ pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParam
 pub use quantize::{quantize, FileType, QuantizeParams};
 pub use sampling::json_schema;
 pub use sampling::{
-    Candidates, CustomSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage, GRAMMAR_MAX_DEPTH,
+    argmax, Candidates, CustomSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage, GRAMMAR_MAX_DEPTH,
     GRAMMAR_MAX_EXPANDED, GRAMMAR_MAX_REPETITION, MAX_PENALTY_LAST_N,
 };
 pub use token::{Pos, SeqId, Token};
@@ -75,28 +75,3 @@ pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};
 
 /// Re-export of the raw bindings, for what the safe API does not cover yet.
 pub use llama_sys as sys;
-
-/// Index of the largest value (greedy sampling). Ties go to the lowest index.
-///
-/// ```
-/// assert_eq!(llama_rs::argmax(&[0.1, 3.0, -1.0, 3.0]), llama_rs::Token(1));
-/// ```
-pub fn argmax(logits: &[f32]) -> Token {
-    // Two passes beat one branchy pass: the maximum over 8 independent lanes compiles to
-    // vector max instructions, then one scan finds its first index. NaNs never win.
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = logits.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
-        }
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &v in lanes.iter().chain(rest) {
-        if v > max {
-            max = v;
-        }
-    }
-    Token(logits.iter().position(|&v| v == max).unwrap_or(0) as i32)
-}

@@ -450,7 +450,7 @@ impl Sampler {
             return Err(Error::InvalidParam(format!("{} logits for a vocabulary of {n_vocab}", logits.len())));
         }
         if self.greedy_only && self.grammar.is_none() && !self.force_full {
-            let t = crate::argmax(logits);
+            let t = argmax(logits);
             // The argmax skips NaN unless the whole row is NaN: then there is no pick.
             // A row of -inf allows no token, as the other chains say.
             let l = logits[t.0 as usize];
@@ -678,6 +678,31 @@ pub(crate) fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<sys::llama_toke
         }
         base += block.len();
     }
+}
+
+/// Index of the largest value (greedy sampling). Ties go to the lowest index.
+///
+/// ```
+/// assert_eq!(llama_rs::argmax(&[0.1, 3.0, -1.0, 3.0]), llama_rs::Token(1));
+/// ```
+pub fn argmax(logits: &[f32]) -> Token {
+    // Two passes beat one branchy pass: the maximum over 8 independent lanes compiles to
+    // vector max instructions, then one scan finds its first index. NaNs never win.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = logits.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in lanes.iter().chain(rest) {
+        if v > max {
+            max = v;
+        }
+    }
+    Token(logits.iter().position(|&v| v == max).unwrap_or(0) as i32)
 }
 
 #[cfg(test)]
