@@ -34,6 +34,7 @@ mod chat;
 mod context;
 mod device;
 mod embed;
+mod engine;
 mod error;
 mod ffi;
 mod generate;
@@ -58,9 +59,13 @@ pub use context::{
 };
 pub use device::{Device, DeviceType};
 pub use embed::{EmbedParams, Embedder, Normalize};
+pub use engine::{
+    Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestStream, Timings, Usage,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
-    CancelHandle, DeviceSampling, FinishReason, GenerateParams, Generator, Piece, Prompt, Session, TokenLogprob,
+    CancelHandle, DeviceSampling, FinishReason, GenerateParams, GenerationCore, Generator, Piece, Prompt, Session,
+    TokenLogprob,
 };
 pub use gguf::{read_gguf_metadata, GgufValue};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};

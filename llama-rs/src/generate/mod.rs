@@ -13,7 +13,12 @@ use crate::context::{AbortHandle, Context};
 use crate::error::{Error, Result};
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::token::Token;
-use crate::vocab::PieceDecoder;
+
+mod core;
+pub(crate) mod prefix;
+mod stop;
+
+pub use self::core::GenerationCore;
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,23 +236,7 @@ impl Session {
         if prompt.len() >= n_ctx {
             return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx });
         }
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        // Re-decode at least the last prompt token: its logits are needed.
-        let mut keep = common.min(prompt.len() - 1);
-        if keep < self.tokens.len() && !self.ctx.seq_rm(Some(0), keep as i32..)? {
-            self.ctx.clear_memory(false);
-            keep = 0;
-        }
-        // A sliding-window cache (swa_full off) drops positions older than the window;
-        // continuing at `keep` needs the window before it still present.
-        let n_swa = self.ctx.model().n_swa() as usize;
-        if keep > 0 && n_swa > 0 && !self.ctx.params().swa_full {
-            let min = self.ctx.seq_pos_min(0).map_or(0, |p| p as usize);
-            if min > keep.saturating_sub(n_swa) {
-                self.ctx.clear_memory(false);
-                keep = 0;
-            }
-        }
+        let keep = prefix::reuse(&mut self.ctx, 0, &self.tokens, prompt)?;
         self.tokens.truncate(keep);
         let n_batch = self.batch.capacity();
         let mut last = 0;
@@ -305,11 +294,11 @@ impl Session {
                 t
             }
         };
-        let sampler = params.sampler.build(self.ctx.model())?;
+        let core = GenerationCore::new(self.ctx.model(), params, tokens.len())?;
         let step = match params.device_sampling {
             _ if params.logprobs.is_some() || self.device_refused => None,
-            DeviceSampling::Auto => self.ctx.model().output_backend().and_then(|b| auto_step(&sampler, &b)),
-            DeviceSampling::On => sampler.device_step(),
+            DeviceSampling::Auto => self.ctx.model().output_backend().and_then(|b| auto_step(core.sampler(), &b)),
+            DeviceSampling::On => core.sampler().device_step(),
             DeviceSampling::Off => None,
         };
         // Attaching makes llama.cpp rebuild its graph, so an unchanged step stays attached.
@@ -321,24 +310,7 @@ impl Session {
         // See `GenerateParams::eager_decode`.
         let eager = params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
         let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };
-        Ok(Generator {
-            sampler,
-            logits_index,
-            pending: None,
-            eager,
-            decoded: None,
-            remaining: params.max_tokens,
-            stop: StopMatcher::new(&params.stop),
-            decoder: PieceDecoder::default(),
-            piece_buf: Vec::new(),
-            logprobs: params.logprobs,
-            ignore_eos: params.ignore_eos,
-            cancel,
-            finish: None,
-            n_prompt: tokens.len(),
-            n_generated: 0,
-            session: self,
-        })
+        Ok(Generator { core, logits_index, pending: None, eager, decoded: None, cancel, session: self })
     }
 }
 
@@ -353,10 +325,11 @@ fn auto_step(sampler: &Sampler, backend: &str) -> Option<DeviceSampler> {
 }
 
 /// Streams the generated text as [`Piece`]s. Dropping it stops generation; the session
-/// keeps every token that was decoded.
+/// keeps every token that was decoded. The per-sequence logic is the [`GenerationCore`];
+/// this drives it over sequence 0 of the session's context.
 pub struct Generator<'s> {
     session: &'s mut Session,
-    sampler: Sampler,
+    core: GenerationCore,
     logits_index: usize,
     /// Sampled, not yet decoded (decoded at the start of the next step, so text is
     /// handed out before the next forward pass).
@@ -365,16 +338,7 @@ pub struct Generator<'s> {
     eager: bool,
     /// The outcome of that eager decode, acted on at the start of the next step.
     decoded: Option<Result<()>>,
-    remaining: Option<usize>,
-    stop: StopMatcher,
-    decoder: PieceDecoder,
-    piece_buf: Vec<u8>,
-    logprobs: Option<usize>,
-    ignore_eos: bool,
     cancel: CancelHandle,
-    finish: Option<FinishReason>,
-    n_prompt: usize,
-    n_generated: usize,
 }
 
 impl Generator<'_> {
@@ -384,11 +348,11 @@ impl Generator<'_> {
     }
     /// Why it ended (after the last piece).
     pub fn finish_reason(&self) -> Option<FinishReason> {
-        self.finish
+        self.core.finish_reason()
     }
     /// Tokens in the prompt / generated so far.
     pub fn usage(&self) -> (usize, usize) {
-        (self.n_prompt, self.n_generated)
+        self.core.usage()
     }
     /// Runs to the end; returns all text and the finish reason.
     pub fn text(mut self) -> Result<(String, FinishReason)> {
@@ -396,31 +360,24 @@ impl Generator<'_> {
         for p in &mut self {
             s += &p?.text;
         }
-        Ok((s, self.finish.unwrap_or(FinishReason::Stop)))
+        Ok((s, self.core.finish_reason().unwrap_or(FinishReason::Stop)))
     }
 
-    fn end(&mut self, reason: FinishReason, mut text: String, tokens: Vec<Token>, lp: Vec<TokenLogprob>) -> Piece {
-        text += &self.decoder.finish();
-        if reason != FinishReason::Stop {
-            text += &self.stop.flush();
-        }
-        self.finish = Some(reason);
+    fn end(&mut self, reason: FinishReason) -> Piece {
         self.session.ctx.clear_abort();
-        Piece { text, tokens, logprobs: lp, finish_reason: Some(reason) }
+        self.core.finish(reason)
     }
 
     fn step(&mut self) -> Result<Option<Piece>> {
-        let mut tokens = Vec::new();
-        let mut lps = Vec::new();
         loop {
             if self.cancel.is_cancelled() {
-                return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)));
+                return Ok(Some(self.end(FinishReason::Cancelled)));
             }
             // Checked before decoding the pending token: the last token of a length-limited
             // generation is never decoded (it stays out of `Session::tokens`; a follow-up
             // prompt that contains it decodes it then), which saves one decode per call.
-            if self.remaining == Some(0) {
-                return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)));
+            if self.core.exhausted() {
+                return Ok(Some(self.end(FinishReason::Length)));
             }
             let decoded = match (self.decoded.take(), self.pending.take()) {
                 (Some(r), _) => Some(r),
@@ -429,55 +386,31 @@ impl Generator<'_> {
             };
             match decoded {
                 None | Some(Ok(())) => {}
-                Some(Err(Error::Aborted)) => {
-                    return Ok(Some(self.end(FinishReason::Cancelled, String::new(), tokens, lps)))
-                }
-                Some(Err(Error::ContextFull)) => {
-                    return Ok(Some(self.end(FinishReason::Length, String::new(), tokens, lps)))
-                }
+                Some(Err(Error::Aborted)) => return Ok(Some(self.end(FinishReason::Cancelled))),
+                Some(Err(Error::ContextFull)) => return Ok(Some(self.end(FinishReason::Length))),
                 Some(Err(e)) => return Err(e),
             }
             if decoded.is_some() {
                 self.logits_index = 0;
             }
-            let ctx = &self.session.ctx;
-            let t = match self.logprobs {
-                Some(n) => {
-                    let logits = ctx.logits(self.logits_index)?;
-                    let t = self.sampler.sample_logits(logits)?;
-                    lps.push(logprob(logits, t, n));
-                    t
+            let t = self.core.sample(&self.session.ctx, self.logits_index)?;
+            if self.core.continues_after() {
+                if self.eager {
+                    // Launch the next forward pass now: on a GPU it runs while this token
+                    // is detokenized and handed out; its outcome is acted on next step.
+                    self.decoded = Some(self.session.decode_next(t));
+                } else {
+                    self.pending = Some(t);
                 }
-                None => self.sampler.sample(ctx, self.logits_index)?,
-            };
-            self.sampler.accept(t)?;
-            self.n_generated += 1;
-            if let Some(r) = self.remaining.as_mut() {
-                *r -= 1;
             }
-            if self.session.ctx.model().vocab().is_eog(t) && !self.ignore_eos {
-                tokens.push(t);
-                let held = self.stop.flush();
-                return Ok(Some(self.end(FinishReason::Stop, held, tokens, lps)));
-            }
-            tokens.push(t);
-            if self.eager && self.remaining != Some(0) {
-                // Launch the next forward pass now: on a GPU it runs while this token is
-                // detokenized and handed out; its outcome is acted on in the next step.
-                self.decoded = Some(self.session.decode_next(t));
-            } else {
-                self.pending = Some(t);
-            }
-            self.session.ctx.model().vocab().token_to_piece_bytes(t, false, &mut self.piece_buf)?;
-            let text = self.decoder.push(&self.piece_buf);
-            let (emit, stopped) = self.stop.push(&text);
-            if stopped {
-                self.pending = None;
-                self.decoder.finish(); // bytes after the stop string are dropped
-                return Ok(Some(self.end(FinishReason::Stop, emit, tokens, lps)));
-            }
-            if !emit.is_empty() {
-                return Ok(Some(Piece { text: emit, tokens, logprobs: lps, finish_reason: None }));
+            match self.core.emit(t)? {
+                Some(p) if p.finish_reason.is_some() => {
+                    self.pending = None;
+                    self.session.ctx.clear_abort();
+                    return Ok(Some(p));
+                }
+                Some(p) => return Ok(Some(p)),
+                None => {}
             }
         }
     }
@@ -487,108 +420,15 @@ impl Iterator for Generator<'_> {
     type Item = Result<Piece>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finish.is_some() {
+        if self.core.finish_reason().is_some() {
             return None;
         }
         match self.step() {
             Ok(p) => p.map(Ok),
             Err(e) => {
-                self.finish = Some(FinishReason::Stop);
+                self.core.finish(FinishReason::Stop);
                 Some(Err(e))
             }
         }
-    }
-}
-
-/// log-softmax of `t` and the `n` most likely tokens, from the raw logits.
-fn logprob(logits: &[f32], t: Token, n: usize) -> TokenLogprob {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let lse = max + sum.ln() as f32;
-    let mut top = Vec::new();
-    if n > 0 {
-        let mut buf = Vec::new();
-        crate::sampling::top_k_into(logits, n, &mut buf);
-        top = buf.iter().map(|c| (Token(c.id), c.logit - lse)).collect();
-    }
-    TokenLogprob { token: t, logprob: logits[t.0 as usize] - lse, top }
-}
-
-/// Holds back text that could still become a stop string; finds the first full match.
-#[derive(Debug, Default)]
-struct StopMatcher {
-    stops: Vec<String>,
-    held: String,
-}
-
-impl StopMatcher {
-    fn new(stops: &[String]) -> Self {
-        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
-    }
-
-    /// Returns the text safe to emit, and whether a stop string was found.
-    fn push(&mut self, text: &str) -> (String, bool) {
-        if self.stops.is_empty() {
-            return (text.to_string(), false);
-        }
-        self.held.push_str(text);
-        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
-            let out = self.held[..pos].to_string();
-            self.held.clear();
-            return (out, true);
-        }
-        // The longest suffix of `held` that is a proper prefix of some stop string.
-        let mut keep = 0;
-        for s in &self.stops {
-            for k in (1..s.len()).rev() {
-                if k <= keep {
-                    break;
-                }
-                if s.is_char_boundary(k) && self.held.ends_with(&s[..k]) {
-                    keep = k;
-                    break;
-                }
-            }
-        }
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        (out, false)
-    }
-
-    fn flush(&mut self) -> String {
-        std::mem::take(&mut self.held)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn feed(stops: &[&str], pieces: &[&str]) -> (String, bool, String) {
-        let mut m = StopMatcher::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let mut out = String::new();
-        for p in pieces {
-            let (e, stopped) = m.push(p);
-            out += &e;
-            if stopped {
-                return (out, true, m.flush());
-            }
-        }
-        (out, false, m.flush())
-    }
-
-    #[test]
-    fn stop_strings_spanning_pieces_are_cut_exactly() {
-        assert_eq!(feed(&["</s>"], &["Hello <", "/", "s> more"]), ("Hello ".into(), true, "".into()));
-        assert_eq!(feed(&["\n\n"], &["a\n", "b\n", "\nc"]), ("a\nb".into(), true, "".into()));
-        // A partial match that does not complete is released.
-        assert_eq!(feed(&["STOP"], &["ST", "OP"]), ("".into(), true, "".into()));
-        assert_eq!(feed(&["STOP"], &["ST", "ART"]), ("START".into(), false, "".into()));
-        // The earliest of several stops wins; multibyte stops stay whole.
-        assert_eq!(feed(&["bb", "a"], &["xxbba"]), ("xx".into(), true, "".into()));
-        assert_eq!(feed(&["€!"], &["5 €", "!"]), ("5 ".into(), true, "".into()));
-        assert_eq!(feed(&["€!"], &["5 €"]), ("5 ".into(), false, "€".into()));
-        assert_eq!(feed(&[], &["a", "b"]), ("ab".into(), false, "".into()));
     }
 }

@@ -28,6 +28,7 @@ struct ModelInner {
     ptr: NonNull<sys::llama_model>,
     vocab: NonNull<sys::llama_vocab>,
     vocab_only: bool,
+    no_repack: bool,
     gpu_layers: GpuLayers,
     /// See `check_vocab`.
     missing_bytes: Vec<u8>,
@@ -177,6 +178,7 @@ impl Model {
                 ptr,
                 vocab,
                 vocab_only: params.vocab_only,
+                no_repack: params.no_repack,
                 gpu_layers: params.gpu_layers,
                 missing_bytes,
                 path: path.into(),
@@ -202,6 +204,12 @@ impl Model {
     /// The file this model was loaded from (the first split for split models).
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether this model was loaded with `no_repack` (CPU weights in their file layout,
+    /// so results do not depend on how many tokens a batch holds).
+    pub fn no_repack(&self) -> bool {
+        self.inner.no_repack
     }
 
     /// Whether this model was loaded with `vocab_only` (tokenizer only, no weights).

@@ -1,0 +1,370 @@
+//! The engine: many concurrent requests in one context, on a thread of its own.
+//!
+//! Continuous batching: every step decodes one batch holding the next token of every
+//! running sequence plus chunks of waiting prompts, within a token budget, so a long
+//! prompt does not stall running streams. One KV pool: any request may use up to the whole
+//! context. A request's prompt reuses the longest cached prefix of any sequence (in
+//! place, or shared with `seq_cp`). When the pool is full, cached prefixes are evicted
+//! first, then the youngest running request is preempted (its cache dropped and
+//! recomputed later) — a request never fails because others filled the cache. Each
+//! sequence runs the same [`GenerationCore`] as [`Session`](crate::Session).
+//!
+//! ```
+//! use llama_rs::{Engine, EngineParams, GenerateParams, Model, Request, SamplerConfig};
+//! let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
+//! let engine = Engine::new(&model, EngineParams::default())?;
+//! let params = GenerateParams { max_tokens: Some(8), sampler: SamplerConfig::greedy(), ..Default::default() };
+//! let a = engine.submit(Request::text("The capital of France is", params.clone()))?;
+//! let b = engine.submit(Request::text("Once upon a time", params))?;
+//! let (ta, tb) = (a.text()?, b.text()?); // both ran in the same batches
+//! assert!(ta.text.starts_with(" the capital"));
+//! assert_eq!(tb.usage.completion_tokens, 8);
+//! # Ok::<(), llama_rs::Error>(())
+//! ```
+
+mod metrics;
+mod scheduler;
+mod stream;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
+use crate::context::{ContextParams, FlashAttn};
+use crate::error::{check_arg, Error, Result};
+use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
+use crate::model::Model;
+use crate::token::Token;
+
+pub use metrics::{Latency, Metrics};
+pub use stream::RequestStream;
+
+/// How an [`Engine`] is set up.
+///
+/// ```
+/// let p = llama_rs::EngineParams { slots: 8, n_ctx: 16384, ..Default::default() };
+/// assert!(p.prefix_cache);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineParams {
+    /// Tokens in the KV pool, shared by all sequences.
+    pub n_ctx: u32,
+    /// Sequences that run at once (more requests queue).
+    pub slots: u32,
+    /// Tokens decoded per step at most (running sequences' next tokens first, then prompt
+    /// chunks). Smaller keeps inter-token latency low while long prompts arrive.
+    pub step_tokens: u32,
+    /// Most tokens (prompt + generated) one request may hold; `None`: the whole pool.
+    pub max_request_tokens: Option<u32>,
+    /// Events buffered per request before the engine pauses that request (backpressure:
+    /// a slow consumer stops its own sequence, never the others).
+    pub channel_capacity: usize,
+    /// Reuse cached prompt prefixes across requests.
+    pub prefix_cache: bool,
+    /// Threads (0 = all cores).
+    pub n_threads: u32,
+    /// Flash attention.
+    pub flash_attn: FlashAttn,
+    /// Greedy results that do not depend on what else runs or on how a prompt was split
+    /// into chunks (CPU). Costs: one KV stream per slot (each request gets at most
+    /// `n_ctx / slots` tokens, and prefixes are reused only within a slot), no flash
+    /// attention, and the model must be loaded with `ModelParams::no_repack(true)` (the
+    /// engine checks). See docs/ENGINE.md.
+    pub deterministic: bool,
+}
+
+impl Default for EngineParams {
+    fn default() -> Self {
+        EngineParams {
+            n_ctx: 8192,
+            slots: 8,
+            step_tokens: 512,
+            max_request_tokens: None,
+            channel_capacity: 64,
+            prefix_cache: true,
+            n_threads: 0,
+            flash_attn: FlashAttn::Auto,
+            deterministic: false,
+        }
+    }
+}
+
+impl EngineParams {
+    /// The context the engine creates: one unified KV pool over `slots` sequences, the
+    /// full-size sliding-window cache (so prefixes stay reusable past the window); with
+    /// `deterministic`, one KV stream per slot and no flash attention.
+    pub fn context_params(&self) -> ContextParams {
+        let mut p = ContextParams::default()
+            .n_ctx(self.n_ctx)
+            .n_batch(self.step_tokens)
+            .n_ubatch(self.step_tokens)
+            .n_seq_max(self.slots)
+            .flash_attn(self.flash_attn);
+        p.kv_unified = true;
+        p.swa_full = true;
+        if self.deterministic {
+            // Measured (docs/ENGINE.md): in one unified cache a sequence's cells sit among
+            // other sequences' cells, which changes how the attention sums are grouped;
+            // and CPU flash attention takes another path for many queries than for one.
+            // Per-sequence KV streams without flash attention are batch- and
+            // chunk-invariant (with weights that are not repacked).
+            p.kv_unified = false;
+            p.flash_attn = FlashAttn::Off;
+        }
+        if self.n_threads > 0 {
+            p = p.n_threads(self.n_threads);
+        }
+        p
+    }
+}
+
+/// A request: a prompt and how to generate after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The prompt (text is tokenized with `params.add_special` / `parse_special`).
+    pub prompt: Prompt,
+    /// Sampling, limits, stop strings, log-probabilities.
+    pub params: GenerateParams,
+}
+
+impl Request {
+    /// A text prompt.
+    pub fn text(prompt: impl Into<String>, params: GenerateParams) -> Request {
+        Request { prompt: Prompt::Text(prompt.into()), params }
+    }
+    /// A token prompt.
+    pub fn tokens(prompt: Vec<Token>, params: GenerateParams) -> Request {
+        Request { prompt: Prompt::Tokens(prompt), params }
+    }
+    /// Chat messages, rendered with the model's chat template (with the generation
+    /// prompt); special tokens in the rendered text are parsed, BOS is the template's.
+    pub fn chat(model: &Model, messages: &[ChatMessage], mut params: GenerateParams) -> Result<Request> {
+        let opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
+        let text = ChatTemplate::from_model(model)?.render(messages, &opts)?;
+        params.add_special = false;
+        params.parse_special = true;
+        Ok(Request { prompt: Prompt::Text(text), params })
+    }
+}
+
+/// Token counts of a finished request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the prefix cache instead of decoded.
+    pub cached_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+}
+
+/// Times of a finished request, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// From submission to the first step that worked on it.
+    pub queued_ms: f64,
+    /// From submission to the first generated token.
+    pub ttft_ms: f64,
+    /// From submission to the end.
+    pub total_ms: f64,
+    /// Times the request was preempted (its cache dropped and recomputed).
+    pub preemptions: u32,
+}
+
+/// What a request's stream yields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Event {
+    /// Generated text; the last piece has its `finish_reason` set and is followed by
+    /// [`Event::Done`].
+    Piece(Piece),
+    /// The request ended.
+    Done {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Token counts.
+        usage: Usage,
+        /// Times.
+        timings: Timings,
+    },
+}
+
+/// A whole completion, collected from a stream by [`RequestStream::text`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completion {
+    /// All generated text.
+    pub text: String,
+    /// All generated tokens.
+    pub tokens: Vec<Token>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Times.
+    pub timings: Timings,
+}
+
+/// A request on its way to the engine thread: validated, tokenized, its core built.
+pub(crate) struct Admitted {
+    pub(crate) id: u64,
+    pub(crate) prompt: Vec<Token>,
+    pub(crate) core: GenerationCore,
+    pub(crate) tx: futures::channel::mpsc::Sender<Result<Event>>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) submitted: std::time::Instant,
+}
+
+pub(crate) enum Command {
+    Submit(Box<Admitted>),
+    /// Stop taking work; `drain`: finish what is queued and running, else cancel it.
+    Shutdown {
+        drain: bool,
+    },
+}
+
+/// A cloneable, `Send + Sync` handle that submits requests to an [`Engine`].
+#[derive(Clone)]
+pub struct EngineHandle {
+    model: Model,
+    params: Arc<EngineParams>,
+    /// Most tokens one request may hold (prompt + generated).
+    cap: usize,
+    tx: mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle").field("params", &self.params).finish_non_exhaustive()
+    }
+}
+
+/// Many concurrent requests over one model and one context (see the module docs). The
+/// context lives on the engine's own thread; [`EngineHandle`]s submit to it from any
+/// thread or async runtime. Dropping the engine cancels what is in flight and joins the
+/// thread; [`Engine::shutdown`] can drain instead.
+///
+/// Determinism: with greedy sampling a request's text does not depend on what else is
+/// running when the CPU kernels are batch-invariant; see `deterministic` in
+/// [`EngineParams`] and docs/ENGINE.md for what holds where.
+pub struct Engine {
+    handle: EngineHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("params", &self.handle.params).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the context (on the calling thread, so errors come back here) and starts
+    /// the engine thread.
+    pub fn new(model: &Model, params: EngineParams) -> Result<Engine> {
+        check_arg(params.slots >= 1, || format!("slots must be at least 1, got {}", params.slots))?;
+        check_arg(params.step_tokens >= 1, || format!("step_tokens must be at least 1, got {}", params.step_tokens))?;
+        check_arg(params.channel_capacity >= 1, || {
+            format!("channel_capacity must be at least 1, got {}", params.channel_capacity)
+        })?;
+        if params.deterministic && !model.no_repack() {
+            return Err(Error::InvalidParam(
+                "deterministic engines need weights without repacked CPU layouts: load the model with \
+                 ModelParams::no_repack(true)"
+                    .into(),
+            ));
+        }
+        let ctx = model.context(params.context_params())?;
+        let seq_ctx = ctx.n_ctx_seq();
+        let cap = params.max_request_tokens.map_or(seq_ctx, |c| c.min(seq_ctx)) as usize;
+        let metrics = Arc::new(Mutex::new(Metrics::default()));
+        let (tx, rx) = mpsc::channel();
+        let params = Arc::new(params);
+        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone())?;
+        let thread = std::thread::Builder::new()
+            .name("llama-rs-engine".into())
+            .spawn(move || sched.run(rx))
+            .map_err(|e| Error::Limit { what: "engine thread", detail: e.to_string() })?;
+        let handle =
+            EngineHandle { model: model.clone(), params, cap, tx, next_id: Arc::new(AtomicU64::new(1)), metrics };
+        Ok(Engine { handle, thread: Some(thread) })
+    }
+
+    /// A handle for other threads or tasks.
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Submits a request (see [`EngineHandle::submit`]).
+    pub fn submit(&self, req: Request) -> Result<RequestStream> {
+        self.handle.submit(req)
+    }
+
+    /// A snapshot of the engine's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.handle.metrics()
+    }
+
+    /// Stops the engine: `drain` finishes queued and running requests first, otherwise
+    /// they end with `Cancelled`. Joins the thread.
+    pub fn shutdown(mut self, drain: bool) {
+        self.stop(drain);
+    }
+
+    fn stop(&mut self, drain: bool) {
+        let _ = self.handle.tx.send(Command::Shutdown { drain });
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop(false);
+    }
+}
+
+impl EngineHandle {
+    /// Validates, tokenizes and queues a request. Errors here (never later) for invalid
+    /// parameters, a prompt that can never fit (`PromptTooLong`), or a stopped engine.
+    /// The returned stream is a blocking `Iterator` and a `futures::Stream` of events;
+    /// dropping it cancels the request.
+    pub fn submit(&self, req: Request) -> Result<RequestStream> {
+        let vocab = self.model.vocab();
+        let prompt = match req.prompt {
+            Prompt::Text(t) => vocab.tokenize(&t, req.params.add_special, req.params.parse_special)?,
+            Prompt::Tokens(t) => {
+                for &tok in &t {
+                    vocab.check(tok)?;
+                }
+                t
+            }
+        };
+        if prompt.is_empty() {
+            return Err(Error::InvalidParam("empty prompt".into()));
+        }
+        if prompt.len() >= self.cap {
+            return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx: self.cap });
+        }
+        let core = GenerationCore::new(&self.model, &req.params, prompt.len())?;
+        let (tx, rx) = futures::channel::mpsc::channel(self.params.channel_capacity - 1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted { id, prompt, core, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
+        self.tx
+            .send(Command::Submit(Box::new(admitted)))
+            .map_err(|_| Error::InvalidParam("the engine has shut down".into()))?;
+        Ok(RequestStream::new(rx, cancel))
+    }
+
+    /// A snapshot of the engine's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}

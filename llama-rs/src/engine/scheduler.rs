@@ -1,0 +1,595 @@
+//! The engine thread: admission, prefix reuse, continuous batching, eviction and
+//! preemption. Owns the context; talks to handles through channels only.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::Sender;
+
+use super::{Admitted, Command, EngineParams, Event, Metrics, Timings, Usage};
+use crate::batch::Batch;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::generate::prefix::{common_prefix, window_present};
+use crate::generate::{FinishReason, Piece};
+use crate::token::{SeqId, Token};
+
+/// One sequence id of the context: the tokens its cache holds, and the request using it.
+struct Slot {
+    /// What the cache holds for this sequence, from position 0 (a reusable prefix while
+    /// no request runs here; `tokens[..n_cached]` of the request while one does).
+    cached: Vec<Token>,
+    /// Step of the last use, for least-recently-used eviction.
+    last_used: u64,
+    req: Option<Running>,
+}
+
+/// A request that holds a sequence.
+struct Running {
+    a: Box<Admitted>,
+    /// Prompt + generated tokens that belong in the cache (the last may still wait to be
+    /// decoded); the output of `tokens.last()` is what the next token is sampled from.
+    tokens: Vec<Token>,
+    /// How many of `tokens` the cache holds.
+    n_cached: usize,
+    /// Events not yet accepted by the bounded channel (the request is paused meanwhile).
+    outbox: VecDeque<Result<Event>>,
+    /// Admission order: the youngest is preempted first.
+    order: u64,
+    cached_tokens: usize,
+    preemptions: u32,
+    started: Option<Instant>,
+    last_token: Option<Instant>,
+    ttft_ms: Option<f64>,
+}
+
+/// Events of finished requests that the consumer has not taken yet.
+struct Draining {
+    tx: Sender<Result<Event>>,
+    outbox: VecDeque<Result<Event>>,
+}
+
+pub(crate) struct Scheduler {
+    ctx: Context,
+    params: Arc<EngineParams>,
+    metrics: Arc<Mutex<Metrics>>,
+    batch: Batch,
+    slots: Vec<Slot>,
+    queue: VecDeque<Box<Admitted>>,
+    draining: Vec<Draining>,
+    step: u64,
+    next_order: u64,
+    /// `Some(drain)` once shutdown was asked for.
+    shutdown: Option<bool>,
+    /// Most tokens one request may hold.
+    cap: usize,
+    local: Metrics,
+}
+
+/// What sampling one sequence's output led to.
+enum Outcome {
+    Continue,
+    Finish(Piece),
+    Fail(Error),
+}
+
+/// Where one scheduled sequence's tokens are in the batch.
+struct Scheduled {
+    slot: usize,
+    n: usize,
+    /// Batch index of its output, if this chunk ends its pending tokens.
+    output: Option<usize>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(ctx: Context, params: Arc<EngineParams>, metrics: Arc<Mutex<Metrics>>) -> Result<Scheduler> {
+        let n_seq = ctx.n_seq_max() as usize;
+        let batch = Batch::new(ctx.n_batch() as usize, 1)?;
+        let n_ctx = ctx.n_ctx() as usize;
+        let seq_ctx = ctx.n_ctx_seq() as usize;
+        let cap = params.max_request_tokens.map_or(seq_ctx, |c| (c as usize).min(seq_ctx));
+        let slots = (0..n_seq).map(|_| Slot { cached: Vec::new(), last_used: 0, req: None }).collect();
+        let local = Metrics { kv_total: n_ctx, ..Default::default() };
+        Ok(Scheduler {
+            ctx,
+            params,
+            metrics,
+            batch,
+            slots,
+            queue: VecDeque::new(),
+            draining: Vec::new(),
+            step: 0,
+            next_order: 0,
+            shutdown: None,
+            cap,
+            local,
+        })
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            let idle = self.queue.is_empty() && self.slots.iter().all(|s| s.req.is_none());
+            if idle && self.draining.is_empty() {
+                if self.shutdown.is_some() {
+                    break;
+                }
+                match rx.recv() {
+                    Ok(c) => self.command(c),
+                    Err(_) => break, // every handle and the engine are gone
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => self.command(c),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.shutdown.get_or_insert(false);
+                        break;
+                    }
+                }
+            }
+            if self.shutdown == Some(false) {
+                self.cancel_all();
+            }
+            self.flush();
+            self.reap();
+            self.admit();
+            let worked = self.decode_step();
+            self.publish();
+            if self.shutdown.is_some() && self.queue.is_empty() && self.slots.iter().all(|s| s.req.is_none()) {
+                // Leftover events go out if the consumers are there to take them; a
+                // consumer that stopped reading does not keep the thread alive.
+                self.flush();
+                break;
+            }
+            if !worked {
+                // Everything runnable is paused on full channels (or waits for a slot):
+                // wait for a command or a consumer to make room.
+                match rx.recv_timeout(Duration::from_millis(1)) {
+                    Ok(c) => self.command(c),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.shutdown.get_or_insert(false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Submit(a) => {
+                if self.shutdown.is_some() {
+                    let mut a = a;
+                    let piece = a.core.finish(FinishReason::Cancelled);
+                    let _ = a.tx.try_send(Ok(Event::Piece(piece)));
+                    let _ = a.tx.try_send(Ok(done(&a, FinishReason::Cancelled, 0, Timings::default())));
+                } else {
+                    self.queue.push_back(a);
+                }
+            }
+            Command::Shutdown { drain } => {
+                self.shutdown = Some(drain && self.shutdown != Some(false));
+            }
+        }
+    }
+
+    /// Ends every queued and running request with `Cancelled`.
+    fn cancel_all(&mut self) {
+        for a in &self.queue {
+            a.cancel.store(true, Ordering::Release);
+        }
+        for s in &self.slots {
+            if let Some(r) = &s.req {
+                r.a.cancel.store(true, Ordering::Release);
+            }
+        }
+        let queued: Vec<_> = self.queue.drain(..).collect();
+        for mut a in queued {
+            let piece = a.core.finish(FinishReason::Cancelled);
+            let _ = a.tx.try_send(Ok(Event::Piece(piece)));
+            let _ = a.tx.try_send(Ok(done(&a, FinishReason::Cancelled, 0, Timings::default())));
+        }
+        self.reap();
+    }
+
+    /// Hands queued events to the channels; a full channel pauses its request.
+    fn flush(&mut self) {
+        for s in &mut self.slots {
+            if let Some(r) = &mut s.req {
+                if push_out(&mut r.a.tx, &mut r.outbox).is_err() {
+                    r.a.cancel.store(true, Ordering::Release);
+                }
+            }
+        }
+        self.draining.retain_mut(|d| push_out(&mut d.tx, &mut d.outbox).is_ok() && !d.outbox.is_empty());
+    }
+
+    /// Frees the sequences of cancelled requests (a dropped stream cancels too).
+    fn reap(&mut self) {
+        for i in 0..self.slots.len() {
+            let cancelled =
+                self.slots[i].req.as_ref().is_some_and(|r| r.a.cancel.load(Ordering::Acquire) || r.a.tx.is_closed());
+            if cancelled {
+                let piece = self.slots[i].req.as_mut().map(|r| r.a.core.finish(FinishReason::Cancelled));
+                if let Some(p) = piece {
+                    self.finish(i, p);
+                }
+            }
+        }
+    }
+
+    /// Gives queued requests a sequence, reusing the longest cached prefix.
+    fn admit(&mut self) {
+        while let Some(free) = self.pick_slot() {
+            let Some(a) = self.queue.pop_front() else { break };
+            if a.cancel.load(Ordering::Acquire) || a.tx.is_closed() {
+                continue;
+            }
+            let keep = self.place(free, &a.prompt);
+            let seq = free as SeqId;
+            if keep == 0 {
+                let _ = self.ctx.seq_rm(Some(seq), ..);
+            }
+            self.slots[free].cached.truncate(keep);
+            if keep > 0 {
+                self.local.prefix_hits += 1;
+                self.local.cached_tokens += keep as u64;
+            }
+            self.next_order += 1;
+            let tokens = a.prompt.clone();
+            self.slots[free].req = Some(Running {
+                a,
+                tokens,
+                n_cached: keep,
+                outbox: VecDeque::new(),
+                order: self.next_order,
+                cached_tokens: keep,
+                preemptions: 0,
+                started: None,
+                last_token: None,
+                ttft_ms: None,
+            });
+        }
+    }
+
+    /// A free sequence for the next queued request. With the unified pool: an empty one
+    /// (the prefix is then shared from wherever it is cached, leaving that cache intact),
+    /// else the idle one sharing the longest prefix, else the least recently used. With a
+    /// stream per sequence prefixes cannot be shared: the longest prefix wins first.
+    fn pick_slot(&self) -> Option<usize> {
+        let prompt = &self.queue.front()?.prompt;
+        let shared = self.ctx.params().kv_unified;
+        let free = self.slots.iter().enumerate().filter(|(_, s)| s.req.is_none());
+        free.max_by_key(|(_, s)| {
+            let common = if self.params.prefix_cache { common_prefix(&s.cached, prompt) } else { 0 };
+            let lru = std::cmp::Reverse(s.last_used);
+            if shared {
+                (s.cached.is_empty() as usize, common, lru)
+            } else {
+                (common, s.cached.is_empty() as usize, lru)
+            }
+        })
+        .map(|(i, _)| i)
+    }
+
+    /// Makes sequence `dst`'s cache hold the longest reusable prefix of `prompt` — its
+    /// own, or another sequence's shared through `seq_cp` — and returns its length.
+    fn place(&mut self, dst: usize, prompt: &[Token]) -> usize {
+        if !self.params.prefix_cache {
+            return 0;
+        }
+        let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
+        let own = common_prefix(&self.slots[dst].cached, prompt).min(limit);
+        let best_other = (0..self.slots.len())
+            .filter(|&i| i != dst)
+            .map(|i| {
+                let held = match &self.slots[i].req {
+                    Some(r) => &r.tokens[..r.n_cached],
+                    None => &self.slots[i].cached[..],
+                };
+                (common_prefix(held, prompt).min(limit), i)
+            })
+            .max();
+        let seq = dst as SeqId;
+        // Sharing cells across sequences needs the one unified pool (with a stream per
+        // sequence llama.cpp would copy whole streams).
+        let shared = self.ctx.params().kv_unified;
+        if let Some((n, src)) = best_other.filter(|&(n, _)| shared && n > own) {
+            let src_seq = src as SeqId;
+            if window_present(&self.ctx, src_seq, n)
+                && self.ctx.seq_rm(Some(seq), ..).is_ok()
+                && self.ctx.seq_cp(src_seq, seq, 0..n as i32).is_ok()
+            {
+                self.slots[dst].cached = prompt[..n].to_vec();
+                return n;
+            }
+        }
+        if own > 0 && self.ctx.seq_rm(Some(seq), own as i32..).unwrap_or(false) && window_present(&self.ctx, seq, own) {
+            return own;
+        }
+        0
+    }
+
+    /// Builds and decodes one batch, then samples and hands out what it produced.
+    /// Returns whether any work was done.
+    fn decode_step(&mut self) -> bool {
+        loop {
+            let scheduled = self.build_batch();
+            if scheduled.is_empty() {
+                return false;
+            }
+            let t0 = Instant::now();
+            let r = self.ctx.decode(&mut self.batch);
+            self.local.busy_s += t0.elapsed().as_secs_f64();
+            self.local.steps += 1;
+            match r {
+                Ok(()) => {
+                    self.after_decode(&scheduled);
+                    return true;
+                }
+                Err(Error::ContextFull) => {
+                    self.resync(&scheduled);
+                    if !self.make_room() {
+                        // Only one request runs and it alone does not fit: end it.
+                        let i = scheduled[0].slot;
+                        if let Some(p) = self.slots[i].req.as_mut().map(|r| r.a.core.finish(FinishReason::Length)) {
+                            self.finish(i, p);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Not a request's fault (inputs are checked at submission): every
+                    // request in the batch fails with the backend's error.
+                    log::error!("engine: decode failed: {e}");
+                    self.resync(&scheduled);
+                    let code = match e {
+                        Error::Backend { code, .. } => code,
+                        _ => None,
+                    };
+                    for s in &scheduled {
+                        self.fail(s.slot, Error::Backend { op: "llama_decode", code });
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Fills the batch: every running sequence's next token first (inter-token latency),
+    /// then prompt chunks, oldest request first, within the step's token budget.
+    fn build_batch(&mut self) -> Vec<Scheduled> {
+        self.batch.clear();
+        let budget = self.batch.capacity();
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].req.as_ref().is_some_and(|r| r.outbox.is_empty()))
+            .collect();
+        // Decoding sequences (one pending token) before prompts; older before younger.
+        order.sort_by_key(|&i| {
+            let r = self.slots[i].req.as_ref().expect("filtered above");
+            (r.tokens.len() - r.n_cached > 1, r.order)
+        });
+        let mut out = Vec::new();
+        let mut used = 0;
+        for i in order {
+            if used == budget {
+                break;
+            }
+            // A request at its token cap ends before its next token is decoded.
+            let at_cap = self.slots[i].req.as_ref().is_some_and(|r| r.tokens.len() > self.cap);
+            if at_cap {
+                if let Some(p) = self.slots[i].req.as_mut().map(|r| r.a.core.finish(FinishReason::Length)) {
+                    self.finish(i, p);
+                }
+                continue;
+            }
+            let r = self.slots[i].req.as_mut().expect("filtered above");
+            let pending = r.tokens.len() - r.n_cached;
+            if pending == 0 {
+                continue;
+            }
+            let n = pending.min(budget - used);
+            let is_end = n == pending;
+            let chunk = &r.tokens[r.n_cached..r.n_cached + n];
+            if self.batch.add_sequence(chunk, r.n_cached as i32, i as SeqId, is_end).is_err() {
+                break;
+            }
+            r.started.get_or_insert_with(Instant::now);
+            used += n;
+            out.push(Scheduled { slot: i, n, output: is_end.then_some(used - 1) });
+        }
+        out
+    }
+
+    /// After a failed decode, the caches hold what they held before (llama.cpp places a
+    /// whole batch or none of it); the counts are re-read to be sure.
+    fn resync(&mut self, scheduled: &[Scheduled]) {
+        for s in scheduled {
+            let held = self.ctx.seq_pos_max(s.slot as SeqId).map_or(0, |p| p as usize + 1);
+            if let Some(r) = &mut self.slots[s.slot].req {
+                r.n_cached = r.n_cached.min(held);
+            }
+        }
+    }
+
+    /// Frees KV cells: first a cached prefix of an idle sequence (least recently used),
+    /// then the youngest running request (recomputed from its tokens later). Returns
+    /// false when nothing can be freed.
+    fn make_room(&mut self) -> bool {
+        let idle = (0..self.slots.len())
+            .filter(|&i| self.slots[i].req.is_none() && !self.slots[i].cached.is_empty())
+            .min_by_key(|&i| self.slots[i].last_used);
+        if let Some(i) = idle {
+            let _ = self.ctx.seq_rm(Some(i as SeqId), ..);
+            self.slots[i].cached.clear();
+            self.local.evictions += 1;
+            return true;
+        }
+        let running: Vec<usize> =
+            (0..self.slots.len()).filter(|&i| self.slots[i].req.as_ref().is_some_and(|r| r.n_cached > 0)).collect();
+        if running.len() < 2 {
+            return false;
+        }
+        let youngest = *running.iter().max_by_key(|&&i| self.slots[i].req.as_ref().map(|r| r.order)).expect("two");
+        let _ = self.ctx.seq_rm(Some(youngest as SeqId), ..);
+        if let Some(r) = &mut self.slots[youngest].req {
+            r.n_cached = 0;
+            r.preemptions += 1;
+            // Recomputing counts as prompt work, not as a cache hit.
+            r.cached_tokens = r.cached_tokens.min(r.a.prompt.len());
+        }
+        self.slots[youngest].cached.clear();
+        self.local.preemptions += 1;
+        true
+    }
+
+    fn after_decode(&mut self, scheduled: &[Scheduled]) {
+        let now = Instant::now();
+        for s in scheduled {
+            match self.sample_one(s, now) {
+                Outcome::Continue => {}
+                Outcome::Finish(p) => self.finish(s.slot, p),
+                Outcome::Fail(e) => self.fail(s.slot, e),
+            }
+        }
+        self.flush();
+    }
+
+    /// Counts what the decode put in the cache and, where the chunk produced an output,
+    /// samples the next token and turns it into events.
+    fn sample_one(&mut self, s: &Scheduled, now: Instant) -> Outcome {
+        let Some(r) = self.slots[s.slot].req.as_mut() else { return Outcome::Continue };
+        let prompt_part = r.a.prompt.len().min(r.n_cached + s.n).saturating_sub(r.n_cached);
+        self.local.prompt_tokens += prompt_part as u64;
+        r.n_cached += s.n;
+        let Some(idx) = s.output else { return Outcome::Continue };
+        let ctx = &self.ctx;
+        // A panic in a sampler (a custom stage) fails this request, not the engine.
+        let t = match catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx))) {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Outcome::Fail(e),
+            Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),
+        };
+        self.local.generated_tokens += 1;
+        match r.last_token {
+            None => {
+                let ms = now.duration_since(r.a.submitted).as_secs_f64() * 1e3;
+                r.ttft_ms = Some(ms);
+                self.local.ttft_ms.record(ms);
+            }
+            Some(prev) => self.local.itl_ms.record(now.duration_since(prev).as_secs_f64() * 1e3),
+        }
+        r.last_token = Some(now);
+        let goes_on = r.a.core.continues_after();
+        if goes_on {
+            r.tokens.push(t);
+        }
+        match r.a.core.emit(t) {
+            Ok(Some(p)) if p.finish_reason.is_some() => Outcome::Finish(p),
+            Ok(p) => {
+                if let Some(p) = p {
+                    r.outbox.push_back(Ok(Event::Piece(p)));
+                }
+                if goes_on {
+                    Outcome::Continue
+                } else {
+                    Outcome::Finish(r.a.core.finish(FinishReason::Length))
+                }
+            }
+            Err(e) => Outcome::Fail(e),
+        }
+    }
+
+    /// Ends the request in `slot` with its final piece; its cache stays as a reusable
+    /// prefix (prefix cache on) or is dropped.
+    fn finish(&mut self, slot: usize, last: Piece) {
+        let Some(mut r) = self.slots[slot].req.take() else { return };
+        let reason = last.finish_reason.unwrap_or(FinishReason::Stop);
+        log::debug!("engine: request {} finished ({reason:?})", r.a.id);
+        r.outbox.push_back(Ok(Event::Piece(last)));
+        let now = Instant::now();
+        let timings = Timings {
+            queued_ms: r.started.map_or(0.0, |s| s.duration_since(r.a.submitted).as_secs_f64() * 1e3),
+            ttft_ms: r.ttft_ms.unwrap_or(0.0),
+            total_ms: now.duration_since(r.a.submitted).as_secs_f64() * 1e3,
+            preemptions: r.preemptions,
+        };
+        r.outbox.push_back(Ok(done(&r.a, reason, r.cached_tokens, timings)));
+        self.retire(slot, r);
+    }
+
+    /// Ends the request in `slot` with an error.
+    fn fail(&mut self, slot: usize, e: Error) {
+        let Some(mut r) = self.slots[slot].req.take() else { return };
+        r.a.core.finish(FinishReason::Stop);
+        r.outbox.push_back(Err(e));
+        self.retire(slot, r);
+    }
+
+    fn retire(&mut self, slot: usize, mut r: Running) {
+        self.local.finished += 1;
+        self.step += 1;
+        let s = &mut self.slots[slot];
+        s.last_used = self.step;
+        if self.params.prefix_cache {
+            s.cached = r.tokens[..r.n_cached].to_vec();
+        } else {
+            let _ = self.ctx.seq_rm(Some(slot as SeqId), ..);
+            s.cached.clear();
+        }
+        self.publish();
+        let _ = push_out(&mut r.a.tx, &mut r.outbox);
+        if !r.outbox.is_empty() {
+            self.draining.push(Draining { tx: r.a.tx, outbox: r.outbox });
+        }
+    }
+
+    /// Copies the counters into the shared snapshot.
+    fn publish(&mut self) {
+        self.local.queued = self.queue.len();
+        self.local.active = self.slots.iter().filter(|s| s.req.is_some()).count();
+        self.local.kv_used = self
+            .slots
+            .iter()
+            .map(|s| match &s.req {
+                Some(r) => r.n_cached,
+                None => s.cached.len(),
+            })
+            .sum();
+        if let Ok(mut m) = self.metrics.lock() {
+            m.clone_from(&self.local);
+        }
+    }
+}
+
+/// The `Done` event of a request.
+fn done(a: &Admitted, reason: FinishReason, cached: usize, timings: Timings) -> Event {
+    let (prompt_tokens, completion_tokens) = a.core.usage();
+    Event::Done {
+        finish_reason: reason,
+        usage: Usage { prompt_tokens, cached_tokens: cached, completion_tokens },
+        timings,
+    }
+}
+
+/// Moves events into the channel until it is full. `Err` when the receiver is gone.
+fn push_out(tx: &mut Sender<Result<Event>>, outbox: &mut VecDeque<Result<Event>>) -> std::result::Result<(), ()> {
+    while let Some(ev) = outbox.pop_front() {
+        match tx.try_send(ev) {
+            Ok(()) => {}
+            Err(e) if e.is_full() => {
+                outbox.push_front(e.into_inner());
+                return Ok(());
+            }
+            Err(_) => {
+                outbox.clear();
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
