@@ -80,6 +80,11 @@ struct Args {
     /// --batched: generated tokens per sequence.
     #[arg(long, default_value_t = 64)]
     ntg: usize,
+    /// Instead of the comparison: the engine with --npl concurrent requests of --npp
+    /// prompt tokens and --ntg generated tokens each (next to llama-batched-bench when
+    /// given), then the prefix-reuse scenario (8 requests sharing a 1,000-token prompt).
+    #[arg(long)]
+    engine: bool,
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -509,6 +514,132 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
     Ok(())
 }
 
+/// One engine run: `pl` requests submitted at once.
+#[derive(Clone, Copy)]
+struct EngineRun {
+    /// Generated tokens per second over the whole run (prompts included in the time).
+    agg_tps: f64,
+    /// Generated tokens per second once every request produced its first token (the
+    /// decode phase: comparable to llama-batched-bench's tg speed).
+    tg_tps: f64,
+    ttft_p50: f64,
+    ttft_p95: f64,
+}
+
+fn engine_run(engine: &llama_rs::Engine, prompts: Vec<Vec<Token>>, ntg: usize) -> EngineRun {
+    let p = GenerateParams {
+        max_tokens: Some(ntg),
+        ignore_eos: true,
+        sampler: SamplerConfig::greedy(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let streams: Vec<_> =
+        prompts.into_iter().map(|t| engine.submit(llama_rs::Request::tokens(t, p.clone())).unwrap()).collect();
+    let done: Vec<_> = streams.into_iter().map(|s| s.text().unwrap()).collect();
+    let total = t0.elapsed().as_secs_f64();
+    let n = done.len();
+    let mut ttft: Vec<f64> = done.iter().map(|c| c.timings.ttft_ms).collect();
+    ttft.sort_by(f64::total_cmp);
+    let pct = |q: f64| ttft[((q / 100.0) * (n - 1) as f64).round() as usize];
+    let last_first = ttft[n - 1] / 1e3;
+    let gen: usize = done.iter().map(|c| c.usage.completion_tokens).sum();
+    EngineRun {
+        agg_tps: gen as f64 / total,
+        tg_tps: (gen - n) as f64 / (total - last_first).max(1e-9),
+        ttft_p50: pct(50.0),
+        ttft_p95: pct(95.0),
+    }
+}
+
+fn engine_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) -> anyhow::Result<()> {
+    let max_pl = a.npl.iter().copied().max().unwrap_or(1);
+    let n_ctx = (max_pl * (a.npp + a.ntg)) as u32;
+    let fa = match a.fa.as_str() {
+        "on" => FlashAttn::On,
+        "off" => FlashAttn::Off,
+        _ => FlashAttn::Auto,
+    };
+    let params = llama_rs::EngineParams {
+        n_ctx,
+        slots: max_pl as u32,
+        step_tokens: 2048,
+        n_threads: threads,
+        flash_attn: fa,
+        prefix_cache: false,
+        ..Default::default()
+    };
+    let engine = llama_rs::Engine::new(&ours.model, params.clone())?;
+    engine_run(&engine, vec![(0..16).map(|_| ours.rand_token()).collect()], 4); // warm-up
+    let mut rows: Vec<(Vec<EngineRun>, Vec<BatchedRun>)> = vec![(vec![], vec![]); a.npl.len()];
+    let bar = llama_devtools::steps_progress(a.reps as u64, "repetitions");
+    for _ in 0..a.reps {
+        bar.inc(1);
+        for (row, &pl) in rows.iter_mut().zip(&a.npl) {
+            let prompts = (0..pl).map(|_| (0..a.npp).map(|_| ours.rand_token()).collect()).collect();
+            row.0.push(engine_run(&engine, prompts, a.ntg));
+        }
+        if let Some(bin) = &a.llama_batched_bench {
+            match llama_batched_bench(bin, a, path, threads, n_ctx) {
+                Some(theirs) => rows.iter_mut().zip(theirs).for_each(|(row, r)| row.1.push(r)),
+                None => eprintln!("llama-batched-bench gave no results"),
+            }
+        }
+    }
+    bar.finish_and_clear();
+    drop(engine);
+    println!("engine: {} prompt + {} generated tokens per request, n_ctx {n_ctx}, one unified KV pool\n", a.npp, a.ntg);
+    println!("| requests | gen t/s (whole run) | tg t/s (decode phase) | llama-batched-bench tg t/s | tg ratio | TTFT p50 ms | TTFT p95 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let cell = |v: &[f64]| {
+        let (m, sd) = stats(v);
+        format!("{m:.1} ± {sd:.1}")
+    };
+    for ((o, t), pl) in rows.iter().zip(&a.npl) {
+        let f = |g: fn(&EngineRun) -> f64| o.iter().map(g).collect::<Vec<_>>();
+        let ttg: Vec<f64> = t.iter().map(|r| r.tg_tps).collect();
+        let (theirs, ratio) = if ttg.is_empty() {
+            ("–".to_string(), "–".to_string())
+        } else {
+            let r: Vec<f64> = o.iter().zip(&ttg).map(|(x, y)| x.tg_tps / y).collect();
+            let (m, sd) = stats(&r);
+            (cell(&ttg), format!("{m:.3} ± {sd:.3}"))
+        };
+        println!(
+            "| {pl} | {} | {} | {theirs} | {ratio} | {} | {} |",
+            cell(&f(|r| r.agg_tps)),
+            cell(&f(|r| r.tg_tps)),
+            cell(&f(|r| r.ttft_p50)),
+            cell(&f(|r| r.ttft_p95)),
+        );
+    }
+    // Prefix reuse: 8 requests sharing a 1,000-token system prompt, each with its own
+    // 24-token question, submitted one after another once the first has finished.
+    println!("\nprefix reuse: 8 requests sharing a 1,000-token prefix (+24 own tokens), {} generated each\n", a.ntg);
+    println!("| prefix cache | prompt tokens decoded | TTFT p50 ms (requests 2-8) | total s |");
+    println!("|---|---|---|---|");
+    let system: Vec<Token> = (0..1000).map(|_| ours.rand_token()).collect();
+    let questions: Vec<Vec<Token>> = (0..8).map(|_| (0..24).map(|_| ours.rand_token()).collect()).collect();
+    for cache in [false, true] {
+        let p = llama_rs::EngineParams { n_ctx: 16384, prefix_cache: cache, ..params.clone() };
+        let engine = llama_rs::Engine::new(&ours.model, p)?;
+        let t0 = Instant::now();
+        let first = [system.clone(), questions[0].clone()].concat();
+        engine_run(&engine, vec![first], a.ntg);
+        let rest: Vec<Vec<Token>> = questions[1..].iter().map(|q| [system.clone(), q.clone()].concat()).collect();
+        let r = engine_run(&engine, rest, a.ntg);
+        let m = engine.metrics();
+        println!(
+            "| {} | {} | {:.1} | {:.2} |",
+            if cache { "on" } else { "off" },
+            m.prompt_tokens,
+            r.ttft_p50,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 fn llama_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, test: &str) -> Option<f64> {
     let (p, n) = if test == "pp" { (a.n_prompt, 0) } else { (0, a.n_gen) };
     let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
@@ -590,6 +721,9 @@ fn main() -> anyhow::Result<()> {
     }
     if a.batched {
         return batched_main(&a, &mut ours, &path, threads);
+    }
+    if a.engine {
+        return engine_main(&a, &mut ours, &path, threads);
     }
     // Generation tests: llama-cpp-python's greedy and default chains, placed by
     // DeviceSampling::Auto and forced onto the host.
