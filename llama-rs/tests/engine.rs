@@ -67,6 +67,37 @@ fn concurrent_greedy_requests_give_the_text_each_gives_alone() {
 }
 
 #[test]
+fn n_completions_with_a_seed_differ_and_repeat() {
+    let params = GenerateParams {
+        max_tokens: Some(16),
+        sampler: SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() },
+        ..Default::default()
+    };
+    let run = || {
+        let e = engine(EngineParams { slots: 4, n_ctx: 2048, deterministic: true, ..Default::default() });
+        let streams = e.submit_n(Request::text(PROMPTS[1], params.clone()), 4).unwrap();
+        streams.into_iter().map(|s| s.text().unwrap().text).collect::<Vec<_>>()
+    };
+    let a = run();
+    let distinct: std::collections::HashSet<_> = a.iter().collect();
+    assert_eq!(distinct.len(), 4, "{a:?}");
+    assert_eq!(run(), a);
+    // With the unified pool the 4 share the prompt's cells: it is decoded once.
+    let long = format!("{} {}", "Tell me a story about a brave knight and a dragon.".repeat(6), PROMPTS[1]);
+    let e = engine(EngineParams { slots: 4, n_ctx: 4096, ..Default::default() });
+    let streams = e.submit_n(Request::text(long, params.clone()), 4).unwrap();
+    let done: Vec<_> = streams.into_iter().map(|s| s.text().unwrap()).collect();
+    let prompt = done[0].usage.prompt_tokens;
+    assert!(
+        done[1..].iter().all(|c| c.usage.cached_tokens == prompt - 1),
+        "{:?}",
+        done.iter().map(|c| c.usage).collect::<Vec<_>>()
+    );
+    assert!(e.metrics().prompt_tokens < 2 * prompt as u64, "{:?}", e.metrics());
+    assert!(e.submit_n(Request::text("hi", params), 0).is_err());
+}
+
+#[test]
 fn more_requests_than_slots_queue_and_all_finish() {
     let e = engine(EngineParams { slots: 2, n_ctx: 1024, ..Default::default() });
     let streams: Vec<_> = PROMPTS.iter().map(|p| e.submit(Request::text(*p, greedy(8))).unwrap()).collect();

@@ -66,6 +66,10 @@ pub struct EngineParams {
     pub channel_capacity: usize,
     /// Reuse cached prompt prefixes across requests.
     pub prefix_cache: bool,
+    /// Keep sliding-window layers' cache at full size, so prefixes longer than the
+    /// window stay reusable (docs/ENGINE.md: memory cost measured). Off: window-sized
+    /// caches; a prefix is then reused only while its window is still cached.
+    pub swa_full: bool,
     /// Threads (0 = all cores).
     pub n_threads: u32,
     /// Flash attention.
@@ -87,6 +91,7 @@ impl Default for EngineParams {
             max_request_tokens: None,
             channel_capacity: 64,
             prefix_cache: true,
+            swa_full: true,
             n_threads: 0,
             flash_attn: FlashAttn::Auto,
             deterministic: false,
@@ -96,7 +101,7 @@ impl Default for EngineParams {
 
 impl EngineParams {
     /// The context the engine creates: one unified KV pool over `slots` sequences, the
-    /// full-size sliding-window cache (so prefixes stay reusable past the window); with
+    /// full-size sliding-window cache (`swa_full`); with
     /// `deterministic`, one KV stream per slot and no flash attention.
     pub fn context_params(&self) -> ContextParams {
         let mut p = ContextParams::default()
@@ -106,7 +111,7 @@ impl EngineParams {
             .n_seq_max(self.slots)
             .flash_attn(self.flash_attn);
         p.kv_unified = true;
-        p.swa_full = true;
+        p.swa_full = self.swa_full;
         if self.deterministic {
             // Measured (docs/ENGINE.md): in one unified cache a sequence's cells sit among
             // other sequences' cells, which changes how the attention sums are grouped;
@@ -305,6 +310,11 @@ impl Engine {
         self.handle.submit(req)
     }
 
+    /// Submits `n` completions of one request (see [`EngineHandle::submit_n`]).
+    pub fn submit_n(&self, req: Request, n: usize) -> Result<Vec<RequestStream>> {
+        self.handle.submit_n(req, n)
+    }
+
     /// A snapshot of the engine's counters.
     pub fn metrics(&self) -> Metrics {
         self.handle.metrics()
@@ -361,6 +371,24 @@ impl EngineHandle {
             .send(Command::Submit(Box::new(admitted)))
             .map_err(|_| Error::InvalidParam("the engine has shut down".into()))?;
         Ok(RequestStream::new(rx, cancel))
+    }
+
+    /// `n` completions of one request, as `n` requests whose samplers are seeded
+    /// `seed, seed + 1, ...`: the prompt is decoded once and its cells shared (unified
+    /// pool). All or nothing: an invalid request fails before any is queued.
+    pub fn submit_n(&self, req: Request, n: usize) -> Result<Vec<RequestStream>> {
+        check_arg((1..=self.params.slots as usize * 64).contains(&n), || {
+            format!("n must be in 1..={}, got {n}", self.params.slots as usize * 64)
+        })?;
+        let mut reqs = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut r = req.clone();
+            r.params.sampler.seed = r.params.sampler.seed.wrapping_add(i as u32);
+            // Validate every copy before queueing any (a copy differs only by its seed).
+            GenerationCore::new(&self.model, &r.params, 1)?;
+            reqs.push(r);
+        }
+        reqs.into_iter().map(|r| self.submit(r)).collect()
     }
 
     /// A snapshot of the engine's counters.

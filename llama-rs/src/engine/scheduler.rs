@@ -225,11 +225,19 @@ impl Scheduler {
 
     /// Gives queued requests a sequence, reusing the longest cached prefix.
     fn admit(&mut self) {
-        while let Some(free) = self.pick_slot() {
-            let Some(a) = self.queue.pop_front() else { break };
-            if a.cancel.load(Ordering::Acquire) || a.tx.is_closed() {
+        let mut i = 0;
+        while i < self.queue.len() {
+            let gone = self.queue[i].cancel.load(Ordering::Acquire) || self.queue[i].tx.is_closed();
+            if gone {
+                self.queue.remove(i);
                 continue;
             }
+            if self.wait_for_prefix(&self.queue[i].prompt) {
+                i += 1;
+                continue;
+            }
+            let Some(free) = self.pick_slot(&self.queue[i].prompt) else { break };
+            let a = self.queue.remove(i).expect("index checked");
             let keep = self.place(free, &a.prompt);
             let seq = free as SeqId;
             if keep == 0 {
@@ -257,12 +265,28 @@ impl Scheduler {
         }
     }
 
-    /// A free sequence for the next queued request. With the unified pool: an empty one
+    /// Whether a request should wait because a running sequence is still decoding a
+    /// prefix it shares (at least `SHARE_MIN` tokens, e.g. a system prompt sent with
+    /// several requests at once, or `n` completions of one prompt): once that prefix is in
+    /// the cache the request shares its cells instead of decoding it again. Only with the
+    /// unified pool, where cells can be shared.
+    fn wait_for_prefix(&self, prompt: &[Token]) -> bool {
+        const SHARE_MIN: usize = 32;
+        if !self.params.prefix_cache || !self.ctx.params().kv_unified {
+            return false;
+        }
+        let limit = prompt.len() - 1;
+        self.slots.iter().filter_map(|s| s.req.as_ref()).any(|r| {
+            let common = common_prefix(&r.tokens, prompt).min(limit);
+            common >= SHARE_MIN && r.n_cached < common
+        })
+    }
+
+    /// A free sequence for the request with `prompt`. With the unified pool: an empty one
     /// (the prefix is then shared from wherever it is cached, leaving that cache intact),
     /// else the idle one sharing the longest prefix, else the least recently used. With a
     /// stream per sequence prefixes cannot be shared: the longest prefix wins first.
-    fn pick_slot(&self) -> Option<usize> {
-        let prompt = &self.queue.front()?.prompt;
+    fn pick_slot(&self, prompt: &[Token]) -> Option<usize> {
         let shared = self.ctx.params().kv_unified;
         let free = self.slots.iter().enumerate().filter(|(_, s)| s.req.is_none());
         free.max_by_key(|(_, s)| {
