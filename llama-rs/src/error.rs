@@ -100,6 +100,9 @@ pub enum Error {
     /// No room in the KV cache (llama_decode returned 1): the context is full.
     #[error("no KV cache slot for the batch: the context is full (clear or shift a sequence, or use a larger n_ctx)")]
     ContextFull,
+    /// The engine was shut down (or dropped) before the request could be queued.
+    #[error("the engine has shut down")]
+    EngineStopped,
     /// The abort handle stopped the computation (llama_decode returned 2).
     #[error("decode aborted by the abort handle")]
     Aborted,
@@ -249,7 +252,7 @@ impl Error {
             Error::NotGguf { .. } | Error::InvalidState(_) | Error::StateRejected => K::Corrupt,
             Error::ModelLoad { .. } | Error::ContextCreate | Error::Backend { .. } => K::Backend,
             Error::NanLogits => K::Backend,
-            Error::LoadCancelled | Error::Aborted => K::Cancelled,
+            Error::LoadCancelled | Error::Aborted | Error::EngineStopped => K::Cancelled,
             Error::InvalidParam(_)
             | Error::BatchFull { .. }
             | Error::EmptyBatch

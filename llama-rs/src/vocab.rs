@@ -141,6 +141,12 @@ impl<'m> Vocab<'m> {
         self.ptr.as_ptr()
     }
 
+    /// llama.cpp's tokenizer type (`LLAMA_VOCAB_TYPE_SPM`, `_BPE`, ...).
+    pub fn kind(&self) -> u32 {
+        // SAFETY: const query on a valid vocab.
+        unsafe { sys::llama_vocab_type(self.raw()) as u32 }
+    }
+
     /// Number of tokens.
     pub fn n_tokens(&self) -> i32 {
         // SAFETY: const query on a valid vocab.

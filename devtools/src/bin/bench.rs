@@ -85,6 +85,10 @@ struct Args {
     /// given), then the prefix-reuse scenario (8 requests sharing a 1,000-token prompt).
     #[arg(long)]
     engine: bool,
+    /// Instead of the comparison: speculative decoding (n-gram drafters) vs plain
+    /// decoding on repetitive work and on prose, -n tokens each, greedy.
+    #[arg(long)]
+    spec: bool,
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -640,6 +644,76 @@ fn engine_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) 
     Ok(())
 }
 
+/// Prompts for the speculative benchmark: tasks whose answers repeat their input (the
+/// case n-gram drafting is for), and prose (where it must not slow things down).
+const SPEC_PROMPTS: [(&str, &str); 4] = [
+    (
+        "rewrite code",
+        "Rename the variable `total` to `sum` in this function and print the whole function again.\n\n\
+         ```python\ndef average(values):\n    total = 0\n    count = 0\n    for v in values:\n        total += v\n        \
+         count += 1\n    if count == 0:\n        return 0\n    return total / count\n```\n\nRenamed:\n\n```python\n",
+    ),
+    (
+        "edit JSON",
+        "Change Bob's age to 26 and output the full JSON document again.\n\n\
+         [{\"name\": \"Alice\", \"age\": 30, \"city\": \"Paris\", \"email\": \"alice@example.com\"},\n \
+         {\"name\": \"Bob\", \"age\": 25, \"city\": \"London\", \"email\": \"bob@example.com\"},\n \
+         {\"name\": \"Carol\", \"age\": 35, \"city\": \"Berlin\", \"email\": \"carol@example.com\"}]\n\nUpdated:\n\n[",
+    ),
+    (
+        "continue a list",
+        "Packing list for the trip:\n- passport\n- charger for the phone\n- charger for the laptop\n- \
+         toothbrush\n- toothpaste\n- sunscreen\n\nThe same list, sorted alphabetically:\n-",
+    ),
+    ("prose", "Write a short essay about the history of bread making in Europe.\n\n"),
+];
+
+fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
+    use llama_rs::{DraftKind, Speculation};
+    let ctx = || model.context(ContextParams::default().n_ctx(4096).n_threads(threads));
+    let plain = GenerateParams { max_tokens: Some(a.n_gen), sampler: SamplerConfig::greedy(), ..Default::default() };
+    let variants: [(&str, Option<DraftKind>); 3] = [
+        ("plain", None),
+        ("ngram", Some(DraftKind::Ngram { n_min: 2, n_max: 6 })),
+        ("ngram-map", Some(DraftKind::NgramMap { n: 3, min_count: 1 })),
+    ];
+    println!("speculative decoding, greedy, {} tokens, {} reps, threads {threads}\n", a.n_gen, a.reps);
+    println!("| task | drafter | t/s | speedup | acceptance | tokens per target decode |");
+    println!("|---|---|---|---|---|---|");
+    for (task, prompt) in SPEC_PROMPTS {
+        let mut base = 0.0;
+        for (name, kind) in &variants {
+            let p = GenerateParams {
+                speculation: kind.clone().map(|drafter| Speculation { drafter, ..Default::default() }),
+                ..plain.clone()
+            };
+            let mut tps = Vec::new();
+            let mut last = None;
+            let mut n_last = 0;
+            for _ in 0..a.reps {
+                let mut s = Session::new(ctx()?)?;
+                let t = Instant::now();
+                let mut g = s.generate(prompt, &p)?;
+                let mut n = 0;
+                for piece in g.by_ref() {
+                    n += piece?.tokens.len();
+                }
+                tps.push(n as f64 / t.elapsed().as_secs_f64());
+                last = Some(g.spec_stats());
+                n_last = n;
+            }
+            let (m, sd) = stats(&tps);
+            if kind.is_none() {
+                base = m;
+            }
+            let st = last.unwrap_or_default();
+            let per = if st.target_decodes > 0 { n_last as f64 / st.target_decodes as f64 } else { 1.0 };
+            println!("| {task} | {name} | {m:.1} ± {sd:.1} | {:.2}× | {:.2} | {per:.2} |", m / base, st.acceptance());
+        }
+    }
+    Ok(())
+}
+
 fn llama_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, test: &str) -> Option<f64> {
     let (p, n) = if test == "pp" { (a.n_prompt, 0) } else { (0, a.n_gen) };
     let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
@@ -724,6 +798,9 @@ fn main() -> anyhow::Result<()> {
     }
     if a.engine {
         return engine_main(&a, &mut ours, &path, threads);
+    }
+    if a.spec {
+        return spec_main(&a, &ours.model, threads);
     }
     // Generation tests: llama-cpp-python's greedy and default chains, placed by
     // DeviceSampling::Auto and forced onto the host.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use llama_sys as sys;
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{backend_error, Error, Result};
 use crate::ffi::{path_cstring, read_string};
 use crate::gguf::check_gguf_header;
 use crate::model::Model;
@@ -147,7 +147,7 @@ impl Context {
         let rc =
             unsafe { sys::llama_set_adapters_lora(self.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr()) };
         if rc != 0 {
-            return Err(Error::Adapter(format!("llama_set_adapters_lora returned {rc}")));
+            return Err(backend_error("llama_set_adapters_lora", Some(rc)));
         }
         self.applied_loras = adapters.iter().map(|(a, _)| a.clone()).collect();
         Ok(())
@@ -190,7 +190,7 @@ impl Context {
             )
         };
         if rc != 0 {
-            return Err(Error::Adapter(format!("llama_set_adapter_cvec returned {rc}")));
+            return Err(backend_error("llama_set_adapter_cvec", Some(rc)));
         }
         Ok(())
     }

@@ -367,9 +367,7 @@ impl EngineHandle {
         let cancel = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let admitted = Admitted { id, prompt, core, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
-        self.tx
-            .send(Command::Submit(Box::new(admitted)))
-            .map_err(|_| Error::InvalidParam("the engine has shut down".into()))?;
+        self.tx.send(Command::Submit(Box::new(admitted))).map_err(|_| Error::EngineStopped)?;
         Ok(RequestStream::new(rx, cancel))
     }
 

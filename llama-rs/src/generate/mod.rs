@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::batch::Batch;
 use crate::context::DeviceSampler;
 use crate::context::{AbortHandle, Context};
-use crate::error::{Error, Result};
+use crate::error::{check_arg, Error, Result};
 use crate::sampling::{Sampler, SamplerConfig};
+use crate::speculative::{
+    DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, SpecStats, Speculation, Speculator,
+};
 use crate::token::Token;
 
 mod core;
@@ -87,6 +90,8 @@ pub struct GenerateParams {
     pub ignore_eos: bool,
     /// Where the sampler's first step (greedy argmax or top-k) runs.
     pub device_sampling: DeviceSampling,
+    /// Speculative decoding (see [`Speculation`](crate::Speculation)); `None`: off.
+    pub speculation: Option<Speculation>,
     /// Decode each token as soon as it is sampled, before its piece is handed out, so a
     /// GPU computes the next token while the caller handles this one. `None`: when the
     /// whole model is offloaded (there llama_decode only queues work; on the CPU it would
@@ -106,6 +111,7 @@ impl Default for GenerateParams {
             parse_special: false,
             ignore_eos: false,
             device_sampling: DeviceSampling::Auto,
+            speculation: None,
             eager_decode: None,
         }
     }
@@ -199,6 +205,8 @@ pub struct Session {
     batch: Batch,
     /// llama.cpp refused a device sampler once: do not retry on every generation.
     device_refused: bool,
+    /// The draft model for `DraftKind::Model` (kept between generations: its cache).
+    draft: Option<DraftModel>,
 }
 
 impl Session {
@@ -206,7 +214,11 @@ impl Session {
     /// cannot be allocated.
     pub fn new(ctx: Context) -> Result<Session> {
         let n = ctx.n_batch() as usize;
-        Ok(Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1)?, device_refused: false })
+        Ok(Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1)?, device_refused: false, draft: None })
+    }
+    /// Sets (or removes) the draft model that `DraftKind::Model` speculation uses.
+    pub fn set_draft_model(&mut self, draft: Option<DraftModel>) {
+        self.draft = draft;
     }
     /// The underlying context.
     pub fn context(&self) -> &Context {
@@ -295,7 +307,28 @@ impl Session {
             }
         };
         let core = GenerationCore::new(self.ctx.model(), params, tokens.len())?;
+        let spec = match &params.speculation {
+            None => None,
+            Some(sp) => {
+                check_arg((1..=64).contains(&sp.max_draft), || {
+                    format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
+                })?;
+                let own: Option<Box<dyn Drafter>> = match sp.drafter {
+                    DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
+                    DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
+                    DraftKind::Model if self.draft.is_some() => None,
+                    DraftKind::Model => {
+                        return Err(Error::InvalidParam(
+                            "speculation with DraftKind::Model needs Session::set_draft_model first".into(),
+                        ))
+                    }
+                };
+                Some((Speculator::new(sp), own))
+            }
+        };
         let step = match params.device_sampling {
+            // Verification samples several outputs per decode from host logits.
+            _ if spec.is_some() => None,
             _ if params.logprobs.is_some() || self.device_refused => None,
             DeviceSampling::Auto => self.ctx.model().output_backend().and_then(|b| auto_step(core.sampler(), &b)),
             DeviceSampling::On => core.sampler().device_step(),
@@ -308,9 +341,19 @@ impl Session {
         self.ctx.clear_abort(); // a cancel of an earlier generation must not leak into this one
         let logits_index = self.prefill(&tokens)?;
         // See `GenerateParams::eager_decode`.
-        let eager = params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
+        let eager = spec.is_none() && params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
         let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };
-        Ok(Generator { core, logits_index, pending: None, eager, decoded: None, cancel, session: self })
+        Ok(Generator {
+            core,
+            logits_index,
+            pending: None,
+            eager,
+            decoded: None,
+            cancel,
+            spec,
+            queued: std::collections::VecDeque::new(),
+            session: self,
+        })
     }
 }
 
@@ -339,6 +382,10 @@ pub struct Generator<'s> {
     /// The outcome of that eager decode, acted on at the start of the next step.
     decoded: Option<Result<()>>,
     cancel: CancelHandle,
+    /// Speculation state, and the drafter unless it is the session's draft model.
+    spec: Option<(Speculator, Option<Box<dyn Drafter>>)>,
+    /// Pieces produced by one verification beyond the one handed out.
+    queued: std::collections::VecDeque<Piece>,
 }
 
 impl Generator<'_> {
@@ -354,6 +401,10 @@ impl Generator<'_> {
     pub fn usage(&self) -> (usize, usize) {
         self.core.usage()
     }
+    /// What speculation did so far (all zero without it).
+    pub fn spec_stats(&self) -> SpecStats {
+        self.spec.as_ref().map(|(s, _)| s.stats.clone()).unwrap_or_default()
+    }
     /// Runs to the end; returns all text and the finish reason.
     pub fn text(mut self) -> Result<(String, FinishReason)> {
         let mut s = String::new();
@@ -368,8 +419,66 @@ impl Generator<'_> {
         self.core.finish(reason)
     }
 
+    /// Drafts after the pending token `t` and verifies the draft with one decode of
+    /// `t` and the drafted tokens. `Ok(false)`: no draft this step (decode normally).
+    fn speculate(&mut self, t: Token) -> Result<bool> {
+        let Some((spec, own)) = self.spec.as_mut() else { return Ok(false) };
+        let n_past = self.session.tokens.len();
+        // Room in the context and in the batch for `t` plus the draft.
+        let room =
+            (self.session.ctx.n_ctx_seq() as usize).saturating_sub(n_past + 2).min(self.session.batch.capacity() - 1);
+        let mut history = Vec::with_capacity(n_past + 1);
+        history.extend_from_slice(&self.session.tokens);
+        history.push(t);
+        let drafter: &mut dyn Drafter = match own {
+            Some(d) => d.as_mut(),
+            None => match self.session.draft.as_mut() {
+                Some(d) => d,
+                None => return Ok(false),
+            },
+        };
+        let drafts = spec.draft(drafter, &history, room)?;
+        if drafts.is_empty() {
+            return Ok(false);
+        }
+        let s = &mut *self.session;
+        s.batch.clear();
+        s.batch.add(t, n_past as i32, &[0], true)?;
+        for (i, &d) in drafts.iter().enumerate() {
+            s.batch.add(d, (n_past + 1 + i) as i32, &[0], true)?;
+        }
+        let t0 = std::time::Instant::now();
+        let r = s.ctx.decode(&mut s.batch);
+        let dt = t0.elapsed().as_secs_f64();
+        spec.stats.verify_s += dt;
+        spec.stats.target_decodes += 1;
+        spec.record_batch(drafts.len() + 1, dt);
+        if let Err(e) = r {
+            s.resync();
+            return Err(e);
+        }
+        let v = spec.verify(&mut self.core, &s.ctx, &drafts)?;
+        s.tokens.push(t);
+        s.tokens.extend_from_slice(&drafts[..v.accepted]);
+        // Drafts the target did not take leave the cache.
+        s.ctx.seq_rm(Some(0), s.tokens.len() as i32..)?;
+        self.pending = v.next;
+        self.queued.extend(v.pieces);
+        Ok(true)
+    }
+
     fn step(&mut self) -> Result<Option<Piece>> {
         loop {
+            if let Some(p) = self.queued.pop_front() {
+                if p.finish_reason.is_some() {
+                    self.pending = None;
+                    self.session.ctx.clear_abort();
+                }
+                return Ok(Some(p));
+            }
+            if self.core.finish_reason().is_some() {
+                return Ok(None);
+            }
             if self.cancel.is_cancelled() {
                 return Ok(Some(self.end(FinishReason::Cancelled)));
             }
@@ -379,9 +488,28 @@ impl Generator<'_> {
             if self.core.exhausted() {
                 return Ok(Some(self.end(FinishReason::Length)));
             }
+            if let Some(t) = self.pending {
+                if self.decoded.is_none() && self.spec.is_some() {
+                    match self.speculate(t) {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(Error::Aborted) => return Ok(Some(self.end(FinishReason::Cancelled))),
+                        Err(Error::ContextFull) => return Ok(Some(self.end(FinishReason::Length))),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             let decoded = match (self.decoded.take(), self.pending.take()) {
                 (Some(r), _) => Some(r),
-                (None, Some(t)) => Some(self.session.decode_next(t)),
+                (None, Some(t)) => {
+                    let t0 = std::time::Instant::now();
+                    let r = self.session.decode_next(t);
+                    if let Some((spec, _)) = self.spec.as_mut() {
+                        spec.record_single(t0.elapsed().as_secs_f64());
+                        spec.stats.target_decodes += 1;
+                    }
+                    Some(r)
+                }
                 (None, None) => None,
             };
             match decoded {
@@ -394,6 +522,9 @@ impl Generator<'_> {
                 self.logits_index = 0;
             }
             let t = self.core.sample(&self.session.ctx, self.logits_index)?;
+            if let Some((spec, _)) = self.spec.as_mut() {
+                spec.stats.generated += 1;
+            }
             if self.core.continues_after() {
                 if self.eager {
                     // Launch the next forward pass now: on a GPU it runs while this token

@@ -1,0 +1,297 @@
+//! Speculative decoding: a drafter proposes the next tokens, the target model verifies
+//! them all in one batch, and the longest prefix the target agrees with is kept.
+//!
+//! Verification samples each position from the target with the request's own sampler
+//! (through the [`GenerationCore`]) and keeps a drafted token only if the target sampled
+//! exactly it. Every kept token was therefore drawn from the target's distribution, and
+//! the sampler's random stream is consumed once per position in the same order as
+//! without speculation: with greedy sampling, and with a seeded sampler, the text is the
+//! text of plain decoding (where the kernels give the same logits for a batch of k + 1
+//! tokens as for one: see docs/ENGINE.md). For drafts from a point distribution (n-gram
+//! drafters, a greedy draft model) this is the standard rejection rule: a drafted x is
+//! kept with probability p(x) = min(1, p(x)/q(x)) for q(x) = 1.
+//!
+//! ```
+//! use llama_rs::*;
+//! let model = Model::load(llama_testkit::default_model_path()?, ModelParams::default())?;
+//! let mut s = Session::new(model.context(ContextParams::default())?)?;
+//! let spec = Speculation { drafter: DraftKind::Ngram { n_min: 2, n_max: 4 }, ..Default::default() };
+//! let p = GenerateParams { max_tokens: Some(32), speculation: Some(spec), sampler: SamplerConfig::greedy(), ..Default::default() };
+//! let mut g = s.generate("1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2,", &p)?;
+//! let text: String = g.by_ref().map(|p| p.map(|p| p.text)).collect::<Result<_>>()?;
+//! assert!(g.spec_stats().target_decodes <= 32);
+//! # let _ = text;
+//! # Ok::<(), llama_rs::Error>(())
+//! ```
+
+mod draft_model;
+mod ngram;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::generate::{GenerationCore, Piece};
+use crate::token::Token;
+
+pub use draft_model::DraftModel;
+pub use ngram::{NgramDrafter, NgramMapDrafter};
+
+/// Proposes tokens that may follow a sequence.
+pub trait Drafter: Send {
+    /// Up to `max` tokens likely to follow `history` (the whole sequence: prompt and
+    /// generated tokens). An empty draft means "decode normally this step".
+    fn draft(&mut self, history: &[Token], max: usize) -> Result<Vec<Token>>;
+}
+
+/// Which drafter a generation uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftKind {
+    /// Longest earlier match of the last `n_max` down to `n_min` tokens (prompt lookup).
+    Ngram {
+        /// Shortest match.
+        n_min: usize,
+        /// Longest match.
+        n_max: usize,
+    },
+    /// The most frequent continuation of the last `n` tokens, seen at least `min_count`
+    /// times.
+    NgramMap {
+        /// Key length.
+        n: usize,
+        /// Occurrences needed.
+        min_count: u32,
+    },
+    /// The draft model set with [`Session::set_draft_model`](crate::Session::set_draft_model).
+    Model,
+}
+
+/// Speculative decoding settings of a generation.
+///
+/// ```
+/// let s = llama_rs::Speculation::default();
+/// assert_eq!(s.max_draft, 8);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Speculation {
+    /// Where drafts come from.
+    pub drafter: DraftKind,
+    /// Most tokens drafted per step (1..=64; other values are an error). The draft length
+    /// adapts below it: one more after a fully accepted draft, the accepted length + 1
+    /// after a rejection.
+    pub max_draft: usize,
+    /// Below this acceptance rate (over the recent drafts) drafting stops probing; above
+    /// it, drafts are made only when the measured costs say they pay (see `Speculator`).
+    pub min_acceptance: f32,
+}
+
+impl Default for Speculation {
+    fn default() -> Self {
+        Speculation { drafter: DraftKind::Ngram { n_min: 2, n_max: 6 }, max_draft: 8, min_acceptance: 0.2 }
+    }
+}
+
+/// What speculation did for one generation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SpecStats {
+    /// Drafted tokens sent for verification.
+    pub drafted: usize,
+    /// Drafted tokens the target agreed with.
+    pub accepted: usize,
+    /// Per draft position: (drafted, accepted).
+    pub per_position: Vec<(usize, usize)>,
+    /// Target decodes after the prompt (verifications and plain single-token decodes).
+    pub target_decodes: usize,
+    /// Tokens generated (with or without a draft).
+    pub generated: usize,
+    /// Seconds spent drafting.
+    pub draft_s: f64,
+    /// Seconds spent in target decodes.
+    pub verify_s: f64,
+}
+
+impl SpecStats {
+    /// Accepted / drafted.
+    pub fn acceptance(&self) -> f64 {
+        if self.drafted == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.drafted as f64
+        }
+    }
+}
+
+/// The adaptive draft length, the pause rule and the statistics of one sequence's
+/// speculation (the drafter is passed in: a draft model outlives a generation).
+///
+/// Draft length: one more after a fully accepted draft, the accepted length + 1 after a
+/// rejection (runs of repeated text are long, so acceptance comes in bursts). Whether to
+/// draft at all is decided from measured costs: the recent tokens gained per verification
+/// divided by the measured time of a verification of that size, against one token per
+/// single-token decode. On a CPU a batch of 8 costs several single decodes, on a GPU
+/// about one, so the same drafts pay off differently. When drafting does not pay, it
+/// pauses for a number of steps that doubles each time (up to 64), then probes again.
+pub(crate) struct Speculator {
+    max_draft: usize,
+    k: usize,
+    min_acceptance: f32,
+    /// Exponentially weighted acceptance of recent drafts.
+    recent: f32,
+    /// Tokens gained per verification (EWMA).
+    per_verify: f64,
+    /// Seconds of a single-token target decode (EWMA); 0 until measured.
+    single_s: f64,
+    /// Seconds of a target decode of `n` tokens (EWMA), by `n`; 0 until measured.
+    batch_s: Vec<f64>,
+    paused: usize,
+    backoff: usize,
+    pub(crate) stats: SpecStats,
+}
+
+/// The result of verifying one draft.
+pub(crate) struct Verified {
+    /// Drafted tokens kept (they are in the target's cache after the decode).
+    pub(crate) accepted: usize,
+    /// Pieces of text, in order (the last may be final).
+    pub(crate) pieces: Vec<Piece>,
+    /// The token sampled after the kept drafts, to decode next (`None` when the
+    /// generation ended).
+    pub(crate) next: Option<Token>,
+}
+
+impl Speculator {
+    pub(crate) fn new(s: &Speculation) -> Speculator {
+        let max_draft = s.max_draft.clamp(1, 64);
+        Speculator {
+            max_draft,
+            k: max_draft.min(4),
+            min_acceptance: s.min_acceptance,
+            recent: 1.0,
+            per_verify: 0.0,
+            single_s: 0.0,
+            batch_s: vec![0.0; max_draft + 2],
+            paused: 0,
+            backoff: 4,
+            stats: SpecStats::default(),
+        }
+    }
+
+    /// Records the time of a plain single-token decode.
+    pub(crate) fn record_single(&mut self, seconds: f64) {
+        self.single_s = ewma(self.single_s, seconds);
+    }
+
+    /// Seconds of a target decode of `n` tokens: measured, else interpolated from the
+    /// nearest measured sizes, else proportional to the nearest smaller one.
+    fn cost(&self, n: usize) -> Option<f64> {
+        if self.batch_s[n] > 0.0 {
+            return Some(self.batch_s[n]);
+        }
+        let lo = (2..n).rev().find(|&i| self.batch_s[i] > 0.0);
+        let hi = (n + 1..self.batch_s.len()).find(|&i| self.batch_s[i] > 0.0);
+        match (lo, hi) {
+            (Some(l), Some(h)) => {
+                let f = (n - l) as f64 / (h - l) as f64;
+                Some(self.batch_s[l] + f * (self.batch_s[h] - self.batch_s[l]))
+            }
+            (Some(l), None) => Some(self.batch_s[l] * n as f64 / l as f64),
+            (None, Some(h)) => Some(self.batch_s[h]),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether drafts of the current length are expected to beat plain decoding.
+    fn pays(&self) -> bool {
+        match self.cost(self.k + 1) {
+            Some(c) if self.single_s > 0.0 && self.per_verify > 0.0 => self.per_verify / c > 1.0 / self.single_s,
+            _ => true, // not measured yet: try
+        }
+    }
+
+    /// A draft of at most `room` tokens to follow `history`; empty while paused.
+    pub(crate) fn draft(&mut self, drafter: &mut dyn Drafter, history: &[Token], room: usize) -> Result<Vec<Token>> {
+        if self.paused > 0 {
+            self.paused -= 1;
+            return Ok(Vec::new());
+        }
+        if !self.pays() || self.recent < self.min_acceptance {
+            self.paused = self.backoff;
+            self.backoff = (self.backoff * 2).min(64);
+            self.recent = self.recent.max(self.min_acceptance);
+            self.k = self.k.min(2);
+            self.per_verify = 0.0; // re-measure when probing again
+            return Ok(Vec::new());
+        }
+        let t = std::time::Instant::now();
+        let d = drafter.draft(history, self.k.min(room))?;
+        self.stats.draft_s += t.elapsed().as_secs_f64();
+        Ok(d)
+    }
+
+    /// Records the time of the target decode of `n` tokens that verified a draft.
+    pub(crate) fn record_batch(&mut self, n: usize, seconds: f64) {
+        if let Some(c) = self.batch_s.get_mut(n) {
+            *c = ewma(*c, seconds);
+        }
+    }
+
+    pub(crate) fn verify(&mut self, core: &mut GenerationCore, ctx: &Context, drafts: &[Token]) -> Result<Verified> {
+        let mut pieces = Vec::new();
+        let mut accepted = 0;
+        let mut next = None;
+        for i in 0..=drafts.len() {
+            let t = core.sample(ctx, i)?;
+            self.stats.generated += 1;
+            let goes_on = core.continues_after();
+            let piece = core.emit(t)?;
+            let ended = piece.as_ref().is_some_and(|p| p.finish_reason.is_some());
+            pieces.extend(piece);
+            if ended || !goes_on {
+                break;
+            }
+            if i < drafts.len() && t == drafts[i] {
+                accepted += 1;
+                continue;
+            }
+            next = Some(t);
+            break;
+        }
+        self.record(drafts.len(), accepted);
+        Ok(Verified { accepted, pieces, next })
+    }
+
+    fn record(&mut self, drafted: usize, accepted: usize) {
+        let s = &mut self.stats;
+        s.drafted += drafted;
+        s.accepted += accepted;
+        if s.per_position.len() < drafted {
+            s.per_position.resize(drafted, (0, 0));
+        }
+        for (i, p) in s.per_position.iter_mut().enumerate().take(drafted) {
+            p.0 += 1;
+            if i < accepted {
+                p.1 += 1;
+            }
+        }
+        let rate = accepted as f32 / drafted.max(1) as f32;
+        self.recent = 0.7 * self.recent + 0.3 * rate;
+        self.per_verify = ewma(self.per_verify, (accepted + 1) as f64);
+        if accepted == drafted {
+            self.k = (self.k + 1).min(self.max_draft);
+            self.backoff = 4;
+        } else {
+            self.k = (accepted + 1).min(self.max_draft);
+        }
+    }
+}
+
+/// Exponentially weighted moving average (the first sample is taken as is).
+fn ewma(old: f64, new: f64) -> f64 {
+    if old == 0.0 {
+        new
+    } else {
+        0.8 * old + 0.2 * new
+    }
+}
