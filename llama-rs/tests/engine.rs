@@ -177,12 +177,17 @@ fn pool_pressure_evicts_then_preempts_and_every_request_finishes() {
     assert_eq!(d.submit(Request::text(PROMPTS[0], greedy(16))).unwrap().text().unwrap().text, alone);
 }
 
+/// Requests one after another, so nothing else shares their batches. The text with a
+/// reused prefix equals the text without it here; in general it can differ at near-ties,
+/// because llama.cpp's logits depend on how a prompt is split into chunks (measured in
+/// docs/ENGINE.md), which is why the deterministic profile reuses no prefixes.
 #[test]
 fn prefix_reuse_gives_the_same_text_with_fewer_prompt_tokens_decoded() {
+    use llama_rs::FlashAttn::Off;
     let system = "You are a helpful assistant. Answer briefly and precisely. ".repeat(12);
     let questions = ["What is the capital of France?", "How many legs does a spider have?", "Name a prime number."];
     let run = |prefix_cache: bool| {
-        let e = engine(EngineParams { slots: 4, n_ctx: 4096, prefix_cache, deterministic: true, ..Default::default() });
+        let e = engine(EngineParams { slots: 4, n_ctx: 4096, prefix_cache, flash_attn: Off, ..Default::default() });
         let mut texts = Vec::new();
         let mut cached = Vec::new();
         for q in questions {
@@ -201,12 +206,12 @@ fn prefix_reuse_gives_the_same_text_with_fewer_prompt_tokens_decoded() {
     assert!(p_on + 200 < p_off, "prompt tokens decoded: {p_on} with the cache, {p_off} without");
     // The default model uses a 512-token sliding window: reuse past it still works.
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(70);
-    let e = engine(EngineParams { slots: 2, n_ctx: 4096, deterministic: true, ..Default::default() });
+    let e = engine(EngineParams { slots: 2, n_ctx: 4096, flash_attn: Off, ..Default::default() });
     let a = e.submit(Request::text(format!("{long}First"), greedy(8))).unwrap().text().unwrap();
     let b = e.submit(Request::text(format!("{long}Second"), greedy(8))).unwrap().text().unwrap();
     assert!(a.usage.prompt_tokens > 600, "{:?}", a.usage);
     assert!(b.usage.cached_tokens > 600, "{:?}", b.usage);
-    let fresh = engine(EngineParams { slots: 1, n_ctx: 4096, deterministic: true, ..Default::default() });
+    let fresh = engine(EngineParams { slots: 1, n_ctx: 4096, flash_attn: Off, ..Default::default() });
     let b2 = fresh.submit(Request::text(format!("{long}Second"), greedy(8))).unwrap().text().unwrap();
     assert_eq!(b.text, b2.text);
 }
@@ -308,4 +313,46 @@ fn dropping_the_engine_with_requests_in_flight_ends_them() {
     let s = e.submit(Request::text(PROMPTS[0], greedy(6))).unwrap();
     e.shutdown(true);
     assert_eq!(s.text().unwrap().usage.completion_tokens, 6);
+}
+
+#[test]
+fn speculative_requests_in_the_engine_keep_their_text() {
+    use llama_rs::{DraftKind, Speculation};
+    // One token per micro-batch and a stream per slot: logits do not depend on batching,
+    // so speculation must not change a single byte (docs/SPECULATIVE.md).
+    let exact =
+        EngineParams { slots: 4, n_ctx: 2048, deterministic: true, ubatch_tokens: Some(1), ..Default::default() };
+    let prompts = [
+        "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday. Monday, Tuesday,",
+        "1. Buy milk\n2. Buy eggs\n3. Buy bread\n4. Buy",
+        PROMPTS[0],
+        PROMPTS[1],
+    ];
+    let plain = engine(exact.clone());
+    let expected: Vec<String> = {
+        let s: Vec<_> = prompts.iter().map(|p| plain.submit(Request::text(*p, greedy(32))).unwrap()).collect();
+        s.into_iter().map(|s| s.text().unwrap().text).collect()
+    };
+    let spec = GenerateParams {
+        speculation: Some(Speculation { drafter: DraftKind::Ngram { n_min: 1, n_max: 4 }, ..Default::default() }),
+        ..greedy(32)
+    };
+    let e = engine(exact);
+    let s: Vec<_> = prompts.iter().map(|p| e.submit(Request::text(*p, spec.clone())).unwrap()).collect();
+    let got: Vec<_> = s.into_iter().map(|s| s.text().unwrap()).collect();
+    for (c, want) in got.iter().zip(&expected) {
+        assert_eq!(&c.text, want);
+        assert_eq!(c.usage.completion_tokens, 32);
+    }
+    assert!(
+        got.iter().map(|c| c.usage.accepted_draft_tokens).sum::<usize>() > 10,
+        "{:?}",
+        got.iter().map(|c| c.usage).collect::<Vec<_>>()
+    );
+    // A draft model is a Session feature for now: a clear error here.
+    let p = GenerateParams {
+        speculation: Some(Speculation { drafter: DraftKind::Model, ..Default::default() }),
+        ..greedy(4)
+    };
+    assert!(matches!(e.submit(Request::text("hi", p)), Err(Error::InvalidParam(_))));
 }

@@ -89,6 +89,10 @@ struct Args {
     /// decoding on repetitive work and on prose, -n tokens each, greedy.
     #[arg(long)]
     spec: bool,
+    /// --engine / --batched: one KV pool for all sequences (llama-batched-bench `-kvu`)
+    /// instead of one stream per sequence.
+    #[arg(long)]
+    kvu: bool,
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -445,6 +449,7 @@ fn llama_batched_bench(
         .args(["-m", &model.to_string_lossy(), "-c", &n_ctx.to_string(), "-b", "2048", "-ub", "512"])
         .args(["-npp", &a.npp.to_string(), "-ntg", &a.ntg.to_string(), "-npl", &npl])
         .args(["-t", &threads.to_string(), "-ngl", &ngl, "-fa", &a.fa, "--output-format", "jsonl"])
+        .args(if a.kvu { &["-kvu"][..] } else { &[][..] })
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -465,7 +470,7 @@ fn batched_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32)
     // llama-batched-bench's context: room for every sequence's prompt and generation,
     // one KV stream per sequence (kv_unified off, its default).
     let n_ctx = (max_pl * (a.npp + a.ntg)) as u32;
-    let params = ours.params.clone().n_ctx(n_ctx).n_seq_max(max_pl as u32).kv_unified(false);
+    let params = ours.params.clone().n_ctx(n_ctx).n_seq_max(max_pl as u32).kv_unified(a.kvu);
     let mut ctx = ours.model.context(params)?;
     ours.batched(&mut ctx, 16, 0, 1); // warm-up, as llama-batched-bench
     let mut rows: Vec<(Vec<BatchedRun>, Vec<BatchedRun>)> = vec![(vec![], vec![]); a.npl.len()];
@@ -571,6 +576,7 @@ fn engine_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) 
         n_threads: threads,
         flash_attn: fa,
         prefix_cache: false,
+        kv_unified: a.kvu,
         ..Default::default()
     };
     let engine = llama_rs::Engine::new(&ours.model, params.clone())?;
@@ -592,7 +598,8 @@ fn engine_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) 
     }
     bar.finish_and_clear();
     drop(engine);
-    println!("engine: {} prompt + {} generated tokens per request, n_ctx {n_ctx}, one unified KV pool\n", a.npp, a.ntg);
+    let layout = if a.kvu { "one unified KV pool (llama-batched-bench -kvu)" } else { "one KV stream per sequence" };
+    println!("engine: {} prompt + {} generated tokens per request, n_ctx {n_ctx}, {layout}\n", a.npp, a.ntg);
     println!("| requests | gen t/s (whole run) | tg t/s (decode phase) | llama-batched-bench tg t/s | tg ratio | TTFT p50 ms | TTFT p95 ms |");
     println!("|---|---|---|---|---|---|---|");
     let cell = |v: &[f64]| {
@@ -625,7 +632,7 @@ fn engine_main(a: &Args, ours: &mut Ours, path: &std::path::Path, threads: u32) 
     let system: Vec<Token> = (0..1000).map(|_| ours.rand_token()).collect();
     let questions: Vec<Vec<Token>> = (0..8).map(|_| (0..24).map(|_| ours.rand_token()).collect()).collect();
     for cache in [false, true] {
-        let p = llama_rs::EngineParams { n_ctx: 16384, prefix_cache: cache, ..params.clone() };
+        let p = llama_rs::EngineParams { n_ctx: 16384, prefix_cache: cache, kv_unified: true, ..params.clone() };
         let engine = llama_rs::Engine::new(&ours.model, p)?;
         let t0 = Instant::now();
         let first = [system.clone(), questions[0].clone()].concat();

@@ -38,6 +38,7 @@ use crate::context::{ContextParams, FlashAttn};
 use crate::error::{check_arg, Error, Result};
 use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
 use crate::model::Model;
+use crate::speculative::{DraftKind, Drafter, NgramDrafter, NgramMapDrafter, Speculator};
 use crate::token::Token;
 
 pub use metrics::{Latency, Metrics};
@@ -59,6 +60,10 @@ pub struct EngineParams {
     /// Tokens decoded per step at most (running sequences' next tokens first, then prompt
     /// chunks). Smaller keeps inter-token latency low while long prompts arrive.
     pub step_tokens: u32,
+    /// Micro-batch size (`n_ubatch`); `None`: `step_tokens`. `Some(1)` computes one token
+    /// at a time: slow, but logits then do not depend on how tokens were batched
+    /// (docs/ENGINE.md), which makes speculative decoding bit-exact.
+    pub ubatch_tokens: Option<u32>,
     /// Most tokens (prompt + generated) one request may hold; `None`: the whole pool.
     pub max_request_tokens: Option<u32>,
     /// Events buffered per request before the engine pauses that request (backpressure:
@@ -66,6 +71,11 @@ pub struct EngineParams {
     pub channel_capacity: usize,
     /// Reuse cached prompt prefixes across requests.
     pub prefix_cache: bool,
+    /// One KV pool shared by all sequences (a request may use all of it; prefixes are
+    /// shared between sequences). Off: one stream of `n_ctx / slots` cells per slot, as
+    /// llama-batched-bench and older llama-server builds use (each sequence's attention
+    /// only reads its own cells: faster on CPUs with many long sequences).
+    pub kv_unified: bool,
     /// Keep sliding-window layers' cache at full size, so prefixes longer than the
     /// window stay reusable (docs/ENGINE.md: memory cost measured). Off: window-sized
     /// caches; a prefix is then reused only while its window is still cached.
@@ -74,11 +84,11 @@ pub struct EngineParams {
     pub n_threads: u32,
     /// Flash attention.
     pub flash_attn: FlashAttn,
-    /// Greedy results that do not depend on what else runs or on how a prompt was split
-    /// into chunks (CPU). Costs: one KV stream per slot (each request gets at most
-    /// `n_ctx / slots` tokens, and prefixes are reused only within a slot), no flash
-    /// attention, and the model must be loaded with `ModelParams::no_repack(true)` (the
-    /// engine checks). See docs/ENGINE.md.
+    /// Greedy results that do not depend on what else runs (CPU). A profile that
+    /// overrides other fields: one KV stream per slot (`kv_unified` off: each request gets
+    /// at most `n_ctx / slots` tokens), no flash attention, no prefix reuse; and the model
+    /// must be loaded with `ModelParams::no_repack(true)` (the engine checks). See
+    /// docs/ENGINE.md for what was measured.
     pub deterministic: bool,
 }
 
@@ -88,9 +98,11 @@ impl Default for EngineParams {
             n_ctx: 8192,
             slots: 8,
             step_tokens: 512,
+            ubatch_tokens: None,
             max_request_tokens: None,
             channel_capacity: 64,
             prefix_cache: true,
+            kv_unified: true,
             swa_full: true,
             n_threads: 0,
             flash_attn: FlashAttn::Auto,
@@ -107,10 +119,10 @@ impl EngineParams {
         let mut p = ContextParams::default()
             .n_ctx(self.n_ctx)
             .n_batch(self.step_tokens)
-            .n_ubatch(self.step_tokens)
+            .n_ubatch(self.ubatch_tokens.unwrap_or(self.step_tokens).min(self.step_tokens))
             .n_seq_max(self.slots)
             .flash_attn(self.flash_attn);
-        p.kv_unified = true;
+        p.kv_unified = self.kv_unified;
         p.swa_full = self.swa_full;
         if self.deterministic {
             // Measured (docs/ENGINE.md): in one unified cache a sequence's cells sit among
@@ -166,6 +178,11 @@ pub struct Usage {
     pub cached_tokens: usize,
     /// Tokens generated.
     pub completion_tokens: usize,
+    /// Speculative decoding: drafted tokens the target kept (OpenAI's
+    /// `accepted_prediction_tokens`).
+    pub accepted_draft_tokens: usize,
+    /// Speculative decoding: drafted tokens the target rejected.
+    pub rejected_draft_tokens: usize,
 }
 
 /// Times of a finished request, in milliseconds.
@@ -218,6 +235,8 @@ pub(crate) struct Admitted {
     pub(crate) id: u64,
     pub(crate) prompt: Vec<Token>,
     pub(crate) core: GenerationCore,
+    /// Speculative decoding for this request: its state and drafter.
+    pub(crate) spec: Option<(Speculator, Box<dyn Drafter>)>,
     pub(crate) tx: futures::channel::mpsc::Sender<Result<Event>>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) submitted: std::time::Instant,
@@ -363,10 +382,29 @@ impl EngineHandle {
             return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx: self.cap });
         }
         let core = GenerationCore::new(&self.model, &req.params, prompt.len())?;
+        let spec = match &req.params.speculation {
+            None => None,
+            Some(sp) => {
+                check_arg((1..=64).contains(&sp.max_draft), || {
+                    format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
+                })?;
+                let drafter: Box<dyn Drafter> = match sp.drafter {
+                    DraftKind::Ngram { n_min, n_max } => Box::new(NgramDrafter::new(n_min, n_max)),
+                    DraftKind::NgramMap { n, min_count } => Box::new(NgramMapDrafter::new(n, min_count)),
+                    DraftKind::Model => {
+                        return Err(Error::InvalidParam(
+                            "the engine drafts with n-gram drafters; a draft model runs with Session for now".into(),
+                        ))
+                    }
+                };
+                Some((Speculator::new(sp), drafter))
+            }
+        };
         let (tx, rx) = futures::channel::mpsc::channel(self.params.channel_capacity - 1);
         let cancel = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let admitted = Admitted { id, prompt, core, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
+        let admitted =
+            Admitted { id, prompt, core, spec, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
         self.tx.send(Command::Submit(Box::new(admitted))).map_err(|_| Error::EngineStopped)?;
         Ok(RequestStream::new(rx, cancel))
     }

@@ -83,6 +83,9 @@ struct Scheduled {
     n: usize,
     /// Batch index of its output, if this chunk ends its pending tokens.
     output: Option<usize>,
+    /// Drafted tokens decoded after the pending one (speculative requests), each with an
+    /// output after `output`.
+    drafts: Vec<Token>,
 }
 
 impl Scheduler {
@@ -94,6 +97,14 @@ impl Scheduler {
         let cap = params.max_request_tokens.map_or(seq_ctx, |c| (c as usize).min(seq_ctx));
         let slots = (0..n_seq).map(|_| Slot { cached: Vec::new(), last_used: 0, req: None }).collect();
         let local = Metrics { kv_total: n_ctx, ..Default::default() };
+        // The deterministic profile reuses no prefixes: how a prompt is split into chunks
+        // changes llama.cpp's logits (docs/ENGINE.md), and under load the cache's
+        // contents, and so the split, depend on the other requests.
+        let params = if params.deterministic && params.prefix_cache {
+            Arc::new(EngineParams { prefix_cache: false, ..(*params).clone() })
+        } else {
+            params
+        };
         Ok(Scheduler {
             ctx,
             params,
@@ -392,12 +403,13 @@ impl Scheduler {
         let mut order: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].req.as_ref().is_some_and(|r| r.outbox.is_empty()))
             .collect();
-        // Decoding sequences (one pending token) before prompts; older before younger.
+        // Who gets the budget: decoding sequences (one pending token) before prompts;
+        // older before younger.
         order.sort_by_key(|&i| {
             let r = self.slots[i].req.as_ref().expect("filtered above");
             (r.tokens.len() - r.n_cached > 1, r.order)
         });
-        let mut out = Vec::new();
+        let mut plan = Vec::new();
         let mut used = 0;
         for i in order {
             if used == budget {
@@ -417,14 +429,49 @@ impl Scheduler {
                 continue;
             }
             let n = pending.min(budget - used);
-            let is_end = n == pending;
-            let chunk = &r.tokens[r.n_cached..r.n_cached + n];
-            if self.batch.add_sequence(chunk, r.n_cached as i32, i as SeqId, is_end).is_err() {
+            used += n;
+            // A decoding sequence with speculation: its draft joins the batch, each
+            // drafted token with an output, within the step's budget and the cap.
+            let mut drafts = Vec::new();
+            if let (true, Some((spec, drafter))) = (pending == 1, r.a.spec.as_mut()) {
+                let room = (budget - used).min(self.cap.saturating_sub(r.tokens.len() + 1));
+                if room > 0 {
+                    drafts = spec.draft(drafter.as_mut(), &r.tokens, room).unwrap_or_default();
+                    drafts.truncate(room);
+                    used += drafts.len();
+                }
+            }
+            plan.push(Scheduled { slot: i, n, output: (n == pending).then_some(0), drafts });
+        }
+        // The order of sequences in the batch picks llama.cpp's attention path when each
+        // sequence has its own KV stream (measured, 8 one-token sequences): in increasing
+        // id order the streams are read in place; in any other order they are gathered
+        // first, which takes 2x as long but gives each sequence the numbers it gets when
+        // it runs alone. The deterministic profile takes the gathered path.
+        if self.params.deterministic {
+            plan.sort_by_key(|s| std::cmp::Reverse(s.slot));
+        } else {
+            plan.sort_by_key(|s| s.slot);
+        }
+        let mut out = Vec::with_capacity(plan.len());
+        for mut s in plan {
+            let r = self.slots[s.slot].req.as_mut().expect("planned above");
+            let seq = s.slot as SeqId;
+            let chunk = &r.tokens[r.n_cached..r.n_cached + s.n];
+            if self.batch.add_sequence(chunk, r.n_cached as i32, seq, s.output.is_some()).is_err() {
                 break;
             }
+            if s.output.is_some() {
+                s.output = Some(self.batch.len() - 1);
+            }
+            for (j, &d) in s.drafts.iter().enumerate() {
+                if self.batch.add(d, (r.tokens.len() + j) as i32, &[seq], true).is_err() {
+                    s.drafts.truncate(j);
+                    break;
+                }
+            }
             r.started.get_or_insert_with(Instant::now);
-            used += n;
-            out.push(Scheduled { slot: i, n, output: is_end.then_some(used - 1) });
+            out.push(s);
         }
         out
     }
@@ -491,6 +538,9 @@ impl Scheduler {
         self.local.prompt_tokens += prompt_part as u64;
         r.n_cached += s.n;
         let Some(idx) = s.output else { return Outcome::Continue };
+        if !s.drafts.is_empty() {
+            return self.verify_one(s, idx, now);
+        }
         let ctx = &self.ctx;
         // A panic in a sampler (a custom stage) fails this request, not the engine.
         let t = match catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx))) {
@@ -525,6 +575,53 @@ impl Scheduler {
                 }
             }
             Err(e) => Outcome::Fail(e),
+        }
+    }
+
+    /// Verifies a speculative request's draft: keeps the drafted tokens the target
+    /// sampled, drops the others from the cache, hands out the pieces.
+    fn verify_one(&mut self, s: &Scheduled, idx: usize, now: Instant) -> Outcome {
+        let seq = s.slot as SeqId;
+        let Some(r) = self.slots[s.slot].req.as_mut() else { return Outcome::Continue };
+        let Some((spec, _)) = r.a.spec.as_mut() else { return Outcome::Continue };
+        let ctx = &self.ctx;
+        let v = match catch_unwind(AssertUnwindSafe(|| spec.verify(&mut r.a.core, ctx, idx, &s.drafts))) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Outcome::Fail(e),
+            Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),
+        };
+        let gained = v.accepted + v.next.is_some() as usize;
+        self.local.generated_tokens += gained.max(1) as u64;
+        match r.last_token {
+            None => {
+                let ms = now.duration_since(r.a.submitted).as_secs_f64() * 1e3;
+                r.ttft_ms = Some(ms);
+                self.local.ttft_ms.record(ms);
+            }
+            Some(prev) => self.local.itl_ms.record(now.duration_since(prev).as_secs_f64() * 1e3),
+        }
+        r.last_token = Some(now);
+        // The kept drafts are in the cache after the pending token; the rest leave it.
+        r.tokens.extend_from_slice(&s.drafts[..v.accepted]);
+        r.n_cached += v.accepted;
+        let _ = self.ctx.seq_rm(Some(seq), r.n_cached as i32..);
+        let mut last = None;
+        for p in v.pieces {
+            if p.finish_reason.is_some() {
+                last = Some(p);
+            } else {
+                r.outbox.push_back(Ok(Event::Piece(p)));
+            }
+        }
+        if let Some(p) = last {
+            return Outcome::Finish(p);
+        }
+        match v.next {
+            Some(t) => {
+                r.tokens.push(t);
+                Outcome::Continue
+            }
+            None => Outcome::Finish(r.a.core.finish(FinishReason::Length)),
         }
     }
 
@@ -593,11 +690,15 @@ impl Scheduler {
 /// The `Done` event of a request.
 fn done(a: &Admitted, reason: FinishReason, cached: usize, timings: Timings) -> Event {
     let (prompt_tokens, completion_tokens) = a.core.usage();
-    Event::Done {
-        finish_reason: reason,
-        usage: Usage { prompt_tokens, cached_tokens: cached, completion_tokens },
-        timings,
-    }
+    let (drafted, accepted) = a.spec.as_ref().map_or((0, 0), |(s, _)| (s.stats.drafted, s.stats.accepted));
+    let usage = Usage {
+        prompt_tokens,
+        cached_tokens: cached,
+        completion_tokens,
+        accepted_draft_tokens: accepted,
+        rejected_draft_tokens: drafted - accepted,
+    };
+    Event::Done { finish_reason: reason, usage, timings }
 }
 
 /// Moves events into the channel until it is full. `Err` when the receiver is gone.

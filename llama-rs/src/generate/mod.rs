@@ -457,7 +457,7 @@ impl Generator<'_> {
             s.resync();
             return Err(e);
         }
-        let v = spec.verify(&mut self.core, &s.ctx, &drafts)?;
+        let v = spec.verify(&mut self.core, &s.ctx, 0, &drafts)?;
         s.tokens.push(t);
         s.tokens.extend_from_slice(&drafts[..v.accepted]);
         // Drafts the target did not take leave the cache.

@@ -237,12 +237,18 @@ impl Speculator {
         }
     }
 
-    pub(crate) fn verify(&mut self, core: &mut GenerationCore, ctx: &Context, drafts: &[Token]) -> Result<Verified> {
+    pub(crate) fn verify(
+        &mut self,
+        core: &mut GenerationCore,
+        ctx: &Context,
+        first: usize,
+        drafts: &[Token],
+    ) -> Result<Verified> {
         let mut pieces = Vec::new();
         let mut accepted = 0;
         let mut next = None;
         for i in 0..=drafts.len() {
-            let t = core.sample(ctx, i)?;
+            let t = core.sample(ctx, first + i)?;
             self.stats.generated += 1;
             let goes_on = core.continues_after();
             let piece = core.emit(t)?;
