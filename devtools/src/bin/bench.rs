@@ -545,7 +545,10 @@ fn engine_run(engine: &llama_rs::Engine, prompts: Vec<Vec<Token>>, ntg: usize) -
     let t0 = Instant::now();
     let streams: Vec<_> =
         prompts.into_iter().map(|t| engine.submit(llama_rs::Request::tokens(t, p.clone())).unwrap()).collect();
-    let done: Vec<_> = streams.into_iter().map(|s| s.text().unwrap()).collect();
+    // Every stream read at once (a consumer that reads one stream to its end while the
+    // others fill their channels would pause them: backpressure).
+    let readers: Vec<_> = streams.into_iter().map(|s| std::thread::spawn(move || s.text().unwrap())).collect();
+    let done: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     let total = t0.elapsed().as_secs_f64();
     let n = done.len();
     let mut ttft: Vec<f64> = done.iter().map(|c| c.timings.ttft_ms).collect();

@@ -67,7 +67,8 @@ pub struct EngineParams {
     /// Most tokens (prompt + generated) one request may hold; `None`: the whole pool.
     pub max_request_tokens: Option<u32>,
     /// Events buffered per request before the engine pauses that request (backpressure:
-    /// a slow consumer stops its own sequence, never the others).
+    /// a slow consumer stops its own sequence, never the others). An event is one piece
+    /// of text (a token or a few), so 1024 holds a long answer read after the fact.
     pub channel_capacity: usize,
     /// Reuse cached prompt prefixes across requests.
     pub prefix_cache: bool,
@@ -100,7 +101,7 @@ impl Default for EngineParams {
             step_tokens: 512,
             ubatch_tokens: None,
             max_request_tokens: None,
-            channel_capacity: 64,
+            channel_capacity: 1024,
             prefix_cache: true,
             kv_unified: true,
             swa_full: true,

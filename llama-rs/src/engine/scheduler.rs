@@ -47,6 +47,22 @@ struct Running {
     ttft_ms: Option<f64>,
 }
 
+impl Running {
+    /// Records that tokens came out at `now`: the first gives the time to first token,
+    /// later ones the inter-token latency.
+    fn token_time(&mut self, now: Instant, m: &mut Metrics) {
+        match self.last_token {
+            None => {
+                let ms = now.duration_since(self.a.submitted).as_secs_f64() * 1e3;
+                self.ttft_ms = Some(ms);
+                m.ttft_ms.record(ms);
+            }
+            Some(prev) => m.itl_ms.record(now.duration_since(prev).as_secs_f64() * 1e3),
+        }
+        self.last_token = Some(now);
+    }
+}
+
 /// Events of finished requests that the consumer has not taken yet.
 struct Draining {
     tx: Sender<Result<Event>>,
@@ -549,15 +565,7 @@ impl Scheduler {
             Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),
         };
         self.local.generated_tokens += 1;
-        match r.last_token {
-            None => {
-                let ms = now.duration_since(r.a.submitted).as_secs_f64() * 1e3;
-                r.ttft_ms = Some(ms);
-                self.local.ttft_ms.record(ms);
-            }
-            Some(prev) => self.local.itl_ms.record(now.duration_since(prev).as_secs_f64() * 1e3),
-        }
-        r.last_token = Some(now);
+        r.token_time(now, &mut self.local);
         let goes_on = r.a.core.continues_after();
         if goes_on {
             r.tokens.push(t);
@@ -592,15 +600,7 @@ impl Scheduler {
         };
         let gained = v.accepted + v.next.is_some() as usize;
         self.local.generated_tokens += gained.max(1) as u64;
-        match r.last_token {
-            None => {
-                let ms = now.duration_since(r.a.submitted).as_secs_f64() * 1e3;
-                r.ttft_ms = Some(ms);
-                self.local.ttft_ms.record(ms);
-            }
-            Some(prev) => self.local.itl_ms.record(now.duration_since(prev).as_secs_f64() * 1e3),
-        }
-        r.last_token = Some(now);
+        r.token_time(now, &mut self.local);
         // The kept drafts are in the cache after the pending token; the rest leave it.
         r.tokens.extend_from_slice(&s.drafts[..v.accepted]);
         r.n_cached += v.accepted;
