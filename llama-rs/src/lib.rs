@@ -28,6 +28,20 @@
 
 #![warn(missing_docs)] // published: every public item is documented (CI denies warnings)
 
+/// Builder setters `fn name(mut self, v: T) -> Self` for plain fields of a params
+/// struct, each documented as setting its field (one definition for every params type).
+macro_rules! setters {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets `", stringify!($name), "`.")]
+            pub fn $name(mut self, v: $ty) -> Self {
+                self.$name = v;
+                self
+            }
+        )*
+    };
+}
+
 pub mod backend;
 mod batch;
 mod chat;

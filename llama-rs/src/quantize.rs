@@ -123,21 +123,8 @@ impl QuantizeParams {
             keep_split: false,
         }
     }
-    /// Sets [`QuantizeParams::allow_requantize`].
-    pub fn allow_requantize(mut self, v: bool) -> Self {
-        self.allow_requantize = v;
-        self
-    }
-    /// Sets [`QuantizeParams::threads`].
-    pub fn threads(mut self, n: u32) -> Self {
-        self.threads = n;
-        self
-    }
-    /// Sets [`QuantizeParams::pure`].
-    pub fn pure(mut self, v: bool) -> Self {
-        self.pure = v;
-        self
-    }
+
+    setters! { allow_requantize: bool, threads: u32, pure: bool }
 }
 
 /// Quantizes `input` into `output`. `progress` is called about 10 times a second with

@@ -215,18 +215,6 @@ impl Default for ContextParams {
     }
 }
 
-macro_rules! setters {
-    ($($name:ident: $ty:ty),* $(,)?) => {
-        $(
-            #[doc = concat!("Sets `", stringify!($name), "`.")]
-            pub fn $name(mut self, v: $ty) -> Self {
-                self.$name = v;
-                self
-            }
-        )*
-    };
-}
-
 impl ContextParams {
     setters! {
         n_ctx: u32, n_batch: u32, n_ubatch: u32, n_seq_max: u32, n_threads: u32,

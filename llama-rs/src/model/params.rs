@@ -148,21 +148,11 @@ impl std::fmt::Debug for ModelParams {
 }
 
 impl ModelParams {
-    /// Sets [`ModelParams::gpu_layers`].
-    pub fn gpu_layers(mut self, n: GpuLayers) -> Self {
-        self.gpu_layers = n;
-        self
+    setters! {
+        gpu_layers: GpuLayers, split_mode: SplitMode, main_gpu: i32, load_mode: LoadMode,
+        vocab_only: bool, no_repack: bool, check_tensors: bool,
     }
-    /// Sets [`ModelParams::split_mode`].
-    pub fn split_mode(mut self, m: SplitMode) -> Self {
-        self.split_mode = m;
-        self
-    }
-    /// Sets [`ModelParams::main_gpu`].
-    pub fn main_gpu(mut self, i: i32) -> Self {
-        self.main_gpu = i;
-        self
-    }
+
     /// Sets [`ModelParams::tensor_split`].
     pub fn tensor_split(mut self, s: impl Into<Vec<f32>>) -> Self {
         self.tensor_split = s.into();
@@ -171,11 +161,6 @@ impl ModelParams {
     /// Sets [`ModelParams::devices`].
     pub fn devices(mut self, d: impl Into<Vec<usize>>) -> Self {
         self.devices = d.into();
-        self
-    }
-    /// Sets [`ModelParams::load_mode`].
-    pub fn load_mode(mut self, m: LoadMode) -> Self {
-        self.load_mode = m;
         self
     }
     /// Adds a metadata override (replacing one for the same key).
@@ -197,21 +182,6 @@ impl ModelParams {
     /// Keep MoE expert tensors in host memory (llama.cpp's `--cpu-moe`).
     pub fn experts_on_cpu(self) -> Self {
         self.tensor_override(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", BufferTarget::Cpu)
-    }
-    /// Sets [`ModelParams::vocab_only`].
-    pub fn vocab_only(mut self, v: bool) -> Self {
-        self.vocab_only = v;
-        self
-    }
-    /// Sets [`ModelParams::no_repack`].
-    pub fn no_repack(mut self, v: bool) -> Self {
-        self.no_repack = v;
-        self
-    }
-    /// Sets [`ModelParams::check_tensors`].
-    pub fn check_tensors(mut self, v: bool) -> Self {
-        self.check_tensors = v;
-        self
     }
     /// Called with the load progress in `0.0..=1.0`; return `false` to cancel the load.
     /// A panic inside the callback cancels the load and is resumed after it returns.
