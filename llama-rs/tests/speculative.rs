@@ -154,3 +154,89 @@ fn grammars_and_a_nearly_full_context_work_with_speculation() {
         b.generate(prompt, &with_spec(&long, DraftKind::Ngram { n_min: 1, n_max: 4 })).unwrap().text().unwrap();
     assert_eq!((ta, fa), (tb, fb));
 }
+
+/// Outcomes (the first generated tokens, as text) of one generation per seed.
+fn outcomes(s: &mut Session, prompt: &str, seeds: std::ops::Range<u32>, temp: f32, spec: bool) -> Vec<String> {
+    seeds
+        .map(|seed| {
+            let p = GenerateParams {
+                max_tokens: Some(3),
+                sampler: SamplerConfig { temperature: temp, seed, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() },
+                ..Default::default()
+            };
+            let p = if spec { with_spec(&p, DraftKind::Ngram { n_min: 1, n_max: 4 }) } else { p };
+            run(s, prompt, &p).0
+        })
+        .collect()
+}
+
+/// Pearson's chi-square test of homogeneity of two samples (categories with fewer than
+/// 10 occurrences in both together are pooled). Returns (statistic, critical value at
+/// α = 0.01, degrees of freedom).
+fn chi_square(a: &[String], b: &[String]) -> (f64, f64, usize) {
+    let mut counts: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    a.iter().for_each(|x| counts.entry(x).or_default().0 += 1.0);
+    b.iter().for_each(|x| counts.entry(x).or_default().1 += 1.0);
+    let mut cells: Vec<(f64, f64)> = Vec::new();
+    let mut other = (0.0, 0.0);
+    for (_, (x, y)) in counts {
+        if x + y >= 10.0 {
+            cells.push((x, y));
+        } else {
+            other = (other.0 + x, other.1 + y);
+        }
+    }
+    if other.0 + other.1 > 0.0 {
+        cells.push(other);
+    }
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let stat: f64 = cells
+        .iter()
+        .map(|&(x, y)| {
+            let (ea, eb) = ((x + y) * na / (na + nb), (x + y) * nb / (na + nb));
+            (x - ea).powi(2) / ea + (y - eb).powi(2) / eb
+        })
+        .sum();
+    let df = cells.len().saturating_sub(1).max(1);
+    // Wilson–Hilferty approximation of the chi-square quantile (z = 2.326 for α = 0.01).
+    let d = df as f64;
+    let crit = d * (1.0 - 2.0 / (9.0 * d) + 2.326 * (2.0 / (9.0 * d)).sqrt()).powi(3);
+    (stat, crit, df)
+}
+
+#[test]
+fn stochastic_output_distribution_is_unchanged_by_speculation() {
+    // The first three tokens after a prompt whose n-gram drafts are taken at the first
+    // step: 300 generations with plain decoding (seeds 0..300) against 300 with n-gram
+    // speculation (other seeds, 1000..1300), temperature 1.5 over the full vocabulary,
+    // micro-batches as llama.cpp chooses (verification batches really are batches).
+    // Power (df 4 here, critical value 13.3 at α = 0.01): moving 0.15 of probability
+    // mass between two outcomes of probability ~0.3 gives a noncentrality of
+    // 150 · 2 · 0.15² / 0.3 ≈ 22 — detected with probability ~0.9; a move of 0.1 (λ ≈ 10)
+    // with probability ~0.5. Measured: chi2 1.4 plain vs speculative; 124 for
+    // temperature 1.5 vs 1.2 (checked below, so the test can fail).
+    let ctx = || model().context(ContextParams::default().n_ctx(512).n_threads(2)).unwrap();
+    let prompt = REPETITIVE[1];
+    let mut s = Session::new(ctx()).unwrap();
+    let plain = outcomes(&mut s, prompt, 0..300, 1.5, false);
+    let spec = outcomes(&mut s, prompt, 1000..1300, 1.5, true);
+    let (stat, crit, df) = chi_square(&plain, &spec);
+    eprintln!("plain vs speculative: chi2 {stat:.2}, critical {crit:.2}, df {df}");
+    assert!(df >= 3, "too few categories to mean something: {df}");
+    assert!(stat < crit, "plain vs speculative: chi2 {stat:.1} >= {crit:.1} (df {df})");
+    // Drafts were made and kept (the test exercised the rejection rule).
+    let p = GenerateParams {
+        max_tokens: Some(3),
+        sampler: SamplerConfig { temperature: 1.5, seed: 7, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() },
+        ..Default::default()
+    };
+    let mut g = s.generate(prompt, &with_spec(&p, DraftKind::Ngram { n_min: 1, n_max: 4 })).unwrap();
+    g.by_ref().for_each(drop);
+    assert!(g.spec_stats().drafted > 0);
+    drop(g);
+    // The test has power: a different temperature is told apart.
+    let cooler = outcomes(&mut s, prompt, 2000..2300, 1.2, true);
+    let (stat2, crit2, df2) = chi_square(&plain, &cooler);
+    eprintln!("temperature 1.5 vs 1.2: chi2 {stat2:.2}, critical {crit2:.2}, df {df2}");
+    assert!(stat2 > crit2, "temperature 1.5 vs 1.2 not told apart: chi2 {stat2:.1} < {crit2:.1} (df {df2})");
+}

@@ -89,6 +89,22 @@ struct Args {
     /// decoding on repetitive work and on prose, -n tokens each, greedy.
     #[arg(long)]
     spec: bool,
+    /// Instead of the comparison: the time of one target decode of n tokens (a verified
+    /// draft of n - 1) relative to a single-token decode, after --depth tokens of context;
+    /// with --draft, also the draft model's single-token decode and the speedups those
+    /// costs imply at acceptance 0.5 / 0.7 / 0.9.
+    #[arg(long)]
+    verify_cost: bool,
+    /// --verify-cost: the draft model.
+    #[arg(long)]
+    draft: Option<std::path::PathBuf>,
+    /// --verify-cost: context tokens before the measured decodes.
+    #[arg(long, default_value_t = 256)]
+    depth: usize,
+    /// --spec: also run the four tasks as concurrent engine requests, speculation on vs
+    /// off.
+    #[arg(long)]
+    spec_engine: bool,
     /// --engine / --batched: one KV pool for all sequences (llama-batched-bench `-kvu`)
     /// instead of one stream per sequence.
     #[arg(long)]
@@ -724,6 +740,134 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Concurrent requests (the four speculative tasks at once) through the engine, with
+/// n-gram speculation on and off: aggregate generated tokens per second.
+fn spec_engine_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
+    use llama_rs::{DraftKind, Speculation};
+    println!("\nengine, {} concurrent requests (the tasks above), {} greedy tokens each\n", SPEC_PROMPTS.len(), a.n_gen);
+    println!("| speculation | aggregate t/s | speedup | accepted / drafted |");
+    println!("|---|---|---|---|");
+    let params = llama_rs::EngineParams { n_ctx: 4096, slots: 4, n_threads: threads, ..Default::default() };
+    let engine = llama_rs::Engine::new(model, params)?;
+    let mut base = 0.0;
+    for spec in [None, Some(Speculation { drafter: DraftKind::Ngram { n_min: 2, n_max: 6 }, ..Default::default() })] {
+        let p = GenerateParams {
+            max_tokens: Some(a.n_gen),
+            sampler: SamplerConfig::greedy(),
+            speculation: spec.clone(),
+            ..Default::default()
+        };
+        let mut tps = Vec::new();
+        let (mut drafted, mut accepted) = (0, 0);
+        for _ in 0..a.reps {
+            let t = Instant::now();
+            let streams: Vec<_> = SPEC_PROMPTS
+                .iter()
+                .map(|(_, prompt)| engine.submit(llama_rs::Request::text(*prompt, p.clone())))
+                .collect::<Result<_, _>>()?;
+            let readers: Vec<_> = streams.into_iter().map(|s| std::thread::spawn(move || s.text())).collect();
+            let mut n = 0;
+            for r in readers {
+                let c = r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+                n += c.usage.completion_tokens;
+                accepted += c.usage.accepted_draft_tokens;
+                drafted += c.usage.accepted_draft_tokens + c.usage.rejected_draft_tokens;
+            }
+            tps.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+        let (m, sd) = stats(&tps);
+        if spec.is_none() {
+            base = m;
+        }
+        let name = if spec.is_some() { "ngram" } else { "off" };
+        println!("| {name} | {m:.1} ± {sd:.1} | {:.2}× | {accepted} / {drafted} |", m / base);
+    }
+    Ok(())
+}
+
+/// Seconds of one decode of `n` random tokens after `depth` tokens of context (the cache
+/// is cut back to `depth` after each, as a rejected draft is).
+fn decode_time(ours: &mut Ours, ctx: &mut llama_rs::Context, depth: usize, n: usize, reps: usize) -> f64 {
+    let mut b = Batch::new(n.max(1), 1).unwrap();
+    let mut times = Vec::new();
+    for r in 0..reps + 1 {
+        b.clear();
+        for i in 0..n {
+            let tok = ours.rand_token();
+            b.add(tok, (depth + i) as i32, &[0], true).unwrap();
+        }
+        let t = Instant::now();
+        ctx.decode(&mut b).unwrap();
+        std::hint::black_box(ctx.logits(n - 1).unwrap()[0]);
+        if r > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        ctx.seq_rm(Some(0), depth as i32..).unwrap();
+    }
+    stats(&times).0
+}
+
+/// Fills a context with `depth` random tokens.
+fn fill(ours: &mut Ours, ctx: &mut llama_rs::Context, depth: usize) {
+    let mut b = Batch::new(depth, 1).unwrap();
+    for i in 0..depth {
+        let tok = ours.rand_token();
+        b.add(tok, i as i32, &[0], i + 1 == depth).unwrap();
+    }
+    ctx.decode(&mut b).unwrap();
+}
+
+fn verify_cost_main(a: &Args, ours: &mut Ours, threads: u32, ngl: GpuLayers) -> anyhow::Result<()> {
+    let cp = ContextParams::default().n_ctx((a.depth + 64) as u32).n_batch(64).n_ubatch(64).n_threads(threads);
+    let mut ctx = ours.model.context(cp.clone())?;
+    fill(ours, &mut ctx, a.depth);
+    let sizes = [1usize, 2, 3, 5, 9, 17];
+    let reps = a.reps.max(3) * 4;
+    let times: Vec<f64> = sizes.iter().map(|&n| decode_time(ours, &mut ctx, a.depth, n, reps)).collect();
+    println!("target decode of n tokens after {} tokens of context ({} timed decodes each)\n", a.depth, reps);
+    println!("| n (draft k = n - 1) | ms | × single-token decode |");
+    println!("|---|---|---|");
+    for (n, t) in sizes.iter().zip(&times) {
+        println!("| {n} | {:.2} | {:.2} |", t * 1e3, t / times[0]);
+    }
+    let draft_s = match &a.draft {
+        Some(p) => {
+            let dm = Model::load(p, ModelParams::default().gpu_layers(ngl))?;
+            println!("\ndraft model: {} ({:.2} GiB)", dm.description(), dm.size() as f64 / (1u64 << 30) as f64);
+            let mut dctx = dm.context(cp)?;
+            fill(ours, &mut dctx, a.depth);
+            let d = decode_time(ours, &mut dctx, a.depth, 1, reps);
+            println!("draft single-token decode: {:.2} ms ({:.3} × target's)", d * 1e3, d / times[0]);
+            d
+        }
+        None => 0.0,
+    };
+    // Expected tokens per verification with k drafted tokens each accepted with
+    // probability p (independently): (1 - p^(k+1)) / (1 - p). Cost: k draft decodes
+    // (sequential) + one target decode of k + 1 tokens.
+    println!("\nimplied speedup over plain decoding (best k of {:?})\n", &sizes[1..].iter().map(|n| n - 1).collect::<Vec<_>>());
+    println!("| acceptance | drafter | best k | speedup |");
+    println!("|---|---|---|---|");
+    for p in [0.5f64, 0.7, 0.9] {
+        for (name, d) in [("n-gram (free)", 0.0), ("draft model", draft_s)] {
+            if name == "draft model" && a.draft.is_none() {
+                continue;
+            }
+            let (k, s) = sizes[1..]
+                .iter()
+                .zip(&times[1..])
+                .map(|(&n, &t)| {
+                    let k = n - 1;
+                    let e = (1.0 - p.powi(n as i32)) / (1.0 - p);
+                    (k, e * times[0] / (t + k as f64 * d))
+                })
+                .fold((0, 0.0), |acc, x| if x.1 > acc.1 { x } else { acc });
+            println!("| {p} | {name} | {k} | {s:.2}× |");
+        }
+    }
+    Ok(())
+}
+
 fn llama_bench(bin: &std::path::Path, a: &Args, model: &std::path::Path, threads: u32, test: &str) -> Option<f64> {
     let (p, n) = if test == "pp" { (a.n_prompt, 0) } else { (0, a.n_gen) };
     let ngl = if a.ngl == "all" { "999".to_string() } else { a.ngl.clone() };
@@ -809,8 +953,15 @@ fn main() -> anyhow::Result<()> {
     if a.engine {
         return engine_main(&a, &mut ours, &path, threads);
     }
+    if a.verify_cost {
+        return verify_cost_main(&a, &mut ours, threads, ngl);
+    }
     if a.spec {
-        return spec_main(&a, &ours.model, threads);
+        spec_main(&a, &ours.model, threads)?;
+        if a.spec_engine {
+            spec_engine_main(&a, &ours.model, threads)?;
+        }
+        return Ok(());
     }
     // Generation tests: llama-cpp-python's greedy and default chains, placed by
     // DeviceSampling::Auto and forced onto the host.
