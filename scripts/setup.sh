@@ -70,6 +70,7 @@ command -v python3 >/dev/null || { echo "setup: python3 not found: install Pytho
 
 python3 vendor/fetch.py source >/dev/null
 python3 vendor/fetch.py model >/dev/null
+python3 vendor/fetch.py chat-model >/dev/null
 
 # The first build compiles llama.cpp with no output of its own (cargo shows build-script
 # output only on failure): say so before it starts. A finished build leaves its cmake

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Fetch the pinned llama.cpp source and the default model (Gemma 3 270M Q4_K_M).
+"""Fetch the pinned llama.cpp source, the default model (Gemma 3 270M Q4_K_M) and the
+default chat model (SmolLM2-135M-Instruct Q4_1).
 
     python3 vendor/fetch.py source          # -> vendor/llama.cpp/ (git-ignored)
     python3 vendor/fetch.py model           # -> $LLAMA_RS_CACHE/models/<name>, prints the path
     python3 vendor/fetch.py model --verify  # re-hash a cached model
+    python3 vendor/fetch.py chat-model      # the chat model, the same way
 
 Both steps download with pip (the registry's own client), check the sha256 pinned in
 vendor/pin.toml, and only then move the result into place: an interrupted or failed
@@ -12,6 +14,7 @@ fetch leaves nothing half-written behind. Once fetched, both are offline no-ops.
 Environment:
     LLAMA_RS_CACHE   download cache (default: $XDG_CACHE_HOME/llama-rs or ~/.cache/llama-rs)
     LLAMA_RS_MODEL   a GGUF to use instead of the default model (`model` only checks it)
+    LLAMA_RS_CHAT_MODEL  the same for the chat model
     LLAMA_CPP_SRC    a llama.cpp tree to build instead (`source` then does nothing)
 """
 
@@ -152,22 +155,22 @@ def _fetch_source(pin) -> Path:
 
 # ----------------------------------------------------------------------------- model
 
-def model_path() -> Path:
-    return cache_dir() / "models" / PIN["model"]["name"]
+def model_path(section="model") -> Path:
+    return cache_dir() / "models" / PIN[section]["name"]
 
 
-def fetch_model(verify: bool) -> Path:
-    if os.environ.get("LLAMA_RS_MODEL"):
-        p = Path(os.environ["LLAMA_RS_MODEL"])
+def fetch_model(verify: bool, section="model", env="LLAMA_RS_MODEL") -> Path:
+    if os.environ.get(env):
+        p = Path(os.environ[env])
         if not p.is_file():
-            raise FetchError(f"LLAMA_RS_MODEL={p}: no such file.\n"
-                             "  fix: point LLAMA_RS_MODEL at a GGUF file, or unset it to use the default model.")
+            raise FetchError(f"{env}={p}: no such file.\n"
+                             f"  fix: point {env} at a GGUF file, or unset it to use the default model.")
         with open(p, "rb") as f:
             if f.read(4) != b"GGUF":
-                raise FetchError(f"LLAMA_RS_MODEL={p} is not a GGUF file (wrong magic).")
+                raise FetchError(f"{env}={p} is not a GGUF file (wrong magic).")
         return p
-    pin = PIN["model"]
-    dest = model_path()
+    pin = PIN[section]
+    dest = model_path(section)
     with exclusive(dest.parent):
         return _fetch_model(pin, dest, verify)
 
@@ -186,7 +189,7 @@ def _fetch_model(pin, dest: Path, verify: bool) -> Path:
         dest.unlink()
 
     _assemble_model(pin, dest)
-    print(f"fetch: default model -> {dest}", file=sys.stderr)
+    print(f"fetch: {pin['name']} -> {dest}", file=sys.stderr)
     return dest
 
 
@@ -227,6 +230,8 @@ def main(argv):
             print(fetch_source(force="--force" in argv))
         elif argv[1] == "model":
             print(fetch_model(verify="--verify" in argv))
+        elif argv[1] == "chat-model":
+            print(fetch_model(verify="--verify" in argv, section="chat_model", env="LLAMA_RS_CHAT_MODEL"))
         elif argv[1] == "model-path":
             print(model_path())
         else:

@@ -818,7 +818,7 @@ fn fill(ours: &mut Ours, ctx: &mut llama_rs::Context, depth: usize) {
 }
 
 fn verify_cost_main(a: &Args, ours: &mut Ours, threads: u32, ngl: GpuLayers) -> anyhow::Result<()> {
-    let cp = ContextParams::default().n_ctx((a.depth + 64) as u32).n_batch(64).n_ubatch(64).n_threads(threads);
+    let cp = ContextParams::default().n_ctx((a.depth + 64) as u32).n_batch((a.depth + 64) as u32).n_ubatch(((a.depth + 64) as u32).min(512)).n_threads(threads);
     let mut ctx = ours.model.context(cp.clone())?;
     fill(ours, &mut ctx, a.depth);
     let sizes = [1usize, 2, 3, 5, 9, 17];

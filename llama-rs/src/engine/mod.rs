@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
-use crate::context::{ContextParams, FlashAttn};
+use crate::context::{ContextParams, FlashAttn, KvType};
 use crate::error::{check_arg, Error, Result};
 use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
 use crate::model::Model;
@@ -85,6 +85,10 @@ pub struct EngineParams {
     pub n_threads: u32,
     /// Flash attention.
     pub flash_attn: FlashAttn,
+    /// Element type of the K cache.
+    pub type_k: KvType,
+    /// Element type of the V cache (quantized types need flash attention).
+    pub type_v: KvType,
     /// Greedy results that do not depend on what else runs (CPU). A profile that
     /// overrides other fields: one KV stream per slot (`kv_unified` off: each request gets
     /// at most `n_ctx / slots` tokens), no flash attention, no prefix reuse; and the model
@@ -107,6 +111,8 @@ impl Default for EngineParams {
             swa_full: true,
             n_threads: 0,
             flash_attn: FlashAttn::Auto,
+            type_k: KvType::F16,
+            type_v: KvType::F16,
             deterministic: false,
         }
     }
@@ -125,6 +131,8 @@ impl EngineParams {
             .flash_attn(self.flash_attn);
         p.kv_unified = self.kv_unified;
         p.swa_full = self.swa_full;
+        p.type_k = self.type_k;
+        p.type_v = self.type_v;
         if self.deterministic {
             // Measured (docs/ENGINE.md): in one unified cache a sequence's cells sit among
             // other sequences' cells, which changes how the attention sums are grouped;

@@ -1,0 +1,276 @@
+//! Command-line flags, named as llama-server's so its command lines work with the binary
+//! name swapped. A llama-server flag we do not implement is an error that names it.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use llama_rs::{EngineParams, FlashAttn, GpuLayers, KvType, LoadMode, ModelParams, SplitMode};
+
+/// Flags of `llama-rs-server` (parse with [`parse_from`]: it accepts llama-server's
+/// multi-letter short flags such as `-np`, `-ngl`, `-ctk`).
+///
+/// ```
+/// let a = llama_rs_server::args::parse_from(["llama-rs-server", "-m", "m.gguf", "-np", "4", "-c", "8192"])?;
+/// assert_eq!(a.parallel, 4);
+/// assert_eq!(a.engine_params()?.n_ctx, 8192);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Parser)]
+#[command(name = "llama-rs-server", version, about = "OpenAI-compatible server on llama-rs (llama-server's flags)")]
+pub struct Args {
+    /// Model GGUF (the first shard of a split model). Default: the fetched chat model
+    /// (SmolLM2-135M-Instruct; `python3 vendor/fetch.py chat-model`).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// Name the model is served under (default: the file name without `.gguf`).
+    #[arg(short = 'a', long)]
+    pub alias: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests generated at once (more queue).
+    #[arg(long = "parallel", visible_alias = "np", default_value_t = 4)]
+    pub parallel: u32,
+    /// KV tokens in the one pool all requests share (0: the model's training context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: u32,
+    /// Tokens decoded per step at most (prompt chunks and running sequences together).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: u32,
+    /// Micro-batch size.
+    #[arg(long = "ubatch-size", visible_alias = "ub")]
+    pub ubatch_size: Option<u32>,
+    /// Threads (0: all cores).
+    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    pub threads: u32,
+    /// Layers on the GPU: a number, `all` or `auto`.
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl", alias = "gpu-layers", default_value = "all")]
+    pub n_gpu_layers: String,
+    /// How to split over several GPUs: none, layer, row.
+    #[arg(long = "split-mode", visible_alias = "sm", default_value = "layer")]
+    pub split_mode: String,
+    /// Fractions of the model per GPU, e.g. `3,1`.
+    #[arg(long = "tensor-split", visible_alias = "ts", value_delimiter = ',')]
+    pub tensor_split: Vec<f32>,
+    /// The GPU for the whole model (split-mode none) or for intermediate results.
+    #[arg(long = "main-gpu", visible_alias = "mg", default_value_t = 0)]
+    pub main_gpu: i32,
+    /// Flash attention: on, off, auto.
+    #[arg(long = "flash-attn", visible_alias = "fa", default_value = "auto")]
+    pub flash_attn: String,
+    /// K cache type: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1.
+    #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16")]
+    pub cache_type_k: String,
+    /// V cache type (quantized types need flash attention).
+    #[arg(long = "cache-type-v", visible_alias = "ctv", default_value = "f16")]
+    pub cache_type_v: String,
+    /// Read the model into memory instead of mapping it.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// Lock the model in memory.
+    #[arg(long)]
+    pub mlock: bool,
+    /// Require this key (`Authorization: Bearer KEY` or `x-api-key`); `/health` stays open.
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// Read the API key from the first line of this file.
+    #[arg(long = "api-key-file")]
+    pub api_key_file: Option<PathBuf>,
+    /// Chat template: a built-in name (chatml, llama3, gemma, ...) or a Jinja file.
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
+    /// Chat template from a file (llama-server's flag).
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+    /// Use the GGUF's Jinja template (always on here; accepted for llama-server's command lines).
+    #[arg(long)]
+    pub jinja: bool,
+    /// Serve Prometheus metrics on `/metrics`.
+    #[arg(long)]
+    pub metrics: bool,
+    /// Seconds a request may take before it is cancelled (0: no limit).
+    #[arg(long = "timeout", visible_alias = "to", default_value_t = 600)]
+    pub timeout: u64,
+    /// Largest request body in bytes.
+    #[arg(long = "body-limit", default_value_t = 8 << 20)]
+    pub body_limit: usize,
+    /// Reuse cached prompt prefixes across requests (default on).
+    #[arg(long = "no-cache-prompt")]
+    pub no_cache_prompt: bool,
+    /// Generate greedy answers that do not depend on the other requests (CPU; see the
+    /// engine's deterministic profile).
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Speculative decoding: `ngram` (prompt lookup), `ngram-map`, or `none`.
+    #[arg(long = "spec-type", default_value = "none")]
+    pub spec_type: String,
+    /// Most tokens drafted per step.
+    #[arg(long = "draft-max", alias = "draft", alias = "draft-n", default_value_t = 8)]
+    pub draft_max: usize,
+    /// n-gram drafter: shortest match.
+    #[arg(long = "draft-min", default_value_t = 2)]
+    pub draft_min: usize,
+    /// The default `max_tokens` of a request (-1: until the context is full).
+    #[arg(short = 'n', long = "n-predict", visible_alias = "predict", default_value_t = -1)]
+    pub n_predict: i64,
+}
+
+/// An argument that cannot be used, with the reason.
+#[derive(Debug)]
+pub struct ArgError(pub String);
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+fn kv_type(flag: &str, v: &str) -> Result<KvType, ArgError> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "f32" => KvType::F32,
+        "f16" => KvType::F16,
+        "bf16" => KvType::Bf16,
+        "q8_0" => KvType::Q8_0,
+        "q4_0" => KvType::Q4_0,
+        "q4_1" => KvType::Q4_1,
+        "iq4_nl" => KvType::Iq4Nl,
+        "q5_0" => KvType::Q5_0,
+        "q5_1" => KvType::Q5_1,
+        _ => return Err(ArgError(format!("{flag} {v}: not a cache type (f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1)"))),
+    })
+}
+
+impl Args {
+    /// The engine's parameters from these flags.
+    pub fn engine_params(&self) -> Result<EngineParams, ArgError> {
+        let flash_attn = match self.flash_attn.as_str() {
+            "on" | "1" | "true" => FlashAttn::On,
+            "off" | "0" | "false" => FlashAttn::Off,
+            "auto" => FlashAttn::Auto,
+            v => return Err(ArgError(format!("--flash-attn {v}: expected on, off or auto"))),
+        };
+        if self.parallel == 0 {
+            return Err(ArgError("--parallel must be at least 1".into()));
+        }
+        Ok(EngineParams {
+            n_ctx: self.ctx_size,
+            slots: self.parallel,
+            step_tokens: self.batch_size,
+            ubatch_tokens: self.ubatch_size,
+            n_threads: self.threads,
+            flash_attn,
+            type_k: kv_type("--cache-type-k", &self.cache_type_k)?,
+            type_v: kv_type("--cache-type-v", &self.cache_type_v)?,
+            prefix_cache: !self.no_cache_prompt,
+            deterministic: self.deterministic,
+            ..Default::default()
+        })
+    }
+
+    /// The model's load parameters from these flags.
+    pub fn model_params(&self) -> Result<ModelParams, ArgError> {
+        let gpu_layers = match self.n_gpu_layers.as_str() {
+            "all" | "auto" | "-1" => GpuLayers::All,
+            n => GpuLayers::Count(
+                n.parse().map_err(|_| ArgError(format!("--n-gpu-layers {n}: expected a number, all or auto")))?,
+            ),
+        };
+        let split_mode = match self.split_mode.as_str() {
+            "none" => SplitMode::None,
+            "layer" => SplitMode::Layer,
+            "row" => SplitMode::Row,
+            v => return Err(ArgError(format!("--split-mode {v}: expected none, layer or row"))),
+        };
+        let load_mode = match (self.no_mmap, self.mlock) {
+            (true, true) => LoadMode::Mlock,
+            (false, true) => LoadMode::MmapMlock,
+            (true, false) => LoadMode::None,
+            (false, false) => LoadMode::Auto,
+        };
+        let mut p = ModelParams::default().gpu_layers(gpu_layers).split_mode(split_mode).main_gpu(self.main_gpu);
+        p.load_mode = load_mode;
+        if !self.tensor_split.is_empty() {
+            p = p.tensor_split(self.tensor_split.clone());
+        }
+        if self.deterministic {
+            p = p.no_repack(true);
+        }
+        Ok(p)
+    }
+
+    /// The API key, from `--api-key` or `--api-key-file`.
+    pub fn api_key(&self) -> Result<Option<String>, ArgError> {
+        if let Some(k) = &self.api_key {
+            return Ok(Some(k.clone()));
+        }
+        match &self.api_key_file {
+            Some(f) => {
+                let s = std::fs::read_to_string(f).map_err(|e| ArgError(format!("--api-key-file {}: {e}", f.display())))?;
+                let k = s.lines().next().unwrap_or("").trim().to_string();
+                if k.is_empty() {
+                    return Err(ArgError(format!("--api-key-file {}: empty", f.display())));
+                }
+                Ok(Some(k))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// llama-server flags this server does not implement: named in the error instead of
+/// clap's generic "unexpected argument".
+const NOT_IMPLEMENTED: &[&str] = &[
+    "--lora", "--lora-scaled", "--control-vector", "--mmproj", "--rope-scaling", "--grp-attn-n", "--slot-save-path",
+    "--path", "--ssl-key-file", "--ssl-cert-file", "--embedding", "--embeddings", "--reranking", "--rerank",
+    "--model-draft", "-md", "--ctx-size-draft", "-cd", "--reasoning-format", "--reasoning-budget", "--models-dir",
+];
+
+/// llama-server's multi-letter short flags, spelled with one dash (`-ngl 99`); clap
+/// knows them as long aliases (`--ngl`).
+const MULTI_LETTER_SHORT: &[&str] = &["-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to"];
+
+/// Parses a command line (program name first): llama-server's multi-letter short flags
+/// are accepted, and a llama-server flag that is not implemented here is an error that
+/// names it.
+pub fn parse_from<I, T>(argv: I) -> Result<Args, ArgError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<String>,
+{
+    let mut out = Vec::new();
+    for a in argv.into_iter().map(Into::into) {
+        let flag = a.split('=').next().unwrap_or(&a).to_string();
+        if NOT_IMPLEMENTED.contains(&flag.as_str()) {
+            return Err(ArgError(format!("llama-server's {flag} is not implemented by llama-rs-server yet")));
+        }
+        out.push(if MULTI_LETTER_SHORT.contains(&flag.as_str()) { format!("-{a}") } else { a });
+    }
+    Args::try_parse_from(out).map_err(|e| ArgError(e.to_string()))
+}
+
+/// [`parse_from`] over the process's arguments; exits with clap's message (and `--help`
+/// / `--version` output) on error.
+pub fn parse() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
+    for a in &argv[1..] {
+        let flag = a.split('=').next().unwrap_or(a);
+        if NOT_IMPLEMENTED.contains(&flag) {
+            eprintln!("llama-rs-server: llama-server's {flag} is not implemented yet (see `llama-rs-server --help`)");
+            std::process::exit(2);
+        }
+    }
+    let argv = argv.into_iter().map(|a| {
+        let flag = a.split('=').next().unwrap_or(&a);
+        if MULTI_LETTER_SHORT.contains(&flag) {
+            format!("-{a}")
+        } else {
+            a
+        }
+    });
+    Args::parse_from(argv)
+}

@@ -1,0 +1,176 @@
+//! llama-server's own endpoints that scripts use: `/health`, `/metrics` (Prometheus),
+//! `/props`, `/slots`, `/tokenize`, `/detokenize`, `/apply-template`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use llama_rs::{RenderOptions, Token};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::openai::parse;
+use crate::state::AppState;
+
+/// `GET /health`: 200 once the model is loaded, 503 while it loads (or if it failed).
+pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+    match st.loaded() {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": e.message, "error": e.body()["error"]})))
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: the engine's metrics in Prometheus' text format (names as
+/// llama-server's where they exist; 501 unless started with `--metrics`).
+pub async fn metrics(State(st): State<Arc<AppState>>) -> ApiResult<Response> {
+    if !st.args.metrics {
+        return Err(ApiError::status(StatusCode::NOT_IMPLEMENTED, "metrics are off: start the server with --metrics"));
+    }
+    let l = st.loaded()?;
+    let m = l.engine.metrics();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, v: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    metric("llamacpp:prompt_tokens_total", "counter", "Prompt tokens processed (decoded).", m.prompt_tokens as f64);
+    metric("llamacpp:tokens_predicted_total", "counter", "Generated tokens.", m.generated_tokens as f64);
+    metric("llamacpp:requests_processing", "gauge", "Requests generating now.", m.active as f64);
+    metric("llamacpp:requests_deferred", "gauge", "Requests waiting for a slot.", m.queued as f64);
+    metric("llamacpp:kv_cache_tokens", "gauge", "KV cells in use.", m.kv_used as f64);
+    metric(
+        "llamacpp:kv_cache_usage_ratio",
+        "gauge",
+        "KV cells in use / total.",
+        m.kv_used as f64 / m.kv_total.max(1) as f64,
+    );
+    metric("llama_rs:requests_finished_total", "counter", "Requests finished.", m.finished as f64);
+    metric("llama_rs:cached_prompt_tokens_total", "counter", "Prompt tokens reused from the cache.", m.cached_tokens as f64);
+    metric("llama_rs:prefix_hits_total", "counter", "Requests that reused a cached prefix.", m.prefix_hits as f64);
+    metric("llama_rs:evictions_total", "counter", "Cached prefixes evicted.", m.evictions as f64);
+    metric("llama_rs:preemptions_total", "counter", "Requests preempted.", m.preemptions as f64);
+    metric("llama_rs:steps_total", "counter", "Engine steps.", m.steps as f64);
+    metric("llama_rs:busy_seconds_total", "counter", "Seconds the engine spent decoding.", m.busy_s);
+    for (name, lat) in [("ttft", &m.ttft_ms), ("itl", &m.itl_ms)] {
+        let _ = writeln!(out, "# HELP llama_rs:{name}_ms Recent {name} in milliseconds.\n# TYPE llama_rs:{name}_ms summary");
+        for q in [0.5, 0.9, 0.99] {
+            if let Some(v) = lat.percentile(q * 100.0) {
+                let _ = writeln!(out, "llama_rs:{name}_ms{{quantile=\"{q}\"}} {v}");
+            }
+        }
+        let _ = writeln!(out, "llama_rs:{name}_ms_count {}", lat.count());
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `GET /props`: the server's settings (llama-server's shape, where it overlaps).
+pub async fn props(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let tmpl = l.model.chat_template(None);
+    Ok(Json(json!({
+        "model_path": crate::state::model_path(&st.args).map(|p| p.display().to_string()).unwrap_or_default(),
+        "model_alias": l.id,
+        "total_slots": st.args.parallel,
+        "n_ctx": l.n_ctx,
+        "chat_template": tmpl,
+        "build_info": crate::openai::system_fingerprint(),
+        "default_generation_settings": {
+            "n_ctx": l.n_ctx, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+            "n_predict": st.args.n_predict,
+        },
+    })))
+}
+
+/// `GET /slots`: what the engine is doing (counts; sequences are not exposed one by one).
+pub async fn slots(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let m = l.engine.metrics();
+    Ok(Json(json!({
+        "total_slots": st.args.parallel, "processing": m.active, "deferred": m.queued,
+        "kv_used": m.kv_used, "kv_total": m.kv_total,
+    })))
+}
+
+#[derive(Deserialize)]
+struct TokenizeRequest {
+    content: String,
+    #[serde(default)]
+    add_special: bool,
+    #[serde(default = "yes")]
+    parse_special: bool,
+    #[serde(default)]
+    with_pieces: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /tokenize` `{content, add_special, parse_special, with_pieces}`.
+pub async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let r: TokenizeRequest = parse(&body)?;
+    let vocab = l.model.vocab();
+    let toks = vocab.tokenize(&r.content, r.add_special, r.parse_special)?;
+    let tokens: Vec<Value> = if r.with_pieces {
+        toks.iter()
+            .map(|&t| {
+                let mut b = Vec::new();
+                let _ = vocab.token_to_piece_bytes(t, true, &mut b);
+                match String::from_utf8(b) {
+                    Ok(s) => json!({"id": t.0, "piece": s}),
+                    Err(e) => json!({"id": t.0, "piece": e.into_bytes()}),
+                }
+            })
+            .collect()
+    } else {
+        toks.iter().map(|t| json!(t.0)).collect()
+    };
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+#[derive(Deserialize)]
+struct DetokenizeRequest {
+    tokens: Vec<i64>,
+}
+
+/// `POST /detokenize` `{tokens}`: ids outside the vocabulary are a 400.
+pub async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let r: DetokenizeRequest = parse(&body)?;
+    let n = l.model.n_vocab() as i64;
+    let toks: Vec<Token> = r
+        .tokens
+        .iter()
+        .map(|&t| {
+            if (0..n).contains(&t) {
+                Ok(Token(t as i32))
+            } else {
+                Err(ApiError::bad("tokens", format!("token {t} is not in the vocabulary (0..{n})")))
+            }
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(Json(json!({"content": l.model.vocab().detokenize(&toks, false, true)?})))
+}
+
+#[derive(Deserialize)]
+struct ApplyTemplateRequest {
+    messages: Vec<llama_rs::ChatMessage>,
+}
+
+/// `POST /apply-template` `{messages}` → `{prompt}`: the rendered chat prompt.
+pub async fn apply_template(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let r: ApplyTemplateRequest = parse(&body)?;
+    let t = l
+        .template
+        .as_ref()
+        .ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;
+    let opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
+    Ok(Json(json!({"prompt": t.render(&r.messages, &opts)?})))
+}
