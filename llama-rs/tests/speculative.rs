@@ -161,7 +161,14 @@ fn outcomes(s: &mut Session, prompt: &str, seeds: std::ops::Range<u32>, temp: f3
         .map(|seed| {
             let p = GenerateParams {
                 max_tokens: Some(3),
-                sampler: SamplerConfig { temperature: temp, seed, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() },
+                sampler: SamplerConfig {
+                    temperature: temp,
+                    seed,
+                    top_k: 0,
+                    top_p: 1.0,
+                    min_p: 0.0,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let p = if spec { with_spec(&p, DraftKind::Ngram { n_min: 1, n_max: 4 }) } else { p };

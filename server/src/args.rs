@@ -141,7 +141,11 @@ fn kv_type(flag: &str, v: &str) -> Result<KvType, ArgError> {
         "iq4_nl" => KvType::Iq4Nl,
         "q5_0" => KvType::Q5_0,
         "q5_1" => KvType::Q5_1,
-        _ => return Err(ArgError(format!("{flag} {v}: not a cache type (f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1)"))),
+        _ => {
+            return Err(ArgError(format!(
+                "{flag} {v}: not a cache type (f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1)"
+            )))
+        }
     })
 }
 
@@ -210,7 +214,8 @@ impl Args {
         }
         match &self.api_key_file {
             Some(f) => {
-                let s = std::fs::read_to_string(f).map_err(|e| ArgError(format!("--api-key-file {}: {e}", f.display())))?;
+                let s =
+                    std::fs::read_to_string(f).map_err(|e| ArgError(format!("--api-key-file {}: {e}", f.display())))?;
                 let k = s.lines().next().unwrap_or("").trim().to_string();
                 if k.is_empty() {
                     return Err(ArgError(format!("--api-key-file {}: empty", f.display())));
@@ -225,9 +230,27 @@ impl Args {
 /// llama-server flags this server does not implement: named in the error instead of
 /// clap's generic "unexpected argument".
 const NOT_IMPLEMENTED: &[&str] = &[
-    "--lora", "--lora-scaled", "--control-vector", "--mmproj", "--rope-scaling", "--grp-attn-n", "--slot-save-path",
-    "--path", "--ssl-key-file", "--ssl-cert-file", "--embedding", "--embeddings", "--reranking", "--rerank",
-    "--model-draft", "-md", "--ctx-size-draft", "-cd", "--reasoning-format", "--reasoning-budget", "--models-dir",
+    "--lora",
+    "--lora-scaled",
+    "--control-vector",
+    "--mmproj",
+    "--rope-scaling",
+    "--grp-attn-n",
+    "--slot-save-path",
+    "--path",
+    "--ssl-key-file",
+    "--ssl-cert-file",
+    "--embedding",
+    "--embeddings",
+    "--reranking",
+    "--rerank",
+    "--model-draft",
+    "-md",
+    "--ctx-size-draft",
+    "-cd",
+    "--reasoning-format",
+    "--reasoning-budget",
+    "--models-dir",
 ];
 
 /// llama-server's multi-letter short flags, spelled with one dash (`-ngl 99`); clap

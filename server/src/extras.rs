@@ -50,14 +50,22 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> ApiResult<Response> {
         m.kv_used as f64 / m.kv_total.max(1) as f64,
     );
     metric("llama_rs:requests_finished_total", "counter", "Requests finished.", m.finished as f64);
-    metric("llama_rs:cached_prompt_tokens_total", "counter", "Prompt tokens reused from the cache.", m.cached_tokens as f64);
+    metric(
+        "llama_rs:cached_prompt_tokens_total",
+        "counter",
+        "Prompt tokens reused from the cache.",
+        m.cached_tokens as f64,
+    );
     metric("llama_rs:prefix_hits_total", "counter", "Requests that reused a cached prefix.", m.prefix_hits as f64);
     metric("llama_rs:evictions_total", "counter", "Cached prefixes evicted.", m.evictions as f64);
     metric("llama_rs:preemptions_total", "counter", "Requests preempted.", m.preemptions as f64);
     metric("llama_rs:steps_total", "counter", "Engine steps.", m.steps as f64);
     metric("llama_rs:busy_seconds_total", "counter", "Seconds the engine spent decoding.", m.busy_s);
     for (name, lat) in [("ttft", &m.ttft_ms), ("itl", &m.itl_ms)] {
-        let _ = writeln!(out, "# HELP llama_rs:{name}_ms Recent {name} in milliseconds.\n# TYPE llama_rs:{name}_ms summary");
+        let _ = writeln!(
+            out,
+            "# HELP llama_rs:{name}_ms Recent {name} in milliseconds.\n# TYPE llama_rs:{name}_ms summary"
+        );
         for q in [0.5, 0.9, 0.99] {
             if let Some(v) = lat.percentile(q * 100.0) {
                 let _ = writeln!(out, "llama_rs:{name}_ms{{quantile=\"{q}\"}} {v}");
@@ -167,10 +175,8 @@ struct ApplyTemplateRequest {
 pub async fn apply_template(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
     let l = st.loaded()?;
     let r: ApplyTemplateRequest = parse(&body)?;
-    let t = l
-        .template
-        .as_ref()
-        .ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;
+    let t =
+        l.template.as_ref().ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;
     let opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
     Ok(Json(json!({"prompt": t.render(&r.messages, &opts)?})))
 }

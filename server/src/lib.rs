@@ -10,7 +10,7 @@
 //! let server = llama_rs_server::Server::spawn(args)?;
 //! server.wait_ready(std::time::Duration::from_secs(60))?;
 //! println!("listening on http://{}", server.addr());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 
 pub mod args;
@@ -86,14 +86,14 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     }
     let res = next.run(req).await;
     let s = res.status();
-    let is_json = res
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream") || v.starts_with("text/plain; version"));
+    let is_json = res.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.starts_with("application/json") || v.starts_with("text/event-stream") || v.starts_with("text/plain; version")
+    });
     if (s.is_client_error() || s.is_server_error()) && !is_json {
         let msg = match s {
-            StatusCode::PAYLOAD_TOO_LARGE => format!("request body is larger than the limit of {} bytes (--body-limit)", st.args.body_limit),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                format!("request body is larger than the limit of {} bytes (--body-limit)", st.args.body_limit)
+            }
             StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
             _ => s.canonical_reason().unwrap_or("error").to_string(),
         };

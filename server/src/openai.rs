@@ -1,5 +1,5 @@
 //! OpenAI's API: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
-//! `/v1/models`. Each wire format is parsed into one [`Job`] (prompt, generation
+//! `/v1/models`. Each wire format is parsed into one `Job` (prompt, generation
 //! parameters, choices) and answered from the engine's event streams.
 
 use std::collections::HashMap;
@@ -241,9 +241,16 @@ fn job(l: &Loaded, s: &Sampling, prompt: Prompt, default_max: i64) -> ApiResult<
 /// Parses a JSON body; a malformed body or a field of the wrong type is a 400 that says
 /// where.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError {
-        code: Some("invalid_json"),
-        ..ApiError::status(axum::http::StatusCode::BAD_REQUEST, format!("invalid request body: {e}"))
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != ".").then_some(path);
+        let at = param.as_deref().map(|p| format!(" (at {p})")).unwrap_or_default();
+        ApiError {
+            param,
+            code: Some("invalid_json"),
+            ..ApiError::status(axum::http::StatusCode::BAD_REQUEST, format!("invalid request body{at}: {}", e.inner()))
+        }
     })
 }
 
@@ -353,8 +360,13 @@ fn sse(events: impl Stream<Item = Value> + Send + 'static) -> Response {
 
 /// The choices' events, tagged with their index, ending early at the timeout (the
 /// streams are dropped then, which cancels the requests).
-fn merged(streams: Vec<RequestStream>, timeout: Option<Duration>) -> impl Stream<Item = (usize, llama_rs::Result<Event>)> {
-    let all = futures::stream::select_all(streams.into_iter().enumerate().map(|(i, s)| StreamExt::map(s, move |e| (i, e)).boxed()));
+fn merged(
+    streams: Vec<RequestStream>,
+    timeout: Option<Duration>,
+) -> impl Stream<Item = (usize, llama_rs::Result<Event>)> {
+    let all = futures::stream::select_all(
+        streams.into_iter().enumerate().map(|(i, s)| StreamExt::map(s, move |e| (i, e)).boxed()),
+    );
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     all.take_until(Box::pin(deadline))
 }
@@ -423,7 +435,10 @@ fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
                     s
                 }
                 Some(_) => {
-                    return Err(ApiError::bad(&format!("messages[{i}].content"), "content must be a string or a list of parts"))
+                    return Err(ApiError::bad(
+                        &format!("messages[{i}].content"),
+                        "content must be a string or a list of parts",
+                    ))
                 }
             };
             let mut msg = ChatMessage::new(m.role, content);
@@ -581,7 +596,8 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
                         if calls.is_empty() {
                             tx(chunk(json!([{"index": i, "delta": {"content": held[i]}, "finish_reason": null}])));
                         } else {
-                            let tc: Vec<Value> = calls.iter().enumerate().map(|(k, c)| tool_call_json(k, c, i)).collect();
+                            let tc: Vec<Value> =
+                                calls.iter().enumerate().map(|(k, c)| tool_call_json(k, c, i)).collect();
                             let mut delta = json!({"tool_calls": tc});
                             if !content.is_empty() {
                                 delta["content"] = Value::String(content);
@@ -660,10 +676,8 @@ fn completion_logprobs(l: &Loaded, lps: &[TokenLogprob], offset0: usize) -> Valu
             s
         })
         .collect();
-    let top: Vec<Value> = lps
-        .iter()
-        .map(|lp| Value::Object(lp.top.iter().map(|&(t, p)| (text(t), json!(p))).collect()))
-        .collect();
+    let top: Vec<Value> =
+        lps.iter().map(|lp| Value::Object(lp.top.iter().map(|&(t, p)| (text(t), json!(p))).collect())).collect();
     json!({
         "tokens": tokens,
         "token_logprobs": lps.iter().map(|lp| lp.logprob).collect::<Vec<_>>(),
@@ -731,9 +745,7 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
     let want_lp = req.logprobs.is_some();
     let events = async_stream(move |tx| async move {
         let Ok(l) = st2.loaded() else { return };
-        let chunk = |choices: Value| {
-            json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices})
-        };
+        let chunk = |choices: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices});
         for (i, e) in echoes.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
             tx(chunk(json!([{"index": i, "text": e, "logprobs": null, "finish_reason": null}])));
         }
@@ -754,7 +766,9 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
                 }
                 Ok(Event::Done { finish_reason, usage: u, .. }) => {
                     add_usage(&mut usage, &u);
-                    tx(chunk(json!([{"index": i, "text": "", "logprobs": null, "finish_reason": finish_str(finish_reason)}])));
+                    tx(chunk(
+                        json!([{"index": i, "text": "", "logprobs": null, "finish_reason": finish_str(finish_reason)}]),
+                    ));
                     finished += 1;
                 }
             }
@@ -793,7 +807,9 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResu
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(f) => return Err(ApiError::bad("encoding_format", format!("encoding_format {f:?}: expected float or base64"))),
+        Some(f) => {
+            return Err(ApiError::bad("encoding_format", format!("encoding_format {f:?}: expected float or base64")))
+        }
     };
     let ps = prompts(&req.input)
         .map_err(|_| ApiError::bad("input", "input must be a string, a list of strings, or token ids"))?;
@@ -864,7 +880,8 @@ pub fn system_fingerprint() -> String {
 fn rand_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     t ^ N.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 

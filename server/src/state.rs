@@ -55,7 +55,9 @@ impl AppState {
     pub fn loaded(&self) -> Result<&Loaded, ApiError> {
         match (self.loaded.get(), self.load_error.get()) {
             (Some(l), _) => Ok(l),
-            (None, Some(e)) => Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("model failed to load: {e}"))),
+            (None, Some(e)) => {
+                Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("model failed to load: {e}")))
+            }
             (None, None) => Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "loading model")),
         }
     }

@@ -744,7 +744,11 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
 /// n-gram speculation on and off: aggregate generated tokens per second.
 fn spec_engine_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
     use llama_rs::{DraftKind, Speculation};
-    println!("\nengine, {} concurrent requests (the tasks above), {} greedy tokens each\n", SPEC_PROMPTS.len(), a.n_gen);
+    println!(
+        "\nengine, {} concurrent requests (the tasks above), {} greedy tokens each\n",
+        SPEC_PROMPTS.len(),
+        a.n_gen
+    );
     println!("| speculation | aggregate t/s | speedup | accepted / drafted |");
     println!("|---|---|---|---|");
     let params = llama_rs::EngineParams { n_ctx: 4096, slots: 4, n_threads: threads, ..Default::default() };
@@ -818,7 +822,11 @@ fn fill(ours: &mut Ours, ctx: &mut llama_rs::Context, depth: usize) {
 }
 
 fn verify_cost_main(a: &Args, ours: &mut Ours, threads: u32, ngl: GpuLayers) -> anyhow::Result<()> {
-    let cp = ContextParams::default().n_ctx((a.depth + 64) as u32).n_batch((a.depth + 64) as u32).n_ubatch(((a.depth + 64) as u32).min(512)).n_threads(threads);
+    let cp = ContextParams::default()
+        .n_ctx((a.depth + 64) as u32)
+        .n_batch((a.depth + 64) as u32)
+        .n_ubatch(((a.depth + 64) as u32).min(512))
+        .n_threads(threads);
     let mut ctx = ours.model.context(cp.clone())?;
     fill(ours, &mut ctx, a.depth);
     let sizes = [1usize, 2, 3, 5, 9, 17];
@@ -845,7 +853,10 @@ fn verify_cost_main(a: &Args, ours: &mut Ours, threads: u32, ngl: GpuLayers) -> 
     // Expected tokens per verification with k drafted tokens each accepted with
     // probability p (independently): (1 - p^(k+1)) / (1 - p). Cost: k draft decodes
     // (sequential) + one target decode of k + 1 tokens.
-    println!("\nimplied speedup over plain decoding (best k of {:?})\n", &sizes[1..].iter().map(|n| n - 1).collect::<Vec<_>>());
+    println!(
+        "\nimplied speedup over plain decoding (best k of {:?})\n",
+        &sizes[1..].iter().map(|n| n - 1).collect::<Vec<_>>()
+    );
     println!("| acceptance | drafter | best k | speedup |");
     println!("|---|---|---|---|");
     for p in [0.5f64, 0.7, 0.9] {
