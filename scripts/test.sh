@@ -8,6 +8,9 @@ start=$(date +%s)
 
 cargo test --workspace --release --locked
 
+# The server through the official `openai` Python client (from PyPI).
+scripts/test-server-python.sh
+
 # Bad inputs of the fetch step and the build: clear errors, nothing half-written.
 scripts/test-fetch-errors.sh
 

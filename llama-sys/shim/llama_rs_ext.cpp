@@ -1,3 +1,4 @@
+#include <regex>
 #include "llama_rs_ext.h"
 #include "llama-ext.h"
 
@@ -235,6 +236,13 @@ extern "C" llama_sampler * llama_rs_sampler_init_grammar_lazy_patterns(
     const char ** trigger_patterns, size_t num_trigger_patterns,
     const llama_token * trigger_tokens, size_t num_trigger_tokens) {
     try {
+        // llama.cpp compiles each pattern (std::regex, ECMAScript) after it has allocated
+        // the grammar, and leaks it when one throws (found with LeakSanitizer): compile
+        // them here first, so a bad pattern fails before llama.cpp allocates anything.
+        for (size_t i = 0; i < num_trigger_patterns; i++) {
+            std::regex check(trigger_patterns[i]);
+            (void) check;
+        }
         return llama_sampler_init_grammar_lazy_patterns(vocab, grammar_str, grammar_root, trigger_patterns,
                                                         num_trigger_patterns, trigger_tokens, num_trigger_tokens);
     } catch (...) {

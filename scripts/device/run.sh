@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|bench|bench-gemma|bench-7b|breakdown|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|bench|bench-gemma|bench-7b|breakdown|all]
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
 backend=$1
@@ -59,6 +59,21 @@ for t in model context generate sampling adapters embed files; do
 done | tee "$out/tests-$backend.txt"
 fi
 [ "$phase" = test ] && exit 0
+if [ "$phase" = spec ]; then
+  # Engine and speculative decoding on the GPU: the tests (greedy equality, determinism,
+  # the chi-square test), the n-gram benchmark (one sequence and 4 concurrent), and the
+  # cost of verifying k drafted tokens — default model, and a synthetic 7B target with a
+  # synthetic 0.5B draft.
+  for t in engine speculative; do
+    "$BIN/$t" --test-threads 1 2>&1 | grep -E "^test |test result|panicked|chi2" | grep -v "^--$"
+  done | tee "$out/tests-spec-$backend.txt"
+  echo "== bench --spec"; "$BIN/bench" --spec --spec-engine -n 128 -r "${BENCH_REPS:-3}" -t 16 2>&1 | grep -v "^$" | tee "$out/spec-$backend.txt"
+  echo "== verify cost: default model (drafting for itself)"; "$BIN/bench" --verify-cost --draft "$model" -r 3 -t 16 2>&1 | grep -v "^$" | tee "$out/verify-gemma-$backend.txt"
+  [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
+  [ -f "$W/q05.gguf" ] || "$BIN/synth-model" --shape 0.5b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q05.gguf"
+  echo "== verify cost: synthetic 7B target, 0.5B draft"; "$BIN/bench" --model "$W/q7.gguf" --verify-cost --draft "$W/q05.gguf" -r 3 -t 16 2>&1 | grep -v "^$" | tee "$out/verify-7b-$backend.txt"
+  exit 0
+fi
 if [ "$phase" = breakdown ]; then
   # Where each token's time goes (no llama-bench): as is, with OpenMP workers that sleep
   # instead of spinning, and with CUDA graphs off.

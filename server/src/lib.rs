@@ -16,6 +16,7 @@
 pub mod args;
 pub mod error;
 pub mod extras;
+pub mod ollama;
 pub mod openai;
 pub mod state;
 
@@ -54,6 +55,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tokenize", post(extras::tokenize))
         .route("/detokenize", post(extras::detokenize))
         .route("/apply-template", post(extras::apply_template))
+        .route("/", get(ollama::root))
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embed))
         .fallback(|req: Request| async move {
             ApiError::status(StatusCode::NOT_FOUND, format!("no route for {} {}", req.method(), req.uri().path()))
         })

@@ -46,32 +46,32 @@ impl OneOrMany {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Sampling {
-    model: Option<String>,
-    max_tokens: Option<i64>,
-    max_completion_tokens: Option<i64>,
-    n_predict: Option<i64>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<i32>,
-    min_p: Option<f32>,
-    typical_p: Option<f32>,
-    repeat_penalty: Option<f32>,
-    repeat_last_n: Option<i32>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    seed: Option<i64>,
-    stop: Option<OneOrMany>,
-    logit_bias: Option<HashMap<String, f32>>,
-    n: Option<usize>,
-    stream: bool,
-    stream_options: Option<StreamOptions>,
-    grammar: Option<String>,
-    json_schema: Option<Value>,
-    response_format: Option<Value>,
-    ignore_eos: bool,
-    mirostat: Option<u8>,
-    mirostat_tau: Option<f32>,
-    mirostat_eta: Option<f32>,
+    pub(crate) model: Option<String>,
+    pub(crate) max_tokens: Option<i64>,
+    pub(crate) max_completion_tokens: Option<i64>,
+    pub(crate) n_predict: Option<i64>,
+    pub(crate) temperature: Option<f32>,
+    pub(crate) top_p: Option<f32>,
+    pub(crate) top_k: Option<i32>,
+    pub(crate) min_p: Option<f32>,
+    pub(crate) typical_p: Option<f32>,
+    pub(crate) repeat_penalty: Option<f32>,
+    pub(crate) repeat_last_n: Option<i32>,
+    pub(crate) presence_penalty: Option<f32>,
+    pub(crate) frequency_penalty: Option<f32>,
+    pub(crate) seed: Option<i64>,
+    pub(crate) stop: Option<OneOrMany>,
+    pub(crate) logit_bias: Option<HashMap<String, f32>>,
+    pub(crate) n: Option<usize>,
+    pub(crate) stream: bool,
+    pub(crate) stream_options: Option<StreamOptions>,
+    pub(crate) grammar: Option<String>,
+    pub(crate) json_schema: Option<Value>,
+    pub(crate) response_format: Option<Value>,
+    pub(crate) ignore_eos: bool,
+    pub(crate) mirostat: Option<u8>,
+    pub(crate) mirostat_tau: Option<f32>,
+    pub(crate) mirostat_eta: Option<f32>,
 }
 
 /// `stream_options`.
@@ -93,10 +93,12 @@ struct Job {
     include_usage: bool,
 }
 
-fn check_model(l: &Loaded, s: &Sampling) -> ApiResult<()> {
+pub(crate) fn check_model(l: &Loaded, s: &Sampling) -> ApiResult<()> {
     match s.model.as_deref() {
         None | Some("") => Ok(()),
-        Some(m) if m == l.id || m.trim_end_matches(".gguf") == l.id => Ok(()),
+        Some(m) if m == l.id || m.trim_end_matches(".gguf") == l.id || m.strip_suffix(":latest") == Some(&l.id) => {
+            Ok(())
+        }
         Some(m) => Err(ApiError {
             status: axum::http::StatusCode::NOT_FOUND,
             message: format!("model {m:?} is not served here (served: {:?})", l.id),
@@ -108,7 +110,7 @@ fn check_model(l: &Loaded, s: &Sampling) -> ApiResult<()> {
 
 /// The generation parameters of a request (validated: every bad value is a 400 naming
 /// its field).
-fn params(l: &Loaded, s: &Sampling, default_max: i64) -> ApiResult<GenerateParams> {
+pub(crate) fn params(l: &Loaded, s: &Sampling, default_max: i64) -> ApiResult<GenerateParams> {
     let max = s.max_completion_tokens.or(s.max_tokens).or(s.n_predict).unwrap_or(default_max);
     let max_tokens = match max {
         m if m < 0 => None,
@@ -254,7 +256,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     })
 }
 
-fn finish_str(f: FinishReason) -> &'static str {
+pub(crate) fn finish_str(f: FinishReason) -> &'static str {
     match f {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
@@ -262,7 +264,7 @@ fn finish_str(f: FinishReason) -> &'static str {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -279,7 +281,7 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-fn add_usage(a: &mut Usage, b: &Usage) {
+pub(crate) fn add_usage(a: &mut Usage, b: &Usage) {
     a.prompt_tokens += b.prompt_tokens;
     a.cached_tokens += b.cached_tokens;
     a.completion_tokens += b.completion_tokens;
@@ -289,17 +291,17 @@ fn add_usage(a: &mut Usage, b: &Usage) {
 
 /// One finished choice.
 #[derive(Default)]
-struct Choice {
-    text: String,
-    logprobs: Vec<TokenLogprob>,
-    finish: Option<FinishReason>,
-    usage: Usage,
-    timings: llama_rs::Timings,
+pub(crate) struct Choice {
+    pub(crate) text: String,
+    pub(crate) logprobs: Vec<TokenLogprob>,
+    pub(crate) finish: Option<FinishReason>,
+    pub(crate) usage: Usage,
+    pub(crate) timings: llama_rs::Timings,
 }
 
 /// Collects a stream to its end (bounded by the server's timeout: the request is
 /// cancelled when it runs out).
-async fn collect(mut s: RequestStream, timeout: Option<Duration>) -> ApiResult<Choice> {
+pub(crate) async fn collect(mut s: RequestStream, timeout: Option<Duration>) -> ApiResult<Choice> {
     let work = async {
         let mut c = Choice::default();
         while let Some(ev) = StreamExt::next(&mut s).await {
@@ -325,7 +327,7 @@ async fn collect(mut s: RequestStream, timeout: Option<Duration>) -> ApiResult<C
     }
 }
 
-fn timeout(st: &AppState) -> Option<Duration> {
+pub(crate) fn timeout(st: &AppState) -> Option<Duration> {
     (st.args.timeout > 0).then(|| Duration::from_secs(st.args.timeout))
 }
 
@@ -360,7 +362,7 @@ fn sse(events: impl Stream<Item = Value> + Send + 'static) -> Response {
 
 /// The choices' events, tagged with their index, ending early at the timeout (the
 /// streams are dropped then, which cancels the requests).
-fn merged(
+pub(crate) fn merged(
     streams: Vec<RequestStream>,
     timeout: Option<Duration>,
 ) -> impl Stream<Item = (usize, llama_rs::Result<Event>)> {
@@ -371,7 +373,7 @@ fn merged(
     all.take_until(Box::pin(deadline))
 }
 
-fn error_event(e: llama_rs::Error) -> Value {
+pub(crate) fn error_event(e: llama_rs::Error) -> Value {
     ApiError::from(e).body()
 }
 
@@ -398,18 +400,18 @@ pub struct ChatRequest {
 /// A message as clients send it: content as a string, a list of parts, or null.
 #[derive(Debug, Deserialize)]
 pub struct WireMessage {
-    role: String,
+    pub(crate) role: String,
     #[serde(default)]
-    content: Option<Value>,
+    pub(crate) content: Option<Value>,
     #[serde(default)]
-    tool_calls: Option<Vec<llama_rs::ToolCall>>,
+    pub(crate) tool_calls: Option<Vec<llama_rs::ToolCall>>,
     #[serde(default)]
-    tool_call_id: Option<String>,
+    pub(crate) tool_call_id: Option<String>,
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
-fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
+pub(crate) fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
     if wire.is_empty() {
         return Err(ApiError::bad("messages", "messages must not be empty"));
     }
@@ -465,6 +467,49 @@ fn chat_prompt(l: &Loaded, req: &ChatRequest, msgs: &[ChatMessage]) -> ApiResult
     Ok((tmpl.render(msgs, &opts)?, tools_on))
 }
 
+/// `tool_choice` "required" or a named function: a grammar that makes the answer a call
+/// (Hermes' `<tool_call>` form, which the parser reads for every model) whose `name` is
+/// one of the offered tools (or the named one) and whose `arguments` follow that tool's
+/// parameter schema.
+fn forced_tool_grammar(req: &ChatRequest) -> ApiResult<Option<Grammar>> {
+    let tools = req.tools.as_deref().unwrap_or_default();
+    let wanted: Option<&str> = match &req.tool_choice {
+        Some(Value::String(s)) if s == "required" => None,
+        Some(Value::Object(o)) => Some(
+            o.get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad("tool_choice", "tool_choice.function.name is missing"))?,
+        ),
+        Some(Value::String(s)) if s == "auto" || s == "none" => return Ok(None),
+        None => return Ok(None),
+        Some(v) => return Err(ApiError::bad("tool_choice", format!("unknown tool_choice {v}"))),
+    };
+    let mut alternatives = Vec::new();
+    for t in tools {
+        let Some(f) = t.get("function") else { continue };
+        let Some(name) = f.get("name").and_then(Value::as_str) else {
+            return Err(ApiError::bad("tools", "every tool needs function.name"));
+        };
+        if wanted.is_some_and(|w| w != name) {
+            continue;
+        }
+        let params = f.get("parameters").cloned().unwrap_or(json!({"type": "object"}));
+        alternatives.push(json!({
+            "type": "object",
+            "properties": {"name": {"const": name}, "arguments": params},
+            "required": ["name", "arguments"],
+        }));
+    }
+    if alternatives.is_empty() {
+        return Err(ApiError::bad("tool_choice", format!("no offered tool is named {:?}", wanted.unwrap_or(""))));
+    }
+    let schema = if alternatives.len() == 1 { alternatives.remove(0) } else { json!({ "anyOf": alternatives }) };
+    let call = llama_rs::json_schema::to_gbnf(&schema).map_err(|e| ApiError::bad("tools", e.to_string()))?;
+    let call = call.replacen("root ::= ", "call ::= ", 1);
+    Ok(Some(Grammar::new(format!("root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{call}"))))
+}
+
 fn chat_logprobs(l: &Loaded, lps: &[TokenLogprob]) -> Value {
     let vocab = l.model.vocab();
     let entry = |t: Token, lp: f32| {
@@ -507,6 +552,12 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
     let msgs = messages(std::mem::take(&mut req.messages))?;
     let (text, tools_on) = chat_prompt(l, &req, &msgs)?;
     let mut j = job(l, &req.sampling, Prompt::Text(text), st.args.n_predict)?;
+    if tools_on && j.params.sampler.grammar.is_none() {
+        if let Some(g) = forced_tool_grammar(&req)? {
+            j.params.sampler.grammar = Some(g);
+            j.params.speculation = None;
+        }
+    }
     j.params.add_special = false;
     j.params.parse_special = true;
     j.params.logprobs = top;
@@ -821,18 +872,7 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResu
         })
         .collect::<ApiResult<_>>()?;
     let n_tokens: usize = inputs.iter().map(Vec::len).sum();
-    let st2 = st.clone();
-    let vectors = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Vec<f32>>> {
-        let l = st2.loaded()?;
-        let mut guard = l.embedder.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(llama_rs::Embedder::new(&l.model, llama_rs::EmbedParams::default())?);
-        }
-        let e = guard.as_mut().expect("set above");
-        Ok(e.embed_tokens(&inputs)?)
-    })
-    .await
-    .map_err(|e| ApiError::status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let vectors = embed_tokens(&st, inputs).await?;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -851,6 +891,22 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResu
         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
     }))
     .into_response())
+}
+
+/// Embeddings of token lists through the one embedding context (made on first use; runs
+/// off the async workers).
+pub(crate) async fn embed_tokens(st: &Arc<AppState>, inputs: Vec<Vec<Token>>) -> ApiResult<Vec<Vec<f32>>> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<Vec<Vec<f32>>> {
+        let l = st.loaded()?;
+        let mut guard = l.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(llama_rs::Embedder::new(&l.model, llama_rs::EmbedParams::default())?);
+        }
+        Ok(guard.as_mut().expect("set above").embed_tokens(&inputs)?)
+    })
+    .await
+    .map_err(|e| ApiError::status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 // ----------------------------------------------------------------------------- models

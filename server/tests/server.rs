@@ -344,6 +344,24 @@ fn api_key_json_schema_and_tool_calls() {
     assert_eq!(tc["function"]["name"], "get_weather");
     let args: Value = serde_json::from_str(tc["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args["city"], "Paris");
+    // tool_choice naming a function (or "required"): the grammar makes the answer a call
+    // with that name and arguments that follow its schema, whatever the model.
+    for choice in [json!({"type": "function", "function": {"name": "get_weather"}}), json!("required")] {
+        let mut b = greedy_chat("What is the weather in Paris?", 64);
+        b["tools"] = tools.clone();
+        b["tool_choice"] = choice;
+        let (st, r) = chat(Some("sekrit"), b);
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["choices"][0]["finish_reason"], "tool_calls", "{r}");
+        let tc = &r["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(tc["function"]["name"], "get_weather");
+        let args: Value = serde_json::from_str(tc["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(args["city"].is_string(), "{args}");
+    }
+    let mut b = greedy_chat("x", 8);
+    b["tools"] = tools.clone();
+    b["tool_choice"] = json!({"type": "function", "function": {"name": "nope"}});
+    assert_eq!(chat(Some("sekrit"), b).0, 400);
     // A call that does not parse comes back as content with finish_reason "stop".
     body["grammar"] = json!(r#"root ::= "<tool_call>{not json</tool_call>""#);
     let (st, r) = chat(Some("sekrit"), body);
@@ -390,4 +408,57 @@ fn disconnects_cancel_and_a_load_test_leaves_no_busy_slot() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(get(&base, "/health").0, 200);
+}
+
+#[test]
+fn ollama_api_lists_chats_generates_and_embeds() {
+    let (_s, base) = start(&["-a", "smol"]);
+    let r = client().get(format!("{base}/")).send().unwrap().text().unwrap();
+    assert_eq!(r, "Ollama is running");
+    assert!(get(&base, "/api/version").1["version"].is_string());
+    let (st, tags) = get(&base, "/api/tags");
+    assert_eq!(st, 200);
+    assert_eq!(tags["models"][0]["name"], "smol:latest");
+    assert_eq!(tags["models"][0]["details"]["format"], "gguf");
+    let (st, show) = post(&base, "/api/show", json!({"model": "smol:latest"}));
+    assert_eq!(st, 200, "{show}");
+    assert_eq!(show["model_info"]["general.architecture"], "llama");
+    assert_eq!(post(&base, "/api/show", json!({"model": "llama3:8b"})).0, 404);
+
+    // Chat, not streamed and streamed (NDJSON): the same text.
+    let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Name three animals."}],
+                      "stream": false, "options": {"temperature": 0, "num_predict": 24, "num_ctx": 2048}});
+    let (st, whole) = post(&base, "/api/chat", body.clone());
+    assert_eq!(st, 200, "{whole}");
+    assert_eq!(whole["done"], true);
+    assert!(whole["eval_count"].as_u64().unwrap() > 0);
+    let expected = whole["message"]["content"].as_str().unwrap().to_string();
+    let mut sb = body;
+    sb["stream"] = json!(true);
+    let r = client().post(format!("{base}/api/chat")).json(&sb).send().unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = r.text().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text: String = lines.iter().filter_map(|v| v["message"]["content"].as_str()).collect::<Vec<_>>().concat();
+    assert_eq!(text, expected);
+    assert_eq!(lines.last().unwrap()["done"], true);
+    assert!(lines[..lines.len() - 1].iter().all(|v| v["done"] == false));
+
+    // Generate with format "json": the response parses.
+    let (st, g) = post(
+        &base,
+        "/api/generate",
+        json!({"model": "smol", "prompt": "Give a JSON object describing a cat.", "format": "json", "stream": false,
+               "options": {"temperature": 0, "num_predict": 48}}),
+    );
+    assert_eq!(st, 200, "{g}");
+    let resp = g["response"].as_str().unwrap();
+    if g["done_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(resp).unwrap().is_object(), "{resp}");
+    }
+    // Embeddings, both endpoints.
+    let (st, e) = post(&base, "/api/embed", json!({"model": "smol", "input": ["a", "b"]}));
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["embeddings"].as_array().unwrap().len(), 2);
+    let (st, e) = post(&base, "/api/embeddings", json!({"model": "smol", "prompt": "a"}));
+    assert_eq!((st, e["embedding"].as_array().unwrap().len()), (200, 576));
 }

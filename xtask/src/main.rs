@@ -64,6 +64,21 @@ const TASKS: &[(&str, &str, &[&str])] = &[
         &["cargo", "run", "--release", "--locked", "-p", "llama-devtools", "--bin", "bench", "--"],
     ),
     (
+        "serve",
+        "the OpenAI-compatible server (llama-server's flags; default model: SmolLM2)",
+        &["cargo", "run", "--release", "--locked", "-p", "llama-rs-server", "--"],
+    ),
+    (
+        "serve-bench",
+        "llama-rs-server next to llama-server: t/s and TTFT at 1-16 clients, peak RSS",
+        &["cargo", "run", "--release", "--locked", "-p", "llama-devtools", "--bin", "serve-bench", "--"],
+    ),
+    (
+        "server-python",
+        "the server through the official openai Python client (installs openai, requests)",
+        &["scripts/test-server-python.sh"],
+    ),
+    (
         "criterion",
         "criterion benchmarks of sampling and decode",
         &["cargo", "bench", "--locked", "-p", "llama-benches"],

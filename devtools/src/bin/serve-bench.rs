@@ -1,0 +1,222 @@
+//! llama-rs-server next to llama-server: both started here with the same model and
+//! flags, the same streaming client against each (alternating), aggregate generated
+//! tokens/s and TTFT p50/p95 at several client counts, a shared-system-prompt scenario,
+//! and each server's peak RSS.
+//!
+//!     cargo run --release -p llama-devtools --bin serve-bench -- \
+//!       --ours target/release/llama-rs-server --theirs "$(scripts/llama-tools.sh)/llama-server"
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+struct Args {
+    /// llama-rs-server binary.
+    #[arg(long)]
+    ours: std::path::PathBuf,
+    /// llama-server binary.
+    #[arg(long)]
+    theirs: Option<std::path::PathBuf>,
+    /// Model (default: the fetched chat model).
+    #[arg(short, long)]
+    model: Option<std::path::PathBuf>,
+    /// Concurrent streaming clients per run.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    clients: Vec<usize>,
+    /// Generated tokens per request.
+    #[arg(short = 'n', long, default_value_t = 64)]
+    n_gen: usize,
+    /// Repetitions (alternating servers).
+    #[arg(short, long, default_value_t = 3)]
+    reps: usize,
+    /// Threads for both servers.
+    #[arg(short, long, default_value_t = 2)]
+    threads: u32,
+    /// Context tokens (one pool for us; llama-server splits it over its slots).
+    #[arg(short = 'c', long, default_value_t = 16384)]
+    ctx: u32,
+}
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Peak resident memory of the process (kB), from /proc.
+    fn peak_rss_kb(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+    }
+}
+
+fn start(bin: &std::path::Path, model: &std::path::Path, port: u16, a: &Args, slots: usize) -> anyhow::Result<Proc> {
+    let child = Command::new(bin)
+        .args(["-m", &model.to_string_lossy(), "--port", &port.to_string(), "-np", &slots.to_string()])
+        .args(["-c", &a.ctx.to_string(), "-t", &a.threads.to_string(), "-ngl", "99"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let p = Proc { child, base: format!("http://127.0.0.1:{port}") };
+    let c = reqwest::blocking::Client::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        if c.get(format!("{}/health", p.base)).send().is_ok_and(|r| r.status().is_success()) {
+            return Ok(p);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{} did not become healthy", bin.display())
+}
+
+struct Run {
+    agg_tps: f64,
+    ttft: Vec<f64>,
+}
+
+/// One streamed chat completion: (TTFT ms, completion tokens).
+fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<(f64, usize)> {
+    let body = json!({
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        "max_tokens": n, "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
+        "ignore_eos": true,
+    });
+    let t = Instant::now();
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()?;
+    anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+    let mut ttft = None;
+    let mut tokens = 0;
+    for line in BufReader::new(r).lines() {
+        let line = line?;
+        let Some(d) = line.strip_prefix("data: ") else { continue };
+        if d == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(d)?;
+        if ttft.is_none() && v["choices"][0]["delta"]["content"].as_str().is_some_and(|s| !s.is_empty()) {
+            ttft = Some(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if let Some(u) = v["usage"]["completion_tokens"].as_u64() {
+            tokens = u as usize;
+        }
+    }
+    Ok((ttft.unwrap_or(f64::NAN), tokens))
+}
+
+fn run(base: &str, clients: usize, n: usize, system: &str, rep: usize) -> anyhow::Result<Run> {
+    let t = Instant::now();
+    let res: Vec<anyhow::Result<(f64, usize)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|i| {
+                s.spawn(move || one(base, system, &format!("Request {rep}-{i}: write about topic number {i}."), n))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = t.elapsed().as_secs_f64();
+    let mut ttft = Vec::new();
+    let mut tokens = 0;
+    for r in res {
+        let (tt, n) = r?;
+        ttft.push(tt);
+        tokens += n;
+    }
+    Ok(Run { agg_tps: tokens as f64 / total, ttft })
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((q / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let sd = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt();
+    (m, sd)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => llama_testkit::cache_dir().join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    let slots = a.clients.iter().copied().max().unwrap_or(1);
+    let mut servers = vec![("llama-rs-server", start(&a.ours, &model, 18080, &a, slots)?)];
+    if let Some(t) = &a.theirs {
+        servers.push(("llama-server", start(t, &model, 18081, &a, slots)?));
+    }
+    let short = "You are a helpful assistant.";
+    for (_, p) in &servers {
+        run(&p.base, 2, 8, short, 0)?; // warm-up
+    }
+    println!(
+        "model {}, {} generated tokens per request, {} reps, threads {}, -c {} -np {slots}\n",
+        model.display(),
+        a.n_gen,
+        a.reps,
+        a.threads,
+        a.ctx
+    );
+    println!("| clients | server | aggregate t/s | TTFT p50 ms | TTFT p95 ms | ratio (ours / theirs) |");
+    println!("|---|---|---|---|---|---|");
+    for &c in &a.clients {
+        let mut rows: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); servers.len()];
+        for rep in 0..a.reps {
+            for (k, (_, p)) in servers.iter().enumerate() {
+                let r = run(&p.base, c, a.n_gen, short, rep)?;
+                rows[k].0.push(r.agg_tps);
+                rows[k].1.extend(r.ttft);
+            }
+        }
+        let base_tps = mean_sd(&rows.last().unwrap().0).0;
+        for (k, (name, _)) in servers.iter().enumerate() {
+            let (m, sd) = mean_sd(&rows[k].0);
+            let mut tt = rows[k].1.clone();
+            let ratio = if servers.len() > 1 && k == 0 { format!("{:.2}", m / base_tps) } else { "–".into() };
+            println!(
+                "| {c} | {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} | {ratio} |",
+                pct(&mut tt, 50.0),
+                pct(&mut tt, 95.0)
+            );
+        }
+    }
+    // Shared system prompt: 8 clients, one long system prompt, different questions.
+    let system = "You are a meticulous assistant for a logistics company. ".repeat(40);
+    println!("\nshared system prompt (~{} tokens), 8 clients\n", system.len() / 5);
+    println!("| server | aggregate t/s | TTFT p50 ms | TTFT p95 ms |");
+    println!("|---|---|---|---|");
+    for (name, p) in &servers {
+        let mut tps = Vec::new();
+        let mut tt = Vec::new();
+        for rep in 0..a.reps {
+            let r = run(&p.base, 8, a.n_gen, &system, rep + 100)?;
+            tps.push(r.agg_tps);
+            tt.extend(r.ttft);
+        }
+        let (m, sd) = mean_sd(&tps);
+        println!("| {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} |", pct(&mut tt, 50.0), pct(&mut tt, 95.0));
+    }
+    println!("\n| server | peak RSS MiB |");
+    println!("|---|---|");
+    for (name, p) in &servers {
+        println!("| {name} | {:.0} |", p.peak_rss_kb().unwrap_or(0) as f64 / 1024.0);
+    }
+    Ok(())
+}

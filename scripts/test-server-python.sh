@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# llama-rs-server through the official `openai` Python client and `requests` (from PyPI,
+# installed into target/py-deps): starts the release binary on a free loopback port with
+# the default chat model, runs server/tests/python/test_openai_client.py, stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deps=target/py-deps
+if ! PYTHONPATH=$deps python3 -c "import openai, requests" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check --target "$deps" openai requests 2>/dev/null \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages --target "$deps" openai requests
+fi
+cargo build --release --locked -p llama-rs-server
+model=$(python3 vendor/fetch.py chat-model)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/release/llama-rs-server -m "$model" -a smol --port "$port" -t 2 -np 4 -c 4096 --api-key sekrit \
+  >target/server-python-test.log 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
+  sleep 0.1
+done
+LLAMA_RS_SERVER="http://127.0.0.1:$port" PYTHONPATH=$deps python3 server/tests/python/test_openai_client.py

@@ -1,0 +1,391 @@
+//! Ollama's API on the same server, for tools that only speak it or detect a server
+//! through it (open-webui, continue.dev list models with `/api/tags`): `GET /`,
+//! `/api/version`, `/api/tags`, `/api/show`, `/api/ps`, `/api/chat`, `/api/generate`
+//! (NDJSON streaming, `options`, `format`), `/api/embed`, `/api/embeddings`.
+//! Each request becomes the same generation parameters as an OpenAI request.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use llama_rs::{Event, FinishReason, Prompt, RenderOptions, Request, Token};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::openai::{self, parse, OneOrMany, Sampling, WireMessage};
+use crate::state::{AppState, Loaded};
+
+/// The Ollama version we answer with (clients gate features on it).
+const VERSION: &str = "0.9.0";
+
+/// `GET /`.
+pub async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+/// `GET /api/version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({ "version": VERSION }))
+}
+
+fn rfc3339(unix: u64) -> String {
+    // Civil date from Unix seconds (UTC), without a date crate.
+    let days = (unix / 86400) as i64;
+    let secs = unix % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn details(l: &Loaded) -> Value {
+    let arch = l.model.meta("general.architecture").unwrap_or_default();
+    let desc = l.model.description();
+    let quant = desc.split_whitespace().skip(2).collect::<Vec<_>>().join(" ");
+    json!({
+        "format": "gguf", "family": arch, "families": [arch],
+        "parameter_size": desc.split_whitespace().nth(1).unwrap_or(""),
+        "quantization_level": quant,
+    })
+}
+
+fn model_entry(l: &Loaded) -> Value {
+    json!({
+        "name": format!("{}:latest", l.id), "model": format!("{}:latest", l.id),
+        "modified_at": rfc3339(l.created), "size": l.model.size(),
+        "digest": format!("{:064x}", l.model.size()), "details": details(l),
+    })
+}
+
+/// `GET /api/tags`.
+pub async fn tags(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    Ok(Json(json!({ "models": [model_entry(l)] })))
+}
+
+/// `GET /api/ps`.
+pub async fn ps(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let mut e = model_entry(l);
+    e["expires_at"] = json!("9999-12-31T23:59:59Z");
+    e["size_vram"] = json!(0);
+    Ok(Json(json!({ "models": [e] })))
+}
+
+#[derive(Deserialize)]
+struct ShowRequest {
+    #[serde(alias = "name")]
+    model: String,
+}
+
+/// `POST /api/show`.
+pub async fn show(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let l = st.loaded()?;
+    let r: ShowRequest = parse(&body)?;
+    openai::check_model(l, &Sampling { model: Some(r.model), ..Default::default() })?;
+    let arch = l.model.meta("general.architecture").unwrap_or_default();
+    let mut info = serde_json::Map::new();
+    info.insert("general.architecture".into(), json!(arch));
+    info.insert("general.parameter_count".into(), json!(l.model.n_params()));
+    info.insert(format!("{arch}.context_length"), json!(l.model.n_ctx_train()));
+    info.insert(format!("{arch}.embedding_length"), json!(l.model.n_embd()));
+    let mut caps = vec!["completion"];
+    if l.template.is_some() {
+        caps.push("tools");
+    }
+    Ok(Json(json!({
+        "modelfile": "", "parameters": "", "template": l.model.chat_template(None).unwrap_or_default(),
+        "details": details(l), "model_info": info, "capabilities": caps,
+        "modified_at": rfc3339(l.created),
+    })))
+}
+
+/// Ollama's `options` (the subset that maps onto our sampler), plus `format`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Options {
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i32>,
+    min_p: Option<f32>,
+    typical_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    repeat_last_n: Option<i32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    seed: Option<i64>,
+    num_predict: Option<i64>,
+    stop: Option<OneOrMany>,
+    mirostat: Option<u8>,
+    mirostat_tau: Option<f32>,
+    mirostat_eta: Option<f32>,
+    /// Accepted: the engine's pool is fixed at start (`-c`); a request may use all of it.
+    num_ctx: Option<u32>,
+}
+
+fn sampling(model: &str, o: Options, format: &Option<Value>, stream: bool) -> ApiResult<Sampling> {
+    let (json_schema, response_format) = match format {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::String(s)) if s == "json" => (None, Some(json!({"type": "json_object"}))),
+        Some(Value::String(s)) if s.is_empty() => (None, None),
+        Some(Value::Object(_)) => (format.clone(), None),
+        Some(f) => return Err(ApiError::bad("format", format!("format must be \"json\" or a JSON schema, got {f}"))),
+    };
+    let _ = o.num_ctx;
+    Ok(Sampling {
+        model: Some(model.to_string()),
+        temperature: o.temperature,
+        top_p: o.top_p,
+        top_k: o.top_k,
+        min_p: o.min_p,
+        typical_p: o.typical_p,
+        repeat_penalty: o.repeat_penalty,
+        repeat_last_n: o.repeat_last_n,
+        presence_penalty: o.presence_penalty,
+        frequency_penalty: o.frequency_penalty,
+        seed: o.seed,
+        n_predict: o.num_predict,
+        stop: o.stop,
+        mirostat: o.mirostat,
+        mirostat_tau: o.mirostat_tau,
+        mirostat_eta: o.mirostat_eta,
+        json_schema,
+        response_format,
+        stream,
+        ..Default::default()
+    })
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    #[serde(default)]
+    messages: Vec<WireMessage>,
+    #[serde(default = "yes")]
+    stream: bool,
+    #[serde(default)]
+    format: Option<Value>,
+    #[serde(default)]
+    options: Options,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GenerateRequest {
+    model: String,
+    #[serde(default)]
+    prompt: String,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    #[serde(default = "yes")]
+    stream: bool,
+    #[serde(default)]
+    format: Option<Value>,
+    #[serde(default)]
+    options: Options,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
+}
+
+/// The closing fields Ollama puts on its last object (durations in nanoseconds).
+fn done_fields(v: &mut Value, finish: FinishReason, u: &llama_rs::Usage, t: &llama_rs::Timings) {
+    let ns = |ms: f64| (ms * 1e6) as u64;
+    v["done"] = json!(true);
+    v["done_reason"] = json!(match finish {
+        FinishReason::Length => "length",
+        _ => "stop",
+    });
+    v["total_duration"] = json!(ns(t.total_ms));
+    v["load_duration"] = json!(0);
+    v["prompt_eval_count"] = json!(u.prompt_tokens);
+    v["prompt_eval_duration"] = json!(ns(t.ttft_ms));
+    v["eval_count"] = json!(u.completion_tokens);
+    v["eval_duration"] = json!(ns((t.total_ms - t.ttft_ms).max(0.0)));
+}
+
+/// Runs one generation and answers in Ollama's shape: one object, or NDJSON lines
+/// (`piece(text)` builds each line's payload).
+async fn answer(
+    st: Arc<AppState>,
+    req: Request,
+    stream: bool,
+    model: String,
+    piece: fn(&str) -> Value,
+    tools_on: bool,
+) -> ApiResult<Response> {
+    let l = st.loaded()?;
+    let s = l.engine.submit(req)?;
+    let base = move |mut v: Value| {
+        v["model"] = json!(model.clone());
+        v["created_at"] = json!(rfc3339(openai::now()));
+        v
+    };
+    if !stream {
+        let c = openai::collect(s, openai::timeout(&st)).await?;
+        let mut v = base(with_tool_calls(piece(&c.text), &c.text, tools_on));
+        done_fields(&mut v, c.finish.unwrap_or(FinishReason::Stop), &c.usage, &c.timings);
+        return Ok(Json(v).into_response());
+    }
+    let lines = openai::merged(vec![s], openai::timeout(&st)).map(move |(_, ev)| {
+        let v = match ev {
+            Ok(Event::Piece(p)) => {
+                let mut v = base(piece(&p.text));
+                v["done"] = json!(false);
+                v
+            }
+            Ok(Event::Done { finish_reason, usage, timings }) => {
+                let mut v = base(piece(""));
+                done_fields(&mut v, finish_reason, &usage, &timings);
+                v
+            }
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{v}\n")))
+    });
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+/// Adds `message.tool_calls` when tools were offered and the text parses as calls.
+fn with_tool_calls(mut v: Value, text: &str, tools_on: bool) -> Value {
+    if tools_on {
+        let (content, calls) = llama_rs::parse_tool_calls(text);
+        if !calls.is_empty() {
+            v["message"]["content"] = json!(content);
+            v["message"]["tool_calls"] = calls
+                .iter()
+                .map(|c| json!({"function": {"name": c.function.name, "arguments": c.function.arguments}}))
+                .collect();
+        }
+    }
+    v
+}
+
+/// `POST /api/chat`.
+pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
+    let l = st.loaded()?;
+    let r: ChatRequest = parse(&body)?;
+    let _ = &r.keep_alive;
+    let s = sampling(&r.model, r.options, &r.format, r.stream)?;
+    openai::check_model(l, &s)?;
+    let model = r.model.clone();
+    if r.messages.is_empty() {
+        // Ollama's "load the model" call.
+        return Ok(Json(json!({"model": model, "created_at": rfc3339(openai::now()),
+            "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "load"}))
+        .into_response());
+    }
+    let msgs = openai::messages(r.messages)?;
+    let tmpl =
+        l.template.as_ref().ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;
+    let tools_on = r.tools.as_ref().is_some_and(|t| !t.is_empty());
+    let opts = RenderOptions {
+        add_generation_prompt: true,
+        tools: r.tools.clone().filter(|_| tools_on),
+        ..Default::default()
+    };
+    let text = tmpl.render(&msgs, &opts)?;
+    let mut params = openai::params(l, &s, st.args.n_predict)?;
+    params.add_special = false;
+    params.parse_special = true;
+    let req = Request { prompt: Prompt::Text(text), params };
+    answer(st.clone(), req, r.stream, model, |t| json!({"message": {"role": "assistant", "content": t}}), tools_on)
+        .await
+}
+
+/// `POST /api/generate`.
+pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
+    let l = st.loaded()?;
+    let r: GenerateRequest = parse(&body)?;
+    let _ = &r.keep_alive;
+    if r.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad("suffix", "suffix (fill-in-the-middle) is not supported yet"));
+    }
+    let s = sampling(&r.model, r.options, &r.format, r.stream)?;
+    openai::check_model(l, &s)?;
+    let model = r.model.clone();
+    if r.prompt.is_empty() {
+        return Ok(Json(json!({"model": model, "created_at": rfc3339(openai::now()), "response": "",
+            "done": true, "done_reason": "load"}))
+        .into_response());
+    }
+    let mut params = openai::params(l, &s, st.args.n_predict)?;
+    // Not raw: the prompt goes through the chat template as a user turn (Ollama's
+    // default template does this); raw: as is.
+    let text = match (&l.template, r.raw) {
+        (Some(t), false) => {
+            let mut msgs = Vec::new();
+            if let Some(sys) = &r.system {
+                msgs.push(llama_rs::ChatMessage::system(sys.clone()));
+            }
+            msgs.push(llama_rs::ChatMessage::user(r.prompt.clone()));
+            params.add_special = false;
+            params.parse_special = true;
+            t.render(&msgs, &RenderOptions { add_generation_prompt: true, ..Default::default() })?
+        }
+        _ => r.prompt.clone(),
+    };
+    let req = Request { prompt: Prompt::Text(text), params };
+    answer(st.clone(), req, r.stream, model, |t| json!({ "response": t }), false).await
+}
+
+#[derive(Deserialize)]
+struct EmbedRequest {
+    model: String,
+    #[serde(default)]
+    input: Option<Value>,
+    /// `/api/embeddings` (the older endpoint) sends one `prompt`.
+    #[serde(default)]
+    prompt: Option<String>,
+}
+
+/// Embeddings of `inputs` through the shared embedder.
+async fn embed_texts(st: &Arc<AppState>, inputs: Vec<String>) -> ApiResult<(Vec<Vec<f32>>, usize)> {
+    let l = st.loaded()?;
+    let toks: Vec<Vec<Token>> =
+        inputs.iter().map(|s| l.model.vocab().tokenize(s, true, false)).collect::<Result<_, _>>()?;
+    let n: usize = toks.iter().map(Vec::len).sum();
+    let v = openai::embed_tokens(st, toks).await?;
+    Ok((v, n))
+}
+
+/// `POST /api/embed` (`input`: string or list) and `/api/embeddings` (`prompt`).
+pub async fn embed(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
+    let l = st.loaded()?;
+    let r: EmbedRequest = parse(&body)?;
+    openai::check_model(l, &Sampling { model: Some(r.model.clone()), ..Default::default() })?;
+    if let Some(p) = r.prompt {
+        let (v, _) = embed_texts(&st, vec![p]).await?;
+        return Ok(Json(json!({ "embedding": v[0] })).into_response());
+    }
+    let inputs = match r.input {
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| ApiError::bad("input", "input must be strings")))
+            .collect::<ApiResult<_>>()?,
+        _ => return Err(ApiError::bad("input", "input must be a string or a list of strings")),
+    };
+    let (v, n) = embed_texts(&st, inputs).await?;
+    Ok(Json(json!({"model": r.model, "embeddings": v, "prompt_eval_count": n})).into_response())
+}

@@ -1,0 +1,85 @@
+"""llama-rs-server through the official `openai` client and `requests` (PyPI).
+
+Run by scripts/test-server-python.sh, which starts the server and sets LLAMA_RS_SERVER.
+"""
+import json
+import os
+import sys
+
+import openai
+import requests
+
+BASE = os.environ["LLAMA_RS_SERVER"]
+client = openai.OpenAI(base_url=BASE + "/v1", api_key="sekrit")
+failures = []
+
+
+def check(name, cond, detail=""):
+    print(("ok   " if cond else "FAIL ") + name + (f": {detail}" if not cond and detail else ""))
+    if not cond:
+        failures.append(name)
+
+
+models = client.models.list()
+model = models.data[0].id
+check("models.list", model == "smol", model)
+
+msgs = [{"role": "user", "content": "Name a color."}]
+r = client.chat.completions.create(model=model, messages=msgs, max_tokens=16, temperature=0)
+text = r.choices[0].message.content
+check("chat.completions", bool(text) and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens)
+check("cached_tokens field", r.usage.prompt_tokens_details.cached_tokens is not None)
+
+chunks = list(client.chat.completions.create(model=model, messages=msgs, max_tokens=16, temperature=0, stream=True,
+                                             stream_options={"include_usage": True}))
+streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check("chat stream == non-stream", streamed == text, f"{streamed!r} vs {text!r}")
+check("stream usage chunk", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens)
+
+r = client.chat.completions.create(model=model, messages=msgs, max_tokens=8, temperature=1.0, seed=3, n=3)
+check("n=3", len(r.choices) == 3 and [c.index for c in r.choices] == [0, 1, 2])
+
+r = client.chat.completions.create(model=model, messages=msgs, max_tokens=4, temperature=0, logprobs=True, top_logprobs=2)
+lp = r.choices[0].logprobs.content
+check("chat logprobs", len(lp) > 0 and len(lp[0].top_logprobs) == 2 and lp[0].logprob <= 0)
+
+schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+r = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
+    max_tokens=40, temperature=0,
+    response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+try:
+    check("json_schema output", isinstance(json.loads(r.choices[0].message.content)["city"], str))
+except Exception as e:  # noqa: BLE001
+    check("json_schema output", False, repr(e))
+
+r = client.completions.create(model=model, prompt="1, 2, 3,", max_tokens=4, temperature=0)
+check("completions", bool(r.choices[0].text))
+
+e = client.embeddings.create(model=model, input=["hello", "world"])  # base64 on the wire
+check("embeddings (base64)", len(e.data) == 2 and len(e.data[0].embedding) == 576)
+
+try:
+    client.chat.completions.create(model="gpt-4o", messages=msgs)
+    check("unknown model -> NotFoundError", False)
+except openai.NotFoundError:
+    check("unknown model -> NotFoundError", True)
+
+try:
+    client.chat.completions.create(model=model, messages=msgs, max_tokens=10**6)
+    check("max_tokens beyond context -> BadRequestError", False)
+except openai.BadRequestError as err:
+    check("max_tokens beyond context -> BadRequestError", "context" in str(err))
+
+try:
+    openai.OpenAI(base_url=BASE + "/v1", api_key="wrong").models.list()
+    check("wrong key -> AuthenticationError", False)
+except openai.AuthenticationError:
+    check("wrong key -> AuthenticationError", True)
+
+check("health open without key", requests.get(BASE + "/health").status_code == 200)
+h = {"Authorization": "Bearer sekrit"}
+check("tokenize", requests.post(BASE + "/tokenize", json={"content": "hi"}, headers=h).json()["tokens"] != [])
+check("bad json -> 400", requests.post(BASE + "/v1/chat/completions", data="{", headers=h).status_code == 400)
+
+sys.exit(1 if failures else 0)
