@@ -3,8 +3,10 @@
 //! tokens/s and TTFT p50/p95 at several client counts, a shared-system-prompt scenario,
 //! and each server's peak RSS.
 //!
-//!     cargo run --release -p llama-devtools --bin serve-bench -- \
-//!       --ours target/release/llama-rs-server --theirs "$(scripts/llama-tools.sh)/llama-server"
+//! ```sh
+//! cargo run --release -p llama-devtools --bin serve-bench -- \
+//!   --ours target/release/llama-rs-server --theirs "$(scripts/llama-tools.sh)/llama-server"
+//! ```
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
