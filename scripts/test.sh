@@ -11,6 +11,9 @@ cargo test --workspace --release --locked
 # The server through the official `openai` Python client (from PyPI).
 scripts/test-server-python.sh
 
+# The Python module (llama-cpp-python's API): wheel built with maturin, tests on SmolLM2.
+scripts/test-python.sh
+
 # Bad inputs of the fetch step and the build: clear errors, nothing half-written.
 scripts/test-fetch-errors.sh
 

@@ -247,3 +247,24 @@ fn stochastic_output_distribution_is_unchanged_by_speculation() {
     eprintln!("temperature 1.5 vs 1.2: chi2 {stat2:.2}, critical {crit2:.2}, df {df2}");
     assert!(stat2 > crit2, "temperature 1.5 vs 1.2 not told apart: chi2 {stat2:.1} < {crit2:.1} (df {df2})");
 }
+
+#[test]
+fn a_generation_that_ends_inside_a_verified_draft_keeps_all_its_text() {
+    // The stop string ends the generation in the middle of an accepted draft: the pieces
+    // before it come out of one verification and must all be handed out (found through
+    // the Python module: the last pieces were dropped).
+    let prompt = "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday. Monday, Tuesday,";
+    for stop in ["Saturday", "Friday,", " Sunday."] {
+        let plain = GenerateParams {
+            max_tokens: Some(40),
+            stop: vec![stop.into()],
+            sampler: SamplerConfig::greedy(),
+            ..Default::default()
+        };
+        let (expected, _) = run(&mut session(), prompt, &plain);
+        assert!(!expected.is_empty());
+        let (got, st) = run(&mut session(), prompt, &with_spec(&plain, DraftKind::Ngram { n_min: 1, n_max: 4 }));
+        assert_eq!(got, expected, "stop {stop:?}");
+        assert!(st.accepted > 0, "{st:?}");
+    }
+}

@@ -79,6 +79,11 @@ const TASKS: &[(&str, &str, &[&str])] = &[
         &["scripts/test-server-python.sh"],
     ),
     (
+        "python",
+        "build the llama_rs wheel (maturin) and run its tests (llama-cpp-python's API)",
+        &["scripts/test-python.sh"],
+    ),
+    (
         "criterion",
         "criterion benchmarks of sampling and decode",
         &["cargo", "bench", "--locked", "-p", "llama-benches"],

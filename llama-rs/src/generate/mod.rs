@@ -233,6 +233,26 @@ impl Session {
         self.ctx.clear_memory(false);
         self.tokens.clear();
     }
+    /// The whole state (KV cache and the cached tokens) as bytes, for
+    /// [`load_state`](Self::load_state).
+    pub fn save_state(&mut self) -> Result<Vec<u8>> {
+        let tokens = self.tokens.clone();
+        self.ctx.save_state(&tokens)
+    }
+    /// Restores a state from [`save_state`](Self::save_state); on an error the session is
+    /// reset (the cache may hold part of the state).
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.ctx.load_state(bytes) {
+            Ok(t) => {
+                self.tokens = t;
+                Ok(())
+            }
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
     /// Gives the context back.
     pub fn into_context(self) -> Context {
         self.ctx
@@ -551,7 +571,8 @@ impl Iterator for Generator<'_> {
     type Item = Result<Piece>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.core.finish_reason().is_some() {
+        // Pieces of a verification that ended the generation are still queued then.
+        if self.core.finish_reason().is_some() && self.queued.is_empty() {
             return None;
         }
         match self.step() {

@@ -1,0 +1,41 @@
+"""llama_rs: llama-cpp-python's API over llama-rs (Rust, llama.cpp).
+
+    from llama_rs import Llama          # or: import llama_rs as llama_cpp
+    llm = Llama(model_path="model.gguf", n_ctx=2048)
+    print(llm("Q: What is the capital of France? A:", max_tokens=16)["choices"][0]["text"])
+"""
+from . import _llama_rs
+from .llama import LLAMA_SPLIT_MODE_LAYER, LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_ROW, Llama, LlamaCache, LlamaRAMCache, LlamaState
+from .llama_grammar import JSON_GBNF, LlamaGrammar
+from . import llama_speculative
+
+__version__ = "0.1.0"
+LLAMA_CPP_COMMIT = _llama_rs.LLAMA_CPP_COMMIT
+
+# Constants scripts pass to Llama(type_k=..., pooling_type=...).
+GGML_TYPE_F32 = 0
+GGML_TYPE_F16 = 1
+GGML_TYPE_Q4_0 = 2
+GGML_TYPE_Q4_1 = 3
+GGML_TYPE_Q5_0 = 6
+GGML_TYPE_Q5_1 = 7
+GGML_TYPE_Q8_0 = 8
+GGML_TYPE_IQ4_NL = 20
+GGML_TYPE_BF16 = 30
+LLAMA_POOLING_TYPE_UNSPECIFIED = -1
+LLAMA_POOLING_TYPE_NONE = 0
+LLAMA_POOLING_TYPE_MEAN = 1
+LLAMA_POOLING_TYPE_CLS = 2
+LLAMA_POOLING_TYPE_LAST = 3
+LLAMA_POOLING_TYPE_RANK = 4
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+
+
+def llama_supports_gpu_offload() -> bool:
+    return _llama_rs.supports_gpu_offload()
+
+
+__all__ = [
+    "Llama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "JSON_GBNF", "llama_speculative",
+    "llama_supports_gpu_offload", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
+]

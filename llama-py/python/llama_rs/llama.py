@@ -1,0 +1,502 @@
+"""`Llama`: llama-cpp-python's high-level class, over llama-rs.
+
+Same constructor parameters, defaults, methods and return shapes (see
+../shared/PYTHON_API.md in the repository); the work runs in Rust with the GIL released.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+from . import _llama_rs as _native
+from .llama_grammar import LlamaGrammar
+from .llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
+
+LLAMA_SPLIT_MODE_NONE = 0
+LLAMA_SPLIT_MODE_LAYER = 1
+LLAMA_SPLIT_MODE_ROW = 2
+
+
+class LlamaState:
+    """A saved state (llama-cpp-python's shape)."""
+
+    def __init__(self, input_ids, scores, n_tokens, llama_state, llama_state_size, seed):
+        self.input_ids = input_ids
+        self.scores = scores
+        self.n_tokens = n_tokens
+        self.llama_state = llama_state
+        self.llama_state_size = llama_state_size
+        self.seed = seed
+
+
+class LlamaRAMCache:
+    """Kept for llama-cpp-python scripts: llama-rs reuses the longest cached prefix of
+    every prompt on its own, so `set_cache` needs no cache object to be fast."""
+
+    def __init__(self, capacity_bytes: int = 2 << 30):
+        self.capacity_bytes = capacity_bytes
+
+
+LlamaCache = LlamaRAMCache
+
+
+def _finish(f: Optional[str]) -> Optional[str]:
+    return None if f is None else ("length" if f == "length" else "stop")
+
+
+class Llama:
+    """A model and one context: completions, chat, embeddings, tokenization, state."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_gpu_layers: int = 0,
+        split_mode: int = LLAMA_SPLIT_MODE_LAYER,
+        main_gpu: int = 0,
+        tensor_split: Optional[List[float]] = None,
+        vocab_only: bool = False,
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        kv_overrides: Optional[Dict[str, Union[bool, int, float, str]]] = None,
+        seed: int = 0xFFFFFFFF,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        n_threads: Optional[int] = None,
+        n_threads_batch: Optional[int] = None,
+        flash_attn: bool = False,
+        offload_kqv: bool = True,
+        swa_full: Optional[bool] = None,
+        embedding: bool = False,
+        last_n_tokens_size: int = 64,
+        chat_format: Optional[str] = None,
+        draft_model: Optional[Any] = None,
+        type_k: Optional[int] = None,
+        type_v: Optional[int] = None,
+        logits_all: bool = False,
+        verbose: bool = True,
+        **kwargs: Any,  # llama-cpp-python ignores unknown keywords too
+    ):
+        if not os.path.exists(model_path):
+            raise ValueError(f"Model path does not exist: {model_path}")
+        self.verbose = verbose
+        self.model_path = model_path
+        self._model = _native.Model(
+            model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode, main_gpu=main_gpu,
+            tensor_split=tensor_split, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
+            kv_overrides=kv_overrides)
+        self._seed = seed
+        self.n_batch = min(n_ctx or self._model.n_ctx_train(), n_batch)
+        self.n_threads = n_threads or max((os.cpu_count() or 2) // 2, 1)
+        self.n_threads_batch = n_threads_batch or (os.cpu_count() or 2)
+        self.last_n_tokens_size = last_n_tokens_size
+        self.chat_format = chat_format
+        self.cache = None
+        self._embedding = embedding
+        self._embedder = None
+        self._logits_all = logits_all
+        self._core = None
+        if not vocab_only:
+            self._core = _native.Core(
+                self._model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=self.n_threads,
+                n_threads_batch=self.n_threads_batch, flash_attn=True if flash_attn else None,
+                type_k=type_k, type_v=type_v, offload_kqv=offload_kqv, swa_full=swa_full)
+        self.draft_model = None
+        self._draft_native = None
+        if draft_model is not None:
+            self._set_draft(draft_model)
+        self.metadata: Dict[str, str] = dict(self._model.metadata())
+        if verbose:
+            import sys
+            print(f"llama_rs: loaded {self._model.description()} from {model_path} "
+                  f"(n_ctx {self.n_ctx()}, llama.cpp {_native.LLAMA_CPP_COMMIT})", file=sys.stderr)
+
+    # ------------------------------------------------------------------ basics
+    def _set_draft(self, draft: Any) -> None:
+        """`draft_model=`: a LlamaPromptLookupDecoding (n-gram drafting in Rust), a path to
+        a smaller GGUF, or a `Llama` (a real draft model, verified in one batch)."""
+        self.draft_model = draft
+        if isinstance(draft, LlamaPromptLookupDecoding):
+            return
+        if isinstance(draft, str):
+            self._draft_native = _native.Model(draft, n_gpu_layers=-1)
+        elif isinstance(draft, Llama):
+            self._draft_native = draft._model
+        elif isinstance(draft, LlamaDraftModel):
+            raise ValueError("custom LlamaDraftModel subclasses are not supported: pass a "
+                             "LlamaPromptLookupDecoding, a GGUF path or a Llama as draft_model")
+        else:
+            raise ValueError(f"draft_model: unsupported {type(draft).__name__}")
+        self._core.set_draft_model(self._draft_native)
+
+    def _speculation(self):
+        d = self.draft_model
+        if d is None:
+            return None, 8
+        if isinstance(d, LlamaPromptLookupDecoding):
+            return ("ngram", 1, max(d.max_ngram_size, 1)), max(min(d.num_pred_tokens, 64), 1)
+        return ("model", 0, 0), 8
+
+    def n_ctx(self) -> int:
+        return self._core.n_ctx() if self._core else 0
+
+    def n_embd(self) -> int:
+        return self._model.n_embd()
+
+    def n_vocab(self) -> int:
+        return self._model.n_vocab()
+
+    def token_bos(self) -> int:
+        return self._model.token_bos()
+
+    def token_eos(self) -> int:
+        return self._model.token_eos()
+
+    def token_nl(self) -> int:
+        return self._model.token_nl()
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self._core.tokens()) if self._core else 0
+
+    @property
+    def input_ids(self) -> List[int]:
+        return self._core.tokens() if self._core else []
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> List[int]:
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        return self._model.tokenize(text, add_bos, special)
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
+                   special: bool = False) -> bytes:
+        return self._model.detokenize(list(tokens), special)
+
+    def set_cache(self, cache: Optional[LlamaRAMCache]) -> None:
+        self.cache = cache
+
+    def set_seed(self, seed: int) -> None:
+        self._seed = seed
+
+    def reset(self) -> None:
+        if self._core:
+            self._core.reset()
+
+    def save_state(self) -> LlamaState:
+        data = self._core.save_state()
+        ids = self._core.tokens()
+        return LlamaState(ids, None, len(ids), data, len(data), self._seed)
+
+    def load_state(self, state: LlamaState) -> None:
+        self._core.load_state(state.llama_state)
+
+    def close(self) -> None:
+        self._core = None
+        self._embedder = None
+        self._model = None
+
+    def __enter__(self) -> "Llama":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- generation
+    def _prompt_tokens(self, prompt: Union[str, List[int]], chat: bool = False) -> List[int]:
+        if isinstance(prompt, str):
+            # A str prompt: BOS as the model wants it, special tokens parsed (llama-cpp-python).
+            toks = self._model.tokenize(prompt.encode("utf-8"), not chat and self._model.add_bos(), True)
+        else:
+            toks = list(prompt)
+        if len(toks) >= self.n_ctx():
+            raise ValueError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
+        return toks
+
+    def _stream(self, toks: List[int], *, max_tokens, stop, temperature, top_k, top_p, min_p, typical_p,
+                repeat_penalty, frequency_penalty, presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta,
+                seed, logit_bias, grammar, logprobs):
+        if isinstance(stop, str):
+            stop = [stop]
+        g = grammar._grammar if isinstance(grammar, LlamaGrammar) else grammar
+        bias = [(int(k), float(v)) for k, v in (logit_bias or {}).items()]
+        spec, max_draft = self._speculation()
+        if g is not None:
+            spec = None  # drafts would have to respect the grammar: plain decoding
+        s = seed if seed is not None else self._seed
+        return self._core.generate(
+            toks, max_tokens=max_tokens if max_tokens and max_tokens > 0 else None, stop=list(stop or []),
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            penalty_last_n=self.last_n_tokens_size, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+            mirostat_eta=mirostat_eta, seed=None if s in (None, -1, 0xFFFFFFFF) else int(s) & 0xFFFFFFFF,
+            logit_bias=bias, grammar=g, logprobs=logprobs, speculation=spec, max_draft=max_draft)
+
+    def _logprobs_obj(self, lps, offset0: int) -> Dict[str, Any]:
+        tokens, offsets, token_lps, tops = [], [], [], []
+        off = offset0
+        for tok, lp, top in lps:
+            text = self._model.detokenize([tok], False).decode("utf-8", errors="replace")
+            tokens.append(text)
+            offsets.append(off)
+            off += len(text)
+            token_lps.append(lp)
+            tops.append({self._model.detokenize([t], False).decode("utf-8", errors="replace"): p for t, p in top})
+        return {"tokens": tokens, "text_offset": offsets, "token_logprobs": token_lps, "top_logprobs": tops}
+
+    def create_completion(
+        self,
+        prompt: Union[str, List[int]],
+        suffix: Optional[str] = None,
+        max_tokens: Optional[int] = 16,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        logprobs: Optional[int] = None,
+        echo: bool = False,
+        stop: Optional[Union[str, List[str]]] = [],
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        top_k: int = 40,
+        stream: bool = False,
+        seed: Optional[int] = None,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: Optional[str] = None,
+        stopping_criteria: Any = None,
+        logits_processor: Any = None,
+        grammar: Optional[LlamaGrammar] = None,
+        logit_bias: Optional[Dict[int, float]] = None,
+    ):
+        if suffix:
+            raise ValueError("suffix (fill-in-the-middle) is not supported by llama_rs yet")
+        if logits_processor is not None or stopping_criteria is not None:
+            raise ValueError("logits_processor / stopping_criteria callbacks are not supported by llama_rs")
+        toks = self._prompt_tokens(prompt)
+        cid = f"cmpl-{uuid.uuid4()}"
+        created = int(time.time())
+        name = model or self.model_path
+        s = self._stream(toks, max_tokens=max_tokens, stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
+                         min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
+                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                         mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                         seed=seed, logit_bias=logit_bias, grammar=grammar, logprobs=logprobs)
+        echo_text = ""
+        if echo:
+            echo_text = (prompt if isinstance(prompt, str)
+                         else self._model.detokenize(toks, False).decode("utf-8", errors="replace"))
+        if stream:
+            return self._completion_chunks(s, cid, created, name, echo_text, logprobs is not None)
+        text, lps, finish, n = [], [], None, 0
+        for piece, ptoks, plps, f in s:
+            text.append(piece)
+            lps.extend(plps)
+            n += len(ptoks)
+            finish = f or finish
+        body = "".join(text)
+        return {
+            "id": cid, "object": "text_completion", "created": created, "model": name,
+            "choices": [{
+                "text": echo_text + body, "index": 0,
+                "logprobs": self._logprobs_obj(lps, len(echo_text)) if logprobs is not None else None,
+                "finish_reason": _finish(finish) or "stop",
+            }],
+            "usage": {"prompt_tokens": len(toks), "completion_tokens": s.usage()[1] or n,
+                      "total_tokens": len(toks) + (s.usage()[1] or n)},
+        }
+
+    def _completion_chunks(self, s, cid, created, name, echo_text, want_lps) -> Iterator[Dict[str, Any]]:
+        def chunk(text, lps, finish):
+            return {"id": cid, "object": "text_completion", "created": created, "model": name,
+                    "choices": [{"text": text, "index": 0, "logprobs": lps, "finish_reason": finish}]}
+        if echo_text:
+            yield chunk(echo_text, None, None)
+        for piece, _toks, plps, f in s:
+            if piece or plps:
+                yield chunk(piece, self._logprobs_obj(plps, 0) if want_lps else None, None)
+            if f is not None:
+                yield chunk("", None, _finish(f))
+
+    def __call__(self, prompt: Union[str, List[int]], *args: Any, **kwargs: Any):
+        return self.create_completion(prompt, *args, **kwargs)
+
+    def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 typical_p: float = 1.0, temp: float = 0.80, repeat_penalty: float = 1.0, reset: bool = True,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0, tfs_z: float = 1.0,
+                 mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
+                 penalize_nl: bool = True, logits_processor: Any = None, stopping_criteria: Any = None,
+                 grammar: Optional[LlamaGrammar] = None) -> Iterator[int]:
+        """Token ids after `tokens`, until the end of generation (prefix reuse is automatic)."""
+        s = self._stream(list(tokens), max_tokens=None, stop=[], temperature=temp, top_k=top_k, top_p=top_p,
+                         min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
+                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                         mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                         seed=None, logit_bias=None, grammar=grammar, logprobs=None)
+        for _text, toks, _lps, _f in s:
+            yield from toks
+
+    # -------------------------------------------------------------------- chat
+    def _render(self, messages, tools=None) -> str:
+        fmt = self.chat_format
+        template = None
+        if fmt is not None:
+            names = {"llama-2": "llama2", "llama-3": "llama3", "mistral-instruct": "mistral-v1"}
+            template = names.get(fmt, fmt)
+        return self._model.render_chat(json.dumps(list(messages)), True,
+                                       json.dumps(tools) if tools else None, template)
+
+    def create_chat_completion(
+        self,
+        messages: List[Dict[str, Any]],
+        functions: Optional[List[Dict[str, Any]]] = None,
+        function_call: Any = None,
+        tools: Optional[List[Dict[str, Any]]] = None,
+        tool_choice: Any = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        stream: bool = False,
+        stop: Optional[Union[str, List[str]]] = [],
+        seed: Optional[int] = None,
+        response_format: Optional[Dict[str, Any]] = None,
+        max_tokens: Optional[int] = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_penalty: float = 1.0,
+        tfs_z: float = 1.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        model: Optional[str] = None,
+        logits_processor: Any = None,
+        grammar: Optional[LlamaGrammar] = None,
+        logit_bias: Optional[Dict[int, float]] = None,
+        logprobs: Optional[bool] = None,
+        top_logprobs: Optional[int] = None,
+    ):
+        if functions and not tools:
+            tools = [{"type": "function", "function": f} for f in functions]
+        tools_on = bool(tools) and tool_choice != "none"
+        prompt = self._render(messages, tools if tools_on else None)
+        if grammar is None and response_format:
+            t = response_format.get("type")
+            if t == "json_object":
+                grammar = LlamaGrammar.from_json_schema(json.dumps(response_format.get("schema", {"type": "object"})))
+            elif t == "json_schema":
+                schema = response_format.get("json_schema", {}).get("schema") or response_format.get("schema")
+                grammar = LlamaGrammar.from_json_schema(json.dumps(schema))
+        if grammar is None and tools_on and isinstance(tool_choice, dict):
+            name = tool_choice.get("function", {}).get("name")
+            tool = next((t for t in tools if t.get("function", {}).get("name") == name), None)
+            if tool is None:
+                raise ValueError(f"tool_choice names {name!r}, which is not in tools")
+            schema = {"type": "object", "properties": {"name": {"const": name},
+                      "arguments": tool["function"].get("parameters", {"type": "object"})},
+                      "required": ["name", "arguments"]}
+            call = _native.json_schema_to_gbnf(json.dumps(schema)).replace("root ::= ", "call ::= ", 1)
+            grammar = LlamaGrammar.from_string('root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + call)
+        toks = self._model.tokenize(prompt.encode("utf-8"), False, True)
+        if len(toks) >= self.n_ctx():
+            raise ValueError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
+        want_lps = top_logprobs if logprobs else None
+        s = self._stream(toks, max_tokens=max_tokens, stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
+                         min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
+                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                         mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                         seed=seed, logit_bias=logit_bias, grammar=grammar,
+                         logprobs=(want_lps or 0) if logprobs else None)
+        cid = f"chatcmpl-{uuid.uuid4()}"
+        created = int(time.time())
+        name = model or self.model_path
+        if stream:
+            return self._chat_chunks(s, cid, created, name, tools_on)
+        text, lps, finish = [], [], None
+        for piece, _t, plps, f in s:
+            text.append(piece)
+            lps.extend(plps)
+            finish = f or finish
+        content = "".join(text)
+        message: Dict[str, Any] = {"role": "assistant", "content": content}
+        finish_reason = _finish(finish) or "stop"
+        if tools_on:
+            rest, calls = _native.parse_tool_calls(content)
+            if calls:
+                message["content"] = rest or None
+                message["tool_calls"] = [
+                    {"id": cid_ or f"call_{i}_{uuid.uuid4().hex[:8]}", "type": "function",
+                     "function": {"name": n, "arguments": a}} for i, (n, a, cid_) in enumerate(calls)]
+                finish_reason = "tool_calls"
+        n_gen = s.usage()[1]
+        choice: Dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        if logprobs:
+            choice["logprobs"] = {"content": [
+                {"token": self._piece(t), "logprob": lp, "bytes": list(self._model.detokenize([t], False)),
+                 "top_logprobs": [{"token": self._piece(u), "logprob": q,
+                                   "bytes": list(self._model.detokenize([u], False))} for u, q in top]}
+                for t, lp, top in lps]}
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": [choice],
+                "usage": {"prompt_tokens": len(toks), "completion_tokens": n_gen,
+                          "total_tokens": len(toks) + n_gen}}
+
+    def _piece(self, t: int) -> str:
+        return self._model.detokenize([t], False).decode("utf-8", errors="replace")
+
+    def _chat_chunks(self, s, cid, created, name, tools_on) -> Iterator[Dict[str, Any]]:
+        def chunk(delta, finish):
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        yield chunk({"role": "assistant"}, None)
+        held = []
+        for piece, _t, _lps, f in s:
+            if tools_on:
+                held.append(piece)
+            elif piece:
+                yield chunk({"content": piece}, None)
+            if f is not None:
+                finish = _finish(f)
+                if tools_on:
+                    rest, calls = _native.parse_tool_calls("".join(held))
+                    if calls:
+                        yield chunk({"tool_calls": [
+                            {"index": i, "id": c or f"call_{i}", "type": "function",
+                             "function": {"name": n, "arguments": a}} for i, (n, a, c) in enumerate(calls)]}, None)
+                        finish = "tool_calls"
+                    else:
+                        yield chunk({"content": "".join(held)}, None)
+                yield chunk({}, finish)
+
+    def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any):
+        return self.create_chat_completion(*args, **kwargs)
+
+    # -------------------------------------------------------------- embeddings
+    def _embed_vectors(self, inputs: List[str], normalize: bool) -> List[List[float]]:
+        if not self._embedding:
+            raise RuntimeError("Llama model must be created with embedding=True to call this method")
+        if self._embedder is None or self._embedder[1] != normalize:
+            self._embedder = (_native.Embedder(self._model, normalize=normalize, n_threads=self.n_threads_batch),
+                              normalize)
+        toks = [self._model.tokenize(t.encode("utf-8"), True, False) for t in inputs]
+        return self._embedder[0].embed(toks), sum(len(t) for t in toks)
+
+    def embed(self, input: Union[str, List[str]], normalize: bool = False, truncate: bool = True,
+              return_count: bool = False):
+        single = isinstance(input, str)
+        vecs, n = self._embed_vectors([input] if single else list(input), normalize)
+        out = vecs[0] if single else vecs
+        return (out, n) if return_count else out
+
+    def create_embedding(self, input: Union[str, List[str]], model: Optional[str] = None) -> Dict[str, Any]:
+        single = isinstance(input, str)
+        vecs, n = self._embed_vectors([input] if single else list(input), True)
+        return {"object": "list", "model": model or self.model_path,
+                "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vecs)],
+                "usage": {"prompt_tokens": n, "total_tokens": n}}

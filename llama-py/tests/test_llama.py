@@ -1,0 +1,204 @@
+"""llama_rs against llama-cpp-python's API, on the real chat model (SmolLM2-135M-Instruct).
+
+Run by scripts/test-python.sh (builds and installs the wheel, sets LLAMA_RS_CHAT_MODEL).
+Each test is a plain function; the runner at the bottom runs them all and reports.
+"""
+import _thread
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+import llama_rs
+from llama_rs import Llama, LlamaGrammar
+from llama_rs.llama_speculative import LlamaPromptLookupDecoding
+
+MODEL = os.environ["LLAMA_RS_CHAT_MODEL"]
+llm = Llama(model_path=MODEL, n_ctx=2048, n_batch=64, verbose=False)
+
+
+def test_completion_shape_and_determinism():
+    a = llm("The capital of France is", max_tokens=12, temperature=0)
+    b = llm("The capital of France is", max_tokens=12, temperature=0)
+    assert a["object"] == "text_completion" and a["id"].startswith("cmpl-")
+    assert a["choices"][0]["text"] == b["choices"][0]["text"]
+    assert a["choices"][0]["finish_reason"] == "length"
+    u = a["usage"]
+    assert u["completion_tokens"] == 12 and u["total_tokens"] == u["prompt_tokens"] + 12
+
+
+def test_stream_equals_non_stream_and_stop_strings():
+    whole = llm("1, 2, 3, 4, 5,", max_tokens=24, temperature=0, stop=[" 9"])["choices"][0]
+    chunks = list(llm("1, 2, 3, 4, 5,", max_tokens=24, temperature=0, stop=[" 9"], stream=True))
+    text = "".join(c["choices"][0]["text"] for c in chunks)
+    assert text == whole["text"], (text, whole)
+    assert " 9" not in text
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["finish_reason"]
+
+
+def test_echo_and_logprobs():
+    r = llm("Hello", max_tokens=3, temperature=0, echo=True, logprobs=2)["choices"][0]
+    assert r["text"].startswith("Hello")
+    lp = r["logprobs"]
+    assert len(lp["tokens"]) == 3 and all(x <= 0 for x in lp["token_logprobs"])
+    assert all(len(t) <= 2 for t in lp["top_logprobs"])
+    assert lp["text_offset"][0] == len("Hello")
+
+
+def test_chat_completion_stream_and_tools():
+    msgs = [{"role": "user", "content": "Name a fruit."}]
+    r = llm.create_chat_completion(messages=msgs, max_tokens=16, temperature=0)
+    assert r["object"] == "chat.completion"
+    content = r["choices"][0]["message"]["content"]
+    chunks = list(llm.create_chat_completion(messages=msgs, max_tokens=16, temperature=0, stream=True))
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == content
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    r = llm.create_chat_completion(messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
+                                   tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                   max_tokens=160, temperature=0)
+    call = r["choices"][0]["message"]["tool_calls"][0]
+    assert r["choices"][0]["finish_reason"] == "tool_calls"
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(json.loads(call["function"]["arguments"])["city"], str)
+
+
+def test_json_schema_response_format_and_grammar_errors():
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    r = llm.create_chat_completion(messages=[{"role": "user", "content": "A person as JSON."}], max_tokens=64,
+                                   temperature=0, response_format={"type": "json_schema",
+                                                                   "json_schema": {"schema": schema}})
+    v = json.loads(r["choices"][0]["message"]["content"])
+    assert isinstance(v["name"], str) and isinstance(v["age"], int)
+    try:
+        LlamaGrammar.from_json_schema(json.dumps({"type": "string", "pattern": "^a$"}))
+        raise AssertionError("pattern accepted")
+    except ValueError as e:
+        assert "pattern" in str(e)
+    try:
+        llm("x", max_tokens=2, grammar=LlamaGrammar.from_string("root ::= ("))
+        raise AssertionError("bad grammar accepted")
+    except ValueError:
+        pass
+
+
+def test_tokenize_detokenize_bytes():
+    toks = llm.tokenize(b"Hello world", add_bos=False)
+    assert llm.detokenize(toks) == b"Hello world"
+    assert llm.tokenize("héllo".encode()) and llm.detokenize(llm.tokenize("héllo".encode(), add_bos=False)) == "héllo".encode()
+    assert llm.n_vocab() == 49152 and llm.n_ctx() == 2048 and llm.n_embd() == 576
+    assert llm.metadata["general.architecture"] == "llama"
+
+
+def test_save_and_load_state():
+    llm.reset()
+    llm("Once upon a time", max_tokens=4, temperature=0)
+    st = llm.save_state()
+    assert st.n_tokens == len(st.input_ids) > 0 and st.llama_state_size == len(st.llama_state)
+    after = llm("Once upon a time", max_tokens=8, temperature=0)["choices"][0]["text"]
+    llm.reset()
+    llm.load_state(st)
+    assert llm.n_tokens == st.n_tokens
+    assert llm("Once upon a time", max_tokens=8, temperature=0)["choices"][0]["text"] == after
+
+
+def test_errors_are_python_exceptions():
+    try:
+        Llama(model_path="/nonexistent.gguf")
+        raise AssertionError
+    except ValueError as e:
+        assert "Model path does not exist" in str(e)
+    try:
+        llm("word " * 3000, max_tokens=2)
+        raise AssertionError
+    except ValueError as e:
+        assert "exceed context window" in str(e)
+    try:
+        llm.create_embedding("x")
+        raise AssertionError
+    except RuntimeError:
+        pass
+
+
+def test_embeddings():
+    e = Llama(model_path=MODEL, embedding=True, verbose=False)
+    r = e.create_embedding(["hello", "world"])
+    assert len(r["data"]) == 2 and len(r["data"][0]["embedding"]) == 576
+    v, n = e.embed("hello", normalize=True, return_count=True)
+    assert abs(sum(x * x for x in v) - 1.0) < 1e-3 and n > 0
+
+
+def test_speculative_draft_models_keep_the_text():
+    plain = llm("1. apples\n2. pears\n3. plums\n1. apples\n2.", max_tokens=24, temperature=0)["choices"][0]["text"]
+    for draft in (LlamaPromptLookupDecoding(max_ngram_size=3, num_pred_tokens=8), MODEL):
+        s = Llama(model_path=MODEL, n_ctx=2048, n_batch=64, n_ubatch=1, draft_model=draft, verbose=False)
+        ref = Llama(model_path=MODEL, n_ctx=2048, n_batch=64, n_ubatch=1, verbose=False)
+        p = "1. apples\n2. pears\n3. plums\n1. apples\n2."
+        a = ref(p, max_tokens=24, temperature=0)["choices"][0]["text"]
+        b = s(p, max_tokens=24, temperature=0)["choices"][0]["text"]
+        assert a == b, (draft, a, b)
+    assert plain
+
+
+def test_gil_is_released_while_generating():
+    other = Llama(model_path=MODEL, n_ctx=512, verbose=False)
+    done = threading.Event()
+    ticks = [0]
+
+    def work():
+        other("Tell me a long story.", max_tokens=64, temperature=0)
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    while not done.is_set():
+        ticks[0] += 1  # runs only while the generating thread does not hold the GIL
+        time.sleep(0)
+    t.join()
+    assert ticks[0] > 10, ticks
+
+
+def test_keyboard_interrupt_stops_a_stream_and_the_object_stays_usable():
+    # A grammar without an end keeps it going until the context is full (seconds).
+    endless = LlamaGrammar.from_string('root ::= [a-z ]+')
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    got = 0
+    try:
+        for _ in llm("Write about rivers.", max_tokens=100000, temperature=0.8, stream=True, grammar=endless):
+            got += 1
+        raise AssertionError("not interrupted")
+    except KeyboardInterrupt:
+        pass
+    timer.cancel()
+    assert got > 0
+    r = llm("The capital of France is", max_tokens=4, temperature=0)
+    assert r["usage"]["completion_tokens"] == 4
+
+
+def test_constants_and_helpers():
+    assert llama_rs.GGML_TYPE_Q8_0 == 8 and llama_rs.LLAMA_SPLIT_MODE_LAYER == 1
+    assert isinstance(llama_rs.llama_supports_gpu_offload(), bool)
+    q = Llama(model_path=MODEL, n_ctx=512, type_k=llama_rs.GGML_TYPE_Q8_0, flash_attn=True, verbose=False)
+    assert q("Hi", max_tokens=2, temperature=0)["usage"]["completion_tokens"] == 2
+
+
+if __name__ == "__main__":
+    failed = 0
+    tests = [(k, v) for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]
+    for name, fn in tests:
+        t = time.time()
+        try:
+            fn()
+            print(f"ok   {name} ({time.time() - t:.1f} s)")
+        except BaseException:  # noqa: BLE001 (KeyboardInterrupt tests too)
+            failed += 1
+            print(f"FAIL {name}")
+            traceback.print_exc()
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
