@@ -268,3 +268,31 @@ fn a_generation_that_ends_inside_a_verified_draft_keeps_all_its_text() {
         assert!(st.accepted > 0, "{st:?}");
     }
 }
+
+#[test]
+fn verification_with_a_device_sampler_keeps_the_text() {
+    // A context whose device sampler takes max_draft + 1 outputs per sequence keeps it
+    // attached for verifications (token ids instead of rows of logits; on a GPU this is
+    // what makes speculation pay). Where the backend refuses a device sampler, the host
+    // samples: the text is the same either way.
+    use llama_rs::DeviceSampling;
+    let plain = GenerateParams {
+        max_tokens: Some(40),
+        sampler: SamplerConfig::greedy(),
+        device_sampling: DeviceSampling::On,
+        ..Default::default()
+    };
+    let ctx = || {
+        let p = ctx_params().n_outputs_max_per_seq(16);
+        Session::new(model().context(p).unwrap()).unwrap()
+    };
+    for prompt in REPETITIVE {
+        let (expected, _) = run(&mut ctx(), prompt, &plain);
+        let (got, st) = run(&mut ctx(), prompt, &with_spec(&plain, DraftKind::Ngram { n_min: 1, n_max: 4 }));
+        assert_eq!(got, expected, "{prompt:?}");
+        assert!(st.generated > 0);
+    }
+    // Out of range: a typed error, not llama.cpp's abort.
+    let r = model().context(ctx_params().n_outputs_max_per_seq(0));
+    assert!(matches!(r, Err(Error::InvalidParam(_))), "{r:?}");
+}

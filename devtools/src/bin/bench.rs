@@ -696,7 +696,8 @@ const SPEC_PROMPTS: [(&str, &str); 4] = [
 
 fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
     use llama_rs::{DraftKind, Speculation};
-    let ctx = || model.context(ContextParams::default().n_ctx(4096).n_threads(threads));
+    // n_outputs_max_per_seq: verifications keep a GPU device sampler (no effect on the CPU).
+    let ctx = || model.context(ContextParams::default().n_ctx(4096).n_threads(threads).n_outputs_max_per_seq(16));
     let plain = GenerateParams { max_tokens: Some(a.n_gen), sampler: SamplerConfig::greedy(), ..Default::default() };
     let variants: [(&str, Option<DraftKind>); 3] = [
         ("plain", None),

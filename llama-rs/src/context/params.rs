@@ -133,6 +133,11 @@ pub struct ContextParams {
     pub n_ubatch: u32,
     /// Number of distinct sequences.
     pub n_seq_max: u32,
+    /// Outputs of one sequence a device sampler handles per decode (llama.cpp's default:
+    /// 1). Speculative decoding on a GPU keeps its device sampler for verifications when
+    /// this is at least `max_draft + 1` (only token ids then come back per drafted
+    /// position instead of full rows of logits; docs/SPECULATIVE.md).
+    pub n_outputs_max_per_seq: u32,
     /// Threads for generation (0 = all physical cores as llama.cpp picks).
     pub n_threads: u32,
     /// Threads for prompt processing (0 = same as llama.cpp's default).
@@ -187,6 +192,7 @@ impl Default for ContextParams {
             n_batch: d.n_batch,
             n_ubatch: d.n_ubatch,
             n_seq_max: 1,
+            n_outputs_max_per_seq: d.n_outputs_max_per_seq.max(1),
             n_threads: 0,
             n_threads_batch: 0,
             flash_attn: FlashAttn::Auto,
@@ -217,7 +223,7 @@ impl Default for ContextParams {
 
 impl ContextParams {
     setters! {
-        n_ctx: u32, n_batch: u32, n_ubatch: u32, n_seq_max: u32, n_threads: u32,
+        n_ctx: u32, n_batch: u32, n_ubatch: u32, n_seq_max: u32, n_outputs_max_per_seq: u32, n_threads: u32,
         n_threads_batch: u32, flash_attn: FlashAttn, offload_kqv: bool, op_offload: bool,
         swa_full: bool, kv_unified: bool, embeddings: bool, pooling: Pooling,
         attention: AttentionType, rope_scaling: RopeScaling, rope_freq_base: f32,
@@ -245,6 +251,12 @@ impl ContextParams {
         let max_seq = unsafe { sys::llama_max_parallel_sequences() } as u32;
         if self.n_seq_max == 0 || self.n_seq_max > max_seq {
             return bad(format!("n_seq_max must be in 1..={max_seq}, got {}", self.n_seq_max));
+        }
+        if self.n_outputs_max_per_seq == 0 || self.n_outputs_max_per_seq > self.n_batch {
+            return bad(format!(
+                "n_outputs_max_per_seq must be in 1..=n_batch ({}), got {}",
+                self.n_batch, self.n_outputs_max_per_seq
+            ));
         }
         if self.n_seq_max > self.n_batch {
             // llama.cpp reserves one output row per sequence inside an n_batch-row
@@ -276,6 +288,7 @@ impl ContextParams {
         r.n_batch = self.n_batch;
         r.n_ubatch = self.n_ubatch;
         r.n_seq_max = self.n_seq_max;
+        r.n_outputs_max_per_seq = self.n_outputs_max_per_seq;
         let threads = default_threads();
         r.n_threads = if self.n_threads == 0 { threads } else { self.n_threads as i32 };
         r.n_threads_batch = if self.n_threads_batch == 0 { r.n_threads } else { self.n_threads_batch as i32 };

@@ -346,9 +346,12 @@ impl Session {
                 Some((Speculator::new(sp), own))
             }
         };
+        // A verification samples up to max_draft + 1 outputs of the sequence in one
+        // decode: on the device only when the context lets its sampler take that many
+        // (`ContextParams::n_outputs_max_per_seq`), else from host logits.
+        let spec_outputs = params.speculation.as_ref().map(|s| s.max_draft + 1);
         let step = match params.device_sampling {
-            // Verification samples several outputs per decode from host logits.
-            _ if spec.is_some() => None,
+            _ if spec_outputs.is_some_and(|n| n > self.ctx.params().n_outputs_max_per_seq as usize) => None,
             _ if params.logprobs.is_some() || self.device_refused => None,
             DeviceSampling::Auto => self.ctx.model().output_backend().and_then(|b| auto_step(core.sampler(), &b)),
             DeviceSampling::On => core.sampler().device_step(),
