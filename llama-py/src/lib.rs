@@ -572,6 +572,25 @@ fn supports_gpu_offload() -> bool {
     llama_rs::Device::all().iter().any(|d| !matches!(d.kind, llama_rs::DeviceType::Cpu))
 }
 
+/// Runs llama-rs-server in this process until Ctrl-C (`python -m llama_rs.server`).
+/// `argv` uses the server's own flags (llama-server's names); the address is printed
+/// once the model is loaded.
+#[pyfunction]
+fn serve(py: Python<'_>, argv: Vec<String>) -> PyResult<()> {
+    let args = llama_rs_server::args::parse_from(std::iter::once("llama-rs-server".to_string()).chain(argv))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let server = llama_rs_server::Server::spawn(args).map_err(|e| PyOSError::new_err(e.to_string()))?;
+    py.allow_threads(|| server.wait_ready(Duration::from_secs(3600))).map_err(PyRuntimeError::new_err)?;
+    println!("llama_rs.server: listening on http://{}", server.addr());
+    loop {
+        py.allow_threads(|| std::thread::sleep(Duration::from_millis(100)));
+        if let Err(e) = py.check_signals() {
+            server.stop();
+            return if e.is_instance_of::<PyKeyboardInterrupt>(py) { Ok(()) } else { Err(e) };
+        }
+    }
+}
+
 /// Names of llama.cpp's built-in chat templates.
 #[pyfunction]
 fn builtin_templates() -> Vec<String> {
@@ -589,6 +608,7 @@ fn _llama_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_tool_calls, m)?)?;
     m.add_function(wrap_pyfunction!(supports_gpu_offload, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add("LLAMA_CPP_COMMIT", llama_rs::sys::LLAMA_CPP_COMMIT)?;
     Ok(())
 }

@@ -188,6 +188,33 @@ def test_constants_and_helpers():
     assert q("Hi", max_tokens=2, temperature=0)["usage"]["completion_tokens"] == 2
 
 
+def test_python_m_llama_rs_server():
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_rs.server", "--model", MODEL, "--port", str(port),
+                             "--model_alias", "smol", "--n_ctx", "2048"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"127.0.0.1:{port}" in line, line
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps({"model": "smol", "messages": [{"role": "user", "content": "Hi"}],
+                             "max_tokens": 4, "temperature": 0}).encode(),
+            headers={"Content-Type": "application/json"})
+        r = json.loads(urllib.request.urlopen(req).read())
+        assert r["usage"]["completion_tokens"] == 4, r
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+
+
 if __name__ == "__main__":
     failed = 0
     tests = [(k, v) for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]

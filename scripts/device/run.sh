@@ -64,11 +64,13 @@ if [ "$phase" = spec ]; then
   # the chi-square test), the n-gram benchmark (one sequence and 4 concurrent), and the
   # cost of verifying k drafted tokens — default model, and a synthetic 7B target with a
   # synthetic 0.5B draft.
-  for t in engine speculative; do
+  # SPEC_QUICK=1: the benchmark only (no tests, no synthetic 7B).
+  [ -n "${SPEC_QUICK:-}" ] || for t in engine speculative; do
     "$BIN/$t" --test-threads 1 2>&1 | grep -E "^test |test result|panicked|chi2" | grep -v "^--$"
   done | tee "$out/tests-spec-$backend.txt"
   echo "== bench --spec"; "$BIN/bench" --spec --spec-engine -n 128 -r "${BENCH_REPS:-3}" -t 16 2>&1 | grep -v "^$" | tee "$out/spec-$backend.txt"
   echo "== verify cost: default model (drafting for itself)"; "$BIN/bench" --verify-cost --draft "$model" -r 3 -t 16 2>&1 | grep -v "^$" | tee "$out/verify-gemma-$backend.txt"
+  [ -n "${SPEC_QUICK:-}" ] && exit 0
   [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
   [ -f "$W/q05.gguf" ] || "$BIN/synth-model" --shape 0.5b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q05.gguf"
   echo "== verify cost: synthetic 7B target, 0.5B draft"; "$BIN/bench" --model "$W/q7.gguf" --verify-cost --draft "$W/q05.gguf" -r 3 -t 16 2>&1 | grep -v "^$" | tee "$out/verify-7b-$backend.txt"
