@@ -37,12 +37,13 @@ pub struct Args {
     /// KV tokens in the one pool all requests share (0: the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: u32,
-    /// Tokens decoded per step at most (prompt chunks and running sequences together).
-    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    /// Tokens decoded per step at most (prompt chunks and running sequences together;
+    /// llama-server's default).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     pub batch_size: u32,
-    /// Micro-batch size.
-    #[arg(long = "ubatch-size", visible_alias = "ub")]
-    pub ubatch_size: Option<u32>,
+    /// Micro-batch size (llama-server's default).
+    #[arg(long = "ubatch-size", visible_alias = "ub", default_value_t = 512)]
+    pub ubatch_size: u32,
     /// Threads (0: all cores).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: u32,
@@ -165,7 +166,7 @@ impl Args {
             n_ctx: self.ctx_size,
             slots: self.parallel,
             step_tokens: self.batch_size,
-            ubatch_tokens: self.ubatch_size,
+            ubatch_tokens: Some(self.ubatch_size.min(self.batch_size)),
             n_threads: self.threads,
             flash_attn,
             type_k: kv_type("--cache-type-k", &self.cache_type_k)?,
