@@ -373,6 +373,16 @@ pub(crate) fn merged(
     all.take_until(Box::pin(deadline))
 }
 
+/// The end of a streamed answer: an error if some choice did not finish (the timeout),
+/// else the usage chunk when the client asked for one.
+fn stream_tail(tx: &dyn Fn(Value), finished: usize, n: usize, usage_chunk: Option<Value>) {
+    if finished < n {
+        tx(ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out").body());
+    } else if let Some(c) = usage_chunk {
+        tx(c);
+    }
+}
+
 pub(crate) fn error_event(e: llama_rs::Error) -> Value {
     ApiError::from(e).body()
 }
@@ -662,15 +672,12 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
                 }
             }
         }
-        if finished < n {
-            tx(ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out").body());
-            return;
-        }
-        if include_usage {
+        let usage_chunk = include_usage.then(|| {
             let mut last = chunk(json!([]));
             last["usage"] = usage_json(&usage);
-            tx(last);
-        }
+            last
+        });
+        stream_tail(&tx, finished, n, usage_chunk);
     });
     Ok(sse(events))
 }
@@ -824,15 +831,12 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
                 }
             }
         }
-        if finished < n {
-            tx(ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out").body());
-            return;
-        }
-        if include_usage {
+        let usage_chunk = include_usage.then(|| {
             let mut last = chunk(json!([]));
             last["usage"] = usage_json(&usage);
-            tx(last);
-        }
+            last
+        });
+        stream_tail(&tx, finished, n, usage_chunk);
     });
     Ok(sse(events))
 }
