@@ -64,6 +64,11 @@ const TASKS: &[(&str, &str, &[&str])] = &[
         &["cargo", "run", "--release", "--locked", "-p", "llama-devtools", "--bin", "bench", "--"],
     ),
     (
+        "chat",
+        "terminal chat (SmolLM2 by default; -p TEXT for one answer)",
+        &["cargo", "run", "--release", "--locked", "-p", "llama-examples", "--bin", "chat", "--"],
+    ),
+    (
         "serve",
         "the OpenAI-compatible server (llama-server's flags; default model: SmolLM2)",
         &["cargo", "run", "--release", "--locked", "-p", "llama-rs-server", "--"],
