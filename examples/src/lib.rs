@@ -19,3 +19,18 @@ pub fn load_with_progress(path: &std::path::Path, params: ModelParams) -> llama_
     bar.finish_and_clear();
     model
 }
+
+/// The process's arguments with llama.cpp's multi-letter single-dash flags (`-ngl 99`,
+/// `-ctk q8_0`, ...) rewritten to the double-dash long names clap knows (`--ngl`).
+pub fn llama_style_args(multi_letter: &[&str]) -> Vec<String> {
+    std::env::args()
+        .map(|a| {
+            let flag = a.split('=').next().unwrap_or(&a);
+            if multi_letter.contains(&flag) {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}

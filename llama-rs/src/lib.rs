@@ -51,6 +51,7 @@ mod embed;
 mod engine;
 mod error;
 mod ffi;
+mod fit;
 mod generate;
 mod gguf;
 mod model;
@@ -78,6 +79,7 @@ pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestStream, Timings, Usage,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use fit::{fit, Fit, FitParams};
 pub use generate::{
     CancelHandle, DeviceSampling, FinishReason, GenerateParams, GenerationCore, Generator, Piece, Prompt, Session,
     TokenLogprob,

@@ -47,7 +47,8 @@ pub struct Args {
     /// Threads (0: all cores).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: u32,
-    /// Layers on the GPU: a number, `all` or `auto`.
+    /// Layers on the GPU: a number, `all`, or `auto` (as many as fit with a margin, from
+    /// the dry-run memory plan: `llama_rs::fit`).
     #[arg(long = "n-gpu-layers", visible_alias = "ngl", alias = "gpu-layers", default_value = "all")]
     pub n_gpu_layers: String,
     /// How to split over several GPUs: none, layer, row.

@@ -97,8 +97,16 @@ pub const DEFAULT_CHAT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Loads the model, its template and the engine.
 pub fn load(args: &Args) -> Result<Loaded, String> {
     let path = model_path(args)?;
-    let mp = args.model_params().map_err(|e| e.to_string())?;
+    let mut mp = args.model_params().map_err(|e| e.to_string())?;
     let mut ep = args.engine_params().map_err(|e| e.to_string())?;
+    if args.n_gpu_layers == "auto" {
+        // `-ngl auto`: as many layers as the dry-run memory plan says fit.
+        let make = || args.model_params().unwrap_or_default();
+        let f = llama_rs::fit(&path, make, &ep.context_params(), &llama_rs::FitParams::default())
+            .map_err(|e| format!("-ngl auto: {e}"))?;
+        log::info!("-ngl auto: {:?} ({})", f.gpu_layers, f.reason);
+        mp = f.apply(mp);
+    }
     let model = Model::load(&path, mp).map_err(|e| format!("{}: {e}", path.display()))?;
     if ep.n_ctx == 0 {
         ep.n_ctx = model.n_ctx_train();

@@ -41,7 +41,7 @@ struct Args {
     /// Most tokens per answer (-1: until the context is full).
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     n_predict: i64,
-    /// GPU layers: a number or `all`.
+    /// GPU layers: a number, `all`, or `auto` (as many as fit, from the memory plan).
     #[arg(long = "n-gpu-layers", visible_alias = "ngl", default_value = "all")]
     n_gpu_layers: String,
     /// Threads (0: all cores).
@@ -161,15 +161,24 @@ fn template(a: &Args, model: &llama_rs::Model) -> anyhow::Result<ChatTemplate> {
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
-    let a = Args::parse();
+    let a = Args::parse_from(llama_examples::llama_style_args(&["-ngl", "-sys"]));
     let path = chat_model_path(&a)?;
-    let ngl = if a.n_gpu_layers == "all" { GpuLayers::All } else { GpuLayers::Count(a.n_gpu_layers.parse()?) };
-    let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))
-        .with_context(|| format!("loading {}", path.display()))?;
     let mut cp = ContextParams::default().n_ctx(a.ctx_size);
     if a.threads > 0 {
         cp = cp.n_threads(a.threads);
     }
+    let ngl = match a.n_gpu_layers.as_str() {
+        "all" => GpuLayers::All,
+        "auto" => {
+            // As many layers as fit with a margin, from the dry-run memory plan.
+            let f = llama_rs::fit(&path, ModelParams::default, &cp, &llama_rs::FitParams::default())?;
+            eprintln!("-ngl auto: {:?} ({})", f.gpu_layers, f.reason);
+            f.gpu_layers
+        }
+        n => GpuLayers::Count(n.parse().with_context(|| format!("-ngl {n}: a number, all or auto"))?),
+    };
+    let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))
+        .with_context(|| format!("loading {}", path.display()))?;
     let speculation = match a.spec_type.as_str() {
         "none" => None,
         "ngram" => Some(DraftKind::Ngram { n_min: 2, n_max: 6 }),
