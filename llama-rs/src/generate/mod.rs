@@ -470,17 +470,18 @@ impl Generator<'_> {
         for (i, &d) in drafts.iter().enumerate() {
             s.batch.add(d, (n_past + 1 + i) as i32, &[0], true)?;
         }
+        // Timed through the sampling of every position: on a GPU `decode` only launches
+        // the graph, and the time is spent where the results are read.
         let t0 = std::time::Instant::now();
-        let r = s.ctx.decode(&mut s.batch);
-        let dt = t0.elapsed().as_secs_f64();
-        spec.stats.verify_s += dt;
-        spec.stats.target_decodes += 1;
-        spec.record_batch(drafts.len() + 1, dt);
-        if let Err(e) = r {
+        if let Err(e) = s.ctx.decode(&mut s.batch) {
             s.resync();
             return Err(e);
         }
         let v = spec.verify(&mut self.core, &s.ctx, 0, &drafts)?;
+        let dt = t0.elapsed().as_secs_f64();
+        spec.stats.verify_s += dt;
+        spec.stats.target_decodes += 1;
+        spec.record_batch(drafts.len() + 1, dt);
         s.tokens.push(t);
         s.tokens.extend_from_slice(&drafts[..v.accepted]);
         // Drafts the target did not take leave the cache.
@@ -522,14 +523,17 @@ impl Generator<'_> {
                     }
                 }
             }
+            // A plain decode's time for the speculation cost model runs to the sampled
+            // token, as a verification's does (GPU decodes are asynchronous).
+            let mut single_t0 = None;
             let decoded = match (self.decoded.take(), self.pending.take()) {
                 (Some(r), _) => Some(r),
                 (None, Some(t)) => {
                     let t0 = std::time::Instant::now();
                     let r = self.session.decode_next(t);
                     if let Some((spec, _)) = self.spec.as_mut() {
-                        spec.record_single(t0.elapsed().as_secs_f64());
                         spec.stats.target_decodes += 1;
+                        single_t0 = Some(t0);
                     }
                     Some(r)
                 }
@@ -547,6 +551,9 @@ impl Generator<'_> {
             let t = self.core.sample(&self.session.ctx, self.logits_index)?;
             if let Some((spec, _)) = self.spec.as_mut() {
                 spec.stats.generated += 1;
+                if let Some(t0) = single_t0 {
+                    spec.record_single(t0.elapsed().as_secs_f64());
+                }
             }
             if self.core.continues_after() {
                 if self.eager {
