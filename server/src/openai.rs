@@ -374,11 +374,12 @@ pub(crate) fn merged(
 }
 
 /// The end of a streamed answer: an error if some choice did not finish (the timeout),
-/// else the usage chunk when the client asked for one.
-fn stream_tail(tx: &dyn Fn(Value), finished: usize, n: usize, usage_chunk: Option<Value>) {
+/// else the usage chunk (an empty-choices chunk given here) when the client asked for one.
+fn stream_tail(tx: &dyn Fn(Value), finished: usize, n: usize, usage_chunk: Option<Value>, usage: &Usage) {
     if finished < n {
         tx(ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out").body());
-    } else if let Some(c) = usage_chunk {
+    } else if let Some(mut c) = usage_chunk {
+        c["usage"] = usage_json(usage);
         tx(c);
     }
 }
@@ -672,12 +673,7 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
                 }
             }
         }
-        let usage_chunk = include_usage.then(|| {
-            let mut last = chunk(json!([]));
-            last["usage"] = usage_json(&usage);
-            last
-        });
-        stream_tail(&tx, finished, n, usage_chunk);
+        stream_tail(&tx, finished, n, include_usage.then(|| chunk(json!([]))), &usage);
     });
     Ok(sse(events))
 }
@@ -831,12 +827,7 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
                 }
             }
         }
-        let usage_chunk = include_usage.then(|| {
-            let mut last = chunk(json!([]));
-            last["usage"] = usage_json(&usage);
-            last
-        });
-        stream_tail(&tx, finished, n, usage_chunk);
+        stream_tail(&tx, finished, n, include_usage.then(|| chunk(json!([]))), &usage);
     });
     Ok(sse(events))
 }
