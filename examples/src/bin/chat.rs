@@ -237,8 +237,10 @@ fn main() -> anyhow::Result<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
     let history = llama_testkit::cache_dir().join("chat_history.txt");
     let _ = rl.load_history(&history);
+    // No prompt when the input is piped: stdout then holds only the answers.
+    let prompt = if std::io::IsTerminal::is_terminal(&std::io::stdin()) { "> " } else { "" };
     loop {
-        let line = match rl.readline("> ") {
+        let line = match rl.readline(prompt) {
             Ok(l) => l,
             Err(rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
