@@ -4,12 +4,17 @@
 # (`pip install ./llama-py` does the same build through maturin's PEP 517 backend.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pipi() { python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null \
-  || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"; }
+# The interpreter itself, not a pyenv shim: the shim's pip hook rehashes after an install
+# and fails on a read-only pyenv (the fresh-machine chroot). Success is checked by result.
+py=$(python3 -c 'import sys; print(sys.executable)')
+pipi() { "$py" -m pip install -q --disable-pip-version-check "$@" 2>/dev/null \
+  || "$py" -m pip install -q --disable-pip-version-check --break-system-packages "$@" || true; }
 [ -x target/py-tools/bin/maturin ] || pipi --target target/py-tools maturin
+[ -x target/py-tools/bin/maturin ] || { echo "test-python: could not install maturin from PyPI" >&2; exit 1; }
 rm -rf target/wheels target/py-llama
 PYTHONPATH=target/py-tools target/py-tools/bin/maturin build --release --locked -m llama-py/Cargo.toml -o target/wheels
 rm -f target/wheels/*manylinux*   # maturin's empty placeholder next to the unrepaired wheel
 pipi --no-deps --target target/py-llama target/wheels/llama_rs-*.whl
+[ -d target/py-llama/llama_rs ] || { echo "test-python: the wheel did not install" >&2; exit 1; }
 LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) PYTHONPATH=target/py-llama \
-  python3 llama-py/tests/test_llama.py
+  "$py" llama-py/tests/test_llama.py

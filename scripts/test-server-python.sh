@@ -5,9 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps=target/py-deps
-if ! PYTHONPATH=$deps python3 -c "import openai, requests" 2>/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check --target "$deps" openai requests 2>/dev/null \
-    || python3 -m pip install -q --disable-pip-version-check --break-system-packages --target "$deps" openai requests
+# The interpreter itself, not a pyenv shim: the shim's pip hook rehashes after an install
+# and fails on a read-only pyenv (the fresh-machine chroot).
+py=$(python3 -c 'import sys; print(sys.executable)')
+if ! PYTHONPATH=$deps "$py" -c "import openai, requests" 2>/dev/null; then
+  "$py" -m pip install -q --disable-pip-version-check --target "$deps" openai requests 2>/dev/null \
+    || "$py" -m pip install -q --disable-pip-version-check --break-system-packages --target "$deps" openai requests \
+    || true
+  PYTHONPATH=$deps "$py" -c "import openai, requests" \
+    || { echo "test-server-python: could not install openai and requests from PyPI" >&2; exit 1; }
 fi
 cargo build --release --locked -p llama-rs-server
 model=$(python3 vendor/fetch.py chat-model)
@@ -21,4 +27,4 @@ for _ in $(seq 1 200); do
   python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
   sleep 0.1
 done
-LLAMA_RS_SERVER="http://127.0.0.1:$port" PYTHONPATH=$deps python3 server/tests/python/test_openai_client.py
+LLAMA_RS_SERVER="http://127.0.0.1:$port" PYTHONPATH=$deps "$py" server/tests/python/test_openai_client.py
