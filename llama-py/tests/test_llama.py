@@ -6,6 +6,7 @@ Each test is a plain function; the runner at the bottom runs them all and report
 import _thread
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -16,6 +17,9 @@ from llama_rs import Llama, LlamaGrammar
 from llama_rs.llama_speculative import LlamaPromptLookupDecoding
 
 MODEL = os.environ["LLAMA_RS_CHAT_MODEL"]
+# A runner that started us with SIGINT ignored (CI's background jobs) would make Ctrl-C
+# impossible to test: Python only turns SIGINT into KeyboardInterrupt when it handles it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 llm = Llama(model_path=MODEL, n_ctx=2048, n_batch=64, verbose=False)
 
 
@@ -198,7 +202,10 @@ def test_python_m_llama_rs_server():
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_rs.server", "--model", MODEL, "--port", str(port),
+    # `python -m llama_rs.server ...`, with SIGINT handled as at a terminal (see the top).
+    boot = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from llama_rs.server.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", boot, "--model", MODEL, "--port", str(port),
                              "--model_alias", "smol", "--n_ctx", "2048"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
