@@ -219,7 +219,13 @@ def test_python_m_llama_rs_server():
         assert r["usage"]["completion_tokens"] == 4, r
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a server behind
+            proc.wait()
+            raise
+    assert code == 0
 
 
 if __name__ == "__main__":
