@@ -373,6 +373,37 @@ pub(crate) fn merged(
     all.take_until(Box::pin(deadline))
 }
 
+/// Runs the choices' streams to their end for a streamed answer: each event goes to `on`
+/// with its choice index, an engine error ends the answer with an error event, and the
+/// tail follows (see `stream_tail`).
+async fn drive_choices(
+    streams: Vec<RequestStream>,
+    timeout: Option<Duration>,
+    tx: &(dyn Fn(Value) + Send + Sync),
+    usage_chunk: Option<Value>,
+    mut on: impl FnMut(usize, Event) + Send,
+) {
+    let n = streams.len();
+    let (mut usage, mut finished) = (Usage::default(), 0);
+    let mut all = Box::pin(merged(streams, timeout));
+    while let Some((i, ev)) = all.next().await {
+        match ev {
+            Err(e) => {
+                tx(error_event(e));
+                return;
+            }
+            Ok(ev) => {
+                if let Event::Done { usage: u, .. } = &ev {
+                    add_usage(&mut usage, u);
+                    finished += 1;
+                }
+                on(i, ev);
+            }
+        }
+    }
+    stream_tail(tx, finished, n, usage_chunk, &usage);
+}
+
 /// The end of a streamed answer: an error if some choice did not finish (the timeout),
 /// else the usage chunk (an empty-choices chunk given here) when the client asked for one.
 fn stream_tail(tx: &dyn Fn(Value), finished: usize, n: usize, usage_chunk: Option<Value>, usage: &Usage) {
@@ -630,50 +661,39 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
             tx(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])));
         }
         let mut held: Vec<String> = vec![String::new(); n];
-        let mut usage = Usage::default();
-        let mut all = Box::pin(merged(streams, timeout(&st2)));
-        let mut finished = 0;
-        while let Some((i, ev)) = all.next().await {
-            match ev {
-                Err(e) => {
-                    tx(error_event(e));
-                    return;
-                }
-                Ok(Event::Piece(p)) => {
-                    if tools_on {
-                        held[i] += &p.text;
-                    } else if !p.text.is_empty() || !p.logprobs.is_empty() {
-                        let mut c = json!({"index": i, "delta": {"content": p.text}, "finish_reason": null});
-                        if top.is_some() {
-                            c["logprobs"] = chat_logprobs(l, &p.logprobs);
-                        }
-                        tx(chunk(json!([c])));
+        let usage_chunk = include_usage.then(|| chunk(json!([])));
+        drive_choices(streams, timeout(&st2), &tx, usage_chunk, |i, ev| match ev {
+            Event::Piece(p) => {
+                if tools_on {
+                    held[i] += &p.text;
+                } else if !p.text.is_empty() || !p.logprobs.is_empty() {
+                    let mut c = json!({"index": i, "delta": {"content": p.text}, "finish_reason": null});
+                    if top.is_some() {
+                        c["logprobs"] = chat_logprobs(l, &p.logprobs);
                     }
-                }
-                Ok(Event::Done { finish_reason, usage: u, .. }) => {
-                    add_usage(&mut usage, &u);
-                    let mut finish = finish_str(finish_reason);
-                    if tools_on {
-                        let (content, calls) = parse_tool_calls(&held[i]);
-                        if calls.is_empty() {
-                            tx(chunk(json!([{"index": i, "delta": {"content": held[i]}, "finish_reason": null}])));
-                        } else {
-                            let tc: Vec<Value> =
-                                calls.iter().enumerate().map(|(k, c)| tool_call_json(k, c, i)).collect();
-                            let mut delta = json!({"tool_calls": tc});
-                            if !content.is_empty() {
-                                delta["content"] = Value::String(content);
-                            }
-                            tx(chunk(json!([{"index": i, "delta": delta, "finish_reason": null}])));
-                            finish = "tool_calls";
-                        }
-                    }
-                    tx(chunk(json!([{"index": i, "delta": {}, "finish_reason": finish}])));
-                    finished += 1;
+                    tx(chunk(json!([c])));
                 }
             }
-        }
-        stream_tail(&tx, finished, n, include_usage.then(|| chunk(json!([]))), &usage);
+            Event::Done { finish_reason, .. } => {
+                let mut finish = finish_str(finish_reason);
+                if tools_on {
+                    let (content, calls) = parse_tool_calls(&held[i]);
+                    if calls.is_empty() {
+                        tx(chunk(json!([{"index": i, "delta": {"content": held[i]}, "finish_reason": null}])));
+                    } else {
+                        let tc: Vec<Value> = calls.iter().enumerate().map(|(k, c)| tool_call_json(k, c, i)).collect();
+                        let mut delta = json!({"tool_calls": tc});
+                        if !content.is_empty() {
+                            delta["content"] = Value::String(content);
+                        }
+                        tx(chunk(json!([{"index": i, "delta": delta, "finish_reason": null}])));
+                        finish = "tool_calls";
+                    }
+                }
+                tx(chunk(json!([{"index": i, "delta": {}, "finish_reason": finish}])));
+            }
+        })
+        .await;
     });
     Ok(sse(events))
 }
@@ -794,7 +814,6 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
         }))
         .into_response());
     }
-    let n = streams.len();
     let st2 = st.clone();
     let want_lp = req.logprobs.is_some();
     let events = async_stream(move |tx| async move {
@@ -803,31 +822,20 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
         for (i, e) in echoes.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
             tx(chunk(json!([{"index": i, "text": e, "logprobs": null, "finish_reason": null}])));
         }
-        let mut usage = Usage::default();
-        let mut all = Box::pin(merged(streams, timeout(&st2)));
-        let mut finished = 0;
-        while let Some((i, ev)) = all.next().await {
-            match ev {
-                Err(e) => {
-                    tx(error_event(e));
-                    return;
-                }
-                Ok(Event::Piece(p)) => {
-                    if !p.text.is_empty() || !p.logprobs.is_empty() {
-                        let lp = if want_lp { completion_logprobs(l, &p.logprobs, 0) } else { Value::Null };
-                        tx(chunk(json!([{"index": i, "text": p.text, "logprobs": lp, "finish_reason": null}])));
-                    }
-                }
-                Ok(Event::Done { finish_reason, usage: u, .. }) => {
-                    add_usage(&mut usage, &u);
-                    tx(chunk(
-                        json!([{"index": i, "text": "", "logprobs": null, "finish_reason": finish_str(finish_reason)}]),
-                    ));
-                    finished += 1;
+        let usage_chunk = include_usage.then(|| chunk(json!([])));
+        drive_choices(streams, timeout(&st2), &tx, usage_chunk, |i, ev| match ev {
+            Event::Piece(p) => {
+                if !p.text.is_empty() || !p.logprobs.is_empty() {
+                    let lp = if want_lp { completion_logprobs(l, &p.logprobs, 0) } else { Value::Null };
+                    tx(chunk(json!([{"index": i, "text": p.text, "logprobs": lp, "finish_reason": null}])));
                 }
             }
-        }
-        stream_tail(&tx, finished, n, include_usage.then(|| chunk(json!([]))), &usage);
+            Event::Done { finish_reason, .. } => {
+                let f = finish_str(finish_reason);
+                tx(chunk(json!([{"index": i, "text": "", "logprobs": null, "finish_reason": f}])));
+            }
+        })
+        .await;
     });
     Ok(sse(events))
 }
