@@ -111,6 +111,40 @@ fn every_vendored_template_compiles_and_most_render_tool_conversations() {
 }
 
 #[test]
+fn every_vendored_template_renders_a_long_chat_within_the_template_bounds() {
+    // The fuel bound (TEMPLATE_FUEL) charges instructions and every byte a template
+    // builds; it must leave real templates room for long conversations: 400 turns of
+    // 4 KiB (1.6 MiB of text, ~400k tokens — more than any context we load).
+    let turn = "lorem ipsum dolor sit amet, ".repeat(4096 / 28);
+    let mut msgs = vec![ChatMessage::system("Be brief.")];
+    for i in 0..400 {
+        msgs.push(if i % 2 == 0 { ChatMessage::user(turn.clone()) } else { ChatMessage::assistant(turn.clone()) });
+    }
+    msgs.push(ChatMessage::user("last"));
+    let text_len: usize = msgs.iter().map(|m| m.content.len()).sum();
+    let mut failures = Vec::new();
+    let mut rendered = 0;
+    for e in std::fs::read_dir(templates_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".jinja") {
+            continue;
+        }
+        let t = ChatTemplate::jinja(std::fs::read_to_string(e.path()).unwrap(), "<s>", "</s>").unwrap();
+        // Templates that refuse a short chat (strict role rules) are not this test's concern.
+        if t.render(&with_system(), &gen()).is_err() {
+            continue;
+        }
+        match t.render(&msgs, &gen()) {
+            Ok(s) if s.len() >= text_len => rendered += 1,
+            Ok(s) => failures.push(format!("{name}: only {} of {text_len} bytes", s.len())),
+            Err(err) => failures.push(format!("{name}: {err}")),
+        }
+    }
+    assert!(rendered >= 50, "{rendered} rendered");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn hugging_face_helpers_work() {
     // strftime_now, raise_exception, tojson (Python formatting), pycompat methods.
     let t = ChatTemplate::jinja(

@@ -82,12 +82,26 @@ fn render(src: &str) -> llama_rs::Result<String> {
 // Classes 2, 3, 7: templates are untrusted (they come with model files and requests).
 #[test]
 fn hostile_chat_templates_are_bounded() {
-    // Output past the size bound (a string doubled 24 times: 128 MiB > 64 MiB). Doubling
-    // 40 times is still open: minijinja has no bound on intermediate strings (SAFETY.md).
-    let r = within(30, "large output", || {
-        render("{% set s = namespace(v='xxxxxxxx') %}{% for i in range(24) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v }}")
-    });
-    assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    // Output past the size bound (a string doubled 24 times: 128 MiB > 64 MiB), and a
+    // string doubled 40 times that is never printed (8 TiB; minijinja's fuel charges
+    // every byte an operator builds, and checks before it allocates).
+    for (n, print) in [(24, true), (40, false), (40, true)] {
+        let out = if print { "{{ s.v }}" } else { "{{ s.v | length > 0 }}" };
+        let src = format!(
+            "{{% set s = namespace(v='xxxxxxxx') %}}{{% for i in range({n}) %}}{{% set s.v = s.v ~ s.v %}}{{% endfor %}}{out}"
+        );
+        let r = within(30, "large strings", move || render(&src));
+        assert!(matches!(r, Err(Error::Template(_))), "{n} {print}: {r:?}");
+    }
+    // The same through a recursive macro, and through `*` and `join`.
+    for src in [
+        "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s | length }}{% endif %}{% endmacro %}{{ d('xxxxxxxx', 40) }}",
+        "{{ ('x' * 1000000) * 100000 }}",
+        "{% set s = namespace(v=['xxxxxxxx']) %}{% for i in range(40) %}{% set s.v = [s.v | join, s.v | join] %}{% endfor %}{{ s.v | length }}",
+    ] {
+        let r = within(30, "large strings", move || render(src));
+        assert!(matches!(r, Err(Error::Template(_))), "{src}: {r:?}");
+    }
     let r = within(30, "indent", || render("{{ messages | tojson(indent=1000000000000000000) }}"));
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
     let r = within(30, "nested loops", || {

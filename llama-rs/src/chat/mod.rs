@@ -180,10 +180,13 @@ fn py_json(v: &Value, indent: Option<usize>, depth: usize, out: &mut String) {
 }
 
 /// Bounds on what a template (untrusted input: it comes with the model file or a
-/// request) may cost. Fuel counts minijinja instructions: rendering a real chat template
-/// for a long conversation takes well under 1% of it; a template looping
-/// `range(100000)` inside `range(100000)` stops after about a second.
-pub const TEMPLATE_FUEL: u64 = 50_000_000;
+/// request) may cost. Fuel (minijinja 3) charges one unit per instruction and 1/64 unit
+/// per byte any operator, filter or output builds, checked before a known-size
+/// allocation: a render can build at most 1.6 GB in all, however it loops or recurses. The
+/// most expensive vendored template (quadratic string building) renders 400 turns of
+/// 4 KiB within it (`tests/chat.rs`); a template looping `range(100000)` inside
+/// `range(100000)` stops after about a second.
+pub const TEMPLATE_FUEL: u64 = 25_000_000;
 /// Most bytes a rendered prompt may have (a prompt this long would not fit any context).
 pub const TEMPLATE_MAX_OUTPUT: usize = 64 << 20;
 /// Largest `tojson(indent=...)` accepted.
@@ -212,8 +215,13 @@ fn new_env() -> Environment<'static> {
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(TEMPLATE_MAX_DEPTH);
     // Hugging Face renders with trim_blocks and lstrip_blocks.
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("default delimiters are valid"),
+    );
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> std::result::Result<JValue, minijinja::Error> {
@@ -337,7 +345,7 @@ impl ChatTemplate {
                     ctx.insert(k.clone(), v.clone());
                 }
                 let mut out = BoundedOutput(Vec::new());
-                tmpl.render_captured_to(JValue::from_serialize(&ctx), &mut out).map_err(template_error)?;
+                tmpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut out).map_err(template_error)?;
                 String::from_utf8(out.0).map_err(|e| Error::Template(format!("rendered text is not UTF-8: {e}")))
             }
             ChatTemplate::Builtin(name) => apply_builtin(name, messages, opts.add_generation_prompt),

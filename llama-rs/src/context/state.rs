@@ -162,6 +162,15 @@ impl Context {
     /// reads anything.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<Vec<Token>> {
         let (tokens, payload) = decode(self.model(), KIND_FULL, bytes)?;
+        // llama.cpp's payload starts with the architecture name (u32 length + bytes) and
+        // allocates that length before it bounds-checks it (llama_io_read_i::read_string):
+        // a corrupted length asks for up to 4 GiB. It must equal ours anyway.
+        let arch = self.model().architecture();
+        let mut r = Reader(payload);
+        let len = u32::from_le_bytes(r.take(4)?.try_into().unwrap()) as usize;
+        if len != arch.len() || r.take(len)? != arch.as_bytes() {
+            return Err(Error::InvalidState(format!("payload is not a {arch} state")));
+        }
         self.forget_outputs();
         // SAFETY: `payload` is readable for its length; llama.cpp bounds-checks its reads
         // against `size` and reports failure as 0.
