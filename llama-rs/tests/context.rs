@@ -73,8 +73,8 @@ fn bad_states_are_rejected() {
         *b = 0xff;
     }
     let _ = b.load_state(&corrupt); // must not crash; may or may not be detected
-    // A corrupted architecture-name length: llama.cpp would allocate it (4 GiB) before
-    // it checks it; it is refused first.
+                                    // A corrupted architecture-name length: llama.cpp would allocate it (4 GiB) before
+                                    // it checks it; it is refused first.
     let mut huge = good.clone();
     let payload = 65 + 4 * p.len();
     huge[payload..payload + 4].copy_from_slice(&0xffff_fff0u32.to_le_bytes());

@@ -345,7 +345,8 @@ impl ChatTemplate {
                     ctx.insert(k.clone(), v.clone());
                 }
                 let mut out = BoundedOutput(Vec::new());
-                tmpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut out).map_err(template_error)?;
+                tmpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut out)
+                    .map_err(template_error)?;
                 String::from_utf8(out.0).map_err(|e| Error::Template(format!("rendered text is not UTF-8: {e}")))
             }
             ChatTemplate::Builtin(name) => apply_builtin(name, messages, opts.add_generation_prompt),
