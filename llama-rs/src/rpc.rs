@@ -7,6 +7,11 @@
 //! timeout) here first. A server that dies or stalls in the middle of a computation
 //! still aborts (or blocks) the client inside ggml-rpc — its calls have no timeouts and
 //! no error path to report through: run RPC servers you control, on a reliable network.
+//! A watchdog cannot turn this into an error either: the abort is `GGML_ABORT` on the
+//! computing thread (no unwinding, no hook), and a stalled `recv` sits on a socket that
+//! ggml-rpc owns and does not expose. Only a patched ggml-rpc (timeouts plus a status
+//! through `ggml_backend_graph_compute`) could; a process that must survive a dead peer
+//! runs the RPC-backed model in a child process.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
