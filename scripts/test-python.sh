@@ -11,10 +11,18 @@ pipi() { "$py" -m pip install -q --disable-pip-version-check "$@" 2>/dev/null \
   || "$py" -m pip install -q --disable-pip-version-check --break-system-packages "$@" || true; }
 [ -x target/py-tools/bin/maturin ] || pipi --target target/py-tools maturin
 [ -x target/py-tools/bin/maturin ] || { echo "test-python: could not install maturin from PyPI" >&2; exit 1; }
+# What the tests import besides llama_rs: numpy (scores, logits processors) and mypy
+# (stubtest of the native module's .pyi against the binary).
+[ -d target/py-deps/numpy ] && [ -d target/py-deps/mypy ] || pipi --target target/py-deps numpy mypy
+[ -d target/py-deps/numpy ] || { echo "test-python: could not install numpy from PyPI" >&2; exit 1; }
 rm -rf target/wheels target/py-llama
 PYTHONPATH=target/py-tools target/py-tools/bin/maturin build --release --locked -m llama-py/Cargo.toml -o target/wheels
 rm -f target/wheels/*manylinux*   # maturin's empty placeholder next to the unrepaired wheel
 pipi --no-deps --target target/py-llama target/wheels/llama_rs-*.whl
 [ -d target/py-llama/llama_rs ] || { echo "test-python: the wheel did not install" >&2; exit 1; }
-LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) PYTHONPATH=target/py-llama \
+LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) PYTHONPATH=target/py-llama:target/py-deps \
   "$py" llama-py/tests/test_llama.py
+# The native module's stubs (llama_rs/_llama_rs.pyi) against the built binary.
+MYPY_CACHE_DIR=target/mypy-cache PYTHONPATH=target/py-llama:target/py-deps \
+  "$py" -m mypy.stubtest llama_rs._llama_rs
+echo "test-python: stubtest of llama_rs._llama_rs passed"

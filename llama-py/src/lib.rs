@@ -12,27 +12,45 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use llama_rs::{
-    CancelHandle, ChatMessage, ChatTemplate, ContextParams, DraftKind, DraftModel, FinishReason, FlashAttn,
-    GenerateParams, GpuLayers, Grammar, KvType, LoadMode, Model as RsModel, ModelParams, Piece, RenderOptions,
-    SamplerConfig, Session, Speculation, SplitMode, Token,
+    CancelHandle, Candidates, ChatMessage, ChatTemplate, ContextParams, CustomSampler, DraftKind, DraftModel,
+    FinishReason, FlashAttn, GenerateParams, GpuLayers, Grammar, KvType, LoadMode, Model as RsModel, ModelParams,
+    Piece, RenderOptions, SamplerConfig, Session, Speculation, SplitMode, Token,
 };
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-/// A llama-rs error as the Python exception a llama-cpp-python user expects.
+/// A llama-rs error as the exception of its kind (`llama_rs.errors`), each also a
+/// subclass of the built-in a llama-cpp-python script catches.
 fn err(e: llama_rs::Error) -> PyErr {
     use llama_rs::ErrorKind as K;
     let msg = e.to_string();
-    match e.kind() {
-        K::NotFound | K::Io => PyValueError::new_err(msg),
-        K::InvalidArgument | K::OutOfRange | K::ContextFull | K::Rejected | K::Unsupported | K::Corrupt => {
-            PyValueError::new_err(msg)
+    let class = match e.kind() {
+        K::InvalidArgument | K::OutOfRange => "InvalidArgumentError",
+        K::ContextFull => "ContextFullError",
+        K::NotFound | K::Io | K::Corrupt => "ModelLoadError",
+        K::Unsupported => "UnsupportedError",
+        K::LimitExceeded => "ResourceLimitError",
+        K::Rejected => "RejectedError",
+        K::Cancelled => "CancelledError",
+        _ => "BackendError",
+    };
+    Python::with_gil(|py| {
+        let typed = py
+            .import("llama_rs.errors")
+            .and_then(|m| m.getattr(class))
+            .and_then(|c| c.downcast_into::<pyo3::types::PyType>().map_err(PyErr::from));
+        match typed {
+            Ok(t) => PyErr::from_type(t, msg),
+            // The native module used on its own (without the Python package).
+            Err(_) => match e.kind() {
+                K::LimitExceeded => PyMemoryError::new_err(msg),
+                K::Cancelled => PyKeyboardInterrupt::new_err(msg),
+                K::Backend => PyRuntimeError::new_err(msg),
+                _ => PyValueError::new_err(msg),
+            },
         }
-        K::LimitExceeded => PyMemoryError::new_err(msg),
-        K::Cancelled => PyKeyboardInterrupt::new_err(msg),
-        _ => PyRuntimeError::new_err(msg),
-    }
+    })
 }
 
 fn ggml_kv_type(t: Option<i32>) -> PyResult<KvType> {
@@ -166,6 +184,12 @@ impl Model {
     fn add_bos(&self) -> bool {
         self.inner.vocab().add_bos()
     }
+    /// Fill-in-the-middle tokens (prefix, suffix, middle), where the model has them.
+    fn fim_tokens(&self) -> Option<(i32, i32, i32)> {
+        let v = self.inner.vocab();
+        Some((v.fim_pre()?.0, v.fim_suf()?.0, v.fim_mid()?.0))
+    }
+
     fn is_eog(&self, t: i32) -> bool {
         self.inner.vocab().is_eog(Token(t))
     }
@@ -302,53 +326,33 @@ impl Core {
         Ok(())
     }
 
-    /// Starts a generation after `prompt` (token ids); returns a `Stream` of pieces. The
-    /// sampling arguments are llama-cpp-python's.
-    #[pyo3(signature = (prompt, max_tokens=None, stop=Vec::new(), temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, repeat_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, penalty_last_n=64, mirostat_mode=0, mirostat_tau=5.0, mirostat_eta=0.1, seed=None, logit_bias=Vec::new(), grammar=None, logprobs=None, ignore_eos=false, speculation=None, max_draft=8))]
+    /// Decodes `tokens` after the cached ones (llama-cpp-python's `eval`); returns the
+    /// logits after the last one as little-endian f32 bytes.
+    fn eval<'py>(&self, py: Python<'py>, tokens: Vec<i32>) -> PyResult<Bound<'py, PyBytes>> {
+        let s = self.session.clone();
+        let t: Vec<Token> = tokens.into_iter().map(Token).collect();
+        let row = py.allow_threads(move || lock(&s).eval(&t)).map_err(err)?;
+        Ok(PyBytes::new(py, &f32_bytes(&row)))
+    }
+
+    /// Starts a generation after `prompt` (token ids); returns a `Stream` of pieces.
+    /// `opts` holds llama-cpp-python's sampling arguments; `processor`, when given, is
+    /// called as `processor(token_ids, scores_f32_bytes) -> (scores_bytes | None, stop)`
+    /// before every sampling step (logits processors and stopping criteria).
+    #[pyo3(signature = (prompt, opts, max_tokens=None, stop=Vec::new(), logprobs=None, ignore_eos=false, speculation=None, max_draft=8, processor=None))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
         prompt: Vec<i32>,
+        opts: SampleOpts,
         max_tokens: Option<usize>,
         stop: Vec<String>,
-        temperature: f32,
-        top_k: i32,
-        top_p: f32,
-        min_p: f32,
-        typical_p: f32,
-        repeat_penalty: f32,
-        frequency_penalty: f32,
-        presence_penalty: f32,
-        penalty_last_n: i32,
-        mirostat_mode: u8,
-        mirostat_tau: f32,
-        mirostat_eta: f32,
-        seed: Option<u32>,
-        logit_bias: Vec<(i32, f32)>,
-        grammar: Option<String>,
         logprobs: Option<usize>,
         ignore_eos: bool,
         speculation: Option<(String, usize, usize)>,
         max_draft: usize,
+        processor: Option<PyObject>,
     ) -> PyResult<Stream> {
-        let sampler = SamplerConfig {
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            typical_p,
-            repeat_penalty,
-            frequency_penalty,
-            presence_penalty,
-            penalty_last_n,
-            mirostat: mirostat_mode,
-            mirostat_tau,
-            mirostat_eta,
-            seed: seed.unwrap_or(llama_rs::sys::LLAMA_DEFAULT_SEED),
-            logit_bias: logit_bias.into_iter().map(|(t, b)| (Token(t), b)).collect(),
-            grammar: grammar.map(Grammar::new),
-            ..SamplerConfig::default()
-        };
         let speculation = match speculation {
             None => None,
             Some((kind, a, b)) => Some(Speculation {
@@ -365,14 +369,168 @@ impl Core {
         let params = GenerateParams {
             max_tokens,
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
-            sampler,
+            sampler: opts.config(),
             logprobs,
             ignore_eos,
             speculation,
             ..Default::default()
         };
+        let failed: Arc<Mutex<Option<PyErr>>> = Arc::default();
+        let first: Option<Box<dyn CustomSampler>> = processor.map(|f| {
+            Box::new(PyProcessor {
+                f,
+                prompt: prompt.clone(),
+                ids: prompt.clone(),
+                eos: self.model.vocab().eos().map_or(-1, |t| t.0),
+                n_vocab: self.model.n_vocab() as usize,
+                failed: failed.clone(),
+            }) as Box<dyn CustomSampler>
+        });
         let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
-        Stream::start(self.session.clone(), prompt, params)
+        Stream::start(self.session.clone(), prompt, params, first, failed)
+    }
+}
+
+/// llama-cpp-python's sampling arguments (a dict from the Python side).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct SampleOpts {
+    temperature: f32,
+    top_k: i32,
+    top_p: f32,
+    min_p: f32,
+    typical_p: f32,
+    repeat_penalty: f32,
+    frequency_penalty: f32,
+    presence_penalty: f32,
+    penalty_last_n: i32,
+    mirostat_mode: u8,
+    mirostat_tau: f32,
+    mirostat_eta: f32,
+    seed: Option<u32>,
+    logit_bias: Vec<(i32, f32)>,
+    grammar: Option<String>,
+}
+
+impl SampleOpts {
+    fn config(&self) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            typical_p: self.typical_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_last_n: self.penalty_last_n,
+            mirostat: self.mirostat_mode,
+            mirostat_tau: self.mirostat_tau,
+            mirostat_eta: self.mirostat_eta,
+            seed: self.seed.unwrap_or(llama_rs::sys::LLAMA_DEFAULT_SEED),
+            logit_bias: self.logit_bias.iter().map(|&(t, b)| (Token(t), b)).collect(),
+            grammar: self.grammar.clone().map(Grammar::new),
+            ..SamplerConfig::default()
+        }
+    }
+}
+
+fn f32_bytes(row: &[f32]) -> Vec<u8> {
+    row.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// One token from a row of logits (llama-cpp-python's `sample`): the chain of `opts`,
+/// after the last `penalty_last_n` tokens of `history` for the penalties.
+#[pyfunction]
+fn sample(py: Python<'_>, model: &Model, logits: &[u8], history: Vec<i32>, opts: SampleOpts) -> PyResult<i32> {
+    let n_vocab = model.inner.n_vocab() as usize;
+    if logits.len() != n_vocab * 4 {
+        return Err(PyValueError::new_err(format!("logits: {} floats, the model has {n_vocab}", logits.len() / 4)));
+    }
+    if opts.grammar.is_some() {
+        return Err(PyValueError::new_err(
+            "sample(grammar=...): a grammar needs the tokens it has accepted; use generate() or create_completion()",
+        ));
+    }
+    let row: Vec<f32> = logits.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let m = model.inner.clone();
+    py.allow_threads(move || {
+        let mut s = opts.config().build(&m)?;
+        let keep = usize::try_from(opts.penalty_last_n.max(0)).unwrap_or(0).min(history.len());
+        for &t in &history[history.len() - keep..] {
+            m.vocab().check(Token(t))?;
+            s.accept(Token(t))?;
+        }
+        s.sample_logits(&row).map(|t| t.0)
+    })
+    .map_err(err)
+}
+
+/// llama-cpp-python's `logits_processor` and `stopping_criteria`, first in the sampler
+/// chain: the Python callable gets the token ids so far and the whole row of scores.
+/// A Python exception empties the candidates (the step fails with `Rejected`) and is
+/// raised from the stream in place of that error.
+struct PyProcessor {
+    f: PyObject,
+    prompt: Vec<i32>,
+    ids: Vec<i32>,
+    eos: i32,
+    n_vocab: usize,
+    failed: Arc<Mutex<Option<PyErr>>>,
+}
+
+impl CustomSampler for PyProcessor {
+    fn apply(&mut self, c: &mut Candidates<'_>) {
+        let mut row = vec![f32::NEG_INFINITY; self.n_vocab];
+        for (t, l) in c.iter() {
+            if let Some(x) = row.get_mut(t.0 as usize) {
+                *x = l;
+            }
+        }
+        let r: PyResult<(Option<Vec<u8>>, bool)> = Python::with_gil(|py| {
+            let bytes = PyBytes::new(py, &f32_bytes(&row));
+            self.f.call1(py, (self.ids.clone(), bytes))?.extract(py)
+        });
+        match r {
+            Ok((scores, stop)) => {
+                if let Some(b) = scores {
+                    if b.len() != row.len() * 4 {
+                        let e = PyValueError::new_err(format!(
+                            "logits_processor returned {} scores, expected {}",
+                            b.len() / 4,
+                            row.len()
+                        ));
+                        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        c.truncate(0);
+                        return;
+                    }
+                    for i in 0..c.len() {
+                        let t = c.token(i).0 as usize * 4;
+                        if let Some(x) = b.get(t..t + 4) {
+                            c.set_logit(i, f32::from_le_bytes(x.try_into().unwrap()));
+                        }
+                    }
+                }
+                if stop {
+                    // Stopping criteria met: only end-of-generation remains.
+                    for i in 0..c.len() {
+                        if c.token(i).0 != self.eos {
+                            c.set_logit(i, f32::NEG_INFINITY);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                c.truncate(0);
+            }
+        }
+    }
+    fn accept(&mut self, token: Token) {
+        self.ids.push(token.0);
+    }
+    fn reset(&mut self) {
+        self.ids = self.prompt.clone();
     }
 }
 
@@ -385,6 +543,8 @@ struct Stream {
     cancel: Arc<Mutex<Option<CancelHandle>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     usage: Arc<Mutex<(usize, usize)>>,
+    /// The exception a Python logits processor raised (it ends the generation).
+    failed: Arc<Mutex<Option<PyErr>>>,
 }
 
 enum Msg {
@@ -395,7 +555,13 @@ enum Msg {
 type PieceTuple = (String, Vec<i32>, Vec<(i32, f32, Vec<(i32, f32)>)>, Option<&'static str>);
 
 impl Stream {
-    fn start(session: Arc<Mutex<Session>>, prompt: Vec<Token>, params: GenerateParams) -> PyResult<Stream> {
+    fn start(
+        session: Arc<Mutex<Session>>,
+        prompt: Vec<Token>,
+        params: GenerateParams,
+        first: Option<Box<dyn CustomSampler>>,
+        failed: Arc<Mutex<Option<PyErr>>>,
+    ) -> PyResult<Stream> {
         let (tx, rx) = sync_channel::<Msg>(64);
         let cancel: Arc<Mutex<Option<CancelHandle>>> = Arc::default();
         let usage: Arc<Mutex<(usize, usize)>> = Arc::default();
@@ -404,7 +570,7 @@ impl Stream {
             .name("llama-rs-generate".into())
             .spawn(move || {
                 let mut s = lock(&session);
-                let mut g = match s.generate(prompt, &params) {
+                let mut g = match s.generate_with(prompt, &params, first) {
                     Ok(g) => g,
                     Err(e) => {
                         let _ = tx.send(Msg::Err(e));
@@ -424,17 +590,24 @@ impl Stream {
                 *u2.lock().unwrap_or_else(|p| p.into_inner()) = g.usage();
             })
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(Stream { rx: Mutex::new(Some(rx)), cancel, thread: Some(thread), usage })
+        Ok(Stream { rx: Mutex::new(Some(rx)), cancel, thread: Some(thread), usage, failed })
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, py: Python<'_>) {
         if let Some(c) = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             c.cancel();
         }
         *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = None; // the thread's next send fails
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Without the GIL: a logits processor on that thread may be waiting for it.
+            let _ = py.allow_threads(|| t.join());
         }
+    }
+
+    /// The stream's error: the Python exception a logits processor raised, if that is
+    /// what ended it.
+    fn error(&self, e: llama_rs::Error) -> PyErr {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| err(e))
     }
 }
 
@@ -478,20 +651,21 @@ impl Stream {
                     )));
                 }
                 Ok(Msg::Err(e)) => {
-                    self.stop();
-                    return Err(err(e));
+                    self.stop(py);
+                    return Err(self.error(e));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    // Ended on its own: join (without the GIL), nothing to cancel.
                     *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     if let Some(t) = self.thread.take() {
-                        let _ = t.join();
+                        let _ = py.allow_threads(|| t.join());
                     }
                     return Ok(None);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(e) = py.check_signals() {
                         // KeyboardInterrupt: cancel within a token, keep the object usable.
-                        self.stop();
+                        self.stop(py);
                         return Err(e);
                     }
                 }
@@ -505,14 +679,207 @@ impl Stream {
     }
 
     /// Stops the generation (also on garbage collection).
-    fn close(&mut self) {
-        self.stop();
+    fn close(&mut self, py: Python<'_>) {
+        self.stop(py);
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.stop();
+        Python::with_gil(|py| self.stop(py));
+    }
+}
+
+/// The engine: many requests at once over one model (continuous batching, prefix
+/// reuse, the same generation core as `Core`). Backs `AsyncLlama` and `n` > 1.
+#[pyclass(module = "llama_rs._llama_rs", frozen)]
+struct Engine {
+    inner: Mutex<Option<llama_rs::Engine>>,
+    handle: llama_rs::EngineHandle,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (model, n_ctx=8192, slots=8, step_tokens=512, n_threads=None, flash_attn=None, type_k=None, type_v=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        model: &Model,
+        n_ctx: u32,
+        slots: u32,
+        step_tokens: u32,
+        n_threads: Option<u32>,
+        flash_attn: Option<bool>,
+        type_k: Option<i32>,
+        type_v: Option<i32>,
+    ) -> PyResult<Engine> {
+        let p = llama_rs::EngineParams {
+            n_ctx,
+            slots,
+            step_tokens,
+            n_threads: n_threads.unwrap_or(0),
+            flash_attn: match flash_attn {
+                Some(true) => FlashAttn::On,
+                Some(false) => FlashAttn::Off,
+                None => FlashAttn::Auto,
+            },
+            type_k: ggml_kv_type(type_k)?,
+            type_v: ggml_kv_type(type_v)?,
+            ..Default::default()
+        };
+        let m = model.inner.clone();
+        let e = py.allow_threads(move || llama_rs::Engine::new(&m, p)).map_err(err)?;
+        Ok(Engine { handle: e.handle(), inner: Mutex::new(Some(e)) })
+    }
+
+    /// Submits one request `n` times (independent samples; the prompt is decoded once
+    /// and shared); returns one `EngineStream` per sample.
+    #[pyo3(signature = (prompt, opts, max_tokens=None, stop=Vec::new(), logprobs=None, n=1))]
+    fn submit(
+        &self,
+        prompt: Vec<i32>,
+        opts: SampleOpts,
+        max_tokens: Option<usize>,
+        stop: Vec<String>,
+        logprobs: Option<usize>,
+        n: usize,
+    ) -> PyResult<Vec<EngineStream>> {
+        let params = GenerateParams {
+            max_tokens,
+            stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            sampler: opts.config(),
+            logprobs,
+            ..Default::default()
+        };
+        let req = llama_rs::Request::tokens(prompt.into_iter().map(Token).collect(), params);
+        let streams = self.handle.submit_n(req, n).map_err(err)?;
+        Ok(streams
+            .into_iter()
+            .map(|s| EngineStream { canceller: s.canceller(), stream: Mutex::new(Some(s)), rx: Mutex::new(None) })
+            .collect())
+    }
+
+    /// Requests waiting, running; tokens generated so far.
+    fn metrics(&self) -> (usize, usize, u64) {
+        let m = self.handle.metrics();
+        (m.queued, m.active, m.generated_tokens)
+    }
+
+    /// Stops the engine (running requests end with `cancelled`).
+    fn shutdown(&self, py: Python<'_>) {
+        let e = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(e) = e {
+            py.allow_threads(move || e.shutdown(false));
+        }
+    }
+}
+
+/// One engine request's events, read either by `next_event` (blocking, with a timeout
+/// so Ctrl-C gets through) or pushed to a callback from a thread of its own (`pump`,
+/// for asyncio). Events: `("piece", text, token_ids, logprobs, finish)`,
+/// `("done", finish, prompt_tokens, completion_tokens, cached_tokens)`,
+/// `("error", exception)`; `None` once ended; `("wait",)` when `next_event` timed out.
+#[pyclass(module = "llama_rs._llama_rs", frozen)]
+struct EngineStream {
+    stream: Mutex<Option<llama_rs::RequestStream>>,
+    rx: Mutex<Option<Receiver<llama_rs::Result<llama_rs::Event>>>>,
+    canceller: llama_rs::RequestCanceller,
+}
+
+fn event_tuple(py: Python<'_>, ev: llama_rs::Result<llama_rs::Event>) -> PyResult<PyObject> {
+    use pyo3::IntoPyObjectExt;
+    match ev {
+        Ok(llama_rs::Event::Piece(p)) => {
+            let lp: Vec<(i32, f32, Vec<(i32, f32)>)> = p
+                .logprobs
+                .iter()
+                .map(|l| (l.token.0, l.logprob, l.top.iter().map(|&(t, x)| (t.0, x)).collect()))
+                .collect();
+            let toks: Vec<i32> = p.tokens.iter().map(|t| t.0).collect();
+            ("piece", p.text, toks, lp, p.finish_reason.map(finish_str)).into_py_any(py)
+        }
+        Ok(llama_rs::Event::Done { finish_reason, usage, .. }) => {
+            ("done", finish_str(finish_reason), usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+                .into_py_any(py)
+        }
+        Err(e) => ("error", err(e).into_value(py)).into_py_any(py),
+    }
+}
+
+#[pymethods]
+impl EngineStream {
+    /// The next event, waiting at most `timeout_ms` (without the GIL).
+    #[pyo3(signature = (timeout_ms=50))]
+    fn next_event(&self, py: Python<'_>, timeout_ms: u64) -> PyResult<Option<PyObject>> {
+        use pyo3::IntoPyObjectExt;
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if rx.is_none() {
+            let Some(stream) = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                return Ok(None); // pumped to a callback, or ended
+            };
+            let (tx, r) = sync_channel(64);
+            std::thread::Builder::new()
+                .name("llama-rs-request".into())
+                .spawn(move || {
+                    for ev in stream {
+                        if tx.send(ev).is_err() {
+                            break; // dropping `stream` cancels the request
+                        }
+                    }
+                })
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+            *rx = Some(r);
+        }
+        drop(rx);
+        let rx = &self.rx;
+        let got = py.allow_threads(|| {
+            rx.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|r| r.recv_timeout(Duration::from_millis(timeout_ms)))
+        });
+        match got {
+            None => Ok(None),
+            Some(Ok(ev)) => event_tuple(py, ev).map(Some),
+            Some(Err(RecvTimeoutError::Timeout)) => ("wait",).into_py_any(py).map(Some),
+            Some(Err(RecvTimeoutError::Disconnected)) => {
+                *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Calls `callback(event)` from a thread of its own for every event, then
+    /// `callback(None)` (for asyncio: `loop.call_soon_threadsafe`).
+    fn pump(&self, callback: PyObject) -> PyResult<()> {
+        let Some(stream) = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Err(PyValueError::new_err("this stream is already being read"));
+        };
+        std::thread::Builder::new()
+            .name("llama-rs-request".into())
+            .spawn(move || {
+                for ev in stream {
+                    let ok = Python::with_gil(|py| {
+                        event_tuple(py, ev).and_then(|t| callback.call1(py, (t,))).map_err(|e| e.print(py)).is_ok()
+                    });
+                    if !ok {
+                        break;
+                    }
+                }
+                Python::with_gil(|py| {
+                    if let Err(e) = callback.call1(py, (py.None(),)) {
+                        e.print(py);
+                    }
+                });
+            })
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Stops the request; its stream ends with `cancelled`.
+    fn cancel(&self) {
+        self.canceller.cancel();
     }
 }
 
@@ -603,12 +970,15 @@ fn _llama_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<Stream>()?;
     m.add_class::<Embedder>()?;
+    m.add_class::<Engine>()?;
+    m.add_class::<EngineStream>()?;
     m.add_function(wrap_pyfunction!(json_schema_to_gbnf, m)?)?;
     m.add_function(wrap_pyfunction!(check_grammar, m)?)?;
     m.add_function(wrap_pyfunction!(parse_tool_calls, m)?)?;
     m.add_function(wrap_pyfunction!(supports_gpu_offload, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(sample, m)?)?;
     m.add("LLAMA_CPP_COMMIT", llama_rs::sys::LLAMA_CPP_COMMIT)?;
     Ok(())
 }

@@ -129,6 +129,165 @@ def test_errors_are_python_exceptions():
         pass
 
 
+def test_eval_sample_and_scores():
+    import numpy as np
+    want = llm.tokenize(llm("The capital of France is", max_tokens=1, temperature=0)["choices"][0]["text"]
+                        .encode(), add_bos=False)
+    llm.reset()
+    prompt = llm.tokenize(b"The capital of France is")
+    llm.eval(prompt)
+    assert llm.n_tokens == len(prompt) and list(llm.input_ids) == prompt
+    scores = llm.scores
+    assert scores.shape == (len(prompt), llm.n_vocab()) and scores.dtype == np.single
+    t = llm.sample(temp=0)
+    assert t == int(np.argmax(scores[-1])) and [t] == want[:1], (t, want)
+    # A processor that bans the greedy choice changes it.
+    def ban(ids, s):
+        s[t] = -np.inf
+        return s
+    assert llm.sample(temp=0, logits_processor=[ban]) != t
+    llm.eval([t])
+    assert llm.n_tokens == len(prompt) + 1
+    try:
+        llm.eval([llm.n_vocab() + 5])
+        raise AssertionError
+    except llama_rs.InvalidArgumentError:
+        pass
+
+
+def test_logits_processor_and_stopping_criteria_in_generation():
+    import numpy as np
+    base = llm("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"]
+    first = llm.tokenize(base.encode(), add_bos=False)[0]
+    seen = []
+
+    def ban_first(ids, s):
+        seen.append(len(ids))
+        s[first] = -np.inf
+        return s
+    out = llm("Once upon a time", max_tokens=6, temperature=0, logits_processor=llama_rs.LogitsProcessorList([ban_first]))
+    assert out["choices"][0]["text"] != base and seen[1] == seen[0] + 1, (out, seen[:3])
+    # Force one token: every step produces it.
+    x = llm.tokenize(b" cat", add_bos=False)[0]
+
+    def force(ids, s):
+        s[:] = -np.inf
+        s[x] = 0
+        return s
+    out = llm("Once upon a time", max_tokens=4, temperature=0.9, logits_processor=force)
+    assert out["choices"][0]["text"] == llm.detokenize([x] * 4).decode()
+    # Stop once three tokens are generated.
+    n_prompt = len(llm.tokenize(b"Once upon a time"))
+    out = llm("Once upon a time", max_tokens=30, temperature=0,
+              stopping_criteria=llama_rs.StoppingCriteriaList([lambda ids, s: len(ids) >= n_prompt + 3]))
+    assert out["choices"][0]["finish_reason"] == "stop" and out["usage"]["completion_tokens"] <= 4, out
+    # The same through chat, streaming, and generate().
+    chunks = list(llm.create_chat_completion([{"role": "user", "content": "Say hi"}], max_tokens=3, stream=True,
+                                             logits_processor=force))
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == llm.detokenize([x] * 3).decode()
+    g = llm.generate(llm.tokenize(b"Hello"), temp=0, logits_processor=force)
+    assert [next(g), next(g)] == [x, x]
+    g.close()
+    # An exception in a processor reaches the caller; the object stays usable.
+    try:
+        llm("Hi", max_tokens=3, logits_processor=lambda ids, s: 1 / 0)
+        raise AssertionError
+    except ZeroDivisionError:
+        pass
+    assert llm("Once upon a time", max_tokens=6, temperature=0)["choices"][0]["text"] == base
+
+
+def test_suffix_fill_in_the_middle():
+    fim = llm._model.fim_tokens()
+    try:
+        out = llm("def add(a, b):\n    return ", suffix="\n\nprint(add(1, 2))\n", max_tokens=8, temperature=0)
+        assert fim is not None and out["usage"]["completion_tokens"] > 0, out
+        assert out["usage"]["prompt_tokens"] == len(llm.tokenize(b"def add(a, b):\n    return ", add_bos=False)) \
+            + len(llm.tokenize(b"\n\nprint(add(1, 2))\n", add_bos=False)) + 3 + (1 if llm._model.add_bos() else 0)
+    except llama_rs.UnsupportedError:
+        assert fim is None
+
+
+def test_exceptions_by_kind_are_builtin_subclasses():
+    assert issubclass(llama_rs.ContextFullError, ValueError) and issubclass(llama_rs.ContextFullError, llama_rs.LlamaError)
+    assert issubclass(llama_rs.BackendError, RuntimeError) and issubclass(llama_rs.ResourceLimitError, MemoryError)
+    try:
+        llm("word " * 3000, max_tokens=2)
+        raise AssertionError
+    except llama_rs.ContextFullError:
+        pass
+    try:
+        llm("Hi", max_tokens=2, grammar=LlamaGrammar.from_string('root ::= "x"{5,2}'))
+        raise AssertionError
+    except llama_rs.InvalidArgumentError as e:
+        assert isinstance(e, ValueError)
+    except ValueError:
+        pass  # from_string itself may refuse it first
+    try:
+        llm.load_state(llama_rs.LlamaState([], None, 0, b"LRSS-not-a-state", 16, 0))
+        raise AssertionError
+    except llama_rs.ModelLoadError as e:
+        assert isinstance(e, ValueError)
+    with Llama(model_path=MODEL, n_ctx=256, verbose=False) as tmp:
+        assert tmp("Hi", max_tokens=1)["usage"]["completion_tokens"] == 1
+    for use in (lambda: tmp("Hi", max_tokens=1), lambda: tmp.tokenize(b"x"), tmp.reset):
+        try:
+            use()
+            raise AssertionError
+        except llama_rs.ClosedError as e:
+            assert isinstance(e, RuntimeError)
+
+
+def test_async_llama_batches_prompts_n_samples_and_streams():
+    import asyncio
+    eng = llm.engine(n_parallel=4, n_ctx=4096)
+    chat = [{"role": "user", "content": "Name a color."}]
+
+    async def main():
+        out = await eng.create_completion(["The capital of France is", "Once upon a time"], max_tokens=8,
+                                          temperature=0, n=2)
+        ch = out["choices"]
+        assert [c["index"] for c in ch] == [0, 1, 2, 3] and ch[0]["text"] == ch[1]["text"] != ch[2]["text"], ch
+        assert ch[2]["text"] == ch[3]["text"] and all(c["finish_reason"] == "length" for c in ch)
+        assert out["usage"]["completion_tokens"] == 32
+        # Seeded samples: n differ from each other, and repeat with the same seed.
+        a = await eng.create_completion("Once upon a time", max_tokens=12, temperature=1.0, top_k=0, top_p=1.0,
+                                        min_p=0.0, seed=7, n=4)
+        b = await eng.create_completion("Once upon a time", max_tokens=12, temperature=1.0, top_k=0, top_p=1.0,
+                                        min_p=0.0, seed=7, n=4)
+        texts = [c["text"] for c in a["choices"]]
+        assert len(set(texts)) > 1 and texts == [c["text"] for c in b["choices"]], (texts, b)
+        # Concurrent coroutines, chat included.
+        x, y = await asyncio.gather(eng.create_chat_completion(chat, max_tokens=6, temperature=0),
+                                    eng.create_completion("Hello", max_tokens=3, temperature=0))
+        assert x["object"] == "chat.completion" and x["usage"]["completion_tokens"] <= 6
+        assert y["usage"]["completion_tokens"] == 3
+        # Streaming chat with n=2: per-index deltas add up to the non-streamed message.
+        got = {0: "", 1: ""}
+        finishes = {}
+        async for c in await eng.create_chat_completion(chat, max_tokens=6, temperature=0, stream=True, n=2):
+            ch = c["choices"][0]
+            got[ch["index"]] += ch["delta"].get("content", "") or ""
+            if ch["finish_reason"]:
+                finishes[ch["index"]] = ch["finish_reason"]
+        assert got[0] == got[1] == x["choices"][0]["message"]["content"] and len(finishes) == 2, (got, x)
+        # Leaving a stream early cancels its request; the engine keeps serving.
+        it = await eng.create_completion("Once upon a time", max_tokens=500, temperature=0, stream=True)
+        async for _ in it:
+            break
+        await it.aclose()
+        z = await eng.create_completion("Hello", max_tokens=3, temperature=0)
+        assert z["usage"]["completion_tokens"] == 3
+        try:
+            await eng.create_completion("word " * 5000, max_tokens=2)
+            raise AssertionError
+        except llama_rs.ContextFullError:
+            pass
+
+    asyncio.run(main())
+    eng.close()
+
+
 def test_embeddings():
     e = Llama(model_path=MODEL, embedding=True, verbose=False)
     r = e.create_embedding(["hello", "world"])

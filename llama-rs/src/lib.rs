@@ -76,7 +76,8 @@ pub use context::{
 pub use device::{Device, DeviceType};
 pub use embed::{EmbedParams, Embedder, Normalize};
 pub use engine::{
-    Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestStream, Timings, Usage,
+    Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,
+    Timings, Usage,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fit::{fit, Fit, FitParams};

@@ -63,6 +63,9 @@ struct Args {
     once: Option<String>,
     #[arg(long, default_value_t = 4096)]
     ctx: u32,
+    /// --once: n_batch of the context.
+    #[arg(long, default_value_t = 512)]
+    once_batch: u32,
     /// Instead of the comparison: many sequences decoded together, as llama.cpp's
     /// `llama-batched-bench` does (each of --npl sequences gets its own --npp-token
     /// prompt, then --ntg steps decode one token for every sequence at once).
@@ -909,15 +912,35 @@ fn main() -> anyhow::Result<()> {
         let model = Model::load(&path, ModelParams::default().gpu_layers(ngl))?;
         let threads =
             if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
-        let mut s = Session::new(model.context(ContextParams::default().n_ctx(a.ctx).n_threads(threads))?)?;
+        let fa = match a.fa.as_str() {
+            "on" => FlashAttn::On,
+            "off" => FlashAttn::Off,
+            _ => FlashAttn::Auto,
+        };
+        let cp = ContextParams::default().n_ctx(a.ctx).n_batch(a.once_batch).n_threads(threads).flash_attn(fa);
+        let mut s = Session::new(model.context(cp)?)?;
         let p = GenerateParams {
             max_tokens: Some(a.n_gen),
             ignore_eos: true,
             sampler: SamplerConfig::greedy(),
             ..Default::default()
         };
-        let (text, _) = s.generate(prompt.as_str(), &p)?.text()?;
+        // -r runs after one warm-up; each timed run is the whole call (prompt included),
+        // as a script times `llm(prompt, max_tokens=n)`.
+        let mut tps = Vec::new();
+        let mut text = String::new();
+        for r in 0..=a.reps {
+            s.reset();
+            let t = Instant::now();
+            let (out, _) = s.generate(prompt.as_str(), &p)?.text()?;
+            if r > 0 {
+                tps.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+            }
+            text = out;
+        }
+        let (m, sd) = stats(&tps);
         println!("{prompt}{text}");
+        eprintln!("once: {} tokens, {m:.2} ± {sd:.2} t/s over {} runs", a.n_gen, tps.len());
         return Ok(());
     }
     let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))?;

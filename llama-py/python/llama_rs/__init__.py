@@ -5,7 +5,10 @@
     print(llm("Q: What is the capital of France? A:", max_tokens=16)["choices"][0]["text"])
 """
 from . import _llama_rs
-from .llama import LLAMA_SPLIT_MODE_LAYER, LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_ROW, Llama, LlamaCache, LlamaRAMCache, LlamaState
+from .errors import (BackendError, CancelledError, ClosedError, ContextFullError, InvalidArgumentError, LlamaError,
+                     ModelLoadError, RejectedError, ResourceLimitError, UnsupportedError)
+from .llama import (AsyncLlama, LLAMA_SPLIT_MODE_LAYER, LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_ROW, Llama, LlamaCache,
+                    LlamaRAMCache, LlamaState, LogitsProcessorList, StoppingCriteriaList)
 from .llama_grammar import JSON_GBNF, LlamaGrammar
 from . import llama_speculative
 
@@ -36,6 +39,9 @@ def llama_supports_gpu_offload() -> bool:
 
 
 __all__ = [
-    "Llama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "JSON_GBNF", "llama_speculative",
+    "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "JSON_GBNF", "llama_speculative",
     "llama_supports_gpu_offload", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
+    "LogitsProcessorList", "StoppingCriteriaList", "LlamaError", "InvalidArgumentError", "ContextFullError",
+    "ModelLoadError", "UnsupportedError", "ResourceLimitError", "RejectedError", "CancelledError", "BackendError",
+    "ClosedError",
 ]

@@ -12,8 +12,27 @@ import uuid
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _llama_rs as _native
+from .errors import ClosedError, ContextFullError, InvalidArgumentError, ModelLoadError, UnsupportedError
 from .llama_grammar import LlamaGrammar
 from .llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
+
+class LogitsProcessorList(list):
+    """Logits processors applied in order: each `f(input_ids, scores) -> scores`
+    (numpy arrays: `np.intc` token ids so far, `np.single` scores of the whole vocabulary)."""
+
+    def __call__(self, input_ids, scores):
+        for p in self:
+            scores = p(input_ids, scores)
+        return scores
+
+
+class StoppingCriteriaList(list):
+    """Stopping criteria: each `f(input_ids, scores) -> bool`; generation ends once any
+    is true."""
+
+    def __call__(self, input_ids, scores) -> bool:
+        return any(c(input_ids, scores) for c in self)
+
 
 LLAMA_SPLIT_MODE_NONE = 0
 LLAMA_SPLIT_MODE_LAYER = 1
@@ -41,6 +60,13 @@ class LlamaRAMCache:
 
 
 LlamaCache = LlamaRAMCache
+
+
+class _Closed:
+    """Stands in for the native objects of a closed `Llama`."""
+
+    def __getattr__(self, name: str):
+        raise ClosedError("this Llama was closed")
 
 
 def _finish(f: Optional[str]) -> Optional[str]:
@@ -82,7 +108,7 @@ class Llama:
         **kwargs: Any,  # llama-cpp-python ignores unknown keywords too
     ):
         if not os.path.exists(model_path):
-            raise ValueError(f"Model path does not exist: {model_path}")
+            raise ModelLoadError(f"Model path does not exist: {model_path}")
         self.verbose = verbose
         self.model_path = model_path
         self._model = _native.Model(
@@ -99,8 +125,10 @@ class Llama:
         self._embedding = embedding
         self._embedder = None
         self._logits_all = logits_all
+        self._last_logits: Optional[bytes] = None
         self._core = None
-        if not vocab_only:
+        self._n_ctx_no_core = n_ctx
+        if not vocab_only and kwargs.get("_context", True):
             self._core = _native.Core(
                 self._model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads_batch, flash_attn=True if flash_attn else None,
@@ -127,10 +155,10 @@ class Llama:
         elif isinstance(draft, Llama):
             self._draft_native = draft._model
         elif isinstance(draft, LlamaDraftModel):
-            raise ValueError("custom LlamaDraftModel subclasses are not supported: pass a "
+            raise InvalidArgumentError("custom LlamaDraftModel subclasses are not supported: pass a "
                              "LlamaPromptLookupDecoding, a GGUF path or a Llama as draft_model")
         else:
-            raise ValueError(f"draft_model: unsupported {type(draft).__name__}")
+            raise InvalidArgumentError(f"draft_model: unsupported {type(draft).__name__}")
         self._core.set_draft_model(self._draft_native)
 
     def _speculation(self):
@@ -142,7 +170,7 @@ class Llama:
         return ("model", 0, 0), 8
 
     def n_ctx(self) -> int:
-        return self._core.n_ctx() if self._core else 0
+        return self._core.n_ctx() if self._core else self._n_ctx_no_core
 
     def n_embd(self) -> int:
         return self._model.n_embd()
@@ -183,6 +211,7 @@ class Llama:
         self._seed = seed
 
     def reset(self) -> None:
+        self._last_logits = None
         if self._core:
             self._core.reset()
 
@@ -195,9 +224,9 @@ class Llama:
         self._core.load_state(state.llama_state)
 
     def close(self) -> None:
-        self._core = None
+        """Frees the model and context now; using the object afterwards raises ClosedError."""
+        self._core = self._model = _Closed()
         self._embedder = None
-        self._model = None
 
     def __enter__(self) -> "Llama":
         return self
@@ -213,27 +242,94 @@ class Llama:
         else:
             toks = list(prompt)
         if len(toks) >= self.n_ctx():
-            raise ValueError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
+            raise ContextFullError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
         return toks
 
-    def _stream(self, toks: List[int], *, max_tokens, stop, temperature, top_k, top_p, min_p, typical_p,
-                repeat_penalty, frequency_penalty, presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta,
-                seed, logit_bias, grammar, logprobs):
-        if isinstance(stop, str):
-            stop = [stop]
+    def _opts(self, *, temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
+              presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, seed, logit_bias, grammar) -> Dict[str, Any]:
         g = grammar._grammar if isinstance(grammar, LlamaGrammar) else grammar
-        bias = [(int(k), float(v)) for k, v in (logit_bias or {}).items()]
-        spec, max_draft = self._speculation()
-        if g is not None:
-            spec = None  # drafts would have to respect the grammar: plain decoding
         s = seed if seed is not None else self._seed
-        return self._core.generate(
-            toks, max_tokens=max_tokens if max_tokens and max_tokens > 0 else None, stop=list(stop or []),
+        return dict(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
             penalty_last_n=self.last_n_tokens_size, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
             mirostat_eta=mirostat_eta, seed=None if s in (None, -1, 0xFFFFFFFF) else int(s) & 0xFFFFFFFF,
-            logit_bias=bias, grammar=g, logprobs=logprobs, speculation=spec, max_draft=max_draft)
+            logit_bias=[(int(k), float(v)) for k, v in (logit_bias or {}).items()], grammar=g)
+
+    @staticmethod
+    def _bridge(logits_processor, stopping_criteria):
+        """One callable for the native sampler chain: the user's logits processors and
+        stopping criteria over numpy views of the ids and the scores."""
+        if logits_processor is None and stopping_criteria is None:
+            return None
+        import numpy as np
+
+        def listed(x):
+            return list(x) if isinstance(x, (list, tuple)) else ([x] if x is not None else [])
+        procs, crits = listed(logits_processor), listed(stopping_criteria)
+
+        def bridge(ids, raw):
+            input_ids = np.asarray(ids, dtype=np.intc)
+            scores = np.frombuffer(raw, dtype=np.single).copy()
+            changed = None
+            for p in procs:
+                scores = changed = p(input_ids, scores)
+            stop = any(bool(c(input_ids, scores)) for c in crits)
+            return (np.ascontiguousarray(changed, dtype=np.single).tobytes() if changed is not None else None, stop)
+        return bridge
+
+    def _stream(self, toks: List[int], *, max_tokens, stop, logprobs, logits_processor=None,
+                stopping_criteria=None, **sampling):
+        if isinstance(stop, str):
+            stop = [stop]
+        opts = self._opts(**sampling)
+        bridge = self._bridge(logits_processor, stopping_criteria)
+        spec, max_draft = self._speculation()
+        if opts["grammar"] is not None or bridge is not None:
+            spec = None  # drafts would bypass the grammar / the Python callbacks: plain decoding
+        return self._core.generate(
+            toks, opts, max_tokens=max_tokens if max_tokens and max_tokens > 0 else None, stop=list(stop or []),
+            logprobs=logprobs, speculation=spec, max_draft=max_draft, processor=bridge)
+
+    # ------------------------------------------------------ low-level (eval/sample)
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Decodes `tokens` after `input_ids`; their last logits are then `scores[-1]`
+        and what `sample()` draws from."""
+        self._last_logits = self._core.eval([int(t) for t in tokens])
+
+    @property
+    def scores(self):
+        """`(n_tokens, n_vocab)` float32 array; the row after the last `eval` holds its
+        logits (llama-cpp-python keeps every row only with logits_all=True; llama_rs keeps
+        the last), the others are zero. Needs numpy."""
+        import numpy as np
+        out = np.zeros((self.n_tokens, self.n_vocab()), dtype=np.single)
+        if self._last_logits is not None and self.n_tokens:
+            out[self.n_tokens - 1] = np.frombuffer(self._last_logits, dtype=np.single)
+        return out
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+               temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
+               mirostat_eta: float = 0.1, mirostat_tau: float = 5.0, penalize_nl: bool = True,
+               logits_processor: Any = None, grammar: Optional[LlamaGrammar] = None,
+               idx: Optional[int] = None) -> int:
+        """One token from the logits of the last `eval` (penalties over `input_ids`)."""
+        if self._last_logits is None:
+            raise InvalidArgumentError("sample() needs logits: call eval() first")
+        raw = self._last_logits
+        if logits_processor is not None:
+            import numpy as np
+            scores = LogitsProcessorList(logits_processor if isinstance(logits_processor, (list, tuple))
+                                         else [logits_processor])(
+                np.asarray(self.input_ids, dtype=np.intc), np.frombuffer(raw, dtype=np.single).copy())
+            raw = np.ascontiguousarray(scores, dtype=np.single).tobytes()
+        opts = self._opts(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                          repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                          presence_penalty=presence_penalty, mirostat_mode=mirostat_mode,
+                          mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, seed=None, logit_bias=None,
+                          grammar=grammar)
+        return _native.sample(self._model, raw, self.input_ids, opts)
 
     def _logprobs_obj(self, lps, offset0: int) -> Dict[str, Any]:
         tokens, offsets, token_lps, tops = [], [], [], []
@@ -246,6 +342,21 @@ class Llama:
             token_lps.append(lp)
             tops.append({self._model.detokenize([t], False).decode("utf-8", errors="replace"): p for t, p in top})
         return {"tokens": tokens, "text_offset": offsets, "token_logprobs": token_lps, "top_logprobs": tops}
+
+    def _infill_tokens(self, prompt: Union[str, List[int]], suffix: str) -> List[int]:
+        """Fill-in-the-middle: prefix token, the prompt, suffix token, the suffix, middle
+        token (llama-cpp-python's order), for models that have those tokens."""
+        fim = self._model.fim_tokens()
+        if fim is None:
+            raise UnsupportedError("suffix= (fill-in-the-middle) needs a model with FIM tokens; this one has none")
+        pre, suf, mid = fim
+        head = self._model.tokenize(prompt.encode("utf-8"), False, False) if isinstance(prompt, str) else list(prompt)
+        tail = self._model.tokenize(suffix.encode("utf-8"), False, False)
+        bos = [self._model.token_bos()] if self._model.add_bos() and self._model.token_bos() >= 0 else []
+        toks = bos + [pre] + head + [suf] + tail + [mid]
+        if len(toks) >= self.n_ctx():
+            raise ContextFullError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
+        return toks
 
     def create_completion(
         self,
@@ -276,10 +387,9 @@ class Llama:
         logit_bias: Optional[Dict[int, float]] = None,
     ):
         if suffix:
-            raise ValueError("suffix (fill-in-the-middle) is not supported by llama_rs yet")
-        if logits_processor is not None or stopping_criteria is not None:
-            raise ValueError("logits_processor / stopping_criteria callbacks are not supported by llama_rs")
-        toks = self._prompt_tokens(prompt)
+            toks = self._infill_tokens(prompt, suffix)
+        else:
+            toks = self._prompt_tokens(prompt)
         cid = f"cmpl-{uuid.uuid4()}"
         created = int(time.time())
         name = model or self.model_path
@@ -287,7 +397,8 @@ class Llama:
                          min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                          mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                         seed=seed, logit_bias=logit_bias, grammar=grammar, logprobs=logprobs)
+                         seed=seed, logit_bias=logit_bias, grammar=grammar, logprobs=logprobs,
+                         logits_processor=logits_processor, stopping_criteria=stopping_criteria)
         echo_text = ""
         if echo:
             echo_text = (prompt if isinstance(prompt, str)
@@ -338,7 +449,8 @@ class Llama:
                          min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                          mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                         seed=None, logit_bias=None, grammar=grammar, logprobs=None)
+                         seed=None, logit_bias=None, grammar=grammar, logprobs=None,
+                         logits_processor=logits_processor, stopping_criteria=stopping_criteria)
         for _text, toks, _lps, _f in s:
             yield from toks
 
@@ -383,6 +495,36 @@ class Llama:
         logprobs: Optional[bool] = None,
         top_logprobs: Optional[int] = None,
     ):
+        toks, grammar, tools_on = self._chat_prepare(messages, functions, tools, tool_choice, response_format,
+                                                     grammar)
+        want_lps = top_logprobs if logprobs else None
+        s = self._stream(toks, max_tokens=max_tokens, stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
+                         min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
+                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                         mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                         seed=seed, logit_bias=logit_bias, grammar=grammar,
+                         logprobs=(want_lps or 0) if logprobs else None, logits_processor=logits_processor)
+        cid = f"chatcmpl-{uuid.uuid4()}"
+        created = int(time.time())
+        name = model or self.model_path
+        if stream:
+            return self._chat_chunks(s, cid, created, name, tools_on)
+        text, lps, finish = [], [], None
+        for piece, _t, plps, f in s:
+            text.append(piece)
+            lps.extend(plps)
+            finish = f or finish
+        message, finish_reason = self._chat_message("".join(text), finish, tools_on)
+        n_gen = s.usage()[1]
+        choice: Dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        if logprobs:
+            choice["logprobs"] = self._chat_logprobs(lps)
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": [choice],
+                "usage": {"prompt_tokens": len(toks), "completion_tokens": n_gen,
+                          "total_tokens": len(toks) + n_gen}}
+
+    def _chat_prepare(self, messages, functions, tools, tool_choice, response_format, grammar):
+        """The prompt tokens, grammar and whether tool calls are parsed, for a chat request."""
         if functions and not tools:
             tools = [{"type": "function", "function": f} for f in functions]
         tools_on = bool(tools) and tool_choice != "none"
@@ -398,7 +540,7 @@ class Llama:
             name = tool_choice.get("function", {}).get("name")
             tool = next((t for t in tools if t.get("function", {}).get("name") == name), None)
             if tool is None:
-                raise ValueError(f"tool_choice names {name!r}, which is not in tools")
+                raise InvalidArgumentError(f"tool_choice names {name!r}, which is not in tools")
             schema = {"type": "object", "properties": {"name": {"const": name},
                       "arguments": tool["function"].get("parameters", {"type": "object"})},
                       "required": ["name", "arguments"]}
@@ -406,25 +548,11 @@ class Llama:
             grammar = LlamaGrammar.from_string('root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + call)
         toks = self._model.tokenize(prompt.encode("utf-8"), False, True)
         if len(toks) >= self.n_ctx():
-            raise ValueError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
-        want_lps = top_logprobs if logprobs else None
-        s = self._stream(toks, max_tokens=max_tokens, stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
-                         min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
-                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                         mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                         seed=seed, logit_bias=logit_bias, grammar=grammar,
-                         logprobs=(want_lps or 0) if logprobs else None)
-        cid = f"chatcmpl-{uuid.uuid4()}"
-        created = int(time.time())
-        name = model or self.model_path
-        if stream:
-            return self._chat_chunks(s, cid, created, name, tools_on)
-        text, lps, finish = [], [], None
-        for piece, _t, plps, f in s:
-            text.append(piece)
-            lps.extend(plps)
-            finish = f or finish
-        content = "".join(text)
+            raise ContextFullError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
+        return toks, grammar, tools_on
+
+    def _chat_message(self, content: str, finish: Optional[str], tools_on: bool):
+        """The assistant message and finish reason of a finished chat choice."""
         message: Dict[str, Any] = {"role": "assistant", "content": content}
         finish_reason = _finish(finish) or "stop"
         if tools_on:
@@ -435,17 +563,14 @@ class Llama:
                     {"id": cid_ or f"call_{i}_{uuid.uuid4().hex[:8]}", "type": "function",
                      "function": {"name": n, "arguments": a}} for i, (n, a, cid_) in enumerate(calls)]
                 finish_reason = "tool_calls"
-        n_gen = s.usage()[1]
-        choice: Dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-        if logprobs:
-            choice["logprobs"] = {"content": [
-                {"token": self._piece(t), "logprob": lp, "bytes": list(self._model.detokenize([t], False)),
-                 "top_logprobs": [{"token": self._piece(u), "logprob": q,
-                                   "bytes": list(self._model.detokenize([u], False))} for u, q in top]}
-                for t, lp, top in lps]}
-        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": [choice],
-                "usage": {"prompt_tokens": len(toks), "completion_tokens": n_gen,
-                          "total_tokens": len(toks) + n_gen}}
+        return message, finish_reason
+
+    def _chat_logprobs(self, lps):
+        return {"content": [
+            {"token": self._piece(t), "logprob": lp, "bytes": list(self._model.detokenize([t], False)),
+             "top_logprobs": [{"token": self._piece(u), "logprob": q,
+                               "bytes": list(self._model.detokenize([u], False))} for u, q in top]}
+            for t, lp, top in lps]}
 
     def _piece(self, t: int) -> str:
         return self._model.detokenize([t], False).decode("utf-8", errors="replace")
@@ -500,3 +625,207 @@ class Llama:
         return {"object": "list", "model": model or self.model_path,
                 "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vecs)],
                 "usage": {"prompt_tokens": n, "total_tokens": n}}
+
+
+    # ------------------------------------------------------------------ engine
+    def engine(self, n_parallel: int = 8, n_ctx: Optional[int] = None, **kwargs: Any) -> "AsyncLlama":
+        """An `AsyncLlama` over this model (no second load): `n_parallel` requests at once
+        in one KV pool of `n_ctx` tokens (default: n_parallel × this context)."""
+        return AsyncLlama(llama=self, n_parallel=n_parallel, n_ctx=n_ctx or n_parallel * self.n_ctx(), **kwargs)
+
+
+class AsyncLlama:
+    """llama-cpp-python's completion and chat calls, as coroutines, over the engine:
+    concurrent calls share the model through continuous batching (llama-rs's engine, the
+    same generation core as `Llama`), `n` > 1 samples per prompt, and a list of prompts
+    runs as one batch. With `stream=True` the result is an async iterator of chunks.
+
+        llm = AsyncLlama(model_path="model.gguf", n_parallel=8)
+        out = await llm.create_completion(["Q: 2+2?", "Q: 3+3?"], n=2, max_tokens=16)
+        async for chunk in await llm.create_chat_completion(messages, stream=True):
+            ...
+    """
+
+    def __init__(self, model_path: Optional[str] = None, *, llama: Optional[Llama] = None, n_ctx: int = 8192,
+                 n_parallel: int = 8, n_batch: int = 512, n_threads: Optional[int] = None, flash_attn: bool = False,
+                 type_k: Optional[int] = None, type_v: Optional[int] = None, **kwargs: Any):
+        if llama is None:
+            if model_path is None:
+                raise InvalidArgumentError("AsyncLlama needs model_path or llama")
+            llama = Llama(model_path, n_ctx=n_ctx, _context=False, **kwargs)
+        self._llm = llama
+        self.model_path = llama.model_path
+        self._n_ctx = n_ctx
+        self._engine = _native.Engine(llama._model, n_ctx=n_ctx, slots=n_parallel, step_tokens=n_batch,
+                                      n_threads=n_threads, flash_attn=True if flash_attn else None,
+                                      type_k=type_k, type_v=type_v)
+
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    def close(self) -> None:
+        self._engine.shutdown()
+
+    async def __aenter__(self) -> "AsyncLlama":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    async def _merged(streams) -> Any:
+        """(choice index, event) from all streams as they arrive; cancels what is left
+        when the consumer stops early (or its task is cancelled)."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        q: "asyncio.Queue" = asyncio.Queue()
+        for i, st in enumerate(streams):
+            st.pump(lambda ev, i=i: loop.call_soon_threadsafe(q.put_nowait, (i, ev)))
+        live = len(streams)
+        try:
+            while live:
+                i, ev = await q.get()
+                if ev is None:
+                    live -= 1
+                elif ev[0] == "error":
+                    raise ev[1]
+                else:
+                    yield i, ev
+        finally:
+            for st in streams:
+                st.cancel()
+
+    def _submit(self, prompts: List[List[int]], n: int, max_tokens, stop, logprobs, sampling):
+        if isinstance(stop, str):
+            stop = [stop]
+        opts = self._llm._opts(**sampling)
+        for toks in prompts:
+            if len(toks) >= self._n_ctx:
+                raise ContextFullError(f"Requested tokens ({len(toks)}) exceed context window of {self._n_ctx}")
+        return [s for toks in prompts for s in self._engine.submit(
+            toks, opts, max_tokens=max_tokens if max_tokens and max_tokens > 0 else None, stop=list(stop or []),
+            logprobs=logprobs, n=n)]
+
+    async def create_completion(self, prompt: Union[str, List[str], List[int]], suffix: Optional[str] = None,
+                                max_tokens: Optional[int] = 16, temperature: float = 0.8, top_p: float = 0.95,
+                                min_p: float = 0.05, typical_p: float = 1.0, logprobs: Optional[int] = None,
+                                echo: bool = False, stop: Optional[Union[str, List[str]]] = [],
+                                frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                                repeat_penalty: float = 1.0, top_k: int = 40, stream: bool = False,
+                                seed: Optional[int] = None, mirostat_mode: int = 0, mirostat_tau: float = 5.0,
+                                mirostat_eta: float = 0.1, model: Optional[str] = None,
+                                grammar: Optional[LlamaGrammar] = None, logit_bias: Optional[Dict[int, float]] = None,
+                                n: int = 1, **ignored: Any):
+        llm = self._llm
+        texts = prompt if isinstance(prompt, list) and prompt and isinstance(prompt[0], str) else [prompt]
+        toks = [llm._infill_tokens(p, suffix) if suffix else llm._prompt_tokens(p) for p in texts]
+        if n < 1:
+            raise InvalidArgumentError(f"n must be at least 1, got {n}")
+        streams = self._submit(toks, n, max_tokens, stop, logprobs, dict(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, seed=seed,
+            logit_bias=logit_bias, grammar=grammar))
+        cid, created, name = f"cmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path
+        echo_texts = [(p if isinstance(p, str) else llm.detokenize(t).decode("utf-8", errors="replace"))
+                      if echo else "" for p, t in zip(texts, toks)]
+
+        def chunk(i, text, lps, finish):
+            return {"id": cid, "object": "text_completion", "created": created, "model": name,
+                    "choices": [{"text": text, "index": i, "logprobs": lps, "finish_reason": finish}]}
+
+        if stream:
+            async def chunks():
+                for i in range(len(streams)):
+                    if echo_texts[i // n]:
+                        yield chunk(i, echo_texts[i // n], None, None)
+                async for i, ev in self._merged(streams):
+                    if ev[0] == "piece" and (ev[1] or ev[3]):
+                        yield chunk(i, ev[1], llm._logprobs_obj(ev[3], 0) if logprobs is not None else None, None)
+                    elif ev[0] == "done":
+                        yield chunk(i, "", None, _finish(ev[1]))
+            return chunks()
+        text = [[] for _ in streams]
+        lps = [[] for _ in streams]
+        done = [None] * len(streams)
+        async for i, ev in self._merged(streams):
+            if ev[0] == "piece":
+                text[i].append(ev[1])
+                lps[i].extend(ev[3])
+            else:
+                done[i] = ev
+        choices = []
+        for i in range(len(streams)):
+            e = echo_texts[i // n]
+            choices.append({"text": e + "".join(text[i]), "index": i,
+                            "logprobs": llm._logprobs_obj(lps[i], len(e)) if logprobs is not None else None,
+                            "finish_reason": _finish(done[i][1]) or "stop"})
+        p_tok = sum(len(t) for t in toks)
+        c_tok = sum(d[3] for d in done)
+        return {"id": cid, "object": "text_completion", "created": created, "model": name, "choices": choices,
+                "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok}}
+
+    async def create_chat_completion(self, messages: List[Dict[str, Any]], functions=None, function_call=None,
+                                     tools=None, tool_choice=None, temperature: float = 0.2, top_p: float = 0.95,
+                                     top_k: int = 40, min_p: float = 0.05, typical_p: float = 1.0,
+                                     stream: bool = False, stop: Optional[Union[str, List[str]]] = [],
+                                     seed: Optional[int] = None, response_format=None,
+                                     max_tokens: Optional[int] = None, presence_penalty: float = 0.0,
+                                     frequency_penalty: float = 0.0, repeat_penalty: float = 1.0,
+                                     mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
+                                     model: Optional[str] = None, grammar: Optional[LlamaGrammar] = None,
+                                     logit_bias: Optional[Dict[int, float]] = None, logprobs: Optional[bool] = None,
+                                     top_logprobs: Optional[int] = None, n: int = 1, **ignored: Any):
+        llm = self._llm
+        if n < 1:
+            raise InvalidArgumentError(f"n must be at least 1, got {n}")
+        toks, grammar, tools_on = llm._chat_prepare(messages, functions, tools, tool_choice, response_format, grammar)
+        streams = self._submit([toks], n, max_tokens, stop, ((top_logprobs or 0) if logprobs else None), dict(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, seed=seed,
+            logit_bias=logit_bias, grammar=grammar))
+        cid, created, name = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path
+
+        def chunk(i, delta, finish):
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                    "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        if stream:
+            async def chunks():
+                held = [[] for _ in streams]
+                for i in range(len(streams)):
+                    yield chunk(i, {"role": "assistant"}, None)
+                async for i, ev in self._merged(streams):
+                    if ev[0] == "piece":
+                        if tools_on:
+                            held[i].append(ev[1])
+                        elif ev[1]:
+                            yield chunk(i, {"content": ev[1]}, None)
+                    else:
+                        if tools_on:
+                            message, finish = llm._chat_message("".join(held[i]), ev[1], True)
+                            delta = ({"tool_calls": [dict(c, index=k) for k, c in enumerate(message["tool_calls"])]}
+                                     if "tool_calls" in message else {"content": message["content"]})
+                            yield chunk(i, delta, None)
+                        else:
+                            finish = _finish(ev[1])
+                        yield chunk(i, {}, finish)
+            return chunks()
+        text = [[] for _ in streams]
+        lps = [[] for _ in streams]
+        done = [None] * len(streams)
+        async for i, ev in self._merged(streams):
+            if ev[0] == "piece":
+                text[i].append(ev[1])
+                lps[i].extend(ev[3])
+            else:
+                done[i] = ev
+        choices = []
+        for i in range(len(streams)):
+            message, finish = llm._chat_message("".join(text[i]), done[i][1], tools_on)
+            choices.append({"index": i, "message": message, "finish_reason": finish,
+                            "logprobs": llm._chat_logprobs(lps[i]) if logprobs else None})
+        c_tok = sum(d[3] for d in done)
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": choices,
+                "usage": {"prompt_tokens": len(toks), "completion_tokens": c_tok, "total_tokens": len(toks) + c_tok}}

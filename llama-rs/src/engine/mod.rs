@@ -42,7 +42,7 @@ use crate::speculative::{DraftKind, Drafter, NgramDrafter, NgramMapDrafter, Spec
 use crate::token::Token;
 
 pub use metrics::{Latency, Metrics};
-pub use stream::RequestStream;
+pub use stream::{RequestCanceller, RequestStream};
 
 /// How an [`Engine`] is set up.
 ///

@@ -40,6 +40,12 @@ impl RequestStream {
         self.cancel.store(true, Ordering::Release);
     }
 
+    /// A handle that cancels this request from another thread while this stream is
+    /// being read (or moved into a thread that reads it).
+    pub fn canceller(&self) -> RequestCanceller {
+        RequestCanceller(self.cancel.clone())
+    }
+
     /// Runs to the end (blocking) and collects the text.
     pub fn text(self) -> Result<Completion> {
         futures::executor::block_on(self.collect_text())
@@ -69,6 +75,25 @@ impl RequestStream {
             }
         }
         Err(Error::Aborted)
+    }
+}
+
+/// Cancels one engine request (see [`RequestStream::canceller`]).
+///
+/// ```no_run
+/// # fn f(stream: llama_rs::RequestStream) {
+/// let c = stream.canceller();
+/// std::thread::spawn(move || for _event in stream {});
+/// c.cancel(); // the stream ends with `Cancelled` at the engine's next step
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequestCanceller(Arc<AtomicBool>);
+
+impl RequestCanceller {
+    /// Asks the engine to stop the request.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -11,7 +11,7 @@ use crate::batch::Batch;
 use crate::context::DeviceSampler;
 use crate::context::{AbortHandle, Context};
 use crate::error::{check_arg, Error, Result};
-use crate::sampling::{Sampler, SamplerConfig};
+use crate::sampling::{CustomSampler, Sampler, SamplerConfig};
 use crate::speculative::{
     DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, SpecStats, Speculation, Speculator,
 };
@@ -313,9 +313,61 @@ impl Session {
         self.tokens.truncate(n);
     }
 
+    /// Decodes `tokens` after those the session holds (llama-cpp-python's `eval`) and
+    /// returns the logits after the last one. Fails with `ContextFull` when they would
+    /// not fit; after another failure `tokens()` matches the cache again.
+    ///
+    /// ```
+    /// # use llama_rs::*;
+    /// # let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
+    /// let mut s = Session::new(model.context(ContextParams::default().n_ctx(256))?)?;
+    /// let logits = s.eval(&model.vocab().tokenize("The sky is", true, false)?)?;
+    /// assert_eq!(logits.len(), model.n_vocab() as usize);
+    /// # Ok::<(), llama_rs::Error>(())
+    /// ```
+    pub fn eval(&mut self, tokens: &[Token]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidParam("eval of no tokens".into()));
+        }
+        let v = self.ctx.model().vocab();
+        for &t in tokens {
+            v.check(t)?;
+        }
+        if self.tokens.len() + tokens.len() >= self.ctx.n_ctx_seq() as usize {
+            return Err(Error::ContextFull);
+        }
+        self.ctx.clear_abort(); // a cancelled generation before must not abort this
+        let n_batch = self.batch.capacity();
+        let mut last = 0;
+        for (i, chunk) in tokens.chunks(n_batch).enumerate() {
+            self.batch.clear();
+            let is_last = (i + 1) * n_batch >= tokens.len();
+            self.batch.add_sequence(chunk, self.tokens.len() as i32, 0, is_last)?;
+            if let Err(e) = self.ctx.decode(&mut self.batch) {
+                self.resync();
+                return Err(e);
+            }
+            self.tokens.extend_from_slice(chunk);
+            last = chunk.len() - 1;
+        }
+        Ok(self.ctx.logits(last)?.to_vec())
+    }
+
     /// Starts generating after `prompt`. Nothing is decoded until the first `next()`
     /// beyond the prompt.
     pub fn generate(&mut self, prompt: impl Into<Prompt>, params: &GenerateParams) -> Result<Generator<'_>> {
+        self.generate_with(prompt, params, None)
+    }
+
+    /// [`generate`](Self::generate) with a sampler written in Rust ahead of the
+    /// configured stages (it sees the whole row of logits each step, e.g. a bridge to
+    /// llama-cpp-python's `logits_processor`; see [`SamplerConfig::build_with`]).
+    pub fn generate_with(
+        &mut self,
+        prompt: impl Into<Prompt>,
+        params: &GenerateParams,
+        first: Option<Box<dyn CustomSampler>>,
+    ) -> Result<Generator<'_>> {
         let tokens = match prompt.into() {
             Prompt::Text(t) => self.ctx.model().vocab().tokenize(&t, params.add_special, params.parse_special)?,
             Prompt::Tokens(t) => {
@@ -326,7 +378,8 @@ impl Session {
                 t
             }
         };
-        let core = GenerationCore::new(self.ctx.model(), params, tokens.len())?;
+        let sampler = params.sampler.build_with(self.ctx.model(), first)?;
+        let core = GenerationCore::with_sampler(self.ctx.model(), sampler, params, tokens.len());
         let spec = match &params.speculation {
             None => None,
             Some(sp) => {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use llama_sys as sys;
 
-use super::{Sampler, SamplerBuilder};
+use super::{CustomSampler, Sampler, SamplerBuilder};
 use crate::error::{check_arg, Result};
 use crate::model::Model;
 use crate::token::Token;
@@ -381,8 +381,18 @@ impl SamplerConfig {
 
     /// Builds a [`Sampler`] for `model`.
     pub fn build(&self, model: &Model) -> Result<Sampler> {
+        self.build_with(model, None)
+    }
+
+    /// [`build`](Self::build) with a sampler written in Rust ahead of every stage: it sees
+    /// (and may change) the whole row of logits, as llama-cpp-python's
+    /// `logits_processor` does.
+    pub fn build_with(&self, model: &Model, first: Option<Box<dyn CustomSampler>>) -> Result<Sampler> {
         self.validate()?;
         let mut b = SamplerBuilder::new(model);
+        if let Some(c) = first {
+            b = b.custom_boxed(c);
+        }
         for st in self.stages() {
             b = b.stage(st);
         }

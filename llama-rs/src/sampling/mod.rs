@@ -71,8 +71,12 @@ impl SamplerBuilder {
         self
     }
     /// Appends a sampler written in Rust.
-    pub fn custom(mut self, c: impl CustomSampler + 'static) -> Self {
-        self.stages.push(BuilderStage::Custom(Box::new(c)));
+    pub fn custom(self, c: impl CustomSampler + 'static) -> Self {
+        self.custom_boxed(Box::new(c))
+    }
+    /// [`custom`](Self::custom) for a sampler already boxed (chosen at run time).
+    pub fn custom_boxed(mut self, c: Box<dyn CustomSampler>) -> Self {
+        self.stages.push(BuilderStage::Custom(c));
         self
     }
     /// Constrains output with a grammar.
