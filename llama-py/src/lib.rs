@@ -552,7 +552,13 @@ enum Msg {
     Err(llama_rs::Error),
 }
 
-type PieceTuple = (String, Vec<i32>, Vec<(i32, f32, Vec<(i32, f32)>)>, Option<&'static str>);
+/// `(token, logprob, [(token, logprob), ...])`: a chosen token and the most likely ones.
+type LogprobTuple = (i32, f32, Vec<(i32, f32)>);
+type PieceTuple = (String, Vec<i32>, Vec<LogprobTuple>, Option<&'static str>);
+
+fn logprob_tuples(lps: &[llama_rs::TokenLogprob]) -> Vec<LogprobTuple> {
+    lps.iter().map(|l| (l.token.0, l.logprob, l.top.iter().map(|&(t, x)| (t.0, x)).collect())).collect()
+}
 
 impl Stream {
     fn start(
@@ -638,11 +644,7 @@ impl Stream {
             let Some(r) = r else { return Ok(None) };
             match r {
                 Ok(Msg::Piece(p)) => {
-                    let lp = p
-                        .logprobs
-                        .iter()
-                        .map(|l| (l.token.0, l.logprob, l.top.iter().map(|&(t, x)| (t.0, x)).collect()))
-                        .collect();
+                    let lp = logprob_tuples(&p.logprobs);
                     return Ok(Some((
                         p.text,
                         p.tokens.iter().map(|t| t.0).collect(),
@@ -791,11 +793,7 @@ fn event_tuple(py: Python<'_>, ev: llama_rs::Result<llama_rs::Event>) -> PyResul
     use pyo3::IntoPyObjectExt;
     match ev {
         Ok(llama_rs::Event::Piece(p)) => {
-            let lp: Vec<(i32, f32, Vec<(i32, f32)>)> = p
-                .logprobs
-                .iter()
-                .map(|l| (l.token.0, l.logprob, l.top.iter().map(|&(t, x)| (t.0, x)).collect()))
-                .collect();
+            let lp = logprob_tuples(&p.logprobs);
             let toks: Vec<i32> = p.tokens.iter().map(|t| t.0).collect();
             ("piece", p.text, toks, lp, p.finish_reason.map(finish_str)).into_py_any(py)
         }
