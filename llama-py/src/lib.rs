@@ -339,7 +339,7 @@ impl Core {
     /// `opts` holds llama-cpp-python's sampling arguments; `processor`, when given, is
     /// called as `processor(token_ids, scores_f32_bytes) -> (scores_bytes | None, stop)`
     /// before every sampling step (logits processors and stopping criteria).
-    #[pyo3(signature = (prompt, opts, max_tokens=None, stop=Vec::new(), logprobs=None, ignore_eos=false, speculation=None, max_draft=8, processor=None))]
+    #[pyo3(signature = (prompt, opts, max_tokens=None, stop=Vec::new(), logprobs=None, ignore_eos=false, speculation=None, max_draft=8, processor=None, collect=false))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -352,6 +352,7 @@ impl Core {
         speculation: Option<(String, usize, usize)>,
         max_draft: usize,
         processor: Option<PyObject>,
+        collect: bool,
     ) -> PyResult<Stream> {
         let speculation = match speculation {
             None => None,
@@ -387,7 +388,7 @@ impl Core {
             }) as Box<dyn CustomSampler>
         });
         let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
-        Stream::start(self.session.clone(), prompt, params, first, failed)
+        Stream::start(self.session.clone(), prompt, params, first, failed, collect)
     }
 }
 
@@ -545,16 +546,25 @@ struct Stream {
     usage: Arc<Mutex<(usize, usize)>>,
     /// The exception a Python logits processor raised (it ends the generation).
     failed: Arc<Mutex<Option<PyErr>>>,
+    /// Pieces received in one message (`collect` mode), handed out one per `__next__`.
+    held: std::collections::VecDeque<Piece>,
 }
 
 enum Msg {
     Piece(Piece),
+    /// Every piece of a generation at once (`collect` mode).
+    Pieces(Vec<Piece>),
     Err(llama_rs::Error),
 }
 
 /// `(token, logprob, [(token, logprob), ...])`: a chosen token and the most likely ones.
 type LogprobTuple = (i32, f32, Vec<(i32, f32)>);
 type PieceTuple = (String, Vec<i32>, Vec<LogprobTuple>, Option<&'static str>);
+
+fn piece_tuple(p: Piece) -> PieceTuple {
+    let lp = logprob_tuples(&p.logprobs);
+    (p.text, p.tokens.iter().map(|t| t.0).collect(), lp, p.finish_reason.map(finish_str))
+}
 
 fn logprob_tuples(lps: &[llama_rs::TokenLogprob]) -> Vec<LogprobTuple> {
     lps.iter().map(|l| (l.token.0, l.logprob, l.top.iter().map(|&(t, x)| (t.0, x)).collect())).collect()
@@ -567,6 +577,7 @@ impl Stream {
         params: GenerateParams,
         first: Option<Box<dyn CustomSampler>>,
         failed: Arc<Mutex<Option<PyErr>>>,
+        collect: bool,
     ) -> PyResult<Stream> {
         let (tx, rx) = sync_channel::<Msg>(64);
         let cancel: Arc<Mutex<Option<CancelHandle>>> = Arc::default();
@@ -584,19 +595,32 @@ impl Stream {
                     }
                 };
                 *c2.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.cancel_handle());
+                // `collect`: one message at the end, so the waiting Python thread does
+                // not wake (and take a core from the decode) once per token.
+                let mut all = Vec::new();
                 for p in g.by_ref() {
                     let m = match p {
+                        Ok(p) if collect => {
+                            all.push(p);
+                            continue;
+                        }
                         Ok(p) => Msg::Piece(p),
                         Err(e) => Msg::Err(e),
                     };
+                    if !all.is_empty() && tx.send(Msg::Pieces(std::mem::take(&mut all))).is_err() {
+                        break;
+                    }
                     if tx.send(m).is_err() {
                         break; // the Python side went away
                     }
                 }
+                if !all.is_empty() {
+                    let _ = tx.send(Msg::Pieces(all));
+                }
                 *u2.lock().unwrap_or_else(|p| p.into_inner()) = g.usage();
             })
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(Stream { rx: Mutex::new(Some(rx)), cancel, thread: Some(thread), usage, failed })
+        Ok(Stream { rx: Mutex::new(Some(rx)), cancel, thread: Some(thread), usage, failed, held: Default::default() })
     }
 
     fn stop(&mut self, py: Python<'_>) {
@@ -633,6 +657,9 @@ impl Stream {
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PieceTuple>> {
         loop {
+            if let Some(p) = self.held.pop_front() {
+                return Ok(Some(piece_tuple(p)));
+            }
             // Wait without the GIL, waking up to let Python deliver Ctrl-C.
             let rx = &self.rx;
             let r = py.allow_threads(|| {
@@ -643,15 +670,8 @@ impl Stream {
             });
             let Some(r) = r else { return Ok(None) };
             match r {
-                Ok(Msg::Piece(p)) => {
-                    let lp = logprob_tuples(&p.logprobs);
-                    return Ok(Some((
-                        p.text,
-                        p.tokens.iter().map(|t| t.0).collect(),
-                        lp,
-                        p.finish_reason.map(finish_str),
-                    )));
-                }
+                Ok(Msg::Piece(p)) => return Ok(Some(piece_tuple(p))),
+                Ok(Msg::Pieces(v)) => self.held.extend(v),
                 Ok(Msg::Err(e)) => {
                     self.stop(py);
                     return Err(self.error(e));
@@ -773,6 +793,16 @@ impl Engine {
         let e = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(e) = e {
             py.allow_threads(move || e.shutdown(false));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The engine thread is joined here: without the GIL, which it may wait for (a log
+        // record, a stream's callback).
+        if let Some(e) = self.inner.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            Python::with_gil(|py| py.allow_threads(move || e.shutdown(false)));
         }
     }
 }
@@ -956,6 +986,55 @@ fn serve(py: Python<'_>, argv: Vec<String>) -> PyResult<()> {
     }
 }
 
+/// llama.cpp's (and llama-rs's) log records into Python's `logging`: a `log::Log` that
+/// calls `llama_rs._log(level, target, message)`. Off until `set_log_level` turns it on
+/// (`Llama(verbose=True)`), so a quiet process never calls into Python from a log line.
+/// A record from another thread waits for the GIL: every native call that waits on
+/// other threads releases it first (streams, engine shutdown, drops).
+struct PyLogger;
+
+static LOGGER: PyLogger = PyLogger;
+
+impl log::Log for PyLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let level = match r.level() {
+            log::Level::Error => 40,
+            log::Level::Warn => 30,
+            log::Level::Info => 20,
+            _ => 10,
+        };
+        Python::with_gil(|py| {
+            let sent = py
+                .import("llama_rs")
+                .and_then(|m| m.getattr("_log"))
+                .and_then(|f| f.call1((level, r.target(), r.args().to_string())));
+            if let Err(e) = sent {
+                e.print(py);
+            }
+        });
+    }
+    fn flush(&self) {}
+}
+
+/// Forwards records at `level` (Python's numbers: 10 debug … 40 error) and above to
+/// `logging`; 0 or above 40 turns forwarding off.
+#[pyfunction]
+fn set_log_level(level: u32) {
+    log::set_max_level(match level {
+        1..=10 => log::LevelFilter::Debug,
+        11..=20 => log::LevelFilter::Info,
+        21..=30 => log::LevelFilter::Warn,
+        31..=40 => log::LevelFilter::Error,
+        _ => log::LevelFilter::Off,
+    });
+}
+
 /// Names of llama.cpp's built-in chat templates.
 #[pyfunction]
 fn builtin_templates() -> Vec<String> {
@@ -977,6 +1056,11 @@ fn _llama_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(sample, m)?)?;
+    m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    // Another logger may already be installed (an embedding Rust program): keep it.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Off);
+    }
     m.add("LLAMA_CPP_COMMIT", llama_rs::sys::LLAMA_CPP_COMMIT)?;
     Ok(())
 }

@@ -288,6 +288,34 @@ def test_async_llama_batches_prompts_n_samples_and_streams():
     eng.close()
 
 
+def test_logging_only_when_verbose():
+    import logging
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, r):
+            records.append(r)
+    h = Keep(level=logging.DEBUG)
+    lg = logging.getLogger("llama_rs")
+    lg.addHandler(h)
+    lg.setLevel(logging.DEBUG)
+    try:
+        Llama(model_path=MODEL, n_ctx=256, verbose=False)
+        assert records == [], [r.getMessage() for r in records[:3]]
+        Llama(model_path=MODEL, n_ctx=256, verbose=True)
+        names = {r.name for r in records}
+        assert "llama_rs.llama_cpp" in names and any("llama" in r.getMessage() for r in records), names
+        # llama_log_set: a callback instead of logging.
+        got = []
+        llama_rs.llama_log_set(lambda level, text, user: got.append((level, text)))
+        Llama(model_path=MODEL, n_ctx=256, verbose=True)
+        assert got and isinstance(got[0][1], bytes)
+    finally:
+        llama_rs.llama_log_set(None)
+        llama_rs._llama_rs.set_log_level(0)
+        lg.removeHandler(h)
+
+
 def test_embeddings():
     e = Llama(model_path=MODEL, embedding=True, verbose=False)
     r = e.create_embedding(["hello", "world"])

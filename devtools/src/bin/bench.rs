@@ -917,7 +917,12 @@ fn main() -> anyhow::Result<()> {
             "off" => FlashAttn::Off,
             _ => FlashAttn::Auto,
         };
-        let cp = ContextParams::default().n_ctx(a.ctx).n_batch(a.once_batch).n_threads(threads).flash_attn(fa);
+        let cp = ContextParams::default()
+            .n_ctx(a.ctx)
+            .n_batch(a.once_batch)
+            .n_ubatch(a.once_batch.min(512))
+            .n_threads(threads)
+            .flash_attn(fa);
         let mut s = Session::new(model.context(cp)?)?;
         let p = GenerateParams {
             max_tokens: Some(a.n_gen),

@@ -4,6 +4,8 @@
     llm = Llama(model_path="model.gguf", n_ctx=2048)
     print(llm("Q: What is the capital of France? A:", max_tokens=16)["choices"][0]["text"])
 """
+import logging
+
 from . import _llama_rs
 from .errors import (BackendError, CancelledError, ClosedError, ContextFullError, InvalidArgumentError, LlamaError,
                      ModelLoadError, RejectedError, ResourceLimitError, UnsupportedError)
@@ -34,13 +36,35 @@ LLAMA_POOLING_TYPE_RANK = 4
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
 
 
+def _log(level: int, target: str, message: str) -> None:
+    """Called by the native module for each llama.cpp / llama-rs log record it forwards
+    (`Llama(verbose=True)` turns forwarding on at INFO)."""
+    if _log_callback is not None:
+        _log_callback(level, (message + "\n").encode("utf-8", errors="replace"), _log_user_data)
+        return
+    logging.getLogger(f"llama_rs.{target}" if target else "llama_rs").log(level, message)
+
+
+_log_callback = None
+_log_user_data = None
+
+
+def llama_log_set(log_callback, user_data=None) -> None:
+    """llama-cpp-python's `llama_log_set`: every record (debug and up) goes to
+    `log_callback(level, text_bytes, user_data)` instead of `logging`; None restores
+    `logging` (records at INFO and up)."""
+    global _log_callback, _log_user_data
+    _log_callback, _log_user_data = log_callback, user_data
+    _llama_rs.set_log_level(10 if log_callback is not None else 20)
+
+
 def llama_supports_gpu_offload() -> bool:
     return _llama_rs.supports_gpu_offload()
 
 
 __all__ = [
     "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "JSON_GBNF", "llama_speculative",
-    "llama_supports_gpu_offload", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
+    "llama_supports_gpu_offload", "llama_log_set", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
     "LogitsProcessorList", "StoppingCriteriaList", "LlamaError", "InvalidArgumentError", "ContextFullError",
     "ModelLoadError", "UnsupportedError", "ResourceLimitError", "RejectedError", "CancelledError", "BackendError",
     "ClosedError",

@@ -4,7 +4,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 __all__ = [
     "Model", "Core", "Stream", "Embedder", "Engine", "EngineStream", "json_schema_to_gbnf", "check_grammar",
-    "parse_tool_calls", "supports_gpu_offload", "builtin_templates", "serve", "sample", "LLAMA_CPP_COMMIT",
+    "parse_tool_calls", "supports_gpu_offload", "builtin_templates", "serve", "sample", "set_log_level",
+    "LLAMA_CPP_COMMIT",
 ]
 
 LLAMA_CPP_COMMIT: str
@@ -92,6 +93,7 @@ class Core:
         speculation: Optional[Tuple[str, int, int]] = None,
         max_draft: int = 8,
         processor: Optional[Callable[[List[int], bytes], Tuple[Optional[bytes], bool]]] = None,
+        collect: bool = False,
     ) -> Stream: ...
 
 @final
@@ -137,3 +139,4 @@ def supports_gpu_offload() -> bool: ...
 def builtin_templates() -> List[str]: ...
 def serve(argv: Sequence[str]) -> None: ...
 def sample(model: Model, logits: bytes, history: Sequence[int], opts: _SampleOpts) -> int: ...
+def set_log_level(level: int) -> None: ...

@@ -111,6 +111,10 @@ class Llama:
             raise ModelLoadError(f"Model path does not exist: {model_path}")
         self.verbose = verbose
         self.model_path = model_path
+        # llama.cpp's log lines go to `logging` (logger "llama_rs.llama_cpp") only when
+        # verbose; a quiet Llama keeps the process quiet (the setting is process-wide,
+        # as llama.cpp's log sink is).
+        _native.set_log_level(20 if verbose else 0)
         self._model = _native.Model(
             model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode, main_gpu=main_gpu,
             tensor_split=tensor_split, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
@@ -279,7 +283,7 @@ class Llama:
         return bridge
 
     def _stream(self, toks: List[int], *, max_tokens, stop, logprobs, logits_processor=None,
-                stopping_criteria=None, **sampling):
+                stopping_criteria=None, collect=False, **sampling):
         if isinstance(stop, str):
             stop = [stop]
         opts = self._opts(**sampling)
@@ -289,7 +293,7 @@ class Llama:
             spec = None  # drafts would bypass the grammar / the Python callbacks: plain decoding
         return self._core.generate(
             toks, opts, max_tokens=max_tokens if max_tokens and max_tokens > 0 else None, stop=list(stop or []),
-            logprobs=logprobs, speculation=spec, max_draft=max_draft, processor=bridge)
+            logprobs=logprobs, speculation=spec, max_draft=max_draft, processor=bridge, collect=collect)
 
     # ------------------------------------------------------ low-level (eval/sample)
     def eval(self, tokens: Sequence[int]) -> None:
@@ -398,7 +402,7 @@ class Llama:
                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                          mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
                          seed=seed, logit_bias=logit_bias, grammar=grammar, logprobs=logprobs,
-                         logits_processor=logits_processor, stopping_criteria=stopping_criteria)
+                         logits_processor=logits_processor, stopping_criteria=stopping_criteria, collect=not stream)
         echo_text = ""
         if echo:
             echo_text = (prompt if isinstance(prompt, str)
@@ -503,7 +507,8 @@ class Llama:
                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                          mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
                          seed=seed, logit_bias=logit_bias, grammar=grammar,
-                         logprobs=(want_lps or 0) if logprobs else None, logits_processor=logits_processor)
+                         logprobs=(want_lps or 0) if logprobs else None, logits_processor=logits_processor,
+                         collect=not stream)
         cid = f"chatcmpl-{uuid.uuid4()}"
         created = int(time.time())
         name = model or self.model_path
