@@ -20,7 +20,8 @@ PYTHONPATH=target/py-tools target/py-tools/bin/maturin build --release --locked 
 rm -f target/wheels/*manylinux*   # maturin's empty placeholder next to the unrepaired wheel
 pipi --no-deps --target target/py-llama target/wheels/llama_rs-*.whl
 [ -d target/py-llama/llama_rs ] || { echo "test-python: the wheel did not install" >&2; exit 1; }
-LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) PYTHONPATH=target/py-llama:target/py-deps \
+LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) LLAMA_RS_DEFAULT_MODEL=$(python3 vendor/fetch.py model) \
+  PYTHONPATH=target/py-llama:target/py-deps \
   "$py" llama-py/tests/test_llama.py
 # The native module's stubs (llama_rs/_llama_rs.pyi) against the built binary.
 MYPY_CACHE_DIR=target/mypy-cache PYTHONPATH=target/py-llama:target/py-deps \

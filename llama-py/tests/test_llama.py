@@ -316,6 +316,92 @@ def test_logging_only_when_verbose():
         lg.removeHandler(h)
 
 
+def test_from_pretrained_resolves_globs_through_the_hub_api():
+    import types
+    # No network here: a stand-in `huggingface_hub` that serves the chat model's directory
+    # exercises the glob matching and download calls; without the package it is an
+    # ImportError naming it, as in llama-cpp-python.
+    saved = sys.modules.pop("huggingface_hub", None)
+    sys.modules["huggingface_hub"] = None  # makes the import fail
+    try:
+        Llama.from_pretrained("org/repo", "*.gguf")
+        raise AssertionError
+    except ImportError as e:
+        assert "huggingface-hub" in str(e)
+    fake = types.ModuleType("huggingface_hub")
+    calls = []
+
+    class HfFileSystem:
+        def ls(self, repo_id, recursive=False):
+            return [{"name": f"{repo_id}/README.md"}, {"name": f"{repo_id}/models/smol-q8_0.gguf"},
+                    {"name": f"{repo_id}/models/smol-f16.gguf"}]
+
+    def hf_hub_download(repo_id, filename, subfolder=None, local_dir=None, cache_dir=None):
+        calls.append((repo_id, subfolder, filename))
+        return MODEL
+    fake.HfFileSystem, fake.hf_hub_download = HfFileSystem, hf_hub_download
+    sys.modules["huggingface_hub"] = fake
+    try:
+        m = Llama.from_pretrained("org/repo", "*q8_0.gguf", n_ctx=256, verbose=False)
+        assert calls == [("org/repo", "models", "smol-q8_0.gguf")] and m.n_ctx() == 256
+        try:
+            Llama.from_pretrained("org/repo", "*.gguf")
+            raise AssertionError
+        except llama_rs.InvalidArgumentError as e:
+            assert "More than one file" in str(e)
+    finally:
+        del sys.modules["huggingface_hub"]
+        if saved is not None:
+            sys.modules["huggingface_hub"] = saved
+
+
+def test_bad_inputs_raise_documented_exceptions():
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        bad = os.path.join(d, "bad.gguf")
+        with open(bad, "wb") as f:
+            f.write(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)  # a header that lies
+        trunc = os.path.join(d, "trunc.gguf")
+        with open(MODEL, "rb") as f, open(trunc, "wb") as g:
+            g.write(f.read(1 << 20))  # the first MiB of a real model
+        for path in (bad, trunc):
+            try:
+                Llama(model_path=path, verbose=False)
+                raise AssertionError(path)
+            except llama_rs.ModelLoadError as e:
+                assert isinstance(e, ValueError)
+    for toks in ([llm.n_vocab()], [-1]):
+        try:
+            llm.detokenize(toks)
+            raise AssertionError
+        except llama_rs.InvalidArgumentError:
+            pass
+    try:
+        Llama(model_path=MODEL, type_k=999, verbose=False)
+        raise AssertionError
+    except ValueError as e:
+        assert "type_k" in str(e)
+    try:
+        Llama(model_path=MODEL, n_ctx=1 << 30, verbose=False)  # a KV cache far beyond memory
+        raise AssertionError
+    except llama_rs.LlamaError as e:
+        assert isinstance(e, (ValueError, MemoryError, RuntimeError))
+    try:  # a malformed grammar: refused when first used, before anything is generated
+        llm("Hi", max_tokens=2, grammar=LlamaGrammar.from_string("root ::= ("))
+        raise AssertionError
+    except llama_rs.InvalidArgumentError:
+        pass
+    # A state from another model.
+    other = Llama(model_path=os.environ.get("LLAMA_RS_DEFAULT_MODEL", MODEL), n_ctx=256, verbose=False)
+    if other.n_vocab() != llm.n_vocab():
+        other("Hi", max_tokens=1)
+        try:
+            llm.load_state(other.save_state())
+            raise AssertionError
+        except llama_rs.ModelLoadError as e:
+            assert "another model" in str(e)
+
+
 def test_embeddings():
     e = Llama(model_path=MODEL, embedding=True, verbose=False)
     r = e.create_embedding(["hello", "world"])

@@ -147,6 +147,42 @@ class Llama:
             print(f"llama_rs: loaded {self._model.description()} from {model_path} "
                   f"(n_ctx {self.n_ctx()}, llama.cpp {_native.LLAMA_CPP_COMMIT})", file=sys.stderr)
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: Optional[str], additional_files: Optional[List[str]] = None,
+                        local_dir: Optional[str] = None, local_dir_use_symlinks: Any = "auto",
+                        cache_dir: Optional[str] = None, **kwargs: Any) -> "Llama":
+        """Downloads a GGUF from the Hugging Face Hub (`filename` may be a glob such as
+        "*q8_0.gguf"; exactly one file must match) and loads it; `additional_files`
+        (globs too) are fetched next to it, e.g. the other shards of a split model.
+        Needs the `huggingface-hub` package, as llama-cpp-python does."""
+        try:
+            from huggingface_hub import HfFileSystem, hf_hub_download
+        except ImportError:
+            raise ImportError("Llama.from_pretrained requires the huggingface-hub package. "
+                              "You can install it with `pip install huggingface-hub`.") from None
+        import fnmatch
+        files = [f["name"] if isinstance(f, dict) else f for f in HfFileSystem().ls(repo_id, recursive=True)]
+        # Paths come back as "<repo_id>/<path in repo>".
+        in_repo = [f[len(repo_id) + 1:] if f.startswith(repo_id + "/") else f for f in files]
+
+        def one(pattern: str) -> str:
+            hits = [f for f in in_repo if fnmatch.fnmatch(f, pattern)]
+            if len(hits) != 1:
+                raise InvalidArgumentError(
+                    f"{'No file' if not hits else 'More than one file'} in {repo_id} matches {pattern!r}: "
+                    f"{hits or in_repo}")
+            return hits[0]
+
+        def fetch(path: str) -> str:
+            sub, name = os.path.split(path)
+            return hf_hub_download(repo_id=repo_id, filename=name, subfolder=sub or None, local_dir=local_dir,
+                                   cache_dir=cache_dir)
+
+        model_path = fetch(one(filename or "*.gguf"))
+        for extra in additional_files or []:
+            fetch(one(extra))
+        return cls(model_path=model_path, **kwargs)
+
     # ------------------------------------------------------------------ basics
     def _set_draft(self, draft: Any) -> None:
         """`draft_model=`: a LlamaPromptLookupDecoding (n-gram drafting in Rust), a path to
