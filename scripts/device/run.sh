@@ -8,7 +8,8 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|bench|bench-gemma|bench-7b|breakdown|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|bench|bench-gemma|bench-7b|breakdown|all]
+# (py also carries .dev/py: the wheel and llama-cpp-python's files, see prepare.sh)
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
 backend=$1
@@ -20,9 +21,9 @@ S=$root/.dev/src
 W=$root/.dev/work   # not carried: kept between calls while the machine stays warm
 mkdir -p "$W"
 B=$W/build-$backend
-BIN=$root/.dev/bin
+BIN=${DEV_BIN:-$root/.dev/bin}   # DEV_BIN=.dev/bmin: a smaller set of binaries to carry
 model=$W/gemma-3-270m-q4_k_m.gguf
-[ -f "$model" ] || cat .dev/m1/part .dev/m2/part .dev/m3/part .dev/m4/part > "$model"
+[ -s "$model" ] || cat .dev/m1/part .dev/m2/part .dev/m3/part .dev/m4/part > "$model" 2>/dev/null
 echo "model sha256: $(sha256sum "$model" | cut -c1-16)… (want a5fd3b62230aa5ec)"
 common=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON
   -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_RPC=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON
@@ -59,13 +60,35 @@ for t in model context generate sampling adapters embed files; do
 done | tee "$out/tests-$backend.txt"
 fi
 [ "$phase" = test ] && exit 0
+if [ "$phase" = fit ]; then
+  # Fit to memory on the synthetic 7B: simulated budgets on the GPU, real loads.
+  [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
+  echo "== fit: synthetic 7B"; "$BIN/gpu-test" --model "$W/q7.gguf" --fit-only 2>&1 | tee "$out/fit-7b-$backend.txt"
+  exit 0
+fi
+if [ "$phase" = py ]; then
+  # The Python module (wheel built with LLAMA_SYS_SHARED=1 on the CPU machine, .dev/py)
+  # and llama-cpp-python's Python files (.dev/py/lcpp, no libraries of its own: it loads
+  # this build's libllama through LLAMA_CPP_LIB_PATH), so llama_rs, llama-cpp-python,
+  # llama-bench and the Rust API all run the very same libraries.
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .dev/py/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$root/.dev/py/lcpp LLAMA_CPP_LIB_PATH=$lib
+  [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
+  for m in "$W/q7.gguf" "$model"; do
+    [ -s "$m" ] || continue   # the default model only when its parts were carried
+    echo "== python: $(basename "$m")"
+    PYTHONUNBUFFERED=1 python3 llama-py/bench/compare.py --model "$m" --llama-bench "$B/bin/llama-bench" \
+      --rust-bench "$BIN/bench" --lcpp-python python3 --ngl 99 -t 16 -r "${BENCH_REPS:-3}" 2>&1
+  done | tee "$out/python-$backend.txt"
+  exit 0
+fi
 if [ "$phase" = spec ]; then
   # Engine and speculative decoding on the GPU: the tests (greedy equality, determinism,
   # the chi-square test), the n-gram benchmark (one sequence and 4 concurrent), and the
   # cost of verifying k drafted tokens — default model, and a synthetic 7B target with a
   # synthetic 0.5B draft.
-  # SPEC_QUICK=1: the benchmark only (no tests, no synthetic 7B).
-  [ -n "${SPEC_QUICK:-}" ] || for t in engine speculative; do
+  # SPEC_QUICK=1: the benchmark only (no tests, no synthetic 7B); SPEC_NO_TESTS=1: no tests.
+  [ -n "${SPEC_QUICK:-}${SPEC_NO_TESTS:-}" ] || for t in engine speculative; do
     "$BIN/$t" --test-threads 1 2>&1 | grep -E "^test |test result|panicked|chi2" | grep -v "^--$"
   done | tee "$out/tests-spec-$backend.txt"
   echo "== bench --spec"; "$BIN/bench" --spec --spec-engine -n 128 -r "${BENCH_REPS:-3}" -t 16 2>&1 | grep -v "^$" | tee "$out/spec-$backend.txt"

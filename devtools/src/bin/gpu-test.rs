@@ -16,6 +16,49 @@ struct Args {
     /// Tokens generated per prompt for the agreement check.
     #[arg(short = 'n', long, default_value_t = 32)]
     n_gen: usize,
+    /// Only the fit-to-memory check (`llama_rs::fit` with simulated budgets on the first
+    /// GPU, then a real load of each choice).
+    #[arg(long)]
+    fit_only: bool,
+}
+
+/// Fit to memory on the first GPU with budgets of 100 %, 60 % and 30 % of the whole
+/// model's plan: the chosen plan stays within the budget minus the margin, one more layer
+/// would not, and loading the choice really takes about what was planned.
+fn fit_checks(path: &std::path::Path, gpu: &Device, check: &mut impl FnMut(bool, String)) -> anyhow::Result<()> {
+    let cp = ContextParams::default().n_ctx(4096);
+    let whole = MemoryPlan::estimate(path, ModelParams::default().gpu_layers(GpuLayers::All), &cp)?;
+    let need = whole.device_total(&gpu.name);
+    let margin = 256u64 << 20;
+    for pct in [100u64, 60, 30] {
+        let budget = need * pct / 100 + margin;
+        let fp = llama_rs::FitParams { margin_bytes: margin, budgets: Some(vec![(gpu.name.clone(), budget)]) };
+        let t = std::time::Instant::now();
+        let f = llama_rs::fit(path, ModelParams::default, &cp, &fp)?;
+        let ms = t.elapsed().as_millis();
+        println!("fit {pct:>3} % of {} MiB: {:?} in {} probes, {ms} ms — {}", need >> 20, f.gpu_layers, f.probes, f.reason);
+        let planned = f.plan.as_ref().map_or(0, |p| p.device_total(&gpu.name));
+        check(planned + margin <= budget, format!("fit {pct} %: plan {} MiB within budget {} MiB", planned >> 20, (budget - margin) >> 20));
+        if let GpuLayers::Count(n) = f.gpu_layers {
+            let more = MemoryPlan::estimate(path, ModelParams::default().gpu_layers(GpuLayers::Count(n + 1)), &cp)?;
+            check(
+                more.device_total(&gpu.name) + margin > budget,
+                format!("fit {pct} %: one more layer ({} MiB) would not fit", more.device_total(&gpu.name) >> 20),
+            );
+        }
+        let before = Device::get(gpu.index)?.free;
+        let m = Model::load(path, f.apply(ModelParams::default()))?;
+        let c = m.context(cp.clone())?;
+        let used = before.saturating_sub(Device::get(gpu.index)?.free);
+        println!("  loaded: the device reports {} MiB more in use (planned {} MiB)", used >> 20, planned >> 20);
+        check(
+            used <= planned + margin,
+            format!("fit {pct} %: real use {} MiB ≤ plan + margin {} MiB", used >> 20, (planned + margin) >> 20),
+        );
+        drop(c);
+        drop(m);
+    }
+    Ok(())
 }
 
 fn greedy(model: &Model, p: &ContextParams, prompt: &str, n: usize) -> (Vec<Token>, Vec<f32>) {
@@ -65,6 +108,16 @@ fn main() -> anyhow::Result<()> {
         devices.iter().filter(|d| matches!(d.kind, DeviceType::Gpu | DeviceType::IntegratedGpu)).collect();
     check(!gpus.is_empty(), format!("{} GPU device(s) found", gpus.len()));
     println!("system: {}", llama_rs::backend::system_info());
+    if a.fit_only {
+        if let Some(g) = gpus.first() {
+            fit_checks(&path, g, &mut check)?;
+        }
+        if failed > 0 {
+            anyhow::bail!("{failed} check(s) failed");
+        }
+        println!("all checks passed");
+        return Ok(());
+    }
 
     let cp = ContextParams::default().n_ctx(2048).flash_attn(FlashAttn::Auto);
     let plan = MemoryPlan::estimate(&path, ModelParams::default().gpu_layers(GpuLayers::All), &cp)?;
