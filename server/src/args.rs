@@ -133,22 +133,7 @@ impl std::fmt::Display for ArgError {
 impl std::error::Error for ArgError {}
 
 fn kv_type(flag: &str, v: &str) -> Result<KvType, ArgError> {
-    Ok(match v.to_ascii_lowercase().as_str() {
-        "f32" => KvType::F32,
-        "f16" => KvType::F16,
-        "bf16" => KvType::Bf16,
-        "q8_0" => KvType::Q8_0,
-        "q4_0" => KvType::Q4_0,
-        "q4_1" => KvType::Q4_1,
-        "iq4_nl" => KvType::Iq4Nl,
-        "q5_0" => KvType::Q5_0,
-        "q5_1" => KvType::Q5_1,
-        _ => {
-            return Err(ArgError(format!(
-                "{flag} {v}: not a cache type (f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1)"
-            )))
-        }
-    })
+    v.parse().map_err(|e: llama_rs::Error| ArgError(format!("{flag}: {e}")))
 }
 
 impl Args {

@@ -36,9 +36,18 @@ fn fit_checks(path: &std::path::Path, gpu: &Device, check: &mut impl FnMut(bool,
         let t = std::time::Instant::now();
         let f = llama_rs::fit(path, ModelParams::default, &cp, &fp)?;
         let ms = t.elapsed().as_millis();
-        println!("fit {pct:>3} % of {} MiB: {:?} in {} probes, {ms} ms — {}", need >> 20, f.gpu_layers, f.probes, f.reason);
+        println!(
+            "fit {pct:>3} % of {} MiB: {:?} in {} probes, {ms} ms — {}",
+            need >> 20,
+            f.gpu_layers,
+            f.probes,
+            f.reason
+        );
         let planned = f.plan.as_ref().map_or(0, |p| p.device_total(&gpu.name));
-        check(planned + margin <= budget, format!("fit {pct} %: plan {} MiB within budget {} MiB", planned >> 20, (budget - margin) >> 20));
+        check(
+            planned + margin <= budget,
+            format!("fit {pct} %: plan {} MiB within budget {} MiB", planned >> 20, (budget - margin) >> 20),
+        );
         if let GpuLayers::Count(n) = f.gpu_layers {
             let more = MemoryPlan::estimate(path, ModelParams::default().gpu_layers(GpuLayers::Count(n + 1)), &cp)?;
             check(

@@ -59,6 +59,50 @@ impl KvType {
     pub fn is_quantized(self) -> bool {
         !matches!(self, KvType::F32 | KvType::F16 | KvType::Bf16)
     }
+    /// Every type, in llama.cpp's order of `--cache-type-k` choices.
+    pub const ALL: [KvType; 9] = [
+        KvType::F32,
+        KvType::F16,
+        KvType::Bf16,
+        KvType::Q8_0,
+        KvType::Q4_0,
+        KvType::Q4_1,
+        KvType::Iq4Nl,
+        KvType::Q5_0,
+        KvType::Q5_1,
+    ];
+    /// llama.cpp's name (`f16`, `q8_0`, ...), as its tools print and parse it.
+    ///
+    /// ```
+    /// use llama_rs::KvType;
+    /// assert_eq!(KvType::Q8_0.name(), "q8_0");
+    /// assert_eq!("Q8_0".parse::<KvType>().unwrap(), KvType::Q8_0);
+    /// assert!("q3_k".parse::<KvType>().is_err());
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Bf16 => "bf16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+            KvType::Q4_1 => "q4_1",
+            KvType::Iq4Nl => "iq4_nl",
+            KvType::Q5_0 => "q5_0",
+            KvType::Q5_1 => "q5_1",
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = crate::Error;
+    /// A name as llama.cpp's tools take it (case-insensitive).
+    fn from_str(s: &str) -> crate::Result<KvType> {
+        KvType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
+            crate::Error::InvalidParam(format!("{s:?} is not a KV cache type ({})", names.join(", ")))
+        })
+    }
 }
 
 /// How per-token embeddings are pooled per sequence.
