@@ -493,7 +493,7 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     let t = text.trim_start();
     if t.starts_with('[') {
-        return Ok(serde_json::from_str(t).with_context(|| format!("{}: not a JSON array", path.display()))?);
+        return serde_json::from_str(t).with_context(|| format!("{}: not a JSON array", path.display()));
     }
     t.lines()
         .filter(|l| !l.trim().is_empty())
