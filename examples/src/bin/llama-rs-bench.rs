@@ -8,8 +8,8 @@
 //!
 //! Tests (as llama-bench): `pp N` decodes N random tokens in n_batch chunks, `tg N`
 //! decodes N single tokens, `pp N + tg M` (`-pg N,M`) both, each after `-d` tokens of
-//! context that are decoded first and not timed; one warm-up run per test, then `-r`
-//! timed runs from an empty cache. Comma lists and ranges (`first-last`,
+//! context that are decoded first and not timed (once per test, kept for its runs); one
+//! warm-up run per test, then `-r` timed runs. Comma lists and ranges (`first-last`,
 //! `first-last+step`, `first-last*mult`) sweep every combination. Output: markdown (the
 //! default), CSV, JSON or JSONL with llama-bench's column names where they overlap; the
 //! schema is the same for every run (no columns that come and go).
@@ -217,11 +217,24 @@ impl Runner {
         Ok(())
     }
 
-    /// One run of `t`: the depth untimed, then the timed prompt and/or generation.
-    fn run(&mut self, ctx: &mut llama_rs::Context, t: Test) -> llama_rs::Result<f64> {
+    /// Decodes the test's depth (untimed) into an empty cache.
+    fn fill_depth(&mut self, ctx: &mut llama_rs::Context, n_depth: u64) -> llama_rs::Result<()> {
         ctx.clear_memory(false);
         let mut b = Batch::new(ctx.n_batch() as usize, 1)?;
-        self.decode(ctx, &mut b, 0, t.n_depth)?;
+        self.decode(ctx, &mut b, 0, n_depth)
+    }
+
+    /// One timed run of `t` after its depth: what a previous run added after the depth is
+    /// removed first, so the depth is decoded once per test rather than once per run
+    /// (llama-bench decodes it again every run; the timed part is the same), except for
+    /// sliding-window models.
+    fn run(&mut self, ctx: &mut llama_rs::Context, t: Test) -> llama_rs::Result<f64> {
+        // A sliding-window cache drops old cells as a run goes on: the depth is decoded
+        // again (as llama-bench does) whenever its cells may be gone.
+        if ctx.model().n_swa() > 0 || !ctx.seq_rm(Some(0), t.n_depth as i32..)? {
+            self.fill_depth(ctx, t.n_depth)?;
+        }
+        let mut b = Batch::new(ctx.n_batch() as usize, 1)?;
         let start = Instant::now();
         if t.n_prompt > 0 {
             self.decode(ctx, &mut b, t.n_depth, t.n_prompt)?;
@@ -373,7 +386,8 @@ fn sweep(a: &Args) -> anyhow::Result<Vec<Value>> {
                     .kv_types(c.type_k, c.type_v);
                 let mut ctx =
                     model.context(cp).with_context(|| format!("{} with {:?}/{:?}", t.name(), c.type_k, c.type_v))?;
-                runner.run(&mut ctx, Test { n_prompt: n_prompt.min(16), n_gen: n_gen.min(4), n_depth: 0 })?; // warm-up
+                runner.fill_depth(&mut ctx, n_depth)?;
+                runner.run(&mut ctx, Test { n_prompt: n_prompt.min(16), n_gen: n_gen.min(4), n_depth })?; // warm-up
                 let mut secs = Vec::new();
                 for _ in 0..a.reps.max(1) {
                     secs.push(runner.run(&mut ctx, t)?);
