@@ -90,6 +90,15 @@ pub struct Args {
     /// Use the GGUF's Jinja template (always on here; accepted for llama-server's command lines).
     #[arg(long)]
     pub jinja: bool,
+    /// Thinking models: `deepseek` (or `auto`) puts the `<think>` block into
+    /// `reasoning_content`; `none` leaves it in `content`.
+    #[arg(long = "reasoning-format", default_value = "auto", value_parser = ["auto", "deepseek", "none"])]
+    pub reasoning_format: String,
+    /// -1: unrestricted thinking; 0: none (templates get `enable_thinking: false`, as
+    /// llama-server does). Other budgets are not supported (llama-server's rule too).
+    #[arg(long = "reasoning-budget", default_value_t = -1, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-1..=0))]
+    pub reasoning_budget: i32,
     /// Serve Prometheus metrics on `/metrics`.
     #[arg(long)]
     pub metrics: bool,
@@ -235,8 +244,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "-md",
     "--ctx-size-draft",
     "-cd",
-    "--reasoning-format",
-    "--reasoning-budget",
     "--models-dir",
 ];
 

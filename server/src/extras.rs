@@ -177,6 +177,9 @@ pub async fn apply_template(State(st): State<Arc<AppState>>, body: Bytes) -> Api
     let r: ApplyTemplateRequest = parse(&body)?;
     let t =
         l.template.as_ref().ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;
-    let opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
+    let mut opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
+    if st.args.reasoning_budget == 0 {
+        opts.extra.insert("enable_thinking".into(), serde_json::Value::Bool(false));
+    }
     Ok(Json(json!({"prompt": t.render(&r.messages, &opts)?})))
 }

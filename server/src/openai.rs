@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
 use llama_rs::{
-    parse_tool_calls, ChatMessage, Event, FinishReason, GenerateParams, Grammar, Prompt, RenderOptions, Request,
-    RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
+    parse_tool_calls, ChatMessage, Event, FinishReason, GenerateParams, Grammar, Prompt, ReasoningSplitter,
+    RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -495,17 +495,20 @@ pub(crate) fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
 }
 
 /// Renders the chat prompt (with the tools, unless `tool_choice` is "none").
-fn chat_prompt(l: &Loaded, req: &ChatRequest, msgs: &[ChatMessage]) -> ApiResult<(String, bool)> {
+fn chat_prompt(l: &Loaded, req: &ChatRequest, msgs: &[ChatMessage], budget: i32) -> ApiResult<(String, bool)> {
     let tmpl = l.template.as_ref().ok_or_else(|| {
         ApiError::bad("messages", l.template_error.clone().unwrap_or_else(|| "no chat template".into()))
     })?;
     let tools_on = req.tools.as_ref().is_some_and(|t| !t.is_empty())
         && !matches!(req.tool_choice.as_ref().and_then(Value::as_str), Some("none"));
-    let opts = RenderOptions {
-        add_generation_prompt: true,
-        tools: if tools_on { req.tools.clone() } else { None },
-        extra: req.chat_template_kwargs.clone().unwrap_or_default(),
-    };
+    let mut extra = req.chat_template_kwargs.clone().unwrap_or_default();
+    if budget == 0 {
+        // `--reasoning-budget 0`: what llama-server passes; Qwen3-style templates then
+        // close the think block in the prompt. A request's own kwargs win.
+        extra.entry("enable_thinking").or_insert(Value::Bool(false));
+    }
+    let opts =
+        RenderOptions { add_generation_prompt: true, tools: if tools_on { req.tools.clone() } else { None }, extra };
     Ok((tmpl.render(msgs, &opts)?, tools_on))
 }
 
@@ -592,7 +595,10 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
         (false, _) => None,
     };
     let msgs = messages(std::mem::take(&mut req.messages))?;
-    let (text, tools_on) = chat_prompt(l, &req, &msgs)?;
+    let (text, tools_on) = chat_prompt(l, &req, &msgs, st.args.reasoning_budget)?;
+    // Thinking output goes to `reasoning_content` (a block the prompt opened counts too).
+    let reasoning = st.args.reasoning_format != "none";
+    let opened = ReasoningSplitter::prompt_opens_block(&text);
     let mut j = job(l, &req.sampling, Prompt::Text(text), st.args.n_predict)?;
     if tools_on && j.params.sampler.grammar.is_none() {
         if let Some(g) = forced_tool_grammar(&req)? {
@@ -614,10 +620,15 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
         for (i, s) in streams.into_iter().enumerate() {
             let c = collect(s, timeout(&st)).await?;
             add_usage(&mut usage, &c.usage);
-            let mut message = json!({"role": "assistant", "content": c.text});
+            let (thought, answer) =
+                if reasoning { ReasoningSplitter::split(&c.text, opened) } else { (None, c.text.clone()) };
+            let mut message = json!({"role": "assistant", "content": answer});
+            if let Some(t) = thought {
+                message["reasoning_content"] = Value::String(t);
+            }
             let mut finish = finish_str(c.finish.unwrap_or(FinishReason::Stop));
             if tools_on {
-                let (content, calls) = parse_tool_calls(&c.text);
+                let (content, calls) = parse_tool_calls(&answer);
                 if !calls.is_empty() {
                     message["content"] = if content.is_empty() { Value::Null } else { Value::String(content) };
                     message["tool_calls"] = calls.iter().enumerate().map(|(k, tc)| tool_call_json(k, tc, i)).collect();
@@ -661,13 +672,18 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
             tx(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])));
         }
         let mut held: Vec<String> = vec![String::new(); n];
+        let mut splitters = vec![ReasoningSplitter::new(opened); n];
         let usage_chunk = include_usage.then(|| chunk(json!([])));
         drive_choices(streams, timeout(&st2), &tx, usage_chunk, |i, ev| match ev {
             Event::Piece(p) => {
+                let (thought, text) = if reasoning { splitters[i].push(&p.text) } else { (String::new(), p.text) };
+                if !thought.is_empty() {
+                    tx(chunk(json!([{"index": i, "delta": {"reasoning_content": thought}, "finish_reason": null}])));
+                }
                 if tools_on {
-                    held[i] += &p.text;
-                } else if !p.text.is_empty() || !p.logprobs.is_empty() {
-                    let mut c = json!({"index": i, "delta": {"content": p.text}, "finish_reason": null});
+                    held[i] += &text;
+                } else if !text.is_empty() || !p.logprobs.is_empty() {
+                    let mut c = json!({"index": i, "delta": {"content": text}, "finish_reason": null});
                     if top.is_some() {
                         c["logprobs"] = chat_logprobs(l, &p.logprobs);
                     }
@@ -675,6 +691,15 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
                 }
             }
             Event::Done { finish_reason, .. } => {
+                let (thought, text) = splitters[i].finish();
+                if !thought.is_empty() {
+                    tx(chunk(json!([{"index": i, "delta": {"reasoning_content": thought}, "finish_reason": null}])));
+                }
+                if tools_on {
+                    held[i] += &text;
+                } else if !text.is_empty() {
+                    tx(chunk(json!([{"index": i, "delta": {"content": text}, "finish_reason": null}])));
+                }
                 let mut finish = finish_str(finish_reason);
                 if tools_on {
                     let (content, calls) = parse_tool_calls(&held[i]);

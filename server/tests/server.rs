@@ -462,3 +462,51 @@ fn ollama_api_lists_chats_generates_and_embeds() {
     let (st, e) = post(&base, "/api/embeddings", json!({"model": "smol", "prompt": "a"}));
     assert_eq!((st, e["embedding"].as_array().unwrap().len()), (200, 576));
 }
+
+#[test]
+fn thinking_goes_to_reasoning_content_and_budget_zero_tells_the_template() {
+    // A ChatML template that closes the think block when told thinking is off (as
+    // Qwen3's does), and a grammar that makes the model "think" first.
+    let dir = std::env::temp_dir().join(format!("llama-rs-server-reasoning-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmpl = dir.join("think.jinja");
+    std::fs::write(
+        &tmpl,
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+         {% if add_generation_prompt %}<|im_start|>assistant\n\
+         {% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}",
+    )
+    .unwrap();
+    let (_s, base) = start(&["--chat-template-file", tmpl.to_str().unwrap(), "--reasoning-budget", "0"]);
+    let (code, r) = post(&base, "/apply-template", json!({"messages": [{"role": "user", "content": "Hi"}]}));
+    assert_eq!(code, 200);
+    assert!(r["prompt"].as_str().unwrap().ends_with("<think>\n\n</think>\n\n"), "{r}");
+    let mut body = greedy_chat("What is 2+2?", 40);
+    body["grammar"] = json!("root ::= \"<think>\" \"two plus two\" \"</think>\" \"\\n\\nIt is 4.\"");
+    let (code, r) = post(&base, "/v1/chat/completions", body.clone());
+    assert_eq!(code, 200, "{r}");
+    let m = &r["choices"][0]["message"];
+    assert_eq!(
+        (m["reasoning_content"].as_str(), m["content"].as_str()),
+        (Some("two plus two"), Some("It is 4.")),
+        "{r}"
+    );
+    // Streamed: the think block never leaks into content deltas, whatever the pieces.
+    body["stream"] = json!(true);
+    let (chunks, done) = sse(&base, "/v1/chat/completions", body.clone());
+    assert!(done);
+    let delta = |k: &str| -> String {
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"][k].as_str()).collect::<Vec<_>>().concat()
+    };
+    assert_eq!((delta("reasoning_content"), delta("content")), ("two plus two".into(), "It is 4.".into()));
+    // --reasoning-format none: all of it is content.
+    let (_s2, base2) = start(&["--reasoning-format", "none"]);
+    body["stream"] = json!(false);
+    let (_, r) = post(&base2, "/v1/chat/completions", body);
+    let m = &r["choices"][0]["message"];
+    assert_eq!(m["content"], "<think>two plus two</think>\n\nIt is 4.", "{r}");
+    assert!(m.get("reasoning_content").is_none(), "{r}");
+    // Budgets other than -1 and 0 are refused, as by llama-server.
+    assert!(args::parse_from(["llama-rs-server", "--reasoning-budget", "100"]).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

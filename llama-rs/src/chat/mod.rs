@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
+mod reasoning;
+pub use reasoning::ReasoningSplitter;
+
 /// One chat message. `content` is plain text; tool calls made by the assistant and the
 /// ids of tool results ride along for templates that render them.
 ///
