@@ -3,8 +3,10 @@
 //! before loading, actual after), load time, a text and a chat completion, then N timed
 //! generation rounds.
 //!
-//!     harness --model-path qwen2.5-72b-instruct-q6_k-00001-of-00016.gguf -ngl -1 \
-//!         --ctx 2048 --batch 64 --flash-attn --max-tokens 50 --benchmark 5 [--json]
+//! ```text
+//! harness --model-path qwen2.5-72b-instruct-q6_k-00001-of-00016.gguf -ngl -1 \
+//!     --ctx 2048 --batch 64 --flash-attn --max-tokens 50 --benchmark 5 [--json]
+//! ```
 //!
 //! A split GGUF's first shard loads all shards. Without a model: the default model.
 //! `-ngl auto` fits the layers to the devices' free memory (`llama_rs::fit`).
