@@ -736,6 +736,20 @@ class AsyncLlama:
             for st in streams:
                 st.cancel()
 
+    async def _collect(self, streams):
+        """Every stream to its end: per choice the pieces' texts, the logprobs and the
+        "done" event."""
+        text: List[List[str]] = [[] for _ in streams]
+        lps: List[list] = [[] for _ in streams]
+        done: List[Any] = [None] * len(streams)
+        async for i, ev in self._merged(streams):
+            if ev[0] == "piece":
+                text[i].append(ev[1])
+                lps[i].extend(ev[3])
+            else:
+                done[i] = ev
+        return text, lps, done
+
     def _submit(self, prompts: List[List[int]], n: int, max_tokens, stop, logprobs, sampling):
         if isinstance(stop, str):
             stop = [stop]
@@ -786,15 +800,7 @@ class AsyncLlama:
                     elif ev[0] == "done":
                         yield chunk(i, "", None, _finish(ev[1]))
             return chunks()
-        text = [[] for _ in streams]
-        lps = [[] for _ in streams]
-        done = [None] * len(streams)
-        async for i, ev in self._merged(streams):
-            if ev[0] == "piece":
-                text[i].append(ev[1])
-                lps[i].extend(ev[3])
-            else:
-                done[i] = ev
+        text, lps, done = await self._collect(streams)
         choices = []
         for i in range(len(streams)):
             e = echo_texts[i // n]
@@ -853,15 +859,7 @@ class AsyncLlama:
                             finish = _finish(ev[1])
                         yield chunk(i, {}, finish)
             return chunks()
-        text = [[] for _ in streams]
-        lps = [[] for _ in streams]
-        done = [None] * len(streams)
-        async for i, ev in self._merged(streams):
-            if ev[0] == "piece":
-                text[i].append(ev[1])
-                lps[i].extend(ev[3])
-            else:
-                done[i] = ev
+        text, lps, done = await self._collect(streams)
         choices = []
         for i in range(len(streams)):
             message, finish = llm._chat_message("".join(text[i]), done[i][1], tools_on)
