@@ -54,7 +54,7 @@ if [ ! -f "$base" ]; then
 fi
 
 cleanup() {
-  for m in proc work/llama-rs-cache root/.cache/pip var/cache/apt/archives root/.cargo/registry \
+  for m in proc dev/pts work/llama-rs-cache root/.cache/pip var/cache/apt/archives root/.cargo/registry \
            opt/rustup opt/cargo-bin "${pyenv_root#/}"; do
     umount "$root/$m" 2>/dev/null || true
   done
@@ -89,6 +89,9 @@ bind "$cache/apt" var/cache/apt/archives
 bind "$cache/pip" root/.cache/pip
 bind "$cache/llama-rs" work/llama-rs-cache
 mount -t proc proc "$root/proc"
+# Pseudo-terminals, as every machine has them (the chat test drives chat through one).
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
+rm -f "$root/dev/ptmx" && ln -s pts/ptmx "$root/dev/ptmx"
 echo "fresh-machine: root ready after $(( $(date +%s) - t0 )) s"
 
 # 4. The README's two commands, as a new user runs them (the demo first: it is what a
