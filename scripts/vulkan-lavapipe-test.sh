@@ -45,8 +45,9 @@ chroot "$root" env -i "${passenv[@]}" HOME=/root PATH=/root/.cargo/bin:/usr/loca
     bad_inputs_are_typed_errors memory_operations state_round_trip_reproduces_logits_bit_for_bit \
     removing_the_tail_and_redecoding_equals_decoding_from_scratch \
     stop_strings_spanning_tokens_are_cut_exactly end_of_generation_is_a_stop \
-    device_sampling_gives_the_host_tokens device_sampling_on_an_odd_sized_vocabulary_matches_the_host"
-  bins="--test model --test context --test generate --test files"
+    device_sampling_gives_the_host_tokens device_sampling_on_an_odd_sized_vocabulary_matches_the_host \
+    fit_chooses_layers_from_the_dry_run_plan fit_moves_moe_experts_to_host_memory_before_layers"
+  bins="--test model --test context --test generate --test files --test fit"
   # A renamed test must not silently drop out of this list.
   cargo test --release --locked -p llama-rs --features vulkan $bins -- --list 2>/dev/null | sed -n "s/: test$//p" > /tmp/all-tests
   for t in $tests; do grep -qx "$t" /tmp/all-tests || { echo "lavapipe: no test named $t (renamed? update scripts/vulkan-lavapipe-test.sh)" >&2; exit 1; }; done

@@ -12,6 +12,7 @@
 //! # Ok::<(), llama_rs::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
@@ -44,6 +45,9 @@ pub struct Fit {
     pub gpu_layers: GpuLayers,
     /// Split over several GPUs, proportional to their budgets (empty for one GPU).
     pub tensor_split: Vec<f32>,
+    /// MoE models: the expert tensors of this many leading layers stay in host memory
+    /// (llama.cpp's `--n-cpu-moe`); 0 for dense models or when everything fits.
+    pub experts_on_cpu_layers: u32,
     /// The memory plan of the choice (`None` when there is no GPU).
     pub plan: Option<MemoryPlan>,
     /// In words: what fits where.
@@ -53,9 +57,9 @@ pub struct Fit {
 }
 
 impl Fit {
-    /// `params` with this fit's layers and split.
+    /// `params` with this fit's layers, split and expert placement.
     pub fn apply(&self, params: ModelParams) -> ModelParams {
-        let p = params.gpu_layers(self.gpu_layers);
+        let p = params.gpu_layers(self.gpu_layers).experts_on_cpu_layers(self.experts_on_cpu_layers);
         if self.tensor_split.is_empty() {
             p
         } else {
@@ -64,26 +68,18 @@ impl Fit {
     }
 }
 
-/// The largest `n` in `0..=max` for which `fits(n)` holds, assuming fitting is monotone
-/// (fewer layers never need more GPU memory); `None` if not even 0 fits. Probes
-/// `max` first (the common case: everything fits), then bisects.
-pub(crate) fn largest_fitting(max: u32, mut fits: impl FnMut(u32) -> Result<bool>) -> Result<Option<u32>> {
-    if fits(max)? {
-        return Ok(Some(max));
-    }
-    if !fits(0)? {
-        return Ok(None);
-    }
-    let (mut lo, mut hi) = (0, max); // fits(lo), !fits(hi)
+/// Narrows `lo < hi` with `pred(lo) != pred(hi)` (both already known) to two neighbours
+/// with the same property, assuming `pred` changes once between them.
+fn boundary(mut lo: u32, mut hi: u32, mut pred: impl FnMut(u32) -> Result<bool>, pred_lo: bool) -> Result<(u32, u32)> {
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if fits(mid)? {
+        if pred(mid)? == pred_lo {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    Ok(Some(lo))
+    Ok((lo, hi))
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -91,6 +87,13 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// Chooses the GPU layers (and split) for loading `path` with the parameters `base`
 /// makes (a function: `ModelParams` holds a callback and is not `Clone`) and a context of
 /// `ctx`, so that every device keeps `margin_bytes` free. Without a GPU: 0 layers.
+///
+/// For MoE models (`expert_count` > 0) that do not fit whole, the experts move to host
+/// memory before layers do, as llama.cpp's `--fit` does: attention, KV cache and the
+/// dense parts stay on the GPU (they run for every token) while only the chosen experts
+/// of a token are read from host memory. The experts of the fewest leading layers that
+/// make everything else fit go first; when even all experts in host memory are too much,
+/// layers leave the GPU too.
 pub fn fit(path: impl AsRef<Path>, base: impl Fn() -> ModelParams, ctx: &ContextParams, p: &FitParams) -> Result<Fit> {
     let path = path.as_ref();
     let budgets: Vec<(String, u64)> = match &p.budgets {
@@ -103,6 +106,7 @@ pub fn fit(path: impl AsRef<Path>, base: impl Fn() -> ModelParams, ctx: &Context
         return Ok(Fit {
             gpu_layers: GpuLayers::Count(0),
             tensor_split: Vec::new(),
+            experts_on_cpu_layers: 0,
             plan: None,
             reason: "no GPU device: everything on the CPU".into(),
             probes: 0,
@@ -111,31 +115,42 @@ pub fn fit(path: impl AsRef<Path>, base: impl Fn() -> ModelParams, ctx: &Context
     let sum: u64 = budgets.iter().map(|b| b.1).sum();
     let tensor_split: Vec<f32> =
         if budgets.len() > 1 { budgets.iter().map(|b| b.1 as f32 / sum.max(1) as f32).collect() } else { Vec::new() };
-    let n_layer = {
+    let (n_layer, n_expert) = {
         let mut mp = base();
         mp.no_alloc = true;
-        Model::load(path, mp)?.n_layer()
+        let m = Model::load(path, mp)?;
+        (m.n_layer(), m.n_expert())
     };
+    let all = n_layer + 1; // the output layer counts as one more
     let mut probes = 0;
-    let mut last: Option<(u32, MemoryPlan)> = None;
-    let with_layers = |n: u32| {
-        let mp = base().gpu_layers(GpuLayers::Count(n));
-        if tensor_split.is_empty() {
-            mp
-        } else {
-            mp.tensor_split(tensor_split.clone())
-        }
-    };
-    let fits_plan = |plan: &MemoryPlan| budgets.iter().all(|(d, b)| plan.device_total(d) + p.margin_bytes <= *b);
-    let best = largest_fitting(n_layer + 1, |n| {
+    let mut fitting: HashMap<(u32, u32), MemoryPlan> = HashMap::new();
+    // Does (n layers on the GPUs, experts of the first k layers in host memory) fit?
+    let mut probe = |n: u32, k: u32| -> Result<bool> {
         probes += 1;
-        let plan = MemoryPlan::estimate(path, with_layers(n), ctx)?;
-        let ok = fits_plan(&plan);
-        if ok && last.as_ref().is_none_or(|(m, _)| n >= *m) {
-            last = Some((n, plan));
+        let mut mp = base().gpu_layers(GpuLayers::Count(n)).experts_on_cpu_layers(k);
+        if !tensor_split.is_empty() {
+            mp = mp.tensor_split(tensor_split.clone());
+        }
+        let plan = MemoryPlan::estimate(path, mp, ctx)?;
+        let ok = budgets.iter().all(|(d, b)| plan.device_total(d) + p.margin_bytes <= *b);
+        if ok {
+            fitting.insert((n, k), plan);
         }
         Ok(ok)
-    })?;
+    };
+    let choice: Option<(u32, u32)> = if probe(all, 0)? {
+        Some((all, 0))
+    } else if n_expert > 0 && probe(all, n_layer)? {
+        // Every layer fits once all experts are in host memory: keep as few there as works.
+        Some((all, boundary(0, n_layer, |k| probe(all, k), false)?.1))
+    } else {
+        let k = if n_expert > 0 { n_layer } else { 0 };
+        if probe(0, k)? {
+            Some((boundary(0, all, |n| probe(n, k), true)?.0, k))
+        } else {
+            None
+        }
+    };
     let used = |plan: &MemoryPlan| {
         budgets
             .iter()
@@ -144,24 +159,31 @@ pub fn fit(path: impl AsRef<Path>, base: impl Fn() -> ModelParams, ctx: &Context
             .join(", ")
     };
     let margin = p.margin_bytes as f64 / GIB;
-    Ok(match best {
-        Some(n) => {
-            let plan = last.filter(|(m, _)| *m == n).map(|(_, plan)| plan);
-            let what = if n > n_layer {
+    Ok(match choice {
+        Some((n, k)) => {
+            let plan = fitting.remove(&(n, k));
+            let layers = if n == all {
                 format!("all {n_layer} layers and the output fit")
             } else {
-                format!("{n} of {} layers fit (more would not)", n_layer + 1)
+                format!("{n} of {all} layers fit (more would not)")
             };
+            let experts = match k {
+                0 => String::new(),
+                k if k == n_layer => " with every layer's experts in host memory".to_string(),
+                k => format!(" with the experts of the first {k} of {n_layer} layers in host memory"),
+            };
+            let what = format!("{layers}{experts}");
             let reason = match &plan {
                 Some(pl) => format!("{what}: {} (margin {margin:.2} GiB)", used(pl)),
                 None => what,
             };
-            let gpu_layers = if n > n_layer { GpuLayers::All } else { GpuLayers::Count(n) };
-            Fit { gpu_layers, tensor_split, plan, reason, probes }
+            let gpu_layers = if n == all { GpuLayers::All } else { GpuLayers::Count(n) };
+            Fit { gpu_layers, tensor_split, experts_on_cpu_layers: k, plan, reason, probes }
         }
         None => Fit {
             gpu_layers: GpuLayers::Count(0),
             tensor_split,
+            experts_on_cpu_layers: 0,
             plan: None,
             reason: format!(
                 "does not fit even with no layers on the GPU (the KV cache and compute buffers alone need more than \
@@ -174,20 +196,30 @@ pub fn fit(path: impl AsRef<Path>, base: impl Fn() -> ModelParams, ctx: &Context
 
 #[cfg(test)]
 mod tests {
-    use super::largest_fitting;
+    use super::boundary;
 
     #[test]
-    fn the_search_finds_the_largest_fitting_count_with_few_probes() {
+    fn the_search_finds_where_fitting_changes_with_few_probes() {
+        // Layers on the GPU: fits up to `limit` (fits(0) true, fits(28) false).
         for limit in [0u32, 1, 7, 18, 26, 27] {
             let mut probes = 0;
-            let got = largest_fitting(27, |n| {
-                probes += 1;
-                Ok(n <= limit)
-            })
+            let (lo, hi) = boundary(
+                0,
+                28,
+                |n| {
+                    probes += 1;
+                    Ok(n <= limit)
+                },
+                true,
+            )
             .unwrap();
-            assert_eq!(got, Some(limit));
-            assert!(probes <= 2 + 5, "{probes} probes for limit {limit}");
+            assert_eq!((lo, hi), (limit, limit + 1));
+            assert!(probes <= 5, "{probes} probes for limit {limit}");
         }
-        assert_eq!(largest_fitting(27, |_| Ok(false)).unwrap(), None);
+        // Layers' experts in host memory: fits from `need` on (fits(0) false, fits(24) true).
+        for need in [1u32, 2, 13, 24] {
+            let (_, hi) = boundary(0, 24, |k| Ok(k >= need), false).unwrap();
+            assert_eq!(hi, need);
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Synthetic models: a real architecture shape (Qwen2) and a real vocabulary with random
+//! Synthetic models: a real architecture shape (Qwen2, or Qwen2-MoE with shared and routed
+//! experts) and a real vocabulary with random
 //! weights written directly in a quantized type (Q4_K where rows allow, else Q8_0). For
 //! speed tests of models that cannot be downloaded, and for tests of split (sharded)
 //! loading. Speed does not depend on weight values; quality is nonsense.
@@ -10,11 +11,15 @@ use llama_rs::{Error, Result};
 
 use crate::GgufWriter;
 
-/// Transformer dimensions (Qwen2 layout: GQA attention with biases, SwiGLU FFN).
+/// Transformer dimensions (Qwen2 layout: GQA attention with biases, SwiGLU FFN). With
+/// `n_expert > 0` the FFN is Qwen2-MoE's: a router, `n_expert` routed experts of width
+/// `n_ff_exp` (`n_expert_used` per token) and a shared expert of width `n_ff`.
 ///
 /// ```
 /// let s = llama_testkit::SyntheticShape::named("7b").unwrap();
-/// assert_eq!((s.n_embd, s.n_layer), (3584, 28));
+/// assert_eq!((s.n_embd, s.n_layer, s.n_expert), (3584, 28, 0));
+/// let m = llama_testkit::SyntheticShape::named("moe-a2.7b").unwrap();
+/// assert_eq!((m.n_expert, m.n_expert_used), (60, 4));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntheticShape {
@@ -23,18 +28,39 @@ pub struct SyntheticShape {
     pub n_head: u64,
     pub n_head_kv: u64,
     pub n_ff: u64,
+    pub n_expert: u64,
+    pub n_expert_used: u64,
+    pub n_ff_exp: u64,
 }
 
 impl SyntheticShape {
-    /// `tiny`, or the Qwen2.5 shapes `0.5b`, `1.5b`, `7b`, `72b`.
+    /// `tiny`, the Qwen2.5 shapes `0.5b`, `1.5b`, `7b`, `72b`; MoE: `moe-tiny`, and
+    /// `moe-a2.7b` (Qwen1.5-MoE-A2.7B: 14.3B parameters, 2.7B active).
     pub fn named(name: &str) -> Option<Self> {
-        let s = |n_embd, n_layer, n_head, n_head_kv, n_ff| SyntheticShape { n_embd, n_layer, n_head, n_head_kv, n_ff };
+        let s = |n_embd, n_layer, n_head, n_head_kv, n_ff| SyntheticShape {
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            n_ff,
+            n_expert: 0,
+            n_expert_used: 0,
+            n_ff_exp: 0,
+        };
+        let moe = |d: SyntheticShape, n_expert, n_expert_used, n_ff_exp| SyntheticShape {
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
+            ..d
+        };
         Some(match name {
             "tiny" => s(256, 2, 4, 2, 512),
             "0.5b" => s(896, 24, 14, 2, 4864),
             "1.5b" => s(1536, 28, 12, 2, 8960),
             "7b" => s(3584, 28, 28, 4, 18944),
             "72b" => s(8192, 80, 64, 8, 29568),
+            "moe-tiny" => moe(s(256, 4, 4, 2, 512), 16, 2, 512),
+            "moe-a2.7b" => moe(s(2048, 24, 16, 16, 5632), 60, 4, 1408),
             _ => return None,
         })
     }
@@ -53,7 +79,7 @@ fn f16_bits(x: f32) -> u16 {
 }
 
 enum Kind {
-    Quant { ne0: u64, ne1: u64, seed: u64 },
+    Quant { ne: Vec<u64>, seed: u64 },
     Ones(u64),
     Zeros(u64),
 }
@@ -63,7 +89,8 @@ enum Kind {
 /// from f16 overflow. (Random 6-bit sub-scales and mins gave every Q4_K weight a mean
 /// of +0.045: the residual stream grew layer after layer, the CPU answered one token
 /// whatever the prompt, and GPU backends that keep f16 intermediates produced NaN.)
-fn add_quant(w: &mut GgufWriter, name: &str, ne0: u64, ne1: u64, seed: u64) -> Result<()> {
+fn add_quant(w: &mut GgufWriter, name: &str, ne: &[u64], seed: u64) -> Result<()> {
+    let (ne0, rows) = (ne[0], ne[1..].iter().product::<u64>());
     let (ty, block, bytes, scale): (u32, u64, usize, Vec<u8>) = if ne0 % 256 == 0 {
         // Q4_K block: d, dmin (f16), 12 bytes of 6-bit sub-scales and mins, 128 of nibbles.
         // Every sub-scale and min is 8 (bytes 0..8 hold sub-blocks 0-3, bytes 8..12 the
@@ -81,8 +108,8 @@ fn add_quant(w: &mut GgufWriter, name: &str, ne0: u64, ne1: u64, seed: u64) -> R
     } else {
         return Err(Error::InvalidParam(format!("{name}: rows of {ne0} values cannot be quantized")));
     };
-    let n_bytes = (ne0 / block * ne1) as usize * bytes;
-    w.tensor_gen(name, &[ne0, ne1], ty, n_bytes, move |off, chunk| {
+    let n_bytes = (ne0 / block * rows) as usize * bytes;
+    w.tensor_gen(name, ne, ty, n_bytes, move |off, chunk| {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (off as u64 + 1);
         for c in chunk.chunks_mut(8) {
             s ^= s << 13;
@@ -129,28 +156,39 @@ pub fn write_synthetic_qwen2(
     let n_kv = s.n_head_kv * (s.n_embd / s.n_head);
     let mut specs: Vec<(String, Kind)> = Vec::new();
     let mut next = seed;
-    let mut q = |name: String, ne0, ne1, specs: &mut Vec<(String, Kind)>| {
+    let mut q = |name: String, ne: &[u64], specs: &mut Vec<(String, Kind)>| {
         next += 1;
-        specs.push((name, Kind::Quant { ne0, ne1, seed: next }));
+        specs.push((name, Kind::Quant { ne: ne.to_vec(), seed: next }));
     };
-    q("token_embd.weight".into(), s.n_embd, n_vocab, &mut specs);
+    q("token_embd.weight".into(), &[s.n_embd, n_vocab], &mut specs);
     for il in 0..s.n_layer {
         let p = format!("blk.{il}");
         specs.push((format!("{p}.attn_norm.weight"), Kind::Ones(s.n_embd)));
-        q(format!("{p}.attn_q.weight"), s.n_embd, s.n_embd, &mut specs);
-        q(format!("{p}.attn_k.weight"), s.n_embd, n_kv, &mut specs);
-        q(format!("{p}.attn_v.weight"), s.n_embd, n_kv, &mut specs);
+        q(format!("{p}.attn_q.weight"), &[s.n_embd, s.n_embd], &mut specs);
+        q(format!("{p}.attn_k.weight"), &[s.n_embd, n_kv], &mut specs);
+        q(format!("{p}.attn_v.weight"), &[s.n_embd, n_kv], &mut specs);
         specs.push((format!("{p}.attn_q.bias"), Kind::Zeros(s.n_embd)));
         specs.push((format!("{p}.attn_k.bias"), Kind::Zeros(n_kv)));
         specs.push((format!("{p}.attn_v.bias"), Kind::Zeros(n_kv)));
-        q(format!("{p}.attn_output.weight"), s.n_embd, s.n_embd, &mut specs);
+        q(format!("{p}.attn_output.weight"), &[s.n_embd, s.n_embd], &mut specs);
         specs.push((format!("{p}.ffn_norm.weight"), Kind::Ones(s.n_embd)));
-        q(format!("{p}.ffn_gate.weight"), s.n_embd, s.n_ff, &mut specs);
-        q(format!("{p}.ffn_up.weight"), s.n_embd, s.n_ff, &mut specs);
-        q(format!("{p}.ffn_down.weight"), s.n_ff, s.n_embd, &mut specs);
+        if s.n_expert == 0 {
+            q(format!("{p}.ffn_gate.weight"), &[s.n_embd, s.n_ff], &mut specs);
+            q(format!("{p}.ffn_up.weight"), &[s.n_embd, s.n_ff], &mut specs);
+            q(format!("{p}.ffn_down.weight"), &[s.n_ff, s.n_embd], &mut specs);
+        } else {
+            q(format!("{p}.ffn_gate_inp.weight"), &[s.n_embd, s.n_expert], &mut specs);
+            q(format!("{p}.ffn_gate_exps.weight"), &[s.n_embd, s.n_ff_exp, s.n_expert], &mut specs);
+            q(format!("{p}.ffn_up_exps.weight"), &[s.n_embd, s.n_ff_exp, s.n_expert], &mut specs);
+            q(format!("{p}.ffn_down_exps.weight"), &[s.n_ff_exp, s.n_embd, s.n_expert], &mut specs);
+            specs.push((format!("{p}.ffn_gate_inp_shexp.weight"), Kind::Zeros(s.n_embd)));
+            q(format!("{p}.ffn_gate_shexp.weight"), &[s.n_embd, s.n_ff], &mut specs);
+            q(format!("{p}.ffn_up_shexp.weight"), &[s.n_embd, s.n_ff], &mut specs);
+            q(format!("{p}.ffn_down_shexp.weight"), &[s.n_ff, s.n_embd], &mut specs);
+        }
     }
     specs.push(("output_norm.weight".into(), Kind::Ones(s.n_embd)));
-    q("output.weight".into(), s.n_embd, n_vocab, &mut specs);
+    q("output.weight".into(), &[s.n_embd, n_vocab], &mut specs);
 
     let n_splits = n_splits.clamp(1, specs.len());
     let paths: Vec<PathBuf> = if n_splits == 1 {
@@ -165,8 +203,8 @@ pub fn write_synthetic_qwen2(
     for (i, path) in paths.iter().enumerate() {
         let mut w = GgufWriter::new();
         if i == 0 {
-            let arch = "qwen2";
-            w.kv_str("general.architecture", arch).kv_str("general.name", "synthetic qwen2 shape");
+            let arch = if s.n_expert == 0 { "qwen2" } else { "qwen2moe" };
+            w.kv_str("general.architecture", arch).kv_str("general.name", &format!("synthetic {arch} shape"));
             for (k, v) in meta.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
                 w.kv(k, v.clone());
             }
@@ -178,6 +216,12 @@ pub fn write_synthetic_qwen2(
                 .kv_u32(&format!("{arch}.attention.head_count_kv"), s.n_head_kv as u32)
                 .kv_f32(&format!("{arch}.rope.freq_base"), 1_000_000.0)
                 .kv_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6);
+            if s.n_expert > 0 {
+                w.kv_u32(&format!("{arch}.expert_count"), s.n_expert as u32)
+                    .kv_u32(&format!("{arch}.expert_used_count"), s.n_expert_used as u32)
+                    .kv_u32(&format!("{arch}.expert_feed_forward_length"), s.n_ff_exp as u32)
+                    .kv_u32(&format!("{arch}.expert_shared_feed_forward_length"), s.n_ff as u32);
+            }
         }
         if n_splits > 1 {
             w.kv("split.no", GgufValue::U16(i as u16))
@@ -186,7 +230,7 @@ pub fn write_synthetic_qwen2(
         }
         for (name, kind) in specs.by_ref().take(per) {
             match kind {
-                Kind::Quant { ne0, ne1, seed } => add_quant(&mut w, &name, ne0, ne1, seed)?,
+                Kind::Quant { ne, seed } => add_quant(&mut w, &name, &ne, seed)?,
                 Kind::Ones(n) => {
                     w.tensor_f32(&name, &[n], vec![1.0; n as usize])?;
                 }

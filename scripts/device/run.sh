@@ -64,6 +64,8 @@ if [ "$phase" = fit ]; then
   # Fit to memory on the synthetic 7B: simulated budgets on the GPU, real loads.
   [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
   echo "== fit: synthetic 7B"; "$BIN/gpu-test" --model "$W/q7.gguf" --fit-only 2>&1 | tee "$out/fit-7b-$backend.txt"
+  [ -f "$W/moe.gguf" ] || "$BIN/synth-model" --shape moe-a2.7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/moe.gguf"
+  echo "== fit: synthetic MoE (Qwen1.5-MoE-A2.7B shape)"; "$BIN/gpu-test" --model "$W/moe.gguf" --fit-only 2>&1 | tee "$out/fit-moe-$backend.txt"
   exit 0
 fi
 if [ "$phase" = py ]; then

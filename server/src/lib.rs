@@ -13,6 +13,7 @@
 //! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! ```
 
+pub mod anthropic;
 pub mod args;
 pub mod error;
 pub mod extras;
@@ -55,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tokenize", post(extras::tokenize))
         .route("/detokenize", post(extras::detokenize))
         .route("/apply-template", post(extras::apply_template))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/", get(ollama::root))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))

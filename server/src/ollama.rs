@@ -254,7 +254,7 @@ async fn answer(
                 v["done"] = json!(false);
                 v
             }
-            Ok(Event::Done { finish_reason, usage, timings }) => {
+            Ok(Event::Done { finish_reason, usage, timings, .. }) => {
                 let mut v = base(piece(""));
                 done_fields(&mut v, finish_reason, &usage, &timings);
                 v

@@ -85,11 +85,11 @@ pub struct StreamOptions {
 const MAX_N: usize = 64;
 
 /// What one request asks the engine for.
-struct Job {
+pub(crate) struct Job {
     prompt: Prompt,
-    params: GenerateParams,
+    pub(crate) params: GenerateParams,
     n: usize,
-    stream: bool,
+    pub(crate) stream: bool,
     include_usage: bool,
 }
 
@@ -297,6 +297,7 @@ pub(crate) struct Choice {
     pub(crate) finish: Option<FinishReason>,
     pub(crate) usage: Usage,
     pub(crate) timings: llama_rs::Timings,
+    pub(crate) stop_word: Option<String>,
 }
 
 /// Collects a stream to its end (bounded by the server's timeout: the request is
@@ -310,10 +311,11 @@ pub(crate) async fn collect(mut s: RequestStream, timeout: Option<Duration>) -> 
                     c.text += &p.text;
                     c.logprobs.extend(p.logprobs);
                 }
-                Event::Done { finish_reason, usage, timings } => {
+                Event::Done { finish_reason, usage, timings, stop_word } => {
                     c.finish = Some(finish_reason);
                     c.usage = usage;
                     c.timings = timings;
+                    c.stop_word = stop_word;
                 }
             }
         }
@@ -346,8 +348,15 @@ fn timings_json(c: &Choice) -> Value {
     })
 }
 
+impl Job {
+    /// The prompt the engine gets.
+    pub(crate) fn prompt(&self) -> &Prompt {
+        &self.prompt
+    }
+}
+
 /// Submits the job's choices (`n` streams with seeds seed, seed + 1, ...).
-fn submit(l: &Loaded, j: &Job) -> ApiResult<Vec<RequestStream>> {
+pub(crate) fn submit(l: &Loaded, j: &Job) -> ApiResult<Vec<RequestStream>> {
     let req = Request { prompt: j.prompt.clone(), params: j.params.clone() };
     Ok(if j.n == 1 { vec![l.engine.submit(req)?] } else { l.engine.submit_n(req, j.n)? })
 }
@@ -584,10 +593,22 @@ fn tool_call_json(i: usize, c: &llama_rs::ToolCall, choice: usize) -> Value {
     })
 }
 
-/// `POST /v1/chat/completions`.
-pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
-    let mut req: ChatRequest = parse(&body)?;
+/// A chat request made ready for the engine, and how to read its answers.
+pub(crate) struct ChatJob {
+    pub(crate) job: Job,
+    /// Tools were offered (and not switched off): answers may be tool calls.
+    pub(crate) tools_on: bool,
+    /// Thinking goes to its own field (`--reasoning-format` is not `none`).
+    pub(crate) reasoning: bool,
+    /// The rendered prompt opened a think block.
+    pub(crate) opened: bool,
+    /// `top_logprobs` when log-probabilities were asked for.
+    pub(crate) top: Option<usize>,
+}
+
+/// Renders a chat request's prompt and builds its job: the part every chat wire format
+/// (OpenAI's, Anthropic's) shares.
+pub(crate) fn chat_job(st: &AppState, l: &Loaded, mut req: ChatRequest) -> ApiResult<ChatJob> {
     let top = match (req.logprobs, req.top_logprobs) {
         (_, Some(k)) if k > 20 => return Err(ApiError::bad("top_logprobs", "top_logprobs must be in 0..=20")),
         (false, Some(k)) if k > 0 => return Err(ApiError::bad("top_logprobs", "top_logprobs needs logprobs: true")),
@@ -609,6 +630,14 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
     j.params.add_special = false;
     j.params.parse_special = true;
     j.params.logprobs = top;
+    Ok(ChatJob { job: j, tools_on, reasoning, opened, top })
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
+    let l = st.loaded()?;
+    let req: ChatRequest = parse(&body)?;
+    let ChatJob { job: j, tools_on, reasoning, opened, top } = chat_job(&st, l, req)?;
     let streams = submit(l, &j)?;
     let id = format!("chatcmpl-{:x}", rand_id());
     let created = now();
@@ -961,7 +990,7 @@ pub fn system_fingerprint() -> String {
     format!("llama-rs-{}-{}", env!("CARGO_PKG_VERSION"), llama_rs::sys::LLAMA_CPP_COMMIT)
 }
 
-fn rand_id() -> u64 {
+pub(crate) fn rand_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let t =
@@ -973,7 +1002,7 @@ fn rand_id() -> u64 {
 /// task, so the block can await the engine's streams while the response is being sent.
 /// When the client goes away the channel closes, the task's next send fails, and
 /// dropping the task's engine streams cancels their requests.
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Value> + Send + 'static
+pub(crate) fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Value> + Send + 'static
 where
     F: FnOnce(Box<dyn Fn(Value) + Send + Sync>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -499,6 +499,13 @@ fn thinking_goes_to_reasoning_content_and_budget_zero_tells_the_template() {
         chunks.iter().filter_map(|c| c["choices"][0]["delta"][k].as_str()).collect::<Vec<_>>().concat()
     };
     assert_eq!((delta("reasoning_content"), delta("content")), ("two plus two".into(), "It is 4.".into()));
+    // Anthropic's API: a thinking block, then the text.
+    let am = json!({"model": "", "max_tokens": 40, "temperature": 0, "grammar": body["grammar"],
+        "messages": [{"role": "user", "content": "What is 2+2?"}]});
+    let (code, r) = post(&base, "/v1/messages", am);
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["content"][0], json!({"type": "thinking", "thinking": "two plus two", "signature": ""}), "{r}");
+    assert_eq!(r["content"][1], json!({"type": "text", "text": "It is 4."}), "{r}");
     // --reasoning-format none: all of it is content.
     let (_s2, base2) = start(&["--reasoning-format", "none"]);
     body["stream"] = json!(false);
@@ -509,4 +516,134 @@ fn thinking_goes_to_reasoning_content_and_budget_zero_tells_the_template() {
     // Budgets other than -1 and 0 are refused, as by llama-server.
     assert!(args::parse_from(["llama-rs-server", "--reasoning-budget", "100"]).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Anthropic's SSE: `(event name, data)` pairs.
+fn sse_named(base: &str, path: &str, body: Value) -> Vec<(String, Value)> {
+    let mut r = client().post(format!("{base}{path}")).json(&body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut text = String::new();
+    r.read_to_string(&mut text).unwrap();
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((std::mem::take(&mut name), serde_json::from_str(d).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn anthropic_messages_answer_stream_call_tools_and_fail_in_anthropic_shape() {
+    let (_s, base) = start(&["--api-key", "k"]);
+    let c = client();
+    let msgs = |body: Value| {
+        let r = c.post(format!("{base}/v1/messages")).header("x-api-key", "k").json(&body).send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let base_body = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 24, "temperature": 0,
+        "system": "You are terse.", "messages": [{"role": "user", "content": "Name three colours."}]});
+    let (code, r) = msgs(base_body.clone());
+    assert_eq!(code, 200, "{r}");
+    assert_eq!((r["type"].as_str(), r["role"].as_str()), (Some("message"), Some("assistant")), "{r}");
+    assert!(r["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(r["content"][0]["type"], "text");
+    let text = r["content"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty());
+    assert!(["end_turn", "max_tokens"].contains(&r["stop_reason"].as_str().unwrap()), "{r}");
+    let u = &r["usage"];
+    assert!(u["output_tokens"].as_u64().unwrap() <= 24 && u["input_tokens"].as_u64().unwrap() > 5, "{r}");
+    // The same conversation through OpenAI's endpoint gives the same greedy text.
+    let oai = json!({"max_tokens": 24, "temperature": 0, "messages": [
+        {"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three colours."}]});
+    let r2 = c.post(format!("{base}/v1/chat/completions")).bearer_auth("k").json(&oai).send().unwrap();
+    assert_eq!(r2.json::<Value>().unwrap()["choices"][0]["message"]["content"], text.as_str());
+    // count_tokens counts the prompt /v1/messages renders.
+    let r3 = c.post(format!("{base}/v1/messages/count_tokens")).header("x-api-key", "k").json(&base_body).send();
+    let n = r3.unwrap().json::<Value>().unwrap()["input_tokens"].as_u64().unwrap();
+    assert_eq!(n, u["input_tokens"].as_u64().unwrap() + u["cache_read_input_tokens"].as_u64().unwrap());
+
+    // Streamed: Anthropic's named events, in order; the deltas make the same text.
+    let mut sb = base_body.clone();
+    sb["stream"] = json!(true);
+    let (_s2, open) = start(&[]); // (sse_named sends no key)
+    let ev = sse_named(&open, "/v1/messages", sb);
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(ev.iter().all(|(n, d)| d["type"] == n.as_str()), "{names:?}");
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
+    assert_eq!(names[1], "content_block_start");
+    let streamed: String = ev.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+    assert_eq!(streamed, text);
+    let md = &ev[ev.len() - 2].1;
+    assert_eq!(md["delta"]["stop_reason"], r["stop_reason"], "{md}");
+    assert_eq!(md["usage"]["output_tokens"], u["output_tokens"]);
+
+    // stop_sequences: the answer ends before the first one, and says which.
+    let mut b = base_body.clone();
+    b["grammar"] = json!(r#"root ::= "Red, green and blue.""#);
+    b["stop_sequences"] = json!(["green", "zzz"]);
+    let (_, r) = msgs(b);
+    assert_eq!(
+        (r["content"][0]["text"].as_str(), r["stop_reason"].as_str(), r["stop_sequence"].as_str()),
+        (Some("Red, "), Some("stop_sequence"), Some("green")),
+        "{r}"
+    );
+
+    // Tools: tool_choice {"type": "tool"} forces a call that follows the input schema.
+    let tools = json!([{"name": "get_weather", "description": "Weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let mut b = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 64, "temperature": 0, "tools": tools,
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let (code, r) = msgs(b.clone());
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["stop_reason"], "tool_use", "{r}");
+    let call = r["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["input"]["city"].is_string(), "{call}");
+    b["stream"] = json!(true);
+    let ev = sse_named(&open, "/v1/messages", b);
+    let start = ev.iter().find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use");
+    assert_eq!(start.unwrap().1["content_block"]["name"], "get_weather");
+    let partial: String = ev.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str()).collect();
+    assert!(serde_json::from_str::<Value>(&partial).unwrap()["city"].is_string(), "{partial}");
+    assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
+    // The call's result goes back as a tool_result block in the next user turn.
+    let turn = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 16, "temperature": 0, "tools": tools,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": call["id"], "name": "get_weather",
+                "input": call["input"]}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
+                "content": [{"type": "text", "text": "Sunny, 21 C"}]}]}]});
+    let (code, r) = msgs(turn);
+    assert_eq!(code, 200, "{r}");
+
+    // Errors: Anthropic's body, a 4xx each.
+    let err = |body: Value, status: u16, kind: &str| {
+        let (code, r) = msgs(body.clone());
+        assert_eq!(code, status, "{body} -> {r}");
+        assert_eq!((r["type"].as_str(), r["error"]["type"].as_str()), (Some("error"), Some(kind)), "{r}");
+    };
+    let mut b = base_body.clone();
+    b.as_object_mut().unwrap().remove("max_tokens");
+    err(b, 400, "invalid_request_error");
+    let mut b = base_body.clone();
+    b["messages"][0]["content"] = json!([{"type": "image", "source": {"type": "base64", "data": ""}}]);
+    err(b, 400, "invalid_request_error");
+    let mut b = base_body.clone();
+    b["messages"][0]["role"] = json!("system");
+    err(b, 400, "invalid_request_error");
+    let mut b = base_body.clone();
+    b["model"] = json!("claude-opus");
+    err(b, 404, "not_found_error");
+    let mut b = base_body.clone();
+    b["max_tokens"] = json!(1_000_000);
+    err(b, 400, "invalid_request_error");
+    let r = c.post(format!("{base}/v1/messages")).json(&base_body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
 }

@@ -36,8 +36,9 @@ fn fit_checks(path: &std::path::Path, gpu: &Device, check: &mut impl FnMut(bool,
         let t = std::time::Instant::now();
         let f = llama_rs::fit(path, ModelParams::default, &cp, &fp)?;
         let ms = t.elapsed().as_millis();
+        let k = f.experts_on_cpu_layers;
         println!(
-            "fit {pct:>3} % of {} MiB: {:?} in {} probes, {ms} ms — {}",
+            "fit {pct:>3} % of {} MiB: {:?}, experts of {k} layers in host memory, in {} probes, {ms} ms — {}",
             need >> 20,
             f.gpu_layers,
             f.probes,
@@ -48,11 +49,16 @@ fn fit_checks(path: &std::path::Path, gpu: &Device, check: &mut impl FnMut(bool,
             planned + margin <= budget,
             format!("fit {pct} %: plan {} MiB within budget {} MiB", planned >> 20, (budget - margin) >> 20),
         );
+        let on_gpu =
+            |p: ModelParams| -> anyhow::Result<u64> { Ok(MemoryPlan::estimate(path, p, &cp)?.device_total(&gpu.name)) };
         if let GpuLayers::Count(n) = f.gpu_layers {
-            let more = MemoryPlan::estimate(path, ModelParams::default().gpu_layers(GpuLayers::Count(n + 1)), &cp)?;
+            let more = on_gpu(ModelParams::default().gpu_layers(GpuLayers::Count(n + 1)).experts_on_cpu_layers(k))?;
+            check(more + margin > budget, format!("fit {pct} %: one more layer ({} MiB) would not fit", more >> 20));
+        } else if k > 0 {
+            let fewer = on_gpu(ModelParams::default().gpu_layers(GpuLayers::All).experts_on_cpu_layers(k - 1))?;
             check(
-                more.device_total(&gpu.name) + margin > budget,
-                format!("fit {pct} %: one more layer ({} MiB) would not fit", more.device_total(&gpu.name) >> 20),
+                fewer + margin > budget,
+                format!("fit {pct} %: one layer's experts fewer in host memory ({} MiB) would not fit", fewer >> 20),
             );
         }
         let before = Device::get(gpu.index)?.free;

@@ -11,7 +11,7 @@ use clap::Parser;
 
 #[derive(Parser)]
 struct Args {
-    /// tiny, 0.5b, 1.5b, 7b, 72b (Qwen2.5 shapes).
+    /// tiny, 0.5b, 1.5b, 7b, 72b (Qwen2.5 shapes); moe-tiny, moe-a2.7b (Qwen2-MoE).
     #[arg(long, default_value = "0.5b")]
     shape: String,
     /// A GGUF whose tokenizer.* metadata is copied (e.g. models/ggml-vocab-qwen2.gguf).

@@ -221,6 +221,9 @@ pub enum Event {
         usage: Usage,
         /// Times.
         timings: Timings,
+        /// The stop string that ended the output, when one did (`finish_reason` is then
+        /// `Stop`; an end-of-generation token leaves this `None`).
+        stop_word: Option<String>,
     },
 }
 

@@ -698,7 +698,7 @@ fn done(a: &Admitted, reason: FinishReason, cached: usize, timings: Timings) -> 
         accepted_draft_tokens: accepted,
         rejected_draft_tokens: drafted - accepted,
     };
-    Event::Done { finish_reason: reason, usage, timings }
+    Event::Done { finish_reason: reason, usage, timings, stop_word: a.core.stop_word().map(str::to_string) }
 }
 
 /// Moves events into the channel until it is full. `Err` when the receiver is gone.

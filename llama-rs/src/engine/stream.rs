@@ -66,7 +66,7 @@ impl RequestStream {
                     c.text += &p.text;
                     c.tokens.extend(p.tokens);
                 }
-                Event::Done { finish_reason, usage, timings } => {
+                Event::Done { finish_reason, usage, timings, .. } => {
                     c.finish_reason = finish_reason;
                     c.usage = usage;
                     c.timings = timings;

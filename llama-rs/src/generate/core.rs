@@ -41,6 +41,8 @@ pub struct GenerationCore {
     lps: Vec<TokenLogprob>,
     /// The last sampled token ends the generation (end-of-generation token).
     eog: bool,
+    /// The stop string that ended the generation.
+    stop_word: Option<String>,
 }
 
 impl std::fmt::Debug for GenerationCore {
@@ -78,6 +80,7 @@ impl GenerationCore {
             n_generated: 0,
             tokens: Vec::new(),
             lps: Vec::new(),
+            stop_word: None,
             eog: false,
         }
     }
@@ -143,7 +146,8 @@ impl GenerationCore {
         self.model.vocab().token_to_piece_bytes(t, false, &mut self.piece_buf)?;
         let text = self.decoder.push(&self.piece_buf);
         let (emit, stopped) = self.stop.push(&text);
-        if stopped {
+        if stopped.is_some() {
+            self.stop_word = stopped;
             self.decoder.finish(); // bytes after the stop string are dropped
             return Ok(Some(self.finish_with(FinishReason::Stop, emit)));
         }
@@ -156,6 +160,12 @@ impl GenerationCore {
             logprobs: std::mem::take(&mut self.lps),
             finish_reason: None,
         }))
+    }
+
+    /// The stop string that ended the generation (`None` for an end-of-generation token,
+    /// the limit, a cancel, or while it runs).
+    pub fn stop_word(&self) -> Option<&str> {
+        self.stop_word.as_deref()
     }
 
     /// Ends the generation for a reason the driver knows (length, cancel, a full

@@ -13,16 +13,16 @@ impl StopMatcher {
         StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
     }
 
-    /// Returns the text safe to emit, and whether a stop string was found.
-    pub(crate) fn push(&mut self, text: &str) -> (String, bool) {
+    /// Returns the text safe to emit, and the stop string found (the earliest match).
+    pub(crate) fn push(&mut self, text: &str) -> (String, Option<String>) {
         if self.stops.is_empty() {
-            return (text.to_string(), false);
+            return (text.to_string(), None);
         }
         self.held.push_str(text);
-        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some((pos, s)) = self.stops.iter().filter_map(|s| Some((self.held.find(s.as_str())?, s))).min() {
             let out = self.held[..pos].to_string();
             self.held.clear();
-            return (out, true);
+            return (out, Some(s.clone()));
         }
         // The longest suffix of `held` that is a proper prefix of some stop string.
         let mut keep = 0;
@@ -40,7 +40,7 @@ impl StopMatcher {
         let cut = self.held.len() - keep;
         let out = self.held[..cut].to_string();
         self.held.drain(..cut);
-        (out, false)
+        (out, None)
     }
 
     pub(crate) fn flush(&mut self) -> String {
@@ -58,7 +58,7 @@ mod tests {
         for p in pieces {
             let (e, stopped) = m.push(p);
             out += &e;
-            if stopped {
+            if stopped.is_some() {
                 return (out, true, m.flush());
             }
         }
@@ -77,5 +77,9 @@ mod tests {
         assert_eq!(feed(&["€!"], &["5 €", "!"]), ("5 ".into(), true, "".into()));
         assert_eq!(feed(&["€!"], &["5 €"]), ("5 ".into(), false, "€".into()));
         assert_eq!(feed(&[], &["a", "b"]), ("ab".into(), false, "".into()));
+        // Which stop string matched.
+        let mut m = StopMatcher::new(&["END".to_string(), "\n\n".to_string()]);
+        assert_eq!(m.push("a\n"), ("a".into(), None));
+        assert_eq!(m.push("\nEND"), ("".into(), Some("\n\n".into())));
     }
 }

@@ -278,6 +278,10 @@ impl Model {
         // SAFETY: const query on a valid model.
         unsafe { sys::llama_model_n_layer(self.as_ptr()) }.max(0) as u32
     }
+    /// Number of MoE experts per layer (`<arch>.expert_count`; 0 for a dense model).
+    pub fn n_expert(&self) -> u32 {
+        self.meta(&format!("{}.expert_count", self.architecture())).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
     /// Number of attention heads.
     pub fn n_head(&self) -> u32 {
         // SAFETY: const query on a valid model.

@@ -183,6 +183,22 @@ impl ModelParams {
     pub fn experts_on_cpu(self) -> Self {
         self.tensor_override(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", BufferTarget::Cpu)
     }
+    /// Keep the MoE expert tensors of the first `n` layers in host memory (llama.cpp's
+    /// `--n-cpu-moe N`): the rest of those layers, and all of the others, go where
+    /// [`ModelParams::gpu_layers`] puts them. `0` adds nothing.
+    ///
+    /// ```
+    /// let p = llama_rs::ModelParams::default().experts_on_cpu_layers(3);
+    /// assert_eq!(p.tensor_overrides[0].0, r"^blk\.(0|1|2)\.ffn_(up|down|gate|gate_up)_(ch|)exps");
+    /// ```
+    pub fn experts_on_cpu_layers(self, n: u32) -> Self {
+        if n == 0 {
+            return self;
+        }
+        let layers: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let pattern = format!(r"^blk\.({})\.ffn_(up|down|gate|gate_up)_(ch|)exps", layers.join("|"));
+        self.tensor_override(pattern, BufferTarget::Cpu)
+    }
     /// Called with the load progress in `0.0..=1.0`; return `false` to cancel the load.
     /// A panic inside the callback cancels the load and is resumed after it returns.
     pub fn progress(mut self, f: impl FnMut(f32) -> bool + Send + 'static) -> Self {

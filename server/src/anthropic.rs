@@ -1,0 +1,449 @@
+//! Anthropic's Messages API: `POST /v1/messages` (streamed as Anthropic's named SSE
+//! events) and `POST /v1/messages/count_tokens`, for clients built on Anthropic's SDKs
+//! (Claude Code-style agents pointed at a local model). A request is translated into the
+//! OpenAI chat request the rest of the server understands (`openai::chat_job`), so
+//! templates, tool calls, thinking, grammars and the engine are the same; only the wire
+//! shapes differ. Errors use Anthropic's body (`{"type": "error", "error": {...}}`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use llama_rs::{parse_tool_calls, Event, FinishReason, Prompt, ReasoningSplitter, ToolCall, Usage};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::openai::{self, parse, ChatJob, ChatRequest};
+use crate::state::{AppState, Loaded};
+
+/// Anthropic's default temperature (OpenAI's default is lower).
+const DEFAULT_TEMPERATURE: f32 = 1.0;
+
+#[derive(Deserialize)]
+struct MessagesRequest {
+    model: String,
+    /// Required by `/v1/messages`, absent from `count_tokens`.
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    messages: Vec<Message>,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    top_k: Option<i32>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    thinking: Option<Value>,
+    /// llama-server's extension, as on its OpenAI endpoints: a GBNF grammar.
+    #[serde(default)]
+    grammar: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    content: Value,
+}
+
+/// The text of a `system` value or a `tool_result`'s content: a string or text blocks.
+fn plain_text(v: &Value, field: &str) -> ApiResult<String> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut s = String::new();
+            for (k, b) in blocks.iter().enumerate() {
+                match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => s += t,
+                    (t, _) => {
+                        return Err(ApiError::bad(
+                            &format!("{field}[{k}]"),
+                            format!("content block of type {t:?} is not supported here (text only)"),
+                        ))
+                    }
+                }
+            }
+            Ok(s)
+        }
+        _ => Err(ApiError::bad(field, "must be a string or a list of content blocks")),
+    }
+}
+
+/// One Anthropic message as OpenAI messages: tool results become `tool` messages (before
+/// the user's text, the order Anthropic requires them in), `tool_use` blocks become
+/// `tool_calls`, thinking blocks are dropped (templates drop past reasoning too).
+fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> {
+    let at = |k: usize| format!("messages[{i}].content[{k}]");
+    if m.role != "user" && m.role != "assistant" {
+        return Err(ApiError::bad(&format!("messages[{i}].role"), "role must be \"user\" or \"assistant\""));
+    }
+    let blocks = match m.content {
+        Value::String(s) => {
+            out.push(json!({"role": m.role, "content": s}));
+            return Ok(());
+        }
+        Value::Array(b) => b,
+        _ => return Err(ApiError::bad(&format!("messages[{i}].content"), "must be a string or a list of blocks")),
+    };
+    let (mut text, mut calls) = (String::new(), Vec::new());
+    for (k, b) in blocks.iter().enumerate() {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text += b.get("text").and_then(Value::as_str).unwrap_or_default(),
+            Some("tool_use") if m.role == "assistant" => {
+                let (Some(id), Some(name)) =
+                    (b.get("id").and_then(Value::as_str), b.get("name").and_then(Value::as_str))
+                else {
+                    return Err(ApiError::bad(&at(k), "tool_use needs id and name"));
+                };
+                let input = b.get("input").cloned().unwrap_or(json!({}));
+                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": input}}));
+            }
+            Some("tool_result") if m.role == "user" => {
+                let Some(id) = b.get("tool_use_id").and_then(Value::as_str) else {
+                    return Err(ApiError::bad(&at(k), "tool_result needs tool_use_id"));
+                };
+                let content = plain_text(b.get("content").unwrap_or(&Value::Null), &format!("{}.content", at(k)))?;
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
+            }
+            Some("thinking") | Some("redacted_thinking") => {}
+            t => {
+                return Err(ApiError::bad(
+                    &at(k),
+                    format!("content block of type {t:?} is not supported in a {} message (text only)", m.role),
+                ))
+            }
+        }
+    }
+    if !text.is_empty() || !calls.is_empty() {
+        let mut msg = json!({"role": m.role, "content": text});
+        if !calls.is_empty() {
+            msg["tool_calls"] = Value::Array(calls);
+        }
+        out.push(msg);
+    }
+    Ok(())
+}
+
+/// The OpenAI chat request an Anthropic one means.
+fn to_chat_request(r: MessagesRequest) -> ApiResult<(ChatRequest, bool)> {
+    let mut msgs = Vec::new();
+    if let Some(s) = &r.system {
+        let s = plain_text(s, "system")?;
+        if !s.is_empty() {
+            msgs.push(json!({"role": "system", "content": s}));
+        }
+    }
+    for (i, m) in r.messages.into_iter().enumerate() {
+        convert_message(i, m, &mut msgs)?;
+    }
+    let tools = match r.tools {
+        None => None,
+        Some(ts) => Some(
+            ts.iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let name = t
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| ApiError::bad(&format!("tools[{i}].name"), "every tool needs a name"))?;
+                    Ok(json!({"type": "function", "function": {
+                        "name": name,
+                        "description": t.get("description").cloned().unwrap_or(json!("")),
+                        "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"})),
+                    }}))
+                })
+                .collect::<ApiResult<Vec<Value>>>()?,
+        ),
+    };
+    let tool_choice = match r.tool_choice.as_ref().map(|c| (c.get("type").and_then(Value::as_str), c.get("name"))) {
+        None => None,
+        Some((Some("auto"), _)) => Some(json!("auto")),
+        Some((Some("any"), _)) => Some(json!("required")),
+        Some((Some("none"), _)) => Some(json!("none")),
+        Some((Some("tool"), Some(name))) => Some(json!({"type": "function", "function": {"name": name}})),
+        Some(_) => {
+            return Err(ApiError::bad("tool_choice", "tool_choice.type must be auto, any, tool (with name) or none"))
+        }
+    };
+    let mut kwargs = serde_json::Map::new();
+    match r.thinking.as_ref().and_then(|t| t.get("type")).and_then(Value::as_str) {
+        None => {}
+        Some("enabled") | Some("adaptive") => {
+            kwargs.insert("enable_thinking".into(), Value::Bool(true));
+        }
+        Some("disabled") => {
+            kwargs.insert("enable_thinking".into(), Value::Bool(false));
+        }
+        Some(t) => return Err(ApiError::bad("thinking.type", format!("unknown thinking type {t:?}"))),
+    }
+    let mut body = json!({
+        "model": r.model,
+        "messages": msgs,
+        "stream": r.stream,
+        "temperature": r.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+    });
+    let o = body.as_object_mut().expect("an object");
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            o.insert(k.into(), v);
+        }
+    };
+    set("max_tokens", r.max_tokens.map(Value::from));
+    set("top_p", r.top_p.map(Value::from));
+    set("top_k", r.top_k.map(Value::from));
+    set("stop", r.stop_sequences.map(Value::from));
+    set("tools", tools.map(Value::Array));
+    set("tool_choice", tool_choice);
+    set("grammar", r.grammar.map(Value::from));
+    set("chat_template_kwargs", (!kwargs.is_empty()).then_some(Value::Object(kwargs)));
+    let req = serde_json::from_value(body).map_err(|e| ApiError::bad("messages", e.to_string()))?;
+    Ok((req, r.stream))
+}
+
+/// Anthropic's error body for the same status.
+fn error_response(e: ApiError) -> Response {
+    let kind = match e.status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    };
+    if e.status.is_server_error() {
+        log::error!("{}: {}", e.status, e.message);
+    }
+    (e.status, Json(json!({"type": "error", "error": {"type": kind, "message": e.message}}))).into_response()
+}
+
+fn error_event(e: ApiError) -> Value {
+    json!({"type": "error", "error": {"type": if e.status.is_server_error() { "api_error" } else { "invalid_request_error" }, "message": e.message}})
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.prompt_tokens - u.cached_tokens,
+        "cache_read_input_tokens": u.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": u.completion_tokens,
+    })
+}
+
+fn stop_reason(finish: FinishReason, stop_word: &Option<String>, tool_use: bool) -> &'static str {
+    match finish {
+        _ if tool_use => "tool_use",
+        FinishReason::Length => "max_tokens",
+        FinishReason::Stop if stop_word.is_some() => "stop_sequence",
+        _ => "end_turn",
+    }
+}
+
+fn tool_use_block(c: &ToolCall) -> Value {
+    // OpenAI-style arguments may arrive as a JSON string; Anthropic's input is an object.
+    let input = match &c.function.arguments {
+        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
+        v => v.clone(),
+    };
+    let id = c.id.clone().unwrap_or_else(|| format!("toolu_{:016x}", openai::rand_id()));
+    json!({"type": "tool_use", "id": id, "name": c.function.name, "input": input})
+}
+
+/// The content blocks of a finished answer: thinking, text, tool calls.
+fn content_blocks(cj: &ChatJob, text: &str) -> (Vec<Value>, bool) {
+    let (thought, answer) =
+        if cj.reasoning { ReasoningSplitter::split(text, cj.opened) } else { (None, text.to_string()) };
+    let mut blocks = Vec::new();
+    if let Some(t) = thought.filter(|t| !t.is_empty()) {
+        blocks.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
+    }
+    let (answer, calls) = if cj.tools_on { parse_tool_calls(&answer) } else { (answer, Vec::new()) };
+    if !answer.is_empty() || calls.is_empty() {
+        blocks.push(json!({"type": "text", "text": answer}));
+    }
+    blocks.extend(calls.iter().map(tool_use_block));
+    (blocks, !calls.is_empty())
+}
+
+/// `POST /v1/messages`.
+pub async fn messages(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    match answer(st, body).await {
+        Ok(r) => r,
+        Err(e) => error_response(e),
+    }
+}
+
+async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
+    let l = st.loaded()?;
+    let r: MessagesRequest = parse(&body)?;
+    if r.max_tokens.is_none() {
+        return Err(ApiError::bad("max_tokens", "max_tokens is required"));
+    }
+    let model = r.model.clone();
+    let (req, stream) = to_chat_request(r)?;
+    let cj = openai::chat_job(&st, l, req)?;
+    let mut streams = openai::submit(l, &cj.job)?;
+    let s = streams.remove(0);
+    let id = format!("msg_{:016x}", openai::rand_id());
+    if !stream {
+        let c = openai::collect(s, openai::timeout(&st)).await?;
+        let (content, tool_use) = content_blocks(&cj, &c.text);
+        let finish = c.finish.unwrap_or(FinishReason::Stop);
+        return Ok(Json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": stop_reason(finish, &c.stop_word, tool_use),
+            "stop_sequence": c.stop_word, "usage": usage_json(&c.usage),
+        }))
+        .into_response());
+    }
+    let timeout = openai::timeout(&st);
+    let events = openai::async_stream(move |tx| async move {
+        tx(json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }}));
+        let mut blocks = Blocks::default();
+        let mut splitter = ReasoningSplitter::new(cj.opened);
+        let mut held = String::new(); // with tools: the answer, until it is known not to be a call
+        let mut all = Box::pin(openai::merged(vec![s], timeout));
+        while let Some((_, ev)) = all.next().await {
+            match ev {
+                Err(e) => {
+                    tx(error_event(e.into()));
+                    return;
+                }
+                Ok(Event::Piece(p)) => {
+                    let (thought, text) = if cj.reasoning { splitter.push(&p.text) } else { (String::new(), p.text) };
+                    blocks.delta(&tx, "thinking", &thought);
+                    if cj.tools_on {
+                        held += &text;
+                    } else {
+                        blocks.delta(&tx, "text", &text);
+                    }
+                }
+                Ok(Event::Done { finish_reason, usage, stop_word, .. }) => {
+                    let (thought, text) = splitter.finish();
+                    blocks.delta(&tx, "thinking", &thought);
+                    let mut tool_use = false;
+                    if cj.tools_on {
+                        held += &text;
+                        let (content, calls) = parse_tool_calls(&held);
+                        blocks.delta(&tx, "text", if calls.is_empty() { &held } else { &content });
+                        for c in &calls {
+                            blocks.tool_use(&tx, c);
+                        }
+                        tool_use = !calls.is_empty();
+                    } else {
+                        blocks.delta(&tx, "text", &text);
+                    }
+                    if blocks.index == 0 && blocks.open.is_none() {
+                        // An empty answer still has its (empty) text block.
+                        tx(
+                            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                        );
+                        tx(json!({"type": "content_block_stop", "index": 0}));
+                    }
+                    blocks.close(&tx);
+                    tx(json!({"type": "message_delta",
+                        "delta": {"stop_reason": stop_reason(finish_reason, &stop_word, tool_use), "stop_sequence": stop_word},
+                        "usage": usage_json(&usage)}));
+                    tx(json!({"type": "message_stop"}));
+                    return;
+                }
+            }
+        }
+        tx(error_event(ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out")));
+    });
+    let sse = events.map(|v| {
+        let name = v.get("type").and_then(Value::as_str).unwrap_or("message").to_string();
+        Ok::<_, Infallible>(SseEvent::default().event(name).data(v.to_string()))
+    });
+    Ok(Sse::new(sse).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// The content blocks of a streamed answer: which one is open, and its index.
+#[derive(Default)]
+struct Blocks {
+    index: usize,
+    open: Option<&'static str>,
+}
+
+impl Blocks {
+    /// Text for a `text` or `thinking` block, opening it (and closing another) first.
+    fn delta(&mut self, tx: &dyn Fn(Value), kind: &'static str, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.open != Some(kind) {
+            self.close(tx);
+            let block = if kind == "thinking" {
+                json!({"type": "thinking", "thinking": "", "signature": ""})
+            } else {
+                json!({"type": "text", "text": ""})
+            };
+            tx(json!({"type": "content_block_start", "index": self.index, "content_block": block}));
+            self.open = Some(kind);
+        }
+        let delta = if kind == "thinking" {
+            json!({"type": "thinking_delta", "thinking": text})
+        } else {
+            json!({"type": "text_delta", "text": text})
+        };
+        tx(json!({"type": "content_block_delta", "index": self.index, "delta": delta}));
+    }
+
+    fn close(&mut self, tx: &dyn Fn(Value)) {
+        if self.open.take().is_some() {
+            tx(json!({"type": "content_block_stop", "index": self.index}));
+            self.index += 1;
+        }
+    }
+
+    /// A whole tool call: its block, its input as one JSON delta, its end.
+    fn tool_use(&mut self, tx: &dyn Fn(Value), c: &ToolCall) {
+        self.close(tx);
+        let mut block = tool_use_block(c);
+        let input = std::mem::replace(&mut block["input"], json!({}));
+        tx(json!({"type": "content_block_start", "index": self.index, "content_block": block}));
+        tx(json!({"type": "content_block_delta", "index": self.index,
+            "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
+        tx(json!({"type": "content_block_stop", "index": self.index}));
+        self.index += 1;
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's tokens as `/v1/messages` would render it.
+pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let run = || -> ApiResult<Response> {
+        let l: &Loaded = st.loaded()?;
+        let mut r: MessagesRequest = parse(&body)?;
+        r.max_tokens = Some(1);
+        r.stream = false;
+        let (req, _) = to_chat_request(r)?;
+        let cj = openai::chat_job(&st, l, req)?;
+        let n = match cj.job.prompt() {
+            Prompt::Text(t) => l.model.vocab().tokenize(t, false, true)?.len(),
+            Prompt::Tokens(t) => t.len(),
+        };
+        Ok(Json(json!({ "input_tokens": n })).into_response())
+    };
+    run().unwrap_or_else(error_response)
+}
