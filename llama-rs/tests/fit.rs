@@ -48,7 +48,7 @@ fn fit_moves_moe_experts_to_host_memory_before_layers() {
     let m = llama_rs::Model::load(&path, ModelParams::default().experts_on_cpu_layers(2)).unwrap();
     assert_eq!((m.n_expert(), m.n_layer()), (16, 4));
     let mut c = m.context(ctx.clone()).unwrap();
-    let toks = m.vocab().tokenize("Hello", true, false).unwrap();
+    let toks = m.vocab().tokenize("The capital of France is", true, false).unwrap();
     let mut b = llama_rs::Batch::new(64, 1).unwrap();
     b.add_sequence(&toks, 0, 0, true).unwrap();
     c.decode(&mut b).unwrap();

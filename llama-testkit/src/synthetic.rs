@@ -82,6 +82,7 @@ enum Kind {
     Quant { ne: Vec<u64>, seed: u64 },
     Ones(u64),
     Zeros(u64),
+    Const(u64, f32),
 }
 
 /// Random quants under fixed scales: zero-mean weights with a standard deviation of about
@@ -181,7 +182,8 @@ pub fn write_synthetic_qwen2(
             q(format!("{p}.ffn_gate_exps.weight"), &[s.n_embd, s.n_ff_exp, s.n_expert], &mut specs);
             q(format!("{p}.ffn_up_exps.weight"), &[s.n_embd, s.n_ff_exp, s.n_expert], &mut specs);
             q(format!("{p}.ffn_down_exps.weight"), &[s.n_ff_exp, s.n_embd, s.n_expert], &mut specs);
-            specs.push((format!("{p}.ffn_gate_inp_shexp.weight"), Kind::Zeros(s.n_embd)));
+            // Not zeros: llama.cpp computes this gate's sigmoid as silu(x) / x (0/0 = NaN).
+            specs.push((format!("{p}.ffn_gate_inp_shexp.weight"), Kind::Const(s.n_embd, 0.01)));
             q(format!("{p}.ffn_gate_shexp.weight"), &[s.n_embd, s.n_ff], &mut specs);
             q(format!("{p}.ffn_up_shexp.weight"), &[s.n_embd, s.n_ff], &mut specs);
             q(format!("{p}.ffn_down_shexp.weight"), &[s.n_ff, s.n_embd], &mut specs);
@@ -236,6 +238,9 @@ pub fn write_synthetic_qwen2(
                 }
                 Kind::Zeros(n) => {
                     w.tensor_f32(&name, &[n], vec![0.0; n as usize])?;
+                }
+                Kind::Const(n, v) => {
+                    w.tensor_f32(&name, &[n], vec![v; n as usize])?;
                 }
             }
         }

@@ -66,6 +66,7 @@ if [ "$phase" = fit ]; then
   echo "== fit: synthetic 7B"; "$BIN/gpu-test" --model "$W/q7.gguf" --fit-only 2>&1 | tee "$out/fit-7b-$backend.txt"
   [ -f "$W/moe.gguf" ] || "$BIN/synth-model" --shape moe-a2.7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/moe.gguf"
   echo "== fit: synthetic MoE (Qwen1.5-MoE-A2.7B shape)"; "$BIN/gpu-test" --model "$W/moe.gguf" --fit-only 2>&1 | tee "$out/fit-moe-$backend.txt"
+  [ -x "$BIN/fit" ] && { echo "== tests/fit.rs on the GPU"; "$BIN/fit" --test-threads 1 2>&1 | grep -E "^test |test result|panicked" | tee -a "$out/fit-moe-$backend.txt"; }
   exit 0
 fi
 if [ "$phase" = py ]; then

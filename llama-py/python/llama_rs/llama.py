@@ -135,7 +135,7 @@ class Llama:
         if not vocab_only and kwargs.get("_context", True):
             self._core = _native.Core(
                 self._model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=self.n_threads,
-                n_threads_batch=self.n_threads_batch, flash_attn=True if flash_attn else None,
+                n_threads_batch=self.n_threads_batch, flash_attn=flash_attn,
                 type_k=type_k, type_v=type_v, offload_kqv=offload_kqv, swa_full=swa_full)
         self.draft_model = None
         self._draft_native = None
@@ -698,7 +698,7 @@ class AsyncLlama:
         self.model_path = llama.model_path
         self._n_ctx = n_ctx
         self._engine = _native.Engine(llama._model, n_ctx=n_ctx, slots=n_parallel, step_tokens=n_batch,
-                                      n_threads=n_threads, flash_attn=True if flash_attn else None,
+                                      n_threads=n_threads, flash_attn=flash_attn,
                                       type_k=type_k, type_v=type_v)
 
     def n_ctx(self) -> int:
