@@ -87,8 +87,12 @@ fn fit_moves_moe_experts_to_host_memory_before_layers() {
     drop(c);
     drop(m);
 
-    // Below the dense part: all experts in host memory and fewer layers on the GPU.
-    let b2 = dense_only * 3 / 4;
+    // Below the dense part: all experts in host memory and fewer layers on the GPU
+    // (between what 0 layers need — the output's compute buffer stays on the GPU — and
+    // every layer without its experts).
+    let zero = on_gpu(ModelParams::default().gpu_layers(GpuLayers::Count(0)).experts_on_cpu_layers(4));
+    assert!(zero < dense_only, "0 layers {zero} vs every layer without experts {dense_only} bytes");
+    let b2 = (zero + dense_only) / 2;
     let f = fit(&path, ModelParams::default, &ctx, &budget(b2)).unwrap();
     assert_eq!(f.experts_on_cpu_layers, 4, "{}", f.reason);
     assert!(matches!(f.gpu_layers, GpuLayers::Count(n) if n <= 4), "{}", f.reason);

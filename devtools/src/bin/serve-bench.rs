@@ -3,9 +3,15 @@
 //! tokens/s and TTFT p50/p95 at several client counts, a shared-system-prompt scenario,
 //! and each server's peak RSS.
 //!
+//! `--direct`: what the HTTP path costs. The same streaming workload against
+//! llama-rs-server and against the very engine the server builds from the same flags
+//! (`llama_rs_server::state::load`), called in-process with the same rendered prompts —
+//! alternating, so both see the same machine.
+//!
 //! ```sh
 //! cargo run --release -p llama-devtools --bin serve-bench -- \
 //!   --ours target/release/llama-rs-server --theirs "$(scripts/llama-tools.sh)/llama-server"
+//! cargo run --release -p llama-devtools --bin serve-bench -- --ours target/release/llama-rs-server --direct
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -41,6 +47,9 @@ struct Args {
     /// Context tokens (one pool for us; llama-server splits it over its slots).
     #[arg(short = 'c', long, default_value_t = 16384)]
     ctx: u32,
+    /// Compare the server with its engine called directly (no llama-server).
+    #[arg(long)]
+    direct: bool,
 }
 
 struct Proc {
@@ -65,8 +74,8 @@ impl Proc {
 
 fn start(bin: &std::path::Path, model: &std::path::Path, port: u16, a: &Args, slots: usize) -> anyhow::Result<Proc> {
     let child = Command::new(bin)
-        .args(["-m", &model.to_string_lossy(), "--port", &port.to_string(), "-np", &slots.to_string()])
-        .args(["-c", &a.ctx.to_string(), "-t", &a.threads.to_string(), "-ngl", "99"])
+        .args(server_flags(model, a, slots))
+        .args(["--port", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -121,14 +130,13 @@ fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<(f64, u
     Ok((ttft.unwrap_or(f64::NAN), tokens))
 }
 
-fn run(base: &str, clients: usize, n: usize, system: &str, rep: usize) -> anyhow::Result<Run> {
+/// `clients` requests at once, request `i` made by `one(i)` → (TTFT ms, tokens):
+/// aggregate tokens/s over the wall time, and every TTFT.
+fn concurrent(clients: usize, one: impl Fn(usize) -> anyhow::Result<(f64, usize)> + Sync) -> anyhow::Result<Run> {
     let t = Instant::now();
     let res: Vec<anyhow::Result<(f64, usize)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..clients)
-            .map(|i| {
-                s.spawn(move || one(base, system, &format!("Request {rep}-{i}: write about topic number {i}."), n))
-            })
-            .collect();
+        let one = &one;
+        let hs: Vec<_> = (0..clients).map(|i| s.spawn(move || one(i))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total = t.elapsed().as_secs_f64();
@@ -140,6 +148,97 @@ fn run(base: &str, clients: usize, n: usize, system: &str, rep: usize) -> anyhow
         tokens += n;
     }
     Ok(Run { agg_tps: tokens as f64 / total, ttft })
+}
+
+fn question(rep: usize, i: usize) -> String {
+    format!("Request {rep}-{i}: write about topic number {i}.")
+}
+
+fn run(base: &str, clients: usize, n: usize, system: &str, rep: usize) -> anyhow::Result<Run> {
+    concurrent(clients, |i| one(base, system, &question(rep, i), n))
+}
+
+/// The server's flags for `slots` requests at once (the same for llama-server).
+fn server_flags(model: &std::path::Path, a: &Args, slots: usize) -> Vec<String> {
+    let m = model.to_string_lossy().to_string();
+    let (np, c, t) = (slots.to_string(), a.ctx.to_string(), a.threads.to_string());
+    ["-m", &m, "-np", &np, "-c", &c, "-t", &t, "-ngl", "99"].iter().map(|s| s.to_string()).collect()
+}
+
+/// The workload of [`run`] through the engine the server builds, without HTTP: the
+/// same chat prompts through the same template, greedy, `ignore_eos`, streamed.
+fn run_direct(
+    l: &llama_rs_server::state::Loaded,
+    clients: usize,
+    n: usize,
+    system: &str,
+    rep: usize,
+) -> anyhow::Result<Run> {
+    use llama_rs::{ChatMessage, Event, GenerateParams, Prompt, RenderOptions, Request, SamplerConfig};
+    let tmpl = l.template.as_ref().ok_or_else(|| anyhow::anyhow!("the model has no chat template"))?;
+    concurrent(clients, |i| {
+        let msgs = [ChatMessage::system(system), ChatMessage::user(question(rep, i))];
+        let text = tmpl.render(&msgs, &RenderOptions { add_generation_prompt: true, ..Default::default() })?;
+        let mut params = GenerateParams { max_tokens: Some(n), ignore_eos: true, ..Default::default() };
+        params.sampler = SamplerConfig::greedy();
+        params.add_special = false;
+        params.parse_special = true;
+        let t0 = Instant::now();
+        let mut ttft = None;
+        let mut tokens = 0;
+        for ev in l.engine.submit(Request { prompt: Prompt::Text(text), params })? {
+            match ev? {
+                Event::Piece(p) if !p.text.is_empty() && ttft.is_none() => {
+                    ttft = Some(t0.elapsed().as_secs_f64() * 1e3)
+                }
+                Event::Done { usage, .. } => tokens = usage.completion_tokens,
+                _ => {}
+            }
+        }
+        Ok((ttft.unwrap_or(f64::NAN), tokens))
+    })
+}
+
+/// `--direct`: the server over HTTP vs its engine in-process, alternating.
+fn direct(a: &Args, model: &std::path::Path) -> anyhow::Result<()> {
+    let slots = a.clients.iter().copied().max().unwrap_or(1);
+    let server = start(&a.ours, model, 18080, a, slots)?;
+    let mut argv = vec!["llama-rs-server".to_string()];
+    argv.extend(server_flags(model, a, slots));
+    let args = llama_rs_server::args::parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let l = llama_rs_server::state::load(&args).map_err(|e| anyhow::anyhow!(e))?;
+    let short = "You are a helpful assistant.";
+    run(&server.base, 2, 8, short, 0)?;
+    run_direct(&l, 2, 8, short, 0)?;
+    println!(
+        "model {}, {} tokens per request, {} reps, threads {}, -c {} -np {slots}\n",
+        model.display(),
+        a.n_gen,
+        a.reps,
+        a.threads,
+        a.ctx
+    );
+    println!("| clients | HTTP (streaming SSE) t/s | engine direct t/s | HTTP / direct | TTFT p50 HTTP / direct ms |");
+    println!("|---|---|---|---|---|");
+    for &c in &a.clients {
+        let (mut h, mut d, mut th, mut td) = (vec![], vec![], vec![], vec![]);
+        for rep in 0..a.reps {
+            let r = run(&server.base, c, a.n_gen, short, rep)?;
+            h.push(r.agg_tps);
+            th.extend(r.ttft);
+            let r = run_direct(&l, c, a.n_gen, short, rep)?;
+            d.push(r.agg_tps);
+            td.extend(r.ttft);
+        }
+        let ((hm, hs), (dm, ds)) = (mean_sd(&h), mean_sd(&d));
+        println!(
+            "| {c} | {hm:.1} ± {hs:.1} | {dm:.1} ± {ds:.1} | {:.3} | {:.0} / {:.0} |",
+            hm / dm,
+            pct(&mut th, 50.0),
+            pct(&mut td, 50.0)
+        );
+    }
+    Ok(())
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -159,6 +258,9 @@ fn main() -> anyhow::Result<()> {
         Some(m) => m.clone(),
         None => llama_testkit::cache_dir().join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf"),
     };
+    if a.direct {
+        return direct(&a, &model);
+    }
     let slots = a.clients.iter().copied().max().unwrap_or(1);
     let mut servers = vec![("llama-rs-server", start(&a.ours, &model, 18080, &a, slots)?)];
     if let Some(t) = &a.theirs {
