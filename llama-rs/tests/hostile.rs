@@ -298,6 +298,11 @@ fn metadata_llama_cpp_asserts_on_is_refused_before_loading() {
         .kv_override("tokenizer.ggml.bos_token_id", Int(1_000_000))
         .kv_override("tokenizer.ggml.add_bos_token", llama_rs::KvOverride::Bool(true));
     assert!(Model::load(&path, p).is_err());
+    // The same key twice: llama.cpp keeps the first (here 0 layers: an abort), so a merge
+    // that kept the last would check another value than the loader reads (a fuzz find).
+    let p = ModelParams::default().kv_override("llama.block_count", Int(0)).kv_override("llama.block_count", Int(1));
+    let r = Model::load(&path, p).map(|_| ());
+    assert!(matches!(&r, Err(Error::InvalidParam(m)) if m.contains("more than once")), "{r:?}");
 }
 
 #[cfg(unix)]

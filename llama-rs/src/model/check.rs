@@ -50,7 +50,13 @@ fn merged(
     path: &Path,
 ) -> Result<HashMap<String, GgufValue>> {
     let mut m: HashMap<String, GgufValue> = meta.iter().cloned().collect();
+    let mut seen = std::collections::HashSet::new();
     for (k, o) in overrides {
+        // llama.cpp keeps the first override of a key, a merge the last: the checks
+        // would see another value than the loader (found by fuzzing: block_count 0 then 5).
+        if !seen.insert(k.as_str()) {
+            return Err(Error::InvalidParam(format!("kv_override {k} is given more than once")));
+        }
         let v = match o {
             KvOverride::Int(i) => GgufValue::I64(*i),
             KvOverride::Float(f) => GgufValue::F64(*f),
