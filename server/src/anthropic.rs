@@ -61,30 +61,6 @@ struct Message {
     content: Value,
 }
 
-/// The text of a `system` value or a `tool_result`'s content: a string or text blocks.
-fn plain_text(v: &Value, field: &str) -> ApiResult<String> {
-    match v {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
-            let mut s = String::new();
-            for (k, b) in blocks.iter().enumerate() {
-                match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str)) {
-                    (Some("text"), Some(t)) => s += t,
-                    (t, _) => {
-                        return Err(ApiError::bad(
-                            &format!("{field}[{k}]"),
-                            format!("content block of type {t:?} is not supported here (text only)"),
-                        ))
-                    }
-                }
-            }
-            Ok(s)
-        }
-        _ => Err(ApiError::bad(field, "must be a string or a list of content blocks")),
-    }
-}
-
 /// One Anthropic message as OpenAI messages: tool results become `tool` messages (before
 /// the user's text, the order Anthropic requires them in), `tool_use` blocks become
 /// `tool_calls`, thinking blocks are dropped (templates drop past reasoning too).
@@ -118,7 +94,8 @@ fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> 
                 let Some(id) = b.get("tool_use_id").and_then(Value::as_str) else {
                     return Err(ApiError::bad(&at(k), "tool_result needs tool_use_id"));
                 };
-                let content = plain_text(b.get("content").unwrap_or(&Value::Null), &format!("{}.content", at(k)))?;
+                let content =
+                    openai::text_content(b.get("content").unwrap_or(&Value::Null), &format!("{}.content", at(k)))?;
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             Some("thinking") | Some("redacted_thinking") => {}
@@ -144,7 +121,7 @@ fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> 
 fn to_chat_request(r: MessagesRequest) -> ApiResult<(ChatRequest, bool)> {
     let mut msgs = Vec::new();
     if let Some(s) = &r.system {
-        let s = plain_text(s, "system")?;
+        let s = openai::text_content(s, "system")?;
         if !s.is_empty() {
             msgs.push(json!({"role": "system", "content": s}));
         }

@@ -462,6 +462,31 @@ pub struct WireMessage {
     pub(crate) name: Option<String>,
 }
 
+/// The text of a content value (OpenAI's message content, Anthropic's `system` and
+/// `tool_result` content): null, a string, or a list of text parts.
+pub(crate) fn text_content(v: &Value, field: &str) -> ApiResult<String> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut s = String::new();
+            for (k, p) in parts.iter().enumerate() {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => s += t,
+                    (t, _) => {
+                        return Err(ApiError::bad(
+                            &format!("{field}[{k}]"),
+                            format!("content part of type {t:?} is not supported (text only)"),
+                        ))
+                    }
+                }
+            }
+            Ok(s)
+        }
+        _ => Err(ApiError::bad(field, "content must be a string or a list of parts")),
+    }
+}
+
 pub(crate) fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
     if wire.is_empty() {
         return Err(ApiError::bad("messages", "messages must not be empty"));
@@ -469,31 +494,7 @@ pub(crate) fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
     wire.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let content = match m.content {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s,
-                Some(Value::Array(parts)) => {
-                    let mut s = String::new();
-                    for p in parts {
-                        match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                            (Some("text"), Some(t)) => s += t,
-                            (t, _) => {
-                                return Err(ApiError::bad(
-                                    &format!("messages[{i}].content"),
-                                    format!("content part of type {t:?} is not supported (text only)"),
-                                ))
-                            }
-                        }
-                    }
-                    s
-                }
-                Some(_) => {
-                    return Err(ApiError::bad(
-                        &format!("messages[{i}].content"),
-                        "content must be a string or a list of parts",
-                    ))
-                }
-            };
+            let content = text_content(&m.content.unwrap_or(Value::Null), &format!("messages[{i}].content"))?;
             let mut msg = ChatMessage::new(m.role, content);
             msg.tool_calls = m.tool_calls.unwrap_or_default();
             msg.tool_call_id = m.tool_call_id;
