@@ -349,7 +349,27 @@ fn speculative_requests_in_the_engine_keep_their_text() {
         "{:?}",
         got.iter().map(|c| c.usage).collect::<Vec<_>>()
     );
-    // A draft model is a Session feature for now: a clear error here.
+    // A draft model: the default model drafting for itself, loaded a second time (the
+    // vocabulary check runs), for all four requests at once; same text again.
+    let by_model = GenerateParams {
+        speculation: Some(Speculation { drafter: DraftKind::Model, max_draft: 4, ..Default::default() }),
+        ..greedy(32)
+    };
+    let draft = Model::load(llama_testkit::default_model_path().unwrap(), ModelParams::default().no_repack(true));
+    let exact =
+        EngineParams { slots: 4, n_ctx: 2048, deterministic: true, ubatch_tokens: Some(1), ..Default::default() };
+    let d = Engine::with_draft_model(model(), EngineParams { n_threads: 2, ..exact }, &draft.unwrap()).unwrap();
+    let s: Vec<_> = prompts.iter().map(|p| d.submit(Request::text(*p, by_model.clone())).unwrap()).collect();
+    let got: Vec<_> = s.into_iter().map(|s| s.text().unwrap()).collect();
+    for (c, want) in got.iter().zip(&expected) {
+        assert_eq!(&c.text, want);
+        // A model drafting for itself is right nearly always.
+        let u = c.usage;
+        assert!(u.accepted_draft_tokens >= 20 && u.rejected_draft_tokens <= 4, "{u:?}");
+    }
+    // Requests with n-gram drafts still work beside it; a draft model kind without a
+    // draft model is a clear error.
+    assert_eq!(d.submit(Request::text(prompts[0], spec.clone())).unwrap().text().unwrap().text, expected[0]);
     let p = GenerateParams {
         speculation: Some(Speculation { drafter: DraftKind::Model, ..Default::default() }),
         ..greedy(4)

@@ -38,7 +38,7 @@ use crate::context::{ContextParams, FlashAttn, KvType};
 use crate::error::{check_arg, Error, Result};
 use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
 use crate::model::Model;
-use crate::speculative::{DraftKind, Drafter, NgramDrafter, NgramMapDrafter, Speculator};
+use crate::speculative::{DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, Speculator};
 use crate::token::Token;
 
 pub use metrics::{Latency, Metrics};
@@ -248,7 +248,8 @@ pub(crate) struct Admitted {
     pub(crate) prompt: Vec<Token>,
     pub(crate) core: GenerationCore,
     /// Speculative decoding for this request: its state and drafter.
-    pub(crate) spec: Option<(Speculator, Box<dyn Drafter>)>,
+    /// `None` as the drafter: the engine's draft model.
+    pub(crate) spec: Option<(Speculator, Option<Box<dyn Drafter>>)>,
     pub(crate) tx: futures::channel::mpsc::Sender<Result<Event>>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) submitted: std::time::Instant,
@@ -272,6 +273,8 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     next_id: Arc<AtomicU64>,
     metrics: Arc<Mutex<Metrics>>,
+    /// Whether the engine has a draft model (`DraftKind::Model` requests need one).
+    has_draft: bool,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -303,6 +306,30 @@ impl Engine {
     /// Creates the context (on the calling thread, so errors come back here) and starts
     /// the engine thread.
     pub fn new(model: &Model, params: EngineParams) -> Result<Engine> {
+        Engine::start(model, params, None)
+    }
+
+    /// An engine whose requests may draft with `draft`, a smaller model with the target's
+    /// vocabulary (checked), for speculative decoding with [`DraftKind::Model`]. The draft
+    /// model gets a context like the engine's (same pool size, one sequence per slot); in
+    /// each step the drafts of all drafting requests are made together, one draft decode
+    /// per drafted position.
+    ///
+    /// ```
+    /// use llama_rs::*;
+    /// let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
+    /// let engine = Engine::with_draft_model(&model, EngineParams { n_ctx: 2048, slots: 2, ..Default::default() }, &model)?;
+    /// let spec = Speculation { drafter: DraftKind::Model, ..Default::default() };
+    /// let params = GenerateParams { max_tokens: Some(8), speculation: Some(spec), sampler: SamplerConfig::greedy(), ..Default::default() };
+    /// let out = engine.submit(Request::text("The capital of France is", params))?.text()?;
+    /// assert!(out.usage.accepted_draft_tokens > 0); // a model drafting for itself
+    /// # Ok::<(), llama_rs::Error>(())
+    /// ```
+    pub fn with_draft_model(model: &Model, params: EngineParams, draft: &Model) -> Result<Engine> {
+        Engine::start(model, params, Some(draft))
+    }
+
+    fn start(model: &Model, params: EngineParams, draft: Option<&Model>) -> Result<Engine> {
         check_arg(params.slots >= 1, || format!("slots must be at least 1, got {}", params.slots))?;
         check_arg(params.step_tokens >= 1, || format!("step_tokens must be at least 1, got {}", params.step_tokens))?;
         check_arg(params.channel_capacity >= 1, || {
@@ -316,18 +343,31 @@ impl Engine {
             ));
         }
         let ctx = model.context(params.context_params())?;
+        let draft = match draft {
+            // The draft context: the engine's shape (pool, slots, batch, cache types).
+            Some(d) => Some(DraftModel::with_sequences(model, d, params.context_params())?),
+            None => None,
+        };
+        let has_draft = draft.is_some();
         let seq_ctx = ctx.n_ctx_seq();
         let cap = params.max_request_tokens.map_or(seq_ctx, |c| c.min(seq_ctx)) as usize;
         let metrics = Arc::new(Mutex::new(Metrics::default()));
         let (tx, rx) = mpsc::channel();
         let params = Arc::new(params);
-        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone())?;
+        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft)?;
         let thread = std::thread::Builder::new()
             .name("llama-rs-engine".into())
             .spawn(move || sched.run(rx))
             .map_err(|e| Error::Limit { what: "engine thread", detail: e.to_string() })?;
-        let handle =
-            EngineHandle { model: model.clone(), params, cap, tx, next_id: Arc::new(AtomicU64::new(1)), metrics };
+        let handle = EngineHandle {
+            model: model.clone(),
+            params,
+            cap,
+            tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            metrics,
+            has_draft,
+        };
         Ok(Engine { handle, thread: Some(thread) })
     }
 
@@ -400,12 +440,14 @@ impl EngineHandle {
                 check_arg((1..=64).contains(&sp.max_draft), || {
                     format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
                 })?;
-                let drafter: Box<dyn Drafter> = match sp.drafter {
-                    DraftKind::Ngram { n_min, n_max } => Box::new(NgramDrafter::new(n_min, n_max)),
-                    DraftKind::NgramMap { n, min_count } => Box::new(NgramMapDrafter::new(n, min_count)),
+                let drafter: Option<Box<dyn Drafter>> = match sp.drafter {
+                    DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
+                    DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
+                    DraftKind::Model if self.has_draft => None,
                     DraftKind::Model => {
                         return Err(Error::InvalidParam(
-                            "the engine drafts with n-gram drafters; a draft model runs with Session for now".into(),
+                            "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
+                                .into(),
                         ))
                     }
                 };

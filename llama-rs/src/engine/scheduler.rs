@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::generate::prefix::{common_prefix, window_present};
 use crate::generate::{FinishReason, Piece};
+use crate::speculative::{DraftModel, Want};
 use crate::token::{SeqId, Token};
 
 /// One sequence id of the context: the tokens its cache holds, and the request using it.
@@ -84,6 +85,8 @@ pub(crate) struct Scheduler {
     /// Most tokens one request may hold.
     cap: usize,
     local: Metrics,
+    /// The engine's draft model (one draft sequence per slot), if it has one.
+    draft: Option<DraftModel>,
 }
 
 /// What sampling one sequence's output led to.
@@ -105,7 +108,12 @@ struct Scheduled {
 }
 
 impl Scheduler {
-    pub(crate) fn new(ctx: Context, params: Arc<EngineParams>, metrics: Arc<Mutex<Metrics>>) -> Result<Scheduler> {
+    pub(crate) fn new(
+        ctx: Context,
+        params: Arc<EngineParams>,
+        metrics: Arc<Mutex<Metrics>>,
+        draft: Option<DraftModel>,
+    ) -> Result<Scheduler> {
         let n_seq = ctx.n_seq_max() as usize;
         let batch = Batch::new(ctx.n_batch() as usize, 1)?;
         let n_ctx = ctx.n_ctx() as usize;
@@ -134,6 +142,7 @@ impl Scheduler {
             shutdown: None,
             cap,
             local,
+            draft,
         })
     }
 
@@ -426,6 +435,7 @@ impl Scheduler {
             (r.tokens.len() - r.n_cached > 1, r.order)
         });
         let mut plan = Vec::new();
+        let mut model_wants = Vec::new();
         let mut used = 0;
         for i in order {
             if used == budget {
@@ -448,16 +458,45 @@ impl Scheduler {
             used += n;
             // A decoding sequence with speculation: its draft joins the batch, each
             // drafted token with an output, within the step's budget and the cap.
+            // Drafts from the engine's draft model are made below, for all at once.
             let mut drafts = Vec::new();
             if let (true, Some((spec, drafter))) = (pending == 1, r.a.spec.as_mut()) {
                 let room = (budget - used).min(self.cap.saturating_sub(r.tokens.len() + 1));
-                if room > 0 {
-                    drafts = spec.draft(drafter.as_mut(), &r.tokens, room).unwrap_or_default();
-                    drafts.truncate(room);
-                    used += drafts.len();
+                let want = if room > 0 { spec.plan(room) } else { 0 };
+                match drafter {
+                    _ if want == 0 => {}
+                    Some(d) => {
+                        let t = Instant::now();
+                        drafts = d.draft(&r.tokens, want).unwrap_or_default();
+                        spec.stats.draft_s += t.elapsed().as_secs_f64();
+                        drafts.truncate(want);
+                    }
+                    None => model_wants.push((plan.len(), want)),
                 }
+                used += want;
             }
             plan.push(Scheduled { slot: i, n, output: (n == pending).then_some(0), drafts });
+        }
+        if let (false, Some(dm)) = (model_wants.is_empty(), self.draft.as_mut()) {
+            let wants: Vec<Want> = model_wants
+                .iter()
+                .map(|&(p, max)| {
+                    let slot = plan[p].slot;
+                    let r = self.slots[slot].req.as_ref().expect("planned above");
+                    Want { seq: slot as SeqId, history: &r.tokens, max }
+                })
+                .collect();
+            let t = Instant::now();
+            let drafted = dm.draft_many(&wants);
+            let share = t.elapsed().as_secs_f64() / wants.len() as f64;
+            for (&(p, max), mut d) in model_wants.iter().zip(drafted) {
+                d.truncate(max);
+                let slot = plan[p].slot;
+                if let Some((spec, _)) = self.slots[slot].req.as_mut().and_then(|r| r.a.spec.as_mut()) {
+                    spec.stats.draft_s += share;
+                }
+                plan[p].drafts = d;
+            }
         }
         // The order of sequences in the batch picks llama.cpp's attention path when each
         // sequence has its own KV stream (measured, 8 one-token sequences): in increasing

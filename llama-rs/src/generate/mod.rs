@@ -97,6 +97,7 @@ pub struct GenerateParams {
     /// whole model is offloaded (there llama_decode only queues work; on the CPU it would
     /// delay every piece by one forward pass). The tokens are the same either way; a
     /// generation that ends on a stop string then leaves that last token in the cache.
+    /// With speculation, only on the steps where the skip rule pauses drafting.
     pub eager_decode: Option<bool>,
 }
 
@@ -417,7 +418,7 @@ impl Session {
         self.ctx.clear_abort(); // a cancel of an earlier generation must not leak into this one
         let logits_index = self.prefill(&tokens)?;
         // See `GenerateParams::eager_decode`.
-        let eager = spec.is_none() && params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
+        let eager = params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
         let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };
         Ok(Generator {
             core,
@@ -609,7 +610,20 @@ impl Generator<'_> {
                 }
             }
             if self.core.continues_after() {
-                if self.eager {
+                // With speculation only on steps that will not draft (a pause of the skip
+                // rule, which this step then counts down): a draft must be decoded with
+                // the token, in one batch.
+                let ahead = self.eager
+                    && match self.spec.as_mut() {
+                        None => true,
+                        Some((spec, _)) if spec.pausing() => {
+                            spec.plan(0);
+                            spec.stats.target_decodes += 1;
+                            true
+                        }
+                        Some(_) => false,
+                    };
+                if ahead {
                     // Launch the next forward pass now: on a GPU it runs while this token
                     // is detokenized and handed out; its outcome is acted on next step.
                     self.decoded = Some(self.session.decode_next(t));

@@ -35,6 +35,7 @@ use crate::generate::{GenerationCore, Piece};
 use crate::token::Token;
 
 pub use draft_model::DraftModel;
+pub(crate) use draft_model::Want;
 pub use ngram::{NgramDrafter, NgramMapDrafter};
 
 /// Proposes tokens that may follow a sequence.
@@ -210,11 +211,12 @@ impl Speculator {
         }
     }
 
-    /// A draft of at most `room` tokens to follow `history`; empty while paused.
-    pub(crate) fn draft(&mut self, drafter: &mut dyn Drafter, history: &[Token], room: usize) -> Result<Vec<Token>> {
+    /// How many tokens to draft now, at most `room`: 0 while paused or when drafting is
+    /// not expected to pay (which starts a pause).
+    pub(crate) fn plan(&mut self, room: usize) -> usize {
         if self.paused > 0 {
             self.paused -= 1;
-            return Ok(Vec::new());
+            return 0;
         }
         if !self.pays() || self.recent < self.min_acceptance {
             self.paused = self.backoff;
@@ -222,10 +224,25 @@ impl Speculator {
             self.recent = self.recent.max(self.min_acceptance);
             self.k = self.k.min(2);
             self.per_verify = 0.0; // re-measure when probing again
+            return 0;
+        }
+        self.k.min(room)
+    }
+
+    /// Whether the next [`plan`](Self::plan) will draft nothing because of a pause (the
+    /// caller may then decode the next token ahead, as plain decoding does).
+    pub(crate) fn pausing(&self) -> bool {
+        self.paused > 0
+    }
+
+    /// A draft of at most `room` tokens to follow `history`; empty while paused.
+    pub(crate) fn draft(&mut self, drafter: &mut dyn Drafter, history: &[Token], room: usize) -> Result<Vec<Token>> {
+        let max = self.plan(room);
+        if max == 0 {
             return Ok(Vec::new());
         }
         let t = std::time::Instant::now();
-        let d = drafter.draft(history, self.k.min(room))?;
+        let d = drafter.draft(history, max)?;
         self.stats.draft_s += t.elapsed().as_secs_f64();
         Ok(d)
     }
