@@ -115,9 +115,17 @@ pub struct Args {
     /// engine's deterministic profile).
     #[arg(long)]
     pub deterministic: bool,
-    /// Speculative decoding: `ngram` (prompt lookup), `ngram-map`, or `none`.
+    /// Speculative decoding: `ngram` (prompt lookup), `ngram-map`, `draft` (with
+    /// `--model-draft`), or `none` (the default; `draft` when `--model-draft` is given).
     #[arg(long = "spec-type", default_value = "none")]
     pub spec_type: String,
+    /// A smaller model with the same vocabulary that drafts for the model (speculative
+    /// decoding for every request without a grammar).
+    #[arg(long = "model-draft", visible_alias = "md")]
+    pub model_draft: Option<PathBuf>,
+    /// Layers of the draft model on the GPU (default: as `--n-gpu-layers`).
+    #[arg(long = "n-gpu-layers-draft", visible_alias = "ngld", alias = "gpu-layers-draft")]
+    pub n_gpu_layers_draft: Option<String>,
     /// Most tokens drafted per step.
     #[arg(long = "draft-max", alias = "draft", alias = "draft-n", default_value_t = 8)]
     pub draft_max: usize,
@@ -174,7 +182,17 @@ impl Args {
 
     /// The model's load parameters from these flags.
     pub fn model_params(&self) -> Result<ModelParams, ArgError> {
-        let gpu_layers = match self.n_gpu_layers.as_str() {
+        self.model_params_with(&self.n_gpu_layers)
+    }
+
+    /// The draft model's load parameters (`--n-gpu-layers-draft`, else as the model's).
+    pub fn draft_model_params(&self) -> Result<ModelParams, ArgError> {
+        let ngl = self.n_gpu_layers_draft.as_deref().unwrap_or(&self.n_gpu_layers);
+        self.model_params_with(if ngl == "auto" { "all" } else { ngl })
+    }
+
+    fn model_params_with(&self, n_gpu_layers: &str) -> Result<ModelParams, ArgError> {
+        let gpu_layers = match n_gpu_layers {
             "all" | "auto" | "-1" => GpuLayers::All,
             n => GpuLayers::Count(
                 n.parse().map_err(|_| ArgError(format!("--n-gpu-layers {n}: expected a number, all or auto")))?,
@@ -240,8 +258,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--embeddings",
     "--reranking",
     "--rerank",
-    "--model-draft",
-    "-md",
     "--ctx-size-draft",
     "-cd",
     "--models-dir",
@@ -249,7 +265,8 @@ const NOT_IMPLEMENTED: &[&str] = &[
 
 /// llama-server's multi-letter short flags, spelled with one dash (`-ngl 99`); clap
 /// knows them as long aliases (`--ngl`).
-const MULTI_LETTER_SHORT: &[&str] = &["-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to"];
+const MULTI_LETTER_SHORT: &[&str] =
+    &["-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to", "-md", "-ngld"];
 
 /// Parses a command line (program name first): llama-server's multi-letter short flags
 /// are accepted, and a llama-server flag that is not implemented here is an error that

@@ -115,7 +115,16 @@ pub fn load(args: &Args) -> Result<Loaded, String> {
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(e)),
     };
-    let engine = Engine::new(&model, ep.clone()).map_err(|e| e.to_string())?;
+    let speculation = speculation(args)?;
+    let engine = match &args.model_draft {
+        None => Engine::new(&model, ep.clone()),
+        Some(d) => {
+            let dp = args.draft_model_params().map_err(|e| e.to_string())?;
+            let draft = Model::load(d, dp).map_err(|e| format!("--model-draft {}: {e}", d.display()))?;
+            Engine::with_draft_model(&model, ep.clone(), &draft)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     let id = args.alias.clone().unwrap_or_else(|| {
         path.file_name().map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string()).unwrap_or_default()
     });
@@ -130,21 +139,30 @@ pub fn load(args: &Args) -> Result<Loaded, String> {
         created,
         embedder: Mutex::new(None),
         n_ctx: ep.n_ctx as usize,
-        speculation: speculation(args)?,
+        speculation,
     })
 }
 
 fn speculation(args: &Args) -> Result<Option<Speculation>, String> {
-    let drafter = match args.spec_type.as_str() {
-        "none" => return Ok(None),
-        "ngram" | "ngram-simple" => DraftKind::Ngram { n_min: args.draft_min.max(1), n_max: 6.max(args.draft_min) },
-        "ngram-map" | "ngram-map-k" => DraftKind::NgramMap { n: 3, min_count: 1 },
-        t => return Err(format!("--spec-type {t}: expected none, ngram or ngram-map")),
+    let drafter = match (args.spec_type.as_str(), &args.model_draft) {
+        ("none" | "draft" | "draft-simple", Some(_)) => DraftKind::Model,
+        ("draft" | "draft-simple", None) => return Err("--spec-type draft needs --model-draft".into()),
+        (t, Some(_)) => return Err(format!("--spec-type {t} and --model-draft: choose one drafter")),
+        ("none", None) => return Ok(None),
+        (t, None) => ngram(t, args)?,
     };
     if !(1..=64).contains(&args.draft_max) {
         return Err(format!("--draft-max {}: must be in 1..=64", args.draft_max));
     }
     Ok(Some(Speculation { drafter, max_draft: args.draft_max, ..Default::default() }))
+}
+
+fn ngram(spec_type: &str, args: &Args) -> Result<DraftKind, String> {
+    Ok(match spec_type {
+        "ngram" | "ngram-simple" => DraftKind::Ngram { n_min: args.draft_min.max(1), n_max: 6.max(args.draft_min) },
+        "ngram-map" | "ngram-map-k" => DraftKind::NgramMap { n: 3, min_count: 1 },
+        t => return Err(format!("--spec-type {t}: expected none, ngram, ngram-map or draft")),
+    })
 }
 
 fn template(args: &Args, model: &Model) -> Result<ChatTemplate, String> {

@@ -647,3 +647,56 @@ fn anthropic_messages_answer_stream_call_tools_and_fail_in_anthropic_shape() {
     let r = c.post(format!("{base}/v1/messages")).json(&base_body).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
+
+#[test]
+fn speculative_decoding_with_a_draft_model_or_ngrams_keeps_the_answers() {
+    // One token per micro-batch and the deterministic profile: logits do not depend on
+    // batching, so drafts may not change a byte (docs/SPECULATIVE.md).
+    let exact = ["--deterministic", "-ub", "1"];
+    let prompts = [
+        "List the days of the week, one per line.",
+        "Write a Python function that adds two numbers.",
+        "What is the capital of France?",
+    ];
+    let answers = |base: &str| -> Vec<(String, Value)> {
+        let reqs: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let base = base.to_string();
+                let body = greedy_chat(p, 48);
+                std::thread::spawn(move || post(&base, "/v1/chat/completions", body))
+            })
+            .collect();
+        reqs.into_iter()
+            .map(|h| {
+                let (st, r) = h.join().unwrap();
+                assert_eq!(st, 200, "{r}");
+                (r["choices"][0]["message"]["content"].as_str().unwrap().to_string(), r["usage"].clone())
+            })
+            .collect()
+    };
+    let (plain_server, base) = start(&exact);
+    let plain = answers(&base);
+    drop(plain_server);
+    // A draft model (-md, llama-server's flag): the chat model drafting for itself.
+    let model = chat_model();
+    let (draft_server, base) = start(&[&exact[..], &["-md", &model, "--draft-max", "4"]].concat());
+    let drafted = answers(&base);
+    for ((want, _), (got, usage)) in plain.iter().zip(&drafted) {
+        assert_eq!(got, want);
+        let accepted = usage["completion_tokens_details"]["accepted_prediction_tokens"].as_u64().unwrap();
+        assert!(accepted > 10, "{usage}");
+    }
+    drop(draft_server);
+    let (_s, base) = start(&[&exact[..], &["--spec-type", "ngram"]].concat());
+    for ((want, _), (got, _)) in plain.iter().zip(&answers(&base)) {
+        assert_eq!(got, want);
+    }
+    // Contradictory or incomplete flags are load errors that say what is wrong.
+    for bad in [&["--spec-type", "draft"][..], &["--spec-type", "ngram", "-md", &model]] {
+        let argv = [&["llama-rs-server", "-m", &model, "--port", "0"][..], bad].concat();
+        let s = Server::spawn(args::parse_from(argv).unwrap()).unwrap();
+        let e = s.wait_ready(Duration::from_secs(60)).unwrap_err();
+        assert!(e.contains("--model-draft"), "{e}");
+    }
+}
