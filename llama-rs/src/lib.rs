@@ -82,8 +82,8 @@ pub use engine::{
 pub use error::{Error, ErrorKind, Result};
 pub use fit::{fit, Fit, FitParams};
 pub use generate::{
-    CancelHandle, DeviceSampling, FinishReason, GenerateParams, GenerationCore, Generator, Piece, Prompt, Session,
-    TokenLogprob,
+    CancelHandle, DeviceSampling, FinishReason, GenerateParams, GenerationCore, Generator, Piece, Prompt,
+    ReasoningBudget, Session, TokenLogprob,
 };
 pub use gguf::{read_gguf_metadata, GgufValue};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};

@@ -371,3 +371,34 @@ fn eager_decoding_changes_nothing_but_timing() {
     let (text, _) = s.generate(PROMPT, &p).unwrap().text().unwrap();
     assert!(text.starts_with(" the capital of the country of France."), "{text:?}");
 }
+
+#[test]
+fn a_reasoning_budget_closes_the_think_block_after_n_tokens() {
+    use llama_rs::{Grammar, ReasoningBudget};
+    let mut s = session();
+    let close = s.context().model().vocab().tokenize("\n</think>\n\n", false, true).unwrap();
+    let prompt = "Question: what is two plus two? Think step by step.\n<think>\n";
+    let free = tokens_of(&mut s, prompt, &greedy(24));
+    for n in [0, 1, 5] {
+        // The prompt opened the block: after n tokens, the end tag is generated, then the
+        // model goes on (the answer).
+        let p = GenerateParams { reasoning_budget: Some(ReasoningBudget { tokens: n, started: true }), ..greedy(24) };
+        let got = tokens_of(&mut s, prompt, &p);
+        assert_eq!(got[..n], free[..n], "budget {n}: the thought is the free one up to the budget");
+        assert_eq!(got[n..n + close.len()], close[..], "budget {n}");
+        assert_eq!(got.len(), 24);
+    }
+    // The block opened by the model itself counts from its "<think>"; text that does not
+    // open a block is never touched.
+    let p = GenerateParams { reasoning_budget: Some(ReasoningBudget { tokens: 2, started: false }), ..greedy(24) };
+    assert_eq!(tokens_of(&mut s, PROMPT, &p), tokens_of(&mut s, PROMPT, &greedy(24)));
+    let grammar = Grammar::new(r#"root ::= "<think>" [a-z ]+ "</think>" [a-z ]*"#);
+    let mut forced = greedy(40);
+    forced.sampler.grammar = Some(grammar.clone());
+    forced.reasoning_budget = Some(ReasoningBudget { tokens: 3, started: false });
+    let text = s.generate(PROMPT, &forced).unwrap().text().unwrap().0;
+    // With a grammar the budget is not applied (forcing could break the grammar).
+    let mut plain = greedy(40);
+    plain.sampler.grammar = Some(grammar);
+    assert_eq!(text, s.generate(PROMPT, &plain).unwrap().text().unwrap().0);
+}

@@ -159,10 +159,12 @@ fn to_chat_request(r: MessagesRequest) -> ApiResult<(ChatRequest, bool)> {
         }
     };
     let mut kwargs = serde_json::Map::new();
+    let mut budget = None;
     match r.thinking.as_ref().and_then(|t| t.get("type")).and_then(Value::as_str) {
         None => {}
         Some("enabled") | Some("adaptive") => {
             kwargs.insert("enable_thinking".into(), Value::Bool(true));
+            budget = r.thinking.as_ref().and_then(|t| t.get("budget_tokens")).cloned();
         }
         Some("disabled") => {
             kwargs.insert("enable_thinking".into(), Value::Bool(false));
@@ -188,6 +190,7 @@ fn to_chat_request(r: MessagesRequest) -> ApiResult<(ChatRequest, bool)> {
     set("tools", tools.map(Value::Array));
     set("tool_choice", tool_choice);
     set("grammar", r.grammar.map(Value::from));
+    set("reasoning_budget", budget);
     set("chat_template_kwargs", (!kwargs.is_empty()).then_some(Value::Object(kwargs)));
     let req = serde_json::from_value(body).map_err(|e| ApiError::bad("messages", e.to_string()))?;
     Ok((req, r.stream))

@@ -94,10 +94,11 @@ pub struct Args {
     /// `reasoning_content`; `none` leaves it in `content`.
     #[arg(long = "reasoning-format", default_value = "auto", value_parser = ["auto", "deepseek", "none"])]
     pub reasoning_format: String,
-    /// -1: unrestricted thinking; 0: none (templates get `enable_thinking: false`, as
-    /// llama-server does). Other budgets are not supported (llama-server's rule too).
+    /// Thinking tokens: -1 unrestricted; 0 none (templates get `enable_thinking: false`,
+    /// as llama-server passes); N: after N tokens inside `<think>` the block's end tag is
+    /// generated, so the model answers. A request's `reasoning_budget` overrides it.
     #[arg(long = "reasoning-budget", default_value_t = -1, allow_hyphen_values = true,
-          value_parser = clap::value_parser!(i32).range(-1..=0))]
+          value_parser = clap::value_parser!(i32).range(-1..))]
     pub reasoning_budget: i32,
     /// Serve Prometheus metrics on `/metrics`.
     #[arg(long)]

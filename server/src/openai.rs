@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
 use llama_rs::{
-    parse_tool_calls, ChatMessage, Event, FinishReason, GenerateParams, Grammar, Prompt, ReasoningSplitter,
-    RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
+    parse_tool_calls, ChatMessage, Event, FinishReason, GenerateParams, Grammar, Prompt, ReasoningBudget,
+    ReasoningSplitter, RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -444,6 +444,9 @@ pub struct ChatRequest {
     top_logprobs: Option<usize>,
     #[serde(default)]
     chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+    /// Thinking tokens for this request (as `--reasoning-budget`: -1 no limit, 0 none).
+    #[serde(default)]
+    reasoning_budget: Option<i64>,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -505,7 +508,7 @@ pub(crate) fn messages(wire: Vec<WireMessage>) -> ApiResult<Vec<ChatMessage>> {
 }
 
 /// Renders the chat prompt (with the tools, unless `tool_choice` is "none").
-fn chat_prompt(l: &Loaded, req: &ChatRequest, msgs: &[ChatMessage], budget: i32) -> ApiResult<(String, bool)> {
+fn chat_prompt(l: &Loaded, req: &ChatRequest, msgs: &[ChatMessage], budget: i64) -> ApiResult<(String, bool)> {
     let tmpl = l.template.as_ref().ok_or_else(|| {
         ApiError::bad("messages", l.template_error.clone().unwrap_or_else(|| "no chat template".into()))
     })?;
@@ -617,11 +620,21 @@ pub(crate) fn chat_job(st: &AppState, l: &Loaded, mut req: ChatRequest) -> ApiRe
         (false, _) => None,
     };
     let msgs = messages(std::mem::take(&mut req.messages))?;
-    let (text, tools_on) = chat_prompt(l, &req, &msgs, st.args.reasoning_budget)?;
+    let budget = match req.reasoning_budget {
+        None => st.args.reasoning_budget as i64,
+        Some(b) if b >= -1 => b,
+        Some(b) => return Err(ApiError::bad("reasoning_budget", format!("must be -1 (no limit) or more, got {b}"))),
+    };
+    let (text, tools_on) = chat_prompt(l, &req, &msgs, budget)?;
     // Thinking output goes to `reasoning_content` (a block the prompt opened counts too).
     let reasoning = st.args.reasoning_format != "none";
     let opened = ReasoningSplitter::prompt_opens_block(&text);
     let mut j = job(l, &req.sampling, Prompt::Text(text), st.args.n_predict)?;
+    // A budget ends the think block by generating its end tag (also with budget 0, for
+    // templates that open the block whatever `enable_thinking` says).
+    if let Ok(tokens) = usize::try_from(budget) {
+        j.params.reasoning_budget = Some(ReasoningBudget { tokens, started: opened });
+    }
     if tools_on && j.params.sampler.grammar.is_none() {
         if let Some(g) = forced_tool_grammar(&req)? {
             j.params.sampler.grammar = Some(g);

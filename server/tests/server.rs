@@ -464,7 +464,7 @@ fn ollama_api_lists_chats_generates_and_embeds() {
 }
 
 #[test]
-fn thinking_goes_to_reasoning_content_and_budget_zero_tells_the_template() {
+fn thinking_goes_to_reasoning_content_and_budgets_end_the_think_block() {
     // A ChatML template that closes the think block when told thinking is off (as
     // Qwen3's does), and a grammar that makes the model "think" first.
     let dir = std::env::temp_dir().join(format!("llama-rs-server-reasoning-{}", std::process::id()));
@@ -513,8 +513,47 @@ fn thinking_goes_to_reasoning_content_and_budget_zero_tells_the_template() {
     let m = &r["choices"][0]["message"];
     assert_eq!(m["content"], "<think>two plus two</think>\n\nIt is 4.", "{r}");
     assert!(m.get("reasoning_content").is_none(), "{r}");
-    // Budgets other than -1 and 0 are refused, as by llama-server.
-    assert!(args::parse_from(["llama-rs-server", "--reasoning-budget", "100"]).is_err());
+    // A budget of N tokens: a template that opens the block, a model that does not
+    // close it by itself; after N tokens the end tag is generated and the model answers.
+    let opens = dir.join("opens.jinja");
+    std::fs::write(
+        &opens,
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+         {% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+    )
+    .unwrap();
+    let (_s3, base3) = start(&["--chat-template-file", opens.to_str().unwrap(), "--reasoning-budget", "8"]);
+    let n_tokens = |text: &str| {
+        let (_, t) = post(&base3, "/tokenize", json!({"content": text, "add_special": false}));
+        t["tokens"].as_array().unwrap().len()
+    };
+    let mut body = greedy_chat("Explain why the sky is blue.", 60);
+    for (budget, anthropic) in [(None, false), (Some(3), false), (Some(5), true)] {
+        let (code, r) = match (budget, anthropic) {
+            (Some(b), true) => {
+                let am = json!({"model": "", "max_tokens": 60, "temperature": 0,
+                    "thinking": {"type": "enabled", "budget_tokens": b},
+                    "messages": [{"role": "user", "content": "Explain why the sky is blue."}]});
+                let (code, r) = post(&base3, "/v1/messages", am);
+                let thought = r["content"][0]["thinking"].clone();
+                let text = r["content"][1]["text"].clone();
+                (code, json!({"choices": [{"message": {"reasoning_content": thought, "content": text}}]}))
+            }
+            (b, _) => {
+                body["reasoning_budget"] = json!(b);
+                post(&base3, "/v1/chat/completions", body.clone())
+            }
+        };
+        assert_eq!(code, 200, "{r}");
+        let m = &r["choices"][0]["message"];
+        let (thought, answer) = (m["reasoning_content"].as_str().unwrap(), m["content"].as_str().unwrap());
+        let limit = budget.unwrap_or(8);
+        let n = n_tokens(thought);
+        assert!(n > 0 && n <= limit + 1, "budget {limit}: {n} tokens of thought {thought:?}");
+        assert!(!answer.is_empty() && !answer.contains("think>"), "{r}");
+    }
+    body["reasoning_budget"] = json!(-2);
+    assert_eq!(post(&base3, "/v1/chat/completions", body).0, 400);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -12,6 +12,7 @@ use crate::sampling::Sampler;
 use crate::token::Token;
 use crate::vocab::PieceDecoder;
 
+use super::budget::BudgetState;
 use super::stop::StopMatcher;
 use super::{FinishReason, GenerateParams, Piece, TokenLogprob};
 
@@ -43,6 +44,10 @@ pub struct GenerationCore {
     eog: bool,
     /// The stop string that ended the generation.
     stop_word: Option<String>,
+    /// The thinking budget, when one applies.
+    budget: Option<BudgetState>,
+    /// A token's text with special tokens rendered (for the budget's tag search).
+    special_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for GenerationCore {
@@ -66,6 +71,13 @@ impl GenerationCore {
 
     /// As [`new`](Self::new), with a sampler built by the caller (custom stages).
     pub fn with_sampler(model: &Model, sampler: Sampler, params: &GenerateParams, n_prompt: usize) -> GenerationCore {
+        // A grammar decides the text itself: forcing the end tag could break it.
+        let budget = match params.reasoning_budget {
+            Some(b) if params.sampler.grammar.is_none() => {
+                BudgetState::new(model, &b).map_err(|e| log::warn!("reasoning budget not applied: {e}")).ok()
+            }
+            _ => None,
+        };
         GenerationCore {
             model: model.clone(),
             sampler,
@@ -82,6 +94,8 @@ impl GenerationCore {
             lps: Vec::new(),
             stop_word: None,
             eog: false,
+            budget,
+            special_buf: Vec::new(),
         }
     }
 
@@ -108,14 +122,21 @@ impl GenerationCore {
     /// Samples the next token from output row `index` of the context's last decode,
     /// accepts it into the sampler (penalties, grammar) and counts it.
     pub fn sample(&mut self, ctx: &Context, index: usize) -> Result<Token> {
-        let t = match self.logprobs {
-            Some(n) => {
+        // A spent thinking budget forces the block's end tag, token by token.
+        let forced = self.budget.as_mut().and_then(BudgetState::forced);
+        let t = match (forced, self.logprobs) {
+            (Some(t), Some(n)) => {
+                self.lps.push(logprob(ctx.logits(index)?, t, n));
+                t
+            }
+            (Some(t), None) => t,
+            (None, Some(n)) => {
                 let logits = ctx.logits(index)?;
                 let t = self.sampler.sample_logits(logits)?;
                 self.lps.push(logprob(logits, t, n));
                 t
             }
-            None => self.sampler.sample(ctx, index)?,
+            (None, None) => self.sampler.sample(ctx, index)?,
         };
         self.sampler.accept(t)?;
         self.n_generated += 1;
@@ -144,6 +165,10 @@ impl GenerationCore {
             return Ok(Some(self.finish_with(FinishReason::Stop, held)));
         }
         self.model.vocab().token_to_piece_bytes(t, false, &mut self.piece_buf)?;
+        if let Some(b) = self.budget.as_mut().filter(|b| b.watching()) {
+            self.model.vocab().token_to_piece_bytes(t, true, &mut self.special_buf)?;
+            b.push(&String::from_utf8_lossy(&self.special_buf));
+        }
         let text = self.decoder.push(&self.piece_buf);
         let (emit, stopped) = self.stop.push(&text);
         if stopped.is_some() {

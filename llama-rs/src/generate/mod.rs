@@ -17,10 +17,12 @@ use crate::speculative::{
 };
 use crate::token::Token;
 
+mod budget;
 mod core;
 pub(crate) mod prefix;
 mod stop;
 
+pub use self::budget::ReasoningBudget;
 pub use self::core::GenerationCore;
 
 /// Why generation ended.
@@ -99,6 +101,9 @@ pub struct GenerateParams {
     /// generation that ends on a stop string then leaves that last token in the cache.
     /// With speculation, only on the steps where the skip rule pauses drafting.
     pub eager_decode: Option<bool>,
+    /// Thinking models: the most tokens inside a `<think>` block before its end is
+    /// forced. `None`: no limit. Not applied with a grammar (the grammar decides the text).
+    pub reasoning_budget: Option<ReasoningBudget>,
 }
 
 impl Default for GenerateParams {
@@ -114,6 +119,7 @@ impl Default for GenerateParams {
             device_sampling: DeviceSampling::Auto,
             speculation: None,
             eager_decode: None,
+            reasoning_budget: None,
         }
     }
 }
