@@ -271,8 +271,9 @@ pub async fn messages(State(st): State<Arc<AppState>>, body: Bytes) -> Response 
 }
 
 async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let r: MessagesRequest = parse(&body)?;
+    let served = st.model(Some(&r.model)).await?;
+    let l: &Loaded = &served;
     if r.max_tokens.is_none() {
         return Err(ApiError::bad("max_tokens", "max_tokens is required"));
     }
@@ -412,9 +413,10 @@ impl Blocks {
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens as `/v1/messages` would render it.
 pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let run = || -> ApiResult<Response> {
-        let l: &Loaded = st.loaded()?;
+    let run = async {
         let mut r: MessagesRequest = parse(&body)?;
+        let served = st.model(Some(&r.model)).await?;
+        let l: &Loaded = &served;
         r.max_tokens = Some(1);
         r.stream = false;
         let (req, _) = to_chat_request(r)?;
@@ -423,7 +425,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             Prompt::Text(t) => l.model.vocab().tokenize(t, false, true)?.len(),
             Prompt::Tokens(t) => t.len(),
         };
-        Ok(Json(json!({ "input_tokens": n })).into_response())
+        Ok::<_, ApiError>(Json(json!({ "input_tokens": n })).into_response())
     };
-    run().unwrap_or_else(error_response)
+    run.await.unwrap_or_else(error_response)
 }

@@ -20,8 +20,22 @@ use llama_rs::{EngineParams, FlashAttn, GpuLayers, KvType, LoadMode, ModelParams
 pub struct Args {
     /// Model GGUF (the first shard of a split model). Default: the fetched chat model
     /// (SmolLM2-135M-Instruct; `python3 vendor/fetch.py chat-model`).
+    /// Repeat to serve several models (a request's `model` selects one; the first is the
+    /// default).
     #[arg(short = 'm', long = "model")]
-    pub model: Option<PathBuf>,
+    pub model: Vec<PathBuf>,
+    /// Serve every GGUF in this directory too, by file name without `.gguf` (loaded on the
+    /// first request that names it).
+    #[arg(long = "models-dir")]
+    pub models_dir: Option<PathBuf>,
+    /// Most models loaded at once; the least recently used (never the first) is unloaded
+    /// to load another.
+    #[arg(long = "models-max", default_value_t = 4)]
+    pub models_max: usize,
+    /// Memory (MiB, by the memory plans of model + context) the loaded models may take
+    /// together; the least recently used are unloaded to stay within it.
+    #[arg(long = "models-memory")]
+    pub models_memory: Option<u64>,
     /// Name the model is served under (default: the file name without `.gguf`).
     #[arg(short = 'a', long)]
     pub alias: Option<String>,
@@ -261,7 +275,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--rerank",
     "--ctx-size-draft",
     "-cd",
-    "--models-dir",
 ];
 
 /// llama-server's multi-letter short flags, spelled with one dash (`-ngl 99`); clap

@@ -22,7 +22,7 @@ pub mod openai;
 pub mod state;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -135,38 +135,24 @@ impl Server {
         let listener = std::net::TcpListener::bind((args.host.as_str(), args.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(AppState {
-            args,
-            api_key,
-            loaded: OnceLock::new(),
-            load_error: OnceLock::new(),
-            started: Instant::now(),
-        });
+        let state = Arc::new(AppState::new(args, api_key)?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
         let thread = std::thread::Builder::new().name("llama-rs-server".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = st.load_error.set(format!("cannot start the runtime: {e}"));
+                    log::error!("cannot start the runtime: {e}");
                     return;
                 }
             };
             rt.block_on(async move {
                 let loader = st.clone();
-                tokio::task::spawn_blocking(move || match state::load(&loader.args) {
-                    Ok(l) => {
-                        let _ = loader.loaded.set(l);
-                    }
-                    Err(e) => {
-                        log::error!("{e}");
-                        let _ = loader.load_error.set(e);
-                    }
-                });
+                tokio::task::spawn_blocking(move || loader.load_default());
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = st.load_error.set(format!("cannot listen: {e}"));
+                        log::error!("cannot listen: {e}");
                         return;
                     }
                 };
@@ -177,7 +163,7 @@ impl Server {
                         let _ = stopped.await;
                         // Running requests are cancelled, so their streams end and the
                         // graceful shutdown does not wait for them.
-                        if let Some(l) = st2.loaded.get() {
+                        for l in st2.loaded_models() {
                             if let Some(engine) = l.owner.lock().unwrap_or_else(|p| p.into_inner()).take() {
                                 tokio::task::spawn_blocking(move || engine.shutdown(false));
                             }
@@ -198,11 +184,11 @@ impl Server {
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let t = Instant::now();
         loop {
-            if self.state.loaded.get().is_some() {
+            if self.state.loaded().is_ok() {
                 return Ok(());
             }
-            if let Some(e) = self.state.load_error.get() {
-                return Err(e.clone());
+            if let Some(e) = self.state.load_error() {
+                return Err(e);
             }
             if t.elapsed() > timeout {
                 return Err(format!("model not loaded after {timeout:?}"));
@@ -213,7 +199,7 @@ impl Server {
 
     /// The served model's engine metrics (once loaded).
     pub fn metrics(&self) -> Option<llama_rs::Metrics> {
-        self.state.loaded.get().map(|l| l.engine.metrics())
+        self.state.loaded().ok().map(|l| l.engine.metrics())
     }
 
     /// Stops serving: open streams end, running requests are cancelled.

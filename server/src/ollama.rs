@@ -69,17 +69,36 @@ fn model_entry(l: &Loaded) -> Value {
 
 /// `GET /api/tags`.
 pub async fn tags(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
-    Ok(Json(json!({ "models": [model_entry(l)] })))
+    st.loaded()?; // 503 while the default model loads
+    let models: Vec<Value> = st
+        .models
+        .iter()
+        .map(|m| match m.get() {
+            Some(l) => model_entry(&l),
+            None => {
+                let size = std::fs::metadata(&m.path).map_or(0, |f| f.len());
+                json!({"name": format!("{}:latest", m.id), "model": format!("{}:latest", m.id),
+                       "modified_at": rfc3339(0), "size": size, "digest": format!("{size:064x}"), "details": {}})
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })))
 }
 
 /// `GET /api/ps`.
 pub async fn ps(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
-    let mut e = model_entry(l);
-    e["expires_at"] = json!("9999-12-31T23:59:59Z");
-    e["size_vram"] = json!(0);
-    Ok(Json(json!({ "models": [e] })))
+    st.loaded()?;
+    let models: Vec<Value> = st
+        .loaded_models()
+        .iter()
+        .map(|l| {
+            let mut e = model_entry(l);
+            e["expires_at"] = json!("9999-12-31T23:59:59Z");
+            e["size_vram"] = json!(0);
+            e
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })))
 }
 
 #[derive(Deserialize)]
@@ -90,9 +109,9 @@ struct ShowRequest {
 
 /// `POST /api/show`.
 pub async fn show(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
     let r: ShowRequest = parse(&body)?;
-    openai::check_model(l, &Sampling { model: Some(r.model), ..Default::default() })?;
+    let served = st.model(Some(&r.model)).await?;
+    let l: &Loaded = &served;
     let arch = l.model.meta("general.architecture").unwrap_or_default();
     let mut info = serde_json::Map::new();
     info.insert("general.architecture".into(), json!(arch));
@@ -226,15 +245,16 @@ fn done_fields(v: &mut Value, finish: FinishReason, u: &llama_rs::Usage, t: &lla
 
 /// Runs one generation and answers in Ollama's shape: one object, or NDJSON lines
 /// (`piece(text)` builds each line's payload).
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     st: Arc<AppState>,
+    l: Arc<Loaded>,
     req: Request,
     stream: bool,
     model: String,
     piece: fn(&str) -> Value,
     tools_on: bool,
 ) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let s = l.engine.submit(req)?;
     let base = move |mut v: Value| {
         v["model"] = json!(model.clone());
@@ -283,11 +303,11 @@ fn with_tool_calls(mut v: Value, text: &str, tools_on: bool) -> Value {
 
 /// `POST /api/chat`.
 pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let r: ChatRequest = parse(&body)?;
+    let served = st.model(Some(&r.model)).await?;
+    let l: &Loaded = &served;
     let _ = &r.keep_alive;
     let s = sampling(&r.model, r.options, &r.format, r.stream)?;
-    openai::check_model(l, &s)?;
     let model = r.model.clone();
     if r.messages.is_empty() {
         // Ollama's "load the model" call.
@@ -309,20 +329,28 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
     params.add_special = false;
     params.parse_special = true;
     let req = Request { prompt: Prompt::Text(text), params };
-    answer(st.clone(), req, r.stream, model, |t| json!({"message": {"role": "assistant", "content": t}}), tools_on)
-        .await
+    answer(
+        st.clone(),
+        served.clone(),
+        req,
+        r.stream,
+        model,
+        |t| json!({"message": {"role": "assistant", "content": t}}),
+        tools_on,
+    )
+    .await
 }
 
 /// `POST /api/generate`.
 pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let r: GenerateRequest = parse(&body)?;
+    let served = st.model(Some(&r.model)).await?;
+    let l: &Loaded = &served;
     let _ = &r.keep_alive;
     if r.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad("suffix", "suffix (fill-in-the-middle) is not supported yet"));
     }
     let s = sampling(&r.model, r.options, &r.format, r.stream)?;
-    openai::check_model(l, &s)?;
     let model = r.model.clone();
     if r.prompt.is_empty() {
         return Ok(Json(json!({"model": model, "created_at": rfc3339(openai::now()), "response": "",
@@ -346,7 +374,7 @@ pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
         _ => r.prompt.clone(),
     };
     let req = Request { prompt: Prompt::Text(text), params };
-    answer(st.clone(), req, r.stream, model, |t| json!({ "response": t }), false).await
+    answer(st.clone(), served.clone(), req, r.stream, model, |t| json!({ "response": t }), false).await
 }
 
 #[derive(Deserialize)]
@@ -360,22 +388,20 @@ struct EmbedRequest {
 }
 
 /// Embeddings of `inputs` through the shared embedder.
-async fn embed_texts(st: &Arc<AppState>, inputs: Vec<String>) -> ApiResult<(Vec<Vec<f32>>, usize)> {
-    let l = st.loaded()?;
+async fn embed_texts(l: &Arc<Loaded>, inputs: Vec<String>) -> ApiResult<(Vec<Vec<f32>>, usize)> {
     let toks: Vec<Vec<Token>> =
         inputs.iter().map(|s| l.model.vocab().tokenize(s, true, false)).collect::<Result<_, _>>()?;
     let n: usize = toks.iter().map(Vec::len).sum();
-    let v = openai::embed_tokens(st, toks).await?;
+    let v = openai::embed_tokens(l.clone(), toks).await?;
     Ok((v, n))
 }
 
 /// `POST /api/embed` (`input`: string or list) and `/api/embeddings` (`prompt`).
 pub async fn embed(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let r: EmbedRequest = parse(&body)?;
-    openai::check_model(l, &Sampling { model: Some(r.model.clone()), ..Default::default() })?;
+    let served = st.model(Some(&r.model)).await?;
     if let Some(p) = r.prompt {
-        let (v, _) = embed_texts(&st, vec![p]).await?;
+        let (v, _) = embed_texts(&served, vec![p]).await?;
         return Ok(Json(json!({ "embedding": v[0] })).into_response());
     }
     let inputs = match r.input {
@@ -386,6 +412,6 @@ pub async fn embed(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Re
             .collect::<ApiResult<_>>()?,
         _ => return Err(ApiError::bad("input", "input must be a string or a list of strings")),
     };
-    let (v, n) = embed_texts(&st, inputs).await?;
+    let (v, n) = embed_texts(&served, inputs).await?;
     Ok(Json(json!({"model": r.model, "embeddings": v, "prompt_eval_count": n})).into_response())
 }

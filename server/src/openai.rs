@@ -649,8 +649,9 @@ pub(crate) fn chat_job(st: &AppState, l: &Loaded, mut req: ChatRequest) -> ApiRe
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let req: ChatRequest = parse(&body)?;
+    let served = st.model(req.sampling.model.as_deref()).await?;
+    let l: &Loaded = &served;
     let ChatJob { job: j, tools_on, reasoning, opened, top } = chat_job(&st, l, req)?;
     let streams = submit(l, &j)?;
     let id = format!("chatcmpl-{:x}", rand_id());
@@ -707,10 +708,7 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
     };
     let include_usage = j.include_usage;
     let events = async_stream(move |tx| async move {
-        let l = match st2.loaded() {
-            Ok(l) => l,
-            Err(_) => return,
-        };
+        let l: &Loaded = &served;
         for i in 0..n {
             tx(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])));
         }
@@ -830,8 +828,9 @@ fn completion_logprobs(l: &Loaded, lps: &[TokenLogprob], offset0: usize) -> Valu
 
 /// `POST /v1/completions`.
 pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
-    let l = st.loaded()?;
     let req: CompletionRequest = parse(&body)?;
+    let served = st.model(req.sampling.model.as_deref()).await?;
+    let l: &Loaded = &served;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad("suffix", "suffix (fill-in-the-middle) is not supported yet"));
     }
@@ -885,7 +884,7 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
     let st2 = st.clone();
     let want_lp = req.logprobs.is_some();
     let events = async_stream(move |tx| async move {
-        let Ok(l) = st2.loaded() else { return };
+        let l: &Loaded = &served;
         let chunk = |choices: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices});
         for (i, e) in echoes.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
             tx(chunk(json!([{"index": i, "text": e, "logprobs": null, "finish_reason": null}])));
@@ -923,9 +922,9 @@ pub struct EmbeddingRequest {
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
     use base64::Engine as _;
-    let l = st.loaded()?;
     let req: EmbeddingRequest = parse(&body)?;
-    check_model(l, &Sampling { model: req.model.clone(), ..Default::default() })?;
+    let served = st.model(req.model.as_deref()).await?;
+    let l: &Loaded = &served;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -943,7 +942,7 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResu
         })
         .collect::<ApiResult<_>>()?;
     let n_tokens: usize = inputs.iter().map(Vec::len).sum();
-    let vectors = embed_tokens(&st, inputs).await?;
+    let vectors = embed_tokens(served.clone(), inputs).await?;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -966,10 +965,8 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResu
 
 /// Embeddings of token lists through the one embedding context (made on first use; runs
 /// off the async workers).
-pub(crate) async fn embed_tokens(st: &Arc<AppState>, inputs: Vec<Vec<Token>>) -> ApiResult<Vec<Vec<f32>>> {
-    let st = st.clone();
+pub(crate) async fn embed_tokens(l: Arc<Loaded>, inputs: Vec<Vec<Token>>) -> ApiResult<Vec<Vec<f32>>> {
     tokio::task::spawn_blocking(move || -> ApiResult<Vec<Vec<f32>>> {
-        let l = st.loaded()?;
         let mut guard = l.embedder.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(llama_rs::Embedder::new(&l.model, llama_rs::EmbedParams::default())?);
@@ -984,17 +981,24 @@ pub(crate) async fn embed_tokens(st: &Arc<AppState>, inputs: Vec<Vec<Token>>) ->
 
 /// `GET /v1/models`.
 pub async fn models(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": [{
-            "id": l.id, "object": "model", "created": l.created, "owned_by": "llama-rs",
-            "meta": {
-                "n_vocab": l.model.n_vocab(), "n_ctx_train": l.model.n_ctx_train(), "n_embd": l.model.n_embd(),
-                "n_params": l.model.n_params(), "size": l.model.size(), "description": l.model.description(),
-            },
-        }],
-    })))
+    st.loaded()?; // 503 while the default model loads
+    let data: Vec<Value> = st
+        .models
+        .iter()
+        .map(|m| match m.get() {
+            Some(l) => json!({
+                "id": l.id, "object": "model", "created": l.created, "owned_by": "llama-rs",
+                "status": {"value": "loaded"},
+                "meta": {
+                    "n_vocab": l.model.n_vocab(), "n_ctx_train": l.model.n_ctx_train(), "n_embd": l.model.n_embd(),
+                    "n_params": l.model.n_params(), "size": l.model.size(), "description": l.model.description(),
+                },
+            }),
+            None => json!({"id": m.id, "object": "model", "created": 0, "owned_by": "llama-rs",
+                           "status": {"value": "unloaded"}}),
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 // ---------------------------------------------------------------------------- helpers

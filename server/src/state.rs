@@ -1,8 +1,9 @@
 //! What every handler shares: the flags, and the loaded model with its engine (absent
 //! while the model loads: handlers answer 503 then, `/health` says "loading").
 
-use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
@@ -34,6 +35,48 @@ pub struct Loaded {
     pub n_ctx: usize,
     /// Speculative decoding for every request (`--spec-type`), when set.
     pub speculation: Option<Speculation>,
+    /// Bytes the memory plan predicted (0 without `--models-memory`).
+    pub memory: u64,
+}
+
+/// One model the server serves: loaded at start (the first, which stays loaded) or on
+/// the first request that names it.
+pub struct Served {
+    /// The name requests select it by.
+    pub id: String,
+    /// Its GGUF.
+    pub path: PathBuf,
+    state: Mutex<ServedState>,
+    /// When a request last used it (the server's request counter), for LRU unloading.
+    last_used: AtomicU64,
+}
+
+#[derive(Clone)]
+enum ServedState {
+    Unloaded,
+    Ready(Arc<Loaded>),
+    Failed(String),
+}
+
+impl Served {
+    fn state(&self) -> ServedState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn set(&self, s: ServedState) -> ServedState {
+        std::mem::replace(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()), s)
+    }
+    /// The loaded model, if it is.
+    pub fn get(&self) -> Option<Arc<Loaded>> {
+        match self.state() {
+            ServedState::Ready(l) => Some(l),
+            _ => None,
+        }
+    }
+    /// Whether `name` (as a request's `model`) means this model: its id, with `.gguf`, or
+    /// with ollama's `:latest`.
+    fn answers_to(&self, name: &str) -> bool {
+        name == self.id || name.trim_end_matches(".gguf") == self.id || name.strip_suffix(":latest") == Some(&self.id)
+    }
 }
 
 /// Shared state.
@@ -42,30 +85,234 @@ pub struct AppState {
     pub args: Args,
     /// The API key, if one is required.
     pub api_key: Option<String>,
-    /// Set once the model is loaded.
-    pub loaded: OnceLock<Loaded>,
-    /// Set if loading failed.
-    pub load_error: OnceLock<String>,
+    /// The served models; the first is the default (for requests that name none, and for
+    /// the endpoints that take no model) and is never unloaded.
+    pub models: Vec<Served>,
+    /// Loads one model at a time (other requests for it wait, then find it loaded).
+    loader: tokio::sync::Mutex<()>,
+    clock: AtomicU64,
     /// Server start.
     pub started: Instant,
 }
 
 impl AppState {
-    /// The loaded model, or a 503 while it loads (or after loading failed).
-    pub fn loaded(&self) -> Result<&Loaded, ApiError> {
-        match (self.loaded.get(), self.load_error.get()) {
-            (Some(l), _) => Ok(l),
-            (None, Some(e)) => {
+    /// The state for `args`: the models it names (not loaded yet).
+    pub fn new(args: Args, api_key: Option<String>) -> Result<AppState, String> {
+        let models = served_models(&args)?
+            .into_iter()
+            .map(|(id, path)| Served {
+                id,
+                path,
+                state: Mutex::new(ServedState::Unloaded),
+                last_used: AtomicU64::new(0),
+            })
+            .collect();
+        Ok(AppState {
+            args,
+            api_key,
+            models,
+            loader: tokio::sync::Mutex::new(()),
+            clock: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// The default model, or a 503 while it loads (or after loading failed).
+    pub fn loaded(&self) -> Result<Arc<Loaded>, ApiError> {
+        let Some(first) = self.models.first() else {
+            return Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "no model"));
+        };
+        match first.state() {
+            ServedState::Ready(l) => {
+                first.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                Ok(l)
+            }
+            ServedState::Failed(e) => {
                 Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("model failed to load: {e}")))
             }
-            (None, None) => Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "loading model")),
+            ServedState::Unloaded => Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "loading model")),
         }
+    }
+
+    /// The load error of the default model, once loading it failed.
+    pub fn load_error(&self) -> Option<String> {
+        match self.models.first()?.state() {
+            ServedState::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Loads the default model (at start).
+    pub fn load_default(&self) {
+        if let Some(first) = self.models.first() {
+            let s = match load_model(&self.args, &first.path, &first.id, true) {
+                Ok(l) => ServedState::Ready(Arc::new(l)),
+                Err(e) => {
+                    log::error!("{e}");
+                    ServedState::Failed(e)
+                }
+            };
+            first.set(s);
+        }
+    }
+
+    /// The model a request names (`None` or "": the default), loading it if it is not
+    /// loaded; a name not served is a 404 that lists the served ones.
+    pub async fn model(&self, name: Option<&str>) -> Result<Arc<Loaded>, ApiError> {
+        let i = match name.filter(|n| !n.is_empty()) {
+            None => 0,
+            Some(n) => match self.models.iter().position(|m| m.answers_to(n)) {
+                Some(i) => i,
+                // One model: llama-server answers whatever the name; so do we for the
+                // names clients send by default, not for another model's file name.
+                None => {
+                    let ids: Vec<&str> = self.models.iter().map(|m| m.id.as_str()).collect();
+                    return Err(ApiError {
+                        status: StatusCode::NOT_FOUND,
+                        message: format!("model {n:?} is not served here (served: {ids:?})"),
+                        param: Some("model".into()),
+                        code: Some("model_not_found"),
+                    });
+                }
+            },
+        };
+        if i == 0 {
+            return self.loaded();
+        }
+        let m = &self.models[i];
+        if let Some(l) = self.ready(i) {
+            return Ok(l);
+        }
+        let _one = self.loader.lock().await;
+        match m.state() {
+            ServedState::Ready(l) => return Ok(l),
+            ServedState::Failed(e) => {
+                return Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("model failed to load: {e}")))
+            }
+            ServedState::Unloaded => {}
+        }
+        self.make_room(i);
+        let (args, path, id) = (self.args.clone(), m.path.clone(), m.id.clone());
+        let r = tokio::task::spawn_blocking(move || load_model(&args, &path, &id, false))
+            .await
+            .unwrap_or_else(|e| Err(format!("loading panicked: {e}")));
+        match r {
+            Ok(l) => {
+                let l = Arc::new(l);
+                m.set(ServedState::Ready(l.clone()));
+                log::info!("loaded {} ({} MiB planned)", m.id, l.memory >> 20);
+                Ok(self.ready(i).unwrap_or(l))
+            }
+            Err(e) => {
+                log::error!("{e}");
+                m.set(ServedState::Failed(e.clone()));
+                Err(ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("model failed to load: {e}")))
+            }
+        }
+    }
+
+    fn ready(&self, i: usize) -> Option<Arc<Loaded>> {
+        let l = self.models[i].get()?;
+        self.models[i].last_used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Some(l)
+    }
+
+    /// Unloads the least recently used models (never the default) until model `i` may
+    /// load: at most `--models-max` loaded, and within `--models-memory` by the memory
+    /// plans. A model still answering requests is freed when they end.
+    fn make_room(&self, i: usize) {
+        let need = plan_bytes(&self.args, &self.models[i].path);
+        let budget = self.args.models_memory.map(|m| m << 20);
+        loop {
+            let loaded: Vec<(usize, Arc<Loaded>)> =
+                self.models.iter().enumerate().filter_map(|(k, m)| m.get().map(|l| (k, l))).collect();
+            let used: u64 = loaded.iter().map(|(_, l)| l.memory).sum();
+            let over_count = loaded.len() + 1 > self.args.models_max.max(1);
+            let over_memory = budget.is_some_and(|b| used + need > b);
+            if !over_count && !over_memory {
+                return;
+            }
+            let lru = loaded
+                .iter()
+                .filter(|(k, _)| *k != 0)
+                .min_by_key(|(k, _)| self.models[*k].last_used.load(Ordering::Relaxed));
+            let Some(&(k, _)) = lru else { return };
+            log::info!("unloading {} to make room for {}", self.models[k].id, self.models[i].id);
+            if let ServedState::Ready(l) = self.models[k].set(ServedState::Unloaded) {
+                // Dropping the last reference joins the engine thread: not on this one.
+                tokio::task::spawn_blocking(move || drop(l));
+            }
+        }
+    }
+
+    /// Every loaded model.
+    pub fn loaded_models(&self) -> Vec<Arc<Loaded>> {
+        self.models.iter().filter_map(Served::get).collect()
     }
 }
 
-/// The model path: `-m`, else `$LLAMA_RS_CHAT_MODEL`, else the fetched default chat model.
+/// The memory plan's total for `path` with the server's flags (0 when it cannot be made:
+/// loading will then say why).
+fn plan_bytes(args: &Args, path: &Path) -> u64 {
+    let (Ok(mp), Ok(ep)) = (args.model_params(), args.engine_params()) else { return 0 };
+    llama_rs::MemoryPlan::estimate(path, mp, &ep.context_params()).map_or(0, |p| p.total())
+}
+
+/// The served models' ids and paths: each `-m` (the first under `--alias` if given), then
+/// the GGUFs in `--models-dir` (split models by their first shard); with neither, the
+/// default chat model.
+pub fn served_models(args: &Args) -> Result<Vec<(String, PathBuf)>, String> {
+    let stem = |p: &Path| {
+        let name = p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let name = name.trim_end_matches(".gguf");
+        split_first_shard(name).unwrap_or(name).to_string()
+    };
+    let mut out: Vec<(String, PathBuf)> = args.model.iter().map(|p| (stem(p), p.clone())).collect();
+    if let Some(dir) = &args.models_dir {
+        let rd = std::fs::read_dir(dir).map_err(|e| format!("--models-dir {}: {e}", dir.display()))?;
+        let mut found: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+                let base = name.trim_end_matches(".gguf");
+                // Shards after the first, and vision projectors, are not models of their own.
+                name.ends_with(".gguf")
+                    && p.is_file()
+                    && (!base.contains("-of-") || split_first_shard(base).is_some())
+                    && !name.starts_with("mmproj")
+            })
+            .collect();
+        found.sort();
+        if found.is_empty() && out.is_empty() {
+            return Err(format!("--models-dir {}: no .gguf files", dir.display()));
+        }
+        out.extend(found.into_iter().map(|p| (stem(&p), p)));
+    }
+    if out.is_empty() {
+        out.push((stem(Path::new(DEFAULT_CHAT_MODEL)), model_path(args)?));
+    }
+    if let (Some(a), Some(first)) = (&args.alias, out.first_mut()) {
+        first.0 = a.clone();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (id, p) in &out {
+        if !seen.insert(id.clone()) {
+            return Err(format!("two models would be served as {id:?} (the second: {})", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+/// `name` without `-00001-of-0000N` when it is the first shard of a split model.
+fn split_first_shard(name: &str) -> Option<&str> {
+    let (base, tail) = name.rsplit_once("-00001-of-")?;
+    (tail.len() == 5 && tail.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
+/// The default model's path: `-m`, else `$LLAMA_RS_CHAT_MODEL`, else the fetched default
+/// chat model.
 pub fn model_path(args: &Args) -> Result<PathBuf, String> {
-    if let Some(m) = &args.model {
+    if let Some(m) = args.model.first() {
         return Ok(m.clone());
     }
     if let Some(p) = std::env::var_os("LLAMA_RS_CHAT_MODEL").filter(|v| !v.is_empty()) {
@@ -94,20 +341,28 @@ pub fn model_path(args: &Args) -> Result<PathBuf, String> {
 /// File name of the default chat model (SmolLM2-135M-Instruct Q4_1).
 pub const DEFAULT_CHAT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Loads the model, its template and the engine.
+/// Loads the default model, its template and the engine.
 pub fn load(args: &Args) -> Result<Loaded, String> {
-    let path = model_path(args)?;
+    let (id, path) = served_models(args)?.swap_remove(0);
+    load_model(args, &path, &id, true)
+}
+
+/// Loads one model, its template and its engine, with the server's flags (`default`: the
+/// draft model of `--model-draft` drafts for it; it has the target's vocabulary).
+pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<Loaded, String> {
+    // The plan is a dry-run load: made only when a memory budget needs it.
+    let memory = if args.models_memory.is_some() { plan_bytes(args, path) } else { 0 };
     let mut mp = args.model_params().map_err(|e| e.to_string())?;
     let mut ep = args.engine_params().map_err(|e| e.to_string())?;
     if args.n_gpu_layers == "auto" {
         // `-ngl auto`: as many layers as the dry-run memory plan says fit.
         let make = || args.model_params().unwrap_or_default();
-        let f = llama_rs::fit(&path, make, &ep.context_params(), &llama_rs::FitParams::default())
+        let f = llama_rs::fit(path, make, &ep.context_params(), &llama_rs::FitParams::default())
             .map_err(|e| format!("-ngl auto: {e}"))?;
         log::info!("-ngl auto: {:?} ({})", f.gpu_layers, f.reason);
         mp = f.apply(mp);
     }
-    let model = Model::load(&path, mp).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = Model::load(path, mp).map_err(|e| format!("{}: {e}", path.display()))?;
     if ep.n_ctx == 0 {
         ep.n_ctx = model.n_ctx_train();
     }
@@ -115,9 +370,13 @@ pub fn load(args: &Args) -> Result<Loaded, String> {
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(e)),
     };
-    let speculation = speculation(args)?;
+    let mut speculation = speculation(args)?;
     let engine = match &args.model_draft {
         None => Engine::new(&model, ep.clone()),
+        Some(_) if !default => {
+            speculation = None; // the draft model drafts for the default model only
+            Engine::new(&model, ep.clone())
+        }
         Some(d) => {
             let dp = args.draft_model_params().map_err(|e| e.to_string())?;
             let draft = Model::load(d, dp).map_err(|e| format!("--model-draft {}: {e}", d.display()))?;
@@ -125,9 +384,6 @@ pub fn load(args: &Args) -> Result<Loaded, String> {
         }
     }
     .map_err(|e| e.to_string())?;
-    let id = args.alias.clone().unwrap_or_else(|| {
-        path.file_name().map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_string()).unwrap_or_default()
-    });
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Ok(Loaded {
         engine: engine.handle(),
@@ -135,8 +391,9 @@ pub fn load(args: &Args) -> Result<Loaded, String> {
         model,
         template,
         template_error,
-        id,
+        id: id.to_string(),
         created,
+        memory,
         embedder: Mutex::new(None),
         n_ctx: ep.n_ctx as usize,
         speculation,

@@ -739,3 +739,98 @@ fn speculative_decoding_with_a_draft_model_or_ngrams_keeps_the_answers() {
         assert!(e.contains("--model-draft"), "{e}");
     }
 }
+
+#[test]
+fn several_models_are_served_by_name_and_loaded_on_demand() {
+    // A models directory (links to the two test models, one of them twice), with files
+    // that are not models of their own: a later shard, a projector, a text file.
+    let dir = std::env::temp_dir().join(format!("llama-rs-server-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let gemma = llama_testkit::default_model_path().unwrap();
+    let smol = chat_model();
+    for (name, target) in
+        [("a-smol.gguf", &smol), ("b-gemma.gguf", &gemma.display().to_string()), ("c-copy.gguf", &smol)]
+    {
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    }
+    for junk in ["d-00002-of-00003.gguf", "mmproj-x.gguf", "notes.txt"] {
+        std::fs::write(dir.join(junk), "not a model").unwrap();
+    }
+    let argv = ["llama-rs-server", "--models-dir", dir.to_str().unwrap(), "--port", "0", "-c", "2048", "-np", "2"];
+    let mut argv: Vec<&str> = argv.to_vec();
+    argv.extend(["-t", "2", "--models-max", "2"]);
+    let s = Server::spawn(args::parse_from(argv).unwrap()).unwrap();
+    s.wait_ready(Duration::from_secs(120)).unwrap();
+    let base = format!("http://{}", s.addr());
+    let status = |base: &str| -> Vec<(String, String)> {
+        let (_, m) = get(base, "/v1/models");
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["id"].as_str().unwrap().to_string(), d["status"]["value"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let st = |a: &str, b: &str, c: &str| {
+        vec![("a-smol".into(), a.into()), ("b-gemma".into(), b.into()), ("c-copy".into(), c.into())]
+    };
+    assert_eq!(status(&base), st("loaded", "unloaded", "unloaded"));
+    let complete = |model: &str| {
+        let body = json!({"model": model, "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0});
+        post(&base, "/v1/completions", body)
+    };
+    // The first request that names a model loads it; each answers with its own weights.
+    let (code, g) = complete("b-gemma");
+    assert_eq!(code, 200, "{g}");
+    assert_eq!(g["model"], "b-gemma");
+    let (_, a) = complete("a-smol");
+    let (_, none) = complete("");
+    assert_eq!(a["choices"][0]["text"], none["choices"][0]["text"], "no name: the default (first) model");
+    assert_ne!(a["choices"][0]["text"], g["choices"][0]["text"]);
+    assert_eq!(status(&base), st("loaded", "loaded", "unloaded"));
+    // --models-max 2: loading the third unloads the least recently used (never the first).
+    let (code, c) = complete("c-copy:latest");
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["choices"][0]["text"], a["choices"][0]["text"], "the same weights as a-smol");
+    assert_eq!(status(&base), st("loaded", "unloaded", "loaded"));
+    let (_, ps) = get(&base, "/api/ps");
+    assert_eq!(ps["models"].as_array().unwrap().len(), 2);
+    let (_, tags) = get(&base, "/api/tags");
+    assert_eq!(tags["models"].as_array().unwrap().len(), 3);
+    // Ollama's API selects by name too; an unknown name is a 404.
+    let (code, o) = post(
+        &base,
+        "/api/generate",
+        json!({"model": "b-gemma", "prompt": "Hello", "stream": false,
+        "options": {"num_predict": 2}}),
+    );
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(status(&base), st("loaded", "loaded", "unloaded"));
+    let (code, e) = complete("nope");
+    assert_eq!(code, 404, "{e}");
+    assert_eq!(e["error"]["code"], "model_not_found");
+    assert!(e["error"]["message"].as_str().unwrap().contains("b-gemma"), "{e}");
+    drop(s);
+    // A memory budget (the memory plans' totals) that holds one model besides the first:
+    // loading another unloads the one loaded before, whatever --models-max says.
+    let argv = ["llama-rs-server", "--models-dir", dir.to_str().unwrap(), "--port", "0", "-c", "2048", "-t", "2"];
+    let argv = [&argv[..], &["--models-max", "4", "--models-memory", "1"]].concat();
+    let s = Server::spawn(args::parse_from(argv).unwrap()).unwrap();
+    s.wait_ready(Duration::from_secs(120)).unwrap();
+    let base = format!("http://{}", s.addr());
+    let body = |m: &str| json!({"model": m, "prompt": "Hi", "max_tokens": 2});
+    assert_eq!(post(&base, "/v1/completions", body("b-gemma")).0, 200);
+    assert_eq!(status(&base), st("loaded", "loaded", "unloaded"));
+    assert_eq!(post(&base, "/v1/completions", body("c-copy")).0, 200);
+    assert_eq!(status(&base), st("loaded", "unloaded", "loaded"));
+    drop(s);
+    // A name served twice is a start-up error.
+    let first = dir.join("a-smol.gguf");
+    let argv = ["llama-rs-server", "-m", first.to_str().unwrap(), "--models-dir", dir.to_str().unwrap(), "--port", "0"];
+    match Server::spawn(args::parse_from(argv.to_vec()).unwrap()) {
+        Err(e) => assert!(e.to_string().contains("\"a-smol\""), "{e}"),
+        Ok(_) => panic!("a-smol served twice"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
