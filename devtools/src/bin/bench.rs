@@ -98,9 +98,13 @@ struct Args {
     /// costs imply at acceptance 0.5 / 0.7 / 0.9.
     #[arg(long)]
     verify_cost: bool,
-    /// --verify-cost: the draft model.
+    /// --verify-cost: the draft model; --spec: also speculation with this draft model
+    /// (in the engine too with --spec-engine).
     #[arg(long)]
     draft: Option<std::path::PathBuf>,
+    /// --spec: most tokens drafted per step.
+    #[arg(long, default_value_t = 8)]
+    draft_max: usize,
     /// --verify-cost: context tokens before the measured decodes.
     #[arg(long, default_value_t = 256)]
     depth: usize,
@@ -702,11 +706,18 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
     // n_outputs_max_per_seq: verifications keep a GPU device sampler (no effect on the CPU).
     let ctx = || model.context(ContextParams::default().n_ctx(4096).n_threads(threads).n_outputs_max_per_seq(16));
     let plain = GenerateParams { max_tokens: Some(a.n_gen), sampler: SamplerConfig::greedy(), ..Default::default() };
-    let variants: [(&str, Option<DraftKind>); 3] = [
+    let mut variants: Vec<(&str, Option<DraftKind>)> = vec![
         ("plain", None),
         ("ngram", Some(DraftKind::Ngram { n_min: 2, n_max: 6 })),
         ("ngram-map", Some(DraftKind::NgramMap { n: 3, min_count: 1 })),
     ];
+    let draft = match &a.draft {
+        Some(d) => {
+            variants.push(("draft model", Some(DraftKind::Model)));
+            Some(Model::load(d, draft_params(a)?)?)
+        }
+        None => None,
+    };
     println!("speculative decoding, greedy, {} tokens, {} reps, threads {threads}\n", a.n_gen, a.reps);
     println!("| task | drafter | t/s | speedup | acceptance | tokens per target decode |");
     println!("|---|---|---|---|---|---|");
@@ -714,7 +725,11 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
         let mut base = 0.0;
         for (name, kind) in &variants {
             let p = GenerateParams {
-                speculation: kind.clone().map(|drafter| Speculation { drafter, ..Default::default() }),
+                speculation: kind.clone().map(|drafter| Speculation {
+                    drafter,
+                    max_draft: a.draft_max,
+                    ..Default::default()
+                }),
                 ..plain.clone()
             };
             let mut tps = Vec::new();
@@ -722,6 +737,10 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
             let mut n_last = 0;
             for _ in 0..a.reps {
                 let mut s = Session::new(ctx()?)?;
+                if let (Some(DraftKind::Model), Some(d)) = (kind, &draft) {
+                    let cp = ContextParams::default().n_ctx(4096).n_threads(threads);
+                    s.set_draft_model(Some(llama_rs::DraftModel::new(model, d, cp)?));
+                }
                 let t = Instant::now();
                 let mut g = s.generate(prompt, &p)?;
                 let mut n = 0;
@@ -744,6 +763,12 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The draft model's load parameters (`--ngl`, as the target's).
+fn draft_params(a: &Args) -> anyhow::Result<ModelParams> {
+    let ngl = if a.ngl == "all" { GpuLayers::All } else { GpuLayers::Count(a.ngl.parse()?) };
+    Ok(ModelParams::default().gpu_layers(ngl))
+}
+
 /// Concurrent requests (the four speculative tasks at once) through the engine, with
 /// n-gram speculation on and off: aggregate generated tokens per second.
 fn spec_engine_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
@@ -756,9 +781,17 @@ fn spec_engine_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()>
     println!("| speculation | aggregate t/s | speedup | accepted / drafted |");
     println!("|---|---|---|---|");
     let params = llama_rs::EngineParams { n_ctx: 4096, slots: 4, n_threads: threads, ..Default::default() };
-    let engine = llama_rs::Engine::new(model, params)?;
+    let engine = match &a.draft {
+        Some(d) => llama_rs::Engine::with_draft_model(model, params, &Model::load(d, draft_params(a)?)?)?,
+        None => llama_rs::Engine::new(model, params)?,
+    };
     let mut base = 0.0;
-    for spec in [None, Some(Speculation { drafter: DraftKind::Ngram { n_min: 2, n_max: 6 }, ..Default::default() })] {
+    let mut specs = vec![None, Some(DraftKind::Ngram { n_min: 2, n_max: 6 })];
+    if a.draft.is_some() {
+        specs.push(Some(DraftKind::Model));
+    }
+    for kind in specs {
+        let spec = kind.map(|drafter| Speculation { drafter, max_draft: a.draft_max, ..Default::default() });
         let p = GenerateParams {
             max_tokens: Some(a.n_gen),
             sampler: SamplerConfig::greedy(),
@@ -787,7 +820,11 @@ fn spec_engine_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()>
         if spec.is_none() {
             base = m;
         }
-        let name = if spec.is_some() { "ngram" } else { "off" };
+        let name = match spec.as_ref().map(|s| &s.drafter) {
+            None => "off",
+            Some(DraftKind::Model) => "draft model",
+            Some(_) => "ngram",
+        };
         println!("| {name} | {m:.1} ± {sd:.1} | {:.2}× | {accepted} / {drafted} |", m / base);
     }
     Ok(())

@@ -80,7 +80,7 @@ pub struct Speculation {
     /// Where drafts come from.
     pub drafter: DraftKind,
     /// Most tokens drafted per step (1..=64; other values are an error). The draft length
-    /// adapts below it: one more after a fully accepted draft, the accepted length + 1
+    /// adapts below it: doubled after a fully accepted draft, the accepted length + 1
     /// after a rejection.
     pub max_draft: usize,
     /// Below this acceptance rate (over the recent drafts) drafting stops probing; above
@@ -127,7 +127,7 @@ impl SpecStats {
 /// The adaptive draft length, the pause rule and the statistics of one sequence's
 /// speculation (the drafter is passed in: a draft model outlives a generation).
 ///
-/// Draft length: one more after a fully accepted draft, the accepted length + 1 after a
+/// Draft length: doubled after a fully accepted draft, the accepted length + 1 after a
 /// rejection (runs of repeated text are long, so acceptance comes in bursts). Whether to
 /// draft at all is decided from measured costs: the recent tokens gained per verification
 /// divided by the measured time of a verification of that size, against one token per
@@ -302,7 +302,8 @@ impl Speculator {
         self.recent = 0.7 * self.recent + 0.3 * rate;
         self.per_verify = ewma(self.per_verify, (accepted + 1) as f64);
         if accepted == drafted {
-            self.k = (self.k + 1).min(self.max_draft);
+            // Runs of copied text are long: double up to the limit.
+            self.k = (self.k * 2).min(self.max_draft);
             self.backoff = 4;
         } else {
             self.k = (accepted + 1).min(self.max_draft);
