@@ -67,7 +67,7 @@ mod vocab;
 pub use batch::Batch;
 pub use chat::{
     apply_builtin, parse_tool_calls, ChatMessage, ChatTemplate, FunctionCall, ReasoningSplitter, RenderOptions,
-    ToolCall, TEMPLATE_FUEL, TEMPLATE_MAX_DEPTH, TEMPLATE_MAX_INDENT, TEMPLATE_MAX_OUTPUT,
+    ToolCall, ToolCallStream, ToolEvent, TEMPLATE_FUEL, TEMPLATE_MAX_DEPTH, TEMPLATE_MAX_INDENT, TEMPLATE_MAX_OUTPUT,
 };
 pub use context::{
     AbortHandle, AttentionType, Context, ContextParams, ControlVector, DeviceSampler, FlashAttn, KvType, LoraAdapter,

@@ -69,23 +69,26 @@ fn greedy_text_equals_plain_decoding_for_each_ngram_drafter() {
 }
 
 #[test]
-fn eager_decoding_on_paused_steps_keeps_the_text() {
-    // A high acceptance floor makes the skip rule pause after the first miss; paused
-    // steps then decode the next token ahead (as plain eager decoding does, for GPUs).
+fn eager_decoding_with_speculation_keeps_the_text() {
+    // A high acceptance floor makes the skip rule pause after the first miss.
     let plain = GenerateParams {
         max_tokens: Some(64),
         sampler: SamplerConfig::greedy(),
         eager_decode: Some(true),
         ..Default::default()
     };
-    for prompt in ["The history of the Roman empire", REPETITIVE[1]] {
+    // Steps with no draft to follow (none found, or a pause) decode the next token
+    // ahead; the others decode it with the draft made when it was sampled.
+    for prompt in ["The history of the Roman empire", REPETITIVE[1], REPETITIVE[0]] {
         let (expected, _) = run(&mut session(), prompt, &plain);
-        let spec = Speculation { min_acceptance: 0.99, ..Default::default() };
-        let p = GenerateParams { speculation: Some(spec), ..plain.clone() };
-        let (got, st) = run(&mut session(), prompt, &p);
-        assert_eq!(got, expected, "{prompt:?}");
-        assert_eq!(st.generated, 64);
-        assert!(st.target_decodes < 64, "{st:?}");
+        for min_acceptance in [0.99, 0.2] {
+            let spec = Speculation { min_acceptance, ..Default::default() };
+            let p = GenerateParams { speculation: Some(spec), ..plain.clone() };
+            let (got, st) = run(&mut session(), prompt, &p);
+            assert_eq!(got, expected, "{prompt:?}");
+            assert_eq!(st.generated, 64);
+            assert!(st.target_decodes < 64, "{st:?}");
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use axum::Json;
 use futures::{Stream, StreamExt};
 use llama_rs::{
     parse_tool_calls, ChatMessage, Event, FinishReason, GenerateParams, Grammar, Prompt, ReasoningBudget,
-    ReasoningSplitter, RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
+    ReasoningSplitter, ToolCallStream, ToolEvent, RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -712,7 +712,10 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
         for i in 0..n {
             tx(chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])));
         }
-        let mut held: Vec<String> = vec![String::new(); n];
+        // With tools: text streams as it comes, held back only where it may start a call;
+        // each call goes out once complete (a call that does not parse is text).
+        let mut calls = vec![ToolCallStream::new(); n];
+        let mut n_calls = vec![0usize; n];
         let mut splitters = vec![ReasoningSplitter::new(opened); n];
         let usage_chunk = include_usage.then(|| chunk(json!([])));
         drive_choices(streams, timeout(&st2), &tx, usage_chunk, |i, ev| match ev {
@@ -722,7 +725,8 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
                     tx(chunk(json!([{"index": i, "delta": {"reasoning_content": thought}, "finish_reason": null}])));
                 }
                 if tools_on {
-                    held[i] += &text;
+                    let ev = calls[i].push(&text);
+                    send_tool_events(&tx, &chunk, i, ev, &mut n_calls[i]);
                 } else if !text.is_empty() || !p.logprobs.is_empty() {
                     let mut c = json!({"index": i, "delta": {"content": text}, "finish_reason": null});
                     if top.is_some() {
@@ -736,25 +740,16 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
                 if !thought.is_empty() {
                     tx(chunk(json!([{"index": i, "delta": {"reasoning_content": thought}, "finish_reason": null}])));
                 }
-                if tools_on {
-                    held[i] += &text;
-                } else if !text.is_empty() {
-                    tx(chunk(json!([{"index": i, "delta": {"content": text}, "finish_reason": null}])));
-                }
                 let mut finish = finish_str(finish_reason);
                 if tools_on {
-                    let (content, calls) = parse_tool_calls(&held[i]);
-                    if calls.is_empty() {
-                        tx(chunk(json!([{"index": i, "delta": {"content": held[i]}, "finish_reason": null}])));
-                    } else {
-                        let tc: Vec<Value> = calls.iter().enumerate().map(|(k, c)| tool_call_json(k, c, i)).collect();
-                        let mut delta = json!({"tool_calls": tc});
-                        if !content.is_empty() {
-                            delta["content"] = Value::String(content);
-                        }
-                        tx(chunk(json!([{"index": i, "delta": delta, "finish_reason": null}])));
+                    let mut ev = calls[i].push(&text);
+                    ev.extend(calls[i].finish());
+                    send_tool_events(&tx, &chunk, i, ev, &mut n_calls[i]);
+                    if n_calls[i] > 0 {
                         finish = "tool_calls";
                     }
+                } else if !text.is_empty() {
+                    tx(chunk(json!([{"index": i, "delta": {"content": text}, "finish_reason": null}])));
                 }
                 tx(chunk(json!([{"index": i, "delta": {}, "finish_reason": finish}])));
             }
@@ -762,6 +757,26 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
         .await;
     });
     Ok(sse(events))
+}
+
+/// Sends a choice's streamed content and completed tool calls as chat deltas.
+fn send_tool_events(
+    tx: &dyn Fn(Value),
+    chunk: &dyn Fn(Value) -> Value,
+    i: usize,
+    events: Vec<ToolEvent>,
+    n_calls: &mut usize,
+) {
+    for e in events {
+        let delta = match e {
+            ToolEvent::Content(c) => json!({"content": c}),
+            ToolEvent::Call(c) => {
+                *n_calls += 1;
+                json!({"tool_calls": [tool_call_json(*n_calls - 1, &c, i)]})
+            }
+        };
+        tx(chunk(json!([{"index": i, "delta": delta, "finish_reason": null}])));
+    }
 }
 
 // ------------------------------------------------------------------------ completions

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 
 mod reasoning;
+mod tool_stream;
 pub use reasoning::ReasoningSplitter;
+pub use tool_stream::{ToolCallStream, ToolEvent};
 
 /// One chat message. `content` is plain text; tool calls made by the assistant and the
 /// ids of tool results ride along for templates that render them.

@@ -99,7 +99,8 @@ pub struct GenerateParams {
     /// whole model is offloaded (there llama_decode only queues work; on the CPU it would
     /// delay every piece by one forward pass). The tokens are the same either way; a
     /// generation that ends on a stop string then leaves that last token in the cache.
-    /// With speculation, only on the steps where the skip rule pauses drafting.
+    /// With speculation, only on the steps after which no draft follows (the drafter found
+    /// none, or the skip rule pauses drafting).
     pub eager_decode: Option<bool>,
     /// Thinking models: the most tokens inside a `<think>` block before its end is
     /// forced. `None`: no limit. Not applied with a grammar (the grammar decides the text).
@@ -435,6 +436,7 @@ impl Session {
             cancel,
             spec,
             queued: std::collections::VecDeque::new(),
+            next_draft: None,
             session: self,
         })
     }
@@ -469,6 +471,8 @@ pub struct Generator<'s> {
     spec: Option<(Speculator, Option<Box<dyn Drafter>>)>,
     /// Pieces produced by one verification beyond the one handed out.
     queued: std::collections::VecDeque<Piece>,
+    /// A draft made when the pending token was sampled (eager decoding), verified next.
+    next_draft: Option<Vec<Token>>,
 }
 
 impl Generator<'_> {
@@ -502,10 +506,9 @@ impl Generator<'_> {
         self.core.finish(reason)
     }
 
-    /// Drafts after the pending token `t` and verifies the draft with one decode of
-    /// `t` and the drafted tokens. `Ok(false)`: no draft this step (decode normally).
-    fn speculate(&mut self, t: Token) -> Result<bool> {
-        let Some((spec, own)) = self.spec.as_mut() else { return Ok(false) };
+    /// The draft to follow the sampled token `t` (empty: none this step).
+    fn draft_after(&mut self, t: Token) -> Result<Vec<Token>> {
+        let Some((spec, own)) = self.spec.as_mut() else { return Ok(Vec::new()) };
         let n_past = self.session.tokens.len();
         // Room in the context and in the batch for `t` plus the draft.
         let room =
@@ -517,13 +520,25 @@ impl Generator<'_> {
             Some(d) => d.as_mut(),
             None => match self.session.draft.as_mut() {
                 Some(d) => d,
-                None => return Ok(false),
+                None => return Ok(Vec::new()),
             },
         };
-        let drafts = spec.draft(drafter, &history, room)?;
+        spec.draft(drafter, &history, room)
+    }
+
+    /// Verifies a draft after the pending token `t` (made now, or when `t` was sampled)
+    /// with one decode of `t` and the drafted tokens. `Ok(false)`: no draft this step
+    /// (decode normally).
+    fn speculate(&mut self, t: Token) -> Result<bool> {
+        let drafts = match self.next_draft.take() {
+            Some(d) => d,
+            None => self.draft_after(t)?,
+        };
+        let Some((spec, _)) = self.spec.as_mut() else { return Ok(false) };
         if drafts.is_empty() {
             return Ok(false);
         }
+        let n_past = self.session.tokens.len();
         let s = &mut *self.session;
         s.batch.clear();
         s.batch.add(t, n_past as i32, &[0], true)?;
@@ -616,18 +631,24 @@ impl Generator<'_> {
                 }
             }
             if self.core.continues_after() {
-                // With speculation only on steps that will not draft (a pause of the skip
-                // rule, which this step then counts down): a draft must be decoded with
-                // the token, in one batch.
+                // With speculation only when no draft follows `t` (the drafter found none,
+                // or the skip rule pauses): a draft must be decoded with the token, in one
+                // batch; it is made now and kept for the next step.
                 let ahead = self.eager
-                    && match self.spec.as_mut() {
-                        None => true,
-                        Some((spec, _)) if spec.pausing() => {
-                            spec.plan(0);
-                            spec.stats.target_decodes += 1;
-                            true
+                    && match self.spec.is_some() {
+                        false => true,
+                        true => {
+                            let d = self.draft_after(t)?;
+                            if d.is_empty() {
+                                if let Some((spec, _)) = self.spec.as_mut() {
+                                    spec.stats.target_decodes += 1;
+                                }
+                                true
+                            } else {
+                                self.next_draft = Some(d);
+                                false
+                            }
                         }
-                        Some(_) => false,
                     };
                 if ahead {
                     // Launch the next forward pass now: on a GPU it runs while this token

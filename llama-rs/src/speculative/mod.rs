@@ -229,12 +229,6 @@ impl Speculator {
         self.k.min(room)
     }
 
-    /// Whether the next [`plan`](Self::plan) will draft nothing because of a pause (the
-    /// caller may then decode the next token ahead, as plain decoding does).
-    pub(crate) fn pausing(&self) -> bool {
-        self.paused > 0
-    }
-
     /// A draft of at most `room` tokens to follow `history`; empty while paused.
     pub(crate) fn draft(&mut self, drafter: &mut dyn Drafter, history: &[Token], room: usize) -> Result<Vec<Token>> {
         let max = self.plan(room);
