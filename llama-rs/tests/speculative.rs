@@ -59,6 +59,11 @@ fn greedy_text_equals_plain_decoding_for_each_ngram_drafter() {
             let (got, st) = run(&mut session(), prompt, &with_spec(&plain, drafter.clone()));
             assert_eq!(got, expected, "{drafter:?} on {prompt:?}");
             assert!(st.generated >= st.target_decodes);
+            // A fixed batch shape (drafts padded to 3): the same text, one decode per step.
+            let fixed = Speculation { drafter: drafter.clone(), fixed_batch: Some(3), ..Default::default() };
+            let (got, fst) = run(&mut session(), prompt, &GenerateParams { speculation: Some(fixed), ..plain.clone() });
+            assert_eq!(got, expected, "fixed batch, {drafter:?} on {prompt:?}");
+            assert!(fst.drafted <= 3 * fst.target_decodes, "{fst:?}");
             total.drafted += st.drafted;
             total.accepted += st.accepted;
             total.target_decodes += st.target_decodes;

@@ -15,7 +15,8 @@ use axum::Json;
 use futures::{Stream, StreamExt};
 use llama_rs::{
     parse_tool_calls, ChatMessage, Event, FinishReason, GenerateParams, Grammar, Prompt, ReasoningBudget,
-    ReasoningSplitter, ToolCallStream, ToolEvent, RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, Usage,
+    ReasoningSplitter, RenderOptions, Request, RequestStream, SamplerConfig, Token, TokenLogprob, ToolCallStream,
+    ToolEvent, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -105,6 +105,9 @@ struct Args {
     /// --spec: most tokens drafted per step.
     #[arg(long, default_value_t = 8)]
     draft_max: usize,
+    /// --spec: verify exactly this many drafted tokens every step (`Speculation::fixed_batch`).
+    #[arg(long)]
+    spec_fixed: Option<usize>,
     /// --verify-cost: context tokens before the measured decodes.
     #[arg(long, default_value_t = 256)]
     depth: usize,
@@ -728,6 +731,7 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
                 speculation: kind.clone().map(|drafter| Speculation {
                     drafter,
                     max_draft: a.draft_max,
+                    fixed_batch: a.spec_fixed,
                     ..Default::default()
                 }),
                 ..plain.clone()

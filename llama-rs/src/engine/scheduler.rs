@@ -632,7 +632,8 @@ impl Scheduler {
         let Some(r) = self.slots[s.slot].req.as_mut() else { return Outcome::Continue };
         let Some((spec, _)) = r.a.spec.as_mut() else { return Outcome::Continue };
         let ctx = &self.ctx;
-        let v = match catch_unwind(AssertUnwindSafe(|| spec.verify(&mut r.a.core, ctx, idx, &s.drafts))) {
+        let v = match catch_unwind(AssertUnwindSafe(|| spec.verify(&mut r.a.core, ctx, idx, &s.drafts, s.drafts.len())))
+        {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Outcome::Fail(e),
             Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),

@@ -394,6 +394,9 @@ impl Session {
                 check_arg((1..=64).contains(&sp.max_draft), || {
                     format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
                 })?;
+                check_arg(sp.fixed_batch.is_none_or(|n| (1..=64).contains(&n)), || {
+                    format!("speculation.fixed_batch must be in 1..=64, got {:?}", sp.fixed_batch)
+                })?;
                 let own: Option<Box<dyn Drafter>> = match sp.drafter {
                     DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
                     DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
@@ -404,7 +407,10 @@ impl Session {
                         ))
                     }
                 };
-                Some((Speculator::new(sp), own))
+                // A fixed batch shape caps the drafts at its size.
+                let capped =
+                    Speculation { max_draft: sp.fixed_batch.unwrap_or(64).clamp(1, sp.max_draft), ..sp.clone() };
+                Some((Speculator::new(&capped), own))
             }
         };
         // A verification samples up to max_draft + 1 outputs of the sequence in one
@@ -437,6 +443,7 @@ impl Session {
             spec,
             queued: std::collections::VecDeque::new(),
             next_draft: None,
+            fixed_batch: params.speculation.as_ref().and_then(|s| s.fixed_batch).filter(|&n| n > 0),
             session: self,
         })
     }
@@ -473,6 +480,8 @@ pub struct Generator<'s> {
     queued: std::collections::VecDeque<Piece>,
     /// A draft made when the pending token was sampled (eager decoding), verified next.
     next_draft: Option<Vec<Token>>,
+    /// `Speculation::fixed_batch`: drafts padded to this length.
+    fixed_batch: Option<usize>,
 }
 
 impl Generator<'_> {
@@ -530,15 +539,23 @@ impl Generator<'_> {
     /// with one decode of `t` and the drafted tokens. `Ok(false)`: no draft this step
     /// (decode normally).
     fn speculate(&mut self, t: Token) -> Result<bool> {
-        let drafts = match self.next_draft.take() {
+        let mut drafts = match self.next_draft.take() {
             Some(d) => d,
             None => self.draft_after(t)?,
         };
+        let n_past = self.session.tokens.len();
+        let real = drafts.len();
+        if let Some(n) = self.fixed_batch {
+            // One batch shape for every step (see `Speculation::fixed_batch`).
+            let room = (self.session.ctx.n_ctx_seq() as usize).saturating_sub(n_past + 2);
+            let n = n.min(room).min(self.session.batch.capacity() - 1);
+            let fill = drafts.last().copied().unwrap_or(t);
+            drafts.resize(n, fill);
+        }
         let Some((spec, _)) = self.spec.as_mut() else { return Ok(false) };
         if drafts.is_empty() {
             return Ok(false);
         }
-        let n_past = self.session.tokens.len();
         let s = &mut *self.session;
         s.batch.clear();
         s.batch.add(t, n_past as i32, &[0], true)?;
@@ -552,7 +569,7 @@ impl Generator<'_> {
             s.resync();
             return Err(e);
         }
-        let v = spec.verify(&mut self.core, &s.ctx, 0, &drafts)?;
+        let v = spec.verify(&mut self.core, &s.ctx, 0, &drafts, real)?;
         let dt = t0.elapsed().as_secs_f64();
         spec.stats.verify_s += dt;
         spec.stats.target_decodes += 1;
@@ -635,6 +652,7 @@ impl Generator<'_> {
                 // or the skip rule pauses): a draft must be decoded with the token, in one
                 // batch; it is made now and kept for the next step.
                 let ahead = self.eager
+                    && self.fixed_batch.is_none()
                     && match self.spec.is_some() {
                         false => true,
                         true => {

@@ -86,11 +86,23 @@ pub struct Speculation {
     /// Below this acceptance rate (over the recent drafts) drafting stops probing; above
     /// it, drafts are made only when the measured costs say they pay (see `Speculator`).
     pub min_acceptance: f32,
+    /// `Some(n)`: every step verifies exactly `n` drafted tokens (a shorter draft, or none,
+    /// is padded by repeating its last token; padding is verified like any draft, so the
+    /// text is unchanged). For GPUs that replay a captured graph per batch shape (CUDA
+    /// graphs): alternating one-token decodes and verifications of other sizes makes
+    /// llama.cpp capture its graph again and again, which measured more than the drafts
+    /// saved (docs/SPECULATIVE.md). `Session` only; the engine ignores it.
+    pub fixed_batch: Option<usize>,
 }
 
 impl Default for Speculation {
     fn default() -> Self {
-        Speculation { drafter: DraftKind::Ngram { n_min: 2, n_max: 6 }, max_draft: 8, min_acceptance: 0.2 }
+        Speculation {
+            drafter: DraftKind::Ngram { n_min: 2, n_max: 6 },
+            max_draft: 8,
+            min_acceptance: 0.2,
+            fixed_batch: None,
+        }
     }
 }
 
@@ -248,12 +260,16 @@ impl Speculator {
         }
     }
 
+    /// Samples the target at `first` and after each drafted token, keeping drafts while
+    /// they agree. Only the first `real` drafts count in the statistics and the adaptive
+    /// rules (the rest is padding of a fixed batch shape).
     pub(crate) fn verify(
         &mut self,
         core: &mut GenerationCore,
         ctx: &Context,
         first: usize,
         drafts: &[Token],
+        real: usize,
     ) -> Result<Verified> {
         let mut pieces = Vec::new();
         let mut accepted = 0;
@@ -275,7 +291,8 @@ impl Speculator {
             next = Some(t);
             break;
         }
-        self.record(drafts.len(), accepted);
+        let real = real.min(drafts.len());
+        self.record(real, accepted.min(real));
         Ok(Verified { accepted, pieces, next })
     }
 
