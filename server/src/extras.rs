@@ -60,6 +60,18 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> ApiResult<Response> {
     metric("llama_rs:evictions_total", "counter", "Cached prefixes evicted.", m.evictions as f64);
     metric("llama_rs:preemptions_total", "counter", "Requests preempted.", m.preemptions as f64);
     metric("llama_rs:steps_total", "counter", "Engine steps.", m.steps as f64);
+    metric(
+        "llama_rs:draft_tokens_total",
+        "counter",
+        "Speculative decoding: drafted tokens verified.",
+        m.draft_tokens as f64,
+    );
+    metric(
+        "llama_rs:draft_accepted_tokens_total",
+        "counter",
+        "Speculative decoding: drafted tokens kept.",
+        m.draft_accepted_tokens as f64,
+    );
     metric("llama_rs:busy_seconds_total", "counter", "Seconds the engine spent decoding.", m.busy_s);
     for (name, lat) in [("ttft", &m.ttft_ms), ("itl", &m.itl_ms)] {
         let _ = writeln!(

@@ -719,13 +719,19 @@ fn speculative_decoding_with_a_draft_model_or_ngrams_keeps_the_answers() {
     drop(plain_server);
     // A draft model (-md, llama-server's flag): the chat model drafting for itself.
     let model = chat_model();
-    let (draft_server, base) = start(&[&exact[..], &["-md", &model, "--draft-max", "4"]].concat());
+    let (draft_server, base) = start(&[&exact[..], &["-md", &model, "--draft-max", "4", "--metrics"]].concat());
     let drafted = answers(&base);
+    let mut total = 0;
     for ((want, _), (got, usage)) in plain.iter().zip(&drafted) {
         assert_eq!(got, want);
         let accepted = usage["completion_tokens_details"]["accepted_prediction_tokens"].as_u64().unwrap();
         assert!(accepted > 10, "{usage}");
+        total += accepted;
     }
+    // The engine's counters, as Prometheus.
+    let metrics = client().get(format!("{base}/metrics")).send().unwrap().text().unwrap();
+    let line = metrics.lines().find(|l| l.starts_with("llama_rs:draft_accepted_tokens_total ")).unwrap();
+    assert_eq!(line.split(' ').nth(1).unwrap().parse::<f64>().unwrap() as u64, total, "{metrics}");
     drop(draft_server);
     let (_s, base) = start(&[&exact[..], &["--spec-type", "ngram"]].concat());
     for ((want, _), (got, _)) in plain.iter().zip(&answers(&base)) {

@@ -77,6 +77,10 @@ pub struct Metrics {
     pub evictions: u64,
     /// Running requests preempted to make room.
     pub preemptions: u64,
+    /// Speculative decoding: drafted tokens verified.
+    pub draft_tokens: u64,
+    /// Speculative decoding: drafted tokens the target kept.
+    pub draft_accepted_tokens: u64,
     /// Decode steps run.
     pub steps: u64,
     /// Seconds spent in decode steps.

@@ -638,6 +638,8 @@ impl Scheduler {
             Ok(Err(e)) => return Outcome::Fail(e),
             Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),
         };
+        self.local.draft_tokens += s.drafts.len() as u64;
+        self.local.draft_accepted_tokens += v.accepted as u64;
         let gained = v.accepted + v.next.is_some() as usize;
         self.local.generated_tokens += gained.max(1) as u64;
         r.token_time(now, &mut self.local);
