@@ -194,9 +194,9 @@ impl DraftModel {
 }
 
 impl Drafter for DraftModel {
+    /// Fails soft, as in the engine: a draft decode that fails drafts nothing this step.
     fn draft(&mut self, history: &[Token], max: usize) -> Result<Vec<Token>> {
-        let mut d = self.try_draft_many(&[Want { seq: 0, history, max }])?;
-        Ok(d.pop().unwrap_or_default())
+        Ok(self.draft_many(&[Want { seq: 0, history, max }]).pop().unwrap_or_default())
     }
 }
 
