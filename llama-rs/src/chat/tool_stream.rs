@@ -39,8 +39,9 @@ enum State {
 ///     events.extend(s.push(piece));
 /// }
 /// events.extend(s.finish());
-/// assert_eq!(events[0], ToolEvent::Content("Let me ".into()));
-/// assert_eq!(events[1], ToolEvent::Content("check.".into()));
+/// // Trailing whitespace waits for what follows it (dropped before a call).
+/// assert_eq!(events[0], ToolEvent::Content("Let me".into()));
+/// assert_eq!(events[1], ToolEvent::Content(" check.".into()));
 /// assert!(matches!(&events[2], ToolEvent::Call(c) if c.function.name == "f"));
 /// ```
 #[derive(Debug, Clone)]
