@@ -14,7 +14,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use llama_rs::{parse_tool_calls, Event, FinishReason, Prompt, ReasoningSplitter, ToolCall, Usage};
+use llama_rs::{
+    parse_tool_calls, Event, FinishReason, Prompt, ReasoningSplitter, ToolCall, ToolCallStream, ToolEvent, Usage,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -303,7 +305,8 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
         }}));
         let mut blocks = Blocks::default();
         let mut splitter = ReasoningSplitter::new(cj.opened);
-        let mut held = String::new(); // with tools: the answer, until it is known not to be a call
+        // With tools: text streams as it comes, held back only where it may start a call.
+        let mut calls = ToolCallStream::new();
         let mut all = Box::pin(openai::merged(vec![s], timeout));
         while let Some((_, ev)) = all.next().await {
             match ev {
@@ -315,7 +318,8 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
                     let (thought, text) = if cj.reasoning { splitter.push(&p.text) } else { (String::new(), p.text) };
                     blocks.delta(&tx, "thinking", &thought);
                     if cj.tools_on {
-                        held += &text;
+                        let ev = calls.push(&text);
+                        blocks.tool_events(&tx, ev);
                     } else {
                         blocks.delta(&tx, "text", &text);
                     }
@@ -325,13 +329,10 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
                     blocks.delta(&tx, "thinking", &thought);
                     let mut tool_use = false;
                     if cj.tools_on {
-                        held += &text;
-                        let (content, calls) = parse_tool_calls(&held);
-                        blocks.delta(&tx, "text", if calls.is_empty() { &held } else { &content });
-                        for c in &calls {
-                            blocks.tool_use(&tx, c);
-                        }
-                        tool_use = !calls.is_empty();
+                        let mut ev = calls.push(&text);
+                        ev.extend(calls.finish());
+                        blocks.tool_events(&tx, ev);
+                        tool_use = blocks.tool_uses > 0;
                     } else {
                         blocks.delta(&tx, "text", &text);
                     }
@@ -365,6 +366,8 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
 struct Blocks {
     index: usize,
     open: Option<&'static str>,
+    /// Tool calls sent.
+    tool_uses: usize,
 }
 
 impl Blocks {
@@ -398,16 +401,39 @@ impl Blocks {
         }
     }
 
-    /// A whole tool call: its block, its input as one JSON delta, its end.
-    fn tool_use(&mut self, tx: &dyn Fn(Value), c: &ToolCall) {
+    /// Streamed text and tool calls: a call's block opens with its name, its input
+    /// follows as JSON deltas (piece by piece where the call streams).
+    fn tool_events(&mut self, tx: &dyn Fn(Value), events: Vec<ToolEvent>) {
+        for e in events {
+            match e {
+                ToolEvent::Content(c) => self.delta(tx, "text", &c),
+                ToolEvent::Call(c) => {
+                    let mut block = tool_use_block(&c);
+                    let input = std::mem::replace(&mut block["input"], json!({}));
+                    self.start_tool_use(tx, block);
+                    self.input_delta(tx, &input.to_string());
+                    self.close(tx);
+                }
+                ToolEvent::CallStart { name } => {
+                    let id = format!("toolu_{:016x}", openai::rand_id());
+                    self.start_tool_use(tx, json!({"type": "tool_use", "id": id, "name": name, "input": {}}));
+                }
+                ToolEvent::CallArgs(a) => self.input_delta(tx, &a),
+                ToolEvent::CallEnd(_) => self.close(tx),
+            }
+        }
+    }
+
+    fn start_tool_use(&mut self, tx: &dyn Fn(Value), block: Value) {
         self.close(tx);
-        let mut block = tool_use_block(c);
-        let input = std::mem::replace(&mut block["input"], json!({}));
         tx(json!({"type": "content_block_start", "index": self.index, "content_block": block}));
+        self.open = Some("tool_use");
+        self.tool_uses += 1;
+    }
+
+    fn input_delta(&self, tx: &dyn Fn(Value), partial: &str) {
         tx(json!({"type": "content_block_delta", "index": self.index,
-            "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
-        tx(json!({"type": "content_block_stop", "index": self.index}));
-        self.index += 1;
+            "delta": {"type": "input_json_delta", "partial_json": partial}}));
     }
 }
 

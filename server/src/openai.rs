@@ -587,9 +587,14 @@ fn chat_logprobs(l: &Loaded, lps: &[TokenLogprob]) -> Value {
     json!({ "content": content })
 }
 
+/// An id for call `i` of choice `choice` (for a call the model gave none).
+fn call_id(choice: usize, i: usize) -> String {
+    format!("call_{choice}_{i}_{:08x}", now() as u32 ^ (i as u32) << 16)
+}
+
 /// A tool call as OpenAI sends it (arguments as a JSON string).
 fn tool_call_json(i: usize, c: &llama_rs::ToolCall, choice: usize) -> Value {
-    let id = c.id.clone().unwrap_or_else(|| format!("call_{choice}_{i}_{:08x}", now() as u32 ^ (i as u32) << 16));
+    let id = c.id.clone().unwrap_or_else(|| call_id(choice, i));
     json!({
         "index": i,
         "id": id,
@@ -760,7 +765,8 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
     Ok(sse(events))
 }
 
-/// Sends a choice's streamed content and completed tool calls as chat deltas.
+/// Sends a choice's streamed content and tool calls as chat deltas: a streamed call's id
+/// and name first, then its arguments piece by piece (as OpenAI streams them).
 fn send_tool_events(
     tx: &dyn Fn(Value),
     chunk: &dyn Fn(Value) -> Value,
@@ -775,6 +781,14 @@ fn send_tool_events(
                 *n_calls += 1;
                 json!({"tool_calls": [tool_call_json(*n_calls - 1, &c, i)]})
             }
+            ToolEvent::CallStart { name } => {
+                *n_calls += 1;
+                let k = *n_calls - 1;
+                json!({"tool_calls": [{"index": k, "id": call_id(i, k), "type": "function",
+                                       "function": {"name": name, "arguments": ""}}]})
+            }
+            ToolEvent::CallArgs(a) => json!({"tool_calls": [{"index": *n_calls - 1, "function": {"arguments": a}}]}),
+            ToolEvent::CallEnd(_) => continue,
         };
         tx(chunk(json!([{"index": i, "delta": delta, "finish_reason": null}])));
     }

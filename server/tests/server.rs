@@ -350,13 +350,31 @@ fn api_key_json_schema_and_tool_calls() {
         let mut b = greedy_chat("What is the weather in Paris?", 64);
         b["tools"] = tools.clone();
         b["tool_choice"] = choice;
-        let (st, r) = chat(Some("sekrit"), b);
+        let (st, r) = chat(Some("sekrit"), b.clone());
         assert_eq!(st, 200, "{r}");
         assert_eq!(r["choices"][0]["finish_reason"], "tool_calls", "{r}");
         let tc = &r["choices"][0]["message"]["tool_calls"][0];
         assert_eq!(tc["function"]["name"], "get_weather");
         let args: Value = serde_json::from_str(tc["function"]["arguments"].as_str().unwrap()).unwrap();
         assert!(args["city"].is_string(), "{args}");
+        // Streamed: the call's id and name first, then its arguments piece by piece
+        // (OpenAI's deltas), joining to the non-streamed arguments.
+        let mut b = b.clone();
+        b["stream"] = json!(true);
+        let mut text = String::new();
+        c.post(format!("{base}/v1/chat/completions")).bearer_auth("sekrit").json(&b).send().unwrap().read_to_string(&mut text).unwrap();
+        let deltas: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: ").filter(|d| *d != "[DONE]"))
+            .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0].clone())
+            .collect();
+        let calls: Vec<&Value> = deltas.iter().filter_map(|d| d["delta"]["tool_calls"].get(0)).collect();
+        assert_eq!((calls[0]["function"]["name"].as_str(), calls[0]["function"]["arguments"].as_str()), (Some("get_weather"), Some("")));
+        assert!(calls[0]["id"].is_string() && calls.iter().all(|c| c["index"] == 0), "{calls:?}");
+        assert!(calls.len() > 3, "arguments come in pieces: {calls:?}");
+        let joined: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+        assert_eq!(serde_json::from_str::<Value>(&joined).unwrap(), args, "{joined}");
+        assert_eq!(deltas.last().unwrap()["finish_reason"], "tool_calls");
     }
     let mut b = greedy_chat("x", 8);
     b["tools"] = tools.clone();
@@ -648,8 +666,10 @@ fn anthropic_messages_answer_stream_call_tools_and_fail_in_anthropic_shape() {
     let ev = sse_named(&open, "/v1/messages", b);
     let start = ev.iter().find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use");
     assert_eq!(start.unwrap().1["content_block"]["name"], "get_weather");
-    let partial: String = ev.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str()).collect();
-    assert!(serde_json::from_str::<Value>(&partial).unwrap()["city"].is_string(), "{partial}");
+    let pieces: Vec<&str> = ev.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str()).collect();
+    assert!(pieces.len() > 2, "the input streams piece by piece: {pieces:?}");
+    let partial: String = pieces.concat();
+    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), call["input"], "{partial}");
     assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
     // The call's result goes back as a tool_result block in the next user turn.
     let turn = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 16, "temperature": 0, "tools": tools,

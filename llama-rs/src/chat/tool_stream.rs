@@ -1,6 +1,12 @@
 //! Tool calls while the answer streams: plain text goes out as it is generated (held back
-//! only where it could be the start of a call marker), and each call goes out as soon as
-//! it is complete — the same split [`parse_tool_calls`] makes of the whole answer.
+//! only where it could be the start of a call marker), and calls as they are generated —
+//! the same split [`parse_tool_calls`] makes of the whole answer.
+//!
+//! A Hermes/Qwen call written the usual way (`{"name": ..., "arguments": {...}}`) streams:
+//! its name once it is complete, then its arguments as they are generated — the model's
+//! JSON text without the whitespace between tokens, so the pieces join to JSON with the
+//! value of the whole-answer parse's arguments. Other calls (other formats, other key
+//! orders) go out whole once they parse.
 
 use super::{parse_tool_calls, ToolCall};
 
@@ -15,8 +21,35 @@ const HERMES_CLOSE: &str = "</tool_call>";
 pub enum ToolEvent {
     /// Answer text.
     Content(String),
-    /// A complete call.
+    /// A complete call, handed out whole.
     Call(ToolCall),
+    /// A streamed call begins: its function's name.
+    CallStart {
+        /// The function's name.
+        name: String,
+    },
+    /// More of the streamed call's arguments (JSON text without insignificant whitespace).
+    CallArgs(String),
+    /// The streamed call is complete: the call as parsed. If its text stopped being a call
+    /// after the arguments began (the output ended mid-call, or the block does not
+    /// parse), the arguments are what was generated, parsed where they parse, else as a
+    /// string.
+    CallEnd(ToolCall),
+}
+
+/// A Hermes call whose arguments are being streamed.
+#[derive(Debug, Clone)]
+struct OpenCall {
+    name: String,
+    /// Bytes of `held` scanned so far.
+    pos: usize,
+    /// The arguments handed out so far.
+    args: String,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// The arguments' closing bracket was seen.
+    done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +75,9 @@ enum State {
 /// // Trailing whitespace waits for what follows it (dropped before a call).
 /// assert_eq!(events[0], ToolEvent::Content("Let me".into()));
 /// assert_eq!(events[1], ToolEvent::Content(" check.".into()));
-/// assert!(matches!(&events[2], ToolEvent::Call(c) if c.function.name == "f"));
+/// assert_eq!(events[2], ToolEvent::CallStart { name: "f".into() });
+/// assert_eq!(events[3], ToolEvent::CallArgs("{}".into()));
+/// assert!(matches!(&events[4], ToolEvent::CallEnd(c) if c.function.name == "f"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ToolCallStream {
@@ -52,6 +87,7 @@ pub struct ToolCallStream {
     gap: String,
     /// Calls handed out so far.
     calls: usize,
+    open: Option<OpenCall>,
 }
 
 impl Default for ToolCallStream {
@@ -63,7 +99,7 @@ impl Default for ToolCallStream {
 impl ToolCallStream {
     /// A stream at the start of an answer.
     pub fn new() -> ToolCallStream {
-        ToolCallStream { state: State::Start, held: String::new(), gap: String::new(), calls: 0 }
+        ToolCallStream { state: State::Start, held: String::new(), gap: String::new(), calls: 0, open: None }
     }
 
     /// The next piece of output: the content and calls that are now certain.
@@ -101,16 +137,44 @@ impl ToolCallStream {
                 }
             }
         }
-        // Hermes calls are complete at their closing tag: hand each out then.
+        // Hermes calls: streamed from their name on where they have the usual shape, else
+        // handed out whole at their closing tag.
         while self.held.starts_with(HERMES_OPEN) {
+            if self.open.is_none() {
+                if let Some((name, pos)) = hermes_header(&self.held) {
+                    out.push(ToolEvent::CallStart { name: name.clone() });
+                    self.calls += 1;
+                    self.open = Some(OpenCall {
+                        name,
+                        pos,
+                        args: String::new(),
+                        depth: 0,
+                        in_string: false,
+                        escaped: false,
+                        done: false,
+                    });
+                }
+            }
+            if let Some(open) = &mut self.open {
+                let piece = open.scan(&self.held);
+                if !piece.is_empty() {
+                    out.push(ToolEvent::CallArgs(piece));
+                }
+                if !open.done {
+                    break;
+                }
+            }
             let Some(end) = self.held.find(HERMES_CLOSE) else { break };
             let block = &self.held[..end + HERMES_CLOSE.len()];
             let (_, calls) = parse_tool_calls(block);
-            if calls.is_empty() {
-                break; // does not parse: left for `finish`, which then returns it as text
+            match self.open.take() {
+                Some(open) => out.push(ToolEvent::CallEnd(calls.into_iter().next().unwrap_or_else(|| open.call()))),
+                None if calls.is_empty() => break, // left for `finish`, which returns it as text
+                None => {
+                    self.calls += calls.len();
+                    out.extend(calls.into_iter().map(ToolEvent::Call));
+                }
             }
-            self.calls += calls.len();
-            out.extend(calls.into_iter().map(ToolEvent::Call));
             self.held.drain(..end + HERMES_CLOSE.len());
             let rest = self.held.trim_start().len();
             self.held.drain(..self.held.len() - rest);
@@ -122,6 +186,13 @@ impl ToolCallStream {
     pub fn finish(&mut self) -> Vec<ToolEvent> {
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
+        if let Some(open) = self.open.take() {
+            // The output ended inside a streamed call: it ends as it is (its text is no
+            // longer answer text: the name has gone out).
+            let (_, calls) = parse_tool_calls(&held);
+            out.push(ToolEvent::CallEnd(calls.into_iter().next().unwrap_or_else(|| open.call())));
+            return out;
+        }
         if held.trim().is_empty() {
             return out;
         }
@@ -141,6 +212,79 @@ impl ToolCallStream {
     }
 }
 
+impl OpenCall {
+    /// Scans `held` on from `pos`: the arguments' next piece, without the whitespace
+    /// between JSON tokens.
+    fn scan(&mut self, held: &str) -> String {
+        let mut piece = String::new();
+        let mut scanned = held.len() - self.pos;
+        for (i, c) in held[self.pos..].char_indices() {
+            if self.done {
+                scanned = i;
+                break;
+            }
+            if self.in_string {
+                piece.push(c);
+                match c {
+                    _ if self.escaped => self.escaped = false,
+                    '\\' => self.escaped = true,
+                    '"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                c if c.is_whitespace() => continue,
+                '"' => self.in_string = true,
+                '{' | '[' => self.depth += 1,
+                '}' | ']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.done = self.depth == 0;
+                }
+                _ => {}
+            }
+            piece.push(c);
+        }
+        self.pos += scanned;
+        self.args.push_str(&piece);
+        piece
+    }
+
+    /// The call as far as it was generated.
+    fn call(self) -> ToolCall {
+        let args = serde_json::from_str(&self.args).unwrap_or(serde_json::Value::String(self.args));
+        super::make_call(&self.name, args, None)
+    }
+}
+
+/// `<tool_call>{"name": "NAME", "arguments": {` at the start of `s`: the name, and where
+/// the arguments' `{` is.
+fn hermes_header(s: &str) -> Option<(String, usize)> {
+    let lit = |s: &'_ str, lit: &str| s.trim_start().strip_prefix(lit).map(str::to_owned);
+    let rest = lit(s.strip_prefix(HERMES_OPEN)?, "{")?;
+    let rest = lit(&lit(&rest, "\"name\"")?, ":")?;
+    let r = rest.trim_start();
+    // The name: a JSON string up to its closing quote.
+    let mut escaped = false;
+    let close = r.char_indices().skip(1).find_map(|(i, c)| match c {
+        _ if escaped => {
+            escaped = false;
+            None
+        }
+        '\\' => {
+            escaped = true;
+            None
+        }
+        '"' => Some(i),
+        _ => None,
+    });
+    let close = close.filter(|_| r.starts_with('"'))?;
+    let name: String = serde_json::from_str(&r[..close + 1]).ok()?;
+    let rest = lit(&lit(&lit(&r[close + 1..], ",")?, "\"arguments\"")?, ":")?;
+    let r = rest.trim_start();
+    r.starts_with('{').then(|| (name, s.len() - r.len()))
+}
+
 /// The length of the longest suffix of `s` that is a proper prefix of `marker`.
 fn partial_marker(s: &str, marker: &str) -> usize {
     (1..marker.len().min(s.len() + 1))
@@ -153,7 +297,9 @@ fn partial_marker(s: &str, marker: &str) -> usize {
 mod tests {
     use super::*;
 
-    fn run(pieces: &[&str]) -> (String, Vec<String>) {
+    /// The text and the calls (name, arguments) of a streamed output. A streamed call's
+    /// argument pieces must join to JSON equal to its final arguments.
+    fn run(pieces: &[&str]) -> (String, Vec<(String, serde_json::Value)>) {
         let mut s = ToolCallStream::new();
         let mut ev = Vec::new();
         for p in pieces {
@@ -162,24 +308,37 @@ mod tests {
         ev.extend(s.finish());
         let mut text = String::new();
         let mut calls = Vec::new();
+        let mut open: Option<(String, String)> = None;
         for e in ev {
             match e {
                 ToolEvent::Content(c) => text += &c,
-                ToolEvent::Call(c) => calls.push(c.function.name),
+                ToolEvent::Call(c) => calls.push((c.function.name, c.function.arguments)),
+                ToolEvent::CallStart { name } => open = Some((name, String::new())),
+                ToolEvent::CallArgs(a) => open.as_mut().expect("a call is open").1 += &a,
+                ToolEvent::CallEnd(c) => {
+                    let (name, args) = open.take().expect("a call is open");
+                    assert_eq!(name, c.function.name);
+                    assert_eq!(serde_json::from_str::<serde_json::Value>(&args).unwrap(), c.function.arguments, "{args}");
+                    calls.push((c.function.name, c.function.arguments));
+                }
             }
         }
+        assert!(open.is_none());
         (text, calls)
     }
 
-    /// Every split of `output` into two pieces gives what the whole-answer parse gives
-    /// (the server's rule: no call parses → the output as text).
+    /// Every split of `output` into two pieces, and token-sized pieces, give what the
+    /// whole-answer parse gives (the server's rule: no call parses → the output as text).
     fn same_as_whole(output: &str) {
         let (text, calls) = parse_tool_calls(output);
         let text = if calls.is_empty() { output.to_string() } else { text };
-        let names: Vec<String> = calls.into_iter().map(|c| c.function.name).collect();
+        let calls: Vec<_> = calls.into_iter().map(|c| (c.function.name, c.function.arguments)).collect();
         for i in (0..=output.len()).filter(|&i| output.is_char_boundary(i)) {
-            assert_eq!(run(&[&output[..i], &output[i..]]), (text.clone(), names.clone()), "split at {i}: {output:?}");
+            assert_eq!(run(&[&output[..i], &output[i..]]), (text.clone(), calls.clone()), "split at {i}: {output:?}");
         }
+        let chars: Vec<String> = output.chars().map(String::from).collect();
+        let pieces: Vec<&str> = chars.iter().map(String::as_str).collect();
+        assert_eq!(run(&pieces), (text, calls), "char by char: {output:?}");
     }
 
     #[test]
@@ -195,6 +354,11 @@ mod tests {
         same_as_whole("{ not json, just braces }");
         same_as_whole("<tool_call>{\"name\": broken</tool_call>");
         same_as_whole("Let me check.\n<tool_call>{\"name\": broken</tool_call>");
+        // Streamed arguments: nested values, strings with brackets, escapes and spaces.
+        same_as_whole(
+            "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"q\": \"a {b} [c] \\\"d\\\" é\", \"n\": [1, {\"x\": null}]}}\n</tool_call>\n<tool_call>{\"arguments\": {}, \"name\": \"later\"}</tool_call>",
+        );
+        same_as_whole("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}, \"id\": \"c1\"}</tool_call>");
     }
 
     #[test]
@@ -204,6 +368,30 @@ mod tests {
         assert_eq!(s.push(" world <tool"), vec![ToolEvent::Content(" world".into())]);
         assert_eq!(s.push("s> are"), vec![ToolEvent::Content(" <tools> are".into())]);
         let first = s.push("<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call> trailing");
-        assert!(matches!(&first[..], [ToolEvent::Call(c)] if c.function.name == "f"), "{first:?}");
+        assert!(
+            matches!(&first[..], [ToolEvent::CallStart { name }, ToolEvent::CallArgs(a), ToolEvent::CallEnd(c)]
+                if name == "f" && a == "{}" && c.function.name == "f"),
+            "{first:?}"
+        );
+    }
+
+    #[test]
+    fn arguments_stream_as_they_are_generated() {
+        let mut s = ToolCallStream::new();
+        assert_eq!(s.push("<tool_call>\n{\"name\": \"get_"), vec![]);
+        assert_eq!(s.push("weather\", \"arguments\": "), vec![]);
+        assert_eq!(
+            s.push("{\"city\": \"Pa"),
+            vec![ToolEvent::CallStart { name: "get_weather".into() }, ToolEvent::CallArgs("{\"city\":\"Pa".into())]
+        );
+        assert_eq!(s.push("ris\"}"), vec![ToolEvent::CallArgs("ris\"}".into())]);
+        assert_eq!(s.push("}\n</tool_"), vec![]);
+        let end = s.push("call>");
+        assert!(matches!(&end[..], [ToolEvent::CallEnd(c)] if c.function.arguments["city"] == "Paris"), "{end:?}");
+        // An output that ends mid-call ends the call with what was generated.
+        let mut s = ToolCallStream::new();
+        s.push("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1, 2");
+        let end = s.finish();
+        assert!(matches!(&end[..], [ToolEvent::CallEnd(c)] if c.function.arguments == "{\"a\":[1,2"), "{end:?}");
     }
 }
