@@ -1,11 +1,15 @@
 //! llama-server's own endpoints that scripts use: `/health`, `/metrics` (Prometheus),
 //! `/props`, `/slots`, `/tokenize`, `/detokenize`, `/apply-template`.
+//!
+//! With several models (as llama-server's router): a `GET` names its model with
+//! `?model=NAME`, a `POST` with `"model"` in its body; none is the first model. A model
+//! not loaded yet is loaded, as a completion naming it would.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +19,34 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::openai::parse;
-use crate::state::AppState;
+use crate::state::{AppState, Loaded};
+
+/// `?model=NAME` of the `GET` endpoints.
+#[derive(Deserialize, Default)]
+pub struct ModelQuery {
+    model: Option<String>,
+}
+
+/// `"model"` of the `POST` endpoints' bodies.
+#[derive(Deserialize)]
+struct ModelField {
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// The model a request to an extra endpoint names.
+async fn named(st: &AppState, name: Option<&str>) -> ApiResult<Arc<Loaded>> {
+    match name {
+        Some(n) => st.model(Some(n)).await,
+        None => st.loaded(),
+    }
+}
+
+/// The model a `POST` body names (its other fields are read by the endpoint).
+async fn named_in(st: &AppState, body: &Bytes) -> ApiResult<Arc<Loaded>> {
+    let m: ModelField = parse(body)?;
+    named(st, m.model.as_deref()).await
+}
 
 /// `GET /health`: 200 once the model is loaded, 503 while it loads (or if it failed).
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {
@@ -28,11 +59,11 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`: the engine's metrics in Prometheus' text format (names as
 /// llama-server's where they exist; 501 unless started with `--metrics`).
-pub async fn metrics(State(st): State<Arc<AppState>>) -> ApiResult<Response> {
+pub async fn metrics(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery>) -> ApiResult<Response> {
     if !st.args.metrics {
         return Err(ApiError::status(StatusCode::NOT_IMPLEMENTED, "metrics are off: start the server with --metrics"));
     }
-    let l = st.loaded()?;
+    let l = named(&st, q.model.as_deref()).await?;
     let m = l.engine.metrics();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, v: f64| {
@@ -89,11 +120,11 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> ApiResult<Response> {
 }
 
 /// `GET /props`: the server's settings (llama-server's shape, where it overlaps).
-pub async fn props(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
+pub async fn props(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery>) -> ApiResult<Json<Value>> {
+    let l = named(&st, q.model.as_deref()).await?;
     let tmpl = l.model.chat_template(None);
     Ok(Json(json!({
-        "model_path": crate::state::model_path(&st.args).map(|p| p.display().to_string()).unwrap_or_default(),
+        "model_path": l.path.display().to_string(),
         "model_alias": l.id,
         "total_slots": st.args.parallel,
         "n_ctx": l.n_ctx,
@@ -107,8 +138,8 @@ pub async fn props(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
 }
 
 /// `GET /slots`: what the engine is doing (counts; sequences are not exposed one by one).
-pub async fn slots(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
+pub async fn slots(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery>) -> ApiResult<Json<Value>> {
+    let l = named(&st, q.model.as_deref()).await?;
     let m = l.engine.metrics();
     Ok(Json(json!({
         "total_slots": st.args.parallel, "processing": m.active, "deferred": m.queued,
@@ -133,7 +164,7 @@ fn yes() -> bool {
 
 /// `POST /tokenize` `{content, add_special, parse_special, with_pieces}`.
 pub async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
+    let l = named_in(&st, &body).await?;
     let r: TokenizeRequest = parse(&body)?;
     let vocab = l.model.vocab();
     let toks = vocab.tokenize(&r.content, r.add_special, r.parse_special)?;
@@ -161,7 +192,7 @@ struct DetokenizeRequest {
 
 /// `POST /detokenize` `{tokens}`: ids outside the vocabulary are a 400.
 pub async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
+    let l = named_in(&st, &body).await?;
     let r: DetokenizeRequest = parse(&body)?;
     let n = l.model.n_vocab() as i64;
     let toks: Vec<Token> = r
@@ -185,7 +216,7 @@ struct ApplyTemplateRequest {
 
 /// `POST /apply-template` `{messages}` → `{prompt}`: the rendered chat prompt.
 pub async fn apply_template(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
-    let l = st.loaded()?;
+    let l = named_in(&st, &body).await?;
     let r: ApplyTemplateRequest = parse(&body)?;
     let t =
         l.template.as_ref().ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;

@@ -27,6 +27,8 @@ pub struct Loaded {
     pub template_error: Option<String>,
     /// Name the model is served under.
     pub id: String,
+    /// The GGUF it was loaded from.
+    pub path: std::path::PathBuf,
     /// When it was loaded (Unix seconds).
     pub created: u64,
     /// The embedding context, made on the first embeddings request.
@@ -392,6 +394,7 @@ pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<L
         template,
         template_error,
         id: id.to_string(),
+        path: path.to_path_buf(),
         created,
         memory,
         embedder: Mutex::new(None),

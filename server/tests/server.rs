@@ -833,6 +833,19 @@ fn several_models_are_served_by_name_and_loaded_on_demand() {
     );
     assert_eq!(code, 200, "{o}");
     assert_eq!(status(&base), st("loaded", "loaded", "unloaded"));
+    // The extras name their model the same way (?model= on a GET, "model" in a POST body).
+    let tok = |model: Value| post(&base, "/tokenize", json!({"content": "Hello world", "model": model}));
+    let (gt, st_none) = (tok(json!("b-gemma")).1, tok(Value::Null).1);
+    assert_eq!(st_none, tok(json!("a-smol")).1);
+    assert_ne!(gt["tokens"], st_none["tokens"], "Gemma's vocabulary is not SmolLM2's");
+    let (code, d) = post(&base, "/detokenize", json!({"tokens": gt["tokens"], "model": "b-gemma"}));
+    assert_eq!((code, d["content"].as_str()), (200, Some("Hello world")), "{d}");
+    let (_, props) = get(&base, "/props?model=b-gemma");
+    assert!(props["model_path"].as_str().unwrap().ends_with("b-gemma.gguf"), "{props}");
+    assert_eq!(props["model_alias"], "b-gemma");
+    assert_eq!(get(&base, "/props").1["model_alias"], "a-smol");
+    assert_eq!(get(&base, "/slots?model=nope").0, 404);
+    assert_eq!(post(&base, "/tokenize", json!({"content": "x", "model": "nope"})).0, 404);
     let (code, e) = complete("nope");
     assert_eq!(code, 404, "{e}");
     assert_eq!(e["error"]["code"], "model_not_found");
