@@ -140,20 +140,26 @@ impl SpecStats {
 /// speculation (the drafter is passed in: a draft model outlives a generation).
 ///
 /// Draft length: doubled after a fully accepted draft, the accepted length + 1 after a
-/// rejection (runs of repeated text are long, so acceptance comes in bursts). Whether to
-/// draft at all is decided from measured costs: the recent tokens gained per verification
-/// divided by the measured time of a verification of that size, against one token per
-/// single-token decode. On a CPU a batch of 8 costs several single decodes, on a GPU
-/// about one, so the same drafts pay off differently. When drafting does not pay, it
-/// pauses for a number of steps that doubles each time (up to 64), then probes again.
+/// rejection (runs of repeated text are long, so acceptance comes in bursts). Whether a
+/// draft of that length pays is decided from measured costs: with `a` the recent chance
+/// that a drafted token is kept given the ones before it were, a draft of `j` tokens
+/// yields `1 + a + ... + a^j` tokens per verification, which must beat one token per
+/// single-token decode at the measured (or interpolated) time of a `j + 1`-token decode.
+/// The longest length up to the adaptive one that pays best is drafted; on a CPU a batch
+/// of 8 costs several single decodes (every drafted position computes its logits over
+/// the whole vocabulary: 262k rows for Gemma 3), on a GPU about one, so the same drafts
+/// pay off differently. When no length pays, drafting pauses for a number of steps that
+/// doubles each time (up to 64), then probes again.
 pub(crate) struct Speculator {
     max_draft: usize,
     k: usize,
     min_acceptance: f32,
     /// Exponentially weighted acceptance of recent drafts.
     recent: f32,
-    /// Tokens gained per verification (EWMA).
-    per_verify: f64,
+    /// Drafted tokens kept, and tokens tried (kept + the first rejected), decayed
+    /// per verification: their ratio is the chance `a` above.
+    kept: f64,
+    tried: f64,
     /// Seconds of a single-token target decode (EWMA); 0 until measured.
     single_s: f64,
     /// Seconds of a target decode of `n` tokens (EWMA), by `n`; 0 until measured.
@@ -182,7 +188,8 @@ impl Speculator {
             k: max_draft.min(4),
             min_acceptance: s.min_acceptance,
             recent: 1.0,
-            per_verify: 0.0,
+            kept: 0.0,
+            tried: 0.0,
             single_s: 0.0,
             batch_s: vec![0.0; max_draft + 2],
             paused: 0,
@@ -196,31 +203,50 @@ impl Speculator {
         self.single_s = ewma(self.single_s, seconds);
     }
 
-    /// Seconds of a target decode of `n` tokens: measured, else interpolated from the
-    /// nearest measured sizes, else proportional to the nearest smaller one.
+    /// Seconds of a target decode of `n` tokens: measured, else interpolated between the
+    /// nearest measured sizes (a single-token decode counting as size 1), else extended
+    /// along the line from the single decode to the nearest measured size.
     fn cost(&self, n: usize) -> Option<f64> {
         if self.batch_s[n] > 0.0 {
             return Some(self.batch_s[n]);
         }
-        let lo = (2..n).rev().find(|&i| self.batch_s[i] > 0.0);
-        let hi = (n + 1..self.batch_s.len()).find(|&i| self.batch_s[i] > 0.0);
+        let at = |i: usize| if i == 1 { self.single_s } else { self.batch_s[i] };
+        let lo = (1..n).rev().find(|&i| at(i) > 0.0);
+        let hi = (n + 1..self.batch_s.len()).find(|&i| at(i) > 0.0);
+        let line = |(l, cl): (usize, f64), (h, ch): (usize, f64)| cl + (ch - cl) * (n - l) as f64 / (h - l) as f64;
         match (lo, hi) {
-            (Some(l), Some(h)) => {
-                let f = (n - l) as f64 / (h - l) as f64;
-                Some(self.batch_s[l] + f * (self.batch_s[h] - self.batch_s[l]))
-            }
-            (Some(l), None) => Some(self.batch_s[l] * n as f64 / l as f64),
-            (None, Some(h)) => Some(self.batch_s[h]),
-            (None, None) => None,
+            (Some(l), Some(h)) => Some(line((l, at(l)), (h, at(h)))),
+            (Some(l), None) if l > 1 => Some(line((1, self.single_s), (l, at(l))).max(at(l))),
+            (None, Some(h)) => Some(at(h)),
+            _ => None,
         }
     }
 
-    /// Whether drafts of the current length are expected to beat plain decoding.
-    fn pays(&self) -> bool {
-        match self.cost(self.k + 1) {
-            Some(c) if self.single_s > 0.0 && self.per_verify > 0.0 => self.per_verify / c > 1.0 / self.single_s,
-            _ => true, // not measured yet: try
+    /// Tokens a draft of `j` tokens is expected to yield per verification.
+    fn expected(&self, j: usize) -> f64 {
+        let a = if self.tried > 0.0 { self.kept / self.tried } else { 1.0 };
+        (0..=j).map(|i| a.powi(i as i32)).sum()
+    }
+
+    /// The draft length up to `k` expected to give the most tokens per second, if any
+    /// beats plain decoding (unmeasured costs: `k`, to measure them).
+    fn best_length(&self, k: usize) -> Option<usize> {
+        if self.single_s == 0.0 {
+            return Some(k);
         }
+        let mut best = (1.0 / self.single_s, None);
+        for j in 1..=k {
+            match self.cost(j + 1) {
+                None => return Some(k),
+                Some(c) => {
+                    let rate = self.expected(j) / c;
+                    if rate > best.0 {
+                        best = (rate, Some(j));
+                    }
+                }
+            }
+        }
+        best.1
     }
 
     /// How many tokens to draft now, at most `room`: 0 while paused or when drafting is
@@ -230,15 +256,20 @@ impl Speculator {
             self.paused -= 1;
             return 0;
         }
-        if !self.pays() || self.recent < self.min_acceptance {
-            self.paused = self.backoff;
-            self.backoff = (self.backoff * 2).min(64);
-            self.recent = self.recent.max(self.min_acceptance);
-            self.k = self.k.min(2);
-            self.per_verify = 0.0; // re-measure when probing again
-            return 0;
+        let best = self.best_length(self.k.min(room).max(1));
+        match best {
+            Some(j) if self.recent >= self.min_acceptance => j.min(room),
+            _ => {
+                self.paused = self.backoff;
+                self.backoff = (self.backoff * 2).min(64);
+                self.recent = self.recent.max(self.min_acceptance);
+                self.k = self.k.min(2);
+                // Probe afresh: the acceptance of the text before the pause says little.
+                self.kept = 0.0;
+                self.tried = 0.0;
+                0
+            }
         }
-        self.k.min(room)
     }
 
     /// A draft of at most `room` tokens to follow `history`; empty while paused.
@@ -311,7 +342,8 @@ impl Speculator {
         }
         let rate = accepted as f32 / drafted.max(1) as f32;
         self.recent = 0.7 * self.recent + 0.3 * rate;
-        self.per_verify = ewma(self.per_verify, (accepted + 1) as f64);
+        self.kept = 0.8 * self.kept + accepted as f64;
+        self.tried = 0.8 * self.tried + (accepted + usize::from(accepted < drafted)) as f64;
         if accepted == drafted {
             // Runs of copied text are long: double up to the limit.
             self.k = (self.k * 2).min(self.max_draft);
@@ -328,5 +360,52 @@ fn ewma(old: f64, new: f64) -> f64 {
         new
     } else {
         0.8 * old + 0.2 * new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn speculator(single: f64, batches: &[(usize, f64)]) -> Speculator {
+        let mut s = Speculator::new(&Speculation { max_draft: 8, ..Default::default() });
+        s.single_s = single;
+        for &(n, c) in batches {
+            s.batch_s[n] = c;
+        }
+        s
+    }
+
+    #[test]
+    fn costs_interpolate_from_the_single_decode() {
+        let s = speculator(0.010, &[(3, 0.020), (9, 0.050)]);
+        assert_eq!(s.cost(3), Some(0.020));
+        assert!((s.cost(2).unwrap() - 0.015).abs() < 1e-12);
+        assert!((s.cost(6).unwrap() - 0.035).abs() < 1e-12);
+        // Beyond the largest measured size: the line from the single decode, extended.
+        let s = speculator(0.010, &[(3, 0.020)]);
+        assert!((s.cost(5).unwrap() - 0.030).abs() < 1e-12);
+        assert_eq!(speculator(0.010, &[]).cost(4), None);
+    }
+
+    #[test]
+    fn drafts_are_as_long_as_pays_and_pause_when_none_does() {
+        // Verification costs 1 + 0.5 per drafted token (a CPU with a large vocabulary).
+        let costs: Vec<(usize, f64)> = (2..=9).map(|n| (n, 0.010 * (1.0 + 0.5 * (n - 1) as f64))).collect();
+        let mut s = speculator(0.010, &costs);
+        s.k = 8;
+        // Every draft kept: the longest draft pays best.
+        (s.kept, s.tried) = (10.0, 10.0);
+        assert_eq!(s.plan(64), 8);
+        assert_eq!(s.plan(3), 3, "bounded by the room left");
+        // Half kept: 1 + 0.5 + 0.25 + ... never beats 1 token per 10 ms at these costs.
+        (s.kept, s.tried) = (5.0, 10.0);
+        assert_eq!(s.plan(64), 0);
+        assert_eq!((s.paused, s.k), (4, 2));
+        // On a GPU (a batch costs what one token costs) the same acceptance pays.
+        let mut s = speculator(0.010, &(2..=9).map(|n| (n, 0.011)).collect::<Vec<_>>());
+        s.k = 8;
+        (s.kept, s.tried) = (5.0, 10.0);
+        assert!(s.plan(64) >= 4);
     }
 }
