@@ -93,7 +93,7 @@ pub use sampling::{
     argmax, Candidates, CustomSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage, GRAMMAR_MAX_DEPTH,
     GRAMMAR_MAX_EXPANDED, GRAMMAR_MAX_REPETITION, MAX_PENALTY_LAST_N,
 };
-pub use speculative::{DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, SpecStats, Speculation};
+pub use speculative::{DraftKind, DraftModel, Drafter, Mtp, NgramDrafter, NgramMapDrafter, SpecStats, Speculation};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};
 

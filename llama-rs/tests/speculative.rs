@@ -325,3 +325,98 @@ fn verification_with_a_device_sampler_keeps_the_text() {
     let r = model().context(ctx_params().n_outputs_max_per_seq(0));
     assert!(matches!(r, Err(Error::InvalidParam(_))), "{r:?}");
 }
+
+/// A synthetic GLM-4.5-layout MoE model with one MTP block (random weights, Qwen2's
+/// vocabulary), written once.
+fn mtp_model_path() -> std::path::PathBuf {
+    static P: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let vocab =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/llama.cpp/models/ggml-vocab-qwen2.gguf");
+        let path = std::env::temp_dir().join(format!("llama-rs-mtp-tiny-{}.gguf", std::process::id()));
+        let shape = llama_testkit::SyntheticShape::named("mtp-tiny").unwrap();
+        llama_testkit::write_synthetic_qwen2(shape, &vocab, &path, 21, 1).unwrap();
+        path
+    })
+    .clone()
+}
+
+#[test]
+fn mtp_drafts_from_the_models_own_head_and_keeps_the_text() {
+    let path = mtp_model_path();
+    let model = Model::load(&path, ModelParams::default().no_repack(true).mtp(true)).unwrap();
+    assert_eq!((model.n_mtp_layers(), model.mtp_loaded()), (1, true));
+    let new_session = || {
+        let mut s = Session::new(model.context(ctx_params()).unwrap()).unwrap();
+        s.set_mtp(Some(llama_rs::Mtp::new(&model, ctx_params()).unwrap())).unwrap();
+        s
+    };
+    let plain = GenerateParams { max_tokens: Some(32), sampler: SamplerConfig::greedy(), ..Default::default() };
+    let mut total = SpecStats::default();
+    for prompt in REPETITIVE.iter().chain(&["The history of the Roman empire"]) {
+        let mut plain_session = Session::new(model.context(ctx_params()).unwrap()).unwrap();
+        let (expected, _) = run(&mut plain_session, prompt, &plain);
+        let mut s = new_session();
+        let (got, st) = run(&mut s, prompt, &with_spec(&plain, DraftKind::Mtp));
+        assert_eq!(got, expected, "MTP on {prompt:?}");
+        // A follow-up in the same session (a cached prefix; the head continues) too.
+        let follow = format!("{prompt}{got} And then");
+        let (expected2, _) = run(&mut plain_session, &follow, &plain);
+        let (got2, st2) = run(&mut s, &follow, &with_spec(&plain, DraftKind::Mtp));
+        assert_eq!(got2, expected2, "MTP follow-up on {prompt:?}");
+        for st in [st, st2] {
+            total.drafted += st.drafted;
+            total.accepted += st.accepted;
+            total.target_decodes += st.target_decodes;
+            total.generated += st.generated;
+        }
+    }
+    // The head drafted and its drafts were verified (random weights: how many are kept
+    // says nothing about a trained head).
+    assert!(total.drafted > 0, "{total:?}");
+    assert!(total.generated > total.target_decodes || total.accepted == 0, "{total:?}");
+    eprintln!("mtp on a random-weight model: {total:?}");
+
+    // The head sees each token with the target's hidden state of the token before it,
+    // whichever way the target decoded them: the prompt in one batch, in chunks of 3, or
+    // one token at a time (eval) give the same head cache, hence the same draft.
+    let toks = model.vocab().tokenize(REPETITIVE[2], true, false).unwrap();
+    let draft_with = |n_batch: u32, one_by_one: bool| {
+        let cp = ctx_params().n_batch(n_batch);
+        let mut s = Session::new(model.context(cp.clone()).unwrap()).unwrap();
+        s.set_mtp(Some(llama_rs::Mtp::new(&model, cp).unwrap())).unwrap();
+        if one_by_one {
+            for t in &toks {
+                s.eval(&[*t]).unwrap();
+            }
+        } else {
+            s.eval(&toks).unwrap();
+        }
+        let mut history = toks.clone();
+        history.push(toks[3]);
+        llama_rs::Drafter::draft(s.mtp_mut().unwrap(), &history, 4).unwrap()
+    };
+    let whole = draft_with(512, false);
+    assert_eq!(whole.len(), 4);
+    assert_eq!(draft_with(3, false), whole);
+    assert_eq!(draft_with(512, true), whole);
+
+    // Typed errors: a model without MTP layers, a model loaded without them, no head set,
+    // a head of another model, the engine.
+    let e = llama_rs::Mtp::new(self::model(), ctx_params()).unwrap_err();
+    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("no multi-token-prediction")), "{e}");
+    let without = Model::load(&path, ModelParams::default()).unwrap();
+    assert_eq!((without.n_mtp_layers(), without.mtp_loaded()), (1, false));
+    let e = llama_rs::Mtp::new(&without, ctx_params()).unwrap_err();
+    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("ModelParams::mtp")), "{e}");
+    let mut s = Session::new(without.context(ctx_params()).unwrap()).unwrap();
+    let e = s.generate("x", &with_spec(&plain, DraftKind::Mtp)).err().unwrap();
+    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("set_mtp")), "{e}");
+    let e = s.set_mtp(Some(llama_rs::Mtp::new(&model, ctx_params()).unwrap())).unwrap_err();
+    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("another model")), "{e}");
+    let engine =
+        llama_rs::Engine::new(&model, llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
+    let req = llama_rs::Request { prompt: "x".into(), params: with_spec(&plain, DraftKind::Mtp) };
+    let e = engine.submit(req).err().unwrap();
+    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("Mtp")), "{e}");
+}

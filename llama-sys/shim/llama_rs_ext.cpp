@@ -270,3 +270,26 @@ extern "C" int32_t llama_rs_tokenize(const llama_vocab * vocab, const char * tex
         return 0;
     }
 }
+
+extern "C" int32_t llama_rs_set_embeddings_nextn(llama_context * ctx, bool value, bool masked) {
+    if (ctx == nullptr) {
+        return -1;
+    }
+    try {
+        llama_set_embeddings_nextn(ctx, value, masked);
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+extern "C" float * llama_rs_get_embeddings_nextn_ith(llama_context * ctx, int32_t i) {
+    if (ctx == nullptr || i < 0) {
+        return nullptr;
+    }
+    try {
+        return llama_get_embeddings_nextn_ith(ctx, i);
+    } catch (...) {
+        return nullptr;
+    }
+}

@@ -61,6 +61,16 @@ int32_t llama_rs_sampler_accept(struct llama_sampler * smpl, llama_token token);
 int32_t llama_rs_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len,
     llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special, bool * threw);
 
+// Multi-token prediction (MTP): the target context's hidden state feeds the model's MTP
+// head (a context made with LLAMA_CONTEXT_TYPE_MTP).
+// - whether `ctx` outputs the hidden state ("nextn embeddings") after each decode, for
+//   every token of the batch (masked = false) or only those with an output (masked = true);
+//   0, or -1 when an exception was caught:
+int32_t llama_rs_set_embeddings_nextn(struct llama_context * ctx, bool value, bool masked);
+// - row `i` of the last decode's hidden state (n_embd floats; the batch index when
+//   unmasked, the output index when masked), NULL when there is none:
+float * llama_rs_get_embeddings_nextn_ith(struct llama_context * ctx, int32_t i);
+
 #ifdef __cplusplus
 }
 #endif

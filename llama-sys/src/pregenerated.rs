@@ -5431,6 +5431,12 @@ unsafe extern "C" {
         threw: *mut bool,
     ) -> i32;
 }
+unsafe extern "C" {
+    pub fn llama_rs_set_embeddings_nextn(ctx: *mut llama_context, value: bool, masked: bool) -> i32;
+}
+unsafe extern "C" {
+    pub fn llama_rs_get_embeddings_nextn_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct ggml_backend_buffer {

@@ -1,5 +1,6 @@
-//! Synthetic models: a real architecture shape (Qwen2, or Qwen2-MoE with shared and routed
-//! experts) and a real vocabulary with random
+//! Synthetic models: a real architecture shape (Qwen2, Qwen2-MoE with shared and routed
+//! experts, or GLM-4.5's MoE with multi-token-prediction heads) and a real vocabulary
+//! with random
 //! weights written directly in a quantized type (Q4_K where rows allow, else Q8_0). For
 //! speed tests of models that cannot be downloaded, and for tests of split (sharded)
 //! loading. Speed does not depend on weight values; quality is nonsense.
@@ -13,7 +14,10 @@ use crate::GgufWriter;
 
 /// Transformer dimensions (Qwen2 layout: GQA attention with biases, SwiGLU FFN). With
 /// `n_expert > 0` the FFN is Qwen2-MoE's: a router, `n_expert` routed experts of width
-/// `n_ff_exp` (`n_expert_used` per token) and a shared expert of width `n_ff`.
+/// `n_ff_exp` (`n_expert_used` per token) and a shared expert of width `n_ff`. With
+/// `n_nextn > 0` the model is GLM-4.5's MoE (`glm4moe`: sigmoid routing with a bias, a
+/// shared expert of width `n_ff_exp`) followed by `n_nextn` multi-token-prediction
+/// (NextN) blocks, which llama.cpp runs in a `LLAMA_CONTEXT_TYPE_MTP` context.
 ///
 /// ```
 /// let s = llama_testkit::SyntheticShape::named("7b").unwrap();
@@ -31,11 +35,13 @@ pub struct SyntheticShape {
     pub n_expert: u64,
     pub n_expert_used: u64,
     pub n_ff_exp: u64,
+    pub n_nextn: u64,
 }
 
 impl SyntheticShape {
     /// `tiny`, the Qwen2.5 shapes `0.5b`, `1.5b`, `7b`, `72b`; MoE: `moe-tiny`, and
-    /// `moe-a2.7b` (Qwen1.5-MoE-A2.7B: 14.3B parameters, 2.7B active).
+    /// `moe-a2.7b` (Qwen1.5-MoE-A2.7B: 14.3B parameters, 2.7B active); with one MTP block:
+    /// `mtp-tiny` (GLM-4.5 layout).
     pub fn named(name: &str) -> Option<Self> {
         let s = |n_embd, n_layer, n_head, n_head_kv, n_ff| SyntheticShape {
             n_embd,
@@ -46,6 +52,7 @@ impl SyntheticShape {
             n_expert: 0,
             n_expert_used: 0,
             n_ff_exp: 0,
+            n_nextn: 0,
         };
         let moe = |d: SyntheticShape, n_expert, n_expert_used, n_ff_exp| SyntheticShape {
             n_expert,
@@ -61,6 +68,7 @@ impl SyntheticShape {
             "72b" => s(8192, 80, 64, 8, 29568),
             "moe-tiny" => moe(s(256, 4, 4, 2, 512), 16, 2, 512),
             "moe-a2.7b" => moe(s(2048, 24, 16, 16, 5632), 60, 4, 1408),
+            "mtp-tiny" => SyntheticShape { n_nextn: 1, ..moe(s(256, 2, 4, 2, 512), 8, 2, 256) },
             _ => return None,
         })
     }
@@ -162,7 +170,8 @@ pub fn write_synthetic_qwen2(
         specs.push((name, Kind::Quant { ne: ne.to_vec(), seed: next }));
     };
     q("token_embd.weight".into(), &[s.n_embd, n_vocab], &mut specs);
-    for il in 0..s.n_layer {
+    let glm = s.n_nextn > 0;
+    for il in 0..s.n_layer + s.n_nextn {
         let p = format!("blk.{il}");
         specs.push((format!("{p}.attn_norm.weight"), Kind::Ones(s.n_embd)));
         q(format!("{p}.attn_q.weight"), &[s.n_embd, s.n_embd], &mut specs);
@@ -172,7 +181,8 @@ pub fn write_synthetic_qwen2(
         specs.push((format!("{p}.attn_k.bias"), Kind::Zeros(n_kv)));
         specs.push((format!("{p}.attn_v.bias"), Kind::Zeros(n_kv)));
         q(format!("{p}.attn_output.weight"), &[s.n_embd, s.n_embd], &mut specs);
-        specs.push((format!("{p}.ffn_norm.weight"), Kind::Ones(s.n_embd)));
+        let norm = if glm { "post_attention_norm" } else { "ffn_norm" };
+        specs.push((format!("{p}.{norm}.weight"), Kind::Ones(s.n_embd)));
         if s.n_expert == 0 {
             q(format!("{p}.ffn_gate.weight"), &[s.n_embd, s.n_ff], &mut specs);
             q(format!("{p}.ffn_up.weight"), &[s.n_embd, s.n_ff], &mut specs);
@@ -182,11 +192,23 @@ pub fn write_synthetic_qwen2(
             q(format!("{p}.ffn_gate_exps.weight"), &[s.n_embd, s.n_ff_exp, s.n_expert], &mut specs);
             q(format!("{p}.ffn_up_exps.weight"), &[s.n_embd, s.n_ff_exp, s.n_expert], &mut specs);
             q(format!("{p}.ffn_down_exps.weight"), &[s.n_ff_exp, s.n_embd, s.n_expert], &mut specs);
-            // Not zeros: llama.cpp computes this gate's sigmoid as silu(x) / x (0/0 = NaN).
-            specs.push((format!("{p}.ffn_gate_inp_shexp.weight"), Kind::Const(s.n_embd, 0.01)));
-            q(format!("{p}.ffn_gate_shexp.weight"), &[s.n_embd, s.n_ff], &mut specs);
-            q(format!("{p}.ffn_up_shexp.weight"), &[s.n_embd, s.n_ff], &mut specs);
-            q(format!("{p}.ffn_down_shexp.weight"), &[s.n_ff, s.n_embd], &mut specs);
+            let n_ff_sh = if glm { s.n_ff_exp } else { s.n_ff };
+            if glm {
+                specs.push((format!("{p}.exp_probs_b.bias"), Kind::Zeros(s.n_expert)));
+            } else {
+                // Not zeros: llama.cpp computes this gate's sigmoid as silu(x) / x (0/0 = NaN).
+                specs.push((format!("{p}.ffn_gate_inp_shexp.weight"), Kind::Const(s.n_embd, 0.01)));
+            }
+            q(format!("{p}.ffn_gate_shexp.weight"), &[s.n_embd, n_ff_sh], &mut specs);
+            q(format!("{p}.ffn_up_shexp.weight"), &[s.n_embd, n_ff_sh], &mut specs);
+            q(format!("{p}.ffn_down_shexp.weight"), &[n_ff_sh, s.n_embd], &mut specs);
+        }
+        if il >= s.n_layer {
+            // The MTP block: the token's embedding and the trunk's hidden state, each
+            // normed, concatenated and projected back to n_embd.
+            q(format!("{p}.nextn.eh_proj.weight"), &[2 * s.n_embd, s.n_embd], &mut specs);
+            specs.push((format!("{p}.nextn.enorm.weight"), Kind::Ones(s.n_embd)));
+            specs.push((format!("{p}.nextn.hnorm.weight"), Kind::Ones(s.n_embd)));
         }
     }
     specs.push(("output_norm.weight".into(), Kind::Ones(s.n_embd)));
@@ -205,14 +227,18 @@ pub fn write_synthetic_qwen2(
     for (i, path) in paths.iter().enumerate() {
         let mut w = GgufWriter::new();
         if i == 0 {
-            let arch = if s.n_expert == 0 { "qwen2" } else { "qwen2moe" };
+            let arch = match (s.n_expert, s.n_nextn) {
+                (0, _) => "qwen2",
+                (_, 0) => "qwen2moe",
+                _ => "glm4moe",
+            };
             w.kv_str("general.architecture", arch).kv_str("general.name", &format!("synthetic {arch} shape"));
             for (k, v) in meta.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
                 w.kv(k, v.clone());
             }
             w.kv_u32(&format!("{arch}.context_length"), 32768)
                 .kv_u32(&format!("{arch}.embedding_length"), s.n_embd as u32)
-                .kv_u32(&format!("{arch}.block_count"), s.n_layer as u32)
+                .kv_u32(&format!("{arch}.block_count"), (s.n_layer + s.n_nextn) as u32)
                 .kv_u32(&format!("{arch}.feed_forward_length"), s.n_ff as u32)
                 .kv_u32(&format!("{arch}.attention.head_count"), s.n_head as u32)
                 .kv_u32(&format!("{arch}.attention.head_count_kv"), s.n_head_kv as u32)
@@ -223,6 +249,11 @@ pub fn write_synthetic_qwen2(
                     .kv_u32(&format!("{arch}.expert_used_count"), s.n_expert_used as u32)
                     .kv_u32(&format!("{arch}.expert_feed_forward_length"), s.n_ff_exp as u32)
                     .kv_u32(&format!("{arch}.expert_shared_feed_forward_length"), s.n_ff as u32);
+            }
+            if glm {
+                w.kv_u32(&format!("{arch}.expert_shared_count"), 1)
+                    .kv_u32(&format!("{arch}.leading_dense_block_count"), 0)
+                    .kv_u32(&format!("{arch}.nextn_predict_layers"), s.n_nextn as u32);
             }
         }
         if n_splits > 1 {

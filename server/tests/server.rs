@@ -362,14 +362,23 @@ fn api_key_json_schema_and_tool_calls() {
         let mut b = b.clone();
         b["stream"] = json!(true);
         let mut text = String::new();
-        c.post(format!("{base}/v1/chat/completions")).bearer_auth("sekrit").json(&b).send().unwrap().read_to_string(&mut text).unwrap();
+        c.post(format!("{base}/v1/chat/completions"))
+            .bearer_auth("sekrit")
+            .json(&b)
+            .send()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
         let deltas: Vec<Value> = text
             .lines()
             .filter_map(|l| l.strip_prefix("data: ").filter(|d| *d != "[DONE]"))
             .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0].clone())
             .collect();
         let calls: Vec<&Value> = deltas.iter().filter_map(|d| d["delta"]["tool_calls"].get(0)).collect();
-        assert_eq!((calls[0]["function"]["name"].as_str(), calls[0]["function"]["arguments"].as_str()), (Some("get_weather"), Some("")));
+        assert_eq!(
+            (calls[0]["function"]["name"].as_str(), calls[0]["function"]["arguments"].as_str()),
+            (Some("get_weather"), Some(""))
+        );
         assert!(calls[0]["id"].is_string() && calls.iter().all(|c| c["index"] == 0), "{calls:?}");
         assert!(calls.len() > 3, "arguments come in pieces: {calls:?}");
         let joined: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();

@@ -318,7 +318,11 @@ mod tests {
                 ToolEvent::CallEnd(c) => {
                     let (name, args) = open.take().expect("a call is open");
                     assert_eq!(name, c.function.name);
-                    assert_eq!(serde_json::from_str::<serde_json::Value>(&args).unwrap(), c.function.arguments, "{args}");
+                    assert_eq!(
+                        serde_json::from_str::<serde_json::Value>(&args).unwrap(),
+                        c.function.arguments,
+                        "{args}"
+                    );
                     calls.push((c.function.name, c.function.arguments));
                 }
             }

@@ -179,6 +179,16 @@ fn check_pooled_reserve(model: &Model, p: &ContextParams) -> Result<()> {
 impl Context {
     /// Creates a context after checking `params` against what llama.cpp would reject.
     pub fn new(model: &Model, params: ContextParams) -> Result<Context> {
+        Context::of_type(model, params, sys::LLAMA_CONTEXT_TYPE_DEFAULT)
+    }
+
+    /// A context that runs the model's multi-token-prediction head (`Mtp` checks the
+    /// model has one, loaded, first: llama.cpp asserts on a missing block).
+    pub(crate) fn new_mtp(model: &Model, params: ContextParams) -> Result<Context> {
+        Context::of_type(model, params, sys::LLAMA_CONTEXT_TYPE_MTP)
+    }
+
+    fn of_type(model: &Model, params: ContextParams, ctx_type: sys::llama_context_type) -> Result<Context> {
         if model.is_vocab_only() {
             return Err(Error::VocabOnly);
         }
@@ -191,7 +201,8 @@ impl Context {
             // sequence (wrong embeddings). A unified cache keeps sequences whole.
             params.kv_unified = true;
         }
-        let raw = params.to_raw();
+        let mut raw = params.to_raw();
+        raw.ctx_type = ctx_type;
         let ptr = {
             let _g = model.lock();
             // SAFETY: the model is valid and loaded with weights; params are validated.
@@ -431,6 +442,35 @@ impl Context {
         // SAFETY: llama.cpp guarantees n_vocab floats per output row, alive until the
         // next decode, which needs `&mut self` and so ends this borrow first.
         Ok(unsafe { std::slice::from_raw_parts(p, self.n_vocab as usize) })
+    }
+
+    /// Whether decodes also keep the hidden state of every batch entry, for a
+    /// multi-token-prediction head ([`Mtp`](crate::Mtp)) to read. Takes effect at the
+    /// next decode.
+    pub(crate) fn set_mtp_source(&mut self, on: bool) -> Result<()> {
+        // SAFETY: valid context; the shim catches every exception.
+        let r = unsafe { sys::llama_rs_set_embeddings_nextn(self.ptr.as_ptr(), on, false) };
+        if r != 0 {
+            return Err(Error::Backend { op: "llama_set_embeddings_nextn", code: Some(r) });
+        }
+        Ok(())
+    }
+
+    /// The hidden state (n_embd_out floats) after batch entry `index` of the last decode,
+    /// with [`set_mtp_source`](Self::set_mtp_source) on.
+    pub(crate) fn mtp_hidden(&self, index: usize) -> Result<&[f32]> {
+        if index >= self.outputs.len() {
+            return Err(Error::NoOutput { index });
+        }
+        // SAFETY: valid context; `index` is an entry of the last decode; the shim returns
+        // NULL (catching every exception) when there is no such row.
+        let p = unsafe { sys::llama_rs_get_embeddings_nextn_ith(self.ptr.as_ptr(), index as i32) };
+        if p.is_null() {
+            return Err(Error::NoOutput { index });
+        }
+        // SAFETY: n_embd_out floats per row (llama.cpp's nextn buffer), valid until the
+        // next decode, which needs `&mut self` and so ends this borrow first.
+        Ok(unsafe { std::slice::from_raw_parts(p, self.model.n_embd_out()) })
     }
 
     /// Logits of the last entry marked for output in the last decode.

@@ -440,17 +440,22 @@ impl EngineHandle {
                 check_arg((1..=64).contains(&sp.max_draft), || {
                     format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
                 })?;
-                let drafter: Option<Box<dyn Drafter>> = match sp.drafter {
-                    DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
-                    DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
-                    DraftKind::Model if self.has_draft => None,
-                    DraftKind::Model => {
-                        return Err(Error::InvalidParam(
-                            "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
+                let drafter: Option<Box<dyn Drafter>> =
+                    match sp.drafter {
+                        DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
+                        DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
+                        DraftKind::Model if self.has_draft => None,
+                        DraftKind::Model => {
+                            return Err(Error::InvalidParam(
+                                "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
+                                    .into(),
+                            ))
+                        }
+                        DraftKind::Mtp => return Err(Error::InvalidParam(
+                            "DraftKind::Mtp is not available in the engine yet: use a Session with Session::set_mtp"
                                 .into(),
-                        ))
-                    }
-                };
+                        )),
+                    };
                 Some((Speculator::new(sp), drafter))
             }
         };

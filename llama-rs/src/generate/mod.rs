@@ -13,7 +13,7 @@ use crate::context::{AbortHandle, Context};
 use crate::error::{check_arg, Error, Result};
 use crate::sampling::{CustomSampler, Sampler, SamplerConfig};
 use crate::speculative::{
-    DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, SpecStats, Speculation, Speculator,
+    DraftKind, DraftModel, Drafter, Mtp, NgramDrafter, NgramMapDrafter, SpecStats, Speculation, Speculator,
 };
 use crate::token::Token;
 
@@ -215,6 +215,8 @@ pub struct Session {
     device_refused: bool,
     /// The draft model for `DraftKind::Model` (kept between generations: its cache).
     draft: Option<DraftModel>,
+    /// The model's MTP head for `DraftKind::Mtp` (fed every decode while set).
+    mtp: Option<Mtp>,
 }
 
 impl Session {
@@ -222,7 +224,36 @@ impl Session {
     /// cannot be allocated.
     pub fn new(ctx: Context) -> Result<Session> {
         let n = ctx.n_batch() as usize;
-        Ok(Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1)?, device_refused: false, draft: None })
+        Ok(Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1)?, device_refused: false, draft: None, mtp: None })
+    }
+    /// Sets (or removes) the MTP head that `DraftKind::Mtp` speculation drafts with. It
+    /// must be the head of this session's model; while set, every decode also feeds it
+    /// (what is already cached is not: it sees a text from the next prompt on).
+    pub fn set_mtp(&mut self, mtp: Option<Mtp>) -> Result<()> {
+        if let Some(m) = &mtp {
+            check_arg(m.model_ptr() == self.ctx.model().as_ptr(), || {
+                "the MTP head belongs to another model than the session's".to_string()
+            })?;
+        }
+        self.ctx.set_mtp_source(mtp.is_some())?;
+        self.mtp = mtp;
+        Ok(())
+    }
+    /// The MTP head set with [`set_mtp`](Self::set_mtp) (e.g. to draft by hand through
+    /// [`Drafter::draft`]).
+    pub fn mtp_mut(&mut self) -> Option<&mut Mtp> {
+        self.mtp.as_mut()
+    }
+    /// Feeds the MTP head (if set) the tokens just decoded at `pos0..` (batch entries
+    /// `0..`). A failure resets the head: drafts are guesses, the text does not depend
+    /// on them.
+    fn feed_mtp(&mut self, tokens: &[Token], pos0: usize) {
+        if let Some(m) = self.mtp.as_mut() {
+            if let Err(e) = m.observe(&self.ctx, tokens, pos0, 0) {
+                log::debug!("mtp: {e}; its cache starts over");
+                m.reset();
+            }
+        }
     }
     /// Sets (or removes) the draft model that `DraftKind::Model` speculation uses.
     pub fn set_draft_model(&mut self, draft: Option<DraftModel>) {
@@ -240,6 +271,9 @@ impl Session {
     pub fn reset(&mut self) {
         self.ctx.clear_memory(false);
         self.tokens.clear();
+        if let Some(m) = self.mtp.as_mut() {
+            m.reset();
+        }
     }
     /// The whole state (KV cache and the cached tokens) as bytes, for
     /// [`load_state`](Self::load_state).
@@ -250,6 +284,9 @@ impl Session {
     /// Restores a state from [`save_state`](Self::save_state); on an error the session is
     /// reset (the cache may hold part of the state).
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(m) = self.mtp.as_mut() {
+            m.reset();
+        }
         match self.ctx.load_state(bytes) {
             Ok(t) => {
                 self.tokens = t;
@@ -289,6 +326,7 @@ impl Session {
                 self.resync();
                 return Err(e);
             }
+            self.feed_mtp(chunk, start as usize);
             self.tokens.extend_from_slice(chunk);
             last = chunk.len() - 1;
         }
@@ -305,6 +343,7 @@ impl Session {
         self.batch.add(t, self.tokens.len() as i32, &[0], true)?;
         match self.ctx.decode(&mut self.batch) {
             Ok(()) => {
+                self.feed_mtp(&[t], self.tokens.len());
                 self.tokens.push(t);
                 Ok(())
             }
@@ -355,6 +394,7 @@ impl Session {
                 self.resync();
                 return Err(e);
             }
+            self.feed_mtp(chunk, self.tokens.len());
             self.tokens.extend_from_slice(chunk);
             last = chunk.len() - 1;
         }
@@ -406,6 +446,12 @@ impl Session {
                             "speculation with DraftKind::Model needs Session::set_draft_model first".into(),
                         ))
                     }
+                    DraftKind::Mtp if self.mtp.is_some() => None,
+                    DraftKind::Mtp => {
+                        return Err(Error::InvalidParam(
+                            "speculation with DraftKind::Mtp needs Session::set_mtp first".into(),
+                        ))
+                    }
                 };
                 // A fixed batch shape caps the drafts at its size.
                 let capped =
@@ -444,6 +490,7 @@ impl Session {
             queued: std::collections::VecDeque::new(),
             next_draft: None,
             fixed_batch: params.speculation.as_ref().and_then(|s| s.fixed_batch).filter(|&n| n > 0),
+            mtp: params.speculation.as_ref().is_some_and(|s| s.drafter == DraftKind::Mtp),
             session: self,
         })
     }
@@ -482,6 +529,8 @@ pub struct Generator<'s> {
     next_draft: Option<Vec<Token>>,
     /// `Speculation::fixed_batch`: drafts padded to this length.
     fixed_batch: Option<usize>,
+    /// The drafter is the session's MTP head (not its draft model).
+    mtp: bool,
 }
 
 impl Generator<'_> {
@@ -527,6 +576,10 @@ impl Generator<'_> {
         history.push(t);
         let drafter: &mut dyn Drafter = match own {
             Some(d) => d.as_mut(),
+            None if self.mtp => match self.session.mtp.as_mut() {
+                Some(m) => m,
+                None => return Ok(Vec::new()),
+            },
             None => match self.session.draft.as_mut() {
                 Some(d) => d,
                 None => return Ok(Vec::new()),
@@ -574,8 +627,9 @@ impl Generator<'_> {
         spec.stats.verify_s += dt;
         spec.stats.target_decodes += 1;
         spec.record_batch(drafts.len() + 1, dt);
-        s.tokens.push(t);
-        s.tokens.extend_from_slice(&drafts[..v.accepted]);
+        let kept: Vec<Token> = std::iter::once(t).chain(drafts[..v.accepted].iter().copied()).collect();
+        s.feed_mtp(&kept, n_past);
+        s.tokens.extend_from_slice(&kept);
         // Drafts the target did not take leave the cache.
         s.ctx.seq_rm(Some(0), s.tokens.len() as i32..)?;
         self.pending = v.next;

@@ -29,6 +29,8 @@ struct ModelInner {
     vocab: NonNull<sys::llama_vocab>,
     vocab_only: bool,
     no_repack: bool,
+    /// Loaded with its MTP layers (`ModelParams::mtp`).
+    mtp_loaded: bool,
     gpu_layers: GpuLayers,
     /// See `check_vocab`.
     missing_bytes: Vec<u8>,
@@ -179,6 +181,7 @@ impl Model {
                 vocab,
                 vocab_only: params.vocab_only,
                 no_repack: params.no_repack,
+                mtp_loaded: params.mtp,
                 gpu_layers: params.gpu_layers,
                 missing_bytes,
                 path: path.into(),
@@ -277,6 +280,16 @@ impl Model {
     pub fn n_layer(&self) -> u32 {
         // SAFETY: const query on a valid model.
         unsafe { sys::llama_model_n_layer(self.as_ptr()) }.max(0) as u32
+    }
+    /// Number of multi-token-prediction (NextN) layers in the file (0: none), whether or
+    /// not they were loaded ([`ModelParams::mtp`](crate::ModelParams::mtp)).
+    pub fn n_mtp_layers(&self) -> u32 {
+        // SAFETY: const query on a valid model.
+        unsafe { sys::llama_model_n_layer_nextn(self.as_ptr()) }.max(0) as u32
+    }
+    /// Whether the MTP layers were loaded (`ModelParams::mtp` and the file has them).
+    pub fn mtp_loaded(&self) -> bool {
+        self.inner.mtp_loaded && self.n_mtp_layers() > 0
     }
     /// Number of MoE experts per layer (`<arch>.expert_count`; 0 for a dense model).
     pub fn n_expert(&self) -> u32 {

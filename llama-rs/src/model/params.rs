@@ -120,6 +120,11 @@ pub struct ModelParams {
     /// Skip llama.cpp's repacked CPU weight layouts (`CPU_REPACK`). Slower prompt
     /// processing, but results no longer depend on how many tokens a batch holds.
     pub no_repack: bool,
+    /// Also load the model's multi-token-prediction (NextN) layers, which
+    /// [`Mtp`](crate::Mtp) drafting runs (llama.cpp skips them by default: they cost
+    /// memory). Models without such layers load as usual.
+    #[serde(default)]
+    pub mtp: bool,
     /// Only simulate allocations (used by the memory planner).
     #[serde(skip)]
     pub(crate) no_alloc: bool,
@@ -142,6 +147,7 @@ impl std::fmt::Debug for ModelParams {
             .field("vocab_only", &self.vocab_only)
             .field("check_tensors", &self.check_tensors)
             .field("no_repack", &self.no_repack)
+            .field("mtp", &self.mtp)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -150,7 +156,7 @@ impl std::fmt::Debug for ModelParams {
 impl ModelParams {
     setters! {
         gpu_layers: GpuLayers, split_mode: SplitMode, main_gpu: i32, load_mode: LoadMode,
-        vocab_only: bool, no_repack: bool, check_tensors: bool,
+        vocab_only: bool, no_repack: bool, check_tensors: bool, mtp: bool,
     }
 
     /// Sets [`ModelParams::tensor_split`].
@@ -244,6 +250,7 @@ impl ModelParams {
         if self.no_repack {
             raw.use_extra_bufts = false;
         }
+        raw.load_mtp = self.mtp;
         raw.no_alloc = self.no_alloc;
         if self.no_alloc {
             // The dry run asserts on mmap'd buffers (llama-model.cpp: `!ml.no_alloc`).

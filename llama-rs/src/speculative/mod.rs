@@ -25,6 +25,7 @@
 //! ```
 
 mod draft_model;
+mod mtp;
 mod ngram;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ use crate::token::Token;
 
 pub use draft_model::DraftModel;
 pub(crate) use draft_model::Want;
+pub use mtp::Mtp;
 pub use ngram::{NgramDrafter, NgramMapDrafter};
 
 /// Proposes tokens that may follow a sequence.
@@ -66,6 +68,9 @@ pub enum DraftKind {
     },
     /// The draft model set with [`Session::set_draft_model`](crate::Session::set_draft_model).
     Model,
+    /// The model's own multi-token-prediction head, set with
+    /// [`Session::set_mtp`](crate::Session::set_mtp) (`Session` only, for now).
+    Mtp,
 }
 
 /// Speculative decoding settings of a generation.
