@@ -421,6 +421,11 @@ fn ngram(spec_type: &str, args: &Args) -> Result<DraftKind, String> {
     Ok(match spec_type {
         "ngram" | "ngram-simple" => DraftKind::Ngram { n_min: args.draft_min.max(1), n_max: 6.max(args.draft_min) },
         "ngram-map" | "ngram-map-k" => DraftKind::NgramMap { n: 3, min_count: 1 },
+        "draft-mtp" | "mtp" => {
+            return Err("--spec-type draft-mtp: MTP drafting is in llama_rs::Session only so far, not in the \
+                        server's engine; use ngram, ngram-map or draft"
+                .into())
+        }
         t => return Err(format!("--spec-type {t}: expected none, ngram, ngram-map or draft")),
     })
 }

@@ -714,6 +714,9 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
         ("ngram", Some(DraftKind::Ngram { n_min: 2, n_max: 6 })),
         ("ngram-map", Some(DraftKind::NgramMap { n: 3, min_count: 1 })),
     ];
+    if model.mtp_loaded() {
+        variants.push(("mtp", Some(DraftKind::Mtp)));
+    }
     let draft = match &a.draft {
         Some(d) => {
             variants.push(("draft model", Some(DraftKind::Model)));
@@ -722,8 +725,8 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
         None => None,
     };
     println!("speculative decoding, greedy, {} tokens, {} reps, threads {threads}\n", a.n_gen, a.reps);
-    println!("| task | drafter | t/s | speedup | acceptance | tokens per target decode |");
-    println!("|---|---|---|---|---|---|");
+    println!("| task | drafter | t/s | speedup | acceptance | tokens per target decode | ms per drafted token |");
+    println!("|---|---|---|---|---|---|---|");
     for (task, prompt) in SPEC_PROMPTS {
         let mut base = 0.0;
         for (name, kind) in &variants {
@@ -745,6 +748,10 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
                     let cp = ContextParams::default().n_ctx(4096).n_threads(threads);
                     s.set_draft_model(Some(llama_rs::DraftModel::new(model, d, cp)?));
                 }
+                if kind == &Some(DraftKind::Mtp) {
+                    let cp = ContextParams::default().n_ctx(4096).n_threads(threads);
+                    s.set_mtp(Some(llama_rs::Mtp::new(model, cp)?))?;
+                }
                 let t = Instant::now();
                 let mut g = s.generate(prompt, &p)?;
                 let mut n = 0;
@@ -761,7 +768,12 @@ fn spec_main(a: &Args, model: &Model, threads: u32) -> anyhow::Result<()> {
             }
             let st = last.unwrap_or_default();
             let per = if st.target_decodes > 0 { n_last as f64 / st.target_decodes as f64 } else { 1.0 };
-            println!("| {task} | {name} | {m:.1} ± {sd:.1} | {:.2}× | {:.2} | {per:.2} |", m / base, st.acceptance());
+            let draft_ms = if st.drafted > 0 { 1e3 * st.draft_s / st.drafted as f64 } else { 0.0 };
+            println!(
+                "| {task} | {name} | {m:.1} ± {sd:.1} | {:.2}× | {:.2} | {per:.2} | {draft_ms:.3} |",
+                m / base,
+                st.acceptance()
+            );
         }
     }
     Ok(())
@@ -989,7 +1001,8 @@ fn main() -> anyhow::Result<()> {
         eprintln!("once: {} tokens, {m:.2} ± {sd:.2} t/s over {} runs", a.n_gen, tps.len());
         return Ok(());
     }
-    let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl))?;
+    // --spec also drafts with the model's own MTP head when the file has one.
+    let model = llama_examples::load_with_progress(&path, ModelParams::default().gpu_layers(ngl).mtp(a.spec))?;
     let threads =
         if a.threads == 0 { std::thread::available_parallelism().map_or(4, |n| n.get() as u32) } else { a.threads };
     let fa = match a.fa.as_str() {
