@@ -415,8 +415,38 @@ fn mtp_drafts_from_the_models_own_head_and_keeps_the_text() {
     let e = s.set_mtp(Some(llama_rs::Mtp::new(&model, ctx_params()).unwrap())).unwrap_err();
     assert!(matches!(&e, Error::InvalidParam(m) if m.contains("another model")), "{e}");
     let engine =
-        llama_rs::Engine::new(&model, llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
+        llama_rs::Engine::new(&without, llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
     let req = llama_rs::Request { prompt: "x".into(), params: with_spec(&plain, DraftKind::Mtp) };
     let e = engine.submit(req).err().unwrap();
-    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("Mtp")), "{e}");
+    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("ModelParams::mtp")), "{e}");
+
+    // The engine over the model with its head: four MTP requests at once (the head keeps
+    // one sequence per slot), each equal to plain decoding in the exact profile; n-gram
+    // requests through the same engine after them.
+    let exact = llama_rs::EngineParams {
+        slots: 4,
+        n_ctx: 2048,
+        n_threads: 2,
+        deterministic: true,
+        ubatch_tokens: Some(1),
+        ..Default::default()
+    };
+    let engine = llama_rs::Engine::new(&model, exact).unwrap();
+    let submit_all = |p: &GenerateParams| -> Vec<llama_rs::Completion> {
+        let streams: Vec<_> =
+            REPETITIVE.iter().map(|pr| engine.submit(llama_rs::Request::text(*pr, p.clone())).unwrap()).collect();
+        streams.into_iter().map(|s| s.text().unwrap()).collect()
+    };
+    let expected = submit_all(&plain);
+    let got = submit_all(&with_spec(&plain, DraftKind::Mtp));
+    let mut drafted = 0;
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g.text, e.text);
+        drafted += g.usage.accepted_draft_tokens + g.usage.rejected_draft_tokens;
+    }
+    assert!(drafted > 0, "the head drafted in the engine");
+    let mixed = submit_all(&with_spec(&plain, DraftKind::Ngram { n_min: 1, n_max: 4 }));
+    for (g, e) in mixed.iter().zip(&expected) {
+        assert_eq!(g.text, e.text);
+    }
 }

@@ -248,8 +248,10 @@ pub(crate) struct Admitted {
     pub(crate) prompt: Vec<Token>,
     pub(crate) core: GenerationCore,
     /// Speculative decoding for this request: its state and drafter.
-    /// `None` as the drafter: the engine's draft model.
+    /// `None` as the drafter: the engine's draft model, or its MTP head (`mtp`).
     pub(crate) spec: Option<(Speculator, Option<Box<dyn Drafter>>)>,
+    /// Drafts come from the engine's MTP head (`DraftKind::Mtp`).
+    pub(crate) mtp: bool,
     pub(crate) tx: futures::channel::mpsc::Sender<Result<Event>>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) submitted: std::time::Instant,
@@ -275,6 +277,8 @@ pub struct EngineHandle {
     metrics: Arc<Mutex<Metrics>>,
     /// Whether the engine has a draft model (`DraftKind::Model` requests need one).
     has_draft: bool,
+    /// Whether it has an MTP head (`DraftKind::Mtp` requests need one).
+    has_mtp: bool,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -304,7 +308,9 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Creates the context (on the calling thread, so errors come back here) and starts
-    /// the engine thread.
+    /// the engine thread. A model loaded with its MTP layers (`ModelParams::mtp`) also
+    /// gets its MTP head, for requests with [`DraftKind::Mtp`]; only their sequences feed
+    /// it.
     pub fn new(model: &Model, params: EngineParams) -> Result<Engine> {
         Engine::start(model, params, None)
     }
@@ -342,7 +348,15 @@ impl Engine {
                     .into(),
             ));
         }
-        let ctx = model.context(params.context_params())?;
+        let mut ctx = model.context(params.context_params())?;
+        let mtp = match model.mtp_loaded() {
+            true => {
+                ctx.set_mtp_source(true)?;
+                Some(crate::speculative::Mtp::with_sequences(model, params.context_params())?)
+            }
+            false => None,
+        };
+        let has_mtp = mtp.is_some();
         let draft = match draft {
             // The draft context: the engine's shape (pool, slots, batch, cache types).
             Some(d) => Some(DraftModel::with_sequences(model, d, params.context_params())?),
@@ -354,7 +368,7 @@ impl Engine {
         let metrics = Arc::new(Mutex::new(Metrics::default()));
         let (tx, rx) = mpsc::channel();
         let params = Arc::new(params);
-        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft)?;
+        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft, mtp)?;
         let thread = std::thread::Builder::new()
             .name("llama-rs-engine".into())
             .spawn(move || sched.run(rx))
@@ -367,6 +381,7 @@ impl Engine {
             next_id: Arc::new(AtomicU64::new(1)),
             metrics,
             has_draft,
+            has_mtp,
         };
         Ok(Engine { handle, thread: Some(thread) })
     }
@@ -440,30 +455,34 @@ impl EngineHandle {
                 check_arg((1..=64).contains(&sp.max_draft), || {
                     format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
                 })?;
-                let drafter: Option<Box<dyn Drafter>> =
-                    match sp.drafter {
-                        DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
-                        DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
-                        DraftKind::Model if self.has_draft => None,
-                        DraftKind::Model => {
-                            return Err(Error::InvalidParam(
-                                "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
-                                    .into(),
-                            ))
-                        }
-                        DraftKind::Mtp => return Err(Error::InvalidParam(
-                            "DraftKind::Mtp is not available in the engine yet: use a Session with Session::set_mtp"
+                let drafter: Option<Box<dyn Drafter>> = match sp.drafter {
+                    DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
+                    DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
+                    DraftKind::Model if self.has_draft => None,
+                    DraftKind::Model => {
+                        return Err(Error::InvalidParam(
+                            "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
                                 .into(),
-                        )),
-                    };
+                        ))
+                    }
+                    DraftKind::Mtp if self.has_mtp => None,
+                    DraftKind::Mtp => {
+                        return Err(Error::InvalidParam(
+                            "speculation with DraftKind::Mtp needs an engine over a model loaded with its MTP \
+                                 layers (ModelParams::mtp(true))"
+                                .into(),
+                        ))
+                    }
+                };
                 Some((Speculator::new(sp), drafter))
             }
         };
         let (tx, rx) = futures::channel::mpsc::channel(self.params.channel_capacity - 1);
         let cancel = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mtp = req.params.speculation.as_ref().is_some_and(|s| s.drafter == DraftKind::Mtp);
         let admitted =
-            Admitted { id, prompt, core, spec, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
+            Admitted { id, prompt, core, spec, mtp, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
         self.tx.send(Command::Submit(Box::new(admitted))).map_err(|_| Error::EngineStopped)?;
         Ok(RequestStream::new(rx, cancel))
     }

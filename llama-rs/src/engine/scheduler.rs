@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::generate::prefix::{common_prefix, window_present};
 use crate::generate::{FinishReason, Piece};
-use crate::speculative::{DraftModel, Want};
+use crate::speculative::{DraftModel, Mtp, Want};
 use crate::token::{SeqId, Token};
 
 /// One sequence id of the context: the tokens its cache holds, and the request using it.
@@ -87,6 +87,9 @@ pub(crate) struct Scheduler {
     local: Metrics,
     /// The engine's draft model (one draft sequence per slot), if it has one.
     draft: Option<DraftModel>,
+    /// The model's MTP head (one sequence per slot), fed the tokens of `DraftKind::Mtp`
+    /// requests after every decode.
+    mtp: Option<Mtp>,
 }
 
 /// What sampling one sequence's output led to.
@@ -100,6 +103,8 @@ enum Outcome {
 struct Scheduled {
     slot: usize,
     n: usize,
+    /// Batch index of its first token.
+    row0: usize,
     /// Batch index of its output, if this chunk ends its pending tokens.
     output: Option<usize>,
     /// Drafted tokens decoded after the pending one (speculative requests), each with an
@@ -113,6 +118,7 @@ impl Scheduler {
         params: Arc<EngineParams>,
         metrics: Arc<Mutex<Metrics>>,
         draft: Option<DraftModel>,
+        mtp: Option<Mtp>,
     ) -> Result<Scheduler> {
         let n_seq = ctx.n_seq_max() as usize;
         let batch = Batch::new(ctx.n_batch() as usize, 1)?;
@@ -143,6 +149,7 @@ impl Scheduler {
             cap,
             local,
             draft,
+            mtp,
         })
     }
 
@@ -275,6 +282,11 @@ impl Scheduler {
             let Some(free) = self.pick_slot(&self.queue[i].prompt) else { break };
             let a = self.queue.remove(i).expect("index checked");
             let keep = self.place(free, &a.prompt);
+            if let (true, Some(m)) = (a.mtp, self.mtp.as_mut()) {
+                // The head starts this request afresh (the slot's cells may come from
+                // another request or be shared from another slot).
+                m.forget(free as SeqId);
+            }
             let seq = free as SeqId;
             if keep == 0 {
                 let _ = self.ctx.seq_rm(Some(seq), ..);
@@ -465,6 +477,14 @@ impl Scheduler {
                 let want = if room > 0 { spec.plan(room) } else { 0 };
                 match drafter {
                     _ if want == 0 => {}
+                    None if r.a.mtp => {
+                        let t = Instant::now();
+                        if let Some(m) = self.mtp.as_mut() {
+                            drafts = m.draft_seq(i as SeqId, &r.tokens, want).unwrap_or_default();
+                        }
+                        spec.stats.draft_s += t.elapsed().as_secs_f64();
+                        drafts.truncate(want);
+                    }
                     Some(d) => {
                         let t = Instant::now();
                         drafts = d.draft(&r.tokens, want).unwrap_or_default();
@@ -475,7 +495,7 @@ impl Scheduler {
                 }
                 used += want;
             }
-            plan.push(Scheduled { slot: i, n, output: (n == pending).then_some(0), drafts });
+            plan.push(Scheduled { slot: i, n, row0: 0, output: (n == pending).then_some(0), drafts });
         }
         if let (false, Some(dm)) = (model_wants.is_empty(), self.draft.as_mut()) {
             let wants: Vec<Want> = model_wants
@@ -513,6 +533,7 @@ impl Scheduler {
             let r = self.slots[s.slot].req.as_mut().expect("planned above");
             let seq = s.slot as SeqId;
             let chunk = &r.tokens[r.n_cached..r.n_cached + s.n];
+            s.row0 = self.batch.len();
             if self.batch.add_sequence(chunk, r.n_cached as i32, seq, s.output.is_some()).is_err() {
                 break;
             }
@@ -591,6 +612,14 @@ impl Scheduler {
         let Some(r) = self.slots[s.slot].req.as_mut() else { return Outcome::Continue };
         let prompt_part = r.a.prompt.len().min(r.n_cached + s.n).saturating_sub(r.n_cached);
         self.local.prompt_tokens += prompt_part as u64;
+        if let (true, Some(m)) = (r.a.mtp, self.mtp.as_mut()) {
+            let fed = &r.tokens[r.n_cached..r.n_cached + s.n];
+            if let Err(e) = m.observe(&self.ctx, s.slot as SeqId, fed, r.n_cached, s.row0) {
+                // Drafts are guesses: the head starts over, the text does not change.
+                log::debug!("engine: mtp: {e}");
+                m.forget(s.slot as SeqId);
+            }
+        }
         r.n_cached += s.n;
         let Some(idx) = s.output else { return Outcome::Continue };
         if !s.drafts.is_empty() {
@@ -644,6 +673,13 @@ impl Scheduler {
         self.local.generated_tokens += gained.max(1) as u64;
         r.token_time(now, &mut self.local);
         // The kept drafts are in the cache after the pending token; the rest leave it.
+        if let (true, Some(m)) = (r.a.mtp, self.mtp.as_mut()) {
+            let kept = &s.drafts[..v.accepted];
+            if let Err(e) = m.observe(&self.ctx, seq, kept, r.n_cached, s.row0 + 1) {
+                log::debug!("engine: mtp: {e}");
+                m.forget(seq);
+            }
+        }
         r.tokens.extend_from_slice(&s.drafts[..v.accepted]);
         r.n_cached += v.accepted;
         let _ = self.ctx.seq_rm(Some(seq), r.n_cached as i32..);

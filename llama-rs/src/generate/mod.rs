@@ -249,7 +249,7 @@ impl Session {
     /// on them.
     fn feed_mtp(&mut self, tokens: &[Token], pos0: usize) {
         if let Some(m) = self.mtp.as_mut() {
-            if let Err(e) = m.observe(&self.ctx, tokens, pos0, 0) {
+            if let Err(e) = m.observe(&self.ctx, 0, tokens, pos0, 0) {
                 log::debug!("mtp: {e}; its cache starts over");
                 m.reset();
             }

@@ -16,7 +16,7 @@ use super::Drafter;
 use crate::context::{Context, ContextParams};
 use crate::error::{backend_error, Error, Result};
 use crate::model::Model;
-use crate::token::Token;
+use crate::token::{SeqId, Token};
 
 /// One `llama_batch_ext` (the batch that carries a hidden state per token).
 struct ExtBatch(NonNull<sys::llama_batch_ext>);
@@ -33,14 +33,15 @@ impl ExtBatch {
         unsafe { sys::llama_batch_ext_clear(self.0.as_ptr()) }
     }
 
-    /// Adds `token` at `pos` of sequence 0 with the hidden state `h` (`h` must stay alive
-    /// and unmoved until the batch is processed: the batch keeps a view of it).
-    fn add(&mut self, token: Token, pos: usize, h: &[f32], output: bool) -> Result<()> {
+    /// Adds `token` at `pos` of sequence `seq` with the hidden state `h` (`h` must stay
+    /// alive and unmoved until the batch is processed: the batch keeps a view of it).
+    fn add(&mut self, token: Token, pos: usize, seq: SeqId, h: &[f32], output: bool) -> Result<()> {
         let b = self.0.as_ptr();
-        // SAFETY: valid batch; the index comes from the add; `h` outlives the batch's use
-        // (the caller's contract); the position array has one entry for a text token.
+        // SAFETY: valid batch; `seq` is below the context's n_seq_max (the caller's
+        // check); the index comes from the add; `h` outlives the batch's use (the
+        // caller's contract); the position array has one entry for a text token.
         let ok = unsafe {
-            let idx = sys::llama_batch_ext_add_token(b, 0, token.0);
+            let idx = sys::llama_batch_ext_add_token(b, seq, token.0);
             idx >= 0 && {
                 let p = pos as sys::llama_pos;
                 let embd = sys::llama_embd { data: h.as_ptr(), n_rows: 1, n_embd: h.len() };
@@ -104,25 +105,36 @@ pub struct Mtp {
     ctx: Context,
     batch: ExtBatch,
     n_embd: usize,
-    /// The target's hidden state after the last token that entered the head's cache.
-    pending: Vec<f32>,
+    /// Per sequence: the target's hidden state after the last token that entered the
+    /// head's cache, and how many positions (from 0) follow the target's tokens.
+    seqs: Vec<SeqState>,
     /// Hidden states of the tokens being added (the batch holds views into it).
     rows: Vec<f32>,
-    /// Positions 0..synced of the head's cache follow the target's tokens.
+}
+
+#[derive(Clone)]
+struct SeqState {
+    pending: Vec<f32>,
     synced: usize,
 }
 
 impl std::fmt::Debug for Mtp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mtp").field("n_embd", &self.n_embd).field("synced", &self.synced).finish()
+        f.debug_struct("Mtp").field("n_embd", &self.n_embd).field("sequences", &self.seqs.len()).finish()
     }
 }
 
 impl Mtp {
     /// The MTP head of `model` in a context of `params` (its `n_ctx` and `n_batch` should
-    /// be the target context's). Errors: the model has no MTP layers, was loaded without
-    /// them (`ModelParams::mtp`), or has several (chained heads are not supported yet).
+    /// be the target context's; one sequence). Errors: the model has no MTP layers, was
+    /// loaded without them (`ModelParams::mtp`), or has several (chained heads are not
+    /// supported yet).
     pub fn new(model: &Model, params: ContextParams) -> Result<Mtp> {
+        Mtp::with_sequences(model, params.n_seq_max(1))
+    }
+
+    /// A head with `params.n_seq_max` sequences (the engine's: one per slot).
+    pub(crate) fn with_sequences(model: &Model, params: ContextParams) -> Result<Mtp> {
         let n = model.n_mtp_layers();
         if n == 0 {
             return Err(Error::InvalidParam(format!(
@@ -139,7 +151,7 @@ impl Mtp {
         if n != 1 {
             return Err(Error::InvalidParam(format!("the model has {n} MTP layers; only one MTP head is supported")));
         }
-        let ctx = Context::new_mtp(model, params.n_seq_max(1))?;
+        let ctx = Context::new_mtp(model, params)?;
         // The head's own hidden state, for the outputs only: it feeds the next draft step.
         // SAFETY: valid context; the shim catches every exception.
         if unsafe { sys::llama_rs_set_embeddings_nextn(ctx.as_ptr(), true, true) } != 0 {
@@ -147,48 +159,76 @@ impl Mtp {
         }
         let batch = ExtBatch::new(&ctx)?;
         let n_embd = model.n_embd_out();
-        Ok(Mtp { ctx, batch, n_embd, pending: vec![0.0; n_embd], rows: Vec::new(), synced: 0 })
+        let seqs = vec![SeqState { pending: vec![0.0; n_embd], synced: 0 }; ctx.n_seq_max() as usize];
+        Ok(Mtp { ctx, batch, n_embd, seqs, rows: Vec::new() })
     }
 
-    /// The target's tokens `tokens` at `pos0..` were decoded (batch entries `row0..`) and
-    /// kept: they enter the head's cache, each with the hidden state of the one before.
-    pub(crate) fn observe(&mut self, target: &Context, tokens: &[Token], pos0: usize, row0: usize) -> Result<()> {
+    /// The target's tokens `tokens` of sequence `seq` at `pos0..` were decoded (batch
+    /// entries `row0..`) and kept: they enter the head's cache, each with the hidden
+    /// state of the one before.
+    pub(crate) fn observe(
+        &mut self,
+        target: &Context,
+        seq: SeqId,
+        tokens: &[Token],
+        pos0: usize,
+        row0: usize,
+    ) -> Result<()> {
+        let Some(st) = self.seqs.get_mut(seq as usize) else {
+            return Err(Error::InvalidSeqId { seq_id: seq, n_seq_max: self.seqs.len() as u32 });
+        };
         if tokens.is_empty() {
             return Ok(());
         }
-        if pos0 != self.synced {
-            // The target reused a cached prefix the head did not see (or saw more of):
-            // the head continues from its own cache; drafts are only guesses.
-            self.synced = self.synced.min(pos0);
-        }
-        self.ctx.seq_rm(Some(0), pos0 as i32..)?;
+        // Where the target reused a cached prefix the head did not see (or saw more of),
+        // the head continues from its own cache: drafts are only guesses.
+        st.synced = st.synced.min(pos0);
         let n = self.n_embd;
         self.rows.clear();
-        self.rows.extend_from_slice(&self.pending);
+        self.rows.extend_from_slice(&st.pending);
         for i in 0..tokens.len() - 1 {
             self.rows.extend_from_slice(target.mtp_hidden(row0 + i)?);
         }
-        self.pending.copy_from_slice(target.mtp_hidden(row0 + tokens.len() - 1)?);
+        st.pending.copy_from_slice(target.mtp_hidden(row0 + tokens.len() - 1)?);
+        self.ctx.seq_rm(Some(seq), pos0 as i32..)?;
         for chunk in (0..tokens.len()).collect::<Vec<_>>().chunks(self.ctx.n_batch() as usize) {
             self.batch.clear();
             for &i in chunk {
-                self.batch.add(tokens[i], pos0 + i, &self.rows[i * n..(i + 1) * n], false)?;
+                self.batch.add(tokens[i], pos0 + i, seq, &self.rows[i * n..(i + 1) * n], false)?;
             }
             self.batch.process(&self.ctx)?;
         }
-        self.synced = pos0 + tokens.len();
+        self.seqs[seq as usize].synced = pos0 + tokens.len();
         Ok(())
     }
 
-    /// Up to `max` tokens after `last`, the token at `pos` (not decoded by the target yet).
-    fn draft_after(&mut self, last: Token, pos: usize, max: usize) -> Result<Vec<Token>> {
-        self.ctx.seq_rm(Some(0), pos as i32..)?;
-        let mut h = self.pending.clone();
+    /// Up to `max` tokens after the last of `history` (not decoded by the target yet) for
+    /// sequence `seq`, when the head has seen every token before it (else none: it would
+    /// guess from another text). A failed head decode drafts nothing (a draft is a guess).
+    pub(crate) fn draft_seq(&mut self, seq: SeqId, history: &[Token], max: usize) -> Result<Vec<Token>> {
+        let Some((&last, before)) = history.split_last() else { return Ok(Vec::new()) };
+        let Some(st) = self.seqs.get(seq as usize) else { return Ok(Vec::new()) };
+        if before.len() != st.synced || max == 0 {
+            return Ok(Vec::new());
+        }
+        match self.draft_after(seq, last, before.len(), max) {
+            Ok(d) => Ok(d),
+            Err(Error::Aborted) => Err(Error::Aborted),
+            Err(e) => {
+                log::debug!("mtp: draft failed: {e}");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn draft_after(&mut self, seq: SeqId, last: Token, pos: usize, max: usize) -> Result<Vec<Token>> {
+        self.ctx.seq_rm(Some(seq), pos as i32..)?;
+        let mut h = self.seqs[seq as usize].pending.clone();
         let mut tok = last;
         let mut out = Vec::with_capacity(max);
         for j in 0..max {
             self.batch.clear();
-            self.batch.add(tok, pos + j, &h, true)?;
+            self.batch.add(tok, pos + j, seq, &h, true)?;
             self.batch.process(&self.ctx)?;
             // SAFETY: the decode just made an output at batch entry 0.
             let (logits, hidden) = unsafe {
@@ -222,27 +262,28 @@ impl Mtp {
         self.ctx.model().as_ptr()
     }
 
+    /// Forgets what the head holds of sequence `seq` (a new request in an engine slot).
+    pub(crate) fn forget(&mut self, seq: SeqId) {
+        if let Some(st) = self.seqs.get_mut(seq as usize) {
+            let _ = self.ctx.seq_rm(Some(seq), ..);
+            st.synced = 0;
+            st.pending.fill(0.0);
+        }
+    }
+
     /// Forgets the head's cache (after the target's was cleared or replaced).
     pub(crate) fn reset(&mut self) {
         self.ctx.clear_memory(false);
-        self.synced = 0;
-        self.pending.fill(0.0);
+        for st in &mut self.seqs {
+            st.synced = 0;
+            st.pending.fill(0.0);
+        }
     }
 }
 
 impl Drafter for Mtp {
-    /// Drafts after the last token of `history` when the head has seen every token before
-    /// it (else nothing: it would guess from another text).
+    /// Drafts for sequence 0 (a `Session`'s).
     fn draft(&mut self, history: &[Token], max: usize) -> Result<Vec<Token>> {
-        let Some((&last, before)) = history.split_last() else { return Ok(Vec::new()) };
-        if before.len() != self.synced || max == 0 {
-            return Ok(Vec::new());
-        }
-        match self.draft_after(last, before.len(), max) {
-            Ok(d) => Ok(d),
-            Err(Error::Aborted) => Err(Error::Aborted),
-            // A draft is only a guess: a failed head decode drafts nothing this step.
-            Err(_) => Ok(Vec::new()),
-        }
+        self.draft_seq(0, history, max)
     }
 }
