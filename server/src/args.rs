@@ -131,7 +131,9 @@ pub struct Args {
     #[arg(long)]
     pub deterministic: bool,
     /// Speculative decoding: `ngram` (prompt lookup), `ngram-map`, `draft` (with
-    /// `--model-draft`), or `none` (the default; `draft` when `--model-draft` is given).
+    /// `--model-draft`), `draft-mtp` (the model's own MTP head, loaded with it; models
+    /// without one are served without speculation), or `none` (the default; `draft` when
+    /// `--model-draft` is given).
     #[arg(long = "spec-type", default_value = "none")]
     pub spec_type: String,
     /// A smaller model with the same vocabulary that drafts for the model (speculative

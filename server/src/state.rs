@@ -364,7 +364,18 @@ pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<L
         log::info!("-ngl auto: {:?} ({})", f.gpu_layers, f.reason);
         mp = f.apply(mp);
     }
-    let model = Model::load(path, mp).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut speculation = speculation(args)?;
+    let mtp = speculation.as_ref().is_some_and(|s| s.drafter == DraftKind::Mtp);
+    // `--spec-type draft-mtp`: the model's own MTP layers are loaded (llama.cpp skips them
+    // otherwise); a model without them is served without speculation.
+    let model = Model::load(path, mp.mtp(mtp)).map_err(|e| format!("{}: {e}", path.display()))?;
+    if mtp && !model.mtp_loaded() {
+        log::warn!(
+            "{}: --spec-type draft-mtp: the model has no MTP layers; served without speculation",
+            path.display()
+        );
+        speculation = None;
+    }
     if ep.n_ctx == 0 {
         ep.n_ctx = model.n_ctx_train();
     }
@@ -372,7 +383,6 @@ pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<L
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(e)),
     };
-    let mut speculation = speculation(args)?;
     let engine = match &args.model_draft {
         None => Engine::new(&model, ep.clone()),
         Some(_) if !default => {
@@ -421,12 +431,8 @@ fn ngram(spec_type: &str, args: &Args) -> Result<DraftKind, String> {
     Ok(match spec_type {
         "ngram" | "ngram-simple" => DraftKind::Ngram { n_min: args.draft_min.max(1), n_max: 6.max(args.draft_min) },
         "ngram-map" | "ngram-map-k" => DraftKind::NgramMap { n: 3, min_count: 1 },
-        "draft-mtp" | "mtp" => {
-            return Err("--spec-type draft-mtp: MTP drafting is in llama_rs::Session only so far, not in the \
-                        server's engine; use ngram, ngram-map or draft"
-                .into())
-        }
-        t => return Err(format!("--spec-type {t}: expected none, ngram, ngram-map or draft")),
+        "draft-mtp" | "mtp" => DraftKind::Mtp,
+        t => return Err(format!("--spec-type {t}: expected none, ngram, ngram-map, draft or draft-mtp")),
     })
 }
 

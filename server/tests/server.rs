@@ -762,10 +762,54 @@ fn speculative_decoding_with_a_draft_model_or_ngrams_keeps_the_answers() {
     let line = metrics.lines().find(|l| l.starts_with("llama_rs:draft_accepted_tokens_total ")).unwrap();
     assert_eq!(line.split(' ').nth(1).unwrap().parse::<f64>().unwrap() as u64, total, "{metrics}");
     drop(draft_server);
-    let (_s, base) = start(&[&exact[..], &["--spec-type", "ngram"]].concat());
+    let (s, base) = start(&[&exact[..], &["--spec-type", "ngram"]].concat());
     for ((want, _), (got, _)) in plain.iter().zip(&answers(&base)) {
         assert_eq!(got, want);
     }
+    drop(s);
+    // draft-mtp (llama-server's name): SmolLM2 has no MTP head, so it is served without
+    // speculation; a model with one (synthetic, GLM-4.5 layout) drafts with it.
+    let (s, base) = start(&[&exact[..], &["--spec-type", "draft-mtp"]].concat());
+    for ((want, _), (got, usage)) in plain.iter().zip(&answers(&base)) {
+        assert_eq!(got, want);
+        assert_eq!(usage["completion_tokens_details"]["accepted_prediction_tokens"], 0, "{usage}");
+    }
+    drop(s);
+    let vocab =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/llama.cpp/models/ggml-vocab-qwen2.gguf");
+    let mtp_model = std::env::temp_dir().join(format!("llama-rs-server-mtp-{}.gguf", std::process::id()));
+    let shape = llama_testkit::SyntheticShape::named("mtp-tiny").unwrap();
+    llama_testkit::write_synthetic_qwen2(shape, &vocab, &mtp_model, 3, 1).unwrap();
+    let complete = |spec: &[&str]| -> Vec<(String, Value)> {
+        let argv = [
+            &["llama-rs-server", "-m", mtp_model.to_str().unwrap(), "--port", "0", "-np", "2", "-t", "2"][..],
+            &exact,
+            spec,
+        ]
+        .concat();
+        let s = Server::spawn(args::parse_from(argv).unwrap()).unwrap();
+        s.wait_ready(Duration::from_secs(120)).unwrap();
+        let base = format!("http://{}", s.addr());
+        prompts
+            .iter()
+            .map(|p| {
+                let (st, r) = post(&base, "/v1/completions", json!({"prompt": p, "max_tokens": 24, "temperature": 0}));
+                assert_eq!(st, 200, "{r}");
+                (r["choices"][0]["text"].as_str().unwrap().to_string(), r["usage"].clone())
+            })
+            .collect()
+    };
+    let want = complete(&[]);
+    let got = complete(&["--spec-type", "draft-mtp"]);
+    let mut drafted = 0;
+    for ((w, _), (g, usage)) in want.iter().zip(&got) {
+        assert_eq!(g, w);
+        let d = &usage["completion_tokens_details"];
+        drafted +=
+            d["accepted_prediction_tokens"].as_u64().unwrap() + d["rejected_prediction_tokens"].as_u64().unwrap();
+    }
+    assert!(drafted > 0, "{got:?}");
+    let _ = std::fs::remove_file(&mtp_model);
     // Contradictory or incomplete flags are load errors that say what is wrong.
     for bad in [&["--spec-type", "draft"][..], &["--spec-type", "ngram", "-md", &model]] {
         let argv = [&["llama-rs-server", "-m", &model, "--port", "0"][..], bad].concat();
