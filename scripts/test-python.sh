@@ -20,6 +20,10 @@ PYTHONPATH=target/py-tools target/py-tools/bin/maturin build --release --locked 
 rm -f target/wheels/*manylinux*   # maturin's empty placeholder next to the unrepaired wheel
 pipi --no-deps --target target/py-llama target/wheels/llama_rs-*.whl
 [ -d target/py-llama/llama_rs ] || { echo "test-python: the wheel did not install" >&2; exit 1; }
+# A synthetic model with an MTP head (GLM-4.5 layout, random weights) for MTP drafting.
+cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape mtp-tiny \
+  --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out target/py-mtp-tiny.gguf >/dev/null
+LLAMA_RS_MTP_MODEL=target/py-mtp-tiny.gguf \
 LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) LLAMA_RS_DEFAULT_MODEL=$(python3 vendor/fetch.py model) \
   PYTHONPATH=target/py-llama:target/py-deps \
   "$py" llama-py/tests/test_llama.py

@@ -78,7 +78,7 @@ struct Model {
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (path, n_gpu_layers=0, split_mode=1, main_gpu=0, tensor_split=None, vocab_only=false, use_mmap=true, use_mlock=false, kv_overrides=None))]
+    #[pyo3(signature = (path, n_gpu_layers=0, split_mode=1, main_gpu=0, tensor_split=None, vocab_only=false, use_mmap=true, use_mlock=false, kv_overrides=None, mtp=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -91,6 +91,7 @@ impl Model {
         use_mmap: bool,
         use_mlock: bool,
         kv_overrides: Option<Bound<'_, PyDict>>,
+        mtp: bool,
     ) -> PyResult<Model> {
         if !path.is_file() {
             return Err(PyValueError::new_err(format!("Model path does not exist: {}", path.display())));
@@ -101,7 +102,7 @@ impl Model {
             2 => SplitMode::Row,
             _ => SplitMode::Layer,
         };
-        let mut p = ModelParams::default().gpu_layers(gpu).split_mode(split).main_gpu(main_gpu);
+        let mut p = ModelParams::default().gpu_layers(gpu).split_mode(split).main_gpu(main_gpu).mtp(mtp);
         p.vocab_only = vocab_only;
         p.load_mode = match (use_mmap, use_mlock) {
             (true, false) => LoadMode::Auto,
@@ -326,6 +327,19 @@ impl Core {
         Ok(())
     }
 
+    /// Drafts with the model's own MTP head (`on`), or stops (the model must have been
+    /// loaded with `mtp=True`).
+    fn set_mtp(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        let head = match on {
+            true => {
+                let (m, p) = (self.model.clone(), ContextParams::default().n_ctx(self.n_ctx));
+                Some(py.allow_threads(move || llama_rs::Mtp::new(&m, p)).map_err(err)?)
+            }
+            false => None,
+        };
+        lock(&self.session).set_mtp(head).map_err(err)
+    }
+
     /// Decodes `tokens` after the cached ones (llama-cpp-python's `eval`); returns the
     /// logits after the last one as little-endian f32 bytes.
     fn eval<'py>(&self, py: Python<'py>, tokens: Vec<i32>) -> PyResult<Bound<'py, PyBytes>> {
@@ -361,6 +375,7 @@ impl Core {
                     "ngram" => DraftKind::Ngram { n_min: a.max(1), n_max: b.max(a.max(1)) },
                     "ngram-map" => DraftKind::NgramMap { n: a.max(1), min_count: b.max(1) as u32 },
                     "model" => DraftKind::Model,
+                    "mtp" => DraftKind::Mtp,
                     k => return Err(PyValueError::new_err(format!("speculation kind {k:?}"))),
                 },
                 max_draft,

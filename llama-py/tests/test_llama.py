@@ -14,7 +14,7 @@ import traceback
 
 import llama_rs
 from llama_rs import Llama, LlamaGrammar
-from llama_rs.llama_speculative import LlamaPromptLookupDecoding
+from llama_rs.llama_speculative import LlamaMTPDecoding, LlamaPromptLookupDecoding
 
 MODEL = os.environ["LLAMA_RS_CHAT_MODEL"]
 # A runner that started us with SIGINT ignored (CI's background jobs) would make Ctrl-C
@@ -421,6 +421,24 @@ def test_speculative_draft_models_keep_the_text():
         b = s(p, max_tokens=24, temperature=0)["choices"][0]["text"]
         assert a == b, (draft, a, b)
     assert plain
+
+
+def test_mtp_drafting_keeps_the_text_and_needs_a_head():
+    # A synthetic model with an MTP block (scripts/test-python.sh writes it).
+    path = os.environ["LLAMA_RS_MTP_MODEL"]
+    ref = Llama(model_path=path, n_ctx=1024, n_ubatch=1, verbose=False)
+    s = Llama(model_path=path, n_ctx=1024, n_ubatch=1, draft_model=LlamaMTPDecoding(num_pred_tokens=4), verbose=False)
+    for p in ("1. apples\n2. pears\n3.", "The history of"):
+        a = ref(p, max_tokens=16, temperature=0)["choices"][0]["text"]
+        b = s(p, max_tokens=16, temperature=0)["choices"][0]["text"]
+        assert a == b, (p, a, b)
+    # The chat model has no MTP layers: a clear error, not a crash.
+    try:
+        Llama(model_path=MODEL, n_ctx=256, draft_model=LlamaMTPDecoding(), verbose=False)
+    except llama_rs.InvalidArgumentError as e:
+        assert "multi-token-prediction" in str(e), e
+    else:
+        raise AssertionError("no error for a model without an MTP head")
 
 
 def test_gil_is_released_while_generating():

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 from . import _llama_rs as _native
 from .errors import ClosedError, ContextFullError, InvalidArgumentError, ModelLoadError, UnsupportedError
 from .llama_grammar import LlamaGrammar
-from .llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
+from .llama_speculative import LlamaDraftModel, LlamaMTPDecoding, LlamaPromptLookupDecoding
 
 class LogitsProcessorList(list):
     """Logits processors applied in order: each `f(input_ids, scores) -> scores`
@@ -118,7 +118,7 @@ class Llama:
         self._model = _native.Model(
             model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode, main_gpu=main_gpu,
             tensor_split=tensor_split, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
-            kv_overrides=kv_overrides)
+            kv_overrides=kv_overrides, mtp=isinstance(draft_model, LlamaMTPDecoding))
         self._seed = seed
         self.n_batch = min(n_ctx or self._model.n_ctx_train(), n_batch)
         self.n_threads = n_threads or max((os.cpu_count() or 2) // 2, 1)
@@ -190,6 +190,9 @@ class Llama:
         self.draft_model = draft
         if isinstance(draft, LlamaPromptLookupDecoding):
             return
+        if isinstance(draft, LlamaMTPDecoding):
+            self._core.set_mtp(True)
+            return
         if isinstance(draft, str):
             self._draft_native = _native.Model(draft, n_gpu_layers=-1)
         elif isinstance(draft, Llama):
@@ -207,6 +210,8 @@ class Llama:
             return None, 8
         if isinstance(d, LlamaPromptLookupDecoding):
             return ("ngram", 1, max(d.max_ngram_size, 1)), max(min(d.num_pred_tokens, 64), 1)
+        if isinstance(d, LlamaMTPDecoding):
+            return ("mtp", 0, 0), max(min(d.num_pred_tokens, 64), 1)
         return ("model", 0, 0), 8
 
     def n_ctx(self) -> int:

@@ -2,7 +2,8 @@
 
 `LlamaPromptLookupDecoding` is drafted in Rust (prompt lookup: the longest earlier
 n-gram match) and verified in one batch; a real second model is passed to
-`Llama(draft_model=...)` as a GGUF path or a `Llama`.
+`Llama(draft_model=...)` as a GGUF path or a `Llama`; `LlamaMTPDecoding` (an llama-rs
+addition) drafts with the model's own multi-token-prediction head.
 """
 from __future__ import annotations
 
@@ -19,4 +20,14 @@ class LlamaDraftModel:
 class LlamaPromptLookupDecoding(LlamaDraftModel):
     def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10):
         self.max_ngram_size = max_ngram_size
+        self.num_pred_tokens = num_pred_tokens
+
+
+class LlamaMTPDecoding(LlamaDraftModel):
+    """Drafts with the model's own multi-token-prediction (MTP/NextN) head, for models
+    converted with one (GLM-4.5, DeepSeek-V3, Qwen3.5, ...): `Llama(path,
+    draft_model=LlamaMTPDecoding())` loads the MTP layers with the model. A model without
+    them is an InvalidArgumentError."""
+
+    def __init__(self, num_pred_tokens: int = 8):
         self.num_pred_tokens = num_pred_tokens
