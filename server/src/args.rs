@@ -13,6 +13,9 @@ use llama_rs::{EngineParams, FlashAttn, GpuLayers, KvType, LoadMode, ModelParams
 /// let a = llama_rs_server::args::parse_from(["llama-rs-server", "-m", "m.gguf", "-np", "4", "-c", "8192"])?;
 /// assert_eq!(a.parallel, 4);
 /// assert_eq!(a.engine_params()?.n_ctx, 8192);
+/// assert!(a.engine_params()?.kv_unified); // one pool by default
+/// let b = llama_rs_server::args::parse_from(["llama-rs-server", "-np", "16", "-no-kvu"])?;
+/// assert!(!b.engine_params()?.kv_unified); // a stream per slot, as llama-server's -np 16
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Parser)]
@@ -130,6 +133,16 @@ pub struct Args {
     /// engine's deterministic profile).
     #[arg(long)]
     pub deterministic: bool,
+    /// One KV pool for all slots (the default): any request may use the whole
+    /// `--ctx-size`, and requests share cached prefixes.
+    #[arg(long = "kv-unified", visible_alias = "kvu", overrides_with = "no_kv_unified")]
+    pub kv_unified: bool,
+    /// One KV stream of `--ctx-size / --parallel` cells per slot (llama-server's layout
+    /// with `-np N`): a request is limited to its slot's share, but each token's attention
+    /// reads only its own sequence's cells — with many concurrent requests on a CPU that
+    /// is faster (docs/SERVER.md has the numbers).
+    #[arg(long = "no-kv-unified", visible_alias = "no-kvu", overrides_with = "kv_unified")]
+    pub no_kv_unified: bool,
     /// Speculative decoding: `ngram` (prompt lookup), `ngram-map`, `draft` (with
     /// `--model-draft`), `draft-mtp` (the model's own MTP head, loaded with it; models
     /// without one are served without speculation), or `none` (the default; `draft` when
@@ -193,6 +206,7 @@ impl Args {
             type_v: kv_type("--cache-type-v", &self.cache_type_v)?,
             prefix_cache: !self.no_cache_prompt,
             deterministic: self.deterministic,
+            kv_unified: !self.no_kv_unified,
             ..Default::default()
         })
     }
@@ -282,7 +296,7 @@ const NOT_IMPLEMENTED: &[&str] = &[
 /// llama-server's multi-letter short flags, spelled with one dash (`-ngl 99`); clap
 /// knows them as long aliases (`--ngl`).
 const MULTI_LETTER_SHORT: &[&str] =
-    &["-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to", "-md", "-ngld"];
+    &["-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to", "-md", "-ngld", "-kvu", "-no-kvu"];
 
 /// Parses a command line (program name first): llama-server's multi-letter short flags
 /// are accepted, and a llama-server flag that is not implemented here is an error that

@@ -44,9 +44,14 @@ struct Args {
     /// Threads for both servers.
     #[arg(short, long, default_value_t = 2)]
     threads: u32,
-    /// Context tokens (one pool for us; llama-server splits it over its slots).
+    /// Context tokens.
     #[arg(short = 'c', long, default_value_t = 16384)]
     ctx: u32,
+    /// KV layout for both servers: `on` (`-kvu`: one pool for all slots, our default) or
+    /// `off` (`-no-kvu`: a stream of ctx / slots cells per slot, llama-server's default
+    /// with `-np N`).
+    #[arg(long = "kv-unified", default_value = "on")]
+    kv_unified: String,
     /// Compare the server with its engine called directly (no llama-server).
     #[arg(long)]
     direct: bool,
@@ -162,7 +167,8 @@ fn run(base: &str, clients: usize, n: usize, system: &str, rep: usize) -> anyhow
 fn server_flags(model: &std::path::Path, a: &Args, slots: usize) -> Vec<String> {
     let m = model.to_string_lossy().to_string();
     let (np, c, t) = (slots.to_string(), a.ctx.to_string(), a.threads.to_string());
-    ["-m", &m, "-np", &np, "-c", &c, "-t", &t, "-ngl", "99"].iter().map(|s| s.to_string()).collect()
+    let kv = if a.kv_unified == "off" { "-no-kvu" } else { "-kvu" };
+    ["-m", &m, "-np", &np, "-c", &c, "-t", &t, "-ngl", "99", kv].iter().map(|s| s.to_string()).collect()
 }
 
 /// The workload of [`run`] through the engine the server builds, without HTTP: the
@@ -271,12 +277,13 @@ fn main() -> anyhow::Result<()> {
         run(&p.base, 2, 8, short, 0)?; // warm-up
     }
     println!(
-        "model {}, {} generated tokens per request, {} reps, threads {}, -c {} -np {slots}\n",
+        "model {}, {} generated tokens per request, {} reps, threads {}, -c {} -np {slots}, kv-unified {}\n",
         model.display(),
         a.n_gen,
         a.reps,
         a.threads,
-        a.ctx
+        a.ctx,
+        a.kv_unified
     );
     println!("| clients | server | aggregate t/s | TTFT p50 ms | TTFT p95 ms | ratio (ours / theirs) |");
     println!("|---|---|---|---|---|---|");
