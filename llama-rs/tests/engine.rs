@@ -343,6 +343,16 @@ fn speculative_requests_in_the_engine_keep_their_text() {
     for (c, want) in got.iter().zip(&expected) {
         assert_eq!(&c.text, want);
         assert_eq!(c.usage.completion_tokens, 32);
+        // Per-request statistics agree with the usage counts.
+        let st = c.spec.as_ref().expect("a speculative request reports its statistics");
+        assert_eq!(
+            (st.accepted, st.drafted - st.accepted),
+            (c.usage.accepted_draft_tokens, c.usage.rejected_draft_tokens)
+        );
+        assert_eq!(st.generated, 32, "{st:?}");
+        assert!(st.target_decodes >= 1 && st.target_decodes <= 31, "{st:?}");
+        assert_eq!(st.per_position.first().map_or(0, |p| p.1), st.per_position.iter().map(|p| p.1).max().unwrap_or(0));
+        assert!(st.verify_s > 0.0 && st.draft_s >= 0.0, "{st:?}");
     }
     assert!(
         got.iter().map(|c| c.usage.accepted_draft_tokens).sum::<usize>() > 10,

@@ -312,7 +312,7 @@ pub(crate) async fn collect(mut s: RequestStream, timeout: Option<Duration>) -> 
                     c.text += &p.text;
                     c.logprobs.extend(p.logprobs);
                 }
-                Event::Done { finish_reason, usage, timings, stop_word } => {
+                Event::Done { finish_reason, usage, timings, stop_word, .. } => {
                     c.finish = Some(finish_reason);
                     c.usage = usage;
                     c.timings = timings;

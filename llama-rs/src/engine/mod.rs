@@ -38,7 +38,7 @@ use crate::context::{ContextParams, FlashAttn, KvType};
 use crate::error::{check_arg, Error, Result};
 use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
 use crate::model::Model;
-use crate::speculative::{DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, Speculator};
+use crate::speculative::{DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, SpecStats, Speculator};
 use crate::token::Token;
 
 pub use metrics::{Latency, Metrics};
@@ -224,6 +224,10 @@ pub enum Event {
         /// The stop string that ended the output, when one did (`finish_reason` is then
         /// `Stop`; an end-of-generation token leaves this `None`).
         stop_word: Option<String>,
+        /// What speculative decoding did for this request (with `speculation` set): drafted
+        /// and kept tokens, acceptance per draft position, target decodes it took part in,
+        /// seconds drafting and in those decodes.
+        spec: Option<SpecStats>,
     },
 }
 
@@ -240,6 +244,8 @@ pub struct Completion {
     pub usage: Usage,
     /// Times.
     pub timings: Timings,
+    /// Speculative decoding's statistics (see [`Event::Done`]).
+    pub spec: Option<SpecStats>,
 }
 
 /// A request on its way to the engine thread: validated, tokenized, its core built.

@@ -397,11 +397,12 @@ impl Scheduler {
             }
             let t0 = Instant::now();
             let r = self.ctx.decode(&mut self.batch);
-            self.local.busy_s += t0.elapsed().as_secs_f64();
+            let step_s = t0.elapsed().as_secs_f64();
+            self.local.busy_s += step_s;
             self.local.steps += 1;
             match r {
                 Ok(()) => {
-                    self.after_decode(&scheduled);
+                    self.after_decode(&scheduled, step_s);
                     return true;
                 }
                 Err(Error::ContextFull) => {
@@ -594,9 +595,24 @@ impl Scheduler {
         true
     }
 
-    fn after_decode(&mut self, scheduled: &[Scheduled]) {
+    fn after_decode(&mut self, scheduled: &[Scheduled], step_s: f64) {
         let now = Instant::now();
         for s in scheduled {
+            // A speculative request's statistics, counted as `Session` counts them: each
+            // sampled token is generated; each step that decoded a generated token of it
+            // (a verification, or a plain step without a draft) is a target decode.
+            if let (Some(r), Some(_)) = (self.slots[s.slot].req.as_mut(), s.output) {
+                let generating = r.tokens.len() > r.a.prompt.len();
+                if let Some((spec, _)) = r.a.spec.as_mut() {
+                    if generating {
+                        spec.stats.target_decodes += 1;
+                        spec.stats.verify_s += step_s;
+                    }
+                    if s.drafts.is_empty() {
+                        spec.stats.generated += 1;
+                    }
+                }
+            }
             match self.sample_one(s, now) {
                 Outcome::Continue => {}
                 Outcome::Finish(p) => self.finish(s.slot, p),
@@ -776,7 +792,8 @@ fn done(a: &Admitted, reason: FinishReason, cached: usize, timings: Timings) -> 
         accepted_draft_tokens: accepted,
         rejected_draft_tokens: drafted - accepted,
     };
-    Event::Done { finish_reason: reason, usage, timings, stop_word: a.core.stop_word().map(str::to_string) }
+    let spec = a.spec.as_ref().map(|(s, _)| s.stats.clone());
+    Event::Done { finish_reason: reason, usage, timings, stop_word: a.core.stop_word().map(str::to_string), spec }
 }
 
 /// Moves events into the channel until it is full. `Err` when the receiver is gone.

@@ -59,6 +59,7 @@ impl RequestStream {
             finish_reason: FinishReason::Stop,
             usage: Default::default(),
             timings: Default::default(),
+            spec: None,
         };
         while let Some(ev) = self.rx.next().await {
             match ev? {
@@ -66,10 +67,11 @@ impl RequestStream {
                     c.text += &p.text;
                     c.tokens.extend(p.tokens);
                 }
-                Event::Done { finish_reason, usage, timings, .. } => {
+                Event::Done { finish_reason, usage, timings, spec, .. } => {
                     c.finish_reason = finish_reason;
                     c.usage = usage;
                     c.timings = timings;
+                    c.spec = spec;
                     return Ok(c);
                 }
             }
