@@ -152,6 +152,35 @@ fn a_request_that_can_never_fit_is_refused_at_submission() {
     assert!(c.usage.prompt_tokens + c.usage.completion_tokens <= 17, "{:?}", c.usage);
 }
 
+/// `prefill_step_ms`: a burst of long prompts is read oldest first in short steps, so the
+/// first answer starts while later prompts are still being read; without the bound one
+/// step reads them all. A prompt alone in the engine is never cut.
+#[test]
+fn a_step_time_bound_reads_a_burst_of_prompts_oldest_first() {
+    let prompt = |i: usize| format!("Report {i}: ") + &"the quick brown fox jumps over the lazy dog. ".repeat(15);
+    let burst = |ms: u32| {
+        let e = engine(EngineParams { slots: 4, n_ctx: 4096, prefill_step_ms: ms, ..Default::default() });
+        let alone = e.submit(Request::text(prompt(9), greedy(2))).unwrap().text().unwrap();
+        assert!(alone.usage.prompt_tokens > 100, "{:?}", alone.usage);
+        let steps_alone = e.metrics().steps;
+        let streams: Vec<_> = (0..4).map(|i| e.submit(Request::text(prompt(i), greedy(4))).unwrap()).collect();
+        let done: Vec<_> = streams.into_iter().map(|s| s.text().unwrap()).collect();
+        for c in &done {
+            assert_eq!(c.usage.completion_tokens, 4);
+        }
+        (steps_alone, e.metrics().steps - steps_alone, done)
+    };
+    // 1 ms: every step with company takes the floor of 32 prompt tokens.
+    let (alone, steps, done) = burst(1);
+    assert_eq!(alone, 2, "a prompt alone: one step for the prompt, one for the second token");
+    assert!(steps >= 12, "~450 prompt tokens after the first request, 32 a step: {steps} steps");
+    let ttft: Vec<f64> = done.iter().map(|c| c.timings.ttft_ms).collect();
+    assert!(ttft[0] < ttft[3], "the oldest request answers first: {ttft:?}");
+    let (alone, steps, _) = burst(0);
+    assert_eq!(alone, 2);
+    assert!(steps <= 8, "unbounded: the waiting prompts go in one or two steps, then 3 more tokens: {steps}");
+}
+
 #[test]
 fn pool_pressure_evicts_then_preempts_and_every_request_finishes() {
     let n = 80;

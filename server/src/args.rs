@@ -133,6 +133,13 @@ pub struct Args {
     /// engine's deterministic profile).
     #[arg(long)]
     pub deterministic: bool,
+    /// How long a step that reads prompts should take (ms) while several requests have
+    /// work: a burst of prompts is read oldest first in steps this long, so the first
+    /// answers start early and running streams keep their pace; 0: one step takes every
+    /// waiting prompt token (up to -b). Only with the unified pool (-kvu). Ours
+    /// (llama-server has none).
+    #[arg(long = "prefill-step-ms", default_value_t = 200)]
+    pub prefill_step_ms: u32,
     /// One KV pool for all slots (the default): any request may use the whole
     /// `--ctx-size`, and requests share cached prefixes.
     #[arg(long = "kv-unified", visible_alias = "kvu", overrides_with = "no_kv_unified")]
@@ -199,6 +206,7 @@ impl Args {
             n_ctx: self.ctx_size,
             slots: self.parallel,
             step_tokens: self.batch_size,
+            prefill_step_ms: self.prefill_step_ms,
             ubatch_tokens: Some(self.ubatch_size.min(self.batch_size)),
             n_threads: self.threads,
             flash_attn,

@@ -55,6 +55,15 @@ struct Args {
     /// Compare the server with its engine called directly (no llama-server).
     #[arg(long)]
     direct: bool,
+    /// Extra flags for llama-rs-server only (e.g. `--ours-flag=--prefill-step-ms=0`).
+    #[arg(long = "ours-flag", allow_hyphen_values = true)]
+    ours_flags: Vec<String>,
+    /// Skip the shared-system-prompt scenario.
+    #[arg(long)]
+    no_shared: bool,
+    /// Also print every request's TTFT (ms, sorted) per run, to see how a burst is served.
+    #[arg(long)]
+    each: bool,
 }
 
 struct Proc {
@@ -78,8 +87,10 @@ impl Proc {
 }
 
 fn start(bin: &std::path::Path, model: &std::path::Path, port: u16, a: &Args, slots: usize) -> anyhow::Result<Proc> {
+    let extra = if bin == a.ours { &a.ours_flags[..] } else { &[] };
     let child = Command::new(bin)
         .args(server_flags(model, a, slots))
+        .args(extra)
         .args(["--port", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -292,6 +303,12 @@ fn main() -> anyhow::Result<()> {
         for rep in 0..a.reps {
             for (k, (_, p)) in servers.iter().enumerate() {
                 let r = run(&p.base, c, a.n_gen, short, rep)?;
+                if a.each {
+                    let mut t = r.ttft.clone();
+                    t.sort_by(f64::total_cmp);
+                    let t: Vec<String> = t.iter().map(|x| format!("{x:.0}")).collect();
+                    eprintln!("{} clients {c} rep {rep}: TTFT {}", servers[k].0, t.join(" "));
+                }
                 rows[k].0.push(r.agg_tps);
                 rows[k].1.extend(r.ttft);
             }
@@ -307,6 +324,9 @@ fn main() -> anyhow::Result<()> {
                 pct(&mut tt, 95.0)
             );
         }
+    }
+    if a.no_shared {
+        return Ok(());
     }
     // Shared system prompt: 8 clients, one long system prompt, different questions.
     let system = "You are a meticulous assistant for a logistics company. ".repeat(40);

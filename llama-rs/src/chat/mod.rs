@@ -469,9 +469,16 @@ pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
     };
     let body_t = body.trim().trim_end_matches("<|eom_id|>").trim_end_matches("<|eot_id|>").trim();
     if body_t.starts_with('{') {
-        for part in body_t.split(';') {
-            if let Some(c) = call_from_json(part.trim()) {
+        // `{...}; {...}`: split at the `;` between objects (not inside strings).
+        let mut rest = body_t;
+        while let Some(end) = json_end(rest) {
+            if let Some(c) = call_from_json(rest[..end].trim()) {
                 calls.push(c);
+            }
+            rest = rest[end..].trim_start();
+            match rest.strip_prefix(';') {
+                Some(r) => rest = r,
+                None => break,
             }
         }
         if !calls.is_empty() {
@@ -479,6 +486,34 @@ pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
         }
     }
     (output.to_string(), calls)
+}
+
+/// Where the JSON object at the start of `s` (after whitespace) ends, if it is complete.
+pub(crate) fn json_end(s: &str) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn make_call(name: &str, arguments: Value, id: Option<String>) -> ToolCall {
@@ -489,7 +524,7 @@ fn call_from_json(s: &str) -> Option<ToolCall> {
     call_from_value(&serde_json::from_str::<Value>(s).ok()?)
 }
 
-fn call_from_value(v: &Value) -> Option<ToolCall> {
+pub(crate) fn call_from_value(v: &Value) -> Option<ToolCall> {
     let name = v.get("name")?.as_str()?;
     let args = v.get("arguments").or_else(|| v.get("parameters")).cloned().unwrap_or(Value::Object(Default::default()));
     // Some models send the arguments as a JSON string.

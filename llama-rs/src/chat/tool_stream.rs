@@ -2,19 +2,25 @@
 //! only where it could be the start of a call marker), and calls as they are generated —
 //! the same split [`parse_tool_calls`] makes of the whole answer.
 //!
-//! A Hermes/Qwen call written the usual way (`{"name": ..., "arguments": {...}}`) streams:
-//! its name once it is complete, then its arguments as they are generated — the model's
-//! JSON text without the whitespace between tokens, so the pieces join to JSON with the
-//! value of the whole-answer parse's arguments. Other calls (other formats, other key
-//! orders) go out whole once they parse.
+//! A call written the usual way streams: its name once it is complete, then its arguments
+//! as they are generated — the model's JSON text without the whitespace between tokens,
+//! so the pieces join to JSON with the value of the whole-answer parse's arguments. The
+//! usual ways: `{"name": ..., "arguments"|"parameters": {...}}` objects in Hermes/Qwen
+//! blocks, in Mistral's `[TOOL_CALLS][...]` list and in Llama 3.1's `;`-separated list
+//! (after `<|python_tag|>` or from the answer's start), and Mistral's
+//! `[TOOL_CALLS]name[ARGS]{...}`. Other calls (other key orders, arguments as a string)
+//! go out whole once they parse.
 
-use super::{parse_tool_calls, ToolCall};
+use super::{json_end, parse_tool_calls, ToolCall};
 
 /// Where a tool call starts, in the formats [`parse_tool_calls`] reads (Hermes/Qwen,
 /// Mistral, Llama 3.1).
 const MARKERS: [&str; 3] = ["<tool_call>", "[TOOL_CALLS]", "<|python_tag|>"];
 const HERMES_OPEN: &str = "<tool_call>";
 const HERMES_CLOSE: &str = "</tool_call>";
+const MISTRAL: &str = "[TOOL_CALLS]";
+const MISTRAL_ARGS: &str = "[ARGS]";
+const PYTHON_TAG: &str = "<|python_tag|>";
 
 /// What is certain after a piece of output.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +68,16 @@ enum State {
     Calls,
 }
 
+/// A list of call objects the stream has committed to (its first call has started):
+/// the objects' text is consumed call by call, the separators between them too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    /// Mistral's `[TOOL_CALLS][{...}, {...}]`.
+    Mistral,
+    /// Llama 3.1's `{...}; {...}`.
+    Llama,
+}
+
 /// Splits streamed output into content and tool calls.
 ///
 /// ```
@@ -88,6 +104,7 @@ pub struct ToolCallStream {
     /// Calls handed out so far.
     calls: usize,
     open: Option<OpenCall>,
+    list: Option<List>,
 }
 
 impl Default for ToolCallStream {
@@ -99,7 +116,14 @@ impl Default for ToolCallStream {
 impl ToolCallStream {
     /// A stream at the start of an answer.
     pub fn new() -> ToolCallStream {
-        ToolCallStream { state: State::Start, held: String::new(), gap: String::new(), calls: 0, open: None }
+        ToolCallStream {
+            state: State::Start,
+            held: String::new(),
+            gap: String::new(),
+            calls: 0,
+            open: None,
+            list: None,
+        }
     }
 
     /// The next piece of output: the content and calls that are now certain.
@@ -137,22 +161,15 @@ impl ToolCallStream {
                 }
             }
         }
+        self.stream_lists(&mut out);
         // Hermes calls: streamed from their name on where they have the usual shape, else
         // handed out whole at their closing tag.
-        while self.held.starts_with(HERMES_OPEN) {
+        while self.list.is_none() && self.held.starts_with(HERMES_OPEN) {
             if self.open.is_none() {
                 if let Some((name, pos)) = hermes_header(&self.held) {
                     out.push(ToolEvent::CallStart { name: name.clone() });
                     self.calls += 1;
-                    self.open = Some(OpenCall {
-                        name,
-                        pos,
-                        args: String::new(),
-                        depth: 0,
-                        in_string: false,
-                        escaped: false,
-                        done: false,
-                    });
+                    self.open = Some(OpenCall::new(name, pos));
                 }
             }
             if let Some(open) = &mut self.open {
@@ -189,14 +206,23 @@ impl ToolCallStream {
         if let Some(open) = self.open.take() {
             // The output ended inside a streamed call: it ends as it is (its text is no
             // longer answer text: the name has gone out).
-            let (_, calls) = parse_tool_calls(&held);
-            out.push(ToolEvent::CallEnd(calls.into_iter().next().unwrap_or_else(|| open.call())));
+            let parsed = match self.list {
+                Some(_) => call_from_object(&held),
+                None => parse_tool_calls(&held).1.into_iter().next(),
+            };
+            out.push(ToolEvent::CallEnd(parsed.unwrap_or_else(|| open.call())));
             return out;
         }
         if held.trim().is_empty() {
             return out;
         }
-        let (content, calls) = parse_tool_calls(&held);
+        // The rest of a list whose first calls streamed: the objects after them.
+        let whole = match self.list {
+            Some(List::Mistral) => format!("{MISTRAL}[{}", held.trim_start().trim_start_matches(',')),
+            Some(List::Llama) => held.trim_start().trim_start_matches(';').to_string(),
+            None => held.clone(),
+        };
+        let (content, calls) = parse_tool_calls(&whole);
         if calls.is_empty() {
             // A call that does not parse is answer text, as generated (never an error).
             let text = if self.calls > 0 { held.trim().to_string() } else { std::mem::take(&mut self.gap) + &held };
@@ -212,7 +238,106 @@ impl ToolCallStream {
     }
 }
 
+impl ToolCallStream {
+    /// Streams the calls of a Mistral or Llama 3.1 list, and Mistral's `name[ARGS]{...}`
+    /// calls, as far as `held` goes.
+    fn stream_lists(&mut self, out: &mut Vec<ToolEvent>) {
+        loop {
+            if self.held.starts_with(HERMES_OPEN) {
+                return; // Hermes blocks stream below
+            }
+            if self.open.is_none() {
+                let Some((name, prefix, pos, list)) = self.next_call() else { return };
+                // Committed: the text before the call's object is no longer needed to give
+                // the answer back as text.
+                self.held.drain(..prefix);
+                self.gap.clear();
+                self.list = list;
+                self.calls += 1;
+                out.push(ToolEvent::CallStart { name: name.clone() });
+                self.open = Some(OpenCall::new(name, pos - prefix));
+            }
+            let Some(open) = self.open.as_mut() else { return };
+            let piece = open.scan(&self.held);
+            if !piece.is_empty() {
+                out.push(ToolEvent::CallArgs(piece));
+            }
+            if !open.done {
+                return;
+            }
+            // The object (or `[ARGS]` value) ends after the arguments.
+            let end = match self.list {
+                Some(_) => match json_end(&self.held) {
+                    Some(end) => end,
+                    None => return,
+                },
+                None => open.pos,
+            };
+            let open = self.open.take().expect("checked above");
+            let parsed = match self.list {
+                Some(_) => call_from_object(&self.held[..end]),
+                None => None,
+            };
+            out.push(ToolEvent::CallEnd(parsed.unwrap_or_else(|| open.call())));
+            self.held.drain(..end);
+            if self.list.is_none() {
+                // `[TOOL_CALLS]name[ARGS]{...}`: another such call may follow.
+                let rest = self.held.trim_start().len();
+                self.held.drain(..self.held.len() - rest);
+            }
+        }
+    }
+
+    /// The next call of a list that can start streaming: (name, bytes of `held` before
+    /// its object, where its arguments' `{` is, the list it is in).
+    fn next_call(&mut self) -> Option<(String, usize, usize, Option<List>)> {
+        match self.list {
+            Some(list) => {
+                // Between objects: the separator; the end of Mistral's list ends streaming.
+                let t = self.held.trim_start();
+                let sep = if list == List::Mistral { ',' } else { ';' };
+                if t.starts_with(']') {
+                    self.list = None;
+                    self.held = t[1..].to_string();
+                    return None;
+                }
+                let skip = self.held.len() - t.len() + t.starts_with(sep) as usize;
+                let (name, pos) = call_header(&self.held[skip..])?;
+                Some((name, skip, skip + pos, Some(list)))
+            }
+            None if self.held.starts_with(MISTRAL) => {
+                let after = &self.held[MISTRAL.len()..];
+                let t = after.trim_start();
+                let at = self.held.len() - t.len();
+                if t.starts_with('[') {
+                    let (name, pos) = call_header(&t[1..])?;
+                    return Some((name, at + 1, at + 1 + pos, Some(List::Mistral)));
+                }
+                // `name[ARGS]{...}`.
+                let (name, args) = after.split_once(MISTRAL_ARGS)?;
+                let name = name.trim();
+                let ok = !name.is_empty() && !name.contains(['[', '{', '"']);
+                let a = args.trim_start();
+                (ok && a.starts_with('{')).then(|| {
+                    let pos = self.held.len() - a.len();
+                    (name.to_string(), 0, pos, None)
+                })
+            }
+            None if self.held.starts_with(PYTHON_TAG) || self.held.starts_with('{') => {
+                let at = if self.held.starts_with('{') { 0 } else { PYTHON_TAG.len() };
+                let (name, pos) = call_header(&self.held[at..])?;
+                Some((name, at, at + pos, Some(List::Llama)))
+            }
+            None => None,
+        }
+    }
+}
+
 impl OpenCall {
+    fn new(name: String, pos: usize) -> OpenCall {
+        OpenCall { name, pos, args: String::new(), depth: 0, in_string: false, escaped: false, done: false }
+    }
+
     /// Scans `held` on from `pos`: the arguments' next piece, without the whitespace
     /// between JSON tokens.
     fn scan(&mut self, held: &str) -> String {
@@ -260,8 +385,15 @@ impl OpenCall {
 /// `<tool_call>{"name": "NAME", "arguments": {` at the start of `s`: the name, and where
 /// the arguments' `{` is.
 fn hermes_header(s: &str) -> Option<(String, usize)> {
+    let (name, pos) = call_header(s.strip_prefix(HERMES_OPEN)?)?;
+    Some((name, pos + HERMES_OPEN.len()))
+}
+
+/// `{"name": "NAME", "arguments": {` (or `"parameters"`, Llama 3.1's key) at the start of
+/// `s`, after whitespace: the name, and where the arguments' `{` is.
+fn call_header(s: &str) -> Option<(String, usize)> {
     let lit = |s: &'_ str, lit: &str| s.trim_start().strip_prefix(lit).map(str::to_owned);
-    let rest = lit(s.strip_prefix(HERMES_OPEN)?, "{")?;
+    let rest = lit(s, "{")?;
     let rest = lit(&lit(&rest, "\"name\"")?, ":")?;
     let r = rest.trim_start();
     // The name: a JSON string up to its closing quote.
@@ -280,9 +412,17 @@ fn hermes_header(s: &str) -> Option<(String, usize)> {
     });
     let close = close.filter(|_| r.starts_with('"'))?;
     let name: String = serde_json::from_str(&r[..close + 1]).ok()?;
-    let rest = lit(&lit(&lit(&r[close + 1..], ",")?, "\"arguments\"")?, ":")?;
+    let rest = lit(&r[close + 1..], ",")?;
+    let rest = lit(&lit(&rest, "\"arguments\"").or_else(|| lit(&rest, "\"parameters\""))?, ":")?;
     let r = rest.trim_start();
     r.starts_with('{').then(|| (name, s.len() - r.len()))
+}
+
+/// A call from one object of a list (text after the object's end ignored).
+fn call_from_object(s: &str) -> Option<ToolCall> {
+    let end = json_end(s).unwrap_or(s.len());
+    let v: serde_json::Value = serde_json::from_str(s[..end].trim()).ok()?;
+    super::call_from_value(&v)
 }
 
 /// The length of the longest suffix of `s` that is a proper prefix of `marker`.
@@ -363,6 +503,69 @@ mod tests {
             "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"q\": \"a {b} [c] \\\"d\\\" é\", \"n\": [1, {\"x\": null}]}}\n</tool_call>\n<tool_call>{\"arguments\": {}, \"name\": \"later\"}</tool_call>",
         );
         same_as_whole("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}, \"id\": \"c1\"}</tool_call>");
+    }
+
+    #[test]
+    fn mistral_and_llama_lists_split_like_the_whole_answer() {
+        same_as_whole("[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {\"x\": [1, \"]\"]}}, {\"name\": \"b\", \"arguments\": {}}]");
+        same_as_whole(
+            "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"arguments\": {\"y\": 2}, \"name\": \"later\"}]",
+        );
+        same_as_whole("[TOOL_CALLS][{\"arguments\": {}, \"name\": \"whole\"}]");
+        same_as_whole("[TOOL_CALLS][{\"name\": \"a\", \"arguments\": \"{}\"}]");
+        same_as_whole("[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\", \"days\": [1, 2]}");
+        same_as_whole("Sure.[TOOL_CALLS]f[ARGS]{}");
+        same_as_whole(
+            "<|python_tag|>{\"name\": \"a\", \"parameters\": {\"q\": \"x;y\"}}; {\"name\": \"b\", \"parameters\": {}}",
+        );
+        same_as_whole("{\"name\": \"a\", \"parameters\": {}}; {\"parameters\": {}, \"name\": \"later\"}");
+        same_as_whole("Checking.<|python_tag|>{\"name\": \"a\", \"parameters\": {\"n\": 1}}");
+        same_as_whole("<|python_tag|>print(\"not a call\")");
+    }
+
+    #[test]
+    fn mistral_and_llama_arguments_stream_as_they_are_generated() {
+        let mut s = ToolCallStream::new();
+        assert_eq!(
+            s.push("[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": "),
+            vec![ToolEvent::CallStart { name: "f".into() }, ToolEvent::CallArgs("{\"a\":".into())]
+        );
+        assert_eq!(
+            s.push("1}}, {\"name\": \"g\", \"arguments\": {"),
+            vec![
+                ToolEvent::CallArgs("1}".into()),
+                ToolEvent::CallEnd(super::super::make_call("f", serde_json::json!({"a": 1}), None)),
+                ToolEvent::CallStart { name: "g".into() },
+                ToolEvent::CallArgs("{".into()),
+            ]
+        );
+        let end = s.push("}}]");
+        assert!(
+            matches!(&end[..], [ToolEvent::CallArgs(a), ToolEvent::CallEnd(c)] if a == "}" && c.function.name == "g"),
+            "{end:?}"
+        );
+        assert!(s.finish().is_empty());
+
+        let mut s = ToolCallStream::new();
+        assert_eq!(s.push("[TOOL_CALLS]get_weather[AR"), vec![]);
+        assert_eq!(
+            s.push("GS]{\"city\": \"Pa"),
+            vec![ToolEvent::CallStart { name: "get_weather".into() }, ToolEvent::CallArgs("{\"city\":\"Pa".into())]
+        );
+        let end = s.push("ris\"}");
+        assert!(
+            matches!(&end[..], [ToolEvent::CallArgs(_), ToolEvent::CallEnd(c)] if c.function.arguments["city"] == "Paris"),
+            "{end:?}"
+        );
+
+        let mut s = ToolCallStream::new();
+        assert_eq!(
+            s.push("{\"name\": \"l\", \"parameters\": {\"q\": \"x"),
+            vec![ToolEvent::CallStart { name: "l".into() }, ToolEvent::CallArgs("{\"q\":\"x".into())]
+        );
+        // Ends mid-call: the call ends with what was generated.
+        let end = s.finish();
+        assert!(matches!(&end[..], [ToolEvent::CallEnd(c)] if c.function.arguments == "{\"q\":\"x"), "{end:?}");
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub struct EngineParams {
     /// Tokens decoded per step at most (running sequences' next tokens first, then prompt
     /// chunks). Smaller keeps inter-token latency low while long prompts arrive.
     pub step_tokens: u32,
+    /// How long a step that decodes prompt tokens should take while several sequences
+    /// have work, in milliseconds; 0: no bound (a step takes every waiting prompt token up
+    /// to `step_tokens`). Prompt chunks are then cut to what the engine measured it
+    /// decodes in that time (at least 32 prompt tokens a step), so a burst of prompts is
+    /// read oldest first in short steps: the first answers start while later prompts are
+    /// still being read, and running sequences keep their pace while a long prompt
+    /// arrives. A prompt alone in the engine always takes the whole step. Only with
+    /// `kv_unified` (with a stream per sequence, mixed steps cost llama.cpp several graph
+    /// runs), and not in the deterministic profile (the split of a prompt would depend on
+    /// timing).
+    pub prefill_step_ms: u32,
     /// Micro-batch size (`n_ubatch`); `None`: `step_tokens`. `Some(1)` computes one token
     /// at a time: slow, but logits then do not depend on how tokens were batched
     /// (docs/ENGINE.md), which makes speculative decoding bit-exact.
@@ -103,6 +114,7 @@ impl Default for EngineParams {
             n_ctx: 8192,
             slots: 8,
             step_tokens: 512,
+            prefill_step_ms: 200,
             ubatch_tokens: None,
             max_request_tokens: None,
             channel_capacity: 1024,
