@@ -926,3 +926,71 @@ fn several_models_are_served_by_name_and_loaded_on_demand() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Tool calls through two vendored templates of other families: Llama 3.1
+/// (`<|python_tag|>` + `parameters`) and Mistral Nemo (`[TOOL_CALLS][...]`, two calls).
+/// The model's output is forced by a grammar (a 135M ChatML model does not write these
+/// formats by itself); the template must render the tools, and the calls come back
+/// parsed, and streamed as argument pieces that join to the parsed arguments.
+#[test]
+fn vendored_llama_and_mistral_templates_call_tools_whole_and_streamed() {
+    let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/../vendor/llama.cpp/models/templates/");
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "get_time", "description": "Time in a zone",
+            "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}}
+    ]);
+    let cases = [
+        (
+            "meta-llama-Llama-3.1-8B-Instruct.jinja",
+            r#"<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}"#,
+            vec![("get_weather", json!({"city": "Paris"}))],
+        ),
+        (
+            "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+            r#"[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {"tz": "CET"}}]"#,
+            vec![("get_weather", json!({"city": "Paris"})), ("get_time", json!({"tz": "CET"}))],
+        ),
+    ];
+    for (file, output, want) in cases {
+        let (_s, base) = start(&["--jinja", "--chat-template-file", &format!("{templates}{file}")]);
+        let plain = greedy_chat("What is the weather in Paris?", 64);
+        let (st, r) = post(&base, "/v1/chat/completions", greedy_chat("What is the weather in Paris?", 1));
+        assert_eq!(st, 200, "{file}: {r}");
+        let without = r["usage"]["prompt_tokens"].as_u64().unwrap();
+        let mut body = plain;
+        body["tools"] = tools.clone();
+        body["grammar"] = json!(format!("root ::= {}", serde_json::to_string(output).unwrap()));
+        let (st, r) = post(&base, "/v1/chat/completions", body.clone());
+        assert_eq!(st, 200, "{file}: {r}");
+        assert!(
+            r["usage"]["prompt_tokens"].as_u64().unwrap() > without + 20,
+            "{file}: the tools are in the prompt: {r}"
+        );
+        assert_eq!(r["choices"][0]["finish_reason"], "tool_calls", "{file}: {r}");
+        let calls = r["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+        let got: Vec<(String, Value)> = calls
+            .iter()
+            .map(|c| {
+                let args = serde_json::from_str(c["function"]["arguments"].as_str().unwrap()).unwrap();
+                (c["function"]["name"].as_str().unwrap().to_string(), args)
+            })
+            .collect();
+        let want: Vec<(String, Value)> = want.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
+        assert_eq!(got, want, "{file}");
+        // Streamed: each call's index, id and name first, then its arguments in pieces.
+        body["stream"] = json!(true);
+        let (chunks, done) = sse(&base, "/v1/chat/completions", body);
+        assert!(done);
+        let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
+        for (i, (name, args)) in want.iter().enumerate() {
+            let mine: Vec<&&Value> = deltas.iter().filter(|d| d["index"] == i).collect();
+            assert_eq!(mine[0]["function"]["name"], name.as_str(), "{file}: {deltas:?}");
+            assert!(mine.len() > 2, "{file}: call {i} arguments come in pieces: {mine:?}");
+            let joined: String = mine.iter().filter_map(|d| d["function"]["arguments"].as_str()).collect();
+            assert_eq!(&serde_json::from_str::<Value>(&joined).unwrap(), args, "{file}: {joined}");
+        }
+        assert!(chunks.iter().all(|c| c["choices"][0]["delta"]["content"].as_str().is_none_or(|s| s.is_empty())));
+    }
+}
