@@ -296,9 +296,9 @@ impl ToolCallStream {
                 // Between objects: the separator; the end of Mistral's list ends streaming.
                 let t = self.held.trim_start();
                 let sep = if list == List::Mistral { ',' } else { ';' };
-                if t.starts_with(']') {
+                if let Some(after) = t.strip_prefix(']') {
                     self.list = None;
-                    self.held = t[1..].to_string();
+                    self.held = after.to_string();
                     return None;
                 }
                 let skip = self.held.len() - t.len() + t.starts_with(sep) as usize;
@@ -309,8 +309,8 @@ impl ToolCallStream {
                 let after = &self.held[MISTRAL.len()..];
                 let t = after.trim_start();
                 let at = self.held.len() - t.len();
-                if t.starts_with('[') {
-                    let (name, pos) = call_header(&t[1..])?;
+                if let Some(list) = t.strip_prefix('[') {
+                    let (name, pos) = call_header(list)?;
                     return Some((name, at + 1, at + 1 + pos, Some(List::Mistral)));
                 }
                 // `name[ARGS]{...}`.
