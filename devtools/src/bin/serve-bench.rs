@@ -6,7 +6,8 @@
 //! `--direct`: what the HTTP path costs. The same streaming workload against
 //! llama-rs-server and against the very engine the server builds from the same flags
 //! (`llama_rs_server::state::load`), called in-process with the same rendered prompts —
-//! alternating, so both see the same machine.
+//! alternating, so both see the same machine — as throughput, and as CPU time per
+//! generated token (the server process's, this process's), which moves less.
 //!
 //! ```sh
 //! cargo run --release -p llama-devtools --bin serve-bench -- \
@@ -110,6 +111,7 @@ fn start(bin: &std::path::Path, model: &std::path::Path, port: u16, a: &Args, sl
 struct Run {
     agg_tps: f64,
     ttft: Vec<f64>,
+    tokens: usize,
 }
 
 /// One streamed chat completion: (TTFT ms, completion tokens).
@@ -163,7 +165,7 @@ fn concurrent(clients: usize, one: impl Fn(usize) -> anyhow::Result<(f64, usize)
         ttft.push(tt);
         tokens += n;
     }
-    Ok(Run { agg_tps: tokens as f64 / total, ttft })
+    Ok(Run { agg_tps: tokens as f64 / total, ttft, tokens })
 }
 
 fn question(rep: usize, i: usize) -> String {
@@ -235,27 +237,52 @@ fn direct(a: &Args, model: &std::path::Path) -> anyhow::Result<()> {
         a.threads,
         a.ctx
     );
-    println!("| clients | HTTP (streaming SSE) t/s | engine direct t/s | HTTP / direct | TTFT p50 HTTP / direct ms |");
-    println!("|---|---|---|---|---|");
+    // Wall-clock throughput moves 5-10 % run to run on a shared machine; the CPU time each
+    // side spends per generated token (the server process for HTTP, this process for the
+    // in-process engine) is steadier, and the difference is what HTTP costs.
+    let server_pid = server.child.id().to_string();
+    println!(
+        "| clients | HTTP (streaming SSE) t/s | engine direct t/s | HTTP / direct | TTFT p50 HTTP / direct ms \
+         | CPU ms per token HTTP / direct | CPU ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for &c in &a.clients {
         let (mut h, mut d, mut th, mut td) = (vec![], vec![], vec![], vec![]);
+        let (mut ch, mut cd) = (vec![], vec![]);
         for rep in 0..a.reps {
+            let cpu0 = cpu_s(&server_pid);
             let r = run(&server.base, c, a.n_gen, short, rep)?;
+            ch.push((cpu_s(&server_pid) - cpu0) * 1e3 / r.tokens.max(1) as f64);
             h.push(r.agg_tps);
             th.extend(r.ttft);
+            let cpu0 = cpu_s("self");
             let r = run_direct(&l, c, a.n_gen, short, rep)?;
+            cd.push((cpu_s("self") - cpu0) * 1e3 / r.tokens.max(1) as f64);
             d.push(r.agg_tps);
             td.extend(r.ttft);
         }
         let ((hm, hs), (dm, ds)) = (mean_sd(&h), mean_sd(&d));
+        let ((chm, chs), (cdm, cds)) = (mean_sd(&ch), mean_sd(&cd));
         println!(
-            "| {c} | {hm:.1} ± {hs:.1} | {dm:.1} ± {ds:.1} | {:.3} | {:.0} / {:.0} |",
+            "| {c} | {hm:.1} ± {hs:.1} | {dm:.1} ± {ds:.1} | {:.3} | {:.0} / {:.0} | {chm:.2} ± {chs:.2} / {cdm:.2} ± {cds:.2} | {:.3} |",
             hm / dm,
             pct(&mut th, 50.0),
-            pct(&mut td, 50.0)
+            pct(&mut td, 50.0),
+            chm / cdm
         );
     }
     Ok(())
+}
+
+/// CPU seconds (user + system, all threads) process `pid` (or "self") has used, from
+/// /proc (in USER_HZ = 100 ticks per second, fixed for /proc on Linux).
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and stime are the
+    // 14th and 15th fields of the line, the 12th and 13th after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
