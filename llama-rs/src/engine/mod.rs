@@ -63,10 +63,10 @@ pub struct EngineParams {
     /// How long a step that decodes prompt tokens should take while several sequences
     /// have work, in milliseconds; 0: no bound (a step takes every waiting prompt token up
     /// to `step_tokens`). Prompt chunks are then cut to what the engine measured it
-    /// decodes in that time (at least 32 prompt tokens a step), so a burst of prompts is
-    /// read oldest first in short steps: the first answers start while later prompts are
-    /// still being read, and running sequences keep their pace while a long prompt
-    /// arrives. A prompt alone in the engine always takes the whole step. Only with
+    /// decodes in that time (at least 32 prompt tokens a step on the CPU, a micro-batch
+    /// on a GPU), so a burst of prompts is read oldest first in short steps: the first
+    /// answers start while later prompts are still being read, and running sequences
+    /// keep their pace while a long prompt arrives. A prompt alone in the engine always takes the whole step. Only with
     /// `kv_unified` (with a stream per sequence, mixed steps cost llama.cpp several graph
     /// runs), and not in the deterministic profile (the split of a prompt would depend on
     /// timing).

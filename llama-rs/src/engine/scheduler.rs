@@ -93,10 +93,14 @@ pub(crate) struct Scheduler {
     /// Seconds per token of recent steps of at least `RATE_MIN` tokens (moving average),
     /// for `EngineParams::prefill_step_ms`.
     token_s: Option<f64>,
+    /// Prompt tokens a bounded step may always take (`PROMPT_MIN`, or a micro-batch).
+    prompt_min: usize,
 }
 
-/// Prompt tokens a step may always take, however slow the machine (smaller chunks cost
-/// more per token than they save in latency).
+/// Prompt tokens a step may always take on the CPU, however slow the machine (smaller
+/// chunks cost more per token than they save in latency). On an accelerator the floor is
+/// a whole micro-batch: a GPU computes fewer tokens far less efficiently, and llama.cpp
+/// computes a step in micro-batches anyway, so cutting there costs nothing.
 const PROMPT_MIN: usize = 32;
 /// Steps smaller than this say little about the cost of a prompt token.
 const RATE_MIN: usize = 32;
@@ -145,7 +149,6 @@ impl Scheduler {
             params
         };
         Ok(Scheduler {
-            ctx,
             params,
             metrics,
             batch,
@@ -158,8 +161,14 @@ impl Scheduler {
             cap,
             local,
             draft,
+            prompt_min: if ctx.model().output_on_device() {
+                (ctx.n_ubatch() as usize).max(PROMPT_MIN)
+            } else {
+                PROMPT_MIN
+            },
             mtp,
             token_s: None,
+            ctx,
         })
     }
 
@@ -579,8 +588,8 @@ impl Scheduler {
     }
 
     /// The tokens a step may hold when `used` are already planned and prompt chunks are
-    /// next: what decodes in `prefill_step_ms` at the measured rate, at least `PROMPT_MIN`
-    /// prompt tokens more, at most the batch. A prompt that has the engine to itself
+    /// next: what decodes in `prefill_step_ms` at the measured rate, at least
+    /// `prompt_min` prompt tokens more, at most the batch. A prompt that has the engine to itself
     /// (`contenders` sequences have work) takes the whole batch: shorter steps would only
     /// slow it down. Only with the unified pool: with a stream per sequence llama.cpp cuts
     /// a step into one micro-batch per run of consecutive sequences with equal token
@@ -593,7 +602,7 @@ impl Scheduler {
         match self.token_s {
             Some(s) if ms > 0 && contenders > 1 && unified && !self.params.deterministic => {
                 let fits = (ms as f64 / 1e3 / s) as usize;
-                fits.max(used + PROMPT_MIN).min(budget)
+                fits.max(used + self.prompt_min).min(budget)
             }
             _ => budget,
         }
