@@ -237,22 +237,27 @@ fn direct(a: &Args, model: &std::path::Path) -> anyhow::Result<()> {
         a.threads,
         a.ctx
     );
-    // Wall-clock throughput moves 5-10 % run to run on a shared machine; the CPU time each
-    // side spends per generated token (the server process for HTTP, this process for the
-    // in-process engine) is steadier, and the difference is what HTTP costs.
+    // Wall-clock throughput moves 5-10 % run to run on a shared machine, and so does CPU
+    // time (llama.cpp's threads spin while they wait). What the HTTP path costs, directly:
+    // the share of the server's CPU time spent outside the engine's threads (the HTTP
+    // runtime: parsing, template, tokenizing, SSE), an upper bound of what it takes from
+    // the engine when every core is busy.
     let server_pid = server.child.id().to_string();
     println!(
         "| clients | HTTP (streaming SSE) t/s | engine direct t/s | HTTP / direct | TTFT p50 HTTP / direct ms \
-         | CPU ms per token HTTP / direct | CPU ratio |"
+         | CPU ms per token HTTP / direct | CPU ratio | server CPU outside the engine |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &c in &a.clients {
         let (mut h, mut d, mut th, mut td) = (vec![], vec![], vec![], vec![]);
-        let (mut ch, mut cd) = (vec![], vec![]);
+        let (mut ch, mut cd, mut share) = (vec![], vec![], vec![]);
         for rep in 0..a.reps {
             let cpu0 = cpu_s(&server_pid);
+            let (http0, all0) = http_cpu_s(&server_pid);
             let r = run(&server.base, c, a.n_gen, short, rep)?;
             ch.push((cpu_s(&server_pid) - cpu0) * 1e3 / r.tokens.max(1) as f64);
+            let (http1, all1) = http_cpu_s(&server_pid);
+            share.push((http1 - http0) / (all1 - all0).max(1e-9));
             h.push(r.agg_tps);
             th.extend(r.ttft);
             let cpu0 = cpu_s("self");
@@ -263,12 +268,15 @@ fn direct(a: &Args, model: &std::path::Path) -> anyhow::Result<()> {
         }
         let ((hm, hs), (dm, ds)) = (mean_sd(&h), mean_sd(&d));
         let ((chm, chs), (cdm, cds)) = (mean_sd(&ch), mean_sd(&cd));
+        let (sm, ss) = mean_sd(&share);
         println!(
-            "| {c} | {hm:.1} ± {hs:.1} | {dm:.1} ± {ds:.1} | {:.3} | {:.0} / {:.0} | {chm:.2} ± {chs:.2} / {cdm:.2} ± {cds:.2} | {:.3} |",
+            "| {c} | {hm:.1} ± {hs:.1} | {dm:.1} ± {ds:.1} | {:.3} | {:.0} / {:.0} | {chm:.2} ± {chs:.2} / {cdm:.2} ± {cds:.2} | {:.3} | {:.2} ± {:.2} % |",
             hm / dm,
             pct(&mut th, 50.0),
             pct(&mut td, 50.0),
-            chm / cdm
+            chm / cdm,
+            sm * 100.0,
+            ss * 100.0
         );
     }
     Ok(())
@@ -283,6 +291,22 @@ fn cpu_s(pid: &str) -> f64 {
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// CPU seconds of process `pid` outside the engine's threads (the HTTP runtime's workers,
+/// the main thread, threads that ended: the engine thread and llama.cpp's compute threads
+/// are named `llama-rs-engine` and live as long as the server), and in all.
+fn http_cpu_s(pid: &str) -> (f64, f64) {
+    let mut engine = 0.0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let tid = t.file_name().to_string_lossy().to_string();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("llama-rs-engine") {
+            engine += cpu_s(&format!("{pid}/task/{tid}"));
+        }
+    }
+    let all = cpu_s(pid);
+    (all - engine, all)
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
