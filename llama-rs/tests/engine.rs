@@ -152,6 +152,33 @@ fn a_request_that_can_never_fit_is_refused_at_submission() {
     assert!(c.usage.prompt_tokens + c.usage.completion_tokens <= 17, "{:?}", c.usage);
 }
 
+/// The host-memory prompt cache (`ram_cache_bytes`): a prompt whose cells another
+/// request took is copied back rather than recomputed, and gives the same text; off, it
+/// is recomputed.
+#[test]
+fn a_prompt_whose_cells_were_taken_comes_back_from_host_memory() {
+    let long = |topic: &str| format!("{topic}: ") + &"the quick brown fox jumps over the lazy dog. ".repeat(6);
+    for kv_unified in [false, true] {
+        for ram_cache_bytes in [1 << 30, 0] {
+            let e = engine(EngineParams { slots: 1, n_ctx: 1024, kv_unified, ram_cache_bytes, ..Default::default() });
+            let run = |p: &str| e.submit(Request::text(p, greedy(8))).unwrap().text().unwrap();
+            let first = run(&long("Foxes"));
+            let _other = run(&long("Dogs")); // one slot: its cells now hold this prompt
+            let again = run(&long("Foxes"));
+            assert_eq!(again.text, first.text, "unified {kv_unified}, ram {ram_cache_bytes}");
+            let m = e.metrics();
+            if ram_cache_bytes > 0 {
+                assert_eq!(again.usage.cached_tokens, first.usage.prompt_tokens - 1, "{:?}", again.usage);
+                assert_eq!(m.ram_cache_hits, 1, "{m:?}");
+                assert!(m.ram_cache_bytes > 0, "{m:?}");
+            } else {
+                assert!(again.usage.cached_tokens <= 1, "{:?}", again.usage);
+                assert_eq!((m.ram_cache_hits, m.ram_cache_bytes), (0, 0));
+            }
+        }
+    }
+}
+
 /// `prefill_step_ms`: a burst of long prompts is read oldest first in short steps, so the
 /// first answer starts while later prompts are still being read; without the bound one
 /// step reads them all. A prompt alone in the engine is never cut.

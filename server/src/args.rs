@@ -133,6 +133,11 @@ pub struct Args {
     /// engine's deterministic profile).
     #[arg(long)]
     pub deterministic: bool,
+    /// Host memory for cached prompts, MiB (llama-server's flag): a slot's cached prompt
+    /// is copied out before another request overwrites it and copied back when a later
+    /// prompt starts with it. 0: off; -1: no limit.
+    #[arg(long = "cache-ram", visible_alias = "cram", default_value_t = 8192, allow_negative_numbers = true)]
+    pub cache_ram: i64,
     /// How long a step that reads prompts should take (ms) while several requests have
     /// work: a burst of prompts is read oldest first in steps this long, so the first
     /// answers start early and running streams keep their pace; 0: one step takes every
@@ -213,6 +218,10 @@ impl Args {
             type_k: kv_type("--cache-type-k", &self.cache_type_k)?,
             type_v: kv_type("--cache-type-v", &self.cache_type_v)?,
             prefix_cache: !self.no_cache_prompt,
+            ram_cache_bytes: match self.cache_ram {
+                n if n < 0 => usize::MAX,
+                n => (n as usize).saturating_mul(1 << 20),
+            },
             deterministic: self.deterministic,
             kv_unified: !self.no_kv_unified,
             ..Default::default()
@@ -303,8 +312,9 @@ const NOT_IMPLEMENTED: &[&str] = &[
 
 /// llama-server's multi-letter short flags, spelled with one dash (`-ngl 99`); clap
 /// knows them as long aliases (`--ngl`).
-const MULTI_LETTER_SHORT: &[&str] =
-    &["-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to", "-md", "-ngld", "-kvu", "-no-kvu"];
+const MULTI_LETTER_SHORT: &[&str] = &[
+    "-np", "-ngl", "-ctk", "-ctv", "-fa", "-ub", "-sm", "-ts", "-mg", "-to", "-md", "-ngld", "-kvu", "-no-kvu", "-cram",
+];
 
 /// Parses a command line (program name first): llama-server's multi-letter short flags
 /// are accepted, and a llama-server flag that is not implemented here is an error that

@@ -89,6 +89,8 @@ pub async fn metrics(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery
     );
     metric("llama_rs:prefix_hits_total", "counter", "Requests that reused a cached prefix.", m.prefix_hits as f64);
     metric("llama_rs:evictions_total", "counter", "Cached prefixes evicted.", m.evictions as f64);
+    metric("llama_rs:ram_cache_hits_total", "counter", "Prefixes restored from host memory.", m.ram_cache_hits as f64);
+    metric("llama_rs:ram_cache_bytes", "gauge", "Bytes of the host-memory prompt cache.", m.ram_cache_bytes as f64);
     metric("llama_rs:preemptions_total", "counter", "Requests preempted.", m.preemptions as f64);
     metric("llama_rs:steps_total", "counter", "Engine steps.", m.steps as f64);
     metric(

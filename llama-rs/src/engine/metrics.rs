@@ -77,6 +77,10 @@ pub struct Metrics {
     pub evictions: u64,
     /// Running requests preempted to make room.
     pub preemptions: u64,
+    /// Requests whose prefix came from the host-memory prompt cache.
+    pub ram_cache_hits: u64,
+    /// Bytes the host-memory prompt cache holds.
+    pub ram_cache_bytes: usize,
     /// Speculative decoding: drafted tokens verified.
     pub draft_tokens: u64,
     /// Speculative decoding: drafted tokens the target kept.

@@ -83,6 +83,11 @@ pub struct EngineParams {
     pub channel_capacity: usize,
     /// Reuse cached prompt prefixes across requests.
     pub prefix_cache: bool,
+    /// Bytes of host memory for prompts whose cells were reused for other requests
+    /// (llama-server's `--cache-ram`): a sequence's cache is copied out before another
+    /// request overwrites it, and copied back when a later prompt starts with it (a copy,
+    /// not a recomputation). 0: off. Only with `prefix_cache`.
+    pub ram_cache_bytes: usize,
     /// One KV pool shared by all sequences (a request may use all of it; prefixes are
     /// shared between sequences). Off: one stream of `n_ctx / slots` cells per slot, as
     /// llama-batched-bench and older llama-server builds use (each sequence's attention
@@ -119,6 +124,7 @@ impl Default for EngineParams {
             max_request_tokens: None,
             channel_capacity: 1024,
             prefix_cache: true,
+            ram_cache_bytes: 1 << 30,
             kv_unified: true,
             swa_full: true,
             n_threads: 0,

@@ -64,6 +64,17 @@ impl Running {
     }
 }
 
+/// A sequence's cache copied to host memory (`EngineParams::ram_cache_bytes`).
+struct Saved {
+    tokens: Vec<Token>,
+    /// `Context::save_seq_state` of those tokens.
+    state: Vec<u8>,
+    last_used: u64,
+}
+
+/// Shorter prefixes are recomputed rather than copied in and out.
+const RAM_MIN: usize = 32;
+
 /// Events of finished requests that the consumer has not taken yet.
 struct Draining {
     tx: Sender<Result<Event>>,
@@ -95,6 +106,8 @@ pub(crate) struct Scheduler {
     token_s: Option<f64>,
     /// Prompt tokens a bounded step may always take (`PROMPT_MIN`, or a micro-batch).
     prompt_min: usize,
+    /// The host-memory prompt cache, least recently used first out.
+    saved: Vec<Saved>,
 }
 
 /// Prompt tokens a step may always take on the CPU, however slow the machine (smaller
@@ -168,6 +181,7 @@ impl Scheduler {
             },
             mtp,
             token_s: None,
+            saved: Vec::new(),
             ctx,
         })
     }
@@ -300,7 +314,16 @@ impl Scheduler {
             }
             let Some(free) = self.pick_slot(&self.queue[i].prompt) else { break };
             let a = self.queue.remove(i).expect("index checked");
-            let keep = self.place(free, &a.prompt);
+            // What this slot caches beyond the new prompt's prefix is about to go: keep a
+            // copy in host memory.
+            if common_prefix(&self.slots[free].cached, &a.prompt) < self.slots[free].cached.len() {
+                self.stash(free);
+            }
+            let mut keep = self.place(free, &a.prompt);
+            if let Some(n) = self.restore(free, &a.prompt, keep) {
+                keep = n;
+                self.local.ram_cache_hits += 1;
+            }
             if let (true, Some(m)) = (a.mtp, self.mtp.as_mut()) {
                 // The head starts this request afresh (the slot's cells may come from
                 // another request or be shared from another slot).
@@ -404,6 +427,65 @@ impl Scheduler {
             return own;
         }
         0
+    }
+
+    /// Copies what idle `slot` caches into the host-memory prompt cache (unless a saved
+    /// entry already holds it), dropping the least recently used entries to fit.
+    fn stash(&mut self, slot: usize) {
+        let budget = self.params.ram_cache_bytes;
+        let tokens = &self.slots[slot].cached;
+        if budget == 0 || !self.params.prefix_cache || tokens.len() < RAM_MIN || self.slots[slot].req.is_some() {
+            return;
+        }
+        if self.saved.iter().any(|s| s.tokens.starts_with(tokens)) {
+            return;
+        }
+        let tokens = tokens.clone();
+        let Ok(state) = self.ctx.save_seq_state(slot as SeqId, &tokens) else { return };
+        if state.len() > budget {
+            return;
+        }
+        // Entries this one extends are no longer needed.
+        self.saved.retain(|s| !tokens.starts_with(&s.tokens));
+        let mut used: usize = self.saved.iter().map(|s| s.state.len()).sum();
+        while used + state.len() > budget && !self.saved.is_empty() {
+            let lru = (0..self.saved.len()).min_by_key(|&i| self.saved[i].last_used).expect("not empty");
+            used -= self.saved.swap_remove(lru).state.len();
+        }
+        self.step += 1;
+        self.saved.push(Saved { tokens, state, last_used: self.step });
+        self.local.ram_cache_bytes = used + self.saved.last().map_or(0, |s| s.state.len());
+    }
+
+    /// Copies the saved entry sharing the longest prefix with `prompt` into sequence
+    /// `dst` when that prefix is at least `RAM_MIN` tokens longer than the `keep` tokens
+    /// it already holds; returns the prefix now cached. A failed copy leaves the sequence
+    /// empty (`Some(0)`).
+    fn restore(&mut self, dst: usize, prompt: &[Token], keep: usize) -> Option<usize> {
+        if !self.params.prefix_cache {
+            return None;
+        }
+        let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
+        let (n, i) =
+            (0..self.saved.len()).map(|i| (common_prefix(&self.saved[i].tokens, prompt).min(limit), i)).max()?;
+        if n < keep + RAM_MIN {
+            return None;
+        }
+        let seq = dst as SeqId;
+        let _ = self.ctx.seq_rm(Some(seq), ..);
+        self.slots[dst].cached.clear();
+        self.step += 1;
+        self.saved[i].last_used = self.step;
+        let ok = self.ctx.load_seq_state(seq, &self.saved[i].state).is_ok()
+            && self.ctx.seq_rm(Some(seq), n as i32..).unwrap_or(false)
+            && window_present(&self.ctx, seq, n);
+        if !ok {
+            log::debug!("engine: restoring a saved prompt into sequence {seq} failed");
+            let _ = self.ctx.seq_rm(Some(seq), ..);
+            return Some(0);
+        }
+        self.slots[dst].cached = prompt[..n].to_vec();
+        Some(n)
     }
 
     /// Builds and decodes one batch, then samples and hands out what it produced.
@@ -627,6 +709,7 @@ impl Scheduler {
             .filter(|&i| self.slots[i].req.is_none() && !self.slots[i].cached.is_empty())
             .min_by_key(|&i| self.slots[i].last_used);
         if let Some(i) = idle {
+            self.stash(i);
             let _ = self.ctx.seq_rm(Some(i as SeqId), ..);
             self.slots[i].cached.clear();
             self.local.evictions += 1;
