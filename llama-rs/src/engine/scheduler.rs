@@ -72,8 +72,12 @@ struct Saved {
     last_used: u64,
 }
 
-/// Shorter prefixes are recomputed rather than copied in and out.
+/// Shorter prompts are not copied out (recomputing them costs little).
 const RAM_MIN: usize = 32;
+/// A saved prompt is copied back when it gives at least this many more cached tokens
+/// than the cells at hand, and at least 1/256 of what is copied (a copied token costs
+/// far less than a computed one).
+const RESTORE_GAIN: usize = 8;
 
 /// Events of finished requests that the consumer has not taken yet.
 struct Draining {
@@ -458,9 +462,8 @@ impl Scheduler {
     }
 
     /// Copies the saved entry sharing the longest prefix with `prompt` into sequence
-    /// `dst` when that prefix is at least `RAM_MIN` tokens longer than the `keep` tokens
-    /// it already holds; returns the prefix now cached. A failed copy leaves the sequence
-    /// empty (`Some(0)`).
+    /// `dst` when that pays over the `keep` tokens it already holds (`RESTORE_GAIN`);
+    /// returns the prefix now cached. A failed copy leaves the sequence empty (`Some(0)`).
     fn restore(&mut self, dst: usize, prompt: &[Token], keep: usize) -> Option<usize> {
         if !self.params.prefix_cache {
             return None;
@@ -468,7 +471,8 @@ impl Scheduler {
         let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
         let (n, i) =
             (0..self.saved.len()).map(|i| (common_prefix(&self.saved[i].tokens, prompt).min(limit), i)).max()?;
-        if n < keep + RAM_MIN {
+        let gain = n.saturating_sub(keep);
+        if gain < RESTORE_GAIN || gain * 256 < self.saved[i].tokens.len() {
             return None;
         }
         let seq = dst as SeqId;
