@@ -318,9 +318,9 @@ impl Scheduler {
             }
             let Some(free) = self.pick_slot(&self.queue[i].prompt) else { break };
             let a = self.queue.remove(i).expect("index checked");
-            // What this slot caches beyond the new prompt's prefix is about to go: keep a
-            // copy in host memory.
-            if common_prefix(&self.slots[free].cached, &a.prompt) < self.slots[free].cached.len() {
+            // Most of what this slot caches is about to go: keep a copy in host memory
+            // (as llama-server does; a slot that keeps most of it stays a good source).
+            if common_prefix(&self.slots[free].cached, &a.prompt) * 2 < self.slots[free].cached.len() {
                 self.stash(free);
             }
             let mut keep = self.place(free, &a.prompt);
