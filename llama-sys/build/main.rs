@@ -1,10 +1,12 @@
 //! llama-sys build script: find the source, configure + build it with CMake, generate
 //! bindings, emit link flags. `main` only dispatches; each concern has its own module.
 
+mod amx_check;
 mod bindings;
 mod cmake_config;
 mod env;
 mod link;
+mod patch;
 mod shim;
 mod source;
 mod toolchain;
@@ -35,6 +37,7 @@ fn run() -> Result<(), String> {
 
     // docs.rs (and anyone who only wants `cargo doc`/`cargo check`): no C build.
     if env::flag("DOCS_RS")?.unwrap_or(false) || env::flag("LLAMA_SYS_DOCS_ONLY")?.unwrap_or(false) {
+        println!("cargo:rustc-env=LLAMA_SYS_AMX_CHECK=not run (documentation build: no C build)");
         // Without a source tree (nothing to check against) the committed bindings serve.
         return match source::locate() {
             Ok(src) => bindings::emit(&include_dirs_of(&src), &out_dir),
@@ -46,12 +49,21 @@ fn run() -> Result<(), String> {
     let include_dirs = include_dirs_of(&src);
     // Before the long C build: a tree the committed bindings do not fit fails in seconds.
     bindings::emit(&include_dirs, &out_dir)?;
+    // CMake builds a patched mirror of the tree (vendor/patches/), never the tree itself.
+    let src = {
+        let original = src;
+        let patched = patch::prepare(&original, &out_dir)?;
+        let amx = amx_check::run(&patched, &original, &out_dir)?;
+        println!("cargo:rustc-env=LLAMA_SYS_AMX_CHECK={amx}");
+        patched
+    };
     let (install, backends) = cmake_config::build(&src, &out_dir)?;
     // The shim links before libllama, whose symbols it uses.
     shim::build(&src, &out_dir)?;
     link::emit(&install, &backends)?;
 
-    // For dependants (`DEP_LLAMA_*`): the tree and headers, e.g. to build llama.cpp tools.
+    // For dependants (`DEP_LLAMA_*`): the (patched) tree and headers, e.g. to build
+    // llama.cpp's tools from what the library was built from.
     println!("cargo:src={}", src.display());
     println!("cargo:include={}", include_dirs[0].display());
     println!("cargo:root={}", install.display());

@@ -17,6 +17,12 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 /// Upstream llama.cpp commit of the pinned source (vendor/pin.toml, via `llama-cpp-src`).
 pub const LLAMA_CPP_COMMIT: &str = env!("LLAMA_CPP_COMMIT");
 
+/// What the build's AMX miscompile check found (`llama-sys/build/amx_check.rs`): ggml's
+/// AMX tile-config init, compiled by this build's C++ compiler, run and compared with an
+/// unoptimized build. The build fails when it differs, so this says "passed ...", or why
+/// it was not run (cross build, documentation build, `LLAMA_SYS_AMX_CHECK=0`).
+pub const AMX_CHECK: &str = env!("LLAMA_SYS_AMX_CHECK");
+
 #[cfg(all(test, feature = "bindgen"))]
 mod tests {
     /// With the `bindgen` feature the bindings were generated now: on the pinned source

@@ -20,6 +20,14 @@ pub const PIN_TOML: &str = include_str!("../pin.toml");
 /// Upstream llama.cpp commit of the pinned source (from pin.toml, by the build script).
 pub const UPSTREAM_COMMIT: &str = env!("LLAMA_CPP_COMMIT");
 
+/// Patches that `llama-sys` applies to its own copy of the tree before building it, in
+/// order: `(file name, unified diff)`. Each one is upstream-ready (`git apply`, with its
+/// reason in the header); `vendor/patches/README.md` says why each is carried.
+pub const PATCHES: &[(&str, &str)] = &[(
+    "0001-ggml-cpu-amx-load-the-whole-tile-config.patch",
+    include_str!("../patches/0001-ggml-cpu-amx-load-the-whole-tile-config.patch"),
+)];
+
 /// Directory that holds (or will hold, once fetched) the pinned llama.cpp tree.
 pub fn source_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("llama.cpp")
@@ -36,6 +44,19 @@ pub fn is_fetched() -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_patch_file_is_listed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("patches");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".patch"))
+            .collect();
+        on_disk.sort();
+        let listed: Vec<String> = super::PATCHES.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(on_disk, listed, "vendor/patches/*.patch and PATCHES differ");
+    }
+
     #[test]
     fn pin_names_the_commit() {
         assert!(super::PIN_TOML.contains(&format!("commit = \"{}\"", super::UPSTREAM_COMMIT)));
