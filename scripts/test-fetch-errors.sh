@@ -32,6 +32,24 @@ expect "LLAMA_CPP_SRC=$tmp is not a llama.cpp tree" env LLAMA_CPP_SRC="$tmp" pyt
 # The build names a missing source tree and the fix.
 expect "LLAMA_CPP_SRC=$tmp is not a llama.cpp tree" env LLAMA_CPP_SRC="$tmp" CARGO_TARGET_DIR="$tmp/target" \
   cargo build --release --locked -p llama-sys
+# The carried patches (vendor/patches/): one that does not apply to a tree stops the
+# build and names itself; and the AMX miscompile check stands guard when the patches are
+# off. CMAKE=false: these runs must stop before (or fail at) the C build, not do one.
+mkdir -p "$tmp/tree"
+cp -r vendor/llama.cpp/{CMakeLists.txt,cmake,include,src,ggml,vendor} "$tmp/tree/"
+sed -i 's/_tile_loadconfig(&tc);/_tile_loadconfig(\&tc); \/\* moved \*\//' "$tmp/tree/ggml/src/ggml-cpu/amx/mmq.cpp"
+expect "0001-ggml-cpu-amx-load-the-whole-tile-config.patch does not apply" env LLAMA_CPP_SRC="$tmp/tree" \
+  CARGO_TARGET_DIR="$tmp/target" CMAKE=false cargo build --release --locked -p llama-sys
+summary=$(grep -ho 'LLAMA_SYS_AMX_CHECK=.*' target/release/build/llama-sys-*/output | tail -n1)
+case $summary in
+  *"unpatched code is miscompiled"*)  # this compiler (e.g. GCC 12) needs the patch
+    expect "AMX check failed" env LLAMA_SYS_PATCHES=0 CARGO_TARGET_DIR="$tmp/target" CMAKE=false \
+      cargo build --release --locked -p llama-sys ;;
+  *"passed"*) echo "test-fetch-errors: this compiler builds the unpatched AMX code correctly; the failing check is not exercised" ;;
+  *) fail "no AMX check summary in target/release/build/llama-sys-*/output (build llama-sys first): $summary" ;;
+esac
+rm -rf "$tmp/tree"
+
 # A fetch killed half-way leaves scratch folders: the next fetch removes them.
 mkdir -p vendor/.fetch-killed "$cache/downloads/.pip-killed"
 LLAMA_RS_CACHE="$cache" python3 vendor/fetch.py source >/dev/null 2>&1 || fail "fetch after an interrupted one failed"

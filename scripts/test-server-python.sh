@@ -23,6 +23,12 @@ target/release/llama-rs-server -m "$model" -a smol --port "$port" -t 2 -np 4 -c 
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do
+  if ! kill -0 $pid 2>/dev/null; then  # died before it was ready: say how, at once
+    st=0; wait $pid || st=$?
+    echo "test-server-python: llama-rs-server ended with status $st$([ $st -gt 128 ] && echo " (signal $((st - 128)))") before it was ready:" >&2
+    tail -n 30 target/server-python-test.log >&2
+    exit 1
+  fi
   curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
   sleep 0.1

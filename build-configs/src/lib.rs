@@ -79,6 +79,7 @@ pub struct BuildConfig {
 const CONFIGS: &[(&str, &str)] = &[
     ("cpu-native", include_str!("../configs/cpu-native.toml")),
     ("cpu-portable", include_str!("../configs/cpu-portable.toml")),
+    ("cpu-all", include_str!("../configs/cpu-all.toml")),
     ("gfx1151-vulkan", include_str!("../configs/gfx1151-vulkan.toml")),
     ("gfx1151-hip", include_str!("../configs/gfx1151-hip.toml")),
     ("gfx1100-hip", include_str!("../configs/gfx1100-hip.toml")),
@@ -194,6 +195,19 @@ pub fn cmake_options(i: &Inputs, cfg: Option<&BuildConfig>, caps: &SourceCaps) -
     }
     if let Some(t) = &i.gpu_targets {
         set(&mut o, "GPU_TARGETS", t.clone());
+    }
+    let is_on = |o: &Vec<(String, String)>, k: &str| o.iter().any(|(key, v)| key == k && v == "ON");
+    if is_on(&o, "GGML_CPU_ALL_VARIANTS") && !is_on(&o, "GGML_BACKEND_DL") {
+        return Err("GGML_CPU_ALL_VARIANTS needs GGML_BACKEND_DL=ON (each variant is a loadable module)".into());
+    }
+    if is_on(&o, "GGML_BACKEND_DL") {
+        // ggml refuses DL backends in static builds; the modules link libggml-base.so.
+        set(&mut o, "BUILD_SHARED_LIBS", on(true));
+        if is_on(&o, "GGML_NATIVE") {
+            return Err("GGML_BACKEND_DL with GGML_NATIVE=ON would build modules for this CPU only: use \
+                        LLAMA_BUILD_CONFIG=cpu-all (or set GGML_NATIVE OFF)"
+                .into());
+        }
     }
     let mut warnings = Vec::new();
     if backends.contains(&Backend::Hip) {
@@ -316,6 +330,26 @@ mod tests {
         let forced = Inputs { native_override: Some(false), ..host() };
         let cfg = named("cpu-native").unwrap();
         assert_eq!(get(&cmake_options(&forced, Some(&cfg), &Default::default()).unwrap(), "GGML_NATIVE"), Some("OFF"));
+    }
+
+    #[test]
+    fn cpu_all_variants_build() {
+        let a =
+            cmake_options(&Inputs { openmp: true, ..host() }, Some(&named("cpu-all").unwrap()), &Default::default())
+                .unwrap();
+        for (k, v) in [
+            ("GGML_BACKEND_DL", "ON"),
+            ("GGML_CPU_ALL_VARIANTS", "ON"),
+            ("BUILD_SHARED_LIBS", "ON"),
+            ("GGML_NATIVE", "OFF"),
+            ("GGML_OPENMP", "OFF"),
+        ] {
+            assert_eq!(get(&a, k), Some(v), "{k}");
+        }
+        // A native override cannot make the variant modules native.
+        let forced = Inputs { native_override: Some(true), ..host() };
+        let err = cmake_options(&forced, Some(&named("cpu-all").unwrap()), &Default::default()).unwrap_err();
+        assert!(err.contains("cpu-all"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ fn chat(args: &[&str], stdin: &str) -> (String, String) {
     c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = c.wait_with_output().unwrap();
     let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "chat failed: {e}");
+    assert!(out.status.success(), "chat {}: {e}", llama_testkit::child::exit_reason(&out.status));
     (o, e)
 }
 

@@ -22,16 +22,24 @@ fn openpty() -> (std::fs::File, OwnedFd) {
 struct Term {
     master: std::fs::File,
     seen: Arc<Mutex<String>>,
+    child: std::process::Child,
 }
 
 impl Term {
     /// Waits until the terminal has shown `what` `times` times in all.
-    fn wait_for(&self, what: &str, times: usize) -> String {
+    fn wait_for(&mut self, what: &str, times: usize) -> String {
         let start = Instant::now();
         loop {
             let s = self.seen.lock().unwrap().clone();
             if s.matches(what).count() >= times {
                 return s;
+            }
+            // A child that died (a crash in the model code) fails the test now, with its
+            // signal, instead of after the timeout.
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200)); // the reader's last bytes
+                let s = self.seen.lock().unwrap().clone();
+                panic!("chat {} while waiting for {what:?}; screen:\n{s}", llama_testkit::child::exit_reason(&st));
             }
             assert!(start.elapsed() < Duration::from_secs(120), "no {what:?} (×{times}) after 120 s; screen:\n{s}");
             std::thread::sleep(Duration::from_millis(50));
@@ -47,7 +55,7 @@ impl Term {
 fn an_interactive_session_through_a_terminal() {
     let (master, slave) = openpty();
     let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
+    let child = Command::new(env!("CARGO_BIN_EXE_chat"))
         .args(["--temp", "0", "-t", "2", "-n", "24"]) // the default chat model
         .stdin(io(&slave))
         .stdout(io(&slave))
@@ -67,7 +75,7 @@ fn an_interactive_session_through_a_terminal() {
             s2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let mut t = Term { master, seen };
+    let mut t = Term { master, seen, child };
     t.wait_for("> ", 1); // the line editor's prompt: stdin is a terminal
     t.type_line("Name one color.");
     let first = t.wait_for(" t/s, TTFT ", 1);
@@ -87,13 +95,13 @@ fn an_interactive_session_through_a_terminal() {
     t.master.write_all(b"\x04").unwrap(); // Ctrl-D at the prompt
     let start = Instant::now();
     let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = t.child.try_wait().unwrap() {
             break st;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "chat did not exit on Ctrl-D");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "chat {}", llama_testkit::child::exit_reason(&status));
     // The answer was streamed onto the terminal between the question and the stats line.
     let answer = first.split("Name one color.").nth(1).unwrap().split('[').next().unwrap();
     assert!(answer.trim().len() > 1, "{first}");

@@ -5,12 +5,24 @@
 use std::process::Command;
 
 fn harness(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["-t", "2", "--max-tokens", "6", "--benchmark", "2", "--ctx", "512"])
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .output()
-        .unwrap()
+        .unwrap();
+    // Bad flags exit with an error code; a signal is a crash whatever the flags.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.signal().is_none(),
+            "harness {args:?} {}: {}",
+            llama_testkit::child::exit_reason(&out.status),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
 }
 
 #[test]

@@ -977,6 +977,12 @@ fn parse_tool_calls(text: &str) -> (String, Vec<(String, String, Option<String>)
 }
 
 /// Whether this build can offload layers to a GPU.
+/// llama.cpp's system-info line, after the CPU backend in use (a wheel's CPU variant).
+#[pyfunction]
+fn system_info() -> String {
+    llama_rs::backend::system_info()
+}
+
 #[pyfunction]
 fn supports_gpu_offload() -> bool {
     llama_rs::Device::all().iter().any(|d| !matches!(d.kind, llama_rs::DeviceType::Cpu))
@@ -1068,6 +1074,7 @@ fn _llama_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_grammar, m)?)?;
     m.add_function(wrap_pyfunction!(parse_tool_calls, m)?)?;
     m.add_function(wrap_pyfunction!(supports_gpu_offload, m)?)?;
+    m.add_function(wrap_pyfunction!(system_info, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(sample, m)?)?;

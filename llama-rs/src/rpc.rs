@@ -32,6 +32,28 @@ const RPC_PROTO_MAJOR_VERSION: u8 = 7;
 /// How long a server may take to answer the hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+type AddServerFn = unsafe extern "C" fn(*const std::ffi::c_char) -> sys::ggml_backend_reg_t;
+type StartServerFn =
+    unsafe extern "C" fn(*const std::ffi::c_char, *const std::ffi::c_char, usize, usize, *mut sys::ggml_backend_dev_t);
+
+/// A function of the RPC backend through the registry (`ggml_backend_reg_get_proc_address`):
+/// in a `cpu-all` build the RPC backend is a module whose functions are not linked.
+fn rpc_fn(name: &std::ffi::CStr) -> Result<*mut std::ffi::c_void> {
+    backend::init();
+    // SAFETY: registry lookups with NUL-terminated names; NULL results are checked.
+    let f = unsafe {
+        let reg = sys::ggml_backend_reg_by_name(c"RPC".as_ptr());
+        if reg.is_null() {
+            return Err(Error::NoSuchDevice("this build has no RPC backend".into()));
+        }
+        sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr())
+    };
+    if f.is_null() {
+        return Err(Error::NoSuchDevice(format!("the RPC backend has no {name:?}")));
+    }
+    Ok(f)
+}
+
 /// The protocol's hello, done here with timeouts: ggml-rpc blocks forever on a server
 /// that accepts and never answers, and aborts the process on one that closes the
 /// connection or speaks another protocol (`RPC_STATUS_ASSERT`).
@@ -97,10 +119,12 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     }
     let c = crate::ffi::c_string(endpoint, endpoint)?;
     let before: Vec<String> = Device::all().into_iter().map(|d| d.name).collect();
+    let add_server = rpc_fn(c"ggml_backend_rpc_add_server")?;
     // SAFETY: `c` is a valid endpoint string and a server answered on it just now;
     // add_server is idempotent per endpoint (llama.cpp keeps a map) and returns NULL if
-    // the server reports no devices.
-    let reg = unsafe { sys::ggml_backend_rpc_add_server(c.as_ptr()) };
+    // the server reports no devices. The registry returned ggml-rpc's `ggml_backend_rpc_add_server`,
+    // whose C signature AddServerFn spells out (ggml-rpc.h).
+    let reg = unsafe { std::mem::transmute::<*mut std::ffi::c_void, AddServerFn>(add_server)(c.as_ptr()) };
     if reg.is_null() {
         return Err(Error::NoSuchDevice(format!("the RPC server at {endpoint} has no devices")));
     }
@@ -148,9 +172,12 @@ pub fn serve(endpoint: &str, cache_dir: Option<&Path>, n_threads: usize, devices
     }
     let c = crate::ffi::c_string(endpoint, endpoint)?;
     let cache = cache_dir.map(crate::ffi::path_cstring).transpose()?;
-    // SAFETY: valid strings and device pointers for the duration of the (blocking) call.
+    let start_server = rpc_fn(c"ggml_backend_rpc_start_server")?;
+    // SAFETY: valid strings and device pointers for the duration of the (blocking) call;
+    // the registry returned ggml-rpc's `ggml_backend_rpc_start_server`, whose C signature
+    // StartServerFn spells out (ggml-rpc.h).
     unsafe {
-        sys::ggml_backend_rpc_start_server(
+        std::mem::transmute::<*mut std::ffi::c_void, StartServerFn>(start_server)(
             c.as_ptr(),
             cache.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             n_threads.max(1),

@@ -32,7 +32,7 @@ fn free_port() -> u16 {
 fn loopback_rpc_matches_local_cpu() {
     let port = free_port();
     let endpoint = format!("127.0.0.1:{port}");
-    let _server = Server(
+    let mut _server = Server(
         Command::new(std::env::current_exe().unwrap())
             .args(["rpc_server_child", "--exact", "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, &endpoint)
@@ -44,6 +44,7 @@ fn loopback_rpc_matches_local_cpu() {
     // Wait for the listener.
     let start = std::time::Instant::now();
     while std::net::TcpStream::connect(&endpoint).is_err() {
+        llama_testkit::child::assert_alive(&mut _server.0, "the rpc server child");
         assert!(start.elapsed().as_secs() < 30, "rpc server did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

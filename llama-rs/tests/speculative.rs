@@ -246,7 +246,7 @@ fn stochastic_output_distribution_is_unchanged_by_speculation() {
     // step: 300 generations with plain decoding (seeds 0..300) against 300 with n-gram
     // speculation (other seeds, 1000..1300), temperature 1.5 over the full vocabulary,
     // micro-batches as llama.cpp chooses (verification batches really are batches).
-    // Power (df 4 here, critical value 13.3 at α = 0.01): moving 0.15 of probability
+    // Power (df 4 on this machine, critical value 13.3 at α = 0.01): moving 0.15 of probability
     // mass between two outcomes of probability ~0.3 gives a noncentrality of
     // 150 · 2 · 0.15² / 0.3 ≈ 22 — detected with probability ~0.9; a move of 0.1 (λ ≈ 10)
     // with probability ~0.5. Measured: chi2 1.4 plain vs speculative; 124 for
@@ -258,7 +258,10 @@ fn stochastic_output_distribution_is_unchanged_by_speculation() {
     let spec = outcomes(&mut s, prompt, 1000..1300, 1.5, true);
     let (stat, crit, df) = chi_square(&plain, &spec);
     eprintln!("plain vs speculative: chi2 {stat:.2}, critical {crit:.2}, df {df}");
-    assert!(df >= 3, "too few categories to mean something: {df}");
+    // How many outcomes are common enough to be categories depends on the CPU's kernels
+    // (df 4 here, 2 on an AMX machine): any df is a valid test. What makes it mean
+    // something on every CPU is the power check below, on the same categories.
+    assert!(df >= 1, "a single outcome: nothing to compare");
     assert!(stat < crit, "plain vs speculative: chi2 {stat:.1} >= {crit:.1} (df {df})");
     // Drafts were made and kept (the test exercised the rejection rule).
     let p = GenerateParams {

@@ -37,8 +37,23 @@ fn source_caps(src: &Path) -> SourceCaps {
     SourceCaps { has_rocwmma_option: defines("ggml/CMakeLists.txt") || defines("ggml/src/ggml-hip/CMakeLists.txt") }
 }
 
-/// Builds and installs llama.cpp; returns the install prefix and the enabled backends.
-pub fn build(src: &Path, out_dir: &Path) -> Result<(PathBuf, BTreeSet<Backend>), String> {
+/// What was built, for linking.
+pub struct Built {
+    /// The install prefix (`lib/` holds the libraries, and the backend modules of a
+    /// `GGML_BACKEND_DL` build).
+    pub install: PathBuf,
+    /// The enabled backends.
+    pub backends: BTreeSet<Backend>,
+    /// Shared libraries (`BUILD_SHARED_LIBS`).
+    pub shared: bool,
+    /// Linked against OpenMP (`GGML_OPENMP`).
+    pub openmp: bool,
+    /// Backends (the CPU variants among them) are modules loaded at run time.
+    pub backend_dl: bool,
+}
+
+/// Builds and installs llama.cpp.
+pub fn build(src: &Path, out_dir: &Path) -> Result<Built, String> {
     let config: Option<BuildConfig> = match env::var("LLAMA_BUILD_CONFIG") {
         Some(name) => Some(llama_build_config::named(&name)?),
         None => None,
@@ -77,6 +92,14 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<(PathBuf, BTreeSet<Backend>),
     for (k, v) in &args.options {
         cfg.define(k, v);
     }
+    let is_on = |k: &str| args.options.iter().any(|(key, v)| key == k && v == "ON");
+    let backend_dl = is_on("GGML_BACKEND_DL");
+    if backend_dl {
+        // The modules go next to libggml.so, where llama-rs looks for them (and ggml too).
+        cfg.define("GGML_BACKEND_DIR", out_dir.join("cmake").join("lib"));
+    }
+    let (shared, openmp) = (is_on("BUILD_SHARED_LIBS"), is_on("GGML_OPENMP"));
+    println!("cargo:rustc-env=LLAMA_SYS_BUILD_CONFIG={}", config.as_ref().map_or("default", |c| c.name.as_str()));
     // The cmake crate panics with the full log on failure; add a one-line summary.
     let dst = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.build())).map_err(|_| {
         format!(
@@ -87,7 +110,7 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<(PathBuf, BTreeSet<Backend>),
             args.backends
         )
     })?;
-    Ok((dst, args.backends))
+    Ok(Built { install: dst, backends: args.backends, shared, openmp, backend_dl })
 }
 
 pub fn which(bin: &str) -> Option<PathBuf> {

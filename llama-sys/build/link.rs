@@ -7,12 +7,20 @@ use std::collections::BTreeSet;
 
 use llama_build_config::Backend;
 
-use crate::{cfg_feature, env};
+use crate::cmake_config::Built;
+use crate::env;
 
-pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> {
+pub fn emit(built: &Built) -> Result<(), String> {
+    let (install, backends, shared): (&Path, &BTreeSet<Backend>, bool) =
+        (&built.install, &built.backends, built.shared);
     let lib_dir = install.join("lib");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
-    let shared = env::flag("LLAMA_SYS_SHARED")?.unwrap_or(false);
+    // For llama-rs: where the libraries (and a DL build's backend modules) are.
+    println!(
+        "cargo:rustc-env=LLAMA_SYS_LIB_DIR={}",
+        if shared { lib_dir.display().to_string() } else { String::new() }
+    );
+    println!("cargo:rustc-env=LLAMA_SYS_BACKEND_DL={}", u8::from(built.backend_dl));
     let names: Vec<String> = std::fs::read_dir(&lib_dir)
         .map_err(|e| format!("no libraries in {}: {e}", lib_dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -20,12 +28,16 @@ pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> 
     if shared {
         // libllama.so pulls in the ggml libraries of whatever build sits next to it, so
         // a llama.cpp built with another backend can be swapped in at run time.
+        // The backend modules of a DL build (libggml-cpu-haswell.so, ...) are loaded at
+        // run time, never linked: only llama, ggml and ggml-base (and, in a build without
+        // DL, the backend libraries).
         let mut libs: Vec<&str> = names
             .iter()
             .filter_map(|n| {
                 n.strip_prefix("lib")?.strip_suffix(".so").or_else(|| n.strip_prefix("lib")?.strip_suffix(".dylib"))
             })
             .filter(|n| *n == "llama" || n.starts_with("ggml"))
+            .filter(|n| !built.backend_dl || matches!(*n, "llama" | "ggml" | "ggml-base"))
             .collect();
         libs.sort();
         if !libs.contains(&"llama") {
@@ -73,15 +85,15 @@ pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> 
         "windows" if env_abi == "msvc" => {}
         _ => {
             println!("cargo:rustc-link-lib=stdc++");
-            if cfg_feature("openmp") {
+            if built.openmp {
                 println!("cargo:rustc-link-lib=gomp");
             }
         }
     }
-    if backends.contains(&Backend::Vulkan) {
+    if backends.contains(&Backend::Vulkan) && !built.backend_dl {
         println!("cargo:rustc-link-lib=vulkan");
     }
-    if backends.contains(&Backend::Cuda) {
+    if backends.contains(&Backend::Cuda) && !built.backend_dl {
         let root = env::var("CUDA_PATH").unwrap_or_else(|| "/usr/local/cuda".into());
         for sub in ["lib64", "lib64/stubs", "lib", "targets/x86_64-linux/lib"] {
             println!("cargo:rustc-link-search=native={root}/{sub}");
@@ -90,7 +102,7 @@ pub fn emit(install: &Path, backends: &BTreeSet<Backend>) -> Result<(), String> 
             println!("cargo:rustc-link-lib={l}");
         }
     }
-    if backends.contains(&Backend::Hip) {
+    if backends.contains(&Backend::Hip) && !built.backend_dl {
         let root = env::var("ROCM_PATH").unwrap_or_else(|| "/opt/rocm".into());
         println!("cargo:rustc-link-search=native={root}/lib");
         for l in ["amdhip64", "hipblas", "rocblas"] {

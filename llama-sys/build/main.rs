@@ -38,6 +38,9 @@ fn run() -> Result<(), String> {
     // docs.rs (and anyone who only wants `cargo doc`/`cargo check`): no C build.
     if env::flag("DOCS_RS")?.unwrap_or(false) || env::flag("LLAMA_SYS_DOCS_ONLY")?.unwrap_or(false) {
         println!("cargo:rustc-env=LLAMA_SYS_AMX_CHECK=not run (documentation build: no C build)");
+        println!("cargo:rustc-env=LLAMA_SYS_BACKEND_DL=0");
+        println!("cargo:rustc-env=LLAMA_SYS_LIB_DIR=");
+        println!("cargo:rustc-env=LLAMA_SYS_BUILD_CONFIG=default");
         // Without a source tree (nothing to check against) the committed bindings serve.
         return match source::locate() {
             Ok(src) => bindings::emit(&include_dirs_of(&src), &out_dir),
@@ -57,10 +60,11 @@ fn run() -> Result<(), String> {
         println!("cargo:rustc-env=LLAMA_SYS_AMX_CHECK={amx}");
         patched
     };
-    let (install, backends) = cmake_config::build(&src, &out_dir)?;
+    let built = cmake_config::build(&src, &out_dir)?;
     // The shim links before libllama, whose symbols it uses.
     shim::build(&src, &out_dir)?;
-    link::emit(&install, &backends)?;
+    link::emit(&built)?;
+    let install = built.install;
 
     // For dependants (`DEP_LLAMA_*`): the (patched) tree and headers, e.g. to build
     // llama.cpp's tools from what the library was built from.

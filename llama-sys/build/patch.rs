@@ -8,15 +8,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::env;
+
 /// What CMake and the tools build need from the tree (what `llama-cpp-src` publishes,
 /// plus `tools/` where present for `scripts/llama-tools.sh`).
 const MIRRORED: &[&str] =
     &["CMakeLists.txt", "LICENSE", "cmake", "include", "src", "ggml", "common", "vendor", "licenses", "tools"];
 
 /// Mirrors `src` into `out_dir/llama.cpp`, applies the patches and returns the mirror.
+/// `LLAMA_SYS_PATCHES=0` mirrors the tree unchanged (a tree that carries its own fixes;
+/// the AMX check still guards the build).
 pub fn prepare(src: &Path, out_dir: &Path) -> Result<PathBuf, String> {
     let dst = out_dir.join("llama.cpp");
-    let patched = patched_files(src)?;
+    let patched = if env::flag("LLAMA_SYS_PATCHES")?.unwrap_or(true) { patched_files(src)? } else { BTreeMap::new() };
     let mut wanted = BTreeSet::new();
     for top in MIRRORED {
         let from = src.join(top);

@@ -23,6 +23,18 @@ pub const LLAMA_CPP_COMMIT: &str = env!("LLAMA_CPP_COMMIT");
 /// it was not run (cross build, documentation build, `LLAMA_SYS_AMX_CHECK=0`).
 pub const AMX_CHECK: &str = env!("LLAMA_SYS_AMX_CHECK");
 
+/// Whether ggml's backends — the CPU variants among them — are modules loaded at run
+/// time (`GGML_BACKEND_DL`, the `cpu-all` build config). `llama-rs` then picks and loads
+/// them before first use; nothing works until it has.
+pub const BACKEND_DL: bool = matches!(env!("LLAMA_SYS_BACKEND_DL").as_bytes(), b"1");
+
+/// Where a shared build's libraries (and a DL build's modules) were installed; empty for
+/// a static build. A fallback only: `llama-rs` first looks next to the loaded libggml.
+pub const LIB_DIR: &str = env!("LLAMA_SYS_LIB_DIR");
+
+/// The `LLAMA_BUILD_CONFIG` this library was built with (`default` when none was set).
+pub const BUILD_CONFIG: &str = env!("LLAMA_SYS_BUILD_CONFIG");
+
 #[cfg(all(test, feature = "bindgen"))]
 mod tests {
     /// With the `bindgen` feature the bindings were generated now: on the pinned source

@@ -5,6 +5,7 @@
 //! - [`GgufWriter`]: writes GGUF files (crafted hostile models, control vectors, corpora).
 //! - [`write_synthetic_qwen2`], [`write_tiny_llama`]: models of a real shape with random
 //!   weights, for speed tests and split loading.
+//! - [`child`]: waits on child processes that fail at once, with the signal, when they die.
 //! - [`fixtures`]: the loaded default model, greedy helpers and scratch directories the
 //!   integration tests share.
 //!
@@ -14,6 +15,7 @@
 //! # Ok::<(), llama_rs::Error>(())
 //! ```
 
+pub mod child;
 pub mod fixtures;
 mod gguf_writer;
 mod paths;

@@ -258,6 +258,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 const COLUMNS: &[&str] = &[
     "build_commit",
     "backends",
+    "cpu_variant",
     "model_filename",
     "model_type",
     "model_size",
@@ -399,6 +400,7 @@ fn sweep(a: &Args) -> anyhow::Result<Vec<Value>> {
                 rows.push(json!({
                     "build_commit": llama_rs::backend::llama_cpp_commit(),
                     "backends": backends(model),
+                    "cpu_variant": cpu_variant(),
                     "model_filename": c.model.display().to_string(),
                     "model_type": model.description(),
                     "model_size": model.size(),
@@ -428,6 +430,15 @@ fn sweep(a: &Args) -> anyhow::Result<Vec<Value>> {
     }
     bar.finish_and_clear();
     Ok(rows)
+}
+
+/// The CPU variant a `cpu-all` build picked (`haswell`, `skylakex`, ...), or
+/// `built-in (<build config>)` when the CPU backend is linked in.
+fn cpu_variant() -> String {
+    match llama_rs::backend::cpu_variant() {
+        Some(v) => v.name.clone(),
+        None => format!("built-in ({})", llama_rs::backend::build_config()),
+    }
 }
 
 fn backends(model: &Model) -> String {
@@ -495,6 +506,10 @@ fn write_rows(rows: &[Value], format: &str, out: &mut impl Write) -> anyhow::Res
                     r["avg_ts"].as_f64().unwrap_or(0.0),
                     r["stddev_ts"].as_f64().unwrap_or(0.0),
                 )?;
+            }
+            // As llama-bench's "build:" line: which CPU code ran.
+            if let Some(r) = rows.first() {
+                writeln!(out, "\ncpu: {}, llama.cpp {}", cell(&r["cpu_variant"]), cell(&r["build_commit"]))?;
             }
         }
         f => bail!("-o {f}: md, csv, json or jsonl"),

@@ -62,9 +62,15 @@ def llama_supports_gpu_offload() -> bool:
     return _llama_rs.supports_gpu_offload()
 
 
+def llama_print_system_info() -> bytes:
+    """llama.cpp's system info (as llama-cpp-python: bytes), after the CPU backend in use:
+    `CPU variant = haswell (...)` in the portable wheel, `CPU = built in (...)` otherwise."""
+    return _llama_rs.system_info().encode()
+
+
 __all__ = [
     "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "JSON_GBNF", "llama_speculative",
-    "llama_supports_gpu_offload", "llama_log_set", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
+    "llama_supports_gpu_offload", "llama_print_system_info", "llama_log_set", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
     "LogitsProcessorList", "StoppingCriteriaList", "LlamaError", "InvalidArgumentError", "ContextFullError",
     "ModelLoadError", "UnsupportedError", "ResourceLimitError", "RejectedError", "CancelledError", "BackendError",
     "ClosedError",

@@ -128,7 +128,7 @@ impl Model {
         missing_bytes: Vec<u8>,
         load: impl FnOnce(sys::llama_model_params) -> *mut sys::llama_model,
     ) -> Result<Model> {
-        backend::init();
+        backend::check_cpu_backend()?;
         if !params.rpc_servers.is_empty() {
             #[cfg(feature = "rpc")]
             for endpoint in params.rpc_servers.clone() {

@@ -332,8 +332,17 @@ impl ModelParams {
         for (pattern, target) in &self.tensor_overrides {
             let c = crate::ffi::c_string(pattern, pattern)?;
             let buft = match target {
-                // SAFETY: returns a static buffer type of the always-present CPU backend.
-                BufferTarget::Cpu => unsafe { sys::ggml_backend_cpu_buffer_type() },
+                // The CPU device's buffer type through the registry: in a `cpu-all` build
+                // the CPU backend is a module and its functions are not linked.
+                BufferTarget::Cpu => {
+                    // SAFETY: registry queries; a NULL device (no CPU backend) is checked.
+                    let dev = unsafe { sys::ggml_backend_dev_by_type(sys::GGML_BACKEND_DEVICE_TYPE_CPU) };
+                    if dev.is_null() {
+                        return Err(crate::Error::NoSuchDevice("no CPU backend is registered".into()));
+                    }
+                    // SAFETY: `dev` is a valid registry device.
+                    unsafe { sys::ggml_backend_dev_buffer_type(dev) }
+                }
                 BufferTarget::Device(i) => {
                     let dev = Device::raw_by_index(*i)?;
                     // SAFETY: `dev` is a valid registry device pointer (checked above).
