@@ -15,10 +15,18 @@ use std::process::Command;
 const CHILD_ENV: &str = "LLAMA_RS_TEST_VARIANT_OUT";
 const STEPS: usize = 24;
 const TOP: usize = 5;
-/// Largest |logit - reference logit| allowed, over the whole vocabulary. Variants differ
-/// in accumulation order and in their weight layouts (AVX2 and later repack Q4_K), not
-/// in arithmetic: measured at most 0.03 on the default model (logits span about 40).
-const LOGIT_TOL: f32 = 0.25;
+/// Allowed |logit - x64's logit| over the whole vocabulary (262144 logits, the top ones
+/// near 20): largest and RMS. The variants compute the same arithmetic in other orders,
+/// with other weight layouts (AVX2 and later repack Q4_K) and f16 rounding in other
+/// places; through 18 layers that moves logits by up to 1.24 (RMS 0.34, haswell and
+/// alderlake), measured on the default model on this project's CI CPU. A broken kernel
+/// (a wrong tile config, a bad shuffle) moves them by far more and changes the first
+/// greedy token.
+const LOGIT_MAX_TOL: f32 = 2.0;
+const LOGIT_RMS_TOL: f64 = 0.5;
+/// Greedy texts may part only at a near tie of the reference: where the variant's token
+/// is within this of x64's best (measured: 0.018, at step 11).
+const TIE: f32 = 0.25;
 
 /// Runs only in a child process: one variant's prompt logits and greedy steps.
 #[test]
@@ -109,7 +117,11 @@ fn every_runnable_variant_matches_the_reference() {
         let r = run_variant(name, dir.path());
         let d = common::max_diff(&r.logits, &reference.logits);
         assert_eq!(r.logits.len(), reference.logits.len());
-        assert!(d <= LOGIT_TOL, "{name}: prompt logits differ from x64 by {d} (> {LOGIT_TOL})");
+        let rms = (r.logits.iter().zip(&reference.logits).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>()
+            / r.logits.len() as f64)
+            .sqrt();
+        assert!(d <= LOGIT_MAX_TOL, "{name}: prompt logits differ from x64 by up to {d} (> {LOGIT_MAX_TOL})");
+        assert!(rms <= LOGIT_RMS_TOL, "{name}: prompt logits differ from x64 by {rms} RMS (> {LOGIT_RMS_TOL})");
         // Greedy tokens: equal at every step, except where the reference itself has a
         // near tie (its top two within the tolerance): from there on the texts may part.
         let mut same = 0;
@@ -118,7 +130,7 @@ fn every_runnable_variant_matches_the_reference() {
                 same += 1;
                 continue;
             }
-            let tie = b.iter().any(|(t, l)| *t == a[0].0 && b[0].1 - l <= LOGIT_TOL);
+            let tie = b.iter().any(|(t, l)| *t == a[0].0 && b[0].1 - l <= TIE);
             assert!(
                 tie,
                 "{name}: step {i} chose {} where x64 chose {} (x64's top: {b:?}; {name}'s: {a:?})",
@@ -126,9 +138,12 @@ fn every_runnable_variant_matches_the_reference() {
             );
             break;
         }
-        report.push(format!("{name}: max |Δlogit| {d:.4}, {same}/{STEPS} greedy steps equal"));
+        report.push(format!("{name}: |Δlogit| max {d:.3}, RMS {rms:.3}; greedy steps equal {same}/{STEPS}"));
     }
-    eprintln!("cpu variants compared with x64 (tolerance {LOGIT_TOL}):\n  {}", report.join("\n  "));
+    eprintln!(
+        "cpu variants compared with x64 (tolerance: max {LOGIT_MAX_TOL}, RMS {LOGIT_RMS_TOL}, ties {TIE}):\n  {}",
+        report.join("\n  ")
+    );
     eprintln!("cpu variants compared: {}", report.len());
     assert!(!report.is_empty(), "only x64 can run here: nothing to compare");
 }
