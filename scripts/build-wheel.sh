@@ -20,7 +20,9 @@ pipi() { "$py" -m pip install -q --disable-pip-version-check "$@" 2>/dev/null \
 
 # 1. The libraries and modules (cmake install tree of llama-sys's build).
 echo "build-wheel: building llama.cpp with LLAMA_BUILD_CONFIG=cpu-all (every CPU variant: the first build takes long)" >&2
-llama_out=$(cargo build --release --locked -p llama-sys --message-format=json \
+# Through llama-py's own dependency graph: maturin's build below then finds it built
+# (`cargo build -p llama-sys` alone would be another feature resolution: another build).
+llama_out=$(cargo build --release --locked -p llama-py --message-format=json \
   | python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -87,6 +87,11 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<Built, String> {
             for lang in ["C", "CXX", "CUDA", "HIP"] {
                 cfg.define(format!("CMAKE_{lang}_COMPILER_LAUNCHER"), &launcher);
             }
+            // The tree and the build dir are both inside OUT_DIR: with paths relative to
+            // it, another OUT_DIR (another target dir, profile or feature set: the wheel's
+            // build next to the tests') hits the same cache entries.
+            cfg.env("CCACHE_BASEDIR", out_dir);
+            cfg.env("CCACHE_NOHASHDIR", "1");
         }
     }
     for (k, v) in &args.options {
@@ -95,8 +100,10 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<Built, String> {
     let is_on = |k: &str| args.options.iter().any(|(key, v)| key == k && v == "ON");
     let backend_dl = is_on("GGML_BACKEND_DL");
     if backend_dl {
-        // The modules go next to libggml.so, where llama-rs looks for them (and ggml too).
-        cfg.define("GGML_BACKEND_DIR", out_dir.join("cmake").join("lib"));
+        // The modules are installed next to libggml.so, where llama-rs looks for them.
+        // Relative: ggml also compiles it into every file as a search path, and an
+        // absolute one would differ per OUT_DIR (no ccache hits across builds).
+        cfg.define("GGML_BACKEND_DIR", "lib");
     }
     let (shared, openmp) = (is_on("BUILD_SHARED_LIBS"), is_on("GGML_OPENMP"));
     println!("cargo:rustc-env=LLAMA_SYS_BUILD_CONFIG={}", config.as_ref().map_or("default", |c| c.name.as_str()));
