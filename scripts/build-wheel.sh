@@ -48,12 +48,13 @@ ls "$pkg"/libllama.so* "$pkg"/libggml-base.so* >/dev/null
 # is checked below instead.
 rm -rf "$out_dir"
 PYTHONPATH=target/py-tools target/py-tools/bin/maturin build --release --locked -m llama-py/Cargo.toml \
-  --auditwheel skip --compatibility linux -o "$out_dir" >&2
+  --auditwheel skip --compatibility linux --strip -o "$out_dir" >&2
 whl=$(ls "$out_dir"/llama_rs-*.whl)
 # 4. What policy do the binaries meet? auditwheel reads every ELF file in the wheel.
 show=$(PYTHONPATH=target/py-tools "$py" -m auditwheel show "$whl")
 echo "$show" >&2
-tag=$(sed -n 's/.*consistent with the following platform tag:.*"\(manylinux_[0-9]*_[0-9]*_x86_64\)".*/\1/p' <<<"$show" | head -n1)
+tag=$(tr '\n' ' ' <<<"$show" | grep -o 'consistent with the *following platform tag: *"manylinux_[0-9]*_[0-9]*_[a-z0-9_]*"' \
+  | grep -o 'manylinux_[0-9]*_[0-9]*_[a-z0-9_]*' | head -n1)
 [ -n "$tag" ] || { echo "build-wheel: auditwheel finds the wheel consistent with no manylinux tag" >&2; exit 1; }
 # Retag (the files are unchanged: the policy check above is what allows the tag).
 PYTHONPATH=target/py-tools "$py" -m wheel tags --remove --platform-tag "$tag" "$whl" >/dev/null 2>&1 \

@@ -107,6 +107,9 @@ grep -q " t/s)" "$root/tmp/demo.out" || { echo "fresh-machine: the demo printed 
 echo "fresh-machine: demo done after $(( $(date +%s) - t0 )) s"
 run 'scripts/test.sh'
 echo "fresh-machine: tests done after $(( $(date +%s) - t0 )) s"
+# The portable wheel test.sh built, for CI's next stage (another distribution).
+mkdir -p "$repo/target/ci-wheel" && rm -f "$repo"/target/ci-wheel/*.whl
+cp "$root"/work/llama-rs/target/wheels-portable/*.whl "$repo/target/ci-wheel/"
 
 # 5. The default build needs no libclang and compiles no bindgen.
 run 'if ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang-*.so* >/dev/null 2>&1; then

@@ -5,7 +5,7 @@
 #   scripts/test-wheel-install.sh WHEEL [PYTHON] [MODEL]
 set -euo pipefail
 whl=$1 py=${2:-python3} model=${3:-}
-[ -n "$model" ] || model=$(python3 "$(dirname "$0")/../vendor/fetch.py" model)
+[ -n "$model" ] || model=$(python3 "$(cd "$(dirname "$0")/.." && pwd)/vendor/fetch.py" model)
 venv=$(mktemp -d)
 trap 'rm -rf "$venv"' EXIT
 "$py" -m venv "$venv"
