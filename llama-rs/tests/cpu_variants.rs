@@ -43,8 +43,7 @@ fn variant_child() {
     text.push_str(&format!("variant {}\n", v.name));
     text.push_str(&format!("logits {}\n", logits.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")));
     let mut b = llama_rs::Batch::new(1, 1).unwrap();
-    let mut pos = prompt.len() as i32;
-    for _ in 0..steps {
+    for pos in (prompt.len() as i32..).take(steps) {
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         let top: Vec<String> = idx[..TOP].iter().map(|&i| format!("{i}:{}", logits[i])).collect();
@@ -52,7 +51,6 @@ fn variant_child() {
         b.clear();
         b.add(llama_rs::Token(idx[0] as i32), pos, &[0], true).unwrap();
         ctx.decode(&mut b).unwrap();
-        pos += 1;
         logits = ctx.logits(0).unwrap().to_vec();
     }
     std::fs::write(out, text).unwrap();
