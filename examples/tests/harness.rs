@@ -12,16 +12,7 @@ fn harness(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap();
     // Bad flags exit with an error code; a signal is a crash whatever the flags.
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert!(
-            out.status.signal().is_none(),
-            "harness {args:?} {}: {}",
-            llama_testkit::child::exit_reason(&out.status),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    llama_testkit::child::assert_not_killed(&out, &format!("harness {args:?}"));
     out
 }
 

@@ -12,16 +12,7 @@ fn bench(args: &[&str]) -> (bool, String, String) {
         .output()
         .unwrap();
     // Bad flags exit with an error code; a signal is a crash whatever the flags.
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert!(
-            out.status.signal().is_none(),
-            "llama-rs-bench {args:?} {}: {}",
-            llama_testkit::child::exit_reason(&out.status),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    llama_testkit::child::assert_not_killed(&out, &format!("llama-rs-bench {args:?}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

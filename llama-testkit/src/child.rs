@@ -48,3 +48,18 @@ pub fn assert_alive(child: &mut Child, what: &str) {
         panic!("{what} {} while the test waited for it", exit_reason(&st));
     }
 }
+
+/// Panics, naming the signal and showing stderr, if the finished child was killed by a
+/// signal (a crash). An exit code — a refused flag, say — is left to the caller.
+pub fn assert_not_killed(out: &std::process::Output, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.signal().is_none(),
+            "{what} {}: {}",
+            exit_reason(&out.status),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
