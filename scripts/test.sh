@@ -18,7 +18,9 @@ suite() { # suite <name> <command...>
   if [ "$st" -eq 0 ]; then
     passed+=("$name ($(( $(date +%s) - t )) s)")
   else
-    failed+=("$name: exit $st$([ "$st" -gt 128 ] && echo " (signal $((st - 128)))")")
+    local sig=""
+    [ "$st" -gt 128 ] && sig=" (signal $((st - 128)))"
+    failed+=("$name: exit $st$sig")
   fi
 }
 

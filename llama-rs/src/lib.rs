@@ -77,7 +77,7 @@ pub use device::{Device, DeviceType};
 pub use embed::{EmbedParams, Embedder, Normalize};
 pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,
-    Timings, Usage,
+    Timings, Usage, MAX_CHANNEL_CAPACITY,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fit::{fit, Fit, FitParams};

@@ -32,8 +32,7 @@ const TIE: f32 = 0.25;
 #[test]
 fn variant_child() {
     let Ok(out) = std::env::var(CHILD_ENV) else { return };
-    // Fewer steps for a run under an emulator (scripts/test-portable-qemu.sh).
-    let steps = std::env::var("LLAMA_RS_TEST_VARIANT_STEPS").map_or(STEPS, |s| s.parse().unwrap());
+    let steps = steps();
     let model = common::model();
     let mut ctx = common::ctx();
     let prompt = model.vocab().tokenize(common::PROMPT, true, false).unwrap();
@@ -54,6 +53,12 @@ fn variant_child() {
         logits = ctx.logits(0).unwrap().to_vec();
     }
     std::fs::write(out, text).unwrap();
+}
+
+/// Greedy steps: `STEPS`, or fewer for a run under an emulator or on a larger model
+/// (`LLAMA_RS_TEST_VARIANT_STEPS`, read by the children and the parent alike).
+fn steps() -> usize {
+    std::env::var("LLAMA_RS_TEST_VARIANT_STEPS").map_or(STEPS, |s| s.parse().unwrap())
 }
 
 struct Run {
@@ -94,7 +99,7 @@ fn run_variant(name: &str, dir: &std::path::Path) -> Run {
             );
         }
     }
-    assert_eq!(run.steps.len(), STEPS);
+    assert_eq!(run.steps.len(), steps());
     run
 }
 
@@ -138,7 +143,7 @@ fn every_runnable_variant_matches_the_reference() {
             );
             break;
         }
-        report.push(format!("{name}: |Δlogit| max {d:.3}, RMS {rms:.3}; greedy steps equal {same}/{STEPS}"));
+        report.push(format!("{name}: |Δlogit| max {d:.3}, RMS {rms:.3}; greedy steps equal {same}/{}", steps()));
     }
     eprintln!(
         "cpu variants compared with x64 (tolerance: max {LOGIT_MAX_TOL}, RMS {LOGIT_RMS_TOL}, ties {TIE}):\n  {}",

@@ -526,3 +526,62 @@ fn errors_have_kinds() {
     std::fs::write(&p, b"GGUF\x03\0\0\0garbage").unwrap();
     assert_eq!(Model::load(&p, ModelParams::default()).unwrap_err().kind(), K::Corrupt);
 }
+
+// Class: values llama.cpp reads as "use the default" or passes into its kernels
+// unchecked (NaN RoPE/YaRN parameters gave NaN logits as Ok), sizes a dependency panics
+// on, and paths that block. Each is refused up front with the name of what is wrong.
+#[test]
+fn non_numbers_unbounded_buffers_and_blocking_paths_are_errors() {
+    let m = common::model();
+    type Set = fn(&mut ContextParams, f32);
+    let fields: [(&str, Set); 6] = [
+        ("rope_freq_base", |p, v| p.rope_freq_base = v),
+        ("rope_freq_scale", |p, v| p.rope_freq_scale = v),
+        ("yarn_ext_factor", |p, v| p.yarn_ext_factor = v),
+        ("yarn_attn_factor", |p, v| p.yarn_attn_factor = v),
+        ("yarn_beta_fast", |p, v| p.yarn_beta_fast = v),
+        ("yarn_beta_slow", |p, v| p.yarn_beta_slow = v),
+    ];
+    for (name, set) in fields {
+        for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut p = common::params();
+            set(&mut p, v);
+            let e = m.context(p).err().unwrap_or_else(|| panic!("{name} = {v} accepted"));
+            assert!(matches!(e, Error::InvalidParam(_)) && e.to_string().contains(name), "{name} = {v}: {e}");
+        }
+    }
+    // The frequencies have no "from the model" sign: negative is an error, 0 the default.
+    for (name, set) in &fields[..2] {
+        let mut p = common::params();
+        set(&mut p, -5.0);
+        assert!(matches!(m.context(p), Err(Error::InvalidParam(_))), "{name} = -5 accepted");
+        let mut p = common::params();
+        set(&mut p, 0.0);
+        m.context(p).unwrap();
+    }
+    // Negative YaRN values mean "from the model", as in llama.cpp.
+    let mut p = common::params();
+    p.yarn_beta_slow = -1.0;
+    m.context(p).unwrap();
+
+    for cap in [0, usize::MAX, llama_rs::MAX_CHANNEL_CAPACITY + 1] {
+        let p = llama_rs::EngineParams { channel_capacity: cap, ..Default::default() };
+        let r = llama_rs::Engine::new(m, p);
+        assert!(matches!(r, Err(Error::InvalidParam(ref s)) if s.contains("channel_capacity")), "capacity {cap}");
+    }
+
+    // A FIFO nobody writes: reading it would block forever.
+    #[cfg(unix)]
+    {
+        let dir = common::TempDir::new("hostile-fifo");
+        let fifo = dir.join("state.fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let r = within(10, "load_state_file(FIFO)", move || {
+            let mut ctx = common::ctx();
+            ctx.load_state_file(&fifo).map(|_| ()).map_err(|e| e.to_string())
+        });
+        assert!(r.as_ref().is_err_and(|e| e.contains("not a regular file")), "{r:?}");
+        let mut ctx = common::ctx();
+        assert!(ctx.load_state_file(dir.path()).is_err(), "a directory");
+    }
+}

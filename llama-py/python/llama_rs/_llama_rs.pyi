@@ -4,7 +4,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 __all__ = [
     "Model", "Core", "Stream", "Embedder", "Engine", "EngineStream", "json_schema_to_gbnf", "check_grammar",
-    "parse_tool_calls", "supports_gpu_offload", "builtin_templates", "serve", "sample", "set_log_level",
+    "parse_tool_calls", "supports_gpu_offload", "system_info", "builtin_templates", "serve", "sample", "set_log_level",
     "LLAMA_CPP_COMMIT",
 ]
 

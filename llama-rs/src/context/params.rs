@@ -319,6 +319,28 @@ impl ContextParams {
                 self.n_threads, self.n_threads_batch
             ));
         }
+        // RoPE/YaRN: llama.cpp reads a negative YaRN value (and a zero frequency) as
+        // "from the model" and takes NaN through its `>= 0` tests as that too, or into the
+        // rope kernels (NaN logits returned as Ok). Every value must be a number; the
+        // frequencies, which have no "from model" sign, must not be negative.
+        for (name, v) in [
+            ("rope_freq_base", self.rope_freq_base),
+            ("rope_freq_scale", self.rope_freq_scale),
+            ("yarn_ext_factor", self.yarn_ext_factor),
+            ("yarn_attn_factor", self.yarn_attn_factor),
+            ("yarn_beta_fast", self.yarn_beta_fast),
+            ("yarn_beta_slow", self.yarn_beta_slow),
+        ] {
+            if !v.is_finite() {
+                return bad(format!("{name} must be a finite number, got {v}"));
+            }
+        }
+        if self.rope_freq_base < 0.0 || self.rope_freq_scale < 0.0 {
+            return bad(format!(
+                "rope_freq_base ({}) and rope_freq_scale ({}) must be >= 0 (0 = from the model)",
+                self.rope_freq_base, self.rope_freq_scale
+            ));
+        }
         if self.n_ctx != 0 && self.n_ctx < self.n_seq_max {
             return bad(format!("n_ctx ({}) leaves no room for {} sequences", self.n_ctx, self.n_seq_max));
         }

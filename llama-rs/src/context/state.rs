@@ -126,7 +126,16 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Io { path: path.into(), source: e })
+    let io = |source| Error::Io { path: path.into(), source };
+    // stat before open, as for models: opening a FIFO for reading blocks until a writer
+    // appears (forever, for a state file nobody writes).
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, FIFO, socket or device)",
+        )));
+    }
+    std::fs::read(path).map_err(io)
 }
 
 impl Context {

@@ -44,6 +44,9 @@ use crate::token::Token;
 pub use metrics::{Latency, Metrics};
 pub use stream::{RequestCanceller, RequestStream};
 
+/// The largest [`EngineParams::channel_capacity`]: events one request may buffer.
+pub const MAX_CHANNEL_CAPACITY: usize = 1 << 24;
+
 /// How an [`Engine`] is set up.
 ///
 /// ```
@@ -80,6 +83,7 @@ pub struct EngineParams {
     /// Events buffered per request before the engine pauses that request (backpressure:
     /// a slow consumer stops its own sequence, never the others). An event is one piece
     /// of text (a token or a few), so 1024 holds a long answer read after the fact.
+    /// At most [`MAX_CHANNEL_CAPACITY`].
     pub channel_capacity: usize,
     /// Reuse cached prompt prefixes across requests.
     pub prefix_cache: bool,
@@ -362,8 +366,10 @@ impl Engine {
     fn start(model: &Model, params: EngineParams, draft: Option<&Model>) -> Result<Engine> {
         check_arg(params.slots >= 1, || format!("slots must be at least 1, got {}", params.slots))?;
         check_arg(params.step_tokens >= 1, || format!("step_tokens must be at least 1, got {}", params.step_tokens))?;
-        check_arg(params.channel_capacity >= 1, || {
-            format!("channel_capacity must be at least 1, got {}", params.channel_capacity)
+        // futures' channel panics on a buffer it cannot size (usize::MAX); a bound far
+        // above any use (events a consumer has not read yet) keeps that out of submit.
+        check_arg((1..=MAX_CHANNEL_CAPACITY).contains(&params.channel_capacity), || {
+            format!("channel_capacity must be in 1..={MAX_CHANNEL_CAPACITY}, got {}", params.channel_capacity)
         })?;
         if params.deterministic && !model.no_repack() {
             return Err(Error::InvalidParam(
