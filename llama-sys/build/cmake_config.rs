@@ -100,10 +100,10 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<Built, String> {
     let is_on = |k: &str| args.options.iter().any(|(key, v)| key == k && v == "ON");
     let backend_dl = is_on("GGML_BACKEND_DL");
     if backend_dl {
-        // The modules are installed next to libggml.so, where llama-rs looks for them.
-        // Relative: ggml also compiles it into every file as a search path, and an
-        // absolute one would differ per OUT_DIR (no ccache hits across builds).
-        cfg.define("GGML_BACKEND_DIR", "lib");
+        // Empty (and a STRING, which CMake leaves as given): modules install into bin/
+        // (copied beside libggml below), and no build path is compiled into the code.
+        // Also clears a value an older llama-sys left in the cache.
+        cfg.define("GGML_BACKEND_DIR:STRING", "");
     }
     let (shared, openmp) = (is_on("BUILD_SHARED_LIBS"), is_on("GGML_OPENMP"));
     println!("cargo:rustc-env=LLAMA_SYS_BUILD_CONFIG={}", config.as_ref().map_or("default", |c| c.name.as_str()));
@@ -117,7 +117,34 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<Built, String> {
             args.backends
         )
     })?;
+    if backend_dl {
+        install_modules_beside_libggml(&dst)?;
+    }
     Ok(Built { install: dst, backends: args.backends, shared, openmp, backend_dl })
+}
+
+/// ggml installs backend modules into `bin/` unless `GGML_BACKEND_DIR` is set — and that
+/// option, a PATH cache entry, is made absolute by CMake and compiled into every file
+/// (another OUT_DIR: no ccache hits). So the modules are copied next to `libggml.so`,
+/// where llama-rs looks for them (and where they sit in the wheel).
+fn install_modules_beside_libggml(install: &Path) -> Result<(), String> {
+    let (bin, lib) = (install.join("bin"), install.join("lib"));
+    let entries = std::fs::read_dir(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libggml-") && name.ends_with(".so") {
+            let to = lib.join(&name);
+            if std::fs::read(e.path()).ok() != std::fs::read(&to).ok() {
+                std::fs::copy(e.path(), &to).map_err(|err| format!("{}: {err}", to.display()))?;
+            }
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Err(format!("GGML_BACKEND_DL build installed no backend modules into {}", bin.display()));
+    }
+    Ok(())
 }
 
 pub fn which(bin: &str) -> Option<PathBuf> {
