@@ -282,6 +282,12 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `Err(InvalidParam(what()))` unless `ok`: the one helper for argument checks.
+/// `InvalidParam` naming `name` unless `v` is a number (NaN and ±inf are refused: llama.cpp
+/// reads them as "default" through its comparisons, or computes NaN with them).
+pub(crate) fn check_finite(name: &str, v: f32) -> Result<()> {
+    check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))
+}
+
 pub(crate) fn check_arg(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
     if ok {
         Ok(())

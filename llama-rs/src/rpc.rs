@@ -120,10 +120,9 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     let c = crate::ffi::c_string(endpoint, endpoint)?;
     let before: Vec<String> = Device::all().into_iter().map(|d| d.name).collect();
     let add_server = rpc_fn(c"ggml_backend_rpc_add_server")?;
-    // SAFETY: `c` is a valid endpoint string and a server answered on it just now;
     // add_server is idempotent per endpoint (llama.cpp keeps a map) and returns NULL if
-    // the server reports no devices. The registry returned ggml-rpc's `ggml_backend_rpc_add_server`,
-    // whose C signature AddServerFn spells out (ggml-rpc.h).
+    // the server reports no devices; a server answered on `c` just now.
+    // SAFETY: the registry returned ggml-rpc's add_server, of type AddServerFn (ggml-rpc.h).
     let reg = unsafe { std::mem::transmute::<*mut std::ffi::c_void, AddServerFn>(add_server)(c.as_ptr()) };
     if reg.is_null() {
         return Err(Error::NoSuchDevice(format!("the RPC server at {endpoint} has no devices")));

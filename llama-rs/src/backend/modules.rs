@@ -131,10 +131,10 @@ fn loaded_ggml_dir() -> Option<PathBuf> {
 /// The module's `ggml_backend_score()`: 0 when the CPU lacks what it was built for.
 fn score(path: &Path) -> i32 {
     let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return 0 };
-    // SAFETY: dlopen/dlsym/dlclose on a ggml backend module; ggml's own loader does the
-    // same to score variants (their load-time code uses no variant-specific
-    // instructions). `ggml_backend_score` has the signature `int (void)`. The handle is
-    // closed after the call; nothing from the module is kept.
+    // ggml's own loader scores variants the same way: their load-time code uses no
+    // variant-specific instructions, and nothing from the module is kept after dlclose.
+    // SAFETY: a NUL-terminated path; `ggml_backend_score` is `int (void)`; dlsym's and
+    // dlopen's NULLs are checked; the handle is closed once, after the call.
     unsafe {
         let h = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
         if h.is_null() {

@@ -3,7 +3,7 @@
 use llama_sys as sys;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{check_finite, Error, Result};
 
 /// Flash attention: let llama.cpp decide, or force it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -323,18 +323,12 @@ impl ContextParams {
         // "from the model" and takes NaN through its `>= 0` tests as that too, or into the
         // rope kernels (NaN logits returned as Ok). Every value must be a number; the
         // frequencies, which have no "from model" sign, must not be negative.
-        for (name, v) in [
-            ("rope_freq_base", self.rope_freq_base),
-            ("rope_freq_scale", self.rope_freq_scale),
-            ("yarn_ext_factor", self.yarn_ext_factor),
-            ("yarn_attn_factor", self.yarn_attn_factor),
-            ("yarn_beta_fast", self.yarn_beta_fast),
-            ("yarn_beta_slow", self.yarn_beta_slow),
-        ] {
-            if !v.is_finite() {
-                return bad(format!("{name} must be a finite number, got {v}"));
-            }
-        }
+        check_finite("rope_freq_base", self.rope_freq_base)?;
+        check_finite("rope_freq_scale", self.rope_freq_scale)?;
+        check_finite("yarn_ext_factor", self.yarn_ext_factor)?;
+        check_finite("yarn_attn_factor", self.yarn_attn_factor)?;
+        check_finite("yarn_beta_fast", self.yarn_beta_fast)?;
+        check_finite("yarn_beta_slow", self.yarn_beta_slow)?;
         if self.rope_freq_base < 0.0 || self.rope_freq_scale < 0.0 {
             return bad(format!(
                 "rope_freq_base ({}) and rope_freq_scale ({}) must be >= 0 (0 = from the model)",

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use llama_sys as sys;
 
 use super::{CustomSampler, Sampler, SamplerBuilder};
-use crate::error::{check_arg, Result};
+use crate::error::{check_arg, check_finite, Result};
 use crate::model::Model;
 use crate::token::Token;
 
@@ -293,7 +293,7 @@ impl SamplerConfig {
             if p {
                 prob(name, v)?;
             } else {
-                check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))?;
+                check_finite(name, v)?;
             }
         }
         check_arg(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;

@@ -18,7 +18,7 @@ use llama_sys as sys;
 
 use crate::context::Context;
 use crate::context::DeviceSampler;
-use crate::error::{backend_error, check_arg, Error, Result};
+use crate::error::{backend_error, check_arg, check_finite, Error, Result};
 use crate::ffi::{c_string, RawSampler};
 use crate::model::Model;
 use crate::token::Token;
@@ -186,7 +186,7 @@ fn fast_path(stages: &[BuilderStage]) -> Option<FastPath> {
 }
 
 fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::llama_sampler>> {
-    let fin = |name: &str, v: f32| check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"));
+    let fin = check_finite;
     // SAFETY: (all arms) each init function takes plain values (validated here) or
     // pointers valid for the call, and returns a new owned sampler or NULL.
     let p = unsafe {
