@@ -71,7 +71,7 @@ pub use chat::{
 };
 pub use context::{
     AbortHandle, AttentionType, Context, ContextParams, ControlVector, DeviceSampler, FlashAttn, KvType, LoraAdapter,
-    MemoryEntry, MemoryPlan, Perf, Pooling, RopeScaling,
+    MemoryEntry, MemoryPlan, Perf, Pooling, RopeScaling, DEVICE_TOP_K_MAX,
 };
 pub use device::{Device, DeviceType};
 pub use embed::{EmbedParams, Embedder, Normalize};
@@ -91,9 +91,11 @@ pub use quantize::{quantize, FileType, QuantizeParams};
 pub use sampling::json_schema;
 pub use sampling::{
     argmax, Candidates, CustomSampler, Grammar, Sampler, SamplerBuilder, SamplerConfig, Stage, GRAMMAR_MAX_DEPTH,
-    GRAMMAR_MAX_EXPANDED, GRAMMAR_MAX_REPETITION, MAX_PENALTY_LAST_N,
+    GRAMMAR_MAX_EXPANDED, GRAMMAR_MAX_LEFT_CHAIN, GRAMMAR_MAX_REPETITION, MAX_PENALTY_LAST_N, MAX_TRIGGER_PATTERN,
 };
-pub use speculative::{DraftKind, DraftModel, Drafter, Mtp, NgramDrafter, NgramMapDrafter, SpecStats, Speculation};
+pub use speculative::{
+    DraftKind, DraftModel, Drafter, Mtp, NgramDrafter, NgramMapDrafter, SpecStats, Speculation, MAX_NGRAM,
+};
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};
 

@@ -350,6 +350,165 @@ fn lazy_grammar_exceptions_are_errors() {
     let _ = s.accept(trigger); // Ok or a typed error; an exception would abort the binary
 }
 
+// Class 1: a lazy grammar whose trigger hands it text it rejects. llama.cpp throws
+// and leaves the grammar with no stacks; its next apply would abort. The sampler
+// refuses every use until it is reset, and works again after.
+#[test]
+fn a_lazy_grammar_that_rejects_its_trigger_text_fails_until_reset() {
+    let m = common::model();
+    let v = m.vocab();
+    let n = m.n_vocab() as usize;
+    let logits: Vec<f32> = (0..n).map(|i| (i % 89) as f32 / 10.0).collect();
+    let gbnf = r#"root ::= "{" [a-z]* "}""#;
+    let sot = v.tokenize("<start_of_turn>", false, true).unwrap();
+    assert_eq!(sot.len(), 1, "a special token");
+    let cases: Vec<(Grammar, &str)> = vec![
+        (Grammar::lazy(gbnf, vec![r"[\s\S]*?(now[\s\S]*)".into()], vec![]), "It is now"),
+        (Grammar::lazy(gbnf, vec![r"^[\s\S]*?(is)".into()], vec![]), "It is now"),
+        (Grammar::lazy(gbnf, vec![], vec![sot[0]]), "<start_of_turn>"),
+    ];
+    for (g, text) in cases {
+        let mut s = SamplerConfig { grammar: Some(g.clone()), ..SamplerConfig::greedy() }.build(m).unwrap();
+        for _ in 0..2 {
+            let toks = v.tokenize(text, false, true).unwrap();
+            let failed = toks.iter().map(|&t| s.accept(t)).find_map(|r| r.err());
+            assert!(matches!(failed, Some(Error::Grammar(_))), "{g:?}: {failed:?}");
+            // Every later use is an error, not an abort.
+            assert!(matches!(s.accept(toks[0]), Err(Error::Grammar(_))));
+            assert!(matches!(s.sample_logits(&logits), Err(Error::Grammar(_))));
+            assert!(!s.grammar_allows(toks[0]));
+            s.reset();
+            assert!(s.grammar_allows(toks[0]), "usable again after reset");
+            s.sample_logits(&logits).unwrap();
+        }
+    }
+    // Through a session: the generation fails with the error.
+    let g = Grammar::lazy(gbnf, vec![r"[\s\S]*?([\s\S])".into()], vec![]);
+    let mut session = Session::new(common::ctx()).unwrap();
+    let p = GenerateParams {
+        max_tokens: Some(4),
+        sampler: SamplerConfig { grammar: Some(g), ..SamplerConfig::greedy() },
+        ..Default::default()
+    };
+    let r = session.generate("Hello", &p).and_then(|g| g.text());
+    assert!(r.is_err() || r.as_ref().is_ok_and(|t| t.0.starts_with('{')), "{r:?}");
+}
+
+// Classes 3 and 4: trigger patterns that make a backtracking matcher run forever,
+// recurse past the stack or explode are searched in linear time (the `regex` crate) or
+// refused when built; llama.cpp's std::regex never sees the output.
+#[test]
+fn hostile_trigger_patterns_are_linear_or_refused() {
+    let m = common::model();
+    let v = m.vocab();
+    let a = v.tokenize("a", false, false).unwrap()[0];
+    let q = v.tokenize("q", false, false).unwrap()[0];
+    let nested = |d: usize| format!("^({}[\\s\\S]{})*q$", "(".repeat(d), ")".repeat(d));
+    let refused = [
+        format!("{}x{}", "(".repeat(20_000), ")".repeat(20_000)),
+        "x".repeat(llama_rs::MAX_TRIGGER_PATTERN + 1),
+        "(?=a)b".into(),
+        "(a)\\1".into(),
+        "[unclosed".into(),
+        nested(70),
+    ];
+    for p in refused {
+        let g = Grammar::lazy(r#"root ::= "x""#, vec![p.clone()], vec![]);
+        let r = SamplerConfig { grammar: Some(g), ..SamplerConfig::greedy() }.build(m);
+        assert!(matches!(r, Err(Error::Grammar(_))), "{:.60}: {:?}", p, r.map(|_| ()));
+    }
+    for p in ["(a+)+b".to_string(), "(a|a)*b".into(), "(a*)*b".into(), "(a|aa)+$b".into(), nested(30), nested(50)] {
+        let pat = p.clone();
+        // On a 256 KiB stack: nothing here may recurse per character.
+        let r = within(60, "hostile trigger", move || {
+            let g = Grammar::lazy(r#"root ::= "x""#, vec![pat], vec![]);
+            let mut s = SamplerConfig { grammar: Some(g), ..SamplerConfig::greedy() }.build(common::model()).unwrap();
+            std::thread::scope(|sc| {
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn_scoped(sc, || {
+                        for _ in 0..20_000 {
+                            s.accept(a)?;
+                        }
+                        s.accept(q)
+                    })
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            })
+        });
+        // The nested patterns match at "q", and the grammar ("x") rejects the text.
+        assert!(r.is_ok() || matches!(r, Err(Error::Grammar(_))), "{:.40}: {r:?}", p);
+    }
+}
+
+// Class 6: speculation settings are checked, never clamped or silently turned off,
+// in `Session` and the engine alike.
+#[test]
+fn speculation_settings_out_of_range_are_errors() {
+    use llama_rs::{DraftKind, Speculation};
+    let bad = [
+        Speculation { drafter: DraftKind::Ngram { n_min: 0, n_max: 4 }, ..Default::default() },
+        Speculation { drafter: DraftKind::Ngram { n_min: 2, n_max: 1000 }, ..Default::default() },
+        Speculation { drafter: DraftKind::Ngram { n_min: 6, n_max: 2 }, ..Default::default() },
+        Speculation { drafter: DraftKind::Ngram { n_min: usize::MAX, n_max: usize::MAX }, ..Default::default() },
+        Speculation { drafter: DraftKind::NgramMap { n: 0, min_count: 1 }, ..Default::default() },
+        Speculation { drafter: DraftKind::NgramMap { n: 1000, min_count: 1 }, ..Default::default() },
+        Speculation { drafter: DraftKind::NgramMap { n: 2, min_count: 0 }, ..Default::default() },
+        Speculation { min_acceptance: f32::NAN, ..Default::default() },
+        Speculation { min_acceptance: f32::INFINITY, ..Default::default() },
+        Speculation { min_acceptance: -0.5, ..Default::default() },
+        Speculation { max_draft: 0, ..Default::default() },
+        Speculation { max_draft: 65, ..Default::default() },
+        Speculation { fixed_batch: Some(0), ..Default::default() },
+    ];
+    let m = common::model();
+    let engine =
+        llama_rs::Engine::new(m, llama_rs::EngineParams { n_ctx: 1024, slots: 2, ..Default::default() }).unwrap();
+    let mut session = Session::new(common::ctx()).unwrap();
+    for sp in bad {
+        assert!(sp.check().is_err(), "{sp:?}");
+        let p = GenerateParams { max_tokens: Some(2), speculation: Some(sp.clone()), ..Default::default() };
+        let r = session.generate("Hello", &p).map(|_| ());
+        assert!(matches!(r, Err(Error::InvalidParam(_))), "session {sp:?}: {r:?}");
+        let r = engine.submit(llama_rs::Request::text("Hello", p)).map(|_| ());
+        assert!(matches!(r, Err(Error::InvalidParam(_))), "engine {sp:?}: {r:?}");
+    }
+}
+
+// Class 6: the engine keeps `Session`'s contract: `max_tokens: Some(0)` generates
+// nothing; a request cancelled while queued ends its stream with `Cancelled`.
+#[test]
+fn engine_limits_and_cancellation_keep_their_contract() {
+    let m = common::model();
+    let p = llama_rs::EngineParams { n_ctx: 2048, slots: 2, channel_capacity: 1, ..Default::default() };
+    let engine = llama_rs::Engine::new(m, p).unwrap();
+    let zero = GenerateParams { max_tokens: Some(0), sampler: SamplerConfig::greedy(), ..Default::default() };
+    let c = engine.submit(llama_rs::Request::text("Hello", zero.clone())).unwrap().text().unwrap();
+    assert_eq!((c.tokens.len(), c.finish_reason), (0, llama_rs::FinishReason::Length));
+    let mut session = Session::new(common::ctx()).unwrap();
+    assert_eq!(
+        session.generate("Hello", &zero).unwrap().text().unwrap(),
+        (String::new(), llama_rs::FinishReason::Length)
+    );
+
+    // A storm: 16 requests on 2 slots, 13 cancelled at once while most wait in the queue.
+    let long = GenerateParams { max_tokens: Some(24), sampler: SamplerConfig::greedy(), ..Default::default() };
+    let streams: Vec<_> =
+        (0..16).map(|i| engine.submit(llama_rs::Request::text(format!("Story {i}:"), long.clone())).unwrap()).collect();
+    for s in &streams[3..] {
+        s.cancel();
+    }
+    for (i, s) in streams.into_iter().enumerate() {
+        let c = within(120, "cancel storm", move || s.text()).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        if i >= 3 {
+            assert_eq!(c.finish_reason, llama_rs::FinishReason::Cancelled, "request {i}");
+        } else {
+            assert_ne!(c.finish_reason, llama_rs::FinishReason::Cancelled, "request {i} was not cancelled");
+        }
+    }
+}
+
 // Class 11 and 6: sampling edge cases.
 #[test]
 fn sampling_edge_cases_are_typed_errors() {
@@ -397,19 +556,65 @@ fn pooled_embeddings_with_any_sequence_count() {
     assert!(matches!(m.context(p), Err(Error::InvalidParam(_))));
 }
 
-// Class 6: a device top-k of the whole vocabulary on a multi-sequence context.
+// Class 6: device top-k. llama.cpp checks every device chain on a probe tensor of
+// 131,072 logits: a larger k asserts there whatever the sequences and micro-batches
+// (the bound once written as n_vocab / n_seq_max was an example's, not llama.cpp's).
 #[test]
 fn device_top_k_bounds_hold_for_every_sequence() {
     let m = common::model();
     let n = m.n_vocab() as u32;
-    let mut ctx = m.context(common::params().n_seq_max(2)).unwrap();
-    for seq in [0, 1] {
-        assert!(matches!(
-            ctx.set_device_sampler(seq, Some(llama_rs::DeviceSampler::TopK(n))),
-            Err(Error::InvalidParam(_))
-        ));
+    let max = llama_rs::DEVICE_TOP_K_MAX.min(n);
+    let toks = m.vocab().tokenize("The capital of France is", true, false).unwrap();
+    for (n_seq, n_ubatch) in [(1u32, 512u32), (1, 3), (2, 512), (4, 3)] {
+        let mut ctx = m.context(common::params().n_seq_max(n_seq).n_ubatch(n_ubatch)).unwrap();
+        for k in [max + 1, n - 1, n, 0] {
+            let r = ctx.set_device_sampler(0, Some(llama_rs::DeviceSampler::TopK(k)));
+            assert!(matches!(r, Err(Error::InvalidParam(_))), "k {k}, {n_seq} seqs, ubatch {n_ubatch}: {r:?}");
+        }
+        // The largest allowed k, on every sequence: attached, decoded, sampled.
+        for seq in 0..n_seq as i32 {
+            assert!(ctx.set_device_sampler(seq, Some(llama_rs::DeviceSampler::TopK(max))).unwrap());
+        }
+        let mut b = Batch::new(64, n_seq as usize).unwrap();
+        for seq in 0..n_seq as i32 {
+            b.add_sequence(&toks, 0, seq, true).unwrap();
+        }
+        ctx.decode(&mut b).unwrap();
+        for seq in 0..n_seq as usize {
+            let (ids, logits) = ctx.sampled_candidates((seq + 1) * toks.len() - 1).unwrap();
+            assert_eq!((ids.len(), logits.len()), (max as usize, max as usize));
+        }
     }
-    assert!(ctx.set_device_sampler(1, Some(llama_rs::DeviceSampler::TopK(40))).is_ok());
+    // A sampler whose top-k is past the bound runs on the host instead.
+    let s = SamplerConfig { top_k: n as i32, ..Default::default() }.build(m).unwrap();
+    assert!(!matches!(s.device_step(), Some(llama_rs::DeviceSampler::TopK(k)) if k > max));
+}
+
+// Class 2: llama_encode on a decoder-only model with a KV cache builds its graph with
+// no memory context (SIGSEGV), whatever the attention type and pooling.
+#[test]
+fn encode_needs_an_encoder_or_a_context_without_memory() {
+    let m = common::model();
+    let toks = m.vocab().tokenize(common::PROMPT, true, false).unwrap();
+    use llama_rs::{AttentionType, Pooling};
+    for emb in [false, true] {
+        for attn in [None, Some(AttentionType::Causal), Some(AttentionType::NonCausal)] {
+            for pooling in [None, Some(Pooling::None), Some(Pooling::Mean), Some(Pooling::Last)] {
+                let mut p = common::params().embeddings(emb);
+                if let Some(a) = attn {
+                    p = p.attention(a);
+                }
+                if let Some(pl) = pooling {
+                    p = p.pooling(pl);
+                }
+                let Ok(mut ctx) = m.context(p) else { continue };
+                let mut b = Batch::new(64, 1).unwrap();
+                b.add_sequence(&toks, 0, 0, true).unwrap();
+                let r = ctx.encode(&mut b);
+                assert!(matches!(r, Err(Error::InvalidParam(_))), "{emb} {attn:?} {pooling:?}: {r:?}");
+            }
+        }
+    }
 }
 
 // Classes 3 and 4: tokenization is bounded in time (size cap) and runs where the stack

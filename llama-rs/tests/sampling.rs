@@ -243,6 +243,31 @@ fn lazy_grammar_activates_on_its_trigger() {
 }
 
 #[test]
+fn lazy_grammar_constrains_from_its_trigger_on_even_inside_a_token() {
+    let m = model();
+    let v = m.vocab();
+    let one = |text: &str| v.tokenize(text, false, false).unwrap()[0];
+    let (yes, maybe) = (one("yes"), one("maybe"));
+    let words = v.tokenize("So the Answer: ", false, false).unwrap();
+    // "swer" starts inside the piece " Answer": the grammar starts mid-token.
+    for (pattern, gbnf) in [
+        (r"[\s\S]*?(Answer: [\s\S]*)", r#"root ::= "Answer: " ("yes" | "no")"#),
+        (r"[\s\S]*?(swer: [\s\S]*)", r#"root ::= "swer: " ("yes" | "no")"#),
+    ] {
+        let g = Grammar::lazy(gbnf, vec![pattern.into()], vec![]);
+        let mut s = SamplerBuilder::new(m).stage(Stage::Greedy).grammar(g).build().unwrap();
+        for _ in 0..2 {
+            assert!(s.grammar_allows(maybe), "{pattern}: constrained before its trigger");
+            for &t in &words {
+                s.accept(t).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            }
+            assert!(s.grammar_allows(yes) && !s.grammar_allows(maybe), "{pattern}: not constrained after it");
+            s.reset(); // waits for the trigger again
+        }
+    }
+}
+
+#[test]
 fn json_schema_output_parses_and_validates() {
     let schema = serde_json::json!({
         "type": "object",

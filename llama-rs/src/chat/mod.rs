@@ -418,9 +418,13 @@ pub fn apply_builtin(tmpl: &str, messages: &[ChatMessage], add_assistant: bool) 
 }
 
 /// Finds tool calls in model output, for the common formats: Hermes/Qwen
-/// (`<tool_call>{...}</tool_call>`), Mistral (`[TOOL_CALLS][{...}]`), Llama 3.1
-/// (`<|python_tag|>` or a bare `{"name": ..., "parameters": ...}` object). Returns the
-/// remaining text and the calls.
+/// (`<tool_call>{...}</tool_call>`), Mistral (`[TOOL_CALLS][{...}]` and
+/// `[TOOL_CALLS]name[ARGS]{...}`), Llama 3.1 (`<|python_tag|>` or a bare
+/// `{"name": ..., "parameters": ...}` object). Returns the remaining text and the calls;
+/// with no call, the text is the output as it is.
+///
+/// This is [`ToolCallStream`] fed the whole output: a streamed answer and a whole one
+/// split into the same text and calls, however the stream was cut.
 ///
 /// ```
 /// let (text, calls) = llama_rs::parse_tool_calls(
@@ -430,6 +434,22 @@ pub fn apply_builtin(tmpl: &str, messages: &[ChatMessage], add_assistant: bool) 
 /// assert_eq!(calls[0].function.arguments["city"], "Paris");
 /// ```
 pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
+    let mut stream = ToolCallStream::new();
+    let mut events = stream.push(output);
+    events.extend(stream.finish());
+    let (mut text, mut calls) = (String::new(), Vec::new());
+    for e in events {
+        match e {
+            ToolEvent::Content(c) => text += &c,
+            ToolEvent::Call(c) | ToolEvent::CallEnd(c) => calls.push(c),
+            ToolEvent::CallStart { .. } | ToolEvent::CallArgs(_) => {}
+        }
+    }
+    (text, calls)
+}
+
+/// The calls of a complete block of output (the stream's parse of what it held).
+pub(crate) fn parse_block(output: &str) -> (String, Vec<ToolCall>) {
     let mut calls = Vec::new();
     // Hermes / Qwen.
     if output.contains("<tool_call>") {
@@ -438,7 +458,14 @@ pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
         while let Some(start) = rest.find("<tool_call>") {
             text += &rest[..start];
             let after = &rest[start + "<tool_call>".len()..];
-            let (body, next) = match after.find("</tool_call>") {
+            // The block ends at the tag after its JSON object (a tag inside the
+            // object's strings is text), else at the first tag.
+            let lead = after.len() - after.trim_start().len();
+            let json_close = json_end(after.trim_start())
+                .map(|e| lead + e)
+                .and_then(|e| after[e..].trim_start().starts_with("</tool_call>").then_some(e))
+                .and_then(|e| after[e..].find("</tool_call>").map(|c| e + c));
+            let (body, next) = match json_close.or_else(|| after.find("</tool_call>")) {
                 Some(end) => (&after[..end], &after[end + "</tool_call>".len()..]),
                 None => (after, ""),
             };
@@ -450,17 +477,28 @@ pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
         text += rest;
         return (text.trim().to_string(), calls);
     }
-    // Mistral.
+    // Mistral: one list, or `name[ARGS]{...}` calls, each after its own marker.
     if let Some(pos) = output.find("[TOOL_CALLS]") {
-        let body = output[pos + "[TOOL_CALLS]".len()..].trim();
-        if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body) {
-            calls.extend(items.iter().filter_map(call_from_value));
-        } else if let Some((name, args)) = body.split_once("[ARGS]") {
-            if let Ok(a) = serde_json::from_str::<Value>(args.trim()) {
-                calls.push(make_call(name.trim(), a, None));
+        let mut rest = output[pos..].trim_start();
+        while let Some(r) = rest.strip_prefix("[TOOL_CALLS]") {
+            let body = r.trim_start();
+            if body.starts_with('[') {
+                let end = json_end(body);
+                match end.and_then(|e| serde_json::from_str::<Value>(&body[..e]).ok()) {
+                    Some(Value::Array(items)) => calls.extend(items.iter().filter_map(call_from_value)),
+                    _ => break,
+                }
+                rest = body[end.unwrap_or(body.len())..].trim_start();
+                continue;
             }
+            let Some((name, args)) = body.split_once("[ARGS]") else { break };
+            let args = args.trim_start();
+            let Some(end) = json_end(args) else { break };
+            let Ok(a) = serde_json::from_str::<Value>(&args[..end]) else { break };
+            calls.push(make_call(name.trim(), a, None));
+            rest = args[end..].trim_start();
         }
-        return (output[..pos].trim().to_string(), calls);
+        return (output[..pos].trim().to_string() + rest.trim(), calls);
     }
     // Llama 3.1.
     let (head, body) = match output.find("<|python_tag|>") {
@@ -477,12 +515,12 @@ pub fn parse_tool_calls(output: &str) -> (String, Vec<ToolCall>) {
             }
             rest = rest[end..].trim_start();
             match rest.strip_prefix(';') {
-                Some(r) => rest = r,
+                Some(r) => rest = r.trim_start(),
                 None => break,
             }
         }
         if !calls.is_empty() {
-            return (head.trim().to_string(), calls);
+            return (head.trim().to_string() + rest.trim(), calls);
         }
     }
     (output.to_string(), calls)

@@ -11,16 +11,23 @@
 //! `[TOOL_CALLS]name[ARGS]{...}`. Other calls (other key orders, arguments as a string)
 //! go out whole once they parse.
 
-use super::{json_end, parse_tool_calls, ToolCall};
+use super::{json_end, parse_block, ToolCall};
 
 /// Where a tool call starts, in the formats [`parse_tool_calls`] reads (Hermes/Qwen,
 /// Mistral, Llama 3.1).
 const MARKERS: [&str; 3] = ["<tool_call>", "[TOOL_CALLS]", "<|python_tag|>"];
+/// The longest of `MARKERS`.
+const MAX_MARKER: usize = 14;
 const HERMES_OPEN: &str = "<tool_call>";
 const HERMES_CLOSE: &str = "</tool_call>";
 const MISTRAL: &str = "[TOOL_CALLS]";
 const MISTRAL_ARGS: &str = "[ARGS]";
 const PYTHON_TAG: &str = "<|python_tag|>";
+/// Longest text from a call's start to its arguments' `{` that may still become a
+/// streamed call (name and keys: a few dozen bytes in practice). Past it the call is
+/// handed out whole once it parses: every push then costs its own length, not the
+/// length of everything held (an unterminated name fed 4 bytes at a time was quadratic).
+const MAX_CALL_HEADER: usize = 1024;
 
 /// What is certain after a piece of output.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +63,8 @@ struct OpenCall {
     escaped: bool,
     /// The arguments' closing bracket was seen.
     done: bool,
+    /// After the arguments: brackets open around them (the call's object), until it ends.
+    tail_depth: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +114,10 @@ pub struct ToolCallStream {
     calls: usize,
     open: Option<OpenCall>,
     list: Option<List>,
+    /// `held[..close_from]` has no `</tool_call>` (searches resume there).
+    close_from: usize,
+    /// Where the trailing whitespace of held content starts (content state).
+    ws_from: usize,
 }
 
 impl Default for ToolCallStream {
@@ -123,47 +136,155 @@ impl ToolCallStream {
             calls: 0,
             open: None,
             list: None,
+            close_from: 0,
+            ws_from: 0,
+        }
+    }
+
+    /// Drops `held[..n]`, keeping the search positions in step.
+    fn drain_held(&mut self, n: usize) {
+        self.held.drain(..n);
+        self.close_from = self.close_from.saturating_sub(n);
+        self.ws_from = self.ws_from.saturating_sub(n);
+    }
+
+    /// Where `</tool_call>` is in `held`, searching only what was not searched before.
+    fn find_close(&mut self) -> Option<usize> {
+        let mut from = self.close_from.min(self.held.len());
+        while !self.held.is_char_boundary(from) {
+            from -= 1;
+        }
+        match self.held[from..].find(HERMES_CLOSE) {
+            Some(i) => Some(from + i),
+            None => {
+                // A tag may straddle the end: resume where it could start.
+                let mut next = self.held.len().saturating_sub(HERMES_CLOSE.len() - 1).max(from);
+                while !self.held.is_char_boundary(next) {
+                    next -= 1;
+                }
+                self.close_from = next;
+                None
+            }
         }
     }
 
     /// The next piece of output: the content and calls that are now certain.
     pub fn push(&mut self, text: &str) -> Vec<ToolEvent> {
+        // Held content has no complete marker: one can only end in the new text.
+        let mut from = self.held.len().saturating_sub(MAX_MARKER - 1);
+        while !self.held.is_char_boundary(from) {
+            from -= 1;
+        }
         self.held.push_str(text);
         let mut out = Vec::new();
         if self.state == State::Start {
-            let t = self.held.trim_start();
+            // Everything held before was whitespace: only the new text can end that.
+            let t = text.trim_start();
             if t.is_empty() {
                 return out;
             }
             self.state = if t.starts_with('{') { State::Calls } else { State::Content };
+            from = 0;
         }
         if self.state == State::Content {
-            match MARKERS.iter().filter_map(|m| self.held.find(m)).min() {
+            match MARKERS.iter().filter_map(|m| self.held[from..].find(m).map(|i| from + i)).min() {
                 Some(pos) => {
                     let content = self.held[..pos].trim_end();
                     if !content.is_empty() {
                         out.push(ToolEvent::Content(content.to_string()));
                     }
                     self.gap = self.held[content.len()..pos].to_string();
-                    self.held.drain(..pos);
+                    self.drain_held(pos);
                     self.state = State::Calls;
                 }
                 None => {
                     // Hold what may begin a marker, and trailing whitespace (dropped if a
-                    // call follows, as the whole-answer parse trims it).
+                    // call follows, as the whole-answer parse trims it). Only the new
+                    // text can move where that whitespace starts.
                     let keep = MARKERS.iter().map(|m| partial_marker(&self.held, m)).max().unwrap_or(0);
-                    let cut = self.held[..self.held.len() - keep].trim_end().len();
+                    let end = self.held.len() - keep;
+                    let scan_from = self.ws_from.min(end);
+                    let cut = scan_from + self.held[scan_from..end].trim_end().len();
+                    self.ws_from = cut;
                     if cut > 0 {
                         out.push(ToolEvent::Content(self.held[..cut].to_string()));
-                        self.held.drain(..cut);
+                        self.drain_held(cut);
                     }
                     return out;
                 }
             }
         }
-        self.stream_lists(&mut out);
-        // Hermes calls: streamed from their name on where they have the usual shape, else
-        // handed out whole at their closing tag.
+        // Each format's step may hand the rest to another's (a Hermes block followed by
+        // a Mistral list): run them until neither moves, so that what a push returns
+        // does not depend on where the output was cut.
+        loop {
+            let before = (self.held.len(), self.open.is_some(), self.list, out.len());
+            if self.open.is_none() && self.list.is_none() {
+                // Whitespace before a call is dropped (kept in `gap` while the answer may
+                // still turn out to be text).
+                let n = self.held.len() - self.held.trim_start().len();
+                if self.calls == 0 {
+                    self.gap.push_str(&self.held[..n]);
+                }
+                self.drain_held(n);
+            }
+            self.stream_lists(&mut out);
+            self.stream_hermes(&mut out);
+            if (self.held.len(), self.open.is_some(), self.list, out.len()) == before {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The end of the output: what was held, as calls where it parses, else as text.
+    pub fn finish(&mut self) -> Vec<ToolEvent> {
+        let held = std::mem::take(&mut self.held);
+        let mut out = Vec::new();
+        if let Some(open) = self.open.take() {
+            // The output ended inside a streamed call: it ends as it is (its text is no
+            // longer answer text: the name has gone out).
+            let parsed = match self.list {
+                Some(_) => call_from_object(&held),
+                None => parse_block(&held).1.into_iter().next(),
+            };
+            out.push(ToolEvent::CallEnd(parsed.unwrap_or_else(|| open.call())));
+            return out;
+        }
+        if held.trim().is_empty() {
+            // Trailing whitespace: part of an answer without calls (the text as it is),
+            // trimmed after calls.
+            if self.calls == 0 && !held.is_empty() {
+                out.push(ToolEvent::Content(std::mem::take(&mut self.gap) + &held));
+            }
+            return out;
+        }
+        // The rest of a list whose first calls streamed: the objects after them.
+        let whole = match self.list {
+            Some(List::Mistral) => format!("{MISTRAL}[{}", held.trim_start().trim_start_matches(',')),
+            Some(List::Llama) => held.trim_start().trim_start_matches(';').to_string(),
+            None => held.clone(),
+        };
+        let (content, calls) = parse_block(&whole);
+        if calls.is_empty() {
+            // A call that does not parse is answer text, as generated (never an error).
+            let text = if self.calls > 0 { held.trim().to_string() } else { std::mem::take(&mut self.gap) + &held };
+            out.push(ToolEvent::Content(text));
+            return out;
+        }
+        if !content.is_empty() {
+            out.push(ToolEvent::Content(content));
+        }
+        self.calls += calls.len();
+        out.extend(calls.into_iter().map(ToolEvent::Call));
+        out
+    }
+}
+
+impl ToolCallStream {
+    /// Hermes calls: streamed from their name on where they have the usual shape, else
+    /// handed out whole at their closing tag.
+    fn stream_hermes(&mut self, out: &mut Vec<ToolEvent>) {
         while self.list.is_none() && self.held.starts_with(HERMES_OPEN) {
             if self.open.is_none() {
                 if let Some((name, pos)) = hermes_header(&self.held) {
@@ -181,9 +302,13 @@ impl ToolCallStream {
                     break;
                 }
             }
-            let Some(end) = self.held.find(HERMES_CLOSE) else { break };
+            if let Some(open) = &self.open {
+                // The tag closes the call after its arguments (one inside them is text).
+                self.close_from = self.close_from.max(open.pos);
+            }
+            let Some(end) = self.find_close() else { break };
             let block = &self.held[..end + HERMES_CLOSE.len()];
-            let (_, calls) = parse_tool_calls(block);
+            let (_, calls) = parse_block(block);
             match self.open.take() {
                 Some(open) => out.push(ToolEvent::CallEnd(calls.into_iter().next().unwrap_or_else(|| open.call()))),
                 None if calls.is_empty() => break, // left for `finish`, which returns it as text
@@ -192,53 +317,12 @@ impl ToolCallStream {
                     out.extend(calls.into_iter().map(ToolEvent::Call));
                 }
             }
-            self.held.drain(..end + HERMES_CLOSE.len());
+            self.drain_held(end + HERMES_CLOSE.len());
             let rest = self.held.trim_start().len();
-            self.held.drain(..self.held.len() - rest);
+            self.drain_held(self.held.len() - rest);
         }
-        out
     }
 
-    /// The end of the output: what was held, as calls where it parses, else as text.
-    pub fn finish(&mut self) -> Vec<ToolEvent> {
-        let held = std::mem::take(&mut self.held);
-        let mut out = Vec::new();
-        if let Some(open) = self.open.take() {
-            // The output ended inside a streamed call: it ends as it is (its text is no
-            // longer answer text: the name has gone out).
-            let parsed = match self.list {
-                Some(_) => call_from_object(&held),
-                None => parse_tool_calls(&held).1.into_iter().next(),
-            };
-            out.push(ToolEvent::CallEnd(parsed.unwrap_or_else(|| open.call())));
-            return out;
-        }
-        if held.trim().is_empty() {
-            return out;
-        }
-        // The rest of a list whose first calls streamed: the objects after them.
-        let whole = match self.list {
-            Some(List::Mistral) => format!("{MISTRAL}[{}", held.trim_start().trim_start_matches(',')),
-            Some(List::Llama) => held.trim_start().trim_start_matches(';').to_string(),
-            None => held.clone(),
-        };
-        let (content, calls) = parse_tool_calls(&whole);
-        if calls.is_empty() {
-            // A call that does not parse is answer text, as generated (never an error).
-            let text = if self.calls > 0 { held.trim().to_string() } else { std::mem::take(&mut self.gap) + &held };
-            out.push(ToolEvent::Content(text));
-            return out;
-        }
-        if !content.is_empty() {
-            out.push(ToolEvent::Content(content));
-        }
-        self.calls += calls.len();
-        out.extend(calls.into_iter().map(ToolEvent::Call));
-        out
-    }
-}
-
-impl ToolCallStream {
     /// Streams the calls of a Mistral or Llama 3.1 list, and Mistral's `name[ARGS]{...}`
     /// calls, as far as `held` goes.
     fn stream_lists(&mut self, out: &mut Vec<ToolEvent>) {
@@ -250,7 +334,7 @@ impl ToolCallStream {
                 let Some((name, prefix, pos, list)) = self.next_call() else { return };
                 // Committed: the text before the call's object is no longer needed to give
                 // the answer back as text.
-                self.held.drain(..prefix);
+                self.drain_held(prefix);
                 self.gap.clear();
                 self.list = list;
                 self.calls += 1;
@@ -267,7 +351,7 @@ impl ToolCallStream {
             }
             // The object (or `[ARGS]` value) ends after the arguments.
             let end = match self.list {
-                Some(_) => match json_end(&self.held) {
+                Some(_) => match open.object_end(&self.held) {
                     Some(end) => end,
                     None => return,
                 },
@@ -279,11 +363,11 @@ impl ToolCallStream {
                 None => None,
             };
             out.push(ToolEvent::CallEnd(parsed.unwrap_or_else(|| open.call())));
-            self.held.drain(..end);
+            self.drain_held(end);
             if self.list.is_none() {
                 // `[TOOL_CALLS]name[ARGS]{...}`: another such call may follow.
                 let rest = self.held.trim_start().len();
-                self.held.drain(..self.held.len() - rest);
+                self.drain_held(self.held.len() - rest);
             }
         }
     }
@@ -297,9 +381,11 @@ impl ToolCallStream {
                 let t = self.held.trim_start();
                 let sep = if list == List::Mistral { ',' } else { ';' };
                 if let Some(after) = t.strip_prefix(']') {
+                    // The list is over: what follows may be another call.
                     self.list = None;
-                    self.held = after.to_string();
-                    return None;
+                    let n = self.held.len() - after.len();
+                    self.drain_held(n);
+                    return self.next_call();
                 }
                 let skip = self.held.len() - t.len() + t.starts_with(sep) as usize;
                 let (name, pos) = call_header(&self.held[skip..])?;
@@ -314,7 +400,8 @@ impl ToolCallStream {
                     return Some((name, at + 1, at + 1 + pos, Some(List::Mistral)));
                 }
                 // `name[ARGS]{...}`.
-                let (name, args) = after.split_once(MISTRAL_ARGS)?;
+                let (name, _) = head(after, MAX_CALL_HEADER + MISTRAL_ARGS.len()).split_once(MISTRAL_ARGS)?;
+                let args = &after[name.len() + MISTRAL_ARGS.len()..];
                 let name = name.trim();
                 let ok = !name.is_empty() && !name.contains(['[', '{', '"']);
                 let a = args.trim_start();
@@ -335,7 +422,46 @@ impl ToolCallStream {
 
 impl OpenCall {
     fn new(name: String, pos: usize) -> OpenCall {
-        OpenCall { name, pos, args: String::new(), depth: 0, in_string: false, escaped: false, done: false }
+        OpenCall {
+            name,
+            pos,
+            args: String::new(),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            done: false,
+            tail_depth: 1,
+        }
+    }
+
+    /// After the arguments: where the object around them ends (after its closing
+    /// bracket), scanning on from where the last call stopped.
+    fn object_end(&mut self, held: &str) -> Option<usize> {
+        for (i, c) in held[self.pos..].char_indices() {
+            if self.in_string {
+                match c {
+                    _ if self.escaped => self.escaped = false,
+                    '\\' => self.escaped = true,
+                    '"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => self.in_string = true,
+                '{' | '[' => self.tail_depth += 1,
+                '}' | ']' => {
+                    self.tail_depth -= 1;
+                    if self.tail_depth == 0 {
+                        self.pos += i + 1;
+                        return Some(self.pos);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.pos = held.len();
+        None
     }
 
     /// Scans `held` on from `pos`: the arguments' next piece, without the whitespace
@@ -392,6 +518,7 @@ fn hermes_header(s: &str) -> Option<(String, usize)> {
 /// `{"name": "NAME", "arguments": {` (or `"parameters"`, Llama 3.1's key) at the start of
 /// `s`, after whitespace: the name, and where the arguments' `{` is.
 fn call_header(s: &str) -> Option<(String, usize)> {
+    let s = head(s, MAX_CALL_HEADER);
     let lit = |s: &'_ str, lit: &str| s.trim_start().strip_prefix(lit).map(str::to_owned);
     let rest = lit(s, "{")?;
     let rest = lit(&lit(&rest, "\"name\"")?, ":")?;
@@ -418,6 +545,15 @@ fn call_header(s: &str) -> Option<(String, usize)> {
     r.starts_with('{').then(|| (name, s.len() - r.len()))
 }
 
+/// At most the first `n` bytes of `s` (cut at a character boundary).
+fn head(s: &str, n: usize) -> &str {
+    let mut n = n.min(s.len());
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s[..n]
+}
+
 /// A call from one object of a list (text after the object's end ignored).
 fn call_from_object(s: &str) -> Option<ToolCall> {
     let end = json_end(s).unwrap_or(s.len());
@@ -435,6 +571,7 @@ fn partial_marker(s: &str, marker: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse_tool_calls;
     use super::*;
 
     /// The text and the calls (name, arguments) of a streamed output. A streamed call's
@@ -600,5 +737,49 @@ mod tests {
         s.push("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1, 2");
         let end = s.finish();
         assert!(matches!(&end[..], [ToolEvent::CallEnd(c)] if c.function.arguments == "{\"a\":[1,2"), "{end:?}");
+    }
+
+    /// Outputs assembled from the formats' pieces (markers, call objects, lists, text
+    /// with brackets and markers inside strings): every one splits like the whole
+    /// answer. The class behind single findings (a Mistral `[ARGS]` inside an argument
+    /// string, several `[TOOL_CALLS]name[ARGS]` calls) rather than the findings.
+    #[test]
+    fn generated_outputs_split_like_the_whole_answer() {
+        const ARGS: [&str; 7] = [
+            "{}",
+            "{\"x\": 1}",
+            "{\"x\": \"[ARGS]\"}",
+            "{\"q\": \"</tool_call> <tool_call> [TOOL_CALLS]\"}",
+            "{\"a\": [1, {\"b\": \"}]\"}]}",
+            "{\"s\": \"\\\" ; ,\"}",
+            "{ \"n\" : null }",
+        ];
+        const TEXT: [&str; 9] = ["Sure.", " ", "\n", "ok ", "{", "}", "]", ";", "<|eom_id|>"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..600 {
+            let mut out = String::new();
+            for _ in 0..1 + rand(4) {
+                let name = ["f", "get_weather", "a b"][rand(3)];
+                let args = ARGS[rand(ARGS.len())];
+                let obj = format!("{{\"name\": \"{name}\", \"arguments\": {args}}}");
+                match rand(8) {
+                    0 => out += TEXT[rand(TEXT.len())],
+                    1 => out += &format!("<tool_call>\n{obj}\n</tool_call>"),
+                    2 => out += &format!("[TOOL_CALLS]{name}[ARGS]{args}"),
+                    3 => out += &format!("[TOOL_CALLS][{obj}, {obj}]"),
+                    4 => out += &format!("<|python_tag|>{}; {obj}", obj.replace("arguments", "parameters")),
+                    5 => out += &obj,
+                    6 => out += ["<tool_call>", "[TOOL_CALLS]", "[ARGS]", "</tool_call>"][rand(4)],
+                    _ => out += "Let me check. ",
+                }
+            }
+            same_as_whole(&out);
+        }
     }
 }

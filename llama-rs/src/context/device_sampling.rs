@@ -33,6 +33,10 @@ pub enum DeviceSampler {
     TopK(u32),
 }
 
+/// Largest `k` of a [`DeviceSampler::TopK`]: llama.cpp checks every device chain on a
+/// probe tensor of this many logits (`llama_sampler_backend_support`).
+pub const DEVICE_TOP_K_MAX: u32 = 128 * 1024;
+
 impl DeviceSampler {
     /// A fresh llama.cpp chain for this step (a chain can be attached only once).
     pub(crate) fn chain(self, n_vocab: i32) -> Result<RawSampler> {
@@ -85,15 +89,14 @@ impl Context {
             return Err(Error::InvalidParam("device samplers need a context without embeddings".into()));
         }
         if let Some(DeviceSampler::TopK(k)) = step {
-            // With several sequences llama.cpp's reserve graph hands the sampler a logits
-            // tensor smaller than the vocabulary (measured: k = n_vocab / 2 + 1 asserts
-            // `a->ne[0] >= k` with n_seq_max 2, at attach time); n_vocab / n_seq_max is a
-            // bound that held in every measured case. A k that large gains nothing on a
-            // device anyway.
-            let max = (self.n_vocab as i64 / self.params.n_seq_max.max(1) as i64).max(1);
+            // llama.cpp checks a device chain by building it over a probe tensor of
+            // 131,072 logits (`llama_sampler_backend_support`): a larger k asserts
+            // `a->ne[0] >= k` in `ggml_top_k` there, whatever the vocabulary or the
+            // sequence count. The graph's own rows hold n_vocab logits.
+            let max = (self.n_vocab as i64).min(DEVICE_TOP_K_MAX as i64).max(1);
             if k == 0 || k as i64 > max {
                 return Err(Error::InvalidParam(format!(
-                    "device top-k needs 1 <= k <= n_vocab / n_seq_max ({max}), got {k}"
+                    "device top-k needs 1 <= k <= min(n_vocab, {DEVICE_TOP_K_MAX}) ({max}), got {k}"
                 )));
             }
         }

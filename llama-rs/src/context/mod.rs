@@ -13,7 +13,7 @@ mod plan;
 mod state;
 
 pub use adapter::{ControlVector, LoraAdapter};
-pub use device_sampling::DeviceSampler;
+pub use device_sampling::{DeviceSampler, DEVICE_TOP_K_MAX};
 pub use params::{AttentionType, ContextParams, FlashAttn, KvType, Pooling, RopeScaling};
 pub use plan::{MemoryEntry, MemoryPlan};
 
@@ -381,11 +381,17 @@ impl Context {
 
     /// Runs the encoder (encoder-decoder models, or non-causal embedding models).
     pub fn encode(&mut self, batch: &mut Batch) -> Result<()> {
-        // llama_encode on a decoder-only model dereferences state it never built (SIGSEGV).
-        let non_causal_embeddings = self.params.embeddings && !self.causal;
-        if !self.model.has_encoder() && !non_causal_embeddings {
+        // llama_encode builds the graph with no memory context: a decoder-only model whose
+        // context has a KV cache dereferences that missing context (SIGSEGV in
+        // `get_base`), whatever the attention and pooling. It is for encoders and for
+        // contexts without memory (embedding models; llama_decode routes those to it too).
+        // SAFETY: valid context; the memory handle is only compared with NULL.
+        let has_memory = !unsafe { sys::llama_get_memory(self.ptr.as_ptr()) }.is_null();
+        if !self.model.has_encoder() && has_memory {
             return Err(Error::InvalidParam(
-                "encode needs an encoder-decoder model or a non-causal embedding context; use decode".into(),
+                "encode needs an encoder-decoder model or a context without a KV cache (an embedding model); \
+                 use decode"
+                    .into(),
             ));
         }
         self.validate_batch(batch, true)?;

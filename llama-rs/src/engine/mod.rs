@@ -38,7 +38,7 @@ use crate::context::{ContextParams, FlashAttn, KvType};
 use crate::error::{check_arg, Error, Result};
 use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
 use crate::model::Model;
-use crate::speculative::{DraftKind, DraftModel, Drafter, NgramDrafter, NgramMapDrafter, SpecStats, Speculator};
+use crate::speculative::{DraftKind, DraftModel, Drafter, SpecStats, Speculator};
 use crate::token::Token;
 
 pub use metrics::{Latency, Metrics};
@@ -482,20 +482,18 @@ impl EngineHandle {
         let spec = match &req.params.speculation {
             None => None,
             Some(sp) => {
-                check_arg((1..=64).contains(&sp.max_draft), || {
-                    format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
-                })?;
-                let drafter: Option<Box<dyn Drafter>> = match sp.drafter {
-                    DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
-                    DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
-                    DraftKind::Model if self.has_draft => None,
+                sp.check()?;
+                let drafter = sp.own_drafter()?;
+                match sp.drafter {
+                    DraftKind::Ngram { .. } | DraftKind::NgramMap { .. } => {}
+                    DraftKind::Model if self.has_draft => {}
                     DraftKind::Model => {
                         return Err(Error::InvalidParam(
                             "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
                                 .into(),
                         ))
                     }
-                    DraftKind::Mtp if self.has_mtp => None,
+                    DraftKind::Mtp if self.has_mtp => {}
                     DraftKind::Mtp => {
                         return Err(Error::InvalidParam(
                             "speculation with DraftKind::Mtp needs an engine over a model loaded with its MTP \
@@ -503,7 +501,7 @@ impl EngineHandle {
                                 .into(),
                         ))
                     }
-                };
+                }
                 Some((Speculator::new(sp), drafter))
             }
         };

@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::generate::prefix::{common_prefix, window_present};
 use crate::generate::{FinishReason, Piece};
-use crate::speculative::{DraftModel, Mtp, Want};
+use crate::speculative::{keep_target_tokens, DraftModel, Mtp, Want};
 use crate::token::{SeqId, Token};
 
 /// One sequence id of the context: the tokens its cache holds, and the request using it.
@@ -108,6 +108,9 @@ pub(crate) struct Scheduler {
     /// Seconds per token of recent steps of at least `RATE_MIN` tokens (moving average),
     /// for `EngineParams::prefill_step_ms`.
     token_s: Option<f64>,
+    /// Steps left that decode one request at a time: after a decode of several requests
+    /// failed, each runs alone so that only the one that fails alone is failed.
+    isolate: usize,
     /// Prompt tokens a bounded step may always take (`PROMPT_MIN`, or a micro-batch).
     prompt_min: usize,
     /// The host-memory prompt cache, least recently used first out.
@@ -185,6 +188,7 @@ impl Scheduler {
             },
             mtp,
             token_s: None,
+            isolate: 0,
             saved: Vec::new(),
             ctx,
         })
@@ -269,12 +273,30 @@ impl Scheduler {
             }
         }
         let queued: Vec<_> = self.queue.drain(..).collect();
-        for mut a in queued {
-            let piece = a.core.finish(FinishReason::Cancelled);
-            let _ = a.tx.try_send(Ok(Event::Piece(piece)));
-            let _ = a.tx.try_send(Ok(done(&a, FinishReason::Cancelled, 0, Timings::default())));
+        for a in queued {
+            self.end_queued(a);
         }
         self.reap();
+    }
+
+    /// Ends a request that never ran with `Cancelled` (its last piece and `Done`, as a
+    /// running request's stream ends), through the draining outboxes: a channel of
+    /// capacity 1 holds one of the two events at a time.
+    fn end_queued(&mut self, mut a: Box<Admitted>) {
+        if a.tx.is_closed() {
+            return;
+        }
+        let piece = a.core.finish(FinishReason::Cancelled);
+        let timings = Timings {
+            total_ms: a.submitted.elapsed().as_secs_f64() * 1e3,
+            queued_ms: a.submitted.elapsed().as_secs_f64() * 1e3,
+            ..Timings::default()
+        };
+        let mut outbox = VecDeque::from([Ok(Event::Piece(piece)), Ok(done(&a, FinishReason::Cancelled, 0, timings))]);
+        let mut tx = a.tx.clone();
+        if push_out(&mut tx, &mut outbox).is_ok() && !outbox.is_empty() {
+            self.draining.push(Draining { tx, outbox });
+        }
     }
 
     /// Hands queued events to the channels; a full channel pauses its request.
@@ -309,7 +331,8 @@ impl Scheduler {
         while i < self.queue.len() {
             let gone = self.queue[i].cancel.load(Ordering::Acquire) || self.queue[i].tx.is_closed();
             if gone {
-                self.queue.remove(i);
+                let a = self.queue.remove(i).expect("index checked");
+                self.end_queued(a);
                 continue;
             }
             if self.wait_for_prefix(&self.queue[i].prompt) {
@@ -507,6 +530,7 @@ impl Scheduler {
             self.local.steps += 1;
             match r {
                 Ok(()) => {
+                    self.isolate = self.isolate.saturating_sub(1);
                     let n = self.batch.len();
                     if n >= RATE_MIN {
                         let s = step_s / n as f64;
@@ -525,11 +549,21 @@ impl Scheduler {
                         }
                     }
                 }
+                Err(e) if scheduled.len() > 1 => {
+                    // Inputs are checked before they reach the batch, but one request
+                    // must never fail another: run them one at a time to find which
+                    // fails on its own.
+                    log::warn!(
+                        "engine: a decode of {} requests failed ({e}); retrying them one by one",
+                        scheduled.len()
+                    );
+                    self.resync(&scheduled);
+                    self.isolate = scheduled.len();
+                }
                 Err(e) => {
-                    // Not a request's fault (inputs are checked at submission): every
-                    // request in the batch fails with the backend's error.
                     log::error!("engine: decode failed: {e}");
                     self.resync(&scheduled);
+                    self.isolate = self.isolate.saturating_sub(1);
                     let code = match e {
                         Error::Backend { code, .. } => code,
                         _ => None,
@@ -564,7 +598,7 @@ impl Scheduler {
         // Tokens this step may hold once prompts join (decoding sequences come first).
         let mut prompt_limit = None;
         for i in order {
-            if used == budget {
+            if used == budget || (self.isolate > 0 && !plan.is_empty()) {
                 break;
             }
             // A request at its token cap ends before its next token is decoded.
@@ -638,6 +672,10 @@ impl Scheduler {
                 }
                 plan[p].drafts = d;
             }
+        }
+        let n_vocab = self.ctx.model().n_vocab();
+        for p in &mut plan {
+            keep_target_tokens(&mut p.drafts, n_vocab);
         }
         // The order of sequences in the batch picks llama.cpp's attention path when each
         // sequence has its own KV stream (measured, 8 one-token sequences): in increasing
@@ -782,6 +820,10 @@ impl Scheduler {
         let Some(idx) = s.output else { return Outcome::Continue };
         if !s.drafts.is_empty() {
             return self.verify_one(s, idx, now);
+        }
+        if r.a.core.exhausted() {
+            // `max_tokens: Some(0)`: the prompt is processed (and cached), nothing sampled.
+            return Outcome::Finish(r.a.core.finish(FinishReason::Length));
         }
         let ctx = &self.ctx;
         // A panic in a sampler (a custom stage) fails this request, not the engine.

@@ -6,7 +6,7 @@
 //! it can live in a `'static` stream, a Python object or an engine slot.
 
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sampling::Sampler;
 use crate::token::Token;
@@ -122,6 +122,10 @@ impl GenerationCore {
     /// Samples the next token from output row `index` of the context's last decode,
     /// accepts it into the sampler (penalties, grammar) and counts it.
     pub fn sample(&mut self, ctx: &Context, index: usize) -> Result<Token> {
+        if self.exhausted() {
+            // Drivers check first; sampling past the limit would run without one.
+            return Err(Error::InvalidParam("the token limit is reached: nothing more may be sampled".into()));
+        }
         // A spent thinking budget forces the block's end tag, token by token.
         let forced = self.budget.as_mut().and_then(BudgetState::forced);
         let t = match (forced, self.logprobs) {

@@ -12,9 +12,7 @@ use crate::context::DeviceSampler;
 use crate::context::{AbortHandle, Context};
 use crate::error::{check_arg, Error, Result};
 use crate::sampling::{CustomSampler, Sampler, SamplerConfig};
-use crate::speculative::{
-    DraftKind, DraftModel, Drafter, Mtp, NgramDrafter, NgramMapDrafter, SpecStats, Speculation, Speculator,
-};
+use crate::speculative::{DraftKind, DraftModel, Drafter, Mtp, SpecStats, Speculation, Speculator};
 use crate::token::Token;
 
 mod budget;
@@ -431,28 +429,23 @@ impl Session {
         let spec = match &params.speculation {
             None => None,
             Some(sp) => {
-                check_arg((1..=64).contains(&sp.max_draft), || {
-                    format!("speculation.max_draft must be in 1..=64, got {}", sp.max_draft)
-                })?;
-                check_arg(sp.fixed_batch.is_none_or(|n| (1..=64).contains(&n)), || {
-                    format!("speculation.fixed_batch must be in 1..=64, got {:?}", sp.fixed_batch)
-                })?;
-                let own: Option<Box<dyn Drafter>> = match sp.drafter {
-                    DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max))),
-                    DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count))),
-                    DraftKind::Model if self.draft.is_some() => None,
+                sp.check()?;
+                let own = sp.own_drafter()?;
+                match sp.drafter {
+                    DraftKind::Ngram { .. } | DraftKind::NgramMap { .. } => {}
+                    DraftKind::Model if self.draft.is_some() => {}
                     DraftKind::Model => {
                         return Err(Error::InvalidParam(
                             "speculation with DraftKind::Model needs Session::set_draft_model first".into(),
                         ))
                     }
-                    DraftKind::Mtp if self.mtp.is_some() => None,
+                    DraftKind::Mtp if self.mtp.is_some() => {}
                     DraftKind::Mtp => {
                         return Err(Error::InvalidParam(
                             "speculation with DraftKind::Mtp needs Session::set_mtp first".into(),
                         ))
                     }
-                };
+                }
                 // A fixed batch shape caps the drafts at its size.
                 let capped =
                     Speculation { max_draft: sp.fixed_batch.unwrap_or(64).clamp(1, sp.max_draft), ..sp.clone() };
@@ -574,6 +567,7 @@ impl Generator<'_> {
         let mut history = Vec::with_capacity(n_past + 1);
         history.extend_from_slice(&self.session.tokens);
         history.push(t);
+        let n_vocab = self.session.ctx.model().n_vocab();
         let drafter: &mut dyn Drafter = match own {
             Some(d) => d.as_mut(),
             None if self.mtp => match self.session.mtp.as_mut() {
@@ -585,7 +579,7 @@ impl Generator<'_> {
                 None => return Ok(Vec::new()),
             },
         };
-        spec.draft(drafter, &history, room)
+        spec.draft(drafter, &history, room, n_vocab)
     }
 
     /// Verifies a draft after the pending token `t` (made now, or when `t` was sampled)

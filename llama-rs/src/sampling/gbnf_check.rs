@@ -18,6 +18,10 @@ pub const MAX_REPETITION: u64 = 2000;
 /// Most grammar symbols after expanding bounded repetitions (llama.cpp copies the
 /// repeated item once per count).
 pub const MAX_EXPANDED: u64 = 1_000_000;
+/// Longest chain of rules each starting with the next (`a ::= b "x"`, `b ::= c`, ...):
+/// llama.cpp's left-recursion check recurses once per link (200,000 links overflowed an
+/// 8 MiB stack). Groups count as links (llama.cpp makes each a rule).
+pub const MAX_LEFT_CHAIN: usize = 2000;
 
 fn err(msg: String) -> Error {
     Error::Grammar(msg)
@@ -270,6 +274,7 @@ pub fn check(gbnf: &str) -> Result<()> {
             break;
         }
     }
+    check_left_chains(&rules, &nullable)?;
     let mut expanded = 0u64;
     for alts in rules.values() {
         for seq in alts {
@@ -280,6 +285,82 @@ pub fn check(gbnf: &str) -> Result<()> {
         return Err(err(format!(
             "the grammar expands to more than {MAX_EXPANDED} symbols (bounded repetitions multiply)"
         )));
+    }
+    Ok(())
+}
+
+/// The rules a sequence can start with (the refs before its first non-nullable item),
+/// each with the groups entered to reach it.
+fn leftmost<'a>(seq: &'a [Node], nullable: &HashMap<&str, bool>, groups: usize, out: &mut Vec<(&'a str, usize)>) {
+    for n in seq {
+        match &n.item {
+            Item::Ref(r) => out.push((r.as_str(), groups)),
+            Item::Group(alts) => {
+                for a in alts {
+                    leftmost(a, nullable, groups + 1, out);
+                }
+            }
+            Item::Atom { .. } => {}
+        }
+        if !(n.rep.0 == 0 || item_nullable(&n.item, nullable)) {
+            break;
+        }
+    }
+}
+
+/// Refuses left recursion and leftmost chains longer than [`MAX_LEFT_CHAIN`], walking
+/// the rule graph with an explicit stack (longest path from each rule, memoized).
+fn check_left_chains(rules: &HashMap<String, Vec<Vec<Node>>>, nullable: &HashMap<&str, bool>) -> Result<()> {
+    let mut edges: HashMap<&str, Vec<(&str, usize)>> = HashMap::new();
+    for (name, alts) in rules {
+        let mut out = Vec::new();
+        for a in alts {
+            leftmost(a, nullable, 0, &mut out);
+        }
+        edges.insert(name.as_str(), out);
+    }
+    // `longest[r]`: links in the longest leftmost chain from r; absent: not done;
+    // `None`: on the current path (reaching it again is left recursion).
+    let mut longest: HashMap<&str, Option<usize>> = HashMap::new();
+    for &start in edges.keys() {
+        if longest.contains_key(start) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        longest.insert(start, None);
+        while let Some(&mut (rule, ref mut next)) = stack.last_mut() {
+            let out = &edges[rule];
+            if let Some(&(child, _)) = out.get(*next) {
+                *next += 1;
+                if !edges.contains_key(child) {
+                    continue; // undefined: llama.cpp reports it
+                }
+                match longest.get(child) {
+                    Some(None) => {
+                        return Err(err(format!("the grammar is left-recursive (rule {child} starts with itself)")))
+                    }
+                    Some(Some(_)) => {}
+                    None => {
+                        longest.insert(child, None);
+                        stack.push((child, 0));
+                    }
+                }
+                continue;
+            }
+            let depth = out
+                .iter()
+                .filter_map(|&(c, g)| longest.get(c).copied().flatten().map(|d| d + 1 + g))
+                .max()
+                .unwrap_or(0);
+            if depth > MAX_LEFT_CHAIN {
+                return Err(err(format!(
+                    "rule {rule} starts a chain of more than {MAX_LEFT_CHAIN} rules, each starting with the next \
+                     (llama.cpp's checks recurse once per link)"
+                )));
+            }
+            longest.insert(rule, Some(depth));
+            stack.pop();
+        }
     }
     Ok(())
 }
@@ -337,6 +418,7 @@ mod tests {
             "root ::= \"\\\"\" char{0,100} \"\\\"\"\nchar ::= [^\"\\\\] | \"\\\\\" .",
             "root ::= (\n  \"a\"\n  | \"b\"\n)?",
             "root ::= <|im_start|> !<[42]> [^x]*",
+            "root ::= a \"!\"\na ::= b? \"x\"\nb ::= \"y\"",
         ] {
             check(g).unwrap_or_else(|e| panic!("{g:?}: {e}"));
         }
@@ -354,6 +436,9 @@ mod tests {
             "root ::= e{2,9}\ne ::= \"\" | \"x\"".to_string(),
             "root ::= (((\"ab\"){1,2000}){1,2000})".to_string(),
             deep,
+            "root ::= a\na ::= b \"x\"\nb ::= c? root".to_string(),
+            (0..5000).map(|k| format!("r{k} ::= r{}\n", k + 1)).collect::<String>() + "r5000 ::= \"x\"",
+            "root ::= (((a)))\na ::= root".to_string(),
         ] {
             assert!(matches!(check(&g), Err(Error::Grammar(_))), "{:.60}", g);
         }

@@ -29,12 +29,16 @@ mod config;
 mod custom;
 mod gbnf_check;
 pub mod json_schema;
+mod trigger;
 
 pub use config::{Grammar, SamplerConfig, Stage, MAX_PENALTY_LAST_N};
 pub use custom::{Candidates, CustomSampler};
 pub use gbnf_check::{
-    MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_REPETITION as GRAMMAR_MAX_REPETITION,
+    MAX_DEPTH as GRAMMAR_MAX_DEPTH, MAX_EXPANDED as GRAMMAR_MAX_EXPANDED, MAX_LEFT_CHAIN as GRAMMAR_MAX_LEFT_CHAIN,
+    MAX_REPETITION as GRAMMAR_MAX_REPETITION,
 };
+use trigger::Triggers;
+pub use trigger::MAX_TRIGGER_PATTERN;
 
 /// Builds a [`Sampler`] stage by stage.
 ///
@@ -124,7 +128,10 @@ impl SamplerBuilder {
             Some(g) => Some(make_grammar(&self.model, g)?),
             None => None,
         };
-        let lazy_patterns = self.grammar.as_ref().is_some_and(|g| !g.trigger_patterns.is_empty());
+        let triggers = match &self.grammar {
+            Some(g) => Triggers::new(&g.trigger_patterns)?,
+            None => None,
+        };
         Ok(Sampler {
             model: self.model,
             chain: chain_full,
@@ -133,8 +140,9 @@ impl SamplerBuilder {
             has_custom,
             customs,
             grammar,
-            lazy_patterns,
-            accepted_bytes: 0,
+            grammar_def: self.grammar.take(),
+            triggers,
+            grammar_broken: false,
             cand: Vec::new(),
             one: [sys::llama_token_data { id: 0, logit: 0.0, p: 0.0 }],
             force_full: false,
@@ -280,54 +288,53 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
 }
 
 fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
-    let gbnf = c_string(&g.gbnf, "grammar")?;
-    let root = c_string(&g.root, &g.root)?;
     if g.gbnf.trim().is_empty() {
         return Err(Error::Grammar("empty grammar".into()));
     }
-    // Depth, repetition bounds, nullable repetitions: llama.cpp hangs, overflows its
-    // stack or silently changes the grammar on them.
+    // Depth, repetition bounds, nullable repetitions, left chains: llama.cpp hangs,
+    // overflows its stack or silently changes the grammar on them.
     gbnf_check::check(&g.gbnf)?;
     let vocab = model.vocab();
     for t in &g.trigger_tokens {
         vocab.check(*t)?;
     }
-    let p = if g.is_lazy() {
-        let pats: Vec<CString> = g.trigger_patterns.iter().map(|p| c_string(p, p)).collect::<Result<_>>()?;
-        let mut pp: Vec<*const c_char> = pats.iter().map(|c| c.as_ptr()).collect();
-        let toks: Vec<i32> = g.trigger_tokens.iter().map(|t| t.0).collect();
-        // SAFETY: all pointers valid for the call; llama.cpp parses the grammar (catching
-        // its own parse exceptions) and returns NULL on failure.
-        unsafe {
-            sys::llama_rs_sampler_init_grammar_lazy_patterns(
-                vocab.as_raw(),
-                gbnf.as_ptr(),
-                root.as_ptr(),
-                pp.as_mut_ptr(),
-                pp.len(),
-                toks.as_ptr(),
-                toks.len(),
-            )
+    // Trigger patterns are searched in Rust (`trigger`): llama.cpp gets the trigger
+    // tokens only, and the pattern's match when it fires (`grammar_from`).
+    grammar_sampler(model, g, g.is_lazy().then_some(&[]))
+}
+
+/// A llama.cpp grammar sampler for `g`: lazy with `patterns` (and `g`'s trigger
+/// tokens) when given, else active from the start.
+fn grammar_sampler(model: &Model, g: &Grammar, patterns: Option<&[String]>) -> Result<RawSampler> {
+    let gbnf = c_string(&g.gbnf, "grammar")?;
+    let root = c_string(&g.root, &g.root)?;
+    let vocab = model.vocab();
+    let p = match patterns {
+        Some(patterns) => {
+            let pats: Vec<CString> = patterns.iter().map(|p| c_string(p, p)).collect::<Result<_>>()?;
+            let mut pp: Vec<*const c_char> = pats.iter().map(|c| c.as_ptr()).collect();
+            let toks: Vec<i32> = g.trigger_tokens.iter().map(|t| t.0).collect();
+            // SAFETY: all pointers valid for the call; llama.cpp parses the grammar
+            // (catching its own parse exceptions), the shim catches the rest; NULL on failure.
+            unsafe {
+                sys::llama_rs_sampler_init_grammar_lazy_patterns(
+                    vocab.as_raw(),
+                    gbnf.as_ptr(),
+                    root.as_ptr(),
+                    pp.as_mut_ptr(),
+                    pp.len(),
+                    toks.as_ptr(),
+                    toks.len(),
+                )
+            }
         }
-    } else {
         // SAFETY: as above.
-        unsafe { sys::llama_sampler_init_grammar(vocab.as_raw(), gbnf.as_ptr(), root.as_ptr()) }
+        None => unsafe { sys::llama_sampler_init_grammar(vocab.as_raw(), gbnf.as_ptr(), root.as_ptr()) },
     };
     NonNull::new(p)
         .map(RawSampler)
         .ok_or_else(|| Error::Grammar("llama.cpp could not parse the grammar (undefined rule, syntax error, left recursion or missing root; see the llama.cpp log)".into()))
 }
-
-/// Output a lazy grammar may have searched for its trigger before the search runs on a
-/// thread with a larger stack (std::regex recursion: ~500 bytes of stack per byte).
-const LAZY_ACCEPT_ON_CALLER_MAX: usize = 2048;
-
-/// A grammar sampler handed to the thread that accepts into it.
-#[derive(Clone, Copy)]
-struct SendSampler(NonNull<sys::llama_sampler>);
-// SAFETY: (contract) llama.cpp samplers have no thread affinity; the `Sampler` owning
-// this one is borrowed mutably for the whole scoped thread, so nothing else touches it.
-unsafe impl Send for SendSampler {}
 
 /// A configured sampler: a llama.cpp chain plus an optional grammar, with the fast paths.
 /// Not `Sync`: one thread samples at a time.
@@ -352,11 +359,14 @@ pub struct Sampler {
     has_custom: bool,
     customs: Vec<*mut CustomState>,
     grammar: Option<RawSampler>,
-    /// The grammar waits for a trigger pattern: llama.cpp then runs std::regex over all
-    /// output since the last reset on every accept, recursing per character.
-    lazy_patterns: bool,
-    /// Bytes accepted since the last reset (an upper bound of llama.cpp's trigger buffer).
-    accepted_bytes: usize,
+    /// What `grammar` was made from (a pattern trigger replaces it; reset restores it).
+    grammar_def: Option<Grammar>,
+    /// A lazy grammar's trigger patterns, searched here while it waits.
+    triggers: Option<Triggers>,
+    /// A grammar accept failed (a lazy grammar's trigger text it cannot parse): llama.cpp
+    /// has emptied the grammar's stacks, and its next apply would abort
+    /// (`GGML_ASSERT(!stacks.empty())`). Nothing reaches the grammar until `reset`.
+    grammar_broken: bool,
     /// Reused candidate buffer (no per-token allocation).
     cand: Vec<sys::llama_token_data>,
     one: [sys::llama_token_data; 1],
@@ -419,7 +429,7 @@ impl Sampler {
             return Some(DeviceSampler::Greedy);
         }
         match &self.fast {
-            Some(f) if f.raised.is_empty() => {
+            Some(f) if f.raised.is_empty() && f.n_candidates <= crate::context::DEVICE_TOP_K_MAX as usize => {
                 Some(DeviceSampler::TopK(f.n_candidates.min(self.model.n_vocab() as usize) as u32))
             }
             _ => None,
@@ -439,6 +449,7 @@ impl Sampler {
 
     /// Finishes the chain on candidates the device picked (`ids[i]` has `logits[i]`).
     fn sample_candidates(&mut self, ids: &[Token], logits: &[f32]) -> Result<Token> {
+        self.check_grammar_usable()?;
         if ids.is_empty() || ids.len() != logits.len() {
             return Err(Error::InvalidParam(format!("{} device candidates with {} logits", ids.len(), logits.len())));
         }
@@ -449,6 +460,7 @@ impl Sampler {
 
     /// Samples from a logits vector (`n_vocab` floats). Does not accept the token.
     pub fn sample_logits(&mut self, logits: &[f32]) -> Result<Token> {
+        self.check_grammar_usable()?;
         let n_vocab = self.model.n_vocab() as usize;
         if logits.len() != n_vocab {
             return Err(Error::InvalidParam(format!("{} logits for a vocabulary of {n_vocab}", logits.len())));
@@ -551,46 +563,29 @@ impl Sampler {
     /// the grammar does not allow is refused (llama.cpp would abort).
     pub fn accept(&mut self, token: Token) -> Result<()> {
         self.model.vocab().check(token)?;
+        self.check_grammar_usable()?;
         if let Some(g) = &self.grammar {
             if !grammar_allows(g, &mut self.one, token) {
                 return Err(Error::GrammarRejected(token.0));
             }
-            if self.lazy_patterns {
-                let mut piece = Vec::new();
-                self.model.vocab().token_to_piece_bytes(token, true, &mut piece)?;
-                self.accepted_bytes = self.accepted_bytes.saturating_add(piece.len());
-            }
-            let (grammar, id) = (SendSampler(g.0), token.0);
-            // SAFETY: valid grammar sampler; the token is allowed (checked). A lazy grammar
-            // can still throw on its trigger: the shim catches it.
-            let accept = move || {
-                let g = grammar; // the whole Send wrapper, not its field (closure capture)
-                                 // SAFETY: see above.
-                unsafe { sys::llama_rs_sampler_accept(g.0.as_ptr(), id) }
-            };
-            let rc = if self.lazy_patterns && self.accepted_bytes > LAZY_ACCEPT_ON_CALLER_MAX {
-                // The trigger search recurses per character of the buffer (a 24 KB buffer
-                // overflowed a test thread's stack): run it where the stack has room.
-                let stack = (8 << 20) + self.accepted_bytes.saturating_mul(1024);
-                std::thread::scope(|scope| {
-                    std::thread::Builder::new()
-                        .name("llama-rs-grammar".into())
-                        .stack_size(stack)
-                        .spawn_scoped(scope, accept)
-                        .map(|h| h.join().unwrap_or(-1))
-                        .unwrap_or(-2)
-                })
-            } else {
-                accept()
-            };
-            if rc == -2 {
-                return Err(Error::Limit {
-                    what: "grammar",
-                    detail: "no thread with room for the trigger search".into(),
-                });
-            }
-            if rc != 0 {
-                return Err(Error::Grammar(format!("llama.cpp failed accepting token {} into the grammar", token.0)));
+            let def = self.grammar_def.as_ref().expect("a grammar has its definition");
+            match &mut self.triggers {
+                Some(t) if t.awaiting() && !def.trigger_tokens.contains(&token) => {
+                    // llama.cpp's lazy grammar ignores output until a trigger: it only
+                    // sees the trigger token, or the output from a pattern's match on.
+                    let mut piece = Vec::new();
+                    self.model.vocab().token_to_piece_bytes(token, true, &mut piece)?;
+                    if let Some(replay) = t.push(token, &piece) {
+                        self.start_grammar(replay)?;
+                    }
+                }
+                t => {
+                    if let Some(t) = t {
+                        t.fire(); // a trigger token, or already triggered
+                    }
+                    let g = g.0.as_ptr();
+                    self.grammar_accept(g, token)?;
+                }
             }
         }
         // SAFETY: valid chain; token in range; exceptions are caught by the shim.
@@ -603,15 +598,53 @@ impl Sampler {
 
     /// Resets penalties, RNG-independent state and the grammar to the start.
     pub fn reset(&mut self) {
-        self.accepted_bytes = 0;
-        // SAFETY: valid samplers.
-        unsafe {
-            sys::llama_sampler_reset(self.chain.0.as_ptr());
-            if let Some(g) = &self.grammar {
-                sys::llama_sampler_reset(g.0.as_ptr());
+        self.grammar_broken = false;
+        // SAFETY: valid chain.
+        unsafe { sys::llama_sampler_reset(self.chain.0.as_ptr()) };
+        if let Some(t) = &mut self.triggers {
+            // The grammar may be one a pattern started: back to the waiting one.
+            t.reset();
+            let def = self.grammar_def.as_ref().expect("a grammar has its definition");
+            match make_grammar(&self.model, def) {
+                Ok(g) => self.grammar = Some(g),
+                Err(_) => self.grammar_broken = true, // it was made before: not expected
             }
+        } else if let Some(g) = &self.grammar {
+            // SAFETY: valid sampler.
+            unsafe { sys::llama_sampler_reset(g.0.as_ptr()) };
         }
         self.resume_custom_panic();
+    }
+
+    /// Accepts `token` into the llama.cpp grammar `g`; a failure (a text the grammar
+    /// cannot continue with) leaves it unusable until `reset`.
+    fn grammar_accept(&mut self, g: *mut sys::llama_sampler, token: Token) -> Result<()> {
+        // SAFETY: `g` is this sampler's valid grammar sampler; the shim catches exceptions.
+        if unsafe { sys::llama_rs_sampler_accept(g, token.0) } != 0 {
+            self.grammar_broken = true;
+            return Err(Error::Grammar(format!(
+                "the grammar cannot continue with token {} (a lazy grammar's trigger text it does not parse); \
+                 reset the sampler to use it again",
+                token.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// A trigger pattern matched: the grammar starts on the tokens from the match on,
+    /// the first one's piece without the `skip` bytes before it. A fresh llama.cpp
+    /// grammar gets them: active from the start (no skip), or lazy with a pattern that
+    /// matches the first piece alone (std::regex over one piece, never the output).
+    fn start_grammar(&mut self, replay: trigger::Replay) -> Result<()> {
+        let def = self.grammar_def.as_ref().expect("a grammar has its definition");
+        let patterns = [trigger::skip_pattern(replay.skip)];
+        let fresh = grammar_sampler(&self.model, def, (replay.skip > 0).then_some(&patterns[..]))?;
+        let g = fresh.0.as_ptr();
+        self.grammar = Some(fresh);
+        for t in replay.tokens {
+            self.grammar_accept(g, t)?;
+        }
+        Ok(())
     }
 
     /// Whether a grammar constrains this sampler.
@@ -619,8 +652,20 @@ impl Sampler {
         self.grammar.is_some()
     }
 
-    /// Whether the grammar (if any) allows `token` now.
+    fn check_grammar_usable(&self) -> Result<()> {
+        if self.grammar_broken {
+            return Err(Error::Grammar(
+                "the grammar failed on an earlier token and must be reset (Sampler::reset) before use".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the grammar (if any) allows `token` now (never, once it has failed).
     pub fn grammar_allows(&mut self, token: Token) -> bool {
+        if self.grammar_broken {
+            return false;
+        }
         match &self.grammar {
             Some(g) => self.model.vocab().check(token).is_ok() && grammar_allows(g, &mut self.one, token),
             None => true,

@@ -31,14 +31,14 @@ mod ngram;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{check_arg, Result};
 use crate::generate::{GenerationCore, Piece};
 use crate::token::Token;
 
 pub use draft_model::DraftModel;
 pub(crate) use draft_model::Want;
 pub use mtp::Mtp;
-pub use ngram::{NgramDrafter, NgramMapDrafter};
+pub use ngram::{NgramDrafter, NgramMapDrafter, MAX_NGRAM};
 
 /// Proposes tokens that may follow a sequence.
 pub trait Drafter: Send {
@@ -108,6 +108,52 @@ impl Default for Speculation {
             min_acceptance: 0.2,
             fixed_batch: None,
         }
+    }
+}
+
+impl Speculation {
+    /// Checks every setting (the error names it): `max_draft` and `fixed_batch` in
+    /// 1..=64, `min_acceptance` a number in 0..=1, n-gram lengths in 1..=16 with
+    /// `n_min <= n_max`. Nothing is clamped or silently turned off.
+    ///
+    /// ```
+    /// use llama_rs::{DraftKind, Speculation};
+    /// assert!(Speculation::default().check().is_ok());
+    /// let bad = Speculation { drafter: DraftKind::Ngram { n_min: 6, n_max: 2 }, ..Default::default() };
+    /// assert!(bad.check().is_err());
+    /// assert!(Speculation { min_acceptance: f32::NAN, ..Default::default() }.check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        check_arg((1..=64).contains(&self.max_draft), || {
+            format!("speculation.max_draft must be in 1..=64, got {}", self.max_draft)
+        })?;
+        check_arg(self.fixed_batch.is_none_or(|n| (1..=64).contains(&n)), || {
+            format!("speculation.fixed_batch must be in 1..=64, got {:?}", self.fixed_batch)
+        })?;
+        check_arg((0.0..=1.0).contains(&self.min_acceptance), || {
+            format!("speculation.min_acceptance must be a number in 0..=1, got {}", self.min_acceptance)
+        })?;
+        self.own_drafter().map(drop)
+    }
+
+    /// The drafter this speculation makes for itself (the n-gram kinds; `None` for a
+    /// draft model or MTP head, which the session or engine owns), checked.
+    pub(crate) fn own_drafter(&self) -> Result<Option<Box<dyn Drafter>>> {
+        Ok(match self.drafter {
+            DraftKind::Ngram { n_min, n_max } => Some(Box::new(NgramDrafter::new(n_min, n_max)?)),
+            DraftKind::NgramMap { n, min_count } => Some(Box::new(NgramMapDrafter::new(n, min_count)?)),
+            DraftKind::Model | DraftKind::Mtp => None,
+        })
+    }
+}
+
+/// Cuts a draft at its first token the target's vocabulary does not have: a draft
+/// model's vocabulary may be larger (llama.cpp allows 128 more tokens), and a custom
+/// [`Drafter`] may return anything. Such a token in a shared batch would fail the whole
+/// decode, every request in it included; cut here, it only ends one draft early.
+pub(crate) fn keep_target_tokens(draft: &mut Vec<Token>, n_vocab: i32) {
+    if let Some(bad) = draft.iter().position(|t| t.0 < 0 || t.0 >= n_vocab) {
+        draft.truncate(bad);
     }
 }
 
@@ -277,15 +323,24 @@ impl Speculator {
         }
     }
 
-    /// A draft of at most `room` tokens to follow `history`; empty while paused.
-    pub(crate) fn draft(&mut self, drafter: &mut dyn Drafter, history: &[Token], room: usize) -> Result<Vec<Token>> {
+    /// A draft of at most `room` tokens of the target's vocabulary (`n_vocab`) to
+    /// follow `history`; empty while paused.
+    pub(crate) fn draft(
+        &mut self,
+        drafter: &mut dyn Drafter,
+        history: &[Token],
+        room: usize,
+        n_vocab: i32,
+    ) -> Result<Vec<Token>> {
         let max = self.plan(room);
         if max == 0 {
             return Ok(Vec::new());
         }
         let t = std::time::Instant::now();
-        let d = drafter.draft(history, max)?;
+        let mut d = drafter.draft(history, max)?;
         self.stats.draft_s += t.elapsed().as_secs_f64();
+        d.truncate(max);
+        keep_target_tokens(&mut d, n_vocab);
         Ok(d)
     }
 

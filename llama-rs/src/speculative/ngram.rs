@@ -4,8 +4,12 @@
 use std::collections::HashMap;
 
 use super::Drafter;
-use crate::error::Result;
+use crate::error::{check_arg, Result};
 use crate::token::Token;
+
+/// Longest n-gram the drafters index (longer keys only cost memory: repeats that long
+/// are found by shorter ones too).
+pub const MAX_NGRAM: usize = 16;
 
 /// Longest match: the longest suffix of the history (`n_max` down to `n_min` tokens) that
 /// occurred before; drafts the tokens that followed its most recent earlier occurrence.
@@ -23,11 +27,13 @@ pub struct NgramDrafter {
 }
 
 impl NgramDrafter {
-    /// Matches of `n_min..=n_max` tokens (1 ≤ n_min ≤ n_max ≤ 16).
-    pub fn new(n_min: usize, n_max: usize) -> NgramDrafter {
-        let n_min = n_min.clamp(1, 16);
-        let n_max = n_max.clamp(n_min, 16);
-        NgramDrafter { n_min, n_max, index: HashMap::new(), indexed: 0, max_entries: 1 << 20 }
+    /// Matches of `n_min..=n_max` tokens; other lengths than 1 ≤ n_min ≤ n_max ≤ 16 are
+    /// an error.
+    pub fn new(n_min: usize, n_max: usize) -> Result<NgramDrafter> {
+        check_arg((1..=MAX_NGRAM).contains(&n_min) && (n_min..=MAX_NGRAM).contains(&n_max), || {
+            format!("n-gram lengths need 1 <= n_min <= n_max <= {MAX_NGRAM}, got n_min {n_min}, n_max {n_max}")
+        })?;
+        Ok(NgramDrafter { n_min, n_max, index: HashMap::new(), indexed: 0, max_entries: 1 << 20 })
     }
 
     fn hash(tokens: &[Token]) -> u64 {
@@ -102,9 +108,14 @@ pub struct NgramMapDrafter {
 }
 
 impl NgramMapDrafter {
-    /// Keys of `n` tokens (1..=16); a continuation is drafted once seen `min_count` times.
-    pub fn new(n: usize, min_count: u32) -> NgramMapDrafter {
-        NgramMapDrafter { n: n.clamp(1, 16), map: HashMap::new(), indexed: 0, max_entries: 1 << 20, min_count }
+    /// Keys of `n` tokens (1..=16); a continuation is drafted once seen `min_count`
+    /// (at least 1) times. Other values are an error.
+    pub fn new(n: usize, min_count: u32) -> Result<NgramMapDrafter> {
+        check_arg((1..=MAX_NGRAM).contains(&n), || {
+            format!("n-gram map key length must be in 1..={MAX_NGRAM}, got {n}")
+        })?;
+        check_arg(min_count >= 1, || "n-gram map min_count must be at least 1".to_string())?;
+        Ok(NgramMapDrafter { n, map: HashMap::new(), indexed: 0, max_entries: 1 << 20, min_count })
     }
 }
 
@@ -151,7 +162,7 @@ mod tests {
 
     #[test]
     fn longest_match_drafts_what_followed_before() {
-        let mut d = NgramDrafter::new(2, 4);
+        let mut d = NgramDrafter::new(2, 4).unwrap();
         let h = toks(&[1, 2, 3, 4, 5, 9, 1, 2, 3]);
         assert_eq!(d.draft(&h, 3).unwrap(), toks(&[4, 5, 9]));
         assert_eq!(d.draft(&h, 1).unwrap(), toks(&[4]));
@@ -165,7 +176,7 @@ mod tests {
 
     #[test]
     fn frequency_map_follows_the_most_common_continuation() {
-        let mut d = NgramMapDrafter::new(1, 2);
+        let mut d = NgramMapDrafter::new(1, 2).unwrap();
         let h = toks(&[1, 2, 1, 3, 1, 2, 1]);
         // After 1: 2 (twice), 3 (once); after 2: 1 (twice).
         assert_eq!(d.draft(&h, 3).unwrap(), toks(&[2, 1, 2]));
