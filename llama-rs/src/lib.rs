@@ -68,6 +68,7 @@ pub use batch::Batch;
 pub use chat::{
     apply_builtin, parse_tool_calls, ChatMessage, ChatTemplate, FunctionCall, ReasoningSplitter, RenderOptions,
     ToolCall, ToolCallStream, ToolEvent, TEMPLATE_FUEL, TEMPLATE_MAX_DEPTH, TEMPLATE_MAX_INDENT, TEMPLATE_MAX_OUTPUT,
+    TEMPLATE_MAX_TAG_OPERATORS,
 };
 pub use context::{
     AbortHandle, AttentionType, Context, ContextParams, ControlVector, DeviceSampler, FlashAttn, KvType, LoraAdapter,

@@ -112,6 +112,41 @@ fn hostile_chat_templates_are_bounded() {
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
     let r = within(30, "recursion", || render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
     assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    // Values built by repetition share their items: small in memory, gigabytes written
+    // out. And operator chains as deep as the source is long (a stack overflow in
+    // minijinja's parser and evaluator), and values nested as deep as the fuel allows.
+    let deep_value = |out: &str| {
+        format!(
+            "{{% set ns = namespace(l=[]) %}}{{% for i in range(100000) %}}{{% for j in range(10) %}}\
+             {{% set ns.l = [ns.l] %}}{{% endfor %}}{{% endfor %}}{out}"
+        )
+    };
+    let shared = "{% set l = [[1]*1000]*1000 %}";
+    let cases = [
+        format!("{shared}{{{{ ([l]*1000)|tojson|length }}}}"),
+        format!("{shared}{{{{ ([l]*1000)|string|length }}}}"),
+        format!("{shared}{{{{ ([l]*1000)|join|length }}}}"),
+        format!("{shared}{{{{ ([l]*1000)|pprint|length }}}}"),
+        format!("{shared}{{{{ ([l]*1000) }}}}"),
+        format!("{{{{ {}true }}}}", "not ".repeat(50_000)),
+        format!("{{{{ x{} }}}}", ".a".repeat(50_000)),
+        format!("{{{{ {}1 }}}}", "1 + ".repeat(50_000)),
+        format!("{{{{ x{} }}}}", "|string".repeat(50_000)),
+        format!("{{{{ {}1 }}}}", "-".repeat(50_000)),
+        format!("{{% if {}true %}}{{% endif %}}", "not ".repeat(50_000)),
+        deep_value("{{ ns.l|tojson }}"),
+    ];
+    for src in cases {
+        let r = within(60, "template", move || render(&src));
+        assert!(matches!(r, Err(Error::Template(_))), "{r:?}");
+    }
+    // Deep values printed, compared and dropped: an error (fuel) or a result, never an
+    // overflow. A single render thread of `RENDER_STACK` holds them.
+    for out in ["{{ ns.l }}", "{{ ns.l == ns.l }}", "{{ 1 }}"] {
+        let src = deep_value(out);
+        let r = within(120, "deep value", move || render(&src));
+        assert!(matches!(r, Err(Error::Template(_)) | Ok(_)), "{r:?}");
+    }
     // An ordinary template still renders.
     let ok =
         render("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{{ strftime_now('%Y') }}").unwrap();

@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, CString};
 
-use minijinja::value::Value as JValue;
+use minijinja::value::{Value as JValue, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -199,6 +199,82 @@ pub const TEMPLATE_MAX_INDENT: usize = 64;
 /// Deepest nesting of macro calls, includes and blocks.
 pub const TEMPLATE_MAX_DEPTH: usize = 200;
 
+/// Most operators (`not`, `+`, `.`, `|`, `[`, `(`, ...) in one `{{ }}` or `{% %}` tag.
+/// minijinja parses chains of operators into trees as deep as the chain, which it then
+/// walks recursively: 10,000 `not`s overflow a 2 MiB stack. The largest tag of the 71
+/// templates llama.cpp ships has 28.
+pub const TEMPLATE_MAX_TAG_OPERATORS: usize = 256;
+
+/// Refuses tags whose expressions nest deeper than minijinja can walk (see
+/// [`TEMPLATE_MAX_TAG_OPERATORS`]), before minijinja parses them. Counts every operator
+/// outside string literals: an upper bound of the expression tree's depth.
+fn check_source(src: &str) -> Result<()> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'{') {
+        let start = i + off;
+        let close: &[u8] = match b.get(start + 1) {
+            Some(b'{') => b"}}",
+            Some(b'%') => b"%}",
+            Some(b'#') => {
+                i = find(b, start + 2, b"#}").map_or(b.len(), |e| e + 2);
+                continue;
+            }
+            _ => {
+                i = start + 1;
+                continue;
+            }
+        };
+        let (mut j, mut ops, mut quote) = (start + 2, 0usize, None::<u8>);
+        while j < b.len() {
+            let c = b[j];
+            match quote {
+                Some(q) => {
+                    if c == b'\\' {
+                        j += 1;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None if b[j..].starts_with(close) => break,
+                None => match c {
+                    b'\'' | b'"' => quote = Some(c),
+                    b'.' | b'[' | b'(' | b'|' | b'+' | b'-' | b'*' | b'/' | b'%' | b'~' | b'<' | b'>' | b'=' => {
+                        ops += 1
+                    }
+                    c if c.is_ascii_alphabetic() && (j == 0 || !is_ident(b[j - 1])) => {
+                        let end = b[j..].iter().position(|&c| !is_ident(c)).map_or(b.len(), |e| j + e);
+                        if matches!(&b[j..end], b"not" | b"and" | b"or" | b"in" | b"is" | b"if" | b"else") {
+                            ops += 1;
+                        }
+                        j = end;
+                        continue;
+                    }
+                    _ => {}
+                },
+            }
+            j += 1;
+        }
+        if ops > TEMPLATE_MAX_TAG_OPERATORS {
+            let line = src[..start].matches('\n').count() + 1;
+            return Err(Error::Template(format!(
+                "a tag on line {line} has {ops} operators; at most {TEMPLATE_MAX_TAG_OPERATORS} (deeper \
+                 expressions would overflow the stack)"
+            )));
+        }
+        i = (j + close.len()).min(b.len());
+    }
+    Ok(())
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
+    b.get(from..)?.windows(pat.len()).position(|w| w == pat).map(|p| from + p)
+}
+
 /// An `io::Write` into a `String` that refuses to grow past `TEMPLATE_MAX_OUTPUT`.
 struct BoundedOutput(Vec<u8>);
 
@@ -259,6 +335,7 @@ fn new_env() -> Environment<'static> {
                     format!("tojson: indent must be <= {TEMPLATE_MAX_INDENT}"),
                 ));
             }
+            check_expansion(&v, "tojson")?;
             let json: Value = serde_json::to_value(&v)
                 .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
             let mut s = String::new();
@@ -266,8 +343,83 @@ fn new_env() -> Environment<'static> {
             Ok(JValue::from_safe_string(s))
         },
     );
+    // The filters that write a whole value out: checked first (see `check_expansion`).
+    env.add_filter("string", |state: &minijinja::State, v: JValue| {
+        check_expansion(&v, "string")?;
+        minijinja::filters::string(state, &v)
+    });
+    env.add_filter(
+        "join",
+        |state: &mut minijinja::State,
+         v: JValue,
+         joiner: Option<minijinja::value::StringInput<'_>>,
+         attribute: Option<&str>,
+         kwargs: minijinja::value::Kwargs| {
+            check_expansion(&v, "join")?;
+            minijinja::filters::join(state, &v, joiner, attribute, kwargs)
+        },
+    );
+    env.add_filter("pprint", |v: JValue| -> std::result::Result<String, minijinja::Error> {
+        check_expansion(&v, "pprint")?;
+        Ok(minijinja::filters::pprint(&v))
+    });
     env
 }
+
+/// Refuses a value that would write out to more than [`TEMPLATE_MAX_OUTPUT`] bytes or
+/// nests deeper than [`TEMPLATE_MAX_VALUE_DEPTH`], counted without writing it. Values
+/// share their items: `{% set l = [[1]*1000]*1000 %}{{ ([l]*1000)|tojson }}` holds a
+/// million items in memory and writes out a billion (12 GiB), which minijinja's fuel
+/// does not see in filters that serialize a whole value at once.
+fn check_expansion(v: &JValue, filter: &str) -> std::result::Result<(), minijinja::Error> {
+    let error = |why: String| minijinja::Error::new(ErrorKind::InvalidOperation, format!("{filter}: {why}"));
+    let too_big = || error(format!("the value writes out to more than {TEMPLATE_MAX_OUTPUT} bytes"));
+    let mut left = TEMPLATE_MAX_OUTPUT;
+    let mut stack = vec![(v.clone(), 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > TEMPLATE_MAX_VALUE_DEPTH {
+            return Err(error(format!("the value nests deeper than {TEMPLATE_MAX_VALUE_DEPTH} levels")));
+        }
+        // A sized iterable (a repeated list is one) is walked too; an unsized one may be
+        // a one-shot iterator, which walking would spend.
+        let walk = match v.kind() {
+            ValueKind::Seq | ValueKind::Map | ValueKind::Plain => true,
+            ValueKind::Iterable => v.len().is_some(),
+            _ => false,
+        };
+        let cost = match v.kind() {
+            ValueKind::String => v.as_str().map_or(0, str::len) + 2,
+            _ if walk => 2,
+            _ => 8,
+        };
+        left = left.checked_sub(cost).ok_or_else(too_big)?;
+        if !walk {
+            continue;
+        }
+        let Ok(items) = v.try_iter() else { continue };
+        let map = v.kind() == ValueKind::Map;
+        for item in items {
+            if map {
+                stack.push((v.get_item(&item).unwrap_or_default(), depth + 1));
+            }
+            stack.push((item, depth + 1));
+            // Every entry costs at least a byte: a stack longer than what is left is over.
+            if stack.len() > left {
+                return Err(too_big());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deepest value [`check_expansion`] lets a filter serialize.
+pub const TEMPLATE_MAX_VALUE_DEPTH: usize = 512;
+
+/// Stack of the thread a Jinja template renders on. Values can nest as deep as the fuel
+/// lets a loop wrap a list in itself (about 1.5 million levels), and minijinja prints,
+/// compares and drops them recursively: measured (optimized build) ~100 bytes a level
+/// to drop, ~500 to print. Address space reserved, committed only as used.
+const RENDER_STACK: usize = 1 << 30;
 
 impl ChatTemplate {
     /// Compiles a Jinja template (syntax errors are reported here, not at render time).
@@ -277,6 +429,7 @@ impl ChatTemplate {
         eos_token: impl Into<String>,
     ) -> Result<Self> {
         let source = source.into();
+        check_source(&source)?;
         let mut env = new_env();
         env.add_template_owned("chat", strip_generation_tags(&source)).map_err(template_error)?;
         Ok(ChatTemplate::Jinja { source, bos_token: bos_token.into(), eos_token: eos_token.into(), env })
@@ -333,6 +486,21 @@ impl ChatTemplate {
             }
         }
         match self {
+            ChatTemplate::Jinja { .. } => std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .name("llama-rs-template".into())
+                    .stack_size(RENDER_STACK)
+                    .spawn_scoped(scope, || self.render_jinja(messages, opts))
+                    .map_err(|e| Error::Limit { what: "template", detail: format!("no thread to render on: {e}") })?
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+            ChatTemplate::Builtin(name) => apply_builtin(name, messages, opts.add_generation_prompt),
+        }
+    }
+
+    fn render_jinja(&self, messages: &[ChatMessage], opts: &RenderOptions) -> Result<String> {
+        match self {
             ChatTemplate::Jinja { bos_token, eos_token, env, .. } => {
                 let tmpl = env.get_template("chat").map_err(template_error)?;
                 let mut ctx = serde_json::Map::new();
@@ -354,7 +522,7 @@ impl ChatTemplate {
                     .map_err(template_error)?;
                 String::from_utf8(out.0).map_err(|e| Error::Template(format!("rendered text is not UTF-8: {e}")))
             }
-            ChatTemplate::Builtin(name) => apply_builtin(name, messages, opts.add_generation_prompt),
+            ChatTemplate::Builtin(_) => unreachable!("only Jinja templates render here"),
         }
     }
 }
