@@ -76,7 +76,9 @@ impl Device {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: `d` is a valid registry device; out-pointers are valid locals.
         let (name, description, ty) = unsafe {
-            sys::ggml_backend_dev_memory(d, &mut free, &mut total);
+            // Through the shim's barrier: an RPC device asks its server, which may have
+            // failed (then 0 / 0).
+            sys::llama_rs_dev_memory(d, &mut free, &mut total);
             (sys::ggml_backend_dev_name(d), sys::ggml_backend_dev_description(d), sys::ggml_backend_dev_type(d))
         };
         let kind = match ty {

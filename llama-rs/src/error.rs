@@ -115,6 +115,16 @@ pub enum Error {
         /// Its return code; `None` for a NULL handle.
         code: Option<i32>,
     },
+    /// A llama.cpp call threw: a backend failed in the middle of its work (an RPC
+    /// server that crashed, closed the connection, timed out or answered something
+    /// malformed). The context that ran it cannot be trusted after this: make a new one.
+    #[error("llama.cpp's {op} failed: {message}")]
+    BackendFailed {
+        /// The llama.cpp function.
+        op: &'static str,
+        /// What the backend reported.
+        message: String,
+    },
     /// Asked for logits/embeddings of a batch position that produced none.
     #[error("batch index {index} produced no output (set `output` for it when adding it to the batch)")]
     NoOutput {
@@ -250,7 +260,9 @@ impl Error {
             Error::ModelFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => K::NotFound,
             Error::ModelFile { .. } | Error::Io { .. } => K::Io,
             Error::NotGguf { .. } | Error::InvalidState(_) | Error::StateRejected => K::Corrupt,
-            Error::ModelLoad { .. } | Error::ContextCreate | Error::Backend { .. } => K::Backend,
+            Error::ModelLoad { .. } | Error::ContextCreate | Error::Backend { .. } | Error::BackendFailed { .. } => {
+                K::Backend
+            }
             Error::NanLogits => K::Backend,
             Error::LoadCancelled | Error::Aborted | Error::EngineStopped => K::Cancelled,
             Error::InvalidParam(_)
@@ -307,12 +319,24 @@ pub(crate) fn try_vec<T>(n: usize, what: &'static str) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// What the shim's exception barriers return when they caught an exception.
+pub(crate) const CAUGHT: i32 = -100;
+
+/// The message of the exception the shim last caught on this thread.
+pub(crate) fn last_exception() -> String {
+    // SAFETY: returns a NUL-terminated thread-local string the shim owns, valid until
+    // the next barrier call on this thread; copied at once.
+    unsafe { crate::ffi::owned_string(llama_sys::llama_rs_last_error()) }
+}
+
 /// The one place a llama.cpp failure becomes an [`Error`]: a non-zero return code of
 /// `op` (`Some(code)`) or a NULL handle (`None`). llama_decode / llama_encode give their
-/// codes meaning: 1 is "no KV slot", 2 "aborted by the callback".
+/// codes meaning: 1 is "no KV slot", 2 "aborted by the callback"; the shim's barriers
+/// return [`CAUGHT`] for an exception.
 #[cold]
 pub(crate) fn backend_error(op: &'static str, code: Option<i32>) -> Error {
     match (op, code) {
+        (_, Some(CAUGHT)) => Error::BackendFailed { op, message: last_exception() },
         ("llama_decode" | "llama_encode", Some(1)) => Error::ContextFull,
         ("llama_decode" | "llama_encode", Some(2)) => Error::Aborted,
         _ => Error::Backend { op, code },

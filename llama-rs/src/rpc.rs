@@ -1,17 +1,15 @@
 //! Running one model across machines with ggml's RPC backend (llama.cpp's `--rpc` and
 //! `rpc-server`). Needs the `rpc` feature (on by default).
 //!
-//! llama.cpp aborts the process when an RPC server cannot be reached, closes the
-//! connection or speaks another protocol, and blocks forever on one that never answers;
-//! so endpoints are parsed, connected to and greeted (the protocol's hello, with a
-//! timeout) here first. A server that dies or stalls in the middle of a computation
-//! still aborts (or blocks) the client inside ggml-rpc — its calls have no timeouts and
-//! no error path to report through: run RPC servers you control, on a reliable network.
-//! A watchdog cannot turn this into an error either: the abort is `GGML_ABORT` on the
-//! computing thread (no unwinding, no hook), and a stalled `recv` sits on a socket that
-//! ggml-rpc owns and does not expose. Only a patched ggml-rpc (timeouts plus a status
-//! through `ggml_backend_graph_compute`) could; a process that must survive a dead peer
-//! runs the RPC-backed model in a child process.
+//! Endpoints are parsed, connected to and greeted (the protocol's hello, with a timeout)
+//! here first. After that, llama-rs builds ggml-rpc with a patch
+//! (`vendor/patches/0002-ggml-rpc-failing-server-is-an-error.patch`): a server that dies,
+//! closes the connection, answers something malformed (a device count of 4 billion, a
+//! size of `u64::MAX`) or stops answering for `GGML_RPC_TIMEOUT` seconds (default 600)
+//! fails the call that needed it — `add_server`, a model load, a decode, reading outputs
+//! — with an error ([`Error::BackendFailed`](crate::Error::BackendFailed) from a decode),
+//! where upstream ggml-rpc aborts the process or blocks for ever. A context whose server
+//! failed keeps failing: make a new one (on another server) to go on.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -32,7 +30,6 @@ const RPC_PROTO_MAJOR_VERSION: u8 = 7;
 /// How long a server may take to answer the hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-type AddServerFn = unsafe extern "C" fn(*const std::ffi::c_char) -> sys::ggml_backend_reg_t;
 type StartServerFn =
     unsafe extern "C" fn(*const std::ffi::c_char, *const std::ffi::c_char, usize, usize, *mut sys::ggml_backend_dev_t);
 
@@ -123,9 +120,16 @@ pub fn add_server(endpoint: &str) -> Result<Vec<Device>> {
     // add_server is idempotent per endpoint (llama.cpp keeps a map) and returns NULL if
     // the server reports no devices; a server answered on `c` just now.
     // SAFETY: the registry returned ggml-rpc's add_server, of type AddServerFn (ggml-rpc.h).
-    let reg = unsafe { std::mem::transmute::<*mut std::ffi::c_void, AddServerFn>(add_server)(c.as_ptr()) };
+    // Called through the shim's exception barrier: the server is asked for its devices
+    // (a malformed count, a connection that fails, throw).
+    let reg = unsafe { sys::llama_rs_call_reg_fn(add_server, c.as_ptr()) };
     if reg.is_null() {
-        return Err(Error::NoSuchDevice(format!("the RPC server at {endpoint} has no devices")));
+        let why = crate::error::last_exception();
+        return Err(Error::NoSuchDevice(if why.is_empty() {
+            format!("the RPC server at {endpoint} has no devices")
+        } else {
+            format!("the RPC server at {endpoint}: {why}")
+        }));
     }
     // SAFETY: `reg` is a valid registry entry; ggml keeps it for the process lifetime.
     let n = unsafe { sys::ggml_backend_reg_dev_count(reg) };

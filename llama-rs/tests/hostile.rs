@@ -385,6 +385,24 @@ fn lazy_grammar_exceptions_are_errors() {
     let _ = s.accept(trigger); // Ok or a typed error; an exception would abort the binary
 }
 
+// Class 2: a model file truncated (or rewritten in place, `cp new.gguf model.gguf`) while
+// a process has it loaded. With a memory map the next read of a lost page is a SIGBUS,
+// which no library can turn into an error; the default load mode reads the file into
+// memory (when it takes at most half of the available memory), so the process goes on.
+#[test]
+fn a_model_file_truncated_after_loading_does_not_crash_the_default_load() {
+    let dir = common::TempDir::new("hostile-truncated");
+    let p = dir.join("model.gguf");
+    std::fs::copy(llama_testkit::default_model_path().unwrap(), &p).unwrap();
+    let m = Model::load(&p, ModelParams::default()).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(1 << 20).unwrap();
+    let mut ctx = m.context(common::params()).unwrap();
+    let text = common::greedy_text(&mut ctx, common::PROMPT, 8);
+    assert!(!text.is_empty());
+    // Loading the truncated file now is an error, not a crash.
+    assert!(Model::load(&p, ModelParams::default()).is_err());
+}
+
 // Class 1: a lazy grammar whose trigger hands it text it rejects. llama.cpp throws
 // and leaves the grammar with no stacks; its next apply would abort. The sampler
 // refuses every use until it is reset, and works again after.

@@ -259,6 +259,77 @@ extern "C" int32_t llama_rs_sampler_accept(llama_sampler * smpl, llama_token tok
     }
 }
 
+namespace {
+thread_local std::string last_error;
+
+int32_t caught(const char * what) {
+    last_error = what;
+    return -100;
+}
+} // namespace
+
+extern "C" const char * llama_rs_last_error(void) {
+    return last_error.c_str();
+}
+
+extern "C" int32_t llama_rs_decode(llama_context * ctx, llama_batch batch) {
+    try {
+        return llama_decode(ctx, batch);
+    } catch (const std::exception & e) {
+        return caught(e.what());
+    } catch (...) {
+        return caught("unknown exception");
+    }
+}
+
+extern "C" int32_t llama_rs_encode(llama_context * ctx, llama_batch batch) {
+    try {
+        return llama_encode(ctx, batch);
+    } catch (const std::exception & e) {
+        return caught(e.what());
+    } catch (...) {
+        return caught("unknown exception");
+    }
+}
+
+extern "C" int32_t llama_rs_synchronize(llama_context * ctx) {
+    try {
+        llama_synchronize(ctx);
+        return 0;
+    } catch (const std::exception & e) {
+        return caught(e.what());
+    } catch (...) {
+        return caught("unknown exception");
+    }
+}
+
+extern "C" int32_t llama_rs_dev_memory(ggml_backend_dev_t dev, size_t * free, size_t * total) {
+    try {
+        ggml_backend_dev_memory(dev, free, total);
+        return 0;
+    } catch (const std::exception & e) {
+        *free = 0;
+        *total = 0;
+        return caught(e.what());
+    } catch (...) {
+        *free = 0;
+        *total = 0;
+        return caught("unknown exception");
+    }
+}
+
+extern "C" ggml_backend_reg_t llama_rs_call_reg_fn(void * fn, const char * arg) {
+    try {
+        return ((ggml_backend_reg_t (*)(const char *)) fn)(arg);
+    } catch (const std::exception & e) {
+        caught(e.what());
+        return nullptr;
+    } catch (...) {
+        caught("unknown exception");
+        return nullptr;
+    }
+}
+
 extern "C" int32_t llama_rs_tokenize(const llama_vocab * vocab, const char * text, int32_t text_len,
                                      llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special,
                                      bool * threw) {

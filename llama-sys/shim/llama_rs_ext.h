@@ -61,6 +61,22 @@ int32_t llama_rs_sampler_accept(struct llama_sampler * smpl, llama_token token);
 int32_t llama_rs_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len,
     llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special, bool * threw);
 
+// - llama_decode / llama_encode, whose backends throw (an RPC server that failed, a
+//   malformed reply): their result, or -100 when an exception was caught; the
+//   exception's message is then in llama_rs_last_error():
+int32_t llama_rs_decode(struct llama_context * ctx, struct llama_batch batch);
+int32_t llama_rs_encode(struct llama_context * ctx, struct llama_batch batch);
+// - llama_synchronize: 0, or -100 when an exception was caught:
+int32_t llama_rs_synchronize(struct llama_context * ctx);
+// - ggml_backend_dev_memory: 0, or -100 (free and total then 0):
+int32_t llama_rs_dev_memory(ggml_backend_dev_t dev, size_t * free, size_t * total);
+// - a `ggml_backend_reg_t (*)(const char *)` such as ggml-rpc's add_server (reached
+//   through the registry: a module's functions are not linked): its result, or NULL
+//   with the message in llama_rs_last_error():
+ggml_backend_reg_t llama_rs_call_reg_fn(void * fn, const char * arg);
+// The message of the last exception these barriers caught on this thread ("" if none).
+const char * llama_rs_last_error(void);
+
 // Multi-token prediction (MTP): the target context's hidden state feeds the model's MTP
 // head (a context made with LLAMA_CONTEXT_TYPE_MTP).
 // - whether `ctx` outputs the hidden state ("nextn embeddings") after each decode, for

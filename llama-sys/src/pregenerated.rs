@@ -5432,6 +5432,24 @@ unsafe extern "C" {
     ) -> i32;
 }
 unsafe extern "C" {
+    pub fn llama_rs_decode(ctx: *mut llama_context, batch: llama_batch) -> i32;
+}
+unsafe extern "C" {
+    pub fn llama_rs_encode(ctx: *mut llama_context, batch: llama_batch) -> i32;
+}
+unsafe extern "C" {
+    pub fn llama_rs_synchronize(ctx: *mut llama_context) -> i32;
+}
+unsafe extern "C" {
+    pub fn llama_rs_dev_memory(dev: ggml_backend_dev_t, free: *mut usize, total: *mut usize) -> i32;
+}
+unsafe extern "C" {
+    pub fn llama_rs_call_reg_fn(fn_: *mut ::core::ffi::c_void, arg: *const ::core::ffi::c_char) -> ggml_backend_reg_t;
+}
+unsafe extern "C" {
+    pub fn llama_rs_last_error() -> *const ::core::ffi::c_char;
+}
+unsafe extern "C" {
     pub fn llama_rs_set_embeddings_nextn(ctx: *mut llama_context, value: bool, masked: bool) -> i32;
 }
 unsafe extern "C" {

@@ -23,10 +23,16 @@ pub const UPSTREAM_COMMIT: &str = env!("LLAMA_CPP_COMMIT");
 /// Patches that `llama-sys` applies to its own copy of the tree before building it, in
 /// order: `(file name, unified diff)`. Each one is upstream-ready (`git apply`, with its
 /// reason in the header); `vendor/patches/README.md` says why each is carried.
-pub const PATCHES: &[(&str, &str)] = &[(
-    "0001-ggml-cpu-amx-load-the-whole-tile-config.patch",
-    include_str!("../patches/0001-ggml-cpu-amx-load-the-whole-tile-config.patch"),
-)];
+pub const PATCHES: &[(&str, &str)] = &[
+    (
+        "0001-ggml-cpu-amx-load-the-whole-tile-config.patch",
+        include_str!("../patches/0001-ggml-cpu-amx-load-the-whole-tile-config.patch"),
+    ),
+    (
+        "0002-ggml-rpc-failing-server-is-an-error.patch",
+        include_str!("../patches/0002-ggml-rpc-failing-server-is-an-error.patch"),
+    ),
+];
 
 /// Directory that holds (or will hold, once fetched) the pinned llama.cpp tree.
 pub fn source_dir() -> PathBuf {

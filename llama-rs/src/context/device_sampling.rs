@@ -125,6 +125,7 @@ impl Context {
     /// Which device sampler produced the result of batch entry `index` (`None`: it has
     /// host logits). Errors if the entry produced no output.
     pub fn device_sampled(&self, index: usize) -> Result<Option<DeviceSampler>> {
+        self.sync()?;
         match self.outputs.get(index) {
             Some(Output::Host) => Ok(None),
             Some(Output::Device(d)) => Ok(Some(*d)),

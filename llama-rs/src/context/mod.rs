@@ -375,7 +375,8 @@ impl Context {
         let raw = batch.as_raw();
         // SAFETY: the batch view points into `batch`'s buffers, exclusively borrowed
         // for the call; every precondition llama.cpp asserts on is checked above.
-        let code = unsafe { sys::llama_decode(self.ptr.as_ptr(), raw) };
+        // The shim's barrier: a backend that throws (a failed RPC server) is an error.
+        let code = unsafe { sys::llama_rs_decode(self.ptr.as_ptr(), raw) };
         self.finish_compute("llama_decode", code, batch)
     }
 
@@ -398,7 +399,7 @@ impl Context {
         self.outputs.clear();
         let raw = batch.as_raw();
         // SAFETY: as in `decode`; n_tokens <= n_ubatch is checked for the encoder.
-        let code = unsafe { sys::llama_encode(self.ptr.as_ptr(), raw) };
+        let code = unsafe { sys::llama_rs_encode(self.ptr.as_ptr(), raw) };
         self.finish_compute("llama_encode", code, batch)
     }
 
@@ -424,8 +425,21 @@ impl Context {
         Ok(())
     }
 
+    /// Waits for the last decode's outputs. Decodes can finish asynchronously (GPUs,
+    /// RPC servers): a backend that fails after `decode` returned fails here, as an
+    /// error rather than inside llama.cpp's own synchronization (which would throw
+    /// through the C API).
+    pub(crate) fn sync(&self) -> Result<()> {
+        // SAFETY: valid context; the shim catches exceptions.
+        match unsafe { sys::llama_rs_synchronize(self.ptr.as_ptr()) } {
+            0 => Ok(()),
+            c => Err(backend_error("llama_synchronize", Some(c))),
+        }
+    }
+
     /// Host-side outputs of `index`, or the error that says why there are none.
     fn host_output(&self, index: usize) -> Result<()> {
+        self.sync()?;
         match self.outputs.get(index) {
             Some(Output::Host) => Ok(()),
             Some(Output::Device(_)) => Err(Error::DeviceSampled {
@@ -506,6 +520,7 @@ impl Context {
             return Err(Error::NoEmbeddings);
         }
         self.check_seq(seq_id)?;
+        self.sync()?;
         // SAFETY: valid context and sequence id.
         let p = unsafe { sys::llama_get_embeddings_seq(self.ptr.as_ptr(), seq_id) };
         if p.is_null() {

@@ -34,14 +34,17 @@ pub enum SplitMode {
 
 /// How the weights are read from disk.
 ///
-/// With a memory map (`Auto` may choose one, `Mmap`, `MmapMlock`) the file must not
+/// With a memory map (`Mmap`, `MmapMlock`, or `Auto` for a model larger than half the
+/// available memory) the file must not
 /// shrink while the model is loaded: reading a page past the new end is a SIGBUS, which
 /// no library can turn into an error (mmap's contract). `Model::load` checks that every
 /// tensor lies inside the file before loading; for files that may change under you
 /// (downloads in progress, network shares), use `None`, which reads into memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum LoadMode {
-    /// llama.cpp decides (turns mmap off on integrated GPUs).
+    /// Read into memory when the model takes at most half of the memory available, else
+    /// map it (Linux; elsewhere llama.cpp decides). Reading measured faster and smaller
+    /// on CPUs, and it cannot SIGBUS when the file changes (docs/BENCHMARKS.md).
     #[default]
     Auto,
     /// Plain reads into allocated buffers.
