@@ -372,8 +372,8 @@ impl Core {
             None => None,
             Some((kind, a, b)) => Some(Speculation {
                 drafter: match kind.as_str() {
-                    "ngram" => DraftKind::Ngram { n_min: a.max(1), n_max: b.max(a.max(1)) },
-                    "ngram-map" => DraftKind::NgramMap { n: a.max(1), min_count: b.max(1) as u32 },
+                    "ngram" => DraftKind::Ngram { n_min: a, n_max: b },
+                    "ngram-map" => DraftKind::NgramMap { n: a, min_count: u32::try_from(b).unwrap_or(u32::MAX) },
                     "model" => DraftKind::Model,
                     "mtp" => DraftKind::Mtp,
                     k => return Err(PyValueError::new_err(format!("speculation kind {k:?}"))),

@@ -403,6 +403,32 @@ def test_bad_inputs_raise_documented_exceptions():
             assert "another model" in str(e)
 
 
+def test_hostile_inputs_of_the_second_pass_raise():
+    # Speculation settings are checked, not clamped (issue 30).
+    for draft in (LlamaPromptLookupDecoding(max_ngram_size=0), LlamaPromptLookupDecoding(max_ngram_size=1000),
+                  LlamaPromptLookupDecoding(num_pred_tokens=0), LlamaPromptLookupDecoding(num_pred_tokens=1000)):
+        s = Llama(model_path=MODEL, n_ctx=256, draft_model=draft, verbose=False)
+        try:
+            s("Hi", max_tokens=2)
+            raise AssertionError(vars(draft))
+        except llama_rs.InvalidArgumentError as e:
+            assert "speculation" in str(e) or "n-gram" in str(e), e
+    # A chat template that nests operators past the bound, or builds a huge value by
+    # repetition: an error naming the template, the process alive.
+    for src in ("{{ " + "not " * 50000 + "true }}",
+                "{% set l = [[1]*1000]*1000 %}{{ ([l]*1000)|tojson|length }}"):
+        s = Llama(model_path=MODEL, n_ctx=256, chat_format=src, verbose=False)
+        try:
+            s.create_chat_completion(messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            raise AssertionError(src[:40])
+        except llama_rs.LlamaError as e:
+            assert "template" in str(e).lower(), e
+    # A Mistral answer with two `[TOOL_CALLS]name[ARGS]` calls, an `[ARGS]` inside a
+    # string: both calls, as the stream gives them.
+    content, calls = llama_rs._llama_rs.parse_tool_calls('[TOOL_CALLS]f[ARGS]{"x": "[ARGS]"}[TOOL_CALLS]g[ARGS]{}')
+    assert [c[0] for c in calls] == ["f", "g"] and content == "", (content, calls)
+
+
 def test_embeddings():
     e = Llama(model_path=MODEL, embedding=True, verbose=False)
     r = e.create_embedding(["hello", "world"])

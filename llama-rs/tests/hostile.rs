@@ -495,6 +495,39 @@ fn hostile_trigger_patterns_are_linear_or_refused() {
     }
 }
 
+// Class 4: the smallest contexts. llama.cpp rounds n_ctx up to 256; a generation past
+// the end ends with `Length` in time (reported: 100 tokens at n_ctx 8 took 542 s; 1.8 s
+// here, through `Session` and the engine).
+#[test]
+fn tiny_contexts_generate_in_time() {
+    let p = GenerateParams {
+        max_tokens: Some(100),
+        ignore_eos: true,
+        sampler: SamplerConfig::greedy(),
+        ..Default::default()
+    };
+    for n_ctx in [1u32, 8, 16] {
+        let sp = p.clone();
+        let (n, _) = within(120, "tiny session", move || {
+            let ctx = common::model().context(ContextParams::default().n_ctx(n_ctx).n_threads(2)).unwrap();
+            let mut s = Session::new(ctx).unwrap();
+            s.generate("Hi", &sp).and_then(|g| g.text()).map(|(t, f)| (t.len(), f)).unwrap()
+        });
+        assert!(n > 0);
+        for slots in [1u32, 8] {
+            let p = p.clone();
+            let r = within(120, "tiny engine", move || {
+                let e = llama_rs::Engine::new(
+                    common::model(),
+                    llama_rs::EngineParams { n_ctx, slots, n_threads: 2, ..Default::default() },
+                )?;
+                e.submit(llama_rs::Request::text("Hi", p))?.text()
+            });
+            assert!(r.is_ok() || matches!(r, Err(Error::InvalidParam(_))), "{n_ctx}/{slots}: {r:?}");
+        }
+    }
+}
+
 // Class 6: speculation settings are checked, never clamped or silently turned off,
 // in `Session` and the engine alike.
 #[test]

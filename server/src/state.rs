@@ -421,15 +421,16 @@ fn speculation(args: &Args) -> Result<Option<Speculation>, String> {
         ("none", None) => return Ok(None),
         (t, None) => ngram(t, args)?,
     };
-    if !(1..=64).contains(&args.draft_max) {
-        return Err(format!("--draft-max {}: must be in 1..=64", args.draft_max));
-    }
-    Ok(Some(Speculation { drafter, max_draft: args.draft_max, ..Default::default() }))
+    // The library's one check (lengths, draft size): a bad flag fails at startup, not
+    // every request.
+    let sp = Speculation { drafter, max_draft: args.draft_max, ..Default::default() };
+    sp.check().map_err(|e| format!("--spec-type {} / --draft-max / --draft-min: {e}", args.spec_type))?;
+    Ok(Some(sp))
 }
 
 fn ngram(spec_type: &str, args: &Args) -> Result<DraftKind, String> {
     Ok(match spec_type {
-        "ngram" | "ngram-simple" => DraftKind::Ngram { n_min: args.draft_min.max(1), n_max: 6.max(args.draft_min) },
+        "ngram" | "ngram-simple" => DraftKind::Ngram { n_min: args.draft_min, n_max: 6.max(args.draft_min) },
         "ngram-map" | "ngram-map-k" => DraftKind::NgramMap { n: 3, min_count: 1 },
         "draft-mtp" | "mtp" => DraftKind::Mtp,
         t => return Err(format!("--spec-type {t}: expected none, ngram, ngram-map, draft or draft-mtp")),

@@ -301,6 +301,36 @@ fn bad_requests_are_4xx_with_an_openai_error_body() {
     assert_eq!(get(&base, "/health").0, 200);
 }
 
+/// The second hardening pass through HTTP: settings the library refuses are refused at
+/// startup (not clamped, not on every request); a chat template that nests past the
+/// bound or builds gigabytes by repetition fails the request with a 4xx, and the server
+/// goes on answering.
+#[test]
+fn hostile_flags_and_templates_are_errors_not_crashes() {
+    let model = chat_model();
+    for extra in [
+        &["--spec-type", "ngram", "--draft-min", "0"][..],
+        &["--spec-type", "ngram", "--draft-min", "100"],
+        &["--spec-type", "ngram", "--draft-max", "0"],
+    ] {
+        let mut argv = vec!["llama-rs-server", "-m", &model, "--port", "0", "-c", "1024", "-t", "2"];
+        argv.extend_from_slice(extra);
+        let r = Server::spawn(args::parse_from(argv).unwrap()).and_then(|s| {
+            s.wait_ready(Duration::from_secs(120))?;
+            Ok(s)
+        });
+        assert!(r.is_err(), "{extra:?} was accepted");
+    }
+    let deep = format!("{{{{ {}true }}}}", "not ".repeat(50_000));
+    for template in [deep.as_str(), "{% set l = [[1]*1000]*1000 %}{{ ([l]*1000)|tojson|length }}"] {
+        let (_s, base) = start(&["--chat-template", template]);
+        let (st, body) = post(&base, "/v1/chat/completions", greedy_chat("hi", 4));
+        assert!((400..500).contains(&st), "{st} {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("template")), "{body}");
+        assert_eq!(get(&base, "/health").0, 200);
+    }
+}
+
 #[test]
 fn api_key_json_schema_and_tool_calls() {
     let (_s, base) = start(&["--api-key", "sekrit"]);

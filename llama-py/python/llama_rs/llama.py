@@ -208,10 +208,12 @@ class Llama:
         d = self.draft_model
         if d is None:
             return None, 8
+        # Passed as given: llama-rs checks them (Speculation::check) and raises
+        # InvalidArgumentError naming the setting, rather than clamping in silence.
         if isinstance(d, LlamaPromptLookupDecoding):
-            return ("ngram", 1, max(d.max_ngram_size, 1)), max(min(d.num_pred_tokens, 64), 1)
+            return ("ngram", 1, d.max_ngram_size), d.num_pred_tokens
         if isinstance(d, LlamaMTPDecoding):
-            return ("mtp", 0, 0), max(min(d.num_pred_tokens, 64), 1)
+            return ("mtp", 0, 0), d.num_pred_tokens
         return ("model", 0, 0), 8
 
     def n_ctx(self) -> int:
