@@ -106,6 +106,34 @@ fn main() -> anyhow::Result<()> {
     {
         put(&out, "model_params", &format!("p{i}"), b)?;
     }
+    // tool_calls: a piece-length byte, then an answer in each format (and broken ones).
+    for (i, t) in [
+        "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": [1, \"]\"]}}, {\"name\": \"b\", \"arguments\": {}}]",
+        "[TOOL_CALLS]f[ARGS]{\"x\": \"[ARGS]\"}[TOOL_CALLS]g[ARGS]{}",
+        "<|python_tag|>{\"name\": \"a\", \"parameters\": {\"q\": \"x;y\"}}; {\"name\": \"b\", \"parameters\": {}}",
+        "<tool_call>{\"name\": \"",
+        "{ not json } <tool_call>{\"name\": broken</tool_call> trailing",
+    ]
+    .iter()
+    .enumerate()
+    {
+        put(&out, "tool_calls", &format!("answer{i}"), &with_flag(i as u8, t.as_bytes()))?;
+    }
+    // lazy_grammar: pattern \0 grammar \0 trigger token bytes then accepted token bytes.
+    for (i, (p, g)) in [
+        (r"[\s\S]*?(a[\s\S]*)", r#"root ::= "a" [a-z]*"#),
+        (r"^\s*(\{)", r#"root ::= "{" [a-z]* "}""#),
+        (r"(a+)+b", r#"root ::= "x""#),
+        ("", r#"root ::= "b" [a-z]*"#),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seed = format!("{p}\0{g}\0").into_bytes();
+        seed.extend([4u8, 5, 3, 4, 5, 6, 7, 3, 3, 8]);
+        put(&out, "lazy_grammar", &format!("lazy{i}"), &seed)?;
+    }
     println!("seeds written under {}", out.display());
     Ok(())
 }

@@ -425,6 +425,16 @@ fn ewma(old: f64, new: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn drafts_stop_at_tokens_the_target_lacks() {
+        let mut d = vec![Token(5), Token(99), Token(100), Token(7)];
+        keep_target_tokens(&mut d, 100);
+        assert_eq!(d, vec![Token(5), Token(99)]);
+        let mut d = vec![Token(-1), Token(3)];
+        keep_target_tokens(&mut d, 100);
+        assert!(d.is_empty());
+    }
+
     use super::*;
 
     fn speculator(single: f64, batches: &[(usize, f64)]) -> Speculator {
