@@ -528,6 +528,32 @@ fn tiny_contexts_generate_in_time() {
     }
 }
 
+// Class 4: a tool-call stream costs each piece its own length, not the length of what
+// it holds (an unterminated call name fed 4 bytes at a time took 100 s for 0.7 MB).
+#[test]
+fn tool_call_streams_are_linear_in_their_input() {
+    let shapes: [(&str, &str); 7] = [
+        ("<tool_call>{\"name\": \"", "abcd"),
+        ("<tool_call>{\"name\": \"", "{{{{"),
+        ("[TOOL_CALLS]", "name"),
+        ("[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}, \"x\": \"", "}}]]"),
+        ("{\"name\": \"f\", \"parameters\": {\"a\": \"", "aaaa"),
+        ("text", "    "),
+        ("", "    "),
+    ];
+    for (head, piece) in shapes {
+        let r = within(60, "tool-call stream", move || {
+            let mut s = llama_rs::ToolCallStream::new();
+            let mut n = s.push(head).len();
+            for _ in 0..(2 << 20) / piece.len() {
+                n += s.push(piece).len();
+            }
+            n + s.finish().len()
+        });
+        assert!(r > 0 || head.is_empty(), "{head:?}");
+    }
+}
+
 // Class 6: speculation settings are checked, never clamped or silently turned off,
 // in `Session` and the engine alike.
 #[test]
@@ -560,6 +586,48 @@ fn speculation_settings_out_of_range_are_errors() {
         let r = engine.submit(llama_rs::Request::text("Hello", p)).map(|_| ());
         assert!(matches!(r, Err(Error::InvalidParam(_))), "engine {sp:?}: {r:?}");
     }
+}
+
+// Class 6: a draft model whose vocabulary has 100 more tokens than the target's passes
+// llama.cpp's compatibility rule (within 128). Its drafts then hold tokens the target
+// lacks: `Session` failed with `InvalidToken`, and in the engine the plain request decoded
+// in the same batch failed too. One request's bad draft must break nothing.
+#[test]
+fn a_draft_with_a_larger_vocabulary_breaks_no_request() {
+    use llama_rs::{DraftKind, DraftModel, Speculation};
+    let dir = common::TempDir::new("hostile-draft-vocab");
+    let (t, d) = (dir.join("target.gguf"), dir.join("draft.gguf"));
+    llama_testkit::write_tiny_llama(&t).unwrap();
+    llama_testkit::write_tiny_llama_with(&d, 100).unwrap();
+    let target = Model::load(&t, ModelParams::default()).unwrap();
+    let draft = Model::load(&d, ModelParams::default()).unwrap();
+    assert_eq!(draft.n_vocab(), target.n_vocab() + 100);
+    let cp = || ContextParams::default().n_ctx(256).n_threads(2);
+    let spec = Speculation { drafter: DraftKind::Model, ..Default::default() };
+    let p = |speculation| GenerateParams {
+        max_tokens: Some(48),
+        ignore_eos: true,
+        sampler: SamplerConfig::greedy(),
+        speculation,
+        ..Default::default()
+    };
+    let mut s = Session::new(target.context(cp()).unwrap()).unwrap();
+    s.set_draft_model(Some(DraftModel::new(&target, &draft, cp()).unwrap()));
+    let mut g = s.generate("a b", &p(Some(spec.clone()))).unwrap();
+    let n: usize = g.by_ref().map(|piece| piece.unwrap().tokens.len()).sum();
+    assert_eq!(n, 48);
+    assert!(g.spec_stats().target_decodes > 0);
+
+    let e = llama_rs::Engine::with_draft_model(
+        &target,
+        llama_rs::EngineParams { n_ctx: 512, slots: 2, n_threads: 2, ..Default::default() },
+        &draft,
+    )
+    .unwrap();
+    let a = e.submit(llama_rs::Request::text("a b", p(Some(spec)))).unwrap();
+    let b = e.submit(llama_rs::Request::text("b a", p(None))).unwrap();
+    let (a, b) = (a.text().unwrap(), b.text().unwrap());
+    assert_eq!((a.tokens.len(), b.tokens.len()), (48, 48));
 }
 
 // Class 6: the engine keeps `Session`'s contract: `max_tokens: Some(0)` generates

@@ -23,4 +23,4 @@ mod synthetic;
 
 pub use gguf_writer::GgufWriter;
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
-pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, SyntheticShape};
+pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, write_tiny_llama_with, SyntheticShape};

@@ -294,11 +294,19 @@ pub fn write_synthetic_qwen2(
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 pub fn write_tiny_llama(out: &Path) -> Result<()> {
+    write_tiny_llama_with(out, 0)
+}
+
+/// [`write_tiny_llama`] with `extra_tokens` more ordinary tokens (`x0`, `x1`, ...) after
+/// its 262: a vocabulary that extends another, as a draft model's may (llama.cpp allows
+/// 128 more), with random weights that pick the extra tokens often.
+pub fn write_tiny_llama_with(out: &Path, extra_tokens: usize) -> Result<()> {
     const N_EMBD: u64 = 8;
     const N_FF: u64 = 16;
     let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
     tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
     tokens.extend(["▁", "a", "b"].map(String::from));
+    tokens.extend((0..extra_tokens).map(|i| format!("x{i}")));
     let n_vocab = tokens.len() as u64;
     let types: Vec<GgufValue> = (0..n_vocab)
         .map(|i| {

@@ -116,8 +116,10 @@ pub struct ToolCallStream {
     list: Option<List>,
     /// `held[..close_from]` has no `</tool_call>` (searches resume there).
     close_from: usize,
-    /// Where the trailing whitespace of held content starts (content state).
-    ws_from: usize,
+    /// Content state: where the trailing whitespace of `held` starts, and how much of
+    /// `held` has been looked at for it (only new text can move it).
+    ws_start: usize,
+    scanned: usize,
 }
 
 impl Default for ToolCallStream {
@@ -137,7 +139,8 @@ impl ToolCallStream {
             open: None,
             list: None,
             close_from: 0,
-            ws_from: 0,
+            ws_start: 0,
+            scanned: 0,
         }
     }
 
@@ -145,7 +148,8 @@ impl ToolCallStream {
     fn drain_held(&mut self, n: usize) {
         self.held.drain(..n);
         self.close_from = self.close_from.saturating_sub(n);
-        self.ws_from = self.ws_from.saturating_sub(n);
+        self.ws_start = self.ws_start.saturating_sub(n);
+        self.scanned = self.scanned.saturating_sub(n);
     }
 
     /// Where `</tool_call>` is in `held`, searching only what was not searched before.
@@ -203,9 +207,12 @@ impl ToolCallStream {
                     // text can move where that whitespace starts.
                     let keep = MARKERS.iter().map(|m| partial_marker(&self.held, m)).max().unwrap_or(0);
                     let end = self.held.len() - keep;
-                    let scan_from = self.ws_from.min(end);
-                    let cut = scan_from + self.held[scan_from..end].trim_end().len();
-                    self.ws_from = cut;
+                    let from = self.scanned.min(end);
+                    if let Some((i, c)) = self.held[from..end].char_indices().rev().find(|(_, c)| !c.is_whitespace()) {
+                        self.ws_start = from + i + c.len_utf8();
+                    }
+                    self.scanned = end;
+                    let cut = self.ws_start.min(end);
                     if cut > 0 {
                         out.push(ToolEvent::Content(self.held[..cut].to_string()));
                         self.drain_held(cut);
