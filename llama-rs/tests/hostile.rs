@@ -419,6 +419,11 @@ fn a_lazy_grammar_that_rejects_its_trigger_text_fails_until_reset() {
         (Grammar::lazy(gbnf, vec![r"[\s\S]*?(now[\s\S]*)".into()], vec![]), "It is now"),
         (Grammar::lazy(gbnf, vec![r"^[\s\S]*?(is)".into()], vec![]), "It is now"),
         (Grammar::lazy(gbnf, vec![], vec![sot[0]]), "<start_of_turn>"),
+        // The end-of-generation token in the trigger text: llama.cpp's accept aborts on
+        // it (not an exception) where the grammar cannot end (found by the lazy_grammar
+        // fuzz target).
+        (Grammar::lazy(gbnf, vec!["^".into()], vec![]), "<eos>"),
+        (Grammar::lazy(gbnf, vec![r"[\s\S]*?(x)".into()], vec![]), "x<eos>"),
     ];
     for (g, text) in cases {
         let mut s = SamplerConfig { grammar: Some(g.clone()), ..SamplerConfig::greedy() }.build(m).unwrap();
@@ -742,6 +747,19 @@ fn device_top_k_bounds_hold_for_every_sequence() {
     // A sampler whose top-k is past the bound runs on the host instead.
     let s = SamplerConfig { top_k: n as i32, ..Default::default() }.build(m).unwrap();
     assert!(!matches!(s.device_step(), Some(llama_rs::DeviceSampler::TopK(k)) if k > max));
+    // Through a session that asks for device sampling: the bound's k on the device, a
+    // larger one on the host; both generate.
+    for top_k in [max as i32, n as i32 - 1] {
+        let mut session = Session::new(m.context(common::params()).unwrap()).unwrap();
+        let p = GenerateParams {
+            max_tokens: Some(4),
+            device_sampling: llama_rs::DeviceSampling::On,
+            sampler: SamplerConfig { top_k, top_p: 1.0, min_p: 0.0, seed: 3, ..Default::default() },
+            ..Default::default()
+        };
+        let (text, _) = session.generate("The capital of France is", &p).unwrap().text().unwrap();
+        assert!(!text.is_empty(), "top_k {top_k}");
+    }
 }
 
 // Class 2: llama_encode on a decoder-only model with a KV cache builds its graph with

@@ -134,6 +134,8 @@ fn main() -> anyhow::Result<()> {
         seed.extend([4u8, 5, 3, 4, 5, 6, 7, 3, 3, 8]);
         put(&out, "lazy_grammar", &format!("lazy{i}"), &seed)?;
     }
+    // Its first finding: `^` fires at once and replays an end-of-generation token.
+    put(&out, "lazy_grammar", "finding-eog-replay", b"^\0\0\0\0\x02\0\xf7\xff\x01\x12\0\0\0\xb2\xd9\x02\x08")?;
     println!("seeds written under {}", out.display());
     Ok(())
 }

@@ -641,7 +641,21 @@ impl Sampler {
         let fresh = grammar_sampler(&self.model, def, (replay.skip > 0).then_some(&patterns[..]))?;
         let g = fresh.0.as_ptr();
         self.grammar = Some(fresh);
-        for t in replay.tokens {
+        for (i, t) in replay.tokens.into_iter().enumerate() {
+            // The grammar's own check first (an end-of-generation token it cannot end on
+            // is an abort inside llama.cpp's accept, not an exception). The first token of
+            // a mid-piece start goes to a grammar that is still waiting: it allows it.
+            let allowed = match &self.grammar {
+                Some(fresh) => grammar_allows(fresh, &mut self.one, t),
+                None => false,
+            };
+            if !allowed && !(i == 0 && replay.skip > 0) {
+                self.grammar_broken = true;
+                return Err(Error::Grammar(format!(
+                    "the grammar rejects token {} of its trigger text; reset the sampler to use it again",
+                    t.0
+                )));
+            }
             self.grammar_accept(g, t)?;
         }
         Ok(())
