@@ -18,8 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let gbnf = String::from_utf8_lossy(gbnf);
     let gbnf = if gbnf.trim().is_empty() { "root ::= \"a\" [a-z]*".to_string() } else { gbnf.into_owned() };
     let trigger_tokens: Vec<Token> = tokens.iter().take(2).map(|&b| Token(b as i32 % n_vocab)).collect();
-    let patterns =
-        if pattern.is_empty() { Vec::new() } else { vec![String::from_utf8_lossy(pattern).into_owned()] };
+    let patterns = if pattern.is_empty() { Vec::new() } else { vec![String::from_utf8_lossy(pattern).into_owned()] };
     let g = Grammar::lazy(gbnf, patterns, trigger_tokens);
     let Ok(mut s) = SamplerConfig { grammar: Some(g), seed: 1, ..SamplerConfig::greedy() }.build(model) else {
         return;

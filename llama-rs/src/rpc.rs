@@ -7,7 +7,7 @@
 //! closes the connection, answers something malformed (a device count of 4 billion, a
 //! size of `u64::MAX`) or stops answering for `GGML_RPC_TIMEOUT` seconds (default 600)
 //! fails the call that needed it — `add_server`, a model load, a decode, reading outputs
-//! — with an error ([`Error::BackendFailed`](crate::Error::BackendFailed) from a decode),
+//! — with an error ([`crate::Error::BackendFailed`] from a decode),
 //! where upstream ggml-rpc aborts the process or blocks for ever. A context whose server
 //! failed keeps failing: make a new one (on another server) to go on.
 

@@ -645,11 +645,9 @@ impl Sampler {
             // The grammar's own check first (an end-of-generation token it cannot end on
             // is an abort inside llama.cpp's accept, not an exception). The first token of
             // a mid-piece start goes to a grammar that is still waiting: it allows it.
-            let allowed = match &self.grammar {
-                Some(fresh) => grammar_allows(fresh, &mut self.one, t),
-                None => false,
-            };
-            if !allowed && !(i == 0 && replay.skip > 0) {
+            let waiting = i == 0 && replay.skip > 0;
+            let allowed = waiting || self.grammar.as_ref().is_some_and(|fresh| grammar_allows(fresh, &mut self.one, t));
+            if !allowed {
                 self.grammar_broken = true;
                 return Err(Error::Grammar(format!(
                     "the grammar rejects token {} of its trigger text; reset the sampler to use it again",
