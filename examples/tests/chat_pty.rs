@@ -103,8 +103,34 @@ fn an_interactive_session_through_a_terminal() {
     };
     assert!(status.success(), "chat {}", llama_testkit::child::exit_reason(&status));
     // The answer was streamed onto the terminal between the question and the stats line.
-    let answer = first.split("Name one color.").nth(1).unwrap().split('[').next().unwrap();
+    // The load's progress bar may still be redrawing after the question was typed: its
+    // escape sequences (ESC [ ...) and lines go first.
+    // The question may be echoed twice (by the terminal while the model was loading, then
+    // by the line editor): the answer follows the last echo.
+    let plain = strip_ansi(&first).replace('\r', "");
+    let after = plain.rsplit("Name one color.").next().unwrap();
+    let answer: String =
+        after.split("\n[").next().unwrap().lines().filter(|l| !l.trim_start().starts_with("loading ")).collect();
     assert!(answer.trim().len() > 1, "{first}");
     let _ = std::fs::remove_file(&state);
     let _ = std::fs::remove_file(format!("{state_s}.json"));
+}
+
+/// The text without terminal escape sequences (`ESC [ params final-byte`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }

@@ -63,3 +63,50 @@ pub fn assert_not_killed(out: &std::process::Output, what: &str) {
         );
     }
 }
+
+/// An RPC server in a child process: the running test binary again, filtered to a test
+/// that serves when `LLAMA_RS_TEST_RPC_SERVE` names an endpoint (each test binary that
+/// uses this has one such test, `child_test`). Killed when dropped.
+pub struct RpcServerChild {
+    child: Child,
+    /// `127.0.0.1:PORT` it listens on.
+    pub endpoint: String,
+}
+
+/// The variable that tells the child test which endpoint to serve.
+pub const RPC_SERVE_ENV: &str = "LLAMA_RS_TEST_RPC_SERVE";
+
+impl RpcServerChild {
+    /// Starts the child and waits (up to 30 s) until it accepts connections.
+    pub fn spawn(child_test: &str) -> RpcServerChild {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let endpoint = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([child_test, "--exact", "--nocapture", "--test-threads", "1"])
+            .env(RPC_SERVE_ENV, &endpoint)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = RpcServerChild { child, endpoint };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(&s.endpoint).is_err() {
+            assert_alive(&mut s.child, "the rpc server child");
+            assert!(start.elapsed().as_secs() < 30, "rpc server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// The child process (to check it is alive).
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for RpcServerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
