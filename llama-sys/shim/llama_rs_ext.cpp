@@ -262,10 +262,19 @@ extern "C" int32_t llama_rs_sampler_accept(llama_sampler * smpl, llama_token tok
 namespace {
 thread_local std::string last_error;
 
-int32_t caught(const char * what) {
-    last_error = what;
-    return -100;
+// Runs `f`; an exception's message goes to last_error and `fallback` is returned.
+template <typename T, typename F> T guarded(T fallback, F && f) {
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        last_error = e.what();
+    } catch (...) {
+        last_error = "unknown exception";
+    }
+    return fallback;
 }
+
+constexpr int32_t CAUGHT = -100;
 } // namespace
 
 extern "C" const char * llama_rs_last_error(void) {
@@ -273,61 +282,34 @@ extern "C" const char * llama_rs_last_error(void) {
 }
 
 extern "C" int32_t llama_rs_decode(llama_context * ctx, llama_batch batch) {
-    try {
-        return llama_decode(ctx, batch);
-    } catch (const std::exception & e) {
-        return caught(e.what());
-    } catch (...) {
-        return caught("unknown exception");
-    }
+    return guarded(CAUGHT, [&] { return llama_decode(ctx, batch); });
 }
 
 extern "C" int32_t llama_rs_encode(llama_context * ctx, llama_batch batch) {
-    try {
-        return llama_encode(ctx, batch);
-    } catch (const std::exception & e) {
-        return caught(e.what());
-    } catch (...) {
-        return caught("unknown exception");
-    }
+    return guarded(CAUGHT, [&] { return llama_encode(ctx, batch); });
 }
 
 extern "C" int32_t llama_rs_synchronize(llama_context * ctx) {
-    try {
+    return guarded(CAUGHT, [&] {
         llama_synchronize(ctx);
-        return 0;
-    } catch (const std::exception & e) {
-        return caught(e.what());
-    } catch (...) {
-        return caught("unknown exception");
-    }
+        return int32_t{0};
+    });
 }
 
 extern "C" int32_t llama_rs_dev_memory(ggml_backend_dev_t dev, size_t * free, size_t * total) {
-    try {
+    const int32_t r = guarded(CAUGHT, [&] {
         ggml_backend_dev_memory(dev, free, total);
-        return 0;
-    } catch (const std::exception & e) {
+        return int32_t{0};
+    });
+    if (r != 0) {
         *free = 0;
         *total = 0;
-        return caught(e.what());
-    } catch (...) {
-        *free = 0;
-        *total = 0;
-        return caught("unknown exception");
     }
+    return r;
 }
 
 extern "C" ggml_backend_reg_t llama_rs_call_reg_fn(void * fn, const char * arg) {
-    try {
-        return ((ggml_backend_reg_t (*)(const char *)) fn)(arg);
-    } catch (const std::exception & e) {
-        caught(e.what());
-        return nullptr;
-    } catch (...) {
-        caught("unknown exception");
-        return nullptr;
-    }
+    return guarded(ggml_backend_reg_t{nullptr}, [&] { return ((ggml_backend_reg_t (*)(const char *)) fn)(arg); });
 }
 
 extern "C" int32_t llama_rs_tokenize(const llama_vocab * vocab, const char * text, int32_t text_len,

@@ -441,17 +441,26 @@ impl OpenCall {
         }
     }
 
+    /// Advances the JSON string state over `c`: true when `c` is inside a string (its
+    /// closing quote included).
+    fn string_step(&mut self, c: char) -> bool {
+        if !self.in_string {
+            return false;
+        }
+        match c {
+            _ if self.escaped => self.escaped = false,
+            '\\' => self.escaped = true,
+            '"' => self.in_string = false,
+            _ => {}
+        }
+        true
+    }
+
     /// After the arguments: where the object around them ends (after its closing
     /// bracket), scanning on from where the last call stopped.
     fn object_end(&mut self, held: &str) -> Option<usize> {
         for (i, c) in held[self.pos..].char_indices() {
-            if self.in_string {
-                match c {
-                    _ if self.escaped => self.escaped = false,
-                    '\\' => self.escaped = true,
-                    '"' => self.in_string = false,
-                    _ => {}
-                }
+            if self.string_step(c) {
                 continue;
             }
             match c {
@@ -481,14 +490,8 @@ impl OpenCall {
                 scanned = i;
                 break;
             }
-            if self.in_string {
+            if self.string_step(c) {
                 piece.push(c);
-                match c {
-                    _ if self.escaped => self.escaped = false,
-                    '\\' => self.escaped = true,
-                    '"' => self.in_string = false,
-                    _ => {}
-                }
                 continue;
             }
             match c {
