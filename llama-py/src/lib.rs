@@ -16,42 +16,13 @@ use llama_rs::{
     FinishReason, FlashAttn, GenerateParams, GpuLayers, Grammar, KvType, LoadMode, Model as RsModel, ModelParams,
     Piece, RenderOptions, SamplerConfig, Session, Speculation, SplitMode, Token,
 };
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
+mod chat;
+mod errors;
+
+use errors::err;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-
-/// A llama-rs error as the exception of its kind (`llama_rs.errors`), each also a
-/// subclass of the built-in a llama-cpp-python script catches.
-fn err(e: llama_rs::Error) -> PyErr {
-    use llama_rs::ErrorKind as K;
-    let msg = e.to_string();
-    let class = match e.kind() {
-        K::InvalidArgument | K::OutOfRange => "InvalidArgumentError",
-        K::ContextFull => "ContextFullError",
-        K::NotFound | K::Io | K::Corrupt => "ModelLoadError",
-        K::Unsupported => "UnsupportedError",
-        K::LimitExceeded => "ResourceLimitError",
-        K::Rejected => "RejectedError",
-        K::Cancelled => "CancelledError",
-        _ => "BackendError",
-    };
-    Python::with_gil(|py| {
-        let typed = py
-            .import("llama_rs.errors")
-            .and_then(|m| m.getattr(class))
-            .and_then(|c| c.downcast_into::<pyo3::types::PyType>().map_err(PyErr::from));
-        match typed {
-            Ok(t) => PyErr::from_type(t, msg),
-            // The native module used on its own (without the Python package).
-            Err(_) => match e.kind() {
-                K::LimitExceeded => PyMemoryError::new_err(msg),
-                K::Cancelled => PyKeyboardInterrupt::new_err(msg),
-                K::Backend => PyRuntimeError::new_err(msg),
-                _ => PyValueError::new_err(msg),
-            },
-        }
-    })
-}
 
 fn ggml_kv_type(t: Option<i32>) -> PyResult<KvType> {
     // llama-cpp-python passes GGML_TYPE_* integers.
@@ -71,8 +42,8 @@ fn ggml_kv_type(t: Option<i32>) -> PyResult<KvType> {
 
 /// A loaded GGUF model.
 #[pyclass(module = "llama_rs._llama_rs", frozen)]
-struct Model {
-    inner: RsModel,
+pub(crate) struct Model {
+    pub(crate) inner: RsModel,
 }
 
 #[pymethods]
@@ -215,16 +186,7 @@ impl Model {
             Some(t) => Some(serde_json::from_str(t).map_err(|e| PyValueError::new_err(format!("tools: {e}")))?),
             None => None,
         };
-        let tmpl = match template {
-            None => ChatTemplate::from_model(&self.inner),
-            Some(t) if ChatTemplate::builtin_names().iter().any(|n| n == t) => ChatTemplate::builtin(t),
-            Some(src) => {
-                let v = self.inner.vocab();
-                let piece = |t: Option<Token>| t.and_then(|t| v.token_to_piece(t, true).ok()).unwrap_or_default();
-                ChatTemplate::jinja(src, piece(v.bos()), piece(v.eos()))
-            }
-        }
-        .map_err(err)?;
+        let tmpl = chat::template(&self.inner, template).map_err(err)?;
         let opts = RenderOptions { add_generation_prompt, tools, ..Default::default() };
         tmpl.render(&messages, &opts).map_err(err)
     }
@@ -368,20 +330,7 @@ impl Core {
         processor: Option<PyObject>,
         collect: bool,
     ) -> PyResult<Stream> {
-        let speculation = match speculation {
-            None => None,
-            Some((kind, a, b)) => Some(Speculation {
-                drafter: match kind.as_str() {
-                    "ngram" => DraftKind::Ngram { n_min: a, n_max: b },
-                    "ngram-map" => DraftKind::NgramMap { n: a, min_count: u32::try_from(b).unwrap_or(u32::MAX) },
-                    "model" => DraftKind::Model,
-                    "mtp" => DraftKind::Mtp,
-                    k => return Err(PyValueError::new_err(format!("speculation kind {k:?}"))),
-                },
-                max_draft,
-                ..Default::default()
-            }),
-        };
+        let speculation = speculation_of(speculation, max_draft)?;
         let params = GenerateParams {
             max_tokens,
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
@@ -392,19 +341,70 @@ impl Core {
             ..Default::default()
         };
         let failed: Arc<Mutex<Option<PyErr>>> = Arc::default();
-        let first: Option<Box<dyn CustomSampler>> = processor.map(|f| {
+        let first = self.processor(processor, &prompt, &failed);
+        let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
+        Stream::start(self.session.clone(), prompt, params, first, failed, collect)
+    }
+
+    /// Starts the generation of a `ChatJob` (its parameters as the protocol layer built
+    /// them: sampling, grammar, stop strings, reasoning budget, log-probabilities);
+    /// `processor` and `speculation` as in `generate` (speculation is off under a grammar).
+    #[pyo3(signature = (job, speculation=None, max_draft=8, processor=None, collect=false))]
+    fn generate_job(
+        &self,
+        job: &chat::ChatJob,
+        speculation: Option<(String, usize, usize)>,
+        max_draft: usize,
+        processor: Option<PyObject>,
+        collect: bool,
+    ) -> PyResult<Stream> {
+        let mut params = job.inner.job.params.clone();
+        if params.sampler.grammar.is_none() {
+            params.speculation = speculation_of(speculation, max_draft)?;
+        }
+        let prompt = job.prompt.clone();
+        let failed: Arc<Mutex<Option<PyErr>>> = Arc::default();
+        let first = self.processor(processor, &prompt, &failed);
+        let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
+        Stream::start(self.session.clone(), prompt, params, first, failed, collect)
+    }
+}
+
+impl Core {
+    /// A Python logits processor / stopping criteria callable as the first sampler.
+    fn processor(
+        &self,
+        processor: Option<PyObject>,
+        prompt: &[i32],
+        failed: &Arc<Mutex<Option<PyErr>>>,
+    ) -> Option<Box<dyn CustomSampler>> {
+        processor.map(|f| {
             Box::new(PyProcessor {
                 f,
-                prompt: prompt.clone(),
-                ids: prompt.clone(),
+                prompt: prompt.to_vec(),
+                ids: prompt.to_vec(),
                 eos: self.model.vocab().eos().map_or(-1, |t| t.0),
                 n_vocab: self.model.n_vocab() as usize,
                 failed: failed.clone(),
             }) as Box<dyn CustomSampler>
-        });
-        let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
-        Stream::start(self.session.clone(), prompt, params, first, failed, collect)
+        })
     }
+}
+
+/// `speculation=(kind, a, b)` of `generate`: the drafter and its two numbers.
+fn speculation_of(speculation: Option<(String, usize, usize)>, max_draft: usize) -> PyResult<Option<Speculation>> {
+    let Some((kind, a, b)) = speculation else { return Ok(None) };
+    Ok(Some(Speculation {
+        drafter: match kind.as_str() {
+            "ngram" => DraftKind::Ngram { n_min: a, n_max: b },
+            "ngram-map" => DraftKind::NgramMap { n: a, min_count: u32::try_from(b).unwrap_or(u32::MAX) },
+            "model" => DraftKind::Model,
+            "mtp" => DraftKind::Mtp,
+            k => return Err(PyValueError::new_err(format!("speculation kind {k:?}"))),
+        },
+        max_draft,
+        ..Default::default()
+    }))
 }
 
 /// llama-cpp-python's sampling arguments (a dict from the Python side).
@@ -797,6 +797,18 @@ impl Engine {
             .collect())
     }
 
+    /// Submits `n` choices of a `ChatJob` (seeds seed, seed + 1, ...).
+    #[pyo3(signature = (job, n=1))]
+    fn submit_job(&self, job: &chat::ChatJob, n: usize) -> PyResult<Vec<EngineStream>> {
+        let req =
+            llama_rs::Request::tokens(job.prompt.iter().map(|&t| Token(t)).collect(), job.inner.job.params.clone());
+        let streams = self.handle.submit_n(req, n).map_err(err)?;
+        Ok(streams
+            .into_iter()
+            .map(|s| EngineStream { canceller: s.canceller(), stream: Mutex::new(Some(s)), rx: Mutex::new(None) })
+            .collect())
+    }
+
     /// Requests waiting, running; tokens generated so far.
     fn metrics(&self) -> (usize, usize, u64) {
         let m = self.handle.metrics();
@@ -1070,6 +1082,8 @@ fn _llama_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embedder>()?;
     m.add_class::<Engine>()?;
     m.add_class::<EngineStream>()?;
+    m.add_class::<chat::ChatJob>()?;
+    m.add_class::<chat::ChatAnswer>()?;
     m.add_function(wrap_pyfunction!(json_schema_to_gbnf, m)?)?;
     m.add_function(wrap_pyfunction!(check_grammar, m)?)?;
     m.add_function(wrap_pyfunction!(parse_tool_calls, m)?)?;

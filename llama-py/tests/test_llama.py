@@ -57,7 +57,7 @@ def test_chat_completion_stream_and_tools():
     assert r["object"] == "chat.completion"
     content = r["choices"][0]["message"]["content"]
     chunks = list(llm.create_chat_completion(messages=msgs, max_tokens=16, temperature=0, stream=True))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == content
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -97,6 +97,17 @@ def test_tokenize_detokenize_bytes():
     assert llm.tokenize("héllo".encode()) and llm.detokenize(llm.tokenize("héllo".encode(), add_bos=False)) == "héllo".encode()
     assert llm.n_vocab() == 49152 and llm.n_ctx() == 2048 and llm.n_embd() == 576
     assert llm.metadata["general.architecture"] == "llama"
+
+
+def test_detokenize_drops_the_space_after_bos_as_llama_cpp_python():
+    # llama-cpp-python's own test (its SPM test vocabulary, vocab only).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spm = Llama(model_path=os.path.join(root, "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"),
+                vocab_only=True, verbose=False)
+    assert spm.tokenize(b"Hello World") == [1, 15043, 2787]
+    assert spm.detokenize([1, 15043, 2787]) == b"Hello World"
+    assert spm.detokenize([15043, 2787]) == b" Hello World"
+    assert spm.detokenize(spm.tokenize(b"Hello World")) == b"Hello World"
 
 
 def test_save_and_load_state():
@@ -544,6 +555,97 @@ def test_python_m_llama_rs_server():
             proc.wait()
             raise
     assert code == 0
+
+
+def test_chat_through_the_protocol_layer_required_tools_streamed_calls_reasoning_and_error_params():
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    # tool_choice "required" (the server's grammar): the answer is a call.
+    r = llm.create_chat_completion(messages=msgs, tools=tools, tool_choice="required", max_tokens=96, temperature=0)
+    call = r["choices"][0]["message"]["tool_calls"][0]
+    assert r["choices"][0]["finish_reason"] == "tool_calls", r
+    assert call["function"]["name"] == "get_weather" and call["id"]
+    args = json.loads(call["function"]["arguments"])
+    assert isinstance(args["city"], str)
+    # Streamed: the call's id and name first, then its arguments in pieces that join to
+    # the same arguments.
+    chunks = list(llm.create_chat_completion(messages=msgs, tools=tools, tool_choice="required", max_tokens=96,
+                                             temperature=0, stream=True))
+    parts = [tc for c in chunks for tc in (c["choices"][0]["delta"].get("tool_calls") or [])]
+    assert parts[0]["function"]["name"] == "get_weather" and parts[0]["id"], parts
+    assert len(parts) > 2, "arguments arrive in pieces"
+    assert json.loads("".join(p["function"]["arguments"] for p in parts)) == args
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    # Thinking: a template that opens a think block; a budget of 3 tokens ends it, and the
+    # answer follows in `content`, the thinking in `reasoning_content`.
+    think = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    t = Llama(model_path=MODEL, n_ctx=1024, chat_format=think, verbose=False)
+    r = t.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=24, temperature=0,
+                                 reasoning_budget=3)
+    m = r["choices"][0]["message"]
+    assert m["reasoning_content"], m
+    assert "</think>" not in m["reasoning_content"] and m["content"], m
+    # Errors name their field (`param`) and kind.
+    try:
+        llm.create_chat_completion(messages=msgs, logprobs=True, top_logprobs=30, max_tokens=2)
+        raise AssertionError("top_logprobs 30 accepted")
+    except llama_rs.InvalidArgumentError as e:
+        assert e.param == "top_logprobs" and e.kind == "InvalidArgument", (e.param, e.kind)
+    try:
+        llm.create_chat_completion(messages=msgs, tools=tools, tool_choice={"type": "function",
+                                   "function": {"name": "nope"}}, max_tokens=2)
+        raise AssertionError("unknown tool accepted")
+    except ValueError as e:
+        assert e.param == "tool_choice" and "nope" in str(e), e
+
+
+def test_one_request_gives_one_answer_through_every_wire_format():
+    """The same greedy chat request through OpenAI chat, Anthropic, Ollama, Responses (the
+    server, `python -m llama_rs.server`) and Python's create_chat_completion: one answer."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    boot = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from llama_rs.server.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", boot, "--model", MODEL, "--port", str(port),
+                             "--n_ctx", "2048"], stdout=subprocess.PIPE, text=True)
+    content = "Name three colors."
+
+    def post(path, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req).read())
+
+    try:
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        msgs = [{"role": "user", "content": content}]
+        answers = {
+            "openai": post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": msgs, "max_tokens": 12,
+                                                     "temperature": 0})["choices"][0]["message"]["content"],
+            "anthropic": post("/v1/messages", {"model": "claude", "messages": msgs, "max_tokens": 12,
+                                               "temperature": 0})["content"][0]["text"],
+            "ollama": post("/api/chat", {"model": "smol", "messages": msgs, "stream": False,
+                                         "options": {"temperature": 0, "num_predict": 12}})["message"]["content"],
+            "responses": post("/v1/responses", {"model": "x", "input": content, "max_output_tokens": 12,
+                                                "temperature": 0})["output"][0]["content"][0]["text"],
+            "python": llm.create_chat_completion(messages=msgs, max_tokens=12,
+                                                 temperature=0)["choices"][0]["message"]["content"],
+        }
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert len(set(answers.values())) == 1 and answers["openai"], answers
 
 
 if __name__ == "__main__":

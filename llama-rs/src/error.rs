@@ -204,26 +204,32 @@ pub enum Error {
 }
 
 /// What kind of failure an [`Error`] is, for programs that react to it: the Python
-/// module maps kinds onto exception classes and the server onto HTTP statuses.
+/// module maps kinds onto exception classes and the server onto HTTP statuses — both
+/// through [`ErrorKind::python_exception`] and [`ErrorKind::http_status`], the one
+/// mapping (this table is checked against them by a unit test).
 ///
-/// | kind | meaning | Python | HTTP |
+/// | kind | meaning | Python (`llama_rs.errors`) | HTTP |
 /// |---|---|---|---|
-/// | `InvalidArgument` | a value the caller passed cannot be used | `ValueError` | 400 |
-/// | `OutOfRange` | an id, index or position outside what exists | `IndexError` (a `ValueError`) | 400 |
-/// | `ContextFull` | the input or the generation does not fit the context | `ValueError` | 400 |
-/// | `NotFound` | a file, metadata key or device that does not exist | `FileNotFoundError` / `KeyError` | 404 |
-/// | `Corrupt` | a model, state or GGUF file that is malformed | `ValueError` | 422 |
-/// | `Unsupported` | valid, but not possible with this model or build | `NotImplementedError` | 501 |
-/// | `LimitExceeded` | over a bound on time, memory or nesting (docs/SAFETY.md) | `MemoryError` / `ValueError` | 413 |
-/// | `Rejected` | a grammar or sampler left no token to choose | `RuntimeError` | 422 |
-/// | `Cancelled` | stopped by a cancel / abort handle or a progress callback | `RuntimeError` | 499 |
-/// | `Backend` | llama.cpp failed (allocation, compute, load) | `RuntimeError` | 500 |
-/// | `Io` | reading or writing a file failed | `OSError` | 500 |
+/// | `InvalidArgument` | a value the caller passed cannot be used | `InvalidArgumentError` (a `ValueError`) | 400 |
+/// | `OutOfRange` | an id, index or position outside what exists | `InvalidArgumentError` (a `ValueError`) | 400 |
+/// | `ContextFull` | the input or the generation does not fit the context | `ContextFullError` (a `ValueError`) | 400 |
+/// | `NotFound` | a file, metadata key, device or model that does not exist | `ModelLoadError` (a `ValueError`) | 404 |
+/// | `Corrupt` | a model, state or GGUF file that is malformed | `ModelLoadError` (a `ValueError`) | 500 |
+/// | `Unsupported` | valid, but not possible with this model or build | `UnsupportedError` (a `ValueError`) | 400 |
+/// | `LimitExceeded` | over a bound on time, memory or nesting (docs/SAFETY.md) | `ResourceLimitError` (a `MemoryError`) | 400 |
+/// | `Rejected` | a grammar or sampler left no token to choose | `RejectedError` (a `ValueError`) | 400 |
+/// | `Cancelled` | stopped by a cancel / abort handle or a progress callback | `CancelledError` (a `KeyboardInterrupt`) | 503 |
+/// | `Backend` | llama.cpp failed (allocation, compute, load) | `BackendError` (a `RuntimeError`) | 500 |
+/// | `Io` | reading or writing a file failed | `ModelLoadError` (a `ValueError`) | 500 |
+///
+/// Every kind a request can cause is a 4xx: `Corrupt`, `Backend` and `Io` come from the
+/// machine or its files, `Cancelled` from the server shutting down.
 ///
 /// ```
 /// use llama_rs::{Batch, ErrorKind};
 /// let e = Batch::new(usize::MAX, 1).unwrap_err();
 /// assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+/// assert_eq!(e.kind().http_status(), 400);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -250,6 +256,56 @@ pub enum ErrorKind {
     Backend,
     /// File I/O failed.
     Io,
+}
+
+impl ErrorKind {
+    /// Every kind (for tables and tests).
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::OutOfRange,
+        ErrorKind::ContextFull,
+        ErrorKind::NotFound,
+        ErrorKind::Corrupt,
+        ErrorKind::Unsupported,
+        ErrorKind::LimitExceeded,
+        ErrorKind::Rejected,
+        ErrorKind::Cancelled,
+        ErrorKind::Backend,
+        ErrorKind::Io,
+    ];
+
+    /// The kind's name as written in the table above (`"InvalidArgument"`, ...).
+    pub fn name(self) -> &'static str {
+        self.row().0
+    }
+
+    /// The HTTP status the server answers with (see the table above).
+    pub fn http_status(self) -> u16 {
+        self.row().1
+    }
+
+    /// The class in the Python package's `llama_rs.errors` an error of this kind raises.
+    pub fn python_exception(self) -> &'static str {
+        self.row().2
+    }
+
+    /// The one mapping: (name, HTTP status, Python class).
+    fn row(self) -> (&'static str, u16, &'static str) {
+        use ErrorKind as K;
+        match self {
+            K::InvalidArgument => ("InvalidArgument", 400, "InvalidArgumentError"),
+            K::OutOfRange => ("OutOfRange", 400, "InvalidArgumentError"),
+            K::ContextFull => ("ContextFull", 400, "ContextFullError"),
+            K::NotFound => ("NotFound", 404, "ModelLoadError"),
+            K::Corrupt => ("Corrupt", 500, "ModelLoadError"),
+            K::Unsupported => ("Unsupported", 400, "UnsupportedError"),
+            K::LimitExceeded => ("LimitExceeded", 400, "ResourceLimitError"),
+            K::Rejected => ("Rejected", 400, "RejectedError"),
+            K::Cancelled => ("Cancelled", 503, "CancelledError"),
+            K::Backend => ("Backend", 500, "BackendError"),
+            K::Io => ("Io", 500, "ModelLoadError"),
+        }
+    }
 }
 
 impl Error {
@@ -340,5 +396,35 @@ pub(crate) fn backend_error(op: &'static str, code: Option<i32>) -> Error {
         ("llama_decode" | "llama_encode", Some(1)) => Error::ContextFull,
         ("llama_decode" | "llama_encode", Some(2)) => Error::Aborted,
         _ => Error::Backend { op, code },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    /// The table in `ErrorKind`'s docs is the mapping `row` gives, row for row, and every
+    /// kind is in it once.
+    #[test]
+    fn the_documented_kind_table_is_the_mapping() {
+        let src = include_str!("error.rs");
+        let rows: Vec<Vec<String>> = src
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("/// | `"))
+            .map(|l| l.split('|').map(|c| c.trim().trim_matches('`').to_string()).collect())
+            .collect();
+        assert_eq!(rows.len(), ErrorKind::ALL.len(), "{rows:?}");
+        for (k, row) in ErrorKind::ALL.iter().zip(&rows) {
+            assert_eq!(row[0], k.name());
+            assert!(row[2].starts_with(k.python_exception()), "{row:?}");
+            assert_eq!(row[3], k.http_status().to_string(), "{row:?}");
+        }
+        let mut names: Vec<_> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        // What a request can cause is never a 5xx.
+        for k in [ErrorKind::InvalidArgument, ErrorKind::OutOfRange, ErrorKind::ContextFull, ErrorKind::Unsupported] {
+            assert!((400..500).contains(&k.http_status()), "{k:?}");
+        }
     }
 }

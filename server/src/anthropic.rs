@@ -1,7 +1,7 @@
 //! Anthropic's Messages API: `POST /v1/messages` (streamed as Anthropic's named SSE
 //! events) and `POST /v1/messages/count_tokens`, for clients built on Anthropic's SDKs
 //! (Claude Code-style agents pointed at a local model). A request is translated into the
-//! OpenAI chat request the rest of the server understands (`openai::chat_job`), so
+//! OpenAI chat request the rest of the server understands (`job::chat_job`), so
 //! templates, tool calls, thinking, grammars and the engine are the same; only the wire
 //! shapes differ. Errors use Anthropic's body (`{"type": "error", "error": {...}}`).
 
@@ -21,8 +21,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::openai::{self, parse, ChatJob, ChatRequest};
+use crate::serve::{self, parse};
 use crate::state::{AppState, Loaded};
+use llama_protocol::openai::ChatRequest;
+use llama_protocol::ChatJob;
 
 /// Anthropic's default temperature (OpenAI's default is lower).
 const DEFAULT_TEMPERATURE: f32 = 1.0;
@@ -96,8 +98,10 @@ fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> 
                 let Some(id) = b.get("tool_use_id").and_then(Value::as_str) else {
                     return Err(ApiError::bad(&at(k), "tool_result needs tool_use_id"));
                 };
-                let content =
-                    openai::text_content(b.get("content").unwrap_or(&Value::Null), &format!("{}.content", at(k)))?;
+                let content = llama_protocol::job::text_content(
+                    b.get("content").unwrap_or(&Value::Null),
+                    &format!("{}.content", at(k)),
+                )?;
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             Some("thinking") | Some("redacted_thinking") => {}
@@ -123,7 +127,7 @@ fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> 
 fn to_chat_request(r: MessagesRequest) -> ApiResult<(ChatRequest, bool)> {
     let mut msgs = Vec::new();
     if let Some(s) = &r.system {
-        let s = openai::text_content(s, "system")?;
+        let s = llama_protocol::job::text_content(s, "system")?;
         if !s.is_empty() {
             msgs.push(json!({"role": "system", "content": s}));
         }
@@ -244,14 +248,14 @@ fn tool_use_block(c: &ToolCall) -> Value {
         Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
         v => v.clone(),
     };
-    let id = c.id.clone().unwrap_or_else(|| format!("toolu_{:016x}", openai::rand_id()));
+    let id = c.id.clone().unwrap_or_else(|| format!("toolu_{:016x}", serve::rand_id()));
     json!({"type": "tool_use", "id": id, "name": c.function.name, "input": input})
 }
 
 /// The content blocks of a finished answer: thinking, text, tool calls.
 fn content_blocks(cj: &ChatJob, text: &str) -> (Vec<Value>, bool) {
     let (thought, answer) =
-        if cj.reasoning { ReasoningSplitter::split(text, cj.opened) } else { (None, text.to_string()) };
+        if cj.split_reasoning { ReasoningSplitter::split(text, cj.opened) } else { (None, text.to_string()) };
     let mut blocks = Vec::new();
     if let Some(t) = thought.filter(|t| !t.is_empty()) {
         blocks.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
@@ -281,12 +285,12 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
     }
     let model = r.model.clone();
     let (req, stream) = to_chat_request(r)?;
-    let cj = openai::chat_job(&st, l, req)?;
-    let mut streams = openai::submit(l, &cj.job)?;
+    let cj = llama_protocol::job::chat_job(&serve::target(&st, l), req)?;
+    let mut streams = serve::submit(l, &cj.job)?;
     let s = streams.remove(0);
-    let id = format!("msg_{:016x}", openai::rand_id());
+    let id = format!("msg_{:016x}", serve::rand_id());
     if !stream {
-        let c = openai::collect(s, openai::timeout(&st)).await?;
+        let c = serve::collect(s, serve::timeout(&st)).await?;
         let (content, tool_use) = content_blocks(&cj, &c.text);
         let finish = c.finish.unwrap_or(FinishReason::Stop);
         return Ok(Json(json!({
@@ -296,8 +300,8 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
         }))
         .into_response());
     }
-    let timeout = openai::timeout(&st);
-    let events = openai::async_stream(move |tx| async move {
+    let timeout = serve::timeout(&st);
+    let events = serve::async_stream(move |tx| async move {
         tx(json!({"type": "message_start", "message": {
             "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": null, "stop_sequence": null,
@@ -307,7 +311,7 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
         let mut splitter = ReasoningSplitter::new(cj.opened);
         // With tools: text streams as it comes, held back only where it may start a call.
         let mut calls = ToolCallStream::new();
-        let mut all = Box::pin(openai::merged(vec![s], timeout));
+        let mut all = Box::pin(serve::merged(vec![s], timeout));
         while let Some((_, ev)) = all.next().await {
             match ev {
                 Err(e) => {
@@ -315,7 +319,8 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
                     return;
                 }
                 Ok(Event::Piece(p)) => {
-                    let (thought, text) = if cj.reasoning { splitter.push(&p.text) } else { (String::new(), p.text) };
+                    let (thought, text) =
+                        if cj.split_reasoning { splitter.push(&p.text) } else { (String::new(), p.text) };
                     blocks.delta(&tx, "thinking", &thought);
                     if cj.tools_on {
                         let ev = calls.push(&text);
@@ -415,7 +420,7 @@ impl Blocks {
                     self.close(tx);
                 }
                 ToolEvent::CallStart { name } => {
-                    let id = format!("toolu_{:016x}", openai::rand_id());
+                    let id = format!("toolu_{:016x}", serve::rand_id());
                     self.start_tool_use(tx, json!({"type": "tool_use", "id": id, "name": name, "input": {}}));
                 }
                 ToolEvent::CallArgs(a) => self.input_delta(tx, &a),
@@ -446,8 +451,8 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
         r.max_tokens = Some(1);
         r.stream = false;
         let (req, _) = to_chat_request(r)?;
-        let cj = openai::chat_job(&st, l, req)?;
-        let n = match cj.job.prompt() {
+        let cj = llama_protocol::job::chat_job(&serve::target(&st, l), req)?;
+        let n = match &cj.job.prompt {
             Prompt::Text(t) => l.model.vocab().tokenize(t, false, true)?.len(),
             Prompt::Tokens(t) => t.len(),
         };

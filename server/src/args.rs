@@ -117,6 +117,10 @@ pub struct Args {
     #[arg(long = "reasoning-budget", default_value_t = -1, allow_hyphen_values = true,
           value_parser = clap::value_parser!(i32).range(-1..))]
     pub reasoning_budget: i32,
+    /// With one served model, a request naming another model is a 404 (by default it is
+    /// answered by the served model, as llama-server does: clients send `gpt-4o-mini`).
+    #[arg(long = "strict-model-name")]
+    pub strict_model_name: bool,
     /// Serve Prometheus metrics on `/metrics`.
     #[arg(long)]
     pub metrics: bool,

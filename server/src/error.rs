@@ -4,7 +4,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use llama_rs::ErrorKind;
 use serde_json::json;
 
 /// An error answer.
@@ -54,28 +53,17 @@ impl ApiError {
     }
 }
 
+impl From<llama_protocol::ProtocolError> for ApiError {
+    fn from(e: llama_protocol::ProtocolError) -> ApiError {
+        // The one mapping: ErrorKind → status (llama_rs::ErrorKind::http_status).
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError { status, message: e.message, param: e.param, code: e.code }
+    }
+}
+
 impl From<llama_rs::Error> for ApiError {
     fn from(e: llama_rs::Error) -> ApiError {
-        use StatusCode as S;
-        let (status, code) = match e.kind() {
-            ErrorKind::ContextFull => (S::BAD_REQUEST, Some("context_length_exceeded")),
-            ErrorKind::InvalidArgument | ErrorKind::OutOfRange | ErrorKind::Rejected => {
-                (S::BAD_REQUEST, Some("invalid_value"))
-            }
-            ErrorKind::Unsupported => (S::BAD_REQUEST, Some("unsupported")),
-            ErrorKind::LimitExceeded => (S::BAD_REQUEST, Some("limit_exceeded")),
-            ErrorKind::NotFound => (S::NOT_FOUND, None),
-            ErrorKind::Cancelled => (S::SERVICE_UNAVAILABLE, Some("cancelled")),
-            _ => (S::INTERNAL_SERVER_ERROR, None),
-        };
-        let param = match &e {
-            llama_rs::Error::JsonSchema(_) => Some("response_format".to_string()),
-            llama_rs::Error::Grammar(_) => Some("grammar".to_string()),
-            llama_rs::Error::Template(_) => Some("messages".to_string()),
-            llama_rs::Error::PromptTooLong { .. } => Some("messages".to_string()),
-            _ => None,
-        };
-        ApiError { status, message: e.to_string(), param, code }
+        llama_protocol::ProtocolError::from(e).into()
     }
 }
 

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::openai::parse;
+use crate::serve::parse;
 use crate::state::{AppState, Loaded};
 
 /// `?model=NAME` of the `GET` endpoints.
@@ -131,7 +131,7 @@ pub async fn props(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery>)
         "total_slots": st.args.parallel,
         "n_ctx": l.n_ctx,
         "chat_template": tmpl,
-        "build_info": crate::openai::system_fingerprint(),
+        "build_info": llama_protocol::answer::system_fingerprint(),
         "default_generation_settings": {
             "n_ctx": l.n_ctx, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
             "n_predict": st.args.n_predict,

@@ -19,6 +19,8 @@ pub mod error;
 pub mod extras;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
+pub mod serve;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -48,6 +50,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/embeddings", post(openai::embeddings))
+        .route("/v1/responses", post(responses::create))
+        .route("/responses", post(responses::create))
         .route("/v1/models", get(openai::models))
         .route("/models", get(openai::models))
         .route("/metrics", get(extras::metrics))

@@ -2,7 +2,9 @@
 //! through it (open-webui, continue.dev list models with `/api/tags`): `GET /`,
 //! `/api/version`, `/api/tags`, `/api/show`, `/api/ps`, `/api/chat`, `/api/generate`
 //! (NDJSON streaming, `options`, `format`), `/api/embed`, `/api/embeddings`.
-//! Each request becomes the same generation parameters as an OpenAI request.
+//! Each chat or generate request becomes the OpenAI chat job of the same request (the
+//! protocol layer's `chat_job`): templates, thinking budgets, tool calls and grammars are
+//! the same; only the wire shapes differ.
 
 use std::sync::Arc;
 
@@ -11,12 +13,16 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use llama_rs::{Event, FinishReason, Prompt, RenderOptions, Request, Token};
+use llama_protocol::answer::{self, ChatChoiceStream};
+use llama_protocol::job;
+use llama_protocol::openai::{self, OneOrMany, Sampling, WireMessage};
+use llama_protocol::ChatJob;
+use llama_rs::{Event, FinishReason, Prompt, Token};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::openai::{self, parse, OneOrMany, Sampling, WireMessage};
+use crate::serve::{self, parse};
 use crate::state::{AppState, Loaded};
 
 /// The Ollama version we answer with (clients gate features on it).
@@ -204,6 +210,14 @@ struct ChatRequest {
     tools: Option<Vec<Value>>,
     #[serde(default)]
     keep_alive: Option<Value>,
+    /// Ollama's thinking switch (false: budget 0, true: no limit; absent: the server's).
+    #[serde(default)]
+    think: Option<bool>,
+    /// As on the OpenAI endpoint (extensions here): forced calls and template variables.
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +239,8 @@ struct GenerateRequest {
     suffix: Option<String>,
     #[serde(default)]
     keep_alive: Option<Value>,
+    #[serde(default)]
+    think: Option<bool>,
 }
 
 /// The closing fields Ollama puts on its last object (durations in nanoseconds).
@@ -243,105 +259,162 @@ fn done_fields(v: &mut Value, finish: FinishReason, u: &llama_rs::Usage, t: &lla
     v["eval_duration"] = json!(ns((t.total_ms - t.ttft_ms).max(0.0)));
 }
 
-/// Runs one generation and answers in Ollama's shape: one object, or NDJSON lines
-/// (`piece(text)` builds each line's payload).
-#[allow(clippy::too_many_arguments)]
-async fn answer(
-    st: Arc<AppState>,
-    l: Arc<Loaded>,
-    req: Request,
-    stream: bool,
-    model: String,
-    piece: fn(&str) -> Value,
-    tools_on: bool,
-) -> ApiResult<Response> {
-    let s = l.engine.submit(req)?;
+/// Ollama's `message` (chat) or `response`/`thinking` (generate) fields of an answer.
+#[derive(Clone, Copy)]
+enum Shape {
+    Chat,
+    Generate,
+}
+
+impl Shape {
+    /// The fields of `content` and `thinking` (and, for chat, calls).
+    fn fields(self, content: &str, thinking: &str, calls: &[(String, Value)]) -> Value {
+        match self {
+            Shape::Chat => {
+                let mut m = json!({"role": "assistant", "content": content});
+                if !thinking.is_empty() {
+                    m["thinking"] = json!(thinking);
+                }
+                if !calls.is_empty() {
+                    m["tool_calls"] = calls
+                        .iter()
+                        .map(|(name, args)| json!({"function": {"name": name, "arguments": args}}))
+                        .collect();
+                }
+                json!({ "message": m })
+            }
+            Shape::Generate => {
+                let mut v = json!({ "response": content });
+                if !thinking.is_empty() {
+                    v["thinking"] = json!(thinking);
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Ollama sends arguments as an object.
+fn args_value(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
+}
+
+/// Runs a chat job and answers in Ollama's shape: one object, or NDJSON lines. The answer
+/// is read by the protocol layer (thinking split, tool calls parsed) as for OpenAI.
+async fn answer(st: Arc<AppState>, l: Arc<Loaded>, cj: ChatJob, model: String, shape: Shape) -> ApiResult<Response> {
+    let s = serve::submit(&l, &cj.job)?.remove(0);
     let base = move |mut v: Value| {
         v["model"] = json!(model.clone());
-        v["created_at"] = json!(rfc3339(openai::now()));
+        v["created_at"] = json!(rfc3339(serve::now()));
         v
     };
-    if !stream {
-        let c = openai::collect(s, openai::timeout(&st)).await?;
-        let mut v = base(with_tool_calls(piece(&c.text), &c.text, tools_on));
-        done_fields(&mut v, c.finish.unwrap_or(FinishReason::Stop), &c.usage, &c.timings);
+    if !cj.job.stream {
+        let c = serve::collect(s, serve::timeout(&st)).await?;
+        let choice = answer::chat_choice(&cj, 0, &c.text, &[], c.finish(), &l.model);
+        let m = choice.message;
+        let calls: Vec<(String, Value)> = m
+            .tool_calls
+            .iter()
+            .map(|t| (t.function.name.clone().unwrap_or_default(), args_value(&t.function.arguments)))
+            .collect();
+        let mut v = base(shape.fields(
+            m.content.as_deref().unwrap_or(""),
+            m.reasoning_content.as_deref().unwrap_or(""),
+            &calls,
+        ));
+        done_fields(&mut v, c.finish(), &c.usage, &c.timings);
         return Ok(Json(v).into_response());
     }
-    let lines = openai::merged(vec![s], openai::timeout(&st)).map(move |(_, ev)| {
-        let v = match ev {
-            Ok(Event::Piece(p)) => {
-                let mut v = base(piece(&p.text));
-                v["done"] = json!(false);
-                v
-            }
+    let mut choice = ChatChoiceStream::new(&cj, 0);
+    // Calls go out whole (Ollama does not stream arguments): gathered from the deltas.
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let vocab_model = l.clone();
+    let lines = serve::merged(vec![s], serve::timeout(&st)).map(move |(_, ev)| {
+        let line = |v: Value| format!("{v}\n");
+        let mut out = String::new();
+        let deltas = match ev {
+            Ok(Event::Piece(p)) => choice.piece(&p.text, &[], &vocab_model.model),
             Ok(Event::Done { finish_reason, usage, timings, .. }) => {
-                let mut v = base(piece(""));
+                let mut deltas = choice.done(finish_reason);
+                deltas.pop(); // the finish delta: the done object below says it
+                for d in deltas {
+                    out += &delta_line(&base, shape, d, &mut calls);
+                }
+                let done_calls: Vec<(String, Value)> = calls.drain(..).map(|(n, a)| (n, args_value(&a))).collect();
+                let mut v = base(shape.fields("", "", &done_calls));
                 done_fields(&mut v, finish_reason, &usage, &timings);
-                v
+                out += &line(v);
+                return Ok::<_, std::convert::Infallible>(Bytes::from(out));
             }
-            Err(e) => json!({"error": e.to_string()}),
+            Err(e) => return Ok(Bytes::from(line(json!({"error": e.to_string()})))),
         };
-        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{v}\n")))
+        for d in deltas {
+            out += &delta_line(&base, shape, d, &mut calls);
+        }
+        Ok(Bytes::from(out))
     });
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
-/// Adds `message.tool_calls` when tools were offered and the text parses as calls.
-fn with_tool_calls(mut v: Value, text: &str, tools_on: bool) -> Value {
-    if tools_on {
-        let (content, calls) = llama_rs::parse_tool_calls(text);
-        if !calls.is_empty() {
-            v["message"]["content"] = json!(content);
-            v["message"]["tool_calls"] = calls
-                .iter()
-                .map(|c| json!({"function": {"name": c.function.name, "arguments": c.function.arguments}}))
-                .collect();
+/// The NDJSON line of one streamed delta (none for a call's parts: they are gathered into
+/// `calls` and sent whole at the end).
+fn delta_line(
+    base: &dyn Fn(Value) -> Value,
+    shape: Shape,
+    d: llama_protocol::openai::ChunkChoice,
+    calls: &mut Vec<(String, String)>,
+) -> String {
+    for c in d.delta.tool_calls.unwrap_or_default() {
+        match c.function.name {
+            Some(name) => calls.push((name, c.function.arguments)),
+            None => {
+                if let Some(last) = calls.last_mut() {
+                    last.1 += &c.function.arguments;
+                }
+            }
         }
     }
-    v
+    let (content, thinking) = (d.delta.content.unwrap_or_default(), d.delta.reasoning_content.unwrap_or_default());
+    if content.is_empty() && thinking.is_empty() {
+        return String::new();
+    }
+    let mut v = base(shape.fields(&content, &thinking, &[]));
+    v["done"] = json!(false);
+    format!("{v}\n")
 }
 
-/// `POST /api/chat`.
+/// `think` → a reasoning budget (absent: the server's `--reasoning-budget`).
+fn budget(think: Option<bool>) -> Option<i64> {
+    think.map(|t| if t { -1 } else { 0 })
+}
+
+/// `POST /api/chat`: the OpenAI chat job of the same request, answered in Ollama's shape.
 pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
     let r: ChatRequest = parse(&body)?;
     let served = st.model(Some(&r.model)).await?;
-    let l: &Loaded = &served;
     let _ = &r.keep_alive;
-    let s = sampling(&r.model, r.options, &r.format, r.stream)?;
     let model = r.model.clone();
     if r.messages.is_empty() {
         // Ollama's "load the model" call.
-        return Ok(Json(json!({"model": model, "created_at": rfc3339(openai::now()),
+        return Ok(Json(json!({"model": model, "created_at": rfc3339(serve::now()),
             "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "load"}))
         .into_response());
     }
-    let msgs = openai::messages(r.messages)?;
-    let tmpl =
-        l.template.as_ref().ok_or_else(|| ApiError::bad("messages", l.template_error.clone().unwrap_or_default()))?;
-    let tools_on = r.tools.as_ref().is_some_and(|t| !t.is_empty());
-    let opts = RenderOptions {
-        add_generation_prompt: true,
-        tools: r.tools.clone().filter(|_| tools_on),
+    let req = openai::ChatRequest {
+        messages: r.messages,
+        tools: r.tools,
+        tool_choice: r.tool_choice,
+        chat_template_kwargs: r.chat_template_kwargs,
+        reasoning_budget: budget(r.think),
+        sampling: sampling(&r.model, r.options, &r.format, r.stream)?,
         ..Default::default()
     };
-    let text = tmpl.render(&msgs, &opts)?;
-    let mut params = openai::params(l, &s, st.args.n_predict)?;
-    params.add_special = false;
-    params.parse_special = true;
-    let req = Request { prompt: Prompt::Text(text), params };
-    answer(
-        st.clone(),
-        served.clone(),
-        req,
-        r.stream,
-        model,
-        |t| json!({"message": {"role": "assistant", "content": t}}),
-        tools_on,
-    )
-    .await
+    let cj = job::chat_job(&serve::target(&st, &served), req)?;
+    answer(st.clone(), served.clone(), cj, model, Shape::Chat).await
 }
 
-/// `POST /api/generate`.
+/// `POST /api/generate`. Not raw: the prompt goes through the chat template as a user
+/// turn (Ollama's default template does this), as a chat job; raw: as is.
 pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
     let r: GenerateRequest = parse(&body)?;
     let served = st.model(Some(&r.model)).await?;
@@ -353,28 +426,30 @@ pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
     let s = sampling(&r.model, r.options, &r.format, r.stream)?;
     let model = r.model.clone();
     if r.prompt.is_empty() {
-        return Ok(Json(json!({"model": model, "created_at": rfc3339(openai::now()), "response": "",
+        return Ok(Json(json!({"model": model, "created_at": rfc3339(serve::now()), "response": "",
             "done": true, "done_reason": "load"}))
         .into_response());
     }
-    let mut params = openai::params(l, &s, st.args.n_predict)?;
-    // Not raw: the prompt goes through the chat template as a user turn (Ollama's
-    // default template does this); raw: as is.
-    let text = match (&l.template, r.raw) {
-        (Some(t), false) => {
-            let mut msgs = Vec::new();
-            if let Some(sys) = &r.system {
-                msgs.push(llama_rs::ChatMessage::system(sys.clone()));
-            }
-            msgs.push(llama_rs::ChatMessage::user(r.prompt.clone()));
-            params.add_special = false;
-            params.parse_special = true;
-            t.render(&msgs, &RenderOptions { add_generation_prompt: true, ..Default::default() })?
+    let t = serve::target(&st, l);
+    let cj = if r.raw || l.template.is_none() {
+        ChatJob {
+            job: job::job(&t, &s, Prompt::Text(r.prompt.clone()))?,
+            tools_on: false,
+            split_reasoning: false,
+            opened: false,
+            top: None,
         }
-        _ => r.prompt.clone(),
+    } else {
+        let mut messages = Vec::new();
+        if let Some(sys) = r.system {
+            messages.push(WireMessage { role: "system".into(), content: Some(json!(sys)), ..Default::default() });
+        }
+        messages.push(WireMessage { role: "user".into(), content: Some(json!(r.prompt)), ..Default::default() });
+        let req =
+            openai::ChatRequest { messages, reasoning_budget: budget(r.think), sampling: s, ..Default::default() };
+        job::chat_job(&t, req)?
     };
-    let req = Request { prompt: Prompt::Text(text), params };
-    answer(st.clone(), served.clone(), req, r.stream, model, |t| json!({ "response": t }), false).await
+    answer(st.clone(), served.clone(), cj, model, Shape::Generate).await
 }
 
 #[derive(Deserialize)]
@@ -392,7 +467,7 @@ async fn embed_texts(l: &Arc<Loaded>, inputs: Vec<String>) -> ApiResult<(Vec<Vec
     let toks: Vec<Vec<Token>> =
         inputs.iter().map(|s| l.model.vocab().tokenize(s, true, false)).collect::<Result<_, _>>()?;
     let n: usize = toks.iter().map(Vec::len).sum();
-    let v = openai::embed_tokens(l.clone(), toks).await?;
+    let v = serve::embed_tokens(l.clone(), toks).await?;
     Ok((v, n))
 }
 

@@ -95,6 +95,8 @@ pub struct AppState {
     clock: AtomicU64,
     /// Server start.
     pub started: Instant,
+    /// Responses kept for `previous_response_id` (`/v1/responses`).
+    pub responses: crate::responses::Store,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
             loader: tokio::sync::Mutex::new(()),
             clock: AtomicU64::new(0),
             started: Instant::now(),
+            responses: Default::default(),
         })
     }
 
@@ -165,8 +168,9 @@ impl AppState {
             None => 0,
             Some(n) => match self.models.iter().position(|m| m.answers_to(n)) {
                 Some(i) => i,
-                // One model: llama-server answers whatever the name; so do we for the
-                // names clients send by default, not for another model's file name.
+                // One model: llama-server answers whatever the name (clients send
+                // `gpt-4o-mini` by default); `--strict-model-name` refuses.
+                None if self.models.len() == 1 && !self.args.strict_model_name => 0,
                 None => {
                     let ids: Vec<&str> = self.models.iter().map(|m| m.id.as_str()).collect();
                     return Err(ApiError {

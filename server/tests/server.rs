@@ -230,11 +230,15 @@ fn bad_requests_are_4xx_with_an_openai_error_body() {
     err(post_raw(&base, "/v1/chat/completions", "{not json"), 400, "invalid request body");
     err(post_raw(&base, "/v1/chat/completions", r#"{"messages": 5}"#), 400, "messages");
     err(post(&base, "/v1/chat/completions", json!({"messages": []})), 400, "empty");
-    err(
-        post(&base, "/v1/chat/completions", json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})),
-        404,
-        "gpt-9",
+    // One served model answers whatever model a request names (llama-server does; tools
+    // send `gpt-4o-mini`), with its own name in the answer.
+    let (st, body) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}),
     );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["model"], get(&base, "/v1/models").1["data"][0]["id"], "{body}");
     err(
         post(
             &base,
@@ -299,6 +303,17 @@ fn bad_requests_are_4xx_with_an_openai_error_body() {
     let long = "a b ".repeat(2400);
     err(post(&base, "/v1/completions", json!({"prompt": long, "max_tokens": 4})), 400, "");
     assert_eq!(get(&base, "/health").0, 200);
+
+    // `--strict-model-name`: another name is a 404 naming the served one.
+    let (_s2, strict) = start(&["--strict-model-name"]);
+    let (st, body) = post(
+        &strict,
+        "/v1/chat/completions",
+        json!({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(st, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("gpt-9"), "{body}");
 }
 
 /// The second hardening pass through HTTP: settings the library refuses are refused at
@@ -480,7 +495,8 @@ fn ollama_api_lists_chats_generates_and_embeds() {
     let (st, show) = post(&base, "/api/show", json!({"model": "smol:latest"}));
     assert_eq!(st, 200, "{show}");
     assert_eq!(show["model_info"]["general.architecture"], "llama");
-    assert_eq!(post(&base, "/api/show", json!({"model": "llama3:8b"})).0, 404);
+    // One served model answers every name (as on the OpenAI endpoints).
+    assert_eq!(post(&base, "/api/show", json!({"model": "llama3:8b"})).0, 200);
 
     // Chat, not streamed and streamed (NDJSON): the same text.
     let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Name three animals."}],
@@ -738,7 +754,9 @@ fn anthropic_messages_answer_stream_call_tools_and_fail_in_anthropic_shape() {
     err(b, 400, "invalid_request_error");
     let mut b = base_body.clone();
     b["model"] = json!("claude-opus");
-    err(b, 404, "not_found_error");
+    b["max_tokens"] = json!(2);
+    let (st, r) = msgs(b);
+    assert_eq!(st, 200, "one served model answers any model name: {r}");
     let mut b = base_body.clone();
     b["max_tokens"] = json!(1_000_000);
     err(b, 400, "invalid_request_error");
@@ -1022,5 +1040,131 @@ fn vendored_llama_and_mistral_templates_call_tools_whole_and_streamed() {
             assert_eq!(&serde_json::from_str::<Value>(&joined).unwrap(), args, "{file}: {joined}");
         }
         assert!(chunks.iter().all(|c| c["choices"][0]["delta"]["content"].as_str().is_none_or(|s| s.is_empty())));
+    }
+}
+
+/// The Responses API on the protocol layer: the chat answer as output items, the same
+/// text streamed as typed events in order, a conversation continued by
+/// `previous_response_id`, Ollama's chat with a thinking switch and a forced tool (the
+/// shared chat job), and clear 4xx answers.
+#[test]
+fn responses_api_and_ollama_share_the_chat_job() {
+    let (_s, base) = start(&[]);
+    let (st, chat) = post(&base, "/v1/chat/completions", greedy_chat("Name a color.", 12));
+    assert_eq!(st, 200, "{chat}");
+    let text = chat["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let body = json!({"input": "Name a color.", "max_output_tokens": 12, "temperature": 0});
+    let (st, r) = post(&base, "/v1/responses", body.clone());
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["output"][0]["type"], "message", "{r}");
+    assert_eq!(r["output"][0]["content"][0]["text"], text.as_str(), "{r}");
+    assert_eq!(r["usage"]["output_tokens"], chat["usage"]["completion_tokens"]);
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let events = sse_named(&base, "/v1/responses", sb);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..3], ["response.created", "response.in_progress", "response.output_item.added"], "{names:?}");
+    assert!(matches!(*names.last().unwrap(), "response.completed" | "response.incomplete"), "{names:?}");
+    for (k, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["sequence_number"], k as u64);
+    }
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deltas, text);
+    // A second turn on the stored conversation: the prompt holds the first answer.
+    let (st, r2) = post(
+        &base,
+        "/v1/responses",
+        json!({"input": "And another?", "previous_response_id": r["id"], "max_output_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(st, 200, "{r2}");
+    assert!(r2["usage"]["input_tokens"].as_u64().unwrap() > r["usage"]["input_tokens"].as_u64().unwrap() + 3, "{r2}");
+    let (st, e) = post(&base, "/v1/responses", json!({"input": "x", "previous_response_id": "resp_gone"}));
+    assert_eq!((st, e["error"]["param"].as_str()), (404, Some("previous_response_id")), "{e}");
+    let (st, e) = post(&base, "/v1/responses", json!({"input": "x", "tools": [{"type": "web_search"}]}));
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("tools[0].type")), "{e}");
+    let (st, e) = post(&base, "/v1/responses", json!({"input": [{"type": "mystery"}]}));
+    assert_eq!(st, 400, "{e}");
+
+    // Ollama's chat on the same job: a forced tool call (`tool_choice`, an extension there
+    // as on OpenAI's endpoint) comes back as Ollama's tool_calls with object arguments.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let (st, o) = post(
+        &base,
+        "/api/chat",
+        json!({"model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}], "stream": false,
+               "tools": tools, "tool_choice": "required", "options": {"temperature": 0, "num_predict": 96}}),
+    );
+    assert_eq!(st, 200, "{o}");
+    let call = &o["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather", "{o}");
+    assert!(call["arguments"]["city"].is_string(), "{o}");
+    // `think: false` is reasoning budget 0: templates get `enable_thinking: false`.
+    let (st, o) = post(
+        &base,
+        "/api/chat",
+        json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": false, "think": false,
+               "options": {"temperature": 0, "num_predict": 4}}),
+    );
+    assert_eq!(st, 200, "{o}");
+}
+
+/// Structured output finishes on the default models at temperature 0: a JSON schema and a
+/// forced tool call give parsable JSON within a small `max_tokens` (the grammar allows
+/// one space between tokens, not a newline and 20 spaces), and `json_whitespace: "free"`
+/// keeps the old form available.
+#[test]
+fn structured_output_finishes_on_the_default_models() {
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+                        "required": ["name", "age"]});
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let base_model = llama_testkit::default_model_path().unwrap().display().to_string();
+    for model in [chat_model(), base_model] {
+        let argv = vec!["llama-rs-server", "-m", &model, "--port", "0", "-c", "2048", "-np", "2", "-t", "2"];
+        let s = Server::spawn(args::parse_from(argv).unwrap()).unwrap();
+        s.wait_ready(Duration::from_secs(120)).unwrap();
+        let base = format!("http://{}", s.addr());
+        let msgs = json!([{"role": "user", "content": "Describe a person as JSON."}]);
+        let (st, r) = post(
+            &base,
+            "/v1/chat/completions",
+            json!({"messages": msgs, "max_tokens": 64, "temperature": 0,
+                   "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}),
+        );
+        assert_eq!(st, 200, "{r}");
+        let content = r["choices"][0]["message"]["content"].as_str().unwrap();
+        let v: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{model}: {e}: {content:?}"));
+        assert!(v["name"].is_string() && v["age"].is_i64(), "{model}: {v}");
+        let (st, r) = post(
+            &base,
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools,
+                   "tool_choice": "required", "max_tokens": 64, "temperature": 0}),
+        );
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["choices"][0]["finish_reason"], "tool_calls", "{model}: {r}");
+        let args = r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap();
+        let a: Value = serde_json::from_str(args).unwrap_or_else(|e| panic!("{model}: {e}: {args:?}"));
+        assert!(a["city"].is_string(), "{model}: {a}");
+        let (st, r) = post(
+            &base,
+            "/v1/chat/completions",
+            json!({"messages": msgs, "max_tokens": 8, "temperature": 0, "json_whitespace": "free",
+                   "response_format": {"type": "json_object"}}),
+        );
+        assert_eq!(st, 200, "{r}");
+        let (st, r) = post(
+            &base,
+            "/v1/chat/completions",
+            json!({"messages": msgs, "max_tokens": 8, "json_whitespace": "pretty"}),
+        );
+        assert_eq!((st, r["error"]["param"].as_str()), (400, Some("json_whitespace")), "{r}");
     }
 }

@@ -3,7 +3,8 @@
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, final
 
 __all__ = [
-    "Model", "Core", "Stream", "Embedder", "Engine", "EngineStream", "json_schema_to_gbnf", "check_grammar",
+    "Model", "Core", "Stream", "Embedder", "Engine", "EngineStream", "ChatJob", "ChatAnswer", "json_schema_to_gbnf",
+    "check_grammar",
     "parse_tool_calls", "supports_gpu_offload", "system_info", "builtin_templates", "serve", "sample", "set_log_level",
     "LLAMA_CPP_COMMIT",
 ]
@@ -97,6 +98,41 @@ class Core:
         processor: Optional[Callable[[List[int], bytes], Tuple[Optional[bytes], bool]]] = None,
         collect: bool = False,
     ) -> Stream: ...
+    def generate_job(
+        self,
+        job: ChatJob,
+        speculation: Optional[Tuple[str, int, int]] = None,
+        max_draft: int = 8,
+        processor: Optional[Callable[[List[int], bytes], Tuple[Optional[bytes], bool]]] = None,
+        collect: bool = False,
+    ) -> Stream: ...
+
+@final
+class ChatJob:
+    def __new__(cls, model: Model, request_json: str, n_ctx: int, template: Optional[str] = None) -> "ChatJob": ...
+    @property
+    def prompt_tokens(self) -> List[int]: ...
+    @property
+    def tools_on(self) -> bool: ...
+    @property
+    def has_grammar(self) -> bool: ...
+    @property
+    def prompt_text(self) -> str: ...
+
+_LogprobTuple = Tuple[int, float, List[Tuple[int, float]]]
+
+@final
+class ChatAnswer:
+    def __new__(cls, job: ChatJob, id: str, created: int, model: str, n: int = 1) -> "ChatAnswer": ...
+    def start(self, index: int) -> Dict[str, Any]: ...
+    def piece(self, index: int, text: str, lps: Sequence[_LogprobTuple]) -> List[Dict[str, Any]]: ...
+    def done(self, index: int, finish_reason: Optional[str]) -> List[Dict[str, Any]]: ...
+    def completion(
+        self,
+        choices: Sequence[Tuple[str, Sequence[_LogprobTuple], Optional[str]]],
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> Dict[str, Any]: ...
 
 @final
 class EngineStream:
@@ -126,6 +162,7 @@ class Engine:
         logprobs: Optional[int] = None,
         n: int = 1,
     ) -> List[EngineStream]: ...
+    def submit_job(self, job: ChatJob, n: int = 1) -> List[EngineStream]: ...
     def metrics(self) -> Tuple[int, int, int]: ...
     def shutdown(self) -> None: ...
 

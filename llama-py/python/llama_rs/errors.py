@@ -10,7 +10,14 @@ so existing `except` clauses keep working:
 
 
 class LlamaError(Exception):
-    """Every error llama_rs raises (except a real KeyboardInterrupt from Ctrl-C)."""
+    """Every error llama_rs raises (except a real KeyboardInterrupt from Ctrl-C).
+
+    `kind` is the error kind's name (`"InvalidArgument"`, `"ContextFull"`, ...: the table
+    in docs/PYTHON.md) and `param` the request field at fault when one is known
+    (`"top_logprobs"`, `"messages[2].content"`), as the server's `param`."""
+
+    kind = None  # type: ignore[var-annotated]
+    param = None  # type: ignore[var-annotated]
 
 
 class InvalidArgumentError(LlamaError, ValueError):

@@ -249,7 +249,14 @@ class Llama:
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
                    special: bool = False) -> bytes:
-        return self._model.detokenize(list(tokens), special)
+        """The bytes of `tokens`. As llama-cpp-python: after a leading BOS, the space an
+        SPM tokenizer puts before the first word is dropped (`[BOS, "▁Hello", "▁World"]`
+        gives `b"Hello World"`)."""
+        toks = list(tokens)
+        out = self._model.detokenize(toks, special)
+        if toks and toks[0] == self._model.token_bos() and out[:1] == b" ":
+            out = out[1:]
+        return out
 
     def set_cache(self, cache: Optional[LlamaRAMCache]) -> None:
         self.cache = cache
@@ -502,15 +509,6 @@ class Llama:
             yield from toks
 
     # -------------------------------------------------------------------- chat
-    def _render(self, messages, tools=None) -> str:
-        fmt = self.chat_format
-        template = None
-        if fmt is not None:
-            names = {"llama-2": "llama2", "llama-3": "llama3", "mistral-instruct": "mistral-v1"}
-            template = names.get(fmt, fmt)
-        return self._model.render_chat(json.dumps(list(messages)), True,
-                                       json.dumps(tools) if tools else None, template)
-
     def create_chat_completion(
         self,
         messages: List[Dict[str, Any]],
@@ -541,111 +539,84 @@ class Llama:
         logit_bias: Optional[Dict[int, float]] = None,
         logprobs: Optional[bool] = None,
         top_logprobs: Optional[int] = None,
+        chat_template_kwargs: Optional[Dict[str, Any]] = None,
+        reasoning_budget: Optional[int] = None,
     ):
-        toks, grammar, tools_on = self._chat_prepare(messages, functions, tools, tool_choice, response_format,
-                                                     grammar)
-        want_lps = top_logprobs if logprobs else None
-        s = self._stream(toks, max_tokens=max_tokens, stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
-                         min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty,
-                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                         mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                         seed=seed, logit_bias=logit_bias, grammar=grammar,
-                         logprobs=(want_lps or 0) if logprobs else None, logits_processor=logits_processor,
-                         collect=not stream)
-        cid = f"chatcmpl-{uuid.uuid4()}"
-        created = int(time.time())
-        name = model or self.model_path
+        """OpenAI's chat completion. The request is prepared and the answer shaped by the
+        same Rust code as the server's `/v1/chat/completions` (templates, tool calls with
+        `tool_choice` "required" or a named function, `reasoning_content`, JSON schemas,
+        streamed tool-call arguments)."""
+        job = self._chat_job(messages, functions, function_call, tools, tool_choice, response_format, grammar,
+                             dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                  typical_p=typical_p, presence_penalty=presence_penalty,
+                                  frequency_penalty=frequency_penalty, repeat_penalty=repeat_penalty,
+                                  mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta),
+                             seed, stop, max_tokens, logit_bias, logprobs, top_logprobs, chat_template_kwargs,
+                             reasoning_budget)
+        bridge = self._bridge(logits_processor, None)
+        spec, max_draft = self._speculation()
+        s = self._core.generate_job(job, speculation=None if bridge is not None else spec, max_draft=max_draft,
+                                    processor=bridge, collect=not stream)
+        answer = _native.ChatAnswer(job, f"chatcmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path)
         if stream:
-            return self._chat_chunks(s, cid, created, name, tools_on)
+            return self._chat_chunks(s, answer)
         text, lps, finish = [], [], None
         for piece, _t, plps, f in s:
             text.append(piece)
             lps.extend(plps)
             finish = f or finish
-        message, finish_reason = self._chat_message("".join(text), finish, tools_on)
-        n_gen = s.usage()[1]
-        choice: Dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-        if logprobs:
-            choice["logprobs"] = self._chat_logprobs(lps)
-        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": [choice],
-                "usage": {"prompt_tokens": len(toks), "completion_tokens": n_gen,
-                          "total_tokens": len(toks) + n_gen}}
+        n_prompt, n_gen = s.usage()
+        return answer.completion([("".join(text), lps, finish)], len(job.prompt_tokens), n_gen)
 
-    def _chat_prepare(self, messages, functions, tools, tool_choice, response_format, grammar):
-        """The prompt tokens, grammar and whether tool calls are parsed, for a chat request."""
+    def _chat_job(self, messages, functions, function_call, tools, tool_choice, response_format, grammar,
+                  sampling, seed, stop, max_tokens, logit_bias, logprobs, top_logprobs, chat_template_kwargs=None,
+                  reasoning_budget=None, stream=False):
+        """The request as the server's `/v1/chat/completions` takes it, made ready by the
+        protocol layer (a `ChatJob`)."""
         if functions and not tools:
             tools = [{"type": "function", "function": f} for f in functions]
-        tools_on = bool(tools) and tool_choice != "none"
-        prompt = self._render(messages, tools if tools_on else None)
-        if grammar is None and response_format:
-            t = response_format.get("type")
-            if t == "json_object":
-                grammar = LlamaGrammar.from_json_schema(json.dumps(response_format.get("schema", {"type": "object"})))
-            elif t == "json_schema":
-                schema = response_format.get("json_schema", {}).get("schema") or response_format.get("schema")
-                grammar = LlamaGrammar.from_json_schema(json.dumps(schema))
-        if grammar is None and tools_on and isinstance(tool_choice, dict):
-            name = tool_choice.get("function", {}).get("name")
-            tool = next((t for t in tools if t.get("function", {}).get("name") == name), None)
-            if tool is None:
-                raise InvalidArgumentError(f"tool_choice names {name!r}, which is not in tools")
-            schema = {"type": "object", "properties": {"name": {"const": name},
-                      "arguments": tool["function"].get("parameters", {"type": "object"})},
-                      "required": ["name", "arguments"]}
-            call = _native.json_schema_to_gbnf(json.dumps(schema)).replace("root ::= ", "call ::= ", 1)
-            grammar = LlamaGrammar.from_string('root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + call)
-        toks = self._model.tokenize(prompt.encode("utf-8"), False, True)
-        if len(toks) >= self.n_ctx():
-            raise ContextFullError(f"Requested tokens ({len(toks)}) exceed context window of {self.n_ctx()}")
-        return toks, grammar, tools_on
+            if isinstance(function_call, dict) and tool_choice is None:
+                tool_choice = {"type": "function", "function": {"name": function_call.get("name")}}
+            elif function_call in ("none", "auto") and tool_choice is None:
+                tool_choice = function_call
+        s = seed if seed is not None else self._seed
+        req: Dict[str, Any] = dict(sampling, messages=list(messages), repeat_last_n=self.last_n_tokens_size,
+                                   stop=[stop] if isinstance(stop, str) else list(stop or []),
+                                   # llama-cpp-python: no limit (or <= 0, or past the context) runs
+                                   # to the end of the context
+                                   max_tokens=max_tokens if max_tokens and 0 < max_tokens <= self.n_ctx() else -1,
+                                   logprobs=bool(logprobs), stream=False)
+        if s not in (None, -1, 0xFFFFFFFF):
+            req["seed"] = int(s) & 0xFFFFFFFF
+        for k, v in (("tools", tools), ("tool_choice", tool_choice), ("response_format", response_format),
+                     ("chat_template_kwargs", chat_template_kwargs), ("reasoning_budget", reasoning_budget)):
+            if v is not None:
+                req[k] = v
+        if logprobs and top_logprobs is not None:
+            req["top_logprobs"] = top_logprobs
+        if logit_bias:
+            req["logit_bias"] = {str(int(k)): float(v) for k, v in logit_bias.items()}
+        if grammar is not None:
+            req["grammar"] = grammar._grammar if isinstance(grammar, LlamaGrammar) else str(grammar)
+        return _native.ChatJob(self._model, json.dumps(req), self.n_ctx(), self._template_name())
 
-    def _chat_message(self, content: str, finish: Optional[str], tools_on: bool):
-        """The assistant message and finish reason of a finished chat choice."""
-        message: Dict[str, Any] = {"role": "assistant", "content": content}
-        finish_reason = _finish(finish) or "stop"
-        if tools_on:
-            rest, calls = _native.parse_tool_calls(content)
-            if calls:
-                message["content"] = rest or None
-                message["tool_calls"] = [
-                    {"id": cid_ or f"call_{i}_{uuid.uuid4().hex[:8]}", "type": "function",
-                     "function": {"name": n, "arguments": a}} for i, (n, a, cid_) in enumerate(calls)]
-                finish_reason = "tool_calls"
-        return message, finish_reason
-
-    def _chat_logprobs(self, lps):
-        return {"content": [
-            {"token": self._piece(t), "logprob": lp, "bytes": list(self._model.detokenize([t], False)),
-             "top_logprobs": [{"token": self._piece(u), "logprob": q,
-                               "bytes": list(self._model.detokenize([u], False))} for u, q in top]}
-            for t, lp, top in lps]}
+    def _template_name(self) -> Optional[str]:
+        fmt = self.chat_format
+        if fmt is None:
+            return None
+        names = {"llama-2": "llama2", "llama-3": "llama3", "mistral-instruct": "mistral-v1"}
+        return names.get(fmt, fmt)
 
     def _piece(self, t: int) -> str:
         return self._model.detokenize([t], False).decode("utf-8", errors="replace")
 
-    def _chat_chunks(self, s, cid, created, name, tools_on) -> Iterator[Dict[str, Any]]:
-        def chunk(delta, finish):
-            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-        yield chunk({"role": "assistant"}, None)
-        held = []
-        for piece, _t, _lps, f in s:
-            if tools_on:
-                held.append(piece)
-            elif piece:
-                yield chunk({"content": piece}, None)
+    @staticmethod
+    def _chat_chunks(s, answer) -> Iterator[Dict[str, Any]]:
+        yield answer.start(0)
+        for piece, _t, lps, f in s:
+            yield from answer.piece(0, piece, lps)
             if f is not None:
-                finish = _finish(f)
-                if tools_on:
-                    rest, calls = _native.parse_tool_calls("".join(held))
-                    if calls:
-                        yield chunk({"tool_calls": [
-                            {"index": i, "id": c or f"call_{i}", "type": "function",
-                             "function": {"name": n, "arguments": a}} for i, (n, a, c) in enumerate(calls)]}, None)
-                        finish = "tool_calls"
-                    else:
-                        yield chunk({"content": "".join(held)}, None)
-                yield chunk({}, finish)
+                yield from answer.done(0, f)
 
     def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any):
         return self.create_chat_completion(*args, **kwargs)
@@ -829,49 +800,40 @@ class AsyncLlama:
                                      mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
                                      model: Optional[str] = None, grammar: Optional[LlamaGrammar] = None,
                                      logit_bias: Optional[Dict[int, float]] = None, logprobs: Optional[bool] = None,
-                                     top_logprobs: Optional[int] = None, n: int = 1, **ignored: Any):
+                                     top_logprobs: Optional[int] = None, n: int = 1,
+                                     chat_template_kwargs: Optional[Dict[str, Any]] = None,
+                                     reasoning_budget: Optional[int] = None, **ignored: Any):
+        """As `Llama.create_chat_completion` (the same Rust request and response code), with
+        `n` choices on the engine."""
         llm = self._llm
         if n < 1:
             raise InvalidArgumentError(f"n must be at least 1, got {n}")
-        toks, grammar, tools_on = llm._chat_prepare(messages, functions, tools, tool_choice, response_format, grammar)
-        streams = self._submit([toks], n, max_tokens, stop, ((top_logprobs or 0) if logprobs else None), dict(
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
-            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, seed=seed,
-            logit_bias=logit_bias, grammar=grammar))
-        cid, created, name = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path
-
-        def chunk(i, delta, finish):
-            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                    "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-
+        job = llm._chat_job(messages, functions, function_call, tools, tool_choice, response_format, grammar,
+                            dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, typical_p=typical_p,
+                                 presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                                 repeat_penalty=repeat_penalty, mirostat=mirostat_mode, mirostat_tau=mirostat_tau,
+                                 mirostat_eta=mirostat_eta),
+                            seed, stop, max_tokens, logit_bias, logprobs, top_logprobs, chat_template_kwargs,
+                            reasoning_budget)
+        if len(job.prompt_tokens) >= self._n_ctx:
+            raise ContextFullError(
+                f"Requested tokens ({len(job.prompt_tokens)}) exceed context window of {self._n_ctx}")
+        streams = self._engine.submit_job(job, n)
+        answer = _native.ChatAnswer(job, f"chatcmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path,
+                                    len(streams))
         if stream:
             async def chunks():
-                held = [[] for _ in streams]
                 for i in range(len(streams)):
-                    yield chunk(i, {"role": "assistant"}, None)
+                    yield answer.start(i)
                 async for i, ev in self._merged(streams):
                     if ev[0] == "piece":
-                        if tools_on:
-                            held[i].append(ev[1])
-                        elif ev[1]:
-                            yield chunk(i, {"content": ev[1]}, None)
+                        for c in answer.piece(i, ev[1], ev[3]):
+                            yield c
                     else:
-                        if tools_on:
-                            message, finish = llm._chat_message("".join(held[i]), ev[1], True)
-                            delta = ({"tool_calls": [dict(c, index=k) for k, c in enumerate(message["tool_calls"])]}
-                                     if "tool_calls" in message else {"content": message["content"]})
-                            yield chunk(i, delta, None)
-                        else:
-                            finish = _finish(ev[1])
-                        yield chunk(i, {}, finish)
+                        for c in answer.done(i, ev[1]):
+                            yield c
             return chunks()
         text, lps, done = await self._collect(streams)
-        choices = []
-        for i in range(len(streams)):
-            message, finish = llm._chat_message("".join(text[i]), done[i][1], tools_on)
-            choices.append({"index": i, "message": message, "finish_reason": finish,
-                            "logprobs": llm._chat_logprobs(lps[i]) if logprobs else None})
         c_tok = sum(d[3] for d in done)
-        return {"id": cid, "object": "chat.completion", "created": created, "model": name, "choices": choices,
-                "usage": {"prompt_tokens": len(toks), "completion_tokens": c_tok, "total_tokens": len(toks) + c_tok}}
+        return answer.completion([("".join(text[i]), lps[i], done[i][1]) for i in range(len(streams))],
+                                 len(job.prompt_tokens), c_tok)

@@ -46,6 +46,11 @@ impl Grammar {
         Ok(Grammar::new(crate::json_schema::to_gbnf(schema)?))
     }
 
+    /// [`Grammar::from_json_schema`] with the given whitespace between JSON tokens.
+    pub fn from_json_schema_with(schema: &serde_json::Value, space: crate::json_schema::JsonSpace) -> Result<Grammar> {
+        Ok(Grammar::new(crate::json_schema::to_gbnf_with(schema, space)?))
+    }
+
     pub(super) fn is_lazy(&self) -> bool {
         !self.trigger_patterns.is_empty() || !self.trigger_tokens.is_empty()
     }

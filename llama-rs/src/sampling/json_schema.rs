@@ -14,8 +14,29 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-const PRIMITIVES: &str = r#"space ::= | " " | "\n" [ \t]{0,20}
-char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+/// Whitespace the grammar allows between JSON tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JsonSpace {
+    /// At most one space (the default): a small model cannot spend its answer on
+    /// indentation (Gemma 3 270M writes a newline and 20 spaces between every token under
+    /// the free form, and runs out of `max_tokens` before the JSON ends).
+    #[default]
+    Compact,
+    /// Nothing, a space, or a newline and up to 20 spaces or tabs (pretty-printed JSON).
+    Free,
+}
+
+impl JsonSpace {
+    /// The `space` rule.
+    fn rule(self) -> &'static str {
+        match self {
+            JsonSpace::Compact => "space ::= \" \"?\n",
+            JsonSpace::Free => "space ::= | \" \" | \"\\n\" [ \\t]{0,20}\n",
+        }
+    }
+}
+
+const PRIMITIVES: &str = r#"char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 string ::= "\"" char* "\"" space
 integer ::= "-"? ([0-9] | [1-9] [0-9]{0,15}) space
 number ::= "-"? ([0-9] | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})? space
@@ -39,12 +60,25 @@ array ::= "[" space (value ("," space value)*)? "]" space
 /// # Ok::<(), llama_rs::Error>(())
 /// ```
 pub fn to_gbnf(schema: &Value) -> Result<String> {
+    to_gbnf_with(schema, JsonSpace::default())
+}
+
+/// [`to_gbnf`] with the given whitespace between JSON tokens.
+///
+/// ```
+/// use llama_rs::json_schema::{to_gbnf_with, JsonSpace};
+/// let g = to_gbnf_with(&serde_json::json!({"type": "object"}), JsonSpace::Free)?;
+/// assert!(g.contains(r#"space ::= | " " | "\n" [ \t]{0,20}"#));
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+pub fn to_gbnf_with(schema: &Value, space: JsonSpace) -> Result<String> {
     let mut c = Converter { root: schema, rules: BTreeMap::new(), refs: BTreeMap::new(), counter: 0, depth: 0 };
     let body = c.visit(schema, "root")?;
     let mut out = format!("root ::= {body}\n");
     for (name, rule) in &c.rules {
         out += &format!("{name} ::= {rule}\n");
     }
+    out += space.rule();
     out += PRIMITIVES;
     Ok(out)
 }

@@ -59,11 +59,60 @@ check("completions", bool(r.choices[0].text))
 e = client.embeddings.create(model=model, input=["hello", "world"])  # base64 on the wire
 check("embeddings (base64)", len(e.data) == 2 and len(e.data[0].embedding) == 576)
 
+# One served model answers whatever model a client names (as llama-server does).
+r = client.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=16, temperature=0)
+check("any model name answers", r.model == model and r.choices[0].message.content == text, r.model)
+
+# The Responses API (`client.responses.create`), on the same protocol layer: the same
+# answer as chat, streamed as typed events, function tools, previous_response_id,
+# structured output.
+resp = client.responses.create(model=model, input="Name a color.", max_output_tokens=16, temperature=0)
+check("responses.create == chat", resp.output_text == text and resp.status in ("completed", "incomplete"),
+      f"{resp.output_text!r} vs {text!r}")
+check("responses usage", resp.usage.output_tokens == r.usage.completion_tokens, resp.usage)
+events = list(client.responses.create(model=model, input="Name a color.", max_output_tokens=16, temperature=0,
+                                      stream=True))
+kinds = [e.type for e in events]
+deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+check("responses stream events", kinds[0] == "response.created" and kinds[-1] in ("response.completed",
+      "response.incomplete") and "response.output_item.added" in kinds, kinds)
+check("responses stream == non-stream", deltas == text and events[-1].response.output_text == text,
+      f"{deltas!r} vs {text!r}")
+check("responses sequence numbers", [e.sequence_number for e in events] == list(range(len(events))))
+weather = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+resp = client.responses.create(model=model, input="What is the weather in Paris?", tools=weather,
+                               tool_choice="required", max_output_tokens=96, temperature=0, instructions="Use tools.")
+calls = [o for o in resp.output if o.type == "function_call"]
 try:
-    client.chat.completions.create(model="gpt-4o", messages=msgs)
-    check("unknown model -> NotFoundError", False)
-except openai.NotFoundError:
-    check("unknown model -> NotFoundError", True)
+    check("responses function call", calls and calls[0].name == "get_weather"
+          and isinstance(json.loads(calls[0].arguments)["city"], str) and calls[0].call_id, resp.output)
+except Exception as e:  # noqa: BLE001
+    check("responses function call", False, repr(e))
+if calls:
+    follow = client.responses.create(model=model, previous_response_id=resp.id, tools=weather,
+                                     input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                             "output": "sunny, 21 C"}], max_output_tokens=24, temperature=0)
+    check("responses previous_response_id + function output", bool(follow.output_text)
+          and follow.previous_response_id == resp.id, follow.output)
+    streamed_calls = [e for e in client.responses.create(
+        model=model, input="What is the weather in Paris?", tools=weather, tool_choice="required",
+        max_output_tokens=96, temperature=0, instructions="Use tools.", stream=True)
+        if e.type == "response.function_call_arguments.done"]
+    check("responses streamed function call", len(streamed_calls) == 1
+          and json.loads(streamed_calls[0].arguments) == json.loads(calls[0].arguments), streamed_calls)
+resp = client.responses.create(model=model, input="Which city is the capital of France? Answer in JSON.",
+                               max_output_tokens=40, temperature=0,
+                               text={"format": {"type": "json_schema", "name": "answer", "schema": schema}})
+try:
+    check("responses json_schema", isinstance(json.loads(resp.output_text)["city"], str))
+except Exception as e:  # noqa: BLE001
+    check("responses json_schema", False, repr(e))
+try:
+    client.responses.create(model=model, input="x", previous_response_id="resp_nope")
+    check("unknown previous_response_id -> NotFoundError", False)
+except openai.NotFoundError as err:
+    check("unknown previous_response_id -> NotFoundError", "resp_nope" in str(err))
 
 try:
     client.chat.completions.create(model=model, messages=msgs, max_tokens=10**6)
