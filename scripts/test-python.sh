@@ -23,7 +23,10 @@ pipi --no-deps --target target/py-llama target/wheels/llama_rs-*.whl
 # A synthetic model with an MTP head (GLM-4.5 layout, random weights) for MTP drafting.
 cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape mtp-tiny \
   --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out target/py-mtp-tiny.gguf >/dev/null
-LLAMA_RS_MTP_MODEL=target/py-mtp-tiny.gguf \
+# A synthetic reranker (Qwen3-Reranker's layout) for Llama.rank.
+cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape tiny-reranker \
+  --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out target/py-tiny-reranker.gguf >/dev/null
+LLAMA_RS_MTP_MODEL=target/py-mtp-tiny.gguf LLAMA_RS_RERANK_MODEL=target/py-tiny-reranker.gguf \
 LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) LLAMA_RS_DEFAULT_MODEL=$(python3 vendor/fetch.py model) \
   PYTHONPATH=target/py-llama:target/py-deps \
   "$py" llama-py/tests/test_llama.py

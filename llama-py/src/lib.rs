@@ -966,6 +966,13 @@ impl Embedder {
         let toks: Vec<Vec<Token>> = inputs.into_iter().map(|v| v.into_iter().map(Token).collect()).collect();
         py.allow_threads(|| self.inner.lock().unwrap_or_else(|p| p.into_inner()).embed_tokens(&toks)).map_err(err)
     }
+
+    /// Relevance scores of `documents` for `query` (a model with a ranking head; others
+    /// raise `UnsupportedError`).
+    fn rerank(&self, py: Python<'_>, query: &str, documents: Vec<String>) -> PyResult<Vec<f32>> {
+        let docs: Vec<&str> = documents.iter().map(String::as_str).collect();
+        py.allow_threads(|| self.inner.lock().unwrap_or_else(|p| p.into_inner()).rerank(query, &docs)).map_err(err)
+    }
 }
 
 /// GBNF of a JSON schema (an unsupported keyword is a ValueError naming it).

@@ -440,6 +440,20 @@ def test_hostile_inputs_of_the_second_pass_raise():
     assert [c[0] for c in calls] == ["f", "g"] and content == "", (content, calls)
 
 
+def test_rank_scores_documents_with_a_reranker():
+    r = Llama(model_path=os.environ["LLAMA_RS_RERANK_MODEL"], n_ctx=128, embedding=True, verbose=False)
+    docs = ["a b", "b b a", "a", "b a b a b", "aab"]
+    scores = r.rank("a b", docs)
+    assert len(scores) == len(docs) and all(0.0 < s < 1.0 for s in scores), scores
+    assert len(set(round(s, 6) for s in scores)) > 1, scores
+    assert r.rank("a b", docs[:1]) == [r.rank("a b", docs[:1])[0]]
+    try:
+        llm.rank("q", ["d"])
+        raise AssertionError("a chat model ranked")
+    except llama_rs.UnsupportedError as e:
+        assert "ranking head" in str(e) and e.kind == "Unsupported", e
+
+
 def test_embeddings():
     e = Llama(model_path=MODEL, embedding=True, verbose=False)
     r = e.create_embedding(["hello", "world"])

@@ -159,33 +159,56 @@ impl Embedder {
     }
 
     /// Relevance scores of `documents` for `query` (models with a ranking head, i.e.
-    /// `Pooling::Rank`). Higher is more relevant.
+    /// `Pooling::Rank`): the first value of each pair's pooled output (for Qwen3-style
+    /// rerankers the softmax probability of "yes"). Higher is more relevant.
     pub fn rerank(&mut self, query: &str, documents: &[&str]) -> Result<Vec<f32>> {
         if self.pooling() != Pooling::Rank {
-            return Err(Error::InvalidParam("reranking needs a model with a ranking head (pooling Rank)".into()));
+            return Err(Error::Unsupported(
+                "reranking needs a model with a ranking head (pooling type rank); this model has none".into(),
+            ));
         }
-        let vocab = self.ctx.model().vocab();
-        let q = vocab.tokenize(query, false, false)?;
-        let (bos, eos, sep) = (vocab.bos(), vocab.eos(), vocab.sep().or(vocab.eos()));
-        let inputs: Vec<Vec<Token>> = documents
-            .iter()
-            .map(|d| {
-                // [BOS] query [EOS] [SEP] document [EOS], as llama-server formats it.
-                let mut t: Vec<Token> = bos.into_iter().collect();
-                t.extend(&q);
-                t.extend(eos);
-                t.extend(sep);
-                t.extend(vocab.tokenize(d, false, false)?);
-                t.extend(eos);
-                Ok(t)
-            })
-            .collect::<Result<_>>()?;
+        let model = self.ctx.model().clone();
+        let inputs: Vec<Vec<Token>> =
+            documents.iter().map(|d| rerank_input(&model, query, d)).collect::<Result<_>>()?;
         let saved = self.normalize;
         self.normalize = Normalize::None;
         let r = self.embed_tokens(&inputs);
         self.normalize = saved;
         Ok(r?.into_iter().map(|v| v[0]).collect())
     }
+}
+
+/// The tokens of one (query, document) pair as llama-server's `/rerank` builds them: the
+/// GGUF's `rerank` template with `{query}` and `{document}` filled in (special tokens
+/// parsed), else `[BOS] query [EOS] [SEP] document [EOS]`, each special token only where
+/// the vocabulary adds it.
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("rr-doc-{}.gguf", std::process::id()));
+/// llama_testkit::write_tiny_reranker(&path)?;
+/// let model = llama_rs::Model::load(&path, Default::default())?;
+/// let t = llama_rs::rerank_input(&model, "a", "b")?;
+/// assert_eq!(t, model.vocab().tokenize("<s>query: a document: b", false, true)?);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), llama_rs::Error>(())
+/// ```
+pub fn rerank_input(model: &Model, query: &str, document: &str) -> Result<Vec<Token>> {
+    let vocab = model.vocab();
+    if let Some(t) = model.chat_template(Some("rerank")) {
+        let prompt = t.replace("{query}", query).replace("{document}", document);
+        return vocab.tokenize(&prompt, false, true);
+    }
+    let q = vocab.tokenize(query, false, false)?;
+    let d = vocab.tokenize(document, false, false)?;
+    let eos = vocab.eos().or(vocab.sep());
+    let mut t = Vec::with_capacity(q.len() + d.len() + 4);
+    t.extend(vocab.bos().filter(|_| vocab.add_bos()));
+    t.extend(q);
+    t.extend(eos.filter(|_| vocab.add_eos()));
+    t.extend(vocab.sep().filter(|_| vocab.add_sep()));
+    t.extend(d);
+    t.extend(eos.filter(|_| vocab.add_eos()));
+    Ok(t)
 }
 
 fn normalize(v: &mut [f32], how: Normalize) {

@@ -143,6 +143,9 @@ pub enum Error {
     /// Embeddings asked of a context created without `embeddings(true)`.
     #[error("the context was created without embeddings")]
     NoEmbeddings,
+    /// Valid, but not possible with this model (e.g. reranking without a ranking head).
+    #[error("{0}")]
+    Unsupported(String),
     /// Text with an interior NUL byte where llama.cpp needs a C string.
     #[error("string contains a NUL byte: {0:?}")]
     Nul(String),
@@ -338,7 +341,7 @@ impl Error {
             | Error::NoOutput { .. }
             | Error::DeviceSampled { .. } => K::OutOfRange,
             Error::PromptTooLong { .. } | Error::ContextFull => K::ContextFull,
-            Error::VocabOnly | Error::NoEmbeddings => K::Unsupported,
+            Error::VocabOnly | Error::NoEmbeddings | Error::Unsupported(_) => K::Unsupported,
             Error::GrammarRejectedAll | Error::GrammarRejected(_) => K::Rejected,
             Error::NoSuchKey(_) | Error::NoSuchDevice(_) => K::NotFound,
             Error::Limit { .. } => K::LimitExceeded,

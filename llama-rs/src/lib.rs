@@ -75,7 +75,7 @@ pub use context::{
     MemoryEntry, MemoryPlan, Perf, Pooling, RopeScaling, DEVICE_TOP_K_MAX,
 };
 pub use device::{Device, DeviceType};
-pub use embed::{EmbedParams, Embedder, Normalize};
+pub use embed::{rerank_input, EmbedParams, Embedder, Normalize};
 pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,
     Timings, Usage, MAX_CHANNEL_CAPACITY,

@@ -376,6 +376,11 @@ impl<'m> Vocab<'m> {
         // SAFETY: see above.
         unsafe { sys::llama_vocab_get_add_eos(self.raw()) }
     }
+    /// Whether the model's pairs of texts are joined with a separator (rerankers).
+    pub fn add_sep(&self) -> bool {
+        // SAFETY: see above.
+        unsafe { sys::llama_vocab_get_add_sep(self.raw()) }
+    }
 }
 
 /// Turns a stream of token pieces into text without ever splitting a UTF-8 character:

@@ -51,5 +51,53 @@ fn normalization_and_errors() {
     let mut small = Embedder::new(m, EmbedParams { n_batch: 16, ..Default::default() }).unwrap();
     assert!(matches!(small.embed(&[&"word ".repeat(50)]), Err(Error::PromptTooLong { .. })));
     assert!(matches!(small.embed_tokens(&[vec![]]), Err(Error::InvalidParam(_))));
-    assert!(matches!(small.rerank("q", &["d"]), Err(Error::InvalidParam(_))), "no ranking head on Gemma");
+    let e = small.rerank("q", &["d"]).unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.kind() == llama_rs::ErrorKind::Unsupported,
+        "no ranking head on Gemma"
+    );
+}
+
+/// A reranker (Qwen3-Reranker's layout, synthetic: none can be downloaded here): the
+/// packed scores equal llama.cpp's for each pair decoded alone through the C API's own
+/// steps (one sequence, rank pooling, `llama_get_embeddings_seq`), the input follows the
+/// GGUF's rerank template, and each score is llama.cpp's softmaxed "yes" in (0, 1).
+#[test]
+fn reranking_scores_are_llama_cpps() {
+    let dir = common::TempDir::new("rerank");
+    let path = dir.join("tiny-reranker.gguf");
+    llama_testkit::write_tiny_reranker(&path).unwrap();
+    let model = llama_rs::Model::load(&path, Default::default()).unwrap();
+    let docs = ["a b", "b b a", "a", "b a b a b", "aab"];
+    let mut e = Embedder::new(&model, EmbedParams::default()).unwrap();
+    assert_eq!(e.pooling(), Pooling::Rank);
+    let scores = e.rerank("a b", &docs).unwrap();
+    assert_eq!(scores.len(), docs.len());
+    let vocab = model.vocab();
+    for (d, &score) in docs.iter().zip(&scores) {
+        let input = llama_rs::rerank_input(&model, "a b", d).unwrap();
+        assert_eq!(input, vocab.tokenize(&format!("<s>query: a b document: {d}"), false, true).unwrap());
+        assert_eq!(input[0], vocab.bos().unwrap(), "the template's <s> is BOS, parsed as special");
+        let mut ctx = model
+            .context(
+                llama_rs::ContextParams::default()
+                    .embeddings(true)
+                    .pooling(Pooling::Rank)
+                    .n_ctx(128)
+                    .n_batch(128)
+                    .n_ubatch(128),
+            )
+            .unwrap();
+        let mut b = llama_rs::Batch::new(128, 1).unwrap();
+        b.add_sequence(&input, 0, 0, true).unwrap();
+        ctx.decode(&mut b).unwrap();
+        let alone = ctx.embeddings_seq(0).unwrap().to_vec();
+        assert_eq!(alone.len(), 2, "one value per label (yes, no)");
+        assert!((alone[0] + alone[1] - 1.0).abs() < 1e-5, "softmax: {alone:?}");
+        // Not bit-equal: the packed batch changes the kernels' summation order (2.5e-5
+        // seen here).
+        assert!((score - alone[0]).abs() < 1e-3, "{d}: packed {score} vs alone {}", alone[0]);
+        assert!(score > 0.0 && score < 1.0);
+    }
+    assert!(scores.windows(2).any(|w| (w[0] - w[1]).abs() > 1e-6), "different documents, different scores: {scores:?}");
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`default_model_path`]: the model the suite runs on (fetched by `vendor/fetch.py`).
 //! - [`GgufWriter`]: writes GGUF files (crafted hostile models, control vectors, corpora).
-//! - [`write_synthetic_qwen2`], [`write_tiny_llama`]: models of a real shape with random
+//! - [`write_synthetic_qwen2`], [`write_tiny_llama`], [`write_tiny_reranker`]: models of a real shape with random
 //!   weights, for speed tests and split loading.
 //! - [`child`]: waits on child processes that fail at once, with the signal, when they die.
 //! - [`fixtures`]: the loaded default model, greedy helpers and scratch directories the
@@ -23,4 +23,6 @@ mod synthetic;
 
 pub use gguf_writer::GgufWriter;
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
-pub use synthetic::{write_synthetic_qwen2, write_tiny_llama, write_tiny_llama_with, SyntheticShape};
+pub use synthetic::{
+    write_synthetic_qwen2, write_tiny_llama, write_tiny_llama_with, write_tiny_reranker, SyntheticShape,
+};

@@ -301,6 +301,18 @@ pub fn write_tiny_llama(out: &Path) -> Result<()> {
 /// its 262: a vocabulary that extends another, as a draft model's may (llama.cpp allows
 /// 128 more), with random weights that pick the extra tokens often.
 pub fn write_tiny_llama_with(out: &Path, extra_tokens: usize) -> Result<()> {
+    write_tiny(out, extra_tokens, false)
+}
+
+/// A tiny reranker in Qwen3-Reranker's layout (`qwen3` architecture, pooling type rank,
+/// a `cls.output` head over the labels `yes`/`no`, softmaxed by llama.cpp, and a
+/// `rerank` prompt template), with [`write_tiny_llama`]'s vocabulary and random weights:
+/// no small reranker can be downloaded here. Its scores are noise, but llama.cpp's.
+pub fn write_tiny_reranker(out: &Path) -> Result<()> {
+    write_tiny(out, 0, true)
+}
+
+fn write_tiny(out: &Path, extra_tokens: usize, reranker: bool) -> Result<()> {
     const N_EMBD: u64 = 8;
     const N_FF: u64 = 16;
     let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
@@ -319,16 +331,17 @@ pub fn write_tiny_llama_with(out: &Path, extra_tokens: usize) -> Result<()> {
         })
         .collect();
     let mut w = GgufWriter::new();
-    w.kv_str("general.architecture", "llama")
+    let arch = if reranker { "qwen3" } else { "llama" };
+    w.kv_str("general.architecture", arch)
         .kv_str("general.name", "tiny")
-        .kv_u32("llama.context_length", 128)
-        .kv_u32("llama.embedding_length", N_EMBD as u32)
-        .kv_u32("llama.block_count", 1)
-        .kv_u32("llama.feed_forward_length", N_FF as u32)
-        .kv_u32("llama.attention.head_count", 2)
-        .kv_u32("llama.attention.head_count_kv", 2)
-        .kv_u32("llama.rope.dimension_count", 4)
-        .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .kv_u32(&format!("{arch}.context_length"), 128)
+        .kv_u32(&format!("{arch}.embedding_length"), N_EMBD as u32)
+        .kv_u32(&format!("{arch}.block_count"), 1)
+        .kv_u32(&format!("{arch}.feed_forward_length"), N_FF as u32)
+        .kv_u32(&format!("{arch}.attention.head_count"), 2)
+        .kv_u32(&format!("{arch}.attention.head_count_kv"), 2)
+        .kv_u32(&format!("{arch}.rope.dimension_count"), 4)
+        .kv_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5)
         .kv_str("tokenizer.ggml.model", "llama")
         .kv("tokenizer.ggml.tokens", GgufValue::Array(tokens.into_iter().map(GgufValue::Str).collect()))
         .kv("tokenizer.ggml.scores", GgufValue::Array((0..n_vocab).map(|i| GgufValue::F32(-(i as f32))).collect()))
@@ -353,6 +366,18 @@ pub fn write_tiny_llama_with(out: &Path, extra_tokens: usize) -> Result<()> {
         .tensor_f32("output.weight", &[N_EMBD, n_vocab], random(N_EMBD * n_vocab))?
         .tensor_f32("blk.0.attn_norm.weight", &[N_EMBD], ones(N_EMBD))?
         .tensor_f32("blk.0.ffn_norm.weight", &[N_EMBD], ones(N_EMBD))?;
+    if reranker {
+        // Qwen3's per-head q/k norms (head size 4), and the yes/no head.
+        w.kv_u32("qwen3.pooling_type", 4)
+            .kv(
+                "qwen3.classifier.output_labels",
+                GgufValue::Array(vec![GgufValue::Str("yes".into()), GgufValue::Str("no".into())]),
+            )
+            .kv_str("tokenizer.chat_template.rerank", "<s>query: {query} document: {document}");
+        w.tensor_f32("blk.0.attn_q_norm.weight", &[4], ones(4))?
+            .tensor_f32("blk.0.attn_k_norm.weight", &[4], ones(4))?
+            .tensor_f32("cls.output.weight", &[N_EMBD, 2], random(N_EMBD * 2))?;
+    }
     for name in ["attn_q", "attn_k", "attn_v", "attn_output"] {
         w.tensor_f32(&format!("blk.0.{name}.weight"), &[N_EMBD, N_EMBD], random(N_EMBD * N_EMBD))?;
     }

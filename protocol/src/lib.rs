@@ -23,6 +23,7 @@ pub mod answer;
 pub mod error;
 pub mod job;
 pub mod openai;
+pub mod rerank;
 pub mod responses;
 
 pub use error::{ProtocolError, Result};

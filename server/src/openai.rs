@@ -14,6 +14,7 @@ use llama_protocol::openai::{
     ChatRequest, Completion, CompletionChoice, CompletionRequest, Embedding, EmbeddingList, EmbeddingRequest,
     EmbeddingUsage, Timings, Usage as WireUsage,
 };
+use llama_protocol::rerank::RerankRequest;
 use llama_rs::{Event, Prompt, Token, Usage};
 use serde_json::{json, Value};
 
@@ -223,4 +224,38 @@ pub async fn models(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
         })
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
+}
+
+// ----------------------------------------------------------------------------- rerank
+
+/// `POST /v1/rerank` (and `/rerank`, `/v1/reranking`, `/reranking`): documents scored
+/// against the query by a model with a ranking head; a model without one is a 400.
+pub async fn rerank(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {
+    let req: RerankRequest = parse(&body)?;
+    let served = st.model(req.model.as_deref()).await?;
+    let texts = req.texts()?;
+    let l = served.clone();
+    let t2 = texts.clone();
+    let query = req.query.clone();
+    let (scores, n_tokens) = tokio::task::spawn_blocking(move || -> ApiResult<(Vec<f32>, usize)> {
+        let mut guard = l.embedder.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(llama_rs::Embedder::new(&l.model, llama_rs::EmbedParams::default())?);
+        }
+        let docs: Vec<&str> = t2.iter().map(String::as_str).collect();
+        let scores = guard.as_mut().expect("set above").rerank(&query, &docs).map_err(|e| {
+            let unsupported = e.kind() == llama_rs::ErrorKind::Unsupported;
+            let e = ApiError::from(e);
+            if unsupported {
+                ApiError { param: Some("model".into()), code: Some("model_cannot_rank"), ..e }
+            } else {
+                e
+            }
+        })?;
+        let n: usize = docs.iter().map(|d| llama_rs::rerank_input(&l.model, &query, d).map_or(0, |t| t.len())).sum();
+        Ok((scores, n))
+    })
+    .await
+    .map_err(|e| ApiError::status(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(llama_protocol::rerank::response(&req, &texts, &scores, served.id.clone(), n_tokens)).into_response())
 }

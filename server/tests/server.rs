@@ -1168,3 +1168,52 @@ fn structured_output_finishes_on_the_default_models() {
         assert_eq!((st, r["error"]["param"].as_str()), (400, Some("json_whitespace")), "{r}");
     }
 }
+
+/// `/v1/rerank` on a reranker (synthetic, Qwen3-Reranker's layout): llama.cpp's scores
+/// (as `Embedder::rerank` gives them in-process), best first, `top_n` kept, documents as
+/// strings or `{"text"}`; a model without a ranking head is a 400 naming `model`.
+#[test]
+fn rerank_scores_documents_best_first() {
+    let dir = std::env::temp_dir().join(format!("llama-rs-rerank-srv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny-reranker.gguf");
+    llama_testkit::write_tiny_reranker(&path).unwrap();
+    let docs = ["a b", "b b a", "a", "b a b a b", "aab"];
+    let model = llama_rs::Model::load(&path, Default::default()).unwrap();
+    let want = llama_rs::Embedder::new(&model, Default::default()).unwrap().rerank("a b", &docs).unwrap();
+    let p = path.display().to_string();
+    let argv = vec!["llama-rs-server", "-m", &p, "--port", "0", "-c", "128", "-np", "1", "-t", "2"];
+    let s = Server::spawn(args::parse_from(argv).unwrap()).unwrap();
+    s.wait_ready(Duration::from_secs(60)).unwrap();
+    let base = format!("http://{}", s.addr());
+    let mut body = json!({"query": "a b", "documents": docs, "return_documents": true});
+    body["documents"][1] = json!({"text": "b b a"});
+    for path in ["/v1/rerank", "/rerank"] {
+        let (st, r) = post(&base, path, body.clone());
+        assert_eq!(st, 200, "{r}");
+        let results = r["results"].as_array().unwrap();
+        assert_eq!(results.len(), docs.len());
+        let scores: Vec<f64> = results.iter().map(|x| x["relevance_score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+        for x in results {
+            let i = x["index"].as_u64().unwrap() as usize;
+            assert!((x["relevance_score"].as_f64().unwrap() - want[i] as f64).abs() < 1e-3, "{x} vs {}", want[i]);
+            assert_eq!(x["document"]["text"], docs[i]);
+        }
+        assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    }
+    let (st, r) = post(&base, "/v1/rerank", json!({"query": "a", "documents": ["a", "b", "ab"], "top_n": 2}));
+    assert_eq!((st, r["results"].as_array().map(Vec::len)), (200, Some(2)), "{r}");
+    assert!(r["results"][0].get("document").is_none());
+    let (st, r) = post(&base, "/v1/rerank", json!({"query": "a", "documents": []}));
+    assert_eq!((st, r["error"]["param"].as_str()), (400, Some("documents")), "{r}");
+    let (st, r) = post(&base, "/v1/rerank", json!({"query": "a", "documents": [5]}));
+    assert_eq!((st, r["error"]["param"].as_str()), (400, Some("documents[0]")), "{r}");
+    drop(s);
+    std::fs::remove_dir_all(&dir).ok();
+
+    let (_s, chat) = start(&[]);
+    let (st, r) = post(&chat, "/v1/rerank", json!({"query": "a", "documents": ["b"]}));
+    assert_eq!((st, r["error"]["param"].as_str()), (400, Some("model")), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("ranking head"), "{r}");
+}

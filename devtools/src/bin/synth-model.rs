@@ -11,7 +11,9 @@ use clap::Parser;
 
 #[derive(Parser)]
 struct Args {
-    /// tiny, 0.5b, 1.5b, 7b, 72b (Qwen2.5 shapes); moe-tiny, moe-a2.7b (Qwen2-MoE).
+    /// tiny, 0.5b, 1.5b, 7b, 72b (Qwen2.5 shapes); moe-tiny, moe-a2.7b (Qwen2-MoE);
+    /// mtp-tiny (GLM-4.5 with an MTP head); tiny-reranker (Qwen3-Reranker's layout, its
+    /// own tiny vocabulary: `--vocab` is not read).
     #[arg(long, default_value = "0.5b")]
     shape: String,
     /// A GGUF whose tokenizer.* metadata is copied (e.g. models/ggml-vocab-qwen2.gguf).
@@ -28,6 +30,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if a.shape == "tiny-reranker" {
+        llama_testkit::write_tiny_reranker(&a.out)?;
+        println!("{}", a.out.display());
+        return Ok(());
+    }
     let shape =
         llama_testkit::SyntheticShape::named(&a.shape).ok_or_else(|| anyhow::anyhow!("unknown shape {}", a.shape))?;
     let t = std::time::Instant::now();

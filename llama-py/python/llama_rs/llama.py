@@ -128,6 +128,7 @@ class Llama:
         self.cache = None
         self._embedding = embedding
         self._embedder = None
+        self._ranker = None
         self._logits_all = logits_all
         self._last_logits: Optional[bytes] = None
         self._core = None
@@ -281,6 +282,7 @@ class Llama:
         """Frees the model and context now; using the object afterwards raises ClosedError."""
         self._core = self._model = _Closed()
         self._embedder = None
+        self._ranker = None
 
     def __enter__(self) -> "Llama":
         return self
@@ -645,6 +647,13 @@ class Llama:
                 "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vecs)],
                 "usage": {"prompt_tokens": n, "total_tokens": n}}
 
+    def rank(self, query: str, documents: List[str]) -> List[float]:
+        """Relevance scores of `documents` for `query`, in their order (higher is more
+        relevant), with a reranker (a model with a ranking head: pooling type rank), as
+        the server's `/v1/rerank` scores them. Other models raise `UnsupportedError`."""
+        if self._ranker is None:
+            self._ranker = _native.Embedder(self._model, normalize=False, n_threads=self.n_threads_batch)
+        return self._ranker.rerank(query, list(documents))
 
     # ------------------------------------------------------------------ engine
     def engine(self, n_parallel: int = 8, n_ctx: Optional[int] = None, **kwargs: Any) -> "AsyncLlama":
