@@ -6,14 +6,12 @@
 use llama_protocol::answer::{self, ChatChoiceStream, Meta};
 use llama_protocol::openai::ChatRequest;
 use llama_protocol::{Defaults, Target};
-use llama_rs::{ChatTemplate, FinishReason, Model as RsModel, Token, TokenLogprob};
+use llama_rs::{FinishReason, Model as RsModel, Token, TokenLogprob};
 use pyo3::prelude::*;
 
 use crate::errors::{err, protocol_err, raise};
-use crate::Model;
-
-/// `(token, logprob, [(token, logprob), ...])` as `Stream` hands them out.
-type LogprobTuple = (i32, f32, Vec<(i32, f32)>);
+use crate::model::Model;
+use crate::stream::LogprobTuple;
 
 fn logprobs(v: Vec<LogprobTuple>) -> Vec<TokenLogprob> {
     v.into_iter()
@@ -39,19 +37,6 @@ fn to_py(py: Python<'_>, v: &impl serde::Serialize) -> PyResult<PyObject> {
     Ok(py.import("json")?.call_method1("loads", (s,))?.unbind())
 }
 
-/// The chat template: the GGUF's, a built-in one by name, or a Jinja source.
-pub(crate) fn template(model: &RsModel, name: Option<&str>) -> llama_rs::Result<ChatTemplate> {
-    match name {
-        None => ChatTemplate::from_model(model),
-        Some(t) if ChatTemplate::builtin_names().iter().any(|n| n == t) => ChatTemplate::builtin(t),
-        Some(src) => {
-            let v = model.vocab();
-            let piece = |t: Option<Token>| t.and_then(|t| v.token_to_piece(t, true).ok()).unwrap_or_default();
-            ChatTemplate::jinja(src, piece(v.bos()), piece(v.eos()))
-        }
-    }
-}
-
 /// An OpenAI chat request made ready for a `Core` or the `Engine`.
 #[pyclass(module = "llama_rs._llama_rs", frozen)]
 pub(crate) struct ChatJob {
@@ -74,7 +59,7 @@ impl ChatJob {
             raise(llama_rs::ErrorKind::InvalidArgument, format!("{path}: {}", e.inner()), Some(path))
         })?;
         let model = model.inner.clone();
-        let tmpl = self::template(&model, template);
+        let tmpl = crate::model::template(&model, template);
         let why = tmpl.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
         let target = Target {
             model: &model,

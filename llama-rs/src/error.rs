@@ -383,9 +383,15 @@ pub(crate) const CAUGHT: i32 = -100;
 
 /// The message of the exception the shim last caught on this thread.
 pub(crate) fn last_exception() -> String {
-    // SAFETY: returns a NUL-terminated thread-local string the shim owns, valid until
-    // the next barrier call on this thread; copied at once.
-    unsafe { crate::ffi::owned_string(llama_sys::llama_rs_last_error()) }
+    // SAFETY: the shim returns a NUL-terminated thread-local string it owns, valid until
+    // the next barrier call on this thread.
+    let p = unsafe { llama_sys::llama_rs_last_error() };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null and NUL-terminated (above); copied at once. (Not `ffi::owned_string`:
+    // `ffi` builds on this module, and modules do not import each other in circles.)
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 /// The one place a llama.cpp failure becomes an [`Error`]: a non-zero return code of

@@ -83,8 +83,8 @@ pub use engine::{
 pub use error::{Error, ErrorKind, Result};
 pub use fit::{fit, Fit, FitParams};
 pub use generate::{
-    CancelHandle, DeviceSampling, FinishReason, GenerateParams, GenerationCore, Generator, Piece, Prompt,
-    ReasoningBudget, Session, TokenLogprob,
+    CancelHandle, DeviceSampling, FinishReason, GenerateParams, Generator, Piece, Prompt, ReasoningBudget, Session,
+    TokenLogprob,
 };
 pub use gguf::{read_gguf_metadata, GgufValue};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
@@ -100,5 +100,14 @@ pub use speculative::{
 pub use token::{Pos, SeqId, Token};
 pub use vocab::{PieceDecoder, TokenAttr, Vocab, TOKENIZE_MAX_BYTES};
 
-/// Re-export of the raw bindings, for what the safe API does not cover yet.
+/// The raw bindings, for what the safe API does not cover yet (rusqlite's `ffi`
+/// pattern): an escape hatch whose calls are `unsafe` and carry none of this crate's
+/// checks. Our own crates (the protocol layer, the server, the Python module) do not use
+/// it: what they need is re-exported below as safe items.
 pub use llama_sys as sys;
+
+/// The llama.cpp commit this build links (from the vendored source).
+pub const LLAMA_CPP_COMMIT: &str = llama_sys::LLAMA_CPP_COMMIT;
+
+/// llama.cpp's "pick a random seed" value (`LLAMA_DEFAULT_SEED`).
+pub const DEFAULT_SEED: u32 = llama_sys::LLAMA_DEFAULT_SEED;

@@ -62,7 +62,7 @@ impl Meta {
 
 /// The value OpenAI clients show as the backend's build.
 pub fn system_fingerprint() -> String {
-    format!("llama-rs-{}-{}", env!("CARGO_PKG_VERSION"), llama_rs::sys::LLAMA_CPP_COMMIT)
+    format!("llama-rs-{}-{}", env!("CARGO_PKG_VERSION"), llama_rs::LLAMA_CPP_COMMIT)
 }
 
 /// OpenAI's `finish_reason` of an engine finish.

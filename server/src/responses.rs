@@ -1,11 +1,10 @@
 //! OpenAI's Responses API: `POST /v1/responses` (and `/responses`). The request becomes
 //! the chat job every format uses (`llama_protocol::responses`); answers are Responses'
 //! output items, streamed as its typed events (`event: <type>` SSE). Responses are kept
-//! for `previous_response_id` while the server runs (the last `MAX_STORED`); an unknown
+//! for `previous_response_id` while the server runs (`state::ResponseStore`); an unknown
 //! id is a 404 naming it.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,7 +14,6 @@ use axum::Json;
 use futures::StreamExt;
 use llama_protocol::answer::{self, ChatChoiceStream};
 use llama_protocol::job;
-use llama_protocol::openai::WireMessage;
 use llama_protocol::responses::{Response as ResponseBody, ResponseStream, ResponsesRequest};
 use llama_rs::Event;
 use serde_json::Value;
@@ -23,30 +21,6 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult};
 use crate::serve::{self, parse, target};
 use crate::state::{AppState, Loaded};
-
-/// Responses kept for `previous_response_id`.
-pub const MAX_STORED: usize = 1024;
-
-/// Stored conversations by response id (oldest dropped first).
-#[derive(Default)]
-pub struct Store {
-    items: Mutex<VecDeque<(String, Vec<WireMessage>)>>,
-}
-
-impl Store {
-    fn get(&self, id: &str) -> Option<Vec<WireMessage>> {
-        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        items.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, id: String, conversation: Vec<WireMessage>) {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        if items.len() >= MAX_STORED {
-            items.pop_front();
-        }
-        items.push_back((id, conversation));
-    }
-}
 
 /// `POST /v1/responses`.
 pub async fn create(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Response> {

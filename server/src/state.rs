@@ -96,7 +96,7 @@ pub struct AppState {
     /// Server start.
     pub started: Instant,
     /// Responses kept for `previous_response_id` (`/v1/responses`).
-    pub responses: crate::responses::Store,
+    pub responses: ResponseStore,
 }
 
 impl AppState {
@@ -459,4 +459,29 @@ fn template(args: &Args, model: &Model) -> Result<ChatTemplate, String> {
     ChatTemplate::from_model(model).map_err(|e| {
         format!("{e}; this model has no chat template: start the server with --chat-template NAME (e.g. chatml)")
     })
+}
+
+/// Responses kept for `previous_response_id`.
+pub const MAX_STORED: usize = 1024;
+
+/// The conversations of `/v1/responses` answers by response id, for
+/// `previous_response_id` (the last `MAX_STORED`, oldest dropped first).
+#[derive(Default)]
+pub struct ResponseStore {
+    items: Mutex<std::collections::VecDeque<(String, Vec<llama_protocol::openai::WireMessage>)>>,
+}
+
+impl ResponseStore {
+    pub fn get(&self, id: &str) -> Option<Vec<llama_protocol::openai::WireMessage>> {
+        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        items.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, id: String, conversation: Vec<llama_protocol::openai::WireMessage>) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if items.len() >= MAX_STORED {
+            items.pop_front();
+        }
+        items.push_back((id, conversation));
+    }
 }

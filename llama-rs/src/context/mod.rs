@@ -3,13 +3,15 @@
 //! The type and its decode/outputs live here; its other concerns have their own files:
 //! `params` (what a context is created with), `memory` (the KV cache), `state` (save and
 //! restore), `adapter` (LoRA and control vectors), `device_sampling` (sampling inside the
-//! graph) and `plan` (what a model + context will cost in memory before loading).
+//! graph), `plan` (what a model + context will cost in memory before loading) and
+//! `prefix` (how much of a sequence's cache a new prompt keeps).
 
 mod adapter;
 mod device_sampling;
 mod memory;
 mod params;
 mod plan;
+pub(crate) mod prefix;
 mod state;
 
 pub use adapter::{ControlVector, LoraAdapter};

@@ -7,7 +7,7 @@
 //! place, or shared with `seq_cp`). When the pool is full, cached prefixes are evicted
 //! first, then the youngest running request is preempted (its cache dropped and
 //! recomputed later) — a request never fails because others filled the cache. Each
-//! sequence runs the same [`GenerationCore`] as [`Session`](crate::Session).
+//! sequence runs the same generation core (`generate::GenerationCore`) as [`Session`](crate::Session).
 //!
 //! ```
 //! use llama_rs::{Engine, EngineParams, GenerateParams, Model, Request, SamplerConfig};
@@ -481,29 +481,12 @@ impl EngineHandle {
         let core = GenerationCore::new(&self.model, &req.params, prompt.len())?;
         let spec = match &req.params.speculation {
             None => None,
-            Some(sp) => {
-                sp.check()?;
-                let drafter = sp.own_drafter()?;
-                match sp.drafter {
-                    DraftKind::Ngram { .. } | DraftKind::NgramMap { .. } => {}
-                    DraftKind::Model if self.has_draft => {}
-                    DraftKind::Model => {
-                        return Err(Error::InvalidParam(
-                            "speculation with DraftKind::Model needs an engine made with Engine::with_draft_model"
-                                .into(),
-                        ))
-                    }
-                    DraftKind::Mtp if self.has_mtp => {}
-                    DraftKind::Mtp => {
-                        return Err(Error::InvalidParam(
-                            "speculation with DraftKind::Mtp needs an engine over a model loaded with its MTP \
-                                 layers (ModelParams::mtp(true))"
-                                .into(),
-                        ))
-                    }
-                }
-                Some((Speculator::new(sp), drafter))
-            }
+            Some(sp) => Some(sp.start(
+                self.has_draft,
+                self.has_mtp,
+                "an engine made with Engine::with_draft_model",
+                "an engine over a model loaded with its MTP layers (ModelParams::mtp(true))",
+            )?),
         };
         let (tx, rx) = futures::channel::mpsc::channel(self.params.channel_capacity - 1);
         let cancel = Arc::new(AtomicBool::new(false));

@@ -25,7 +25,7 @@ use super::{FinishReason, GenerateParams, Piece, TokenLogprob};
 /// 3. decode it next if [`continues_after`](Self::continues_after) says so;
 /// 4. [`emit`](Self::emit) its text: a [`Piece`] when text is ready, the final piece when
 ///    an end-of-generation token or a stop string ended the sequence.
-pub struct GenerationCore {
+pub(crate) struct GenerationCore {
     model: Model,
     sampler: Sampler,
     remaining: Option<usize>,

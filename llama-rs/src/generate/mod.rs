@@ -17,11 +17,11 @@ use crate::token::Token;
 
 mod budget;
 mod core;
-pub(crate) mod prefix;
 mod stop;
+mod verify;
 
 pub use self::budget::ReasoningBudget;
-pub use self::core::GenerationCore;
+pub(crate) use self::core::GenerationCore;
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,7 +311,7 @@ impl Session {
         if prompt.len() >= n_ctx {
             return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx });
         }
-        let keep = prefix::reuse(&mut self.ctx, 0, &self.tokens, prompt)?;
+        let keep = crate::context::prefix::reuse(&mut self.ctx, 0, &self.tokens, prompt)?;
         self.tokens.truncate(keep);
         let n_batch = self.batch.capacity();
         let mut last = 0;
@@ -428,29 +428,12 @@ impl Session {
         let core = GenerationCore::with_sampler(self.ctx.model(), sampler, params, tokens.len());
         let spec = match &params.speculation {
             None => None,
-            Some(sp) => {
-                sp.check()?;
-                let own = sp.own_drafter()?;
-                match sp.drafter {
-                    DraftKind::Ngram { .. } | DraftKind::NgramMap { .. } => {}
-                    DraftKind::Model if self.draft.is_some() => {}
-                    DraftKind::Model => {
-                        return Err(Error::InvalidParam(
-                            "speculation with DraftKind::Model needs Session::set_draft_model first".into(),
-                        ))
-                    }
-                    DraftKind::Mtp if self.mtp.is_some() => {}
-                    DraftKind::Mtp => {
-                        return Err(Error::InvalidParam(
-                            "speculation with DraftKind::Mtp needs Session::set_mtp first".into(),
-                        ))
-                    }
-                }
-                // A fixed batch shape caps the drafts at its size.
-                let capped =
-                    Speculation { max_draft: sp.fixed_batch.unwrap_or(64).clamp(1, sp.max_draft), ..sp.clone() };
-                Some((Speculator::new(&capped), own))
-            }
+            Some(sp) => Some(sp.start(
+                self.draft.is_some(),
+                self.mtp.is_some(),
+                "Session::set_draft_model first",
+                "Session::set_mtp first",
+            )?),
         };
         // A verification samples up to max_draft + 1 outputs of the sequence in one
         // decode: on the device only when the context lets its sampler take that many
@@ -616,7 +599,7 @@ impl Generator<'_> {
             s.resync();
             return Err(e);
         }
-        let v = spec.verify(&mut self.core, &s.ctx, 0, &drafts, real)?;
+        let v = self.core.verify(spec, &s.ctx, 0, &drafts, real)?;
         let dt = t0.elapsed().as_secs_f64();
         spec.stats.verify_s += dt;
         spec.stats.target_decodes += 1;

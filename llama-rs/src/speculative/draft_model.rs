@@ -6,9 +6,9 @@
 
 use super::Drafter;
 use crate::batch::Batch;
+use crate::context::prefix;
 use crate::context::{Context, ContextParams};
 use crate::error::{Error, Result};
-use crate::generate::prefix;
 use crate::model::Model;
 use crate::sampling::argmax;
 use crate::token::{SeqId, Token};

@@ -2,8 +2,9 @@
 //! them all in one batch, and the longest prefix the target agrees with is kept.
 //!
 //! Verification samples each position from the target with the request's own sampler
-//! (through the [`GenerationCore`]) and keeps a drafted token only if the target sampled
-//! exactly it. Every kept token was therefore drawn from the target's distribution, and
+//! (through the generation core, `generate::GenerationCore`, which drives this module's
+//! `Speculator`; nothing here depends on `generate`) and keeps a drafted token only if
+//! the target sampled exactly it. Every kept token was therefore drawn from the target's distribution, and
 //! the sampler's random stream is consumed once per position in the same order as
 //! without speculation: with greedy sampling, and with a seeded sampler, the text is the
 //! text of plain decoding (where the kernels give the same logits for a batch of k + 1
@@ -30,9 +31,7 @@ mod ngram;
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
 use crate::error::{check_arg, Result};
-use crate::generate::{GenerationCore, Piece};
 use crate::token::Token;
 
 pub use draft_model::DraftModel;
@@ -136,6 +135,31 @@ impl Speculation {
         self.own_drafter().map(drop)
     }
 
+    /// Starts speculation for one generation (`Session` and the engine alike): checks
+    /// the settings and that the drafter exists where it runs (`has_draft`, `has_mtp`;
+    /// the hints say how to provide one), caps drafts at a fixed batch shape, and
+    /// returns the adaptive speculator and the request's own drafter (n-grams), if any.
+    pub(crate) fn start(
+        &self,
+        has_draft: bool,
+        has_mtp: bool,
+        draft_hint: &str,
+        mtp_hint: &str,
+    ) -> Result<(Speculator, Option<Box<dyn Drafter>>)> {
+        self.check()?;
+        let own = self.own_drafter()?;
+        match self.drafter {
+            DraftKind::Ngram { .. } | DraftKind::NgramMap { .. } => {}
+            DraftKind::Model => {
+                check_arg(has_draft, || format!("speculation with DraftKind::Model needs {draft_hint}"))?
+            }
+            DraftKind::Mtp => check_arg(has_mtp, || format!("speculation with DraftKind::Mtp needs {mtp_hint}"))?,
+        }
+        // A fixed batch shape caps the drafts at its size.
+        let capped = Speculation { max_draft: self.fixed_batch.unwrap_or(64).clamp(1, self.max_draft), ..self.clone() };
+        Ok((Speculator::new(&capped), own))
+    }
+
     /// The drafter this speculation makes for itself (the n-gram kinds; `None` for a
     /// draft model or MTP head, which the session or engine owns), checked.
     pub(crate) fn own_drafter(&self) -> Result<Option<Box<dyn Drafter>>> {
@@ -218,17 +242,6 @@ pub(crate) struct Speculator {
     paused: usize,
     backoff: usize,
     pub(crate) stats: SpecStats,
-}
-
-/// The result of verifying one draft.
-pub(crate) struct Verified {
-    /// Drafted tokens kept (they are in the target's cache after the decode).
-    pub(crate) accepted: usize,
-    /// Pieces of text, in order (the last may be final).
-    pub(crate) pieces: Vec<Piece>,
-    /// The token sampled after the kept drafts, to decode next (`None` when the
-    /// generation ended).
-    pub(crate) next: Option<Token>,
 }
 
 impl Speculator {
@@ -351,43 +364,8 @@ impl Speculator {
         }
     }
 
-    /// Samples the target at `first` and after each drafted token, keeping drafts while
-    /// they agree. Only the first `real` drafts count in the statistics and the adaptive
-    /// rules (the rest is padding of a fixed batch shape).
-    pub(crate) fn verify(
-        &mut self,
-        core: &mut GenerationCore,
-        ctx: &Context,
-        first: usize,
-        drafts: &[Token],
-        real: usize,
-    ) -> Result<Verified> {
-        let mut pieces = Vec::new();
-        let mut accepted = 0;
-        let mut next = None;
-        for i in 0..=drafts.len() {
-            let t = core.sample(ctx, first + i)?;
-            self.stats.generated += 1;
-            let goes_on = core.continues_after();
-            let piece = core.emit(t)?;
-            let ended = piece.as_ref().is_some_and(|p| p.finish_reason.is_some());
-            pieces.extend(piece);
-            if ended || !goes_on {
-                break;
-            }
-            if i < drafts.len() && t == drafts[i] {
-                accepted += 1;
-                continue;
-            }
-            next = Some(t);
-            break;
-        }
-        let real = real.min(drafts.len());
-        self.record(real, accepted.min(real));
-        Ok(Verified { accepted, pieces, next })
-    }
-
-    fn record(&mut self, drafted: usize, accepted: usize) {
+    /// Counts a verified draft: `accepted` of the first `drafted` tokens were kept.
+    pub(crate) fn record(&mut self, drafted: usize, accepted: usize) {
         let s = &mut self.stats;
         s.drafted += drafted;
         s.accepted += accepted;

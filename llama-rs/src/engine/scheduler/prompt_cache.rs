@@ -1,0 +1,82 @@
+//! The host-memory prompt cache (`EngineParams::ram_cache_bytes`): a slot's cache
+//! copied out before it is reused, and copied back when a later prompt shares more of it
+//! than the cells at hand.
+
+use super::*;
+
+/// A sequence's cache copied to host memory (`EngineParams::ram_cache_bytes`).
+pub(super) struct Saved {
+    pub(super) tokens: Vec<Token>,
+    /// `Context::save_seq_state` of those tokens.
+    pub(super) state: Vec<u8>,
+    pub(super) last_used: u64,
+}
+
+/// Shorter prompts are not copied out (recomputing them costs little).
+pub(super) const RAM_MIN: usize = 32;
+
+/// A saved prompt is copied back when it gives at least this many more cached tokens
+/// than the cells at hand, and at least 1/256 of what is copied (a copied token costs
+/// far less than a computed one).
+pub(super) const RESTORE_GAIN: usize = 8;
+
+impl Scheduler {
+    /// Copies what idle `slot` caches into the host-memory prompt cache (unless a saved
+    /// entry already holds it), dropping the least recently used entries to fit.
+    pub(super) fn stash(&mut self, slot: usize) {
+        let budget = self.params.ram_cache_bytes;
+        let tokens = &self.slots[slot].cached;
+        if budget == 0 || !self.params.prefix_cache || tokens.len() < RAM_MIN || self.slots[slot].req.is_some() {
+            return;
+        }
+        if self.saved.iter().any(|s| s.tokens.starts_with(tokens)) {
+            return;
+        }
+        let tokens = tokens.clone();
+        let Ok(state) = self.ctx.save_seq_state(slot as SeqId, &tokens) else { return };
+        if state.len() > budget {
+            return;
+        }
+        // Entries this one extends are no longer needed.
+        self.saved.retain(|s| !tokens.starts_with(&s.tokens));
+        let mut used: usize = self.saved.iter().map(|s| s.state.len()).sum();
+        while used + state.len() > budget && !self.saved.is_empty() {
+            let lru = (0..self.saved.len()).min_by_key(|&i| self.saved[i].last_used).expect("not empty");
+            used -= self.saved.swap_remove(lru).state.len();
+        }
+        self.step += 1;
+        self.saved.push(Saved { tokens, state, last_used: self.step });
+        self.local.ram_cache_bytes = used + self.saved.last().map_or(0, |s| s.state.len());
+    }
+
+    /// Copies the saved entry sharing the longest prefix with `prompt` into sequence
+    /// `dst` when that pays over the `keep` tokens it already holds (`RESTORE_GAIN`);
+    /// returns the prefix now cached. A failed copy leaves the sequence empty (`Some(0)`).
+    pub(super) fn restore(&mut self, dst: usize, prompt: &[Token], keep: usize) -> Option<usize> {
+        if !self.params.prefix_cache {
+            return None;
+        }
+        let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
+        let (n, i) =
+            (0..self.saved.len()).map(|i| (common_prefix(&self.saved[i].tokens, prompt).min(limit), i)).max()?;
+        let gain = n.saturating_sub(keep);
+        if gain < RESTORE_GAIN || gain * 256 < self.saved[i].tokens.len() {
+            return None;
+        }
+        let seq = dst as SeqId;
+        let _ = self.ctx.seq_rm(Some(seq), ..);
+        self.slots[dst].cached.clear();
+        self.step += 1;
+        self.saved[i].last_used = self.step;
+        let ok = self.ctx.load_seq_state(seq, &self.saved[i].state).is_ok()
+            && self.ctx.seq_rm(Some(seq), n as i32..).unwrap_or(false)
+            && window_present(&self.ctx, seq, n);
+        if !ok {
+            log::debug!("engine: restoring a saved prompt into sequence {seq} failed");
+            let _ = self.ctx.seq_rm(Some(seq), ..);
+            return Some(0);
+        }
+        self.slots[dst].cached = prompt[..n].to_vec();
+        Some(n)
+    }
+}
