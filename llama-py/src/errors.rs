@@ -42,7 +42,7 @@ pub(crate) fn raise(kind: ErrorKind, msg: String, param: Option<String>) -> PyEr
 
 /// A llama-rs error as its exception.
 pub(crate) fn err(e: llama_rs::Error) -> PyErr {
-    raise(e.kind(), e.to_string(), None)
+    raise(e.kind(), e.to_string(), e.param().map(str::to_string))
 }
 
 /// A protocol error (a request field at fault) as its exception.

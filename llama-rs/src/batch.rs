@@ -64,11 +64,14 @@ impl Batch {
         // SAFETY: a pure query.
         let seq_limit = unsafe { sys::llama_max_parallel_sequences() };
         if capacity > i32::MAX as usize || max_seqs > seq_limit || n_embd > i32::MAX as usize {
-            return Err(Error::InvalidParam(format!(
-                "batch of {capacity} entries × {max_seqs} sequences × {n_embd} floats: capacity must be \
+            return Err(Error::invalid(
+                "",
+                format!(
+                    "batch of {capacity} entries × {max_seqs} sequences × {n_embd} floats: capacity must be \
                  <= {}, max_seqs <= {seq_limit}",
-                i32::MAX
-            )));
+                    i32::MAX
+                ),
+            ));
         }
         let n_ids = capacity.checked_mul(max_seqs);
         let n_floats = capacity.checked_mul(n_embd);

@@ -72,11 +72,12 @@ impl Embedder {
     /// An embedder over a new context sized by `p`, with a divisible batch for pooled models.
     pub fn new(model: &Model, p: EmbedParams) -> Result<Embedder> {
         if p.n_batch == 0 || p.max_inputs == 0 {
-            return Err(Error::InvalidParam("n_batch and max_inputs must be > 0".into()));
+            return Err(Error::invalid("", "n_batch and max_inputs must be > 0".into()));
         }
         let pooling = match p.pooling {
             Pooling::None => {
-                return Err(Error::InvalidParam(
+                return Err(Error::invalid(
+                    "",
                     "Embedder pools one vector per input; for per-token embeddings use a Context with embeddings(true)"
                         .into(),
                 ))
@@ -127,7 +128,7 @@ impl Embedder {
         let cap = self.batch.capacity();
         for t in inputs {
             if t.is_empty() {
-                return Err(Error::InvalidParam("empty input".into()));
+                return Err(Error::invalid("", "empty input".into()));
             }
             if t.len() > cap {
                 return Err(Error::PromptTooLong { n_prompt: t.len(), n_ctx: cap });

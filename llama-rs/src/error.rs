@@ -37,9 +37,16 @@ pub enum Error {
     /// llama.cpp could not create a context with these parameters.
     #[error("llama.cpp could not create the context (out of memory or unsupported parameters; see the llama.cpp log)")]
     ContextCreate,
-    /// Parameters that llama.cpp would reject or abort on.
-    #[error("invalid parameter: {0}")]
-    InvalidParam(String),
+    /// Parameters that llama.cpp would reject or abort on. `name` is the parameter at
+    /// fault as the API spells it (`top_p`, `speculation.max_draft`, `n_threads`), empty
+    /// where no single parameter is (see [`Error::param`]).
+    #[error("invalid parameter: {reason}")]
+    InvalidParam {
+        /// The parameter, or empty.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The model was loaded with `vocab_only` and cannot run.
     #[error("the model was loaded vocab-only and has no weights to decode with")]
     VocabOnly,
@@ -143,6 +150,10 @@ pub enum Error {
     /// Embeddings asked of a context created without `embeddings(true)`.
     #[error("the context was created without embeddings")]
     NoEmbeddings,
+    /// Code called back from the generation (a custom sampler) panicked; the request
+    /// failed, the engine goes on.
+    #[error("{0}")]
+    Panicked(String),
     /// Valid, but not possible with this model (e.g. reranking without a ranking head).
     #[error("{0}")]
     Unsupported(String),
@@ -312,6 +323,25 @@ impl ErrorKind {
 }
 
 impl Error {
+    /// An `InvalidParam` blaming `name` (empty: no single parameter).
+    pub fn invalid(name: &str, reason: String) -> Error {
+        Error::InvalidParam { name: name.to_string(), reason }
+    }
+
+    /// The parameter at fault, where the error names one (the server's OpenAI `param`,
+    /// Python's `param` attribute).
+    ///
+    /// ```
+    /// let e = llama_rs::SamplerConfig { top_p: 2.0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(e.param(), Some("top_p"));
+    /// ```
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Error::InvalidParam { name, .. } if !name.is_empty() => Some(name),
+            _ => None,
+        }
+    }
+
     /// The kind of this error (see [`ErrorKind`] for the intended mappings).
     pub fn kind(&self) -> ErrorKind {
         use ErrorKind as K;
@@ -322,9 +352,9 @@ impl Error {
             Error::ModelLoad { .. } | Error::ContextCreate | Error::Backend { .. } | Error::BackendFailed { .. } => {
                 K::Backend
             }
-            Error::NanLogits => K::Backend,
+            Error::NanLogits | Error::Panicked(_) => K::Backend,
             Error::LoadCancelled | Error::Aborted | Error::EngineStopped => K::Cancelled,
-            Error::InvalidParam(_)
+            Error::InvalidParam { .. }
             | Error::BatchFull { .. }
             | Error::EmptyBatch
             | Error::BatchTooLarge { .. }
@@ -356,14 +386,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `InvalidParam` naming `name` unless `v` is a number (NaN and ±inf are refused: llama.cpp
 /// reads them as "default" through its comparisons, or computes NaN with them).
 pub(crate) fn check_finite(name: &str, v: f32) -> Result<()> {
-    check_arg(v.is_finite(), || format!("{name} must be finite, got {v}"))
+    check_param(name, v.is_finite(), || format!("{name} must be finite, got {v}"))
+}
+
+/// `Err(InvalidParam { name, reason: what() })` unless `ok`.
+pub(crate) fn check_param(name: &str, ok: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, what()))
+    }
 }
 
 pub(crate) fn check_arg(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidParam(what()))
+        Err(Error::invalid("", what()))
     }
 }
 

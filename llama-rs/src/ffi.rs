@@ -38,7 +38,7 @@ pub(crate) fn path_cstring(p: &Path) -> Result<CString> {
     #[cfg(not(unix))]
     let bytes = p
         .to_str()
-        .ok_or_else(|| Error::InvalidParam(format!("path {} is not valid Unicode", p.display())))?
+        .ok_or_else(|| Error::invalid("", format!("path {} is not valid Unicode", p.display())))?
         .as_bytes()
         .to_vec();
     CString::new(bytes).map_err(|_| Error::Nul(p.display().to_string()))

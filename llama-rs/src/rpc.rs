@@ -83,7 +83,7 @@ fn hello(addr: &std::net::SocketAddr, endpoint: &str) -> Result<()> {
 }
 
 fn check_endpoint(endpoint: &str) -> Result<()> {
-    let bad = |why: &str| Error::InvalidParam(format!("RPC endpoint {endpoint:?}: {why} (expected host:port)"));
+    let bad = |why: &str| Error::invalid("", format!("RPC endpoint {endpoint:?}: {why} (expected host:port)"));
     let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     if host.is_empty() {
         return Err(bad("no host"));
@@ -159,11 +159,11 @@ pub fn serve(endpoint: &str, cache_dir: Option<&Path>, n_threads: usize, devices
     backend::init();
     let (host, port) = endpoint
         .rsplit_once(':')
-        .ok_or_else(|| Error::InvalidParam(format!("RPC endpoint {endpoint:?}: expected host:port")))?;
-    port.parse::<u16>().map_err(|_| Error::InvalidParam(format!("RPC endpoint {endpoint:?}: bad port")))?;
+        .ok_or_else(|| Error::invalid("", format!("RPC endpoint {endpoint:?}: expected host:port")))?;
+    port.parse::<u16>().map_err(|_| Error::invalid("", format!("RPC endpoint {endpoint:?}: bad port")))?;
     // Fail here, not with an abort inside ggml, if the address cannot be bound.
     std::net::TcpListener::bind((host, port.parse::<u16>().unwrap()))
-        .map_err(|e| Error::InvalidParam(format!("cannot listen on {endpoint}: {e}")))?;
+        .map_err(|e| Error::invalid("", format!("cannot listen on {endpoint}: {e}")))?;
     let mut devs: Vec<sys::ggml_backend_dev_t> = Vec::new();
     let idx: Vec<usize> = if devices.is_empty() {
         Device::all().iter().filter(|d| !d.name.starts_with("RPC")).map(|d| d.index).collect()

@@ -18,7 +18,7 @@ pub(crate) fn create_beside(dest: &Path) -> Result<(PathBuf, File)> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = dest.file_name().ok_or_else(|| Error::InvalidParam(format!("{} names no file", dest.display())))?;
+    let name = dest.file_name().ok_or_else(|| Error::invalid("", format!("{} names no file", dest.display())))?;
     for _ in 0..100 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let mut tmp_name = std::ffi::OsString::from(".");

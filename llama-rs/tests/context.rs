@@ -173,10 +173,10 @@ fn memory_operations() {
     assert!(matches!(c.seq_cp(0, -1, ..), Err(Error::InvalidSeqId { .. })));
     assert!(matches!(c.seq_keep(99), Err(Error::InvalidSeqId { .. })));
     assert!(matches!(c.seq_add(5, .., 1), Err(Error::InvalidSeqId { .. })));
-    assert!(matches!(c.seq_div(0, .., 1), Err(Error::InvalidParam(_))));
+    assert!(matches!(c.seq_div(0, .., 1), Err(Error::InvalidParam { .. })));
     // Per-sequence streams (kv_unified off) copy only whole sequences.
     let mut s = model().context(params().n_seq_max(2).kv_unified(false)).unwrap();
-    assert!(matches!(s.seq_cp(0, 1, 2..5), Err(Error::InvalidParam(_))));
+    assert!(matches!(s.seq_cp(0, 1, 2..5), Err(Error::InvalidParam { .. })));
     s.seq_cp(0, 1, ..).unwrap();
 }
 
@@ -332,9 +332,9 @@ fn bad_inputs_are_typed_errors() {
         params().n_batch(16).n_ubatch(16).n_seq_max(32),
     ] {
         let dbg = format!("{p:?}");
-        assert!(matches!(m.context(p), Err(Error::InvalidParam(_))), "{dbg}");
+        assert!(matches!(m.context(p), Err(Error::InvalidParam { .. })), "{dbg}");
     }
-    assert!(matches!(c.set_threads(0, 1), Err(Error::InvalidParam(_))));
+    assert!(matches!(c.set_threads(0, 1), Err(Error::InvalidParam { .. })));
 }
 
 #[test]

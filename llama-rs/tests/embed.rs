@@ -46,11 +46,11 @@ fn normalization_and_errors() {
     assert_eq!(raw.pooling(), Pooling::Mean);
     assert!(matches!(
         Embedder::new(m, EmbedParams { pooling: Pooling::None, ..Default::default() }),
-        Err(Error::InvalidParam(_))
+        Err(Error::InvalidParam { .. })
     ));
     let mut small = Embedder::new(m, EmbedParams { n_batch: 16, ..Default::default() }).unwrap();
     assert!(matches!(small.embed(&[&"word ".repeat(50)]), Err(Error::PromptTooLong { .. })));
-    assert!(matches!(small.embed_tokens(&[vec![]]), Err(Error::InvalidParam(_))));
+    assert!(matches!(small.embed_tokens(&[vec![]]), Err(Error::InvalidParam { .. })));
     let e = small.rerank("q", &["d"]).unwrap_err();
     assert!(
         matches!(e, Error::Unsupported(_)) && e.kind() == llama_rs::ErrorKind::Unsupported,

@@ -440,5 +440,5 @@ fn speculative_requests_in_the_engine_keep_their_text() {
         speculation: Some(Speculation { drafter: DraftKind::Model, ..Default::default() }),
         ..greedy(4)
     };
-    assert!(matches!(e.submit(Request::text("hi", p)), Err(Error::InvalidParam(_))));
+    assert!(matches!(e.submit(Request::text("hi", p)), Err(Error::InvalidParam { .. })));
 }

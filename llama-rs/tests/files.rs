@@ -66,7 +66,7 @@ fn malformed_model_files_are_errors() {
     );
     std::fs::remove_file(&p).unwrap();
     // Split loading: an empty list, or a bad part.
-    assert!(matches!(Model::load_splits::<&str>(&[], ModelParams::default()), Err(Error::InvalidParam(_))));
+    assert!(matches!(Model::load_splits::<&str>(&[], ModelParams::default()), Err(Error::InvalidParam { .. })));
     assert!(matches!(
         Model::load_splits(&[real.as_path(), "/no/such/part.gguf".as_ref()], ModelParams::default()),
         Err(Error::ModelFile { .. })
@@ -150,7 +150,7 @@ fn split_models_load_from_the_first_part_or_an_explicit_list() {
     // Loading from a later part, or with a part missing, is an error.
     assert!(matches!(Model::load(&parts[1], ModelParams::default()), Err(Error::ModelLoad { .. })));
     // An incomplete list is refused by its split metadata before llama.cpp sees it.
-    assert!(matches!(Model::load_splits(&parts[..2], ModelParams::default()), Err(Error::InvalidParam(_))));
+    assert!(matches!(Model::load_splits(&parts[..2], ModelParams::default()), Err(Error::InvalidParam { .. })));
     std::fs::remove_file(&parts[2]).unwrap();
     assert!(matches!(Model::load(&parts[0], ModelParams::default()), Err(Error::ModelLoad { .. })));
 }

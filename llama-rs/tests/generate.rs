@@ -156,7 +156,7 @@ fn bad_prompts_and_a_full_context() {
     let mut small = Session::new(model().context(params().n_ctx(64).n_batch(64).n_ubatch(64)).unwrap()).unwrap();
     let long = "word ".repeat(5000);
     assert!(matches!(small.generate(long.as_str(), &greedy(4)), Err(Error::PromptTooLong { .. })));
-    assert!(matches!(small.generate(Vec::<Token>::new(), &greedy(4)), Err(Error::InvalidParam(_))));
+    assert!(matches!(small.generate(Vec::<Token>::new(), &greedy(4)), Err(Error::InvalidParam { .. })));
     assert!(matches!(small.generate(vec![Token(2), Token(-4)], &greedy(4)), Err(Error::InvalidToken { .. })));
     let p = GenerateParams { max_tokens: None, ignore_eos: true, ..greedy(0) };
     let (_, finish) = small.generate(PROMPT, &p).unwrap().text().unwrap();
@@ -246,11 +246,11 @@ fn device_sampling_gives_the_host_tokens() {
 fn device_sampler_preconditions_are_typed_errors() {
     let mut c = ctx();
     assert!(matches!(c.set_device_sampler(5, Some(DeviceSampler::Greedy)), Err(Error::InvalidSeqId { .. })));
-    assert!(matches!(c.set_device_sampler(0, Some(DeviceSampler::TopK(0))), Err(Error::InvalidParam(_))));
+    assert!(matches!(c.set_device_sampler(0, Some(DeviceSampler::TopK(0))), Err(Error::InvalidParam { .. })));
     let too_many = model().n_vocab() as u32 + 1;
-    assert!(matches!(c.set_device_sampler(0, Some(DeviceSampler::TopK(too_many))), Err(Error::InvalidParam(_))));
+    assert!(matches!(c.set_device_sampler(0, Some(DeviceSampler::TopK(too_many))), Err(Error::InvalidParam { .. })));
     let mut e = model().context(params().embeddings(true)).unwrap();
-    assert!(matches!(e.set_device_sampler(0, Some(DeviceSampler::Greedy)), Err(Error::InvalidParam(_))));
+    assert!(matches!(e.set_device_sampler(0, Some(DeviceSampler::Greedy)), Err(Error::InvalidParam { .. })));
 
     assert!(c.set_device_sampler(0, Some(DeviceSampler::TopK(8))).unwrap());
     let prompt = model().vocab().tokenize(PROMPT, true, false).unwrap();
@@ -268,7 +268,7 @@ fn device_sampler_preconditions_are_typed_errors() {
     let mut greedy = SamplerConfig::greedy().build(model()).unwrap();
     assert_eq!(greedy.sample(&c, last).unwrap(), *best);
     let mut top40 = SamplerConfig::default().build(model()).unwrap();
-    assert!(matches!(top40.sample(&c, last), Err(Error::InvalidParam(_))));
+    assert!(matches!(top40.sample(&c, last), Err(Error::InvalidParam { .. })));
     let mut top8 = SamplerConfig { top_k: 8, ..SamplerConfig::greedy() };
     top8.temperature = 0.5;
     let t = top8.build(model()).unwrap().sample(&c, last).unwrap();

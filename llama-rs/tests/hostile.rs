@@ -279,7 +279,7 @@ fn context_operations_llama_cpp_would_crash_on_are_errors() {
     batch.add_sequence(&toks, 0, 0, true).unwrap();
     // Gemma 3 is decoder-only: llama_encode would dereference state it never built.
     assert!(!m.has_encoder());
-    assert!(matches!(ctx.encode(&mut batch), Err(Error::InvalidParam(_))));
+    assert!(matches!(ctx.encode(&mut batch), Err(Error::InvalidParam { .. })));
     ctx.decode(&mut batch).unwrap();
 
     // A BF16 K cache cannot be shifted on the CPU (no BF16 rope kernel).
@@ -324,7 +324,7 @@ fn metadata_llama_cpp_asserts_on_is_refused_before_loading() {
             let path = path.clone();
             move || Model::load(&path, p).map(|_| ())
         });
-        assert!(matches!(r, Err(Error::NotGguf { .. } | Error::InvalidParam(_))), "{k} = {v:?}: {r:?}");
+        assert!(matches!(r, Err(Error::NotGguf { .. } | Error::InvalidParam { .. })), "{k} = {v:?}: {r:?}");
     }
     // A T5 vocabulary that must add a BOS it does not have (an out-of-range id is
     // ignored by llama.cpp, leaving T5's default: none).
@@ -337,7 +337,7 @@ fn metadata_llama_cpp_asserts_on_is_refused_before_loading() {
     // that kept the last would check another value than the loader reads (a fuzz find).
     let p = ModelParams::default().kv_override("llama.block_count", Int(0)).kv_override("llama.block_count", Int(1));
     let r = Model::load(&path, p).map(|_| ());
-    assert!(matches!(&r, Err(Error::InvalidParam(m)) if m.contains("more than once")), "{r:?}");
+    assert!(matches!(&r, Err(Error::invalid("", m)) if m.contains("more than once")), "{r:?}");
 }
 
 #[cfg(unix)]
@@ -360,7 +360,7 @@ fn files_that_are_not_whole_models_are_errors() {
     assert!(matches!(&r, Err(Error::NotGguf { reason, .. }) if reason.contains("truncated")), "{:?}", r.map(|_| ()));
     // Two whole models are not the parts of one split model.
     let r = Model::load_splits(&[&path, &path], ModelParams::default());
-    assert!(matches!(r, Err(Error::InvalidParam(_))), "{:?}", r.map(|_| ()));
+    assert!(matches!(r, Err(Error::InvalidParam { .. })), "{:?}", r.map(|_| ()));
 }
 
 extern "C" {
@@ -528,7 +528,7 @@ fn tiny_contexts_generate_in_time() {
                 )?;
                 e.submit(llama_rs::Request::text("Hi", p))?.text()
             });
-            assert!(r.is_ok() || matches!(r, Err(Error::InvalidParam(_))), "{n_ctx}/{slots}: {r:?}");
+            assert!(r.is_ok() || matches!(r, Err(Error::InvalidParam { .. })), "{n_ctx}/{slots}: {r:?}");
         }
     }
 }
@@ -587,9 +587,9 @@ fn speculation_settings_out_of_range_are_errors() {
         assert!(sp.check().is_err(), "{sp:?}");
         let p = GenerateParams { max_tokens: Some(2), speculation: Some(sp.clone()), ..Default::default() };
         let r = session.generate("Hello", &p).map(|_| ());
-        assert!(matches!(r, Err(Error::InvalidParam(_))), "session {sp:?}: {r:?}");
+        assert!(matches!(r, Err(Error::InvalidParam { .. })), "session {sp:?}: {r:?}");
         let r = engine.submit(llama_rs::Request::text("Hello", p)).map(|_| ());
-        assert!(matches!(r, Err(Error::InvalidParam(_))), "engine {sp:?}: {r:?}");
+        assert!(matches!(r, Err(Error::InvalidParam { .. })), "engine {sp:?}: {r:?}");
     }
 }
 
@@ -693,7 +693,7 @@ fn sampling_edge_cases_are_typed_errors() {
         .build()
         .unwrap();
     let logits: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 10.0).collect();
-    assert!(matches!(s.sample_logits(&logits), Err(Error::InvalidParam(_))));
+    assert!(matches!(s.sample_logits(&logits), Err(Error::InvalidParam { .. })));
 
     // A position with no successor.
     let mut ctx = common::ctx();
@@ -712,7 +712,7 @@ fn pooled_embeddings_with_any_sequence_count() {
         assert_eq!(v.len(), 5);
     }
     let p = ContextParams::default().embeddings(true).pooling(llama_rs::Pooling::Mean).n_seq_max(3).n_ctx(2048);
-    assert!(matches!(m.context(p), Err(Error::InvalidParam(_))));
+    assert!(matches!(m.context(p), Err(Error::InvalidParam { .. })));
 }
 
 // Class 6: device top-k. llama.cpp checks every device chain on a probe tensor of
@@ -728,7 +728,7 @@ fn device_top_k_bounds_hold_for_every_sequence() {
         let mut ctx = m.context(common::params().n_seq_max(n_seq).n_ubatch(n_ubatch)).unwrap();
         for k in [max + 1, n - 1, n, 0] {
             let r = ctx.set_device_sampler(0, Some(llama_rs::DeviceSampler::TopK(k)));
-            assert!(matches!(r, Err(Error::InvalidParam(_))), "k {k}, {n_seq} seqs, ubatch {n_ubatch}: {r:?}");
+            assert!(matches!(r, Err(Error::InvalidParam { .. })), "k {k}, {n_seq} seqs, ubatch {n_ubatch}: {r:?}");
         }
         // The largest allowed k, on every sequence: attached, decoded, sampled.
         for seq in 0..n_seq as i32 {
@@ -783,7 +783,7 @@ fn encode_needs_an_encoder_or_a_context_without_memory() {
                 let mut b = Batch::new(64, 1).unwrap();
                 b.add_sequence(&toks, 0, 0, true).unwrap();
                 let r = ctx.encode(&mut b);
-                assert!(matches!(r, Err(Error::InvalidParam(_))), "{emb} {attn:?} {pooling:?}: {r:?}");
+                assert!(matches!(r, Err(Error::InvalidParam { .. })), "{emb} {attn:?} {pooling:?}: {r:?}");
             }
         }
     }
@@ -924,14 +924,14 @@ fn non_numbers_unbounded_buffers_and_blocking_paths_are_errors() {
             let mut p = common::params();
             set(&mut p, v);
             let e = m.context(p).err().unwrap_or_else(|| panic!("{name} = {v} accepted"));
-            assert!(matches!(e, Error::InvalidParam(_)) && e.to_string().contains(name), "{name} = {v}: {e}");
+            assert!(matches!(e, Error::InvalidParam { .. }) && e.to_string().contains(name), "{name} = {v}: {e}");
         }
     }
     // The frequencies have no "from the model" sign: negative is an error, 0 the default.
     for (name, set) in &fields[..2] {
         let mut p = common::params();
         set(&mut p, -5.0);
-        assert!(matches!(m.context(p), Err(Error::InvalidParam(_))), "{name} = -5 accepted");
+        assert!(matches!(m.context(p), Err(Error::InvalidParam { .. })), "{name} = -5 accepted");
         let mut p = common::params();
         set(&mut p, 0.0);
         m.context(p).unwrap();
@@ -944,7 +944,7 @@ fn non_numbers_unbounded_buffers_and_blocking_paths_are_errors() {
     for cap in [0, usize::MAX, llama_rs::MAX_CHANNEL_CAPACITY + 1] {
         let p = llama_rs::EngineParams { channel_capacity: cap, ..Default::default() };
         let r = llama_rs::Engine::new(m, p);
-        assert!(matches!(r, Err(Error::InvalidParam(ref s)) if s.contains("channel_capacity")), "capacity {cap}");
+        assert!(matches!(r, Err(Error::invalid("", ref s)) if s.contains("channel_capacity")), "capacity {cap}");
     }
 
     // A FIFO nobody writes: reading it would block forever.

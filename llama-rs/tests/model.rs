@@ -166,7 +166,7 @@ fn model_params_are_checked() {
     for p in cases {
         let dbg = format!("{p:?}");
         let r = Model::load(&path, p);
-        assert!(matches!(r, Err(Error::InvalidParam(_)) | Err(Error::NoSuchDevice(_))), "{dbg}: {r:?}");
+        assert!(matches!(r, Err(Error::InvalidParam { .. }) | Err(Error::NoSuchDevice(_))), "{dbg}: {r:?}");
     }
     // A valid override is applied.
     let p = ModelParams::default()

@@ -144,11 +144,11 @@ fn every_sampler_runs_and_validates_its_parameters() {
         Stage::Dry { multiplier: 1.0, base: 0.5, allowed_length: 2, last_n: 1, breakers: vec![] },
     ] {
         assert!(
-            matches!(SamplerBuilder::new(model()).stage(st.clone()).build(), Err(Error::InvalidParam(_))),
+            matches!(SamplerBuilder::new(model()).stage(st.clone()).build(), Err(Error::InvalidParam { .. })),
             "{st:?}"
         );
     }
-    assert!(matches!(s_wrong_len(), Err(Error::InvalidParam(_))));
+    assert!(matches!(s_wrong_len(), Err(Error::InvalidParam { .. })));
 }
 
 fn s_wrong_len() -> Result<Token, Error> {

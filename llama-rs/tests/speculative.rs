@@ -142,15 +142,15 @@ fn bad_speculation_settings_are_typed_errors() {
     llama_testkit::write_tiny_llama(&tiny).unwrap();
     let other = Model::load(&tiny, ModelParams::default()).unwrap();
     let r = DraftModel::new(model(), &other, ContextParams::default().n_ctx(256));
-    assert!(matches!(r, Err(Error::InvalidParam(ref m)) if m.contains("vocabulary")), "{r:?}");
+    assert!(matches!(r, Err(Error::invalid("", ref m)) if m.contains("vocabulary")), "{r:?}");
     let plain = GenerateParams { max_tokens: Some(8), sampler: SamplerConfig::greedy(), ..Default::default() };
     // A draft model kind without a draft model.
-    assert!(matches!(session().generate("Hi", &with_spec(&plain, DraftKind::Model)), Err(Error::InvalidParam(_))));
+    assert!(matches!(session().generate("Hi", &with_spec(&plain, DraftKind::Model)), Err(Error::InvalidParam { .. })));
     // k = 0 and k beyond the bound.
     for k in [0, 65] {
         let p =
             GenerateParams { speculation: Some(Speculation { max_draft: k, ..Default::default() }), ..plain.clone() };
-        assert!(matches!(session().generate("Hi", &p), Err(Error::InvalidParam(_))), "k = {k}");
+        assert!(matches!(session().generate("Hi", &p), Err(Error::InvalidParam { .. })), "k = {k}");
     }
 }
 
@@ -326,7 +326,7 @@ fn verification_with_a_device_sampler_keeps_the_text() {
     }
     // Out of range: a typed error, not llama.cpp's abort.
     let r = model().context(ctx_params().n_outputs_max_per_seq(0));
-    assert!(matches!(r, Err(Error::InvalidParam(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::InvalidParam { .. })), "{r:?}");
 }
 
 /// A synthetic GLM-4.5-layout MoE model with one MTP block (random weights, Qwen2's
@@ -407,21 +407,21 @@ fn mtp_drafts_from_the_models_own_head_and_keeps_the_text() {
     // Typed errors: a model without MTP layers, a model loaded without them, no head set,
     // a head of another model, the engine.
     let e = llama_rs::Mtp::new(self::model(), ctx_params()).unwrap_err();
-    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("no multi-token-prediction")), "{e}");
+    assert!(matches!(&e, Error::invalid("", m) if m.contains("no multi-token-prediction")), "{e}");
     let without = Model::load(&path, ModelParams::default()).unwrap();
     assert_eq!((without.n_mtp_layers(), without.mtp_loaded()), (1, false));
     let e = llama_rs::Mtp::new(&without, ctx_params()).unwrap_err();
-    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("ModelParams::mtp")), "{e}");
+    assert!(matches!(&e, Error::invalid("", m) if m.contains("ModelParams::mtp")), "{e}");
     let mut s = Session::new(without.context(ctx_params()).unwrap()).unwrap();
     let e = s.generate("x", &with_spec(&plain, DraftKind::Mtp)).err().unwrap();
-    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("set_mtp")), "{e}");
+    assert!(matches!(&e, Error::invalid("", m) if m.contains("set_mtp")), "{e}");
     let e = s.set_mtp(Some(llama_rs::Mtp::new(&model, ctx_params()).unwrap())).unwrap_err();
-    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("another model")), "{e}");
+    assert!(matches!(&e, Error::invalid("", m) if m.contains("another model")), "{e}");
     let engine =
         llama_rs::Engine::new(&without, llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
     let req = llama_rs::Request { prompt: "x".into(), params: with_spec(&plain, DraftKind::Mtp) };
     let e = engine.submit(req).err().unwrap();
-    assert!(matches!(&e, Error::InvalidParam(m) if m.contains("ModelParams::mtp")), "{e}");
+    assert!(matches!(&e, Error::invalid("", m) if m.contains("ModelParams::mtp")), "{e}");
 
     // The engine over the model with its head: four MTP requests at once (the head keeps
     // one sequence per slot), each equal to plain decoding in the exact profile; n-gram

@@ -101,10 +101,7 @@ impl GgufWriter {
         // A shape whose element count wraps (e.g. [2^32, 2^32]) must not pass as 0 values.
         let n = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         if ne.is_empty() || ne.len() > 4 || n != Some(data.len() as u64) {
-            return Err(Error::InvalidParam(format!(
-                "tensor {name}: shape {ne:?} does not hold {} values",
-                data.len()
-            )));
+            return Err(Error::invalid("", format!("tensor {name}: shape {ne:?} does not hold {} values", data.len())));
         }
         let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.tensors.push(Tensor { name: name.into(), ne: ne.to_vec(), ggml_type: 0, data: TensorData::Bytes(bytes) });
@@ -122,7 +119,7 @@ impl GgufWriter {
         fill: impl Fn(usize, &mut [u8]) + 'static,
     ) -> Result<&mut Self> {
         if ne.is_empty() || ne.len() > 4 || ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none() {
-            return Err(Error::InvalidParam(format!("tensor {name}: shape {ne:?}")));
+            return Err(Error::invalid("", format!("tensor {name}: shape {ne:?}")));
         }
         self.tensors.push(Tensor {
             name: name.into(),

@@ -115,7 +115,7 @@ fn add_quant(w: &mut GgufWriter, name: &str, ne: &[u64], seed: u64) -> Result<()
         // Q8_0: w = d·q with q a random i8, already centred.
         (GGML_Q8_0, 32, 34, f16_bits(1e-4).to_le_bytes().to_vec())
     } else {
-        return Err(Error::InvalidParam(format!("{name}: rows of {ne0} values cannot be quantized")));
+        return Err(Error::invalid("", format!("{name}: rows of {ne0} values cannot be quantized")));
     };
     let n_bytes = (ne0 / block * rows) as usize * bytes;
     w.tensor_gen(name, ne, ty, n_bytes, move |off, chunk| {
@@ -160,7 +160,7 @@ pub fn write_synthetic_qwen2(
             ("tokenizer.ggml.tokens", GgufValue::Array(t)) => Some(t.len() as u64),
             _ => None,
         })
-        .ok_or_else(|| Error::InvalidParam(format!("{} has no tokenizer.ggml.tokens", vocab_gguf.display())))?;
+        .ok_or_else(|| Error::invalid("", format!("{} has no tokenizer.ggml.tokens", vocab_gguf.display())))?;
     let s = shape;
     let n_kv = s.n_head_kv * (s.n_embd / s.n_head);
     let mut specs: Vec<(String, Kind)> = Vec::new();

@@ -88,7 +88,7 @@ impl From<llama_rs::Error> for ProtocolError {
             E::JsonSchema(_) => Some("response_format"),
             E::Grammar(_) => Some("grammar"),
             E::Template(_) | E::PromptTooLong { .. } => Some("messages"),
-            _ => None,
+            e => e.param(),
         };
         ProtocolError { kind, message: e.to_string(), param: param.map(str::to_string), code }
     }

@@ -121,27 +121,15 @@ pub fn params(t: &Target<'_>, s: &Sampling) -> Result<GenerateParams> {
         mirostat_eta: s.mirostat_eta.unwrap_or(d.mirostat_eta),
         ..d
     };
-    for (name, v) in [
-        ("temperature", sampler.temperature),
-        ("top_p", sampler.top_p),
-        ("min_p", sampler.min_p),
-        ("typical_p", sampler.typical_p),
-        ("presence_penalty", sampler.presence_penalty),
-        ("frequency_penalty", sampler.frequency_penalty),
-        ("repeat_penalty", sampler.repeat_penalty),
-        ("mirostat_tau", sampler.mirostat_tau),
-        ("mirostat_eta", sampler.mirostat_eta),
-    ] {
-        if !v.is_finite() {
-            return Err(ProtocolError::invalid(name, format!("{name} must be a finite number")));
+    // The sampler's own checks, once (`SamplerConfig::validate`); its errors name the
+    // field, which is the wire's name but for the penalty window.
+    sampler.validate().map_err(|e| {
+        let e = ProtocolError::from(e);
+        if e.param.as_deref() == Some("penalty_last_n") {
+            return e.with_param("repeat_last_n");
         }
-    }
-    if !(0.0..=1.0).contains(&sampler.top_p) {
-        return Err(ProtocolError::invalid("top_p", "top_p must be in [0, 1]"));
-    }
-    if sampler.mirostat > 2 {
-        return Err(ProtocolError::invalid("mirostat", "mirostat must be 0, 1 or 2"));
-    }
+        e
+    })?;
     if let Some(seed) = s.seed {
         // OpenAI seeds are 64-bit; llama.cpp's are 32-bit: fold, so every seed works.
         sampler.seed = (seed as u64 ^ (seed as u64 >> 32)) as u32;

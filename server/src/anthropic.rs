@@ -14,9 +14,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use llama_rs::{
-    parse_tool_calls, Event, FinishReason, Prompt, ReasoningSplitter, ToolCall, ToolCallStream, ToolEvent, Usage,
-};
+use llama_protocol::answer::{self, ChatChoiceStream};
+use llama_rs::{Event, FinishReason, Prompt, Usage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,7 +23,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::serve::{self, parse};
 use crate::state::{AppState, Loaded};
 use llama_protocol::openai::ChatRequest;
-use llama_protocol::ChatJob;
 
 /// Anthropic's default temperature (OpenAI's default is lower).
 const DEFAULT_TEMPERATURE: f32 = 1.0;
@@ -242,30 +240,34 @@ fn stop_reason(finish: FinishReason, stop_word: &Option<String>, tool_use: bool)
     }
 }
 
-fn tool_use_block(c: &ToolCall) -> Value {
-    // OpenAI-style arguments may arrive as a JSON string; Anthropic's input is an object.
-    let input = match &c.function.arguments {
-        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
-        v => v.clone(),
-    };
-    let id = c.id.clone().unwrap_or_else(|| format!("toolu_{:016x}", serve::rand_id()));
-    json!({"type": "tool_use", "id": id, "name": c.function.name, "input": input})
+/// A tool call as Anthropic's `tool_use` block (input as an object; ids as Anthropic's).
+fn tool_use_block(c: &llama_protocol::openai::ToolCall) -> Value {
+    let input: Value = serde_json::from_str(&c.function.arguments).unwrap_or_else(|_| json!({}));
+    json!({"type": "tool_use", "id": tool_use_id(c.id.as_deref()), "name": c.function.name, "input": input})
 }
 
-/// The content blocks of a finished answer: thinking, text, tool calls.
-fn content_blocks(cj: &ChatJob, text: &str) -> (Vec<Value>, bool) {
-    let (thought, answer) =
-        if cj.split_reasoning { ReasoningSplitter::split(text, cj.opened) } else { (None, text.to_string()) };
+/// Anthropic's `toolu_` id for a call id (the model's own, or the protocol layer's).
+fn tool_use_id(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("toolu_{}", id.trim_start_matches("call_")),
+        None => format!("toolu_{:016x}", serve::rand_id()),
+    }
+}
+
+/// The content blocks of a finished answer (read by the protocol layer: thinking split,
+/// tool calls parsed): thinking, text, tool uses.
+fn content_blocks(choice: &llama_protocol::openai::ChatChoice) -> (Vec<Value>, bool) {
+    let m = &choice.message;
     let mut blocks = Vec::new();
-    if let Some(t) = thought.filter(|t| !t.is_empty()) {
+    if let Some(t) = m.reasoning_content.as_ref().filter(|t| !t.is_empty()) {
         blocks.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
     }
-    let (answer, calls) = if cj.tools_on { parse_tool_calls(&answer) } else { (answer, Vec::new()) };
-    if !answer.is_empty() || calls.is_empty() {
-        blocks.push(json!({"type": "text", "text": answer}));
+    let text = m.content.clone().unwrap_or_default();
+    if !text.is_empty() || m.tool_calls.is_empty() {
+        blocks.push(json!({"type": "text", "text": text}));
     }
-    blocks.extend(calls.iter().map(tool_use_block));
-    (blocks, !calls.is_empty())
+    blocks.extend(m.tool_calls.iter().map(tool_use_block));
+    (blocks, !m.tool_calls.is_empty())
 }
 
 /// `POST /v1/messages`.
@@ -291,8 +293,8 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
     let id = format!("msg_{:016x}", serve::rand_id());
     if !stream {
         let c = serve::collect(s, serve::timeout(&st)).await?;
-        let (content, tool_use) = content_blocks(&cj, &c.text);
-        let finish = c.finish.unwrap_or(FinishReason::Stop);
+        let finish = c.finish();
+        let (content, tool_use) = content_blocks(&answer::chat_choice(&cj, 0, &c.text, &[], finish, &l.model));
         return Ok(Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop_reason(finish, &c.stop_word, tool_use),
@@ -308,9 +310,9 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }}));
         let mut blocks = Blocks::default();
-        let mut splitter = ReasoningSplitter::new(cj.opened);
-        // With tools: text streams as it comes, held back only where it may start a call.
-        let mut calls = ToolCallStream::new();
+        // The protocol layer's reader: thinking, text (held back only where it may start
+        // a call), each call's name then its arguments piece by piece.
+        let mut choice = ChatChoiceStream::new(&cj, 0);
         let mut all = Box::pin(serve::merged(vec![s], timeout));
         while let Some((_, ev)) = all.next().await {
             match ev {
@@ -319,27 +321,13 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
                     return;
                 }
                 Ok(Event::Piece(p)) => {
-                    let (thought, text) =
-                        if cj.split_reasoning { splitter.push(&p.text) } else { (String::new(), p.text) };
-                    blocks.delta(&tx, "thinking", &thought);
-                    if cj.tools_on {
-                        let ev = calls.push(&text);
-                        blocks.tool_events(&tx, ev);
-                    } else {
-                        blocks.delta(&tx, "text", &text);
+                    for d in choice.piece(&p.text, &[], &served.model) {
+                        blocks.delta(&tx, d);
                     }
                 }
                 Ok(Event::Done { finish_reason, usage, stop_word, .. }) => {
-                    let (thought, text) = splitter.finish();
-                    blocks.delta(&tx, "thinking", &thought);
-                    let mut tool_use = false;
-                    if cj.tools_on {
-                        let mut ev = calls.push(&text);
-                        ev.extend(calls.finish());
-                        blocks.tool_events(&tx, ev);
-                        tool_use = blocks.tool_uses > 0;
-                    } else {
-                        blocks.delta(&tx, "text", &text);
+                    for d in choice.done(finish_reason) {
+                        blocks.delta(&tx, d);
                     }
                     if blocks.index == 0 && blocks.open.is_none() {
                         // An empty answer still has its (empty) text block.
@@ -349,6 +337,7 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
                         tx(json!({"type": "content_block_stop", "index": 0}));
                     }
                     blocks.close(&tx);
+                    let tool_use = blocks.tool_uses > 0;
                     tx(json!({"type": "message_delta",
                         "delta": {"stop_reason": stop_reason(finish_reason, &stop_word, tool_use), "stop_sequence": stop_word},
                         "usage": usage_json(&usage)}));
@@ -376,8 +365,28 @@ struct Blocks {
 }
 
 impl Blocks {
+    /// One chat delta as Anthropic's block events.
+    fn delta(&mut self, tx: &dyn Fn(Value), d: llama_protocol::openai::ChunkChoice) {
+        self.text(tx, "thinking", d.delta.reasoning_content.as_deref().unwrap_or(""));
+        self.text(tx, "text", d.delta.content.as_deref().unwrap_or(""));
+        for c in d.delta.tool_calls.unwrap_or_default() {
+            if let Some(name) = &c.function.name {
+                self.close(tx);
+                let id = tool_use_id(c.id.as_deref());
+                tx(json!({"type": "content_block_start", "index": self.index,
+                          "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
+                self.open = Some("tool_use");
+                self.tool_uses += 1;
+            }
+            if !c.function.arguments.is_empty() {
+                tx(json!({"type": "content_block_delta", "index": self.index,
+                    "delta": {"type": "input_json_delta", "partial_json": c.function.arguments}}));
+            }
+        }
+    }
+
     /// Text for a `text` or `thinking` block, opening it (and closing another) first.
-    fn delta(&mut self, tx: &dyn Fn(Value), kind: &'static str, text: &str) {
+    fn text(&mut self, tx: &dyn Fn(Value), kind: &'static str, text: &str) {
         if text.is_empty() {
             return;
         }
@@ -404,41 +413,6 @@ impl Blocks {
             tx(json!({"type": "content_block_stop", "index": self.index}));
             self.index += 1;
         }
-    }
-
-    /// Streamed text and tool calls: a call's block opens with its name, its input
-    /// follows as JSON deltas (piece by piece where the call streams).
-    fn tool_events(&mut self, tx: &dyn Fn(Value), events: Vec<ToolEvent>) {
-        for e in events {
-            match e {
-                ToolEvent::Content(c) => self.delta(tx, "text", &c),
-                ToolEvent::Call(c) => {
-                    let mut block = tool_use_block(&c);
-                    let input = std::mem::replace(&mut block["input"], json!({}));
-                    self.start_tool_use(tx, block);
-                    self.input_delta(tx, &input.to_string());
-                    self.close(tx);
-                }
-                ToolEvent::CallStart { name } => {
-                    let id = format!("toolu_{:016x}", serve::rand_id());
-                    self.start_tool_use(tx, json!({"type": "tool_use", "id": id, "name": name, "input": {}}));
-                }
-                ToolEvent::CallArgs(a) => self.input_delta(tx, &a),
-                ToolEvent::CallEnd(_) => self.close(tx),
-            }
-        }
-    }
-
-    fn start_tool_use(&mut self, tx: &dyn Fn(Value), block: Value) {
-        self.close(tx);
-        tx(json!({"type": "content_block_start", "index": self.index, "content_block": block}));
-        self.open = Some("tool_use");
-        self.tool_uses += 1;
-    }
-
-    fn input_delta(&self, tx: &dyn Fn(Value), partial: &str) {
-        tx(json!({"type": "content_block_delta", "index": self.index,
-            "delta": {"type": "input_json_delta", "partial_json": partial}}));
     }
 }
 

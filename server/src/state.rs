@@ -461,27 +461,46 @@ fn template(args: &Args, model: &Model) -> Result<ChatTemplate, String> {
     })
 }
 
-/// Responses kept for `previous_response_id`.
+/// Responses kept for `previous_response_id`: at most this many...
 pub const MAX_STORED: usize = 1024;
+/// ...and at most this many bytes of message text in all (oldest dropped first).
+pub const MAX_STORED_BYTES: usize = 256 << 20;
+
+type Conversation = Vec<llama_protocol::openai::WireMessage>;
 
 /// The conversations of `/v1/responses` answers by response id, for
-/// `previous_response_id` (the last `MAX_STORED`, oldest dropped first).
+/// `previous_response_id` (the last `MAX_STORED` within `MAX_STORED_BYTES`, oldest
+/// dropped first).
 #[derive(Default)]
 pub struct ResponseStore {
-    items: Mutex<std::collections::VecDeque<(String, Vec<llama_protocol::openai::WireMessage>)>>,
+    items: Mutex<(std::collections::VecDeque<(String, Conversation, usize)>, usize)>,
+}
+
+fn conversation_bytes(c: &Conversation) -> usize {
+    c.iter().map(|m| m.content.as_ref().map_or(0, |v| v.to_string().len()) + 64).sum()
 }
 
 impl ResponseStore {
-    pub fn get(&self, id: &str) -> Option<Vec<llama_protocol::openai::WireMessage>> {
+    /// The stored conversation of response `id`.
+    pub fn get(&self, id: &str) -> Option<Conversation> {
         let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        items.iter().find(|(k, _)| k == id).map(|(_, v)| v.clone())
+        items.0.iter().find(|(k, _, _)| k == id).map(|(_, v, _)| v.clone())
     }
 
-    pub fn put(&self, id: String, conversation: Vec<llama_protocol::openai::WireMessage>) {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        if items.len() >= MAX_STORED {
-            items.pop_front();
+    /// Keeps `conversation` as response `id`'s (a conversation over the byte bound is not kept).
+    pub fn put(&self, id: String, conversation: Conversation) {
+        let n = conversation_bytes(&conversation);
+        if n > MAX_STORED_BYTES {
+            return;
         }
-        items.push_back((id, conversation));
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        while items.0.len() >= MAX_STORED || items.1 + n > MAX_STORED_BYTES {
+            match items.0.pop_front() {
+                Some((_, _, b)) => items.1 -= b,
+                None => break,
+            }
+        }
+        items.0.push_back((id, conversation, n));
+        items.1 += n;
     }
 }

@@ -253,6 +253,15 @@ fn bad_requests_are_4xx_with_an_openai_error_body() {
         400,
         "n must",
     );
+    // The sampler's own checks (`SamplerConfig::validate`, once) name the wire field.
+    for (field, bad) in
+        [("top_p", json!(2.0)), ("top_k", json!(-1)), ("repeat_last_n", json!(-5)), ("mirostat", json!(7))]
+    {
+        let mut b = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2});
+        b[field] = bad;
+        let (st, e) = post(&base, "/v1/chat/completions", b);
+        assert_eq!((st, e["error"]["param"].as_str()), (400, Some(field)), "{e}");
+    }
     err(
         post(
             &base,

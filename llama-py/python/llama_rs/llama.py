@@ -609,9 +609,6 @@ class Llama:
         names = {"llama-2": "llama2", "llama-3": "llama3", "mistral-instruct": "mistral-v1"}
         return names.get(fmt, fmt)
 
-    def _piece(self, t: int) -> str:
-        return self._model.detokenize([t], False).decode("utf-8", errors="replace")
-
     @staticmethod
     def _chat_chunks(s, answer) -> Iterator[Dict[str, Any]]:
         yield answer.start(0)

@@ -86,7 +86,7 @@ impl Context {
     pub fn set_device_sampler(&mut self, seq: SeqId, step: Option<DeviceSampler>) -> Result<bool> {
         self.check_seq(seq)?;
         if step.is_some() && self.params.embeddings {
-            return Err(Error::InvalidParam("device samplers need a context without embeddings".into()));
+            return Err(Error::invalid("", "device samplers need a context without embeddings".into()));
         }
         if let Some(DeviceSampler::TopK(k)) = step {
             // llama.cpp checks a device chain by building it over a probe tensor of
@@ -95,9 +95,10 @@ impl Context {
             // sequence count. The graph's own rows hold n_vocab logits.
             let max = (self.n_vocab as i64).min(DEVICE_TOP_K_MAX as i64).max(1);
             if k == 0 || k as i64 > max {
-                return Err(Error::InvalidParam(format!(
-                    "device top-k needs 1 <= k <= min(n_vocab, {DEVICE_TOP_K_MAX}) ({max}), got {k}"
-                )));
+                return Err(Error::invalid(
+                    "",
+                    format!("device top-k needs 1 <= k <= min(n_vocab, {DEVICE_TOP_K_MAX}) ({max}), got {k}"),
+                ));
             }
         }
         if self.device_samplers.iter().any(|(s, ..)| *s == seq) {

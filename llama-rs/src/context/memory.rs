@@ -65,7 +65,8 @@ impl Context {
         // Separate per-sequence KV streams can only copy a whole sequence.
         let per_seq_streams = !self.params.kv_unified && self.params.n_seq_max > 1;
         if per_seq_streams && src != dst && (p0 > 0 || p1 >= 0) {
-            return Err(Error::InvalidParam(
+            return Err(Error::invalid(
+                "",
                 "seq_cp of a partial range needs kv_unified(true) (each sequence has its own KV stream)".into(),
             ));
         }
@@ -94,7 +95,7 @@ impl Context {
     pub fn seq_add(&mut self, seq: SeqId, range: impl RangeBounds<Pos>, delta: Pos) -> Result<()> {
         self.check_seq(seq)?;
         if !self.can_shift() {
-            return Err(Error::InvalidParam("this model's memory cannot shift positions".into()));
+            return Err(Error::invalid("", "this model's memory cannot shift positions".into()));
         }
         let (p0, p1) = range_to_c(range);
         // SAFETY: id checked, shifting supported.
@@ -106,10 +107,10 @@ impl Context {
     pub fn seq_div(&mut self, seq: SeqId, range: impl RangeBounds<Pos>, d: i32) -> Result<()> {
         self.check_seq(seq)?;
         if d <= 1 {
-            return Err(Error::InvalidParam(format!("seq_div divisor must be > 1, got {d}")));
+            return Err(Error::invalid("", format!("seq_div divisor must be > 1, got {d}")));
         }
         if !self.can_shift() {
-            return Err(Error::InvalidParam("this model's memory cannot shift positions".into()));
+            return Err(Error::invalid("", "this model's memory cannot shift positions".into()));
         }
         let (p0, p1) = range_to_c(range);
         // SAFETY: id checked, d > 1, shifting supported.

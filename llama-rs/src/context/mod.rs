@@ -168,11 +168,14 @@ fn check_pooled_reserve(model: &Model, p: &ContextParams) -> Result<()> {
     let non_causal = p.n_ubatch.min(n_ctx.next_multiple_of(256));
     for n_tokens in [causal, non_causal] {
         if n_tokens % p.n_seq_max != 0 {
-            return Err(Error::InvalidParam(format!(
-                "with pooled embeddings, n_ubatch ({n_tokens} after llama.cpp's clamping) must be a multiple of \
+            return Err(Error::invalid(
+                "",
+                format!(
+                    "with pooled embeddings, n_ubatch ({n_tokens} after llama.cpp's clamping) must be a multiple of \
                  n_seq_max ({})",
-                p.n_seq_max
-            )));
+                    p.n_seq_max
+                ),
+            ));
         }
     }
     Ok(())
@@ -291,7 +294,7 @@ impl Context {
     pub fn set_threads(&mut self, n_threads: u32, n_threads_batch: u32) -> Result<()> {
         let max = sys::GGML_MAX_N_THREADS;
         if n_threads == 0 || n_threads_batch == 0 || n_threads > max || n_threads_batch > max {
-            return Err(Error::InvalidParam(format!("thread counts must be in 1..={max}")));
+            return Err(Error::invalid("", format!("thread counts must be in 1..={max}")));
         }
         // SAFETY: valid context, positive counts.
         unsafe { sys::llama_set_n_threads(self.ptr.as_ptr(), n_threads as i32, n_threads_batch as i32) };
@@ -354,7 +357,7 @@ impl Context {
                 // The last position has no successor (and `+ 1` would wrap to UNSEEN).
                 self.next_pos[s as usize] = p
                     .checked_add(1)
-                    .ok_or_else(|| Error::InvalidParam(format!("sequence {s}: position {p} is out of range")))?;
+                    .ok_or_else(|| Error::invalid("", format!("sequence {s}: position {p} is out of range")))?;
             }
             let seqs = batch.seq_ids(i);
             if batch.is_output(i) && seqs.len() > 1 && seqs.iter().any(|&s| self.device_sampler(s).is_some()) {
@@ -391,7 +394,8 @@ impl Context {
         // SAFETY: valid context; the memory handle is only compared with NULL.
         let has_memory = !unsafe { sys::llama_get_memory(self.ptr.as_ptr()) }.is_null();
         if !self.model.has_encoder() && has_memory {
-            return Err(Error::InvalidParam(
+            return Err(Error::invalid(
+                "",
                 "encode needs an encoder-decoder model or a context without a KV cache (an embedding model); \
                  use decode"
                     .into(),

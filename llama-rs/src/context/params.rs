@@ -100,7 +100,7 @@ impl std::str::FromStr for KvType {
     fn from_str(s: &str) -> crate::Result<KvType> {
         KvType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
             let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
-            crate::Error::InvalidParam(format!("{s:?} is not a KV cache type ({})", names.join(", ")))
+            crate::Error::invalid("", format!("{s:?} is not a KV cache type ({})", names.join(", ")))
         })
     }
 }
@@ -284,40 +284,49 @@ impl ContextParams {
 
     /// Checks the combinations llama.cpp would reject or abort on.
     pub(super) fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidParam(m));
+        let bad = |name: &str, m: String| Err(Error::invalid(name, m));
         if self.n_batch == 0 || self.n_ubatch == 0 {
-            return bad("n_batch and n_ubatch must be > 0".into());
+            return bad("n_batch", "n_batch and n_ubatch must be > 0".into());
         }
         if self.n_ubatch > self.n_batch {
-            return bad(format!("n_ubatch ({}) must be <= n_batch ({})", self.n_ubatch, self.n_batch));
+            return bad("n_ubatch", format!("n_ubatch ({}) must be <= n_batch ({})", self.n_ubatch, self.n_batch));
         }
         // SAFETY: a pure query.
         let max_seq = unsafe { sys::llama_max_parallel_sequences() } as u32;
         if self.n_seq_max == 0 || self.n_seq_max > max_seq {
-            return bad(format!("n_seq_max must be in 1..={max_seq}, got {}", self.n_seq_max));
+            return bad("n_seq_max", format!("n_seq_max must be in 1..={max_seq}, got {}", self.n_seq_max));
         }
         if self.n_outputs_max_per_seq == 0 || self.n_outputs_max_per_seq > self.n_batch {
-            return bad(format!(
-                "n_outputs_max_per_seq must be in 1..=n_batch ({}), got {}",
-                self.n_batch, self.n_outputs_max_per_seq
-            ));
+            return bad(
+                "n_outputs_max_per_seq",
+                format!(
+                    "n_outputs_max_per_seq must be in 1..=n_batch ({}), got {}",
+                    self.n_batch, self.n_outputs_max_per_seq
+                ),
+            );
         }
         if self.n_seq_max > self.n_batch {
             // llama.cpp reserves one output row per sequence inside an n_batch-row
             // buffer and asserts (llama-context.cpp output_reserve) when it cannot.
-            return bad(format!("n_seq_max ({}) must be <= n_batch ({})", self.n_seq_max, self.n_batch));
+            return bad("n_seq_max", format!("n_seq_max ({}) must be <= n_batch ({})", self.n_seq_max, self.n_batch));
         }
         if self.type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
-            return bad(format!("quantized V cache ({:?}) requires flash attention (Auto or On)", self.type_v));
+            return bad(
+                "type_v",
+                format!("quantized V cache ({:?}) requires flash attention (Auto or On)", self.type_v),
+            );
         }
         // ggml's thread pool holds at most GGML_MAX_N_THREADS; creating more threads
         // than the system allows throws inside ggml (an exception across the C API).
         let max = sys::GGML_MAX_N_THREADS;
         if self.n_threads > max || self.n_threads_batch > max {
-            return bad(format!(
-                "n_threads ({}) and n_threads_batch ({}) must be <= {max} (0 = all cores)",
-                self.n_threads, self.n_threads_batch
-            ));
+            return bad(
+                "n_threads",
+                format!(
+                    "n_threads ({}) and n_threads_batch ({}) must be <= {max} (0 = all cores)",
+                    self.n_threads, self.n_threads_batch
+                ),
+            );
         }
         // RoPE/YaRN: llama.cpp reads a negative YaRN value (and a zero frequency) as
         // "from the model" and takes NaN through its `>= 0` tests as that too, or into the
@@ -330,13 +339,16 @@ impl ContextParams {
         check_finite("yarn_beta_fast", self.yarn_beta_fast)?;
         check_finite("yarn_beta_slow", self.yarn_beta_slow)?;
         if self.rope_freq_base < 0.0 || self.rope_freq_scale < 0.0 {
-            return bad(format!(
-                "rope_freq_base ({}) and rope_freq_scale ({}) must be >= 0 (0 = from the model)",
-                self.rope_freq_base, self.rope_freq_scale
-            ));
+            return bad(
+                "rope_freq_base",
+                format!(
+                    "rope_freq_base ({}) and rope_freq_scale ({}) must be >= 0 (0 = from the model)",
+                    self.rope_freq_base, self.rope_freq_scale
+                ),
+            );
         }
         if self.n_ctx != 0 && self.n_ctx < self.n_seq_max {
-            return bad(format!("n_ctx ({}) leaves no room for {} sequences", self.n_ctx, self.n_seq_max));
+            return bad("n_ctx", format!("n_ctx ({}) leaves no room for {} sequences", self.n_ctx, self.n_seq_max));
         }
         Ok(())
     }

@@ -372,7 +372,8 @@ impl Engine {
             format!("channel_capacity must be in 1..={MAX_CHANNEL_CAPACITY}, got {}", params.channel_capacity)
         })?;
         if params.deterministic && !model.no_repack() {
-            return Err(Error::InvalidParam(
+            return Err(Error::invalid(
+                "",
                 "deterministic engines need weights without repacked CPU layouts: load the model with \
                  ModelParams::no_repack(true)"
                     .into(),
@@ -473,7 +474,7 @@ impl EngineHandle {
             }
         };
         if prompt.is_empty() {
-            return Err(Error::InvalidParam("empty prompt".into()));
+            return Err(Error::invalid("", "empty prompt".into()));
         }
         if prompt.len() >= self.cap {
             return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx: self.cap });

@@ -124,7 +124,7 @@ impl GenerationCore {
     pub fn sample(&mut self, ctx: &Context, index: usize) -> Result<Token> {
         if self.exhausted() {
             // Drivers check first; sampling past the limit would run without one.
-            return Err(Error::InvalidParam("the token limit is reached: nothing more may be sampled".into()));
+            return Err(Error::invalid("", "the token limit is reached: nothing more may be sampled".into()));
         }
         // A spent thinking budget forces the block's end tag, token by token.
         let forced = self.budget.as_mut().and_then(BudgetState::forced);

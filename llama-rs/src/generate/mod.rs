@@ -305,7 +305,7 @@ impl Session {
     /// prompt token's logits.
     fn prefill(&mut self, prompt: &[Token]) -> Result<usize> {
         if prompt.is_empty() {
-            return Err(Error::InvalidParam("empty prompt".into()));
+            return Err(Error::invalid("", "empty prompt".into()));
         }
         let n_ctx = self.ctx.n_ctx_seq() as usize;
         if prompt.len() >= n_ctx {
@@ -372,7 +372,7 @@ impl Session {
     /// ```
     pub fn eval(&mut self, tokens: &[Token]) -> Result<Vec<f32>> {
         if tokens.is_empty() {
-            return Err(Error::InvalidParam("eval of no tokens".into()));
+            return Err(Error::invalid("", "eval of no tokens".into()));
         }
         let v = self.ctx.model().vocab();
         for &t in tokens {
@@ -483,7 +483,7 @@ fn auto_step(sampler: &Sampler, backend: &str) -> Option<DeviceSampler> {
 }
 
 /// Streams the generated text as [`Piece`]s. Dropping it stops generation; the session
-/// keeps every token that was decoded. The per-sequence logic is the [`GenerationCore`];
+/// keeps every token that was decoded. The per-sequence logic is the generation core (`GenerationCore`, shared with the engine);
 /// this drives it over sequence 0 of the session's context.
 pub struct Generator<'s> {
     session: &'s mut Session,

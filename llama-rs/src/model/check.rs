@@ -55,7 +55,7 @@ fn merged(
         // llama.cpp keeps the first override of a key, a merge the last: the checks
         // would see another value than the loader (found by fuzzing: block_count 0 then 5).
         if !seen.insert(k.as_str()) {
-            return Err(Error::InvalidParam(format!("kv_override {k} is given more than once")));
+            return Err(Error::invalid("", format!("kv_override {k} is given more than once")));
         }
         let v = match o {
             KvOverride::Int(i) => GgufValue::I64(*i),
@@ -73,11 +73,14 @@ fn merged(
                 _ => false,
             };
             if !same {
-                return Err(Error::InvalidParam(format!(
-                    "kv_override {k}: {o:?} does not have the type of the file's value {old:?} in {} \
+                return Err(Error::invalid(
+                    "",
+                    format!(
+                        "kv_override {k}: {o:?} does not have the type of the file's value {old:?} in {} \
                      (llama.cpp would ignore it)",
-                    path.display()
-                )));
+                        path.display()
+                    ),
+                ));
             }
         }
         m.insert(k.clone(), v);
@@ -371,12 +374,15 @@ pub(super) fn check_splits<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
         };
         let (no, count) = (get("split.no"), get("split.count"));
         if no != Some(i as u64) || count != Some(paths.len() as u64) {
-            return Err(Error::InvalidParam(format!(
-                "{} is not part {} of a {}-part split model (split.no = {no:?}, split.count = {count:?})",
-                p.display(),
-                i + 1,
-                paths.len()
-            )));
+            return Err(Error::invalid(
+                "",
+                format!(
+                    "{} is not part {} of a {}-part split model (split.no = {no:?}, split.count = {count:?})",
+                    p.display(),
+                    i + 1,
+                    paths.len()
+                ),
+            ));
         }
         check_extent(&layout, p)?;
     }

@@ -109,7 +109,7 @@ impl Model {
     /// Loads a model from an explicit list of split files, in order.
     pub fn load_splits<P: AsRef<Path>>(paths: &[P], params: ModelParams) -> Result<Model> {
         if paths.is_empty() {
-            return Err(Error::InvalidParam("load_splits needs at least one path".into()));
+            return Err(Error::invalid("", "load_splits needs at least one path".into()));
         }
         let missing_bytes = check_model_file(paths[0].as_ref(), &params)?;
         check_splits(paths)?;
@@ -144,7 +144,7 @@ impl Model {
                 }
             }
             #[cfg(not(feature = "rpc"))]
-            return Err(Error::InvalidParam("rpc_servers needs llama-rs built with the `rpc` feature".into()));
+            return Err(Error::invalid("", "rpc_servers needs llama-rs built with the `rpc` feature".into()));
         }
         if params.load_mode == LoadMode::Auto {
             params.load_mode = auto_load_mode(path);

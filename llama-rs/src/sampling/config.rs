@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use llama_sys as sys;
 
 use super::{CustomSampler, Sampler, SamplerBuilder};
-use crate::error::{check_arg, check_finite, Result};
+use crate::error::{check_finite, check_param, Result};
 use crate::model::Model;
 use crate::token::Token;
 
@@ -301,11 +301,13 @@ impl SamplerConfig {
                 check_finite(name, v)?;
             }
         }
-        check_arg(self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
-        check_arg(matches!(self.mirostat, 0..=2), || format!("mirostat must be 0, 1 or 2, got {}", self.mirostat))?;
+        check_param("top_k", self.top_k >= 0, || format!("top_k must be >= 0 (0 = off), got {}", self.top_k))?;
+        check_param("mirostat", matches!(self.mirostat, 0..=2), || {
+            format!("mirostat must be 0, 1 or 2, got {}", self.mirostat)
+        })?;
         check_last_n("penalty_last_n", self.penalty_last_n)?;
         check_last_n("dry_penalty_last_n", self.dry_penalty_last_n)?;
-        check_arg(self.dry_allowed_length >= 0, || {
+        check_param("dry_allowed_length", self.dry_allowed_length >= 0, || {
             format!("dry_allowed_length must be >= 0, got {}", self.dry_allowed_length)
         })?;
         Ok(())
@@ -413,7 +415,7 @@ impl SamplerConfig {
 pub const MAX_PENALTY_LAST_N: i32 = 1 << 20;
 
 pub(super) fn check_last_n(name: &str, n: i32) -> Result<()> {
-    check_arg((-1..=MAX_PENALTY_LAST_N).contains(&n), || {
+    check_param(name, (-1..=MAX_PENALTY_LAST_N).contains(&n), || {
         format!("{name} must be in -1..={MAX_PENALTY_LAST_N} (-1 = the model's context length), got {n}")
     })
 }
@@ -429,5 +431,5 @@ pub(super) fn resolve_last_n(model: &Model, n: i32) -> i32 {
 }
 
 pub(super) fn prob(name: &str, p: f32) -> Result<()> {
-    check_arg(p.is_finite() && (0.0..=1.0).contains(&p), || format!("{name} must be in 0..=1, got {p}"))
+    check_param(name, p.is_finite() && (0.0..=1.0).contains(&p), || format!("{name} must be in 0..=1, got {p}"))
 }

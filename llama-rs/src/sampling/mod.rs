@@ -284,7 +284,7 @@ fn make_stage(model: &Model, st: &Stage, n_vocab: i32) -> Result<NonNull<sys::ll
             Stage::Infill => sys::llama_sampler_init_infill(model.vocab().as_raw()),
         }
     };
-    NonNull::new(p).ok_or_else(|| Error::InvalidParam(format!("llama.cpp refused sampler {st:?}")))
+    NonNull::new(p).ok_or_else(|| Error::invalid("", format!("llama.cpp refused sampler {st:?}")))
 }
 
 fn make_grammar(model: &Model, g: &Grammar) -> Result<RawSampler> {
@@ -402,7 +402,7 @@ impl Sampler {
             None => self.sample_logits(ctx.logits(index)?),
             Some(step) => {
                 if !self.accepts_device(step) {
-                    return Err(Error::InvalidParam(format!(
+                    return Err(Error::invalid("", format!(
                         "batch entry {index} was sampled on the device with {step:?}, which this sampler's chain does not start with ({:?})",
                         self.device_step()
                     )));
@@ -451,7 +451,7 @@ impl Sampler {
     fn sample_candidates(&mut self, ids: &[Token], logits: &[f32]) -> Result<Token> {
         self.check_grammar_usable()?;
         if ids.is_empty() || ids.len() != logits.len() {
-            return Err(Error::InvalidParam(format!("{} device candidates with {} logits", ids.len(), logits.len())));
+            return Err(Error::invalid("", format!("{} device candidates with {} logits", ids.len(), logits.len())));
         }
         self.cand.clear();
         self.cand.extend(ids.iter().zip(logits).map(|(t, &l)| sys::llama_token_data { id: t.0, logit: l, p: 0.0 }));
@@ -463,7 +463,7 @@ impl Sampler {
         self.check_grammar_usable()?;
         let n_vocab = self.model.n_vocab() as usize;
         if logits.len() != n_vocab {
-            return Err(Error::InvalidParam(format!("{} logits for a vocabulary of {n_vocab}", logits.len())));
+            return Err(Error::invalid("", format!("{} logits for a vocabulary of {n_vocab}", logits.len())));
         }
         if self.greedy_only && self.grammar.is_none() && !self.force_full {
             let t = argmax(logits);
@@ -520,7 +520,7 @@ impl Sampler {
         unsafe { sys::llama_sampler_apply(self.chain.0.as_ptr(), &mut arr) };
         self.resume_custom_panic();
         if self.has_custom && self.custom_emptied() {
-            return Err(Error::InvalidParam("a custom sampler left no candidates".into()));
+            return Err(Error::invalid("", "a custom sampler left no candidates".into()));
         }
         if arr.selected < 0 || arr.selected as usize >= arr.size {
             return Err(Error::GrammarRejectedAll);
@@ -590,7 +590,7 @@ impl Sampler {
         }
         // SAFETY: valid chain; token in range; exceptions are caught by the shim.
         if unsafe { sys::llama_rs_sampler_accept(self.chain.0.as_ptr(), token.0) } != 0 {
-            return Err(Error::InvalidParam(format!("llama.cpp's sampler chain failed accepting token {}", token.0)));
+            return Err(Error::invalid("", format!("llama.cpp's sampler chain failed accepting token {}", token.0)));
         }
         self.resume_custom_panic();
         Ok(())

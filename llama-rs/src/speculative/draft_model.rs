@@ -105,7 +105,7 @@ impl DraftModel {
         for w in wants {
             let seq = w.seq as usize;
             if seq >= self.cached.len() {
-                return Err(Error::InvalidParam(format!("draft model has no sequence {seq}")));
+                return Err(Error::invalid("", format!("draft model has no sequence {seq}")));
             }
             let room = n_ctx_seq.saturating_sub(w.history.len() + 1);
             let m = if w.history.is_empty() { 0 } else { w.max.min(room) };
@@ -202,9 +202,8 @@ impl Drafter for DraftModel {
 
 fn check_vocabularies(target: &Model, draft: &Model) -> Result<()> {
     let (t, d) = (target.vocab(), draft.vocab());
-    let bad = |why: String| {
-        Err(Error::InvalidParam(format!("the draft model's vocabulary differs from the target's: {why}")))
-    };
+    let bad =
+        |why: String| Err(Error::invalid("", format!("the draft model's vocabulary differs from the target's: {why}")));
     if t.kind() != d.kind() {
         return bad(format!("tokenizer type {} vs {}", d.kind(), t.kind()));
     }

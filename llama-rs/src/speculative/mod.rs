@@ -31,7 +31,7 @@ mod ngram;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_arg, Result};
+use crate::error::{check_arg, check_param, Result};
 use crate::token::Token;
 
 pub use draft_model::DraftModel;
@@ -123,13 +123,13 @@ impl Speculation {
     /// assert!(Speculation { min_acceptance: f32::NAN, ..Default::default() }.check().is_err());
     /// ```
     pub fn check(&self) -> Result<()> {
-        check_arg((1..=64).contains(&self.max_draft), || {
+        check_param("speculation.max_draft", (1..=64).contains(&self.max_draft), || {
             format!("speculation.max_draft must be in 1..=64, got {}", self.max_draft)
         })?;
-        check_arg(self.fixed_batch.is_none_or(|n| (1..=64).contains(&n)), || {
+        check_param("speculation.fixed_batch", self.fixed_batch.is_none_or(|n| (1..=64).contains(&n)), || {
             format!("speculation.fixed_batch must be in 1..=64, got {:?}", self.fixed_batch)
         })?;
-        check_arg((0.0..=1.0).contains(&self.min_acceptance), || {
+        check_param("speculation.min_acceptance", (0.0..=1.0).contains(&self.min_acceptance), || {
             format!("speculation.min_acceptance must be a number in 0..=1, got {}", self.min_acceptance)
         })?;
         self.own_drafter().map(drop)

@@ -137,19 +137,23 @@ impl Mtp {
     pub(crate) fn with_sequences(model: &Model, params: ContextParams) -> Result<Mtp> {
         let n = model.n_mtp_layers();
         if n == 0 {
-            return Err(Error::InvalidParam(format!(
+            return Err(Error::invalid(
+                "",
+                format!(
                 "{} has no multi-token-prediction (MTP/NextN) layers: MTP drafting needs a model converted with them \
                  (use an n-gram drafter or a draft model instead)",
                 model.path().display()
-            )));
+            ),
+            ));
         }
         if !model.mtp_loaded() {
-            return Err(Error::InvalidParam(
+            return Err(Error::invalid(
+                "",
                 "the model was loaded without its MTP layers: load it with ModelParams::mtp(true)".into(),
             ));
         }
         if n != 1 {
-            return Err(Error::InvalidParam(format!("the model has {n} MTP layers; only one MTP head is supported")));
+            return Err(Error::invalid("", format!("the model has {n} MTP layers; only one MTP head is supported")));
         }
         let ctx = Context::new_mtp(model, params)?;
         // The head's own hidden state, for the outputs only: it feeds the next draft step.

@@ -39,7 +39,11 @@ impl Scheduler {
         let t = match catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx))) {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return Outcome::Fail(e),
-            Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),
+            Err(_) => {
+                return Outcome::Fail(Error::Panicked(
+                    "a sampler (a custom sampler or logits processor) panicked".into(),
+                ))
+            }
         };
         self.local.generated_tokens += 1;
         r.token_time(now, &mut self.local);
@@ -73,7 +77,11 @@ impl Scheduler {
         let v = match catch_unwind(AssertUnwindSafe(|| r.a.core.verify(spec, ctx, idx, &s.drafts, s.drafts.len()))) {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Outcome::Fail(e),
-            Err(_) => return Outcome::Fail(Error::InvalidParam("a sampler panicked".into())),
+            Err(_) => {
+                return Outcome::Fail(Error::Panicked(
+                    "a sampler (a custom sampler or logits processor) panicked".into(),
+                ))
+            }
         };
         self.local.draft_tokens += s.drafts.len() as u64;
         self.local.draft_accepted_tokens += v.accepted as u64;
