@@ -337,7 +337,7 @@ fn metadata_llama_cpp_asserts_on_is_refused_before_loading() {
     // that kept the last would check another value than the loader reads (a fuzz find).
     let p = ModelParams::default().kv_override("llama.block_count", Int(0)).kv_override("llama.block_count", Int(1));
     let r = Model::load(&path, p).map(|_| ());
-    assert!(matches!(&r, Err(Error::invalid("", m)) if m.contains("more than once")), "{r:?}");
+    assert!(matches!(&r, Err(Error::InvalidParam { reason: m, .. }) if m.contains("more than once")), "{r:?}");
 }
 
 #[cfg(unix)]
@@ -944,7 +944,10 @@ fn non_numbers_unbounded_buffers_and_blocking_paths_are_errors() {
     for cap in [0, usize::MAX, llama_rs::MAX_CHANNEL_CAPACITY + 1] {
         let p = llama_rs::EngineParams { channel_capacity: cap, ..Default::default() };
         let r = llama_rs::Engine::new(m, p);
-        assert!(matches!(r, Err(Error::invalid("", ref s)) if s.contains("channel_capacity")), "capacity {cap}");
+        assert!(
+            matches!(r, Err(Error::InvalidParam { reason: ref s, .. }) if s.contains("channel_capacity")),
+            "capacity {cap}"
+        );
     }
 
     // A FIFO nobody writes: reading it would block forever.

@@ -142,7 +142,7 @@ fn bad_speculation_settings_are_typed_errors() {
     llama_testkit::write_tiny_llama(&tiny).unwrap();
     let other = Model::load(&tiny, ModelParams::default()).unwrap();
     let r = DraftModel::new(model(), &other, ContextParams::default().n_ctx(256));
-    assert!(matches!(r, Err(Error::invalid("", ref m)) if m.contains("vocabulary")), "{r:?}");
+    assert!(matches!(r, Err(Error::InvalidParam { reason: ref m, .. }) if m.contains("vocabulary")), "{r:?}");
     let plain = GenerateParams { max_tokens: Some(8), sampler: SamplerConfig::greedy(), ..Default::default() };
     // A draft model kind without a draft model.
     assert!(matches!(session().generate("Hi", &with_spec(&plain, DraftKind::Model)), Err(Error::InvalidParam { .. })));
@@ -407,21 +407,21 @@ fn mtp_drafts_from_the_models_own_head_and_keeps_the_text() {
     // Typed errors: a model without MTP layers, a model loaded without them, no head set,
     // a head of another model, the engine.
     let e = llama_rs::Mtp::new(self::model(), ctx_params()).unwrap_err();
-    assert!(matches!(&e, Error::invalid("", m) if m.contains("no multi-token-prediction")), "{e}");
+    assert!(matches!(&e, Error::InvalidParam { reason: m, .. } if m.contains("no multi-token-prediction")), "{e}");
     let without = Model::load(&path, ModelParams::default()).unwrap();
     assert_eq!((without.n_mtp_layers(), without.mtp_loaded()), (1, false));
     let e = llama_rs::Mtp::new(&without, ctx_params()).unwrap_err();
-    assert!(matches!(&e, Error::invalid("", m) if m.contains("ModelParams::mtp")), "{e}");
+    assert!(matches!(&e, Error::InvalidParam { reason: m, .. } if m.contains("ModelParams::mtp")), "{e}");
     let mut s = Session::new(without.context(ctx_params()).unwrap()).unwrap();
     let e = s.generate("x", &with_spec(&plain, DraftKind::Mtp)).err().unwrap();
-    assert!(matches!(&e, Error::invalid("", m) if m.contains("set_mtp")), "{e}");
+    assert!(matches!(&e, Error::InvalidParam { reason: m, .. } if m.contains("set_mtp")), "{e}");
     let e = s.set_mtp(Some(llama_rs::Mtp::new(&model, ctx_params()).unwrap())).unwrap_err();
-    assert!(matches!(&e, Error::invalid("", m) if m.contains("another model")), "{e}");
+    assert!(matches!(&e, Error::InvalidParam { reason: m, .. } if m.contains("another model")), "{e}");
     let engine =
         llama_rs::Engine::new(&without, llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
     let req = llama_rs::Request { prompt: "x".into(), params: with_spec(&plain, DraftKind::Mtp) };
     let e = engine.submit(req).err().unwrap();
-    assert!(matches!(&e, Error::invalid("", m) if m.contains("ModelParams::mtp")), "{e}");
+    assert!(matches!(&e, Error::InvalidParam { reason: m, .. } if m.contains("ModelParams::mtp")), "{e}");
 
     // The engine over the model with its head: four MTP requests at once (the head keeps
     // one sequence per slot), each equal to plain decoding in the exact profile; n-gram

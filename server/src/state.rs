@@ -473,8 +473,11 @@ type Conversation = Vec<llama_protocol::openai::WireMessage>;
 /// dropped first).
 #[derive(Default)]
 pub struct ResponseStore {
-    items: Mutex<(std::collections::VecDeque<(String, Conversation, usize)>, usize)>,
+    items: Mutex<Stored>,
 }
+
+/// Response id, conversation, its bytes (oldest first); and the sum of the bytes.
+type Stored = (std::collections::VecDeque<(String, Conversation, usize)>, usize);
 
 fn conversation_bytes(c: &Conversation) -> usize {
     c.iter().map(|m| m.content.as_ref().map_or(0, |v| v.to_string().len()) + 64).sum()
