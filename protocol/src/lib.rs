@@ -20,8 +20,10 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod anthropic;
 pub mod error;
 pub mod job;
+pub mod ollama;
 pub mod openai;
 pub mod rerank;
 pub mod responses;

@@ -15,7 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use llama_protocol::answer::{self, ChatChoiceStream};
-use llama_rs::{Event, FinishReason, Prompt, Usage};
+use llama_protocol::anthropic::{
+    content_blocks, stop_reason, BlockStream, ErrorBody, Event as AEvent, Message as Answer, MessageUsage,
+};
+use llama_rs::{Event, Prompt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -200,9 +203,9 @@ fn to_chat_request(r: MessagesRequest) -> ApiResult<(ChatRequest, bool)> {
     Ok((req, r.stream))
 }
 
-/// Anthropic's error body for the same status.
-fn error_response(e: ApiError) -> Response {
-    let kind = match e.status.as_u16() {
+/// Anthropic's error type for a status.
+fn error_kind(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -211,63 +214,20 @@ fn error_response(e: ApiError) -> Response {
         503 | 529 => "overloaded_error",
         s if s >= 500 => "api_error",
         _ => "invalid_request_error",
-    };
+    }
+}
+
+/// Anthropic's error body (`{"type": "error", "error": {...}}`) for an error.
+fn error_body(e: &ApiError) -> AEvent {
+    AEvent::Error { error: ErrorBody { kind: error_kind(e.status).into(), message: e.message.clone() } }
+}
+
+/// Anthropic's error answer for the same status.
+fn error_response(e: ApiError) -> Response {
     if e.status.is_server_error() {
         log::error!("{}: {}", e.status, e.message);
     }
-    (e.status, Json(json!({"type": "error", "error": {"type": kind, "message": e.message}}))).into_response()
-}
-
-fn error_event(e: ApiError) -> Value {
-    json!({"type": "error", "error": {"type": if e.status.is_server_error() { "api_error" } else { "invalid_request_error" }, "message": e.message}})
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.prompt_tokens - u.cached_tokens,
-        "cache_read_input_tokens": u.cached_tokens,
-        "cache_creation_input_tokens": 0,
-        "output_tokens": u.completion_tokens,
-    })
-}
-
-fn stop_reason(finish: FinishReason, stop_word: &Option<String>, tool_use: bool) -> &'static str {
-    match finish {
-        _ if tool_use => "tool_use",
-        FinishReason::Length => "max_tokens",
-        FinishReason::Stop if stop_word.is_some() => "stop_sequence",
-        _ => "end_turn",
-    }
-}
-
-/// A tool call as Anthropic's `tool_use` block (input as an object; ids as Anthropic's).
-fn tool_use_block(c: &llama_protocol::openai::ToolCall) -> Value {
-    let input: Value = serde_json::from_str(&c.function.arguments).unwrap_or_else(|_| json!({}));
-    json!({"type": "tool_use", "id": tool_use_id(c.id.as_deref()), "name": c.function.name, "input": input})
-}
-
-/// Anthropic's `toolu_` id for a call id (the model's own, or the protocol layer's).
-fn tool_use_id(id: Option<&str>) -> String {
-    match id {
-        Some(id) => format!("toolu_{}", id.trim_start_matches("call_")),
-        None => format!("toolu_{:016x}", serve::rand_id()),
-    }
-}
-
-/// The content blocks of a finished answer (read by the protocol layer: thinking split,
-/// tool calls parsed): thinking, text, tool uses.
-fn content_blocks(choice: &llama_protocol::openai::ChatChoice) -> (Vec<Value>, bool) {
-    let m = &choice.message;
-    let mut blocks = Vec::new();
-    if let Some(t) = m.reasoning_content.as_ref().filter(|t| !t.is_empty()) {
-        blocks.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
-    }
-    let text = m.content.clone().unwrap_or_default();
-    if !text.is_empty() || m.tool_calls.is_empty() {
-        blocks.push(json!({"type": "text", "text": text}));
-    }
-    blocks.extend(m.tool_calls.iter().map(tool_use_block));
-    (blocks, !m.tool_calls.is_empty())
+    (e.status, Json(error_body(&e))).into_response()
 }
 
 /// `POST /v1/messages`.
@@ -294,126 +254,50 @@ async fn answer(st: Arc<AppState>, body: Bytes) -> ApiResult<Response> {
     if !stream {
         let c = serve::collect(s, serve::timeout(&st)).await?;
         let finish = c.finish();
-        let (content, tool_use) = content_blocks(&answer::chat_choice(&cj, 0, &c.text, &[], finish, &l.model));
-        return Ok(Json(json!({
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop_reason(finish, &c.stop_word, tool_use),
-            "stop_sequence": c.stop_word, "usage": usage_json(&c.usage),
-        }))
-        .into_response());
+        let choice = answer::chat_choice(&cj, 0, &c.text, &[], finish, &l.model);
+        let (content, tool_use) = content_blocks(&choice, serve::rand_id());
+        let mut m = Answer::new(id, model, content);
+        m.stop_reason = Some(stop_reason(finish, &c.stop_word, tool_use).into());
+        m.stop_sequence = c.stop_word.clone();
+        m.usage = MessageUsage::from(&c.usage);
+        return Ok(Json(m).into_response());
     }
     let timeout = serve::timeout(&st);
     let events = serve::async_stream(move |tx| async move {
-        tx(json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }}));
-        let mut blocks = Blocks::default();
+        let send = |e: AEvent| tx(serve::value(e));
+        send(AEvent::MessageStart { message: Answer::new(id, model, Vec::new()) });
         // The protocol layer's reader: thinking, text (held back only where it may start
         // a call), each call's name then its arguments piece by piece.
         let mut choice = ChatChoiceStream::new(&cj, 0);
+        let mut blocks = BlockStream::new();
         let mut all = Box::pin(serve::merged(vec![s], timeout));
         while let Some((_, ev)) = all.next().await {
             match ev {
                 Err(e) => {
-                    tx(error_event(e.into()));
+                    send(error_body(&e.into()));
                     return;
                 }
                 Ok(Event::Piece(p)) => {
                     for d in choice.piece(&p.text, &[], &served.model) {
-                        blocks.delta(&tx, d);
+                        blocks.delta(d, serve::rand_id()).into_iter().for_each(&send);
                     }
                 }
                 Ok(Event::Done { finish_reason, usage, stop_word, .. }) => {
                     for d in choice.done(finish_reason) {
-                        blocks.delta(&tx, d);
+                        blocks.delta(d, serve::rand_id()).into_iter().for_each(&send);
                     }
-                    if blocks.index == 0 && blocks.open.is_none() {
-                        // An empty answer still has its (empty) text block.
-                        tx(
-                            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-                        );
-                        tx(json!({"type": "content_block_stop", "index": 0}));
-                    }
-                    blocks.close(&tx);
-                    let tool_use = blocks.tool_uses > 0;
-                    tx(json!({"type": "message_delta",
-                        "delta": {"stop_reason": stop_reason(finish_reason, &stop_word, tool_use), "stop_sequence": stop_word},
-                        "usage": usage_json(&usage)}));
-                    tx(json!({"type": "message_stop"}));
+                    blocks.finish(finish_reason, stop_word, &usage).into_iter().for_each(&send);
                     return;
                 }
             }
         }
-        tx(error_event(ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out")));
+        send(error_body(&ApiError::status(axum::http::StatusCode::GATEWAY_TIMEOUT, "generation timed out")));
     });
     let sse = events.map(|v| {
         let name = v.get("type").and_then(Value::as_str).unwrap_or("message").to_string();
         Ok::<_, Infallible>(SseEvent::default().event(name).data(v.to_string()))
     });
     Ok(Sse::new(sse).keep_alive(KeepAlive::default()).into_response())
-}
-
-/// The content blocks of a streamed answer: which one is open, and its index.
-#[derive(Default)]
-struct Blocks {
-    index: usize,
-    open: Option<&'static str>,
-    /// Tool calls sent.
-    tool_uses: usize,
-}
-
-impl Blocks {
-    /// One chat delta as Anthropic's block events.
-    fn delta(&mut self, tx: &dyn Fn(Value), d: llama_protocol::openai::ChunkChoice) {
-        self.text(tx, "thinking", d.delta.reasoning_content.as_deref().unwrap_or(""));
-        self.text(tx, "text", d.delta.content.as_deref().unwrap_or(""));
-        for c in d.delta.tool_calls.unwrap_or_default() {
-            if let Some(name) = &c.function.name {
-                self.close(tx);
-                let id = tool_use_id(c.id.as_deref());
-                tx(json!({"type": "content_block_start", "index": self.index,
-                          "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
-                self.open = Some("tool_use");
-                self.tool_uses += 1;
-            }
-            if !c.function.arguments.is_empty() {
-                tx(json!({"type": "content_block_delta", "index": self.index,
-                    "delta": {"type": "input_json_delta", "partial_json": c.function.arguments}}));
-            }
-        }
-    }
-
-    /// Text for a `text` or `thinking` block, opening it (and closing another) first.
-    fn text(&mut self, tx: &dyn Fn(Value), kind: &'static str, text: &str) {
-        if text.is_empty() {
-            return;
-        }
-        if self.open != Some(kind) {
-            self.close(tx);
-            let block = if kind == "thinking" {
-                json!({"type": "thinking", "thinking": "", "signature": ""})
-            } else {
-                json!({"type": "text", "text": ""})
-            };
-            tx(json!({"type": "content_block_start", "index": self.index, "content_block": block}));
-            self.open = Some(kind);
-        }
-        let delta = if kind == "thinking" {
-            json!({"type": "thinking_delta", "thinking": text})
-        } else {
-            json!({"type": "text_delta", "text": text})
-        };
-        tx(json!({"type": "content_block_delta", "index": self.index, "delta": delta}));
-    }
-
-    fn close(&mut self, tx: &dyn Fn(Value)) {
-        if self.open.take().is_some() {
-            tx(json!({"type": "content_block_stop", "index": self.index}));
-            self.index += 1;
-        }
-    }
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens as `/v1/messages` would render it.
@@ -430,7 +314,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
             Prompt::Text(t) => l.model.vocab().tokenize(t, false, true)?.len(),
             Prompt::Tokens(t) => t.len(),
         };
-        Ok::<_, ApiError>(Json(json!({ "input_tokens": n })).into_response())
+        Ok::<_, ApiError>(Json(llama_protocol::anthropic::TokenCount { input_tokens: n }).into_response())
     };
     run.await.unwrap_or_else(error_response)
 }

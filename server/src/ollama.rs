@@ -15,9 +15,10 @@ use axum::Json;
 use futures::StreamExt;
 use llama_protocol::answer::{self, ChatChoiceStream};
 use llama_protocol::job;
+use llama_protocol::ollama::{Answer as OllamaAnswer, Stats, ToolCall as OllamaCall};
 use llama_protocol::openai::{self, OneOrMany, Sampling, WireMessage};
 use llama_protocol::ChatJob;
-use llama_rs::{Event, FinishReason, Prompt, Token};
+use llama_rs::{Event, Prompt, Token};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -243,124 +244,62 @@ struct GenerateRequest {
     think: Option<bool>,
 }
 
-/// The closing fields Ollama puts on its last object (durations in nanoseconds).
-fn done_fields(v: &mut Value, finish: FinishReason, u: &llama_rs::Usage, t: &llama_rs::Timings) {
-    let ns = |ms: f64| (ms * 1e6) as u64;
-    v["done"] = json!(true);
-    v["done_reason"] = json!(match finish {
-        FinishReason::Length => "length",
-        _ => "stop",
-    });
-    v["total_duration"] = json!(ns(t.total_ms));
-    v["load_duration"] = json!(0);
-    v["prompt_eval_count"] = json!(u.prompt_tokens);
-    v["prompt_eval_duration"] = json!(ns(t.ttft_ms));
-    v["eval_count"] = json!(u.completion_tokens);
-    v["eval_duration"] = json!(ns((t.total_ms - t.ttft_ms).max(0.0)));
-}
-
-/// Ollama's `message` (chat) or `response`/`thinking` (generate) fields of an answer.
-#[derive(Clone, Copy)]
-enum Shape {
-    Chat,
-    Generate,
-}
-
-impl Shape {
-    /// The fields of `content` and `thinking` (and, for chat, calls).
-    fn fields(self, content: &str, thinking: &str, calls: &[(String, Value)]) -> Value {
-        match self {
-            Shape::Chat => {
-                let mut m = json!({"role": "assistant", "content": content});
-                if !thinking.is_empty() {
-                    m["thinking"] = json!(thinking);
-                }
-                if !calls.is_empty() {
-                    m["tool_calls"] = calls
-                        .iter()
-                        .map(|(name, args)| json!({"function": {"name": name, "arguments": args}}))
-                        .collect();
-                }
-                json!({ "message": m })
-            }
-            Shape::Generate => {
-                let mut v = json!({ "response": content });
-                if !thinking.is_empty() {
-                    v["thinking"] = json!(thinking);
-                }
-                v
-            }
-        }
-    }
-}
-
-/// Ollama sends arguments as an object.
-fn args_value(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
-}
-
 /// Runs a chat job and answers in Ollama's shape: one object, or NDJSON lines. The answer
 /// is read by the protocol layer (thinking split, tool calls parsed) as for OpenAI.
-async fn answer(st: Arc<AppState>, l: Arc<Loaded>, cj: ChatJob, model: String, shape: Shape) -> ApiResult<Response> {
+async fn answer(st: Arc<AppState>, l: Arc<Loaded>, cj: ChatJob, model: String, chat: bool) -> ApiResult<Response> {
     let s = serve::submit(&l, &cj.job)?.remove(0);
-    let base = move |mut v: Value| {
-        v["model"] = json!(model.clone());
-        v["created_at"] = json!(rfc3339(serve::now()));
-        v
+    let object = move |content: &str, thinking: &str, calls: Vec<OllamaCall>| {
+        OllamaAnswer::new(chat, &model, rfc3339(serve::now()), content, thinking, calls)
     };
     if !cj.job.stream {
         let c = serve::collect(s, serve::timeout(&st)).await?;
-        let choice = answer::chat_choice(&cj, 0, &c.text, &[], c.finish(), &l.model);
-        let m = choice.message;
-        let calls: Vec<(String, Value)> = m
+        let m = answer::chat_choice(&cj, 0, &c.text, &[], c.finish(), &l.model).message;
+        let calls = m
             .tool_calls
             .iter()
-            .map(|t| (t.function.name.clone().unwrap_or_default(), args_value(&t.function.arguments)))
+            .map(|t| OllamaCall::new(t.function.name.clone().unwrap_or_default(), &t.function.arguments))
             .collect();
-        let mut v = base(shape.fields(
-            m.content.as_deref().unwrap_or(""),
-            m.reasoning_content.as_deref().unwrap_or(""),
-            &calls,
-        ));
-        done_fields(&mut v, c.finish(), &c.usage, &c.timings);
-        return Ok(Json(v).into_response());
+        let v = object(m.content.as_deref().unwrap_or(""), m.reasoning_content.as_deref().unwrap_or(""), calls);
+        return Ok(Json(v.done(Stats::new(c.finish(), &c.usage, &c.timings))).into_response());
     }
     let mut choice = ChatChoiceStream::new(&cj, 0);
     // Calls go out whole (Ollama does not stream arguments): gathered from the deltas.
     let mut calls: Vec<(String, String)> = Vec::new();
-    let vocab_model = l.clone();
+    let served = l.clone();
     let lines = serve::merged(vec![s], serve::timeout(&st)).map(move |(_, ev)| {
-        let line = |v: Value| format!("{v}\n");
         let mut out = String::new();
         let deltas = match ev {
-            Ok(Event::Piece(p)) => choice.piece(&p.text, &[], &vocab_model.model),
+            Ok(Event::Piece(p)) => choice.piece(&p.text, &[], &served.model),
             Ok(Event::Done { finish_reason, usage, timings, .. }) => {
                 let mut deltas = choice.done(finish_reason);
                 deltas.pop(); // the finish delta: the done object below says it
                 for d in deltas {
-                    out += &delta_line(&base, shape, d, &mut calls);
+                    out += &delta_line(&object, d, &mut calls);
                 }
-                let done_calls: Vec<(String, Value)> = calls.drain(..).map(|(n, a)| (n, args_value(&a))).collect();
-                let mut v = base(shape.fields("", "", &done_calls));
-                done_fields(&mut v, finish_reason, &usage, &timings);
-                out += &line(v);
+                let done_calls = calls.drain(..).map(|(n, a)| OllamaCall::new(n, &a)).collect();
+                let last = object("", "", done_calls).done(Stats::new(finish_reason, &usage, &timings));
+                out += &ndjson(&last);
                 return Ok::<_, std::convert::Infallible>(Bytes::from(out));
             }
-            Err(e) => return Ok(Bytes::from(line(json!({"error": e.to_string()})))),
+            Err(e) => return Ok(Bytes::from(ndjson(&json!({"error": e.to_string()})))),
         };
         for d in deltas {
-            out += &delta_line(&base, shape, d, &mut calls);
+            out += &delta_line(&object, d, &mut calls);
         }
         Ok(Bytes::from(out))
     });
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
+/// A value as one NDJSON line.
+fn ndjson(v: &impl serde::Serialize) -> String {
+    format!("{}\n", serde_json::to_string(v).unwrap_or_default())
+}
+
 /// The NDJSON line of one streamed delta (none for a call's parts: they are gathered into
 /// `calls` and sent whole at the end).
 fn delta_line(
-    base: &dyn Fn(Value) -> Value,
-    shape: Shape,
+    object: &dyn Fn(&str, &str, Vec<OllamaCall>) -> OllamaAnswer,
     d: llama_protocol::openai::ChunkChoice,
     calls: &mut Vec<(String, String)>,
 ) -> String {
@@ -378,9 +317,7 @@ fn delta_line(
     if content.is_empty() && thinking.is_empty() {
         return String::new();
     }
-    let mut v = base(shape.fields(&content, &thinking, &[]));
-    v["done"] = json!(false);
-    format!("{v}\n")
+    ndjson(&object(&content, &thinking, Vec::new()))
 }
 
 /// `think` → a reasoning budget (absent: the server's `--reasoning-budget`).
@@ -410,7 +347,7 @@ pub async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Res
         ..Default::default()
     };
     let cj = job::chat_job(&serve::target(&st, &served), req)?;
-    answer(st.clone(), served.clone(), cj, model, Shape::Chat).await
+    answer(st.clone(), served.clone(), cj, model, true).await
 }
 
 /// `POST /api/generate`. Not raw: the prompt goes through the chat template as a user
@@ -449,7 +386,7 @@ pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
             openai::ChatRequest { messages, reasoning_budget: budget(r.think), sampling: s, ..Default::default() };
         job::chat_job(&t, req)?
     };
-    answer(st.clone(), served.clone(), cj, model, Shape::Generate).await
+    answer(st.clone(), served.clone(), cj, model, false).await
 }
 
 #[derive(Deserialize)]
