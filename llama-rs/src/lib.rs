@@ -47,6 +47,7 @@ mod batch;
 mod chat;
 mod context;
 mod device;
+mod disk_cache;
 mod embed;
 mod engine;
 mod error;
@@ -75,6 +76,7 @@ pub use context::{
     MemoryEntry, MemoryPlan, Perf, Pooling, RopeScaling, DEVICE_TOP_K_MAX,
 };
 pub use device::{Device, DeviceType};
+pub use disk_cache::{DiskCache, DiskCacheStats, Found};
 pub use embed::{rerank_input, EmbedParams, Embedder, Normalize};
 pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,

@@ -15,6 +15,8 @@ use crate::model::Model;
 struct LoraInner {
     ptr: NonNull<sys::llama_adapter_lora>,
     model: Model,
+    /// `file_identity` of the adapter file (keys of saved KV state).
+    content_id: u64,
 }
 
 // SAFETY: (contract) an adapter's tensors are read-only after loading; llama.cpp only
@@ -65,6 +67,11 @@ impl std::fmt::Debug for LoraAdapter {
 }
 
 impl LoraAdapter {
+    /// What identifies the adapter file's contents.
+    pub(crate) fn content_id(&self) -> u64 {
+        self.inner.content_id
+    }
+
     /// Loads a LoRA GGUF made for `model`'s architecture and shapes.
     pub fn load(model: &Model, path: impl AsRef<Path>) -> Result<LoraAdapter> {
         let path = path.as_ref();
@@ -82,7 +89,8 @@ impl LoraAdapter {
         let ptr = NonNull::new(ptr).ok_or_else(|| {
             Error::Adapter(format!("{} is not a LoRA adapter for this model (see the llama.cpp log)", path.display()))
         })?;
-        Ok(LoraAdapter { inner: Arc::new(LoraInner { ptr, model: model.clone() }) })
+        let content_id = crate::model::file_identity(path);
+        Ok(LoraAdapter { inner: Arc::new(LoraInner { ptr, model: model.clone(), content_id }) })
     }
 
     /// One metadata value of the adapter.
@@ -149,7 +157,7 @@ impl Context {
         if rc != 0 {
             return Err(backend_error("llama_set_adapters_lora", Some(rc)));
         }
-        self.applied_loras = adapters.iter().map(|(a, _)| a.clone()).collect();
+        self.applied_loras = adapters.iter().map(|(a, s)| (a.clone(), *s)).collect();
         Ok(())
     }
 
@@ -192,6 +200,12 @@ impl Context {
         if rc != 0 {
             return Err(backend_error("llama_set_adapter_cvec", Some(rc)));
         }
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&[cv.layer_start, cv.layer_end].map(i32::to_le_bytes).concat());
+        for v in &cv.data {
+            h.update(&v.to_le_bytes());
+        }
+        self.applied_cvec = h.digest();
         Ok(())
     }
 
@@ -199,5 +213,6 @@ impl Context {
     pub fn clear_control_vector(&mut self) {
         // SAFETY: NULL data clears the vector; no other precondition.
         unsafe { sys::llama_set_adapter_cvec(self.as_ptr(), std::ptr::null(), 0, 0, 0, 0) };
+        self.applied_cvec = 0;
     }
 }

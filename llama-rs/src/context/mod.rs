@@ -112,7 +112,9 @@ pub struct Context {
     /// Scratch for decode's position check: next expected position per sequence.
     next_pos: Vec<Pos>,
     /// LoRA adapters applied now: kept alive while llama.cpp may use them.
-    pub(crate) applied_loras: Vec<LoraAdapter>,
+    pub(crate) applied_loras: Vec<(LoraAdapter, f32)>,
+    /// Hash of the control vector applied now (0: none), for `state_key`.
+    pub(crate) applied_cvec: u64,
 }
 
 // SAFETY: (contract) a llama_context is not tied to the thread that created it;
@@ -241,6 +243,7 @@ impl Context {
             device_samplers: Vec::new(),
             next_pos: vec![0; params.n_seq_max as usize],
             applied_loras: Vec::new(),
+            applied_cvec: 0,
             params,
         })
     }

@@ -139,6 +139,48 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 impl Context {
+    /// What a saved KV state of this context depends on, hashed: the model file's
+    /// contents, llama.cpp's version and our state format, the KV element types, flash
+    /// attention (it changes V's layout), RoPE/YaRN settings, the SWA cache mode, the
+    /// attention type, and the LoRA adapters (file contents and scales) and control vector
+    /// applied now. Equal keys mean a saved state means the same here ([`DiskCache`]
+    /// entries are filed under it).
+    ///
+    /// [`DiskCache`]: crate::DiskCache
+    pub fn state_key(&self) -> u64 {
+        let p = self.params();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(crate::LLAMA_CPP_COMMIT.as_bytes());
+        h.update(&VERSION.to_le_bytes());
+        for f in fingerprint(self.model()) {
+            h.update(&f.to_le_bytes());
+        }
+        h.update(&self.model().content_id().to_le_bytes());
+        let settings = format!(
+            "{:?} {:?} {:?} {:?} {:?} {} {} {} {} {} {} {} {}",
+            p.type_k,
+            p.type_v,
+            p.flash_attn,
+            p.rope_scaling,
+            p.attention,
+            p.rope_freq_base,
+            p.rope_freq_scale,
+            p.yarn_ext_factor,
+            p.yarn_attn_factor,
+            p.yarn_beta_fast,
+            p.yarn_beta_slow,
+            p.yarn_orig_ctx,
+            p.swa_full,
+        );
+        h.update(settings.as_bytes());
+        for (a, scale) in &self.applied_loras {
+            h.update(&a.content_id().to_le_bytes());
+            h.update(&scale.to_le_bytes());
+        }
+        h.update(&self.applied_cvec.to_le_bytes());
+        h.digest()
+    }
+
     /// The whole state (KV cache of all sequences, last outputs) plus the tokens it
     /// covers, as bytes.
     ///

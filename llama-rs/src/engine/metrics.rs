@@ -81,6 +81,8 @@ pub struct Metrics {
     pub ram_cache_hits: u64,
     /// Bytes the host-memory prompt cache holds.
     pub ram_cache_bytes: usize,
+    /// The disk prompt cache's counters (`EngineParams::disk_cache`; zero when off).
+    pub disk: crate::DiskCacheStats,
     /// Speculative decoding: drafted tokens verified.
     pub draft_tokens: u64,
     /// Speculative decoding: drafted tokens the target kept.

@@ -92,6 +92,15 @@ pub struct EngineParams {
     /// request overwrites it, and copied back when a later prompt starts with it (a copy,
     /// not a recomputation). 0: off. Only with `prefix_cache`.
     pub ram_cache_bytes: usize,
+    /// A directory for the prompt cache on disk ([`DiskCache`](crate::DiskCache)): when a
+    /// request ends, its sequence's cache (prompt and answer) is written there by a
+    /// background thread (unless an entry already holds it), and a later request — in
+    /// this process or a new one, after a restart — whose prompt starts with a stored
+    /// prefix restores it instead of recomputing it. `None`: off. Only with
+    /// `prefix_cache`; several processes may share one directory.
+    pub disk_cache: Option<std::path::PathBuf>,
+    /// Bytes of entries the disk cache keeps (least recently used go first).
+    pub disk_cache_bytes: u64,
     /// One KV pool shared by all sequences (a request may use all of it; prefixes are
     /// shared between sequences). Off: one stream of `n_ctx / slots` cells per slot, as
     /// llama-batched-bench and older llama-server builds use (each sequence's attention
@@ -129,6 +138,8 @@ impl Default for EngineParams {
             channel_capacity: 1024,
             prefix_cache: true,
             ram_cache_bytes: 1 << 30,
+            disk_cache: None,
+            disk_cache_bytes: 16 << 30,
             kv_unified: true,
             swa_full: true,
             n_threads: 0,
@@ -379,6 +390,10 @@ impl Engine {
                     .into(),
             ));
         }
+        let disk = match &params.disk_cache {
+            Some(dir) if params.prefix_cache => Some(Arc::new(crate::DiskCache::open(dir, params.disk_cache_bytes)?)),
+            _ => None,
+        };
         let mut ctx = model.context(params.context_params())?;
         let mtp = match model.mtp_loaded() {
             true => {
@@ -399,7 +414,7 @@ impl Engine {
         let metrics = Arc::new(Mutex::new(Metrics::default()));
         let (tx, rx) = mpsc::channel();
         let params = Arc::new(params);
-        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft, mtp)?;
+        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft, mtp, disk)?;
         let thread = std::thread::Builder::new()
             .name("llama-rs-engine".into())
             .spawn(move || sched.run(rx))

@@ -215,6 +215,11 @@ pub struct Session {
     draft: Option<DraftModel>,
     /// The model's MTP head for `DraftKind::Mtp` (fed every decode while set).
     mtp: Option<Mtp>,
+    /// Leading cached tokens computed as whole micro-batches from position 0 (by a
+    /// prefill): the part of the cache a cold run of the same prompt computes alike.
+    exact: usize,
+    /// Keep only an exact prefix (`set_exact_reuse`).
+    exact_reuse: bool,
 }
 
 impl Session {
@@ -222,7 +227,16 @@ impl Session {
     /// cannot be allocated.
     pub fn new(ctx: Context) -> Result<Session> {
         let n = ctx.n_batch() as usize;
-        Ok(Session { ctx, tokens: Vec::new(), batch: Batch::new(n, 1)?, device_refused: false, draft: None, mtp: None })
+        Ok(Session {
+            ctx,
+            tokens: Vec::new(),
+            batch: Batch::new(n, 1)?,
+            device_refused: false,
+            draft: None,
+            mtp: None,
+            exact: 0,
+            exact_reuse: false,
+        })
     }
     /// Sets (or removes) the MTP head that `DraftKind::Mtp` speculation drafts with. It
     /// must be the head of this session's model; while set, every decode also feeds it
@@ -265,10 +279,80 @@ impl Session {
     pub fn tokens(&self) -> &[Token] {
         &self.tokens
     }
+    /// Makes prefix reuse exact: a prompt keeps only the cached tokens that a cold run
+    /// would compute alike — whole micro-batches (`n_ubatch`) counted from position 0,
+    /// computed by a prefill — and decodes the rest in the chunk shapes a cold run uses.
+    /// Greedy answers and logits then do not depend on what ran before (llama.cpp's CPU
+    /// kernels pick their path by batch shape, so a reused prefix otherwise changes the
+    /// numbers; docs/ENGINE.md). Costs up to `n_ubatch - 1` recomputed prompt tokens per
+    /// call, and generated tokens are never reused (they were decoded one at a time).
+    /// Off by default (as llama.cpp and llama-cpp-python reuse).
+    ///
+    /// ```
+    /// # use llama_rs::*;
+    /// # let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
+    /// let mut s = Session::new(model.context(ContextParams::default().n_ctx(512).n_ubatch(8))?)?;
+    /// s.set_exact_reuse(true);
+    /// let p = GenerateParams { max_tokens: 4, ..Default::default() };
+    /// let cold = s.generate("The capital of France is", &p)?.text()?.0;
+    /// let warm = s.generate("The capital of France is", &p)?.text()?.0; // reuses 1 micro-batch
+    /// assert_eq!(cold, warm);
+    /// # Ok::<(), llama_rs::Error>(())
+    /// ```
+    pub fn set_exact_reuse(&mut self, on: bool) {
+        self.exact_reuse = on;
+    }
+
+    /// The part of a reusable prefix of `keep` tokens that exact reuse keeps.
+    fn exact_keep(&self, keep: usize) -> usize {
+        if !self.exact_reuse {
+            return keep;
+        }
+        let ub = self.ctx.n_ubatch() as usize;
+        keep.min(self.exact) / ub * ub
+    }
+
+    /// Saves the cache (its tokens from position 0) into `cache`, unless an entry already
+    /// holds them; `Ok(false)` when nothing was written.
+    pub fn save_to(&mut self, cache: &crate::DiskCache) -> Result<bool> {
+        let tokens = self.tokens.clone();
+        let exact = (self.exact.min(tokens.len()), self.ctx.n_ubatch() as usize);
+        cache.store_seq(&mut self.ctx, 0, &tokens, exact)
+    }
+
+    /// Restores from `cache` the saved prefix of `prompt` when it is longer than what
+    /// the session can reuse already (with exact reuse: only its exact part); returns the
+    /// tokens restored (0: none). The next `generate` of `prompt` then decodes only the
+    /// rest.
+    pub fn restore_from(&mut self, cache: &crate::DiskCache, prompt: &[Token]) -> Result<usize> {
+        if prompt.len() < 2 {
+            return Ok(0);
+        }
+        let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
+        let held = self.exact_keep(crate::context::prefix::common_prefix(&self.tokens, prompt).min(limit));
+        let (exact, ub) = (self.exact_reuse, self.ctx.n_ubatch() as usize);
+        let usable = |f: &crate::Found| {
+            let n = f.common.min(limit);
+            match exact {
+                false => n,
+                true if f.exact.1 == ub => n.min(f.exact.0) / ub * ub,
+                true => 0,
+            }
+        };
+        let Some((n, n_exact)) = cache.restore_seq(&mut self.ctx, 0, prompt, held, usable)? else { return Ok(0) };
+        if let Some(m) = self.mtp.as_mut() {
+            m.reset();
+        }
+        self.tokens = prompt[..n].to_vec();
+        self.exact = n_exact;
+        Ok(n)
+    }
+
     /// Forgets the cache.
     pub fn reset(&mut self) {
         self.ctx.clear_memory(false);
         self.tokens.clear();
+        self.exact = 0;
         if let Some(m) = self.mtp.as_mut() {
             m.reset();
         }
@@ -288,6 +372,7 @@ impl Session {
         match self.ctx.load_state(bytes) {
             Ok(t) => {
                 self.tokens = t;
+                self.exact = 0;
                 Ok(())
             }
             Err(e) => {
@@ -311,9 +396,16 @@ impl Session {
         if prompt.len() >= n_ctx {
             return Err(Error::PromptTooLong { n_prompt: prompt.len(), n_ctx });
         }
-        let keep = crate::context::prefix::reuse(&mut self.ctx, 0, &self.tokens, prompt)?;
+        let mut keep = crate::context::prefix::reuse(&mut self.ctx, 0, &self.tokens, prompt)?;
+        let exact = self.exact_keep(keep);
+        if exact < keep {
+            self.ctx.seq_rm(Some(0), exact as i32..)?;
+            keep = exact;
+        }
         self.tokens.truncate(keep);
+        self.exact = self.exact.min(keep);
         let n_batch = self.batch.capacity();
+        let ub = self.ctx.n_ubatch() as usize;
         let mut last = 0;
         for chunk in prompt[keep..].chunks(n_batch) {
             self.batch.clear();
@@ -325,6 +417,10 @@ impl Session {
                 return Err(e);
             }
             self.feed_mtp(chunk, start as usize);
+            if self.exact == start as usize && n_batch % ub == 0 {
+                // llama.cpp cut this chunk into micro-batches from its start.
+                self.exact += chunk.len() / ub * ub;
+            }
             self.tokens.extend_from_slice(chunk);
             last = chunk.len() - 1;
         }
@@ -356,6 +452,7 @@ impl Session {
     fn resync(&mut self) {
         let n = self.ctx.seq_pos_max(0).map_or(0, |p| p as usize + 1);
         self.tokens.truncate(n);
+        self.exact = self.exact.min(n);
     }
 
     /// Decodes `tokens` after those the session holds (llama-cpp-python's `eval`) and

@@ -35,6 +35,8 @@ struct ModelInner {
     /// See `check_vocab`.
     missing_bytes: Vec<u8>,
     path: PathBuf,
+    /// `file_identity` of `path`, computed on first use (`Context::state_key`).
+    content_id: std::sync::OnceLock<u64>,
     /// Serialises the few llama.cpp calls that mutate the model (adapter registration,
     /// context creation), see the `Send`/`Sync` contract below.
     pub(crate) lock: Mutex<()>,
@@ -188,6 +190,7 @@ impl Model {
                 gpu_layers: params.gpu_layers,
                 missing_bytes,
                 path: path.into(),
+                content_id: std::sync::OnceLock::new(),
                 lock: Mutex::new(()),
             }),
         })
@@ -205,6 +208,12 @@ impl Model {
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.inner.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What identifies the model file's contents (`file_identity`), for keys of saved
+    /// KV state: two fine-tunes of one base share every shape, not their bytes.
+    pub(crate) fn content_id(&self) -> u64 {
+        *self.inner.content_id.get_or_init(|| file_identity(&self.inner.path))
     }
 
     /// The file this model was loaded from (the first split for split models).
@@ -435,4 +444,26 @@ fn model_bytes(path: &Path) -> u64 {
         }
         _ => len(path),
     }
+}
+
+/// A hash of a file's size, its first MiB (a GGUF's metadata and tensor table) and 64
+/// evenly spaced 4 KiB samples of the rest: cheap for a file of many GiB, and different
+/// for files that differ in their metadata or in any tensor's values (a fine-tune changes
+/// nearly every block). 0 when the file cannot be read.
+pub(crate) fn file_identity(path: &Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else { return 0 };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&len.to_le_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    let n = f.read_at(&mut buf, 0).unwrap_or(0);
+    h.update(&buf[..n]);
+    let mut sample = [0u8; 4096];
+    for i in 0..64u64 {
+        let off = (1 << 20) + len.saturating_sub(1 << 20) / 64 * i;
+        let n = f.read_at(&mut sample, off).unwrap_or(0);
+        h.update(&sample[..n]);
+    }
+    h.digest()
 }

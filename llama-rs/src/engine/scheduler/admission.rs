@@ -30,6 +30,9 @@ impl Scheduler {
                 keep = n;
                 self.local.ram_cache_hits += 1;
             }
+            if let Some(n) = self.restore_disk(free, &a.prompt, keep) {
+                keep = n;
+            }
             if let (true, Some(m)) = (a.mtp, self.mtp.as_mut()) {
                 // The head starts this request afresh (the slot's cells may come from
                 // another request or be shared from another slot).

@@ -27,7 +27,7 @@ mod prompt_cache;
 
 use batch_plan::{Scheduled, PROMPT_MIN, RATE_MIN};
 use outputs::Outcome;
-use prompt_cache::Saved;
+use prompt_cache::{DiskTier, Saved};
 
 /// One sequence id of the context: the tokens its cache holds, and the request using it.
 struct Slot {
@@ -110,6 +110,8 @@ pub(crate) struct Scheduler {
     prompt_min: usize,
     /// The host-memory prompt cache, least recently used first out.
     saved: Vec<Saved>,
+    /// The prompt cache on disk, with its writer thread.
+    disk: Option<DiskTier>,
 }
 
 impl Scheduler {
@@ -119,6 +121,7 @@ impl Scheduler {
         metrics: Arc<Mutex<Metrics>>,
         draft: Option<DraftModel>,
         mtp: Option<Mtp>,
+        disk: Option<Arc<crate::DiskCache>>,
     ) -> Result<Scheduler> {
         let n_seq = ctx.n_seq_max() as usize;
         let batch = Batch::new(ctx.n_batch() as usize, 1)?;
@@ -157,6 +160,7 @@ impl Scheduler {
             token_s: None,
             isolate: 0,
             saved: Vec::new(),
+            disk: disk.map(|d| DiskTier::new(d, ctx.state_key())).transpose()?,
             ctx,
         })
     }
@@ -414,6 +418,7 @@ impl Scheduler {
         s.last_used = self.step;
         if self.params.prefix_cache {
             s.cached = r.tokens[..r.n_cached].to_vec();
+            self.persist(slot);
         } else {
             let _ = self.ctx.seq_rm(Some(slot as SeqId), ..);
             s.cached.clear();
@@ -437,6 +442,9 @@ impl Scheduler {
                 None => s.cached.len(),
             })
             .sum();
+        if let Some(d) = &self.disk {
+            self.local.disk = d.cache.stats();
+        }
         if let Ok(mut m) = self.metrics.lock() {
             m.clone_from(&self.local);
         }

@@ -1,8 +1,51 @@
-//! The host-memory prompt cache (`EngineParams::ram_cache_bytes`): a slot's cache
-//! copied out before it is reused, and copied back when a later prompt shares more of it
-//! than the cells at hand.
+//! The prompt caches below the KV pool: host memory (`EngineParams::ram_cache_bytes`: a
+//! slot's cache copied out before it is reused, and copied back when a later prompt
+//! shares more of it than the cells at hand) and disk (`EngineParams::disk_cache`: a
+//! finished request's cache written by a background thread, restored by later requests
+//! and later processes).
+
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use super::*;
+use crate::DiskCache;
+
+/// The disk tier: the cache, its key for this context, and the thread that writes.
+pub(super) struct DiskTier {
+    pub(super) cache: Arc<DiskCache>,
+    key: u64,
+    /// States waiting to be written; full: a new one is dropped, never waited for.
+    tx: Option<SyncSender<(Vec<Token>, Vec<u8>)>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl DiskTier {
+    pub(super) fn new(cache: Arc<DiskCache>, key: u64) -> Result<DiskTier> {
+        let (tx, rx) = sync_channel::<(Vec<Token>, Vec<u8>)>(2);
+        let c = cache.clone();
+        let writer = std::thread::Builder::new()
+            .name("llama-rs-disk-cache".into())
+            .spawn(move || {
+                for (tokens, state) in rx {
+                    if let Err(e) = c.write(key, &tokens, (0, 0), &state) {
+                        log::warn!("disk cache: {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::Limit { what: "disk cache thread", detail: e.to_string() })?;
+        Ok(DiskTier { cache, key, tx: Some(tx), writer: Some(writer) })
+    }
+}
+
+impl Drop for DiskTier {
+    /// Writes what is queued before the engine is gone (a restart finds it).
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
 
 /// A sequence's cache copied to host memory (`EngineParams::ram_cache_bytes`).
 pub(super) struct Saved {
@@ -78,5 +121,45 @@ impl Scheduler {
         }
         self.slots[dst].cached = prompt[..n].to_vec();
         Some(n)
+    }
+}
+
+impl Scheduler {
+    /// Queues what idle `slot` caches for the disk tier (unless an entry holds it).
+    pub(super) fn persist(&mut self, slot: usize) {
+        let Some(d) = &self.disk else { return };
+        let tokens = &self.slots[slot].cached;
+        if tokens.len() < RAM_MIN || d.cache.covers(d.key, tokens) {
+            return;
+        }
+        let tokens = tokens.clone();
+        let Ok(state) = self.ctx.save_seq_state(slot as SeqId, &tokens) else { return };
+        if let Some(tx) = &d.tx {
+            if tx.try_send((tokens, state)).is_err() {
+                log::debug!("disk cache: writer busy, one entry not written");
+            }
+        }
+    }
+
+    /// Restores from disk into sequence `dst` the stored prefix of `prompt` when it
+    /// gives `RESTORE_GAIN` more tokens than the `keep` at hand; returns the prefix now
+    /// cached (0 after a failed restore).
+    pub(super) fn restore_disk(&mut self, dst: usize, prompt: &[Token], keep: usize) -> Option<usize> {
+        let d = self.disk.as_ref()?;
+        let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
+        let r = d.cache.restore_seq(&mut self.ctx, dst as SeqId, prompt, keep + RESTORE_GAIN - 1, |f| f.common.min(limit));
+        match r {
+            Ok(Some((n, _))) => {
+                self.slots[dst].cached = prompt[..n].to_vec();
+                Some(n)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!("disk cache: restore failed: {e}");
+                let _ = self.ctx.seq_rm(Some(dst as SeqId), ..);
+                self.slots[dst].cached.clear();
+                Some(0)
+            }
+        }
     }
 }
