@@ -110,6 +110,9 @@ fn an_engine_restart_restores_the_prefix_from_disk() {
         n_ctx: 2048,
         disk_cache: Some(d.clone()),
         disk_cache_bytes: 1 << 30,
+        // A KV stream per slot: a reused or restored prefix's cells lie in position
+        // order either way (docs/ENGINE.md: gaps in the unified pool change the sums).
+        kv_unified: false,
         ..Default::default()
     };
     let q = |q: &str| Request::text(format!("{}{q}", system()), greedy(8));

@@ -142,6 +142,20 @@ pub struct Args {
     /// prompt starts with it. 0: off; -1: no limit.
     #[arg(long = "cache-ram", visible_alias = "cram", default_value_t = 8192, allow_negative_numbers = true)]
     pub cache_ram: i64,
+    /// A directory for the prompt cache on disk (ours; llama-server has none): every
+    /// finished request's cache is written there in the background, and a later request
+    /// — also after a restart, or from another server sharing the directory — whose
+    /// prompt starts with a stored prefix restores it instead of recomputing it. Entries
+    /// are checksummed and keyed by model file, KV types, RoPE and adapters.
+    #[arg(long = "cache-disk", value_name = "DIR")]
+    pub cache_disk: Option<std::path::PathBuf>,
+    /// Most MiB the disk prompt cache keeps (least recently used entries go first). Ours.
+    #[arg(long = "cache-disk-max", value_name = "MiB", default_value_t = 16384)]
+    pub cache_disk_max: u64,
+    /// Directory for slot files (llama-server's flag): enables
+    /// `POST /slots/{id}?action=save|restore|erase` with `{"filename": NAME}`.
+    #[arg(long = "slot-save-path", value_name = "DIR")]
+    pub slot_save_path: Option<std::path::PathBuf>,
     /// How long a step that reads prompts should take (ms) while several requests have
     /// work: a burst of prompts is read oldest first in steps this long, so the first
     /// answers start early and running streams keep their pace; 0: one step takes every
@@ -228,6 +242,8 @@ impl Args {
             },
             deterministic: self.deterministic,
             kv_unified: !self.no_kv_unified,
+            disk_cache: self.cache_disk.clone(),
+            disk_cache_bytes: self.cache_disk_max.saturating_mul(1 << 20),
             ..Default::default()
         })
     }
@@ -302,7 +318,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--mmproj",
     "--rope-scaling",
     "--grp-attn-n",
-    "--slot-save-path",
     "--path",
     "--ssl-key-file",
     "--ssl-cert-file",

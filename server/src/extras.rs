@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -91,6 +91,16 @@ pub async fn metrics(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery
     metric("llama_rs:evictions_total", "counter", "Cached prefixes evicted.", m.evictions as f64);
     metric("llama_rs:ram_cache_hits_total", "counter", "Prefixes restored from host memory.", m.ram_cache_hits as f64);
     metric("llama_rs:ram_cache_bytes", "gauge", "Bytes of the host-memory prompt cache.", m.ram_cache_bytes as f64);
+    let d = &m.disk;
+    metric("llama_rs:disk_cache_hits_total", "counter", "Prefixes restored from the disk cache.", d.hits as f64);
+    metric("llama_rs:disk_cache_hit_tokens_total", "counter", "Tokens restored from the disk cache.", d.hit_tokens as f64);
+    metric("llama_rs:disk_cache_read_bytes_total", "counter", "Bytes read by disk restores.", d.bytes_read as f64);
+    metric("llama_rs:disk_cache_written_bytes_total", "counter", "Bytes written to the disk cache.", d.bytes_written as f64);
+    metric("llama_rs:disk_cache_stores_total", "counter", "Entries written to the disk cache.", d.stores as f64);
+    metric("llama_rs:disk_cache_evictions_total", "counter", "Disk cache entries evicted.", d.evictions as f64);
+    metric("llama_rs:disk_cache_rejected_total", "counter", "Damaged or foreign entries removed.", d.rejected as f64);
+    metric("llama_rs:disk_cache_write_errors_total", "counter", "Disk cache writes that failed.", d.write_errors as f64);
+    metric("llama_rs:disk_cache_restore_seconds_total", "counter", "Seconds spent restoring.", d.restore_ms / 1e3);
     metric("llama_rs:preemptions_total", "counter", "Requests preempted.", m.preemptions as f64);
     metric("llama_rs:steps_total", "counter", "Engine steps.", m.steps as f64);
     metric(
@@ -147,6 +157,91 @@ pub async fn slots(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery>)
         "total_slots": st.args.parallel, "processing": m.active, "deferred": m.queued,
         "kv_used": m.kv_used, "kv_total": m.kv_total,
     })))
+}
+
+#[derive(Deserialize)]
+pub struct SlotQuery {
+    action: Option<String>,
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SlotBody {
+    #[serde(default)]
+    filename: Option<String>,
+}
+
+/// A slot file name as llama-server accepts it: a plain file name in `--slot-save-path`.
+fn slot_file(dir: &std::path::Path, name: Option<String>) -> ApiResult<(String, std::path::PathBuf)> {
+    let bad = |why: &str| ApiError { param: Some("filename".into()), ..ApiError::status(StatusCode::BAD_REQUEST, why) };
+    let name = name.ok_or_else(|| bad("\"filename\" is required"))?;
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.chars().any(|c| c == '/' || c == '\\' || c == ':' || c.is_control());
+    if !ok {
+        return Err(bad("invalid filename: a plain file name inside --slot-save-path is expected"));
+    }
+    let path = dir.join(&name);
+    Ok((name, path))
+}
+
+/// `POST /slots/{id}?action=save|restore|erase` (llama-server's shapes): save a slot's
+/// cache to `--slot-save-path/FILENAME`, restore it, or drop it.
+pub async fn slot_action(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<SlotQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let Some(dir) = st.args.slot_save_path.clone() else {
+        return Err(ApiError::status(StatusCode::NOT_IMPLEMENTED, "This server does not support slots action."));
+    };
+    let id: u32 = id
+        .parse()
+        .map_err(|_| ApiError { param: Some("id_slot".into()), ..ApiError::status(StatusCode::BAD_REQUEST, "Invalid slot ID") })?;
+    let l = named(&st, q.model.as_deref()).await?;
+    let engine = l.engine.clone();
+    let body: SlotBody = if body.is_empty() { SlotBody { filename: None } } else { parse(&body)? };
+    let action = q.action.unwrap_or_default();
+    let run = |f: Box<dyn FnOnce() -> llama_rs::Result<llama_rs::SlotFile> + Send>| async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| match e.kind() {
+                // A file the client named that is not a state of this model is its error.
+                llama_rs::ErrorKind::Corrupt => ApiError::status(StatusCode::BAD_REQUEST, e.to_string()),
+                _ => ApiError::from(e),
+            })
+    };
+    match action.as_str() {
+        "save" => {
+            let (name, path) = slot_file(&dir, body.filename)?;
+            let r = run(Box::new(move || engine.save_slot(id, &path))).await?;
+            Ok(Json(json!({
+                "id_slot": id, "filename": name, "n_saved": r.tokens, "n_written": r.bytes,
+                "timings": {"save_ms": r.ms},
+            })))
+        }
+        "restore" => {
+            let (name, path) = slot_file(&dir, body.filename)?;
+            if !path.is_file() {
+                return Err(ApiError::status(StatusCode::NOT_FOUND, format!("no slot file {name:?}")));
+            }
+            let r = run(Box::new(move || engine.restore_slot(id, &path))).await?;
+            Ok(Json(json!({
+                "id_slot": id, "filename": name, "n_restored": r.tokens, "n_read": r.bytes,
+                "timings": {"restore_ms": r.ms},
+            })))
+        }
+        "erase" => {
+            let r = run(Box::new(move || engine.erase_slot(id))).await?;
+            Ok(Json(json!({"id_slot": id, "n_erased": r.tokens})))
+        }
+        _ => Err(ApiError { param: Some("action".into()), ..ApiError::status(StatusCode::BAD_REQUEST, "Invalid action") }),
+    }
 }
 
 #[derive(Deserialize)]

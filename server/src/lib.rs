@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(extras::metrics))
         .route("/props", get(extras::props))
         .route("/slots", get(extras::slots))
+        .route("/slots/{id}", post(extras::slot_action))
         .route("/tokenize", post(extras::tokenize))
         .route("/detokenize", post(extras::detokenize))
         .route("/apply-template", post(extras::apply_template))

@@ -1226,3 +1226,101 @@ fn rerank_scores_documents_best_first() {
     assert_eq!((st, r["error"]["param"].as_str()), (400, Some("model")), "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("ranking head"), "{r}");
 }
+
+#[test]
+fn disk_cache_survives_a_restart_and_slots_save_restore_erase() {
+    let tmp = std::env::temp_dir().join(format!("llama-rs-server-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (cache, slots) = (tmp.join("cache"), tmp.join("slots"));
+    std::fs::create_dir_all(&slots).unwrap();
+    // A KV stream per slot: a sequence's cells then lie in position order whether reused
+    // or restored (in the unified pool a reused prefix's cells may have gaps, which
+    // changes the attention sums' grouping; docs/ENGINE.md).
+    let flags = [
+        "--cache-disk",
+        cache.to_str().unwrap(),
+        "--slot-save-path",
+        slots.to_str().unwrap(),
+        "--metrics",
+        "--no-kv-unified",
+    ];
+    let system = "You are a helpful assistant who answers in one short sentence. ".repeat(20);
+    let req = json!({"prompt": format!("{system}Question: what colour is the sky?\nAnswer:"), "max_tokens": 8, "temperature": 0});
+    let entries = || {
+        std::fs::read_dir(&cache)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".lrkv")).count())
+            .unwrap_or(0)
+    };
+    let (warm, warm_cached) = {
+        let (_s, base) = start(&flags);
+        let (st, _) = post(&base, "/v1/completions", req.clone());
+        assert_eq!(st, 200);
+        let (_, w) = post(&base, "/v1/completions", req.clone());
+        let cached = w["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+        assert!(cached > 100, "{w}");
+        (w["choices"][0]["text"].as_str().unwrap().to_string(), cached)
+    };
+    let t0 = std::time::Instant::now();
+    while entries() == 0 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (One entry per distinct prompt + answer; a warm answer may differ in its last
+    // tokens from the cold one: it is computed in other batch shapes.)
+    assert!(entries() >= 1);
+
+    // A new server process state: the prefix comes back from disk, the answer is the same.
+    let (_s, base) = start(&flags);
+    let (st, b) = post(&base, "/v1/completions", req.clone());
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap(), warm_cached, "{b}");
+    assert_eq!(b["choices"][0]["text"].as_str().unwrap(), warm);
+    let metrics = client().get(format!("{base}/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("llama_rs:disk_cache_hits_total 1"), "{metrics}");
+
+    // llama-server's slot actions, raw HTTP shapes.
+    let mut saved = None;
+    for id in 0..4 {
+        let (st, v) = post(&base, &format!("/slots/{id}?action=save"), json!({"filename": format!("slot{id}.bin")}));
+        assert_eq!(st, 200, "{v}");
+        assert_eq!((v["id_slot"].as_u64(), v["filename"].as_str()), (Some(id), Some(format!("slot{id}.bin").as_str())));
+        assert!(v["timings"]["save_ms"].as_f64().is_some() && v["n_written"].as_u64().unwrap() > 0, "{v}");
+        if v["n_saved"].as_u64().unwrap() > 0 {
+            saved = Some((id, v));
+        }
+    }
+    let (id, v) = saved.expect("a slot holds the request's cache");
+    let (st, e) = post(&base, &format!("/slots/{id}?action=erase"), json!({}));
+    assert_eq!((st, &e["n_erased"]), (200, &v["n_saved"]), "{e}");
+    let (st, r) = post(&base, &format!("/slots/{id}?action=restore"), json!({"filename": format!("slot{id}.bin")}));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!((&r["n_restored"], &r["n_read"]), (&v["n_saved"], &v["n_written"]), "{r}");
+    assert!(r["timings"]["restore_ms"].as_f64().is_some());
+    // The restored slot serves the prompt again.
+    let (_, again) = post(&base, "/v1/completions", req.clone());
+    assert!(again["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 100, "{again}");
+
+    // Bad slot requests are 4xx, and nothing is written outside the directory.
+    std::fs::write(slots.join("garbage.bin"), b"not a state at all").unwrap();
+    for (path, body, want) in [
+        ("/slots/0?action=save", json!({"filename": "../escape.bin"}), 400),
+        ("/slots/0?action=save", json!({"filename": "a/b.bin"}), 400),
+        ("/slots/0?action=save", json!({"filename": ".hidden"}), 400),
+        ("/slots/0?action=save", json!({}), 400),
+        ("/slots/0?action=restore", json!({"filename": "missing.bin"}), 404),
+        ("/slots/0?action=restore", json!({"filename": "garbage.bin"}), 400),
+        ("/slots/0?action=launch", json!({"filename": "x.bin"}), 400),
+        ("/slots/99?action=erase", json!({}), 400),
+        ("/slots/abc?action=erase", json!({}), 400),
+        ("/slots/-1?action=erase", json!({}), 400),
+    ] {
+        let (st, v) = post(&base, path, body.clone());
+        assert_eq!(st, want, "{path} {body}: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    assert!(!tmp.join("escape.bin").exists());
+    drop(_s);
+    let (_s2, base2) = start(&[]);
+    let (st, _) = post(&base2, "/slots/0?action=erase", json!({}));
+    assert_eq!(st, 501, "slot actions without --slot-save-path");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

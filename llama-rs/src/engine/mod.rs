@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::context::{ContextParams, FlashAttn, KvType};
-use crate::error::{check_arg, Error, Result};
+use crate::error::{check_arg, check_param, Error, Result};
 use crate::generate::{FinishReason, GenerateParams, GenerationCore, Piece, Prompt};
 use crate::model::Model;
 use crate::speculative::{DraftKind, DraftModel, Drafter, SpecStats, Speculator};
@@ -298,10 +298,35 @@ pub(crate) struct Admitted {
 
 pub(crate) enum Command {
     Submit(Box<Admitted>),
+    /// A slot file action; the answer goes to `reply`.
+    Slot {
+        slot: usize,
+        op: SlotOp,
+        reply: mpsc::SyncSender<Result<SlotFile>>,
+    },
     /// Stop taking work; `drain`: finish what is queued and running, else cancel it.
     Shutdown {
         drain: bool,
     },
+}
+
+/// A slot file action (llama-server's `/slots/{id}?action=save|restore|erase`).
+pub(crate) enum SlotOp {
+    Save(std::path::PathBuf),
+    Restore(std::path::PathBuf),
+    Erase,
+}
+
+/// What a slot action did: tokens saved, restored or erased, bytes written or read,
+/// milliseconds taken.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SlotFile {
+    /// Tokens of the slot's cache saved, restored or erased.
+    pub tokens: usize,
+    /// Bytes written or read (0 for erase).
+    pub bytes: u64,
+    /// Milliseconds the action took on the engine thread.
+    pub ms: f64,
 }
 
 /// A cloneable, `Send + Sync` handle that submits requests to an [`Engine`].
@@ -535,5 +560,48 @@ impl EngineHandle {
     /// A snapshot of the engine's counters.
     pub fn metrics(&self) -> Metrics {
         self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Saves what idle slot `slot` caches (its tokens and KV cells) to a state file
+    /// (written atomically; `Context::save_seq_state_file`'s format). Blocks until the
+    /// engine thread has done it, between two steps.
+    ///
+    /// ```
+    /// # use llama_rs::*;
+    /// # let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
+    /// let engine = Engine::new(&model, EngineParams { slots: 1, n_ctx: 512, ..Default::default() })?;
+    /// let p = GenerateParams { max_tokens: Some(2), ..Default::default() };
+    /// engine.submit(Request::text("The sky is", p))?.text()?;
+    /// let path = std::env::temp_dir().join(format!("doc-slot-{}.bin", std::process::id()));
+    /// let saved = engine.handle().save_slot(0, &path)?;
+    /// engine.handle().erase_slot(0)?;
+    /// let restored = engine.handle().restore_slot(0, &path)?;   // the cells are back
+    /// assert_eq!((saved.tokens, saved.bytes), (restored.tokens, restored.bytes));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save_slot(&self, slot: u32, path: impl AsRef<std::path::Path>) -> Result<SlotFile> {
+        self.slot_op(slot, SlotOp::Save(path.as_ref().into()))
+    }
+
+    /// Restores a file from [`save_slot`](Self::save_slot) into idle slot `slot` (what
+    /// it cached before is dropped); later requests reuse it as a cached prefix.
+    pub fn restore_slot(&self, slot: u32, path: impl AsRef<std::path::Path>) -> Result<SlotFile> {
+        self.slot_op(slot, SlotOp::Restore(path.as_ref().into()))
+    }
+
+    /// Drops what idle slot `slot` caches.
+    pub fn erase_slot(&self, slot: u32) -> Result<SlotFile> {
+        self.slot_op(slot, SlotOp::Erase)
+    }
+
+    fn slot_op(&self, slot: u32, op: SlotOp) -> Result<SlotFile> {
+        let n = self.params.slots;
+        check_param("id_slot", slot < n, || format!("slot {slot} does not exist (slots: 0..{n})"))?;
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Command::Slot { slot: slot as usize, op, reply })
+            .map_err(|_| Error::InvalidState("the engine has stopped".into()))?;
+        rx.recv().map_err(|_| Error::InvalidState("the engine has stopped".into()))?
     }
 }

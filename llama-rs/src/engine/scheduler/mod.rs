@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::Sender;
 
-use super::{Admitted, Command, EngineParams, Event, Metrics, Timings, Usage};
+use super::{Admitted, Command, EngineParams, Event, Metrics, SlotFile, SlotOp, Timings, Usage};
 use crate::batch::Batch;
 use crate::context::prefix::{common_prefix, window_present};
 use crate::context::Context;
@@ -226,6 +226,9 @@ impl Scheduler {
                 } else {
                     self.queue.push_back(a);
                 }
+            }
+            Command::Slot { slot, op, reply } => {
+                let _ = reply.send(self.slot_op(slot, op));
             }
             Command::Shutdown { drain } => {
                 self.shutdown = Some(drain && self.shutdown != Some(false));

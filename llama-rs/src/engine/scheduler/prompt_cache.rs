@@ -163,3 +163,41 @@ impl Scheduler {
         }
     }
 }
+
+impl Scheduler {
+    /// A slot file action, between two steps.
+    pub(super) fn slot_op(&mut self, slot: usize, op: SlotOp) -> Result<SlotFile> {
+        if self.slots[slot].req.is_some() {
+            return Err(Error::invalid("id_slot", format!("slot {slot} is processing a request")));
+        }
+        let t0 = Instant::now();
+        let seq = slot as SeqId;
+        let (tokens, bytes) = match op {
+            SlotOp::Save(path) => {
+                let tokens = self.slots[slot].cached.clone();
+                self.ctx.save_seq_state_file(&path, seq, &tokens)?;
+                (tokens.len(), std::fs::metadata(&path).map_or(0, |m| m.len()))
+            }
+            SlotOp::Restore(path) => {
+                let _ = self.ctx.seq_rm(Some(seq), ..);
+                self.slots[slot].cached.clear();
+                let tokens = self.ctx.load_seq_state_file(&path, seq).inspect_err(|_| {
+                    let _ = self.ctx.seq_rm(Some(seq), ..);
+                })?;
+                self.step += 1;
+                self.slots[slot].last_used = self.step;
+                let n = tokens.len();
+                self.slots[slot].cached = tokens;
+                (n, std::fs::metadata(&path).map_or(0, |m| m.len()))
+            }
+            SlotOp::Erase => {
+                let n = self.slots[slot].cached.len();
+                let _ = self.ctx.seq_rm(Some(seq), ..);
+                self.slots[slot].cached.clear();
+                (n, 0)
+            }
+        };
+        self.publish();
+        Ok(SlotFile { tokens, bytes, ms: t0.elapsed().as_secs_f64() * 1e3 })
+    }
+}
