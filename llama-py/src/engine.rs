@@ -13,7 +13,7 @@ pub(crate) struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (model, n_ctx=8192, slots=8, step_tokens=512, n_threads=None, flash_attn=None, type_k=None, type_v=None))]
+    #[pyo3(signature = (model, n_ctx=8192, slots=8, step_tokens=512, n_threads=None, flash_attn=None, type_k=None, type_v=None, disk_cache=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -25,6 +25,7 @@ impl Engine {
         flash_attn: Option<bool>,
         type_k: Option<i32>,
         type_v: Option<i32>,
+        disk_cache: Option<&crate::cache::DiskCache>,
     ) -> PyResult<Engine> {
         let p = llama_rs::EngineParams {
             n_ctx,
@@ -38,6 +39,8 @@ impl Engine {
             },
             type_k: ggml_kv_type(type_k)?,
             type_v: ggml_kv_type(type_v)?,
+            disk_cache: disk_cache.map(|c| c.inner.dir().to_path_buf()),
+            disk_cache_bytes: disk_cache.map_or(0, |c| c.inner.max_bytes()),
             ..Default::default()
         };
         let m = model.inner.clone();
@@ -88,6 +91,12 @@ impl Engine {
     fn metrics(&self) -> (usize, usize, u64) {
         let m = self.handle.metrics();
         (m.queued, m.active, m.generated_tokens)
+    }
+
+    /// The disk tier's restores: (hits, tokens restored).
+    fn disk_hits(&self) -> (u64, u64) {
+        let d = self.handle.metrics().disk;
+        (d.hits, d.hit_tokens)
     }
 
     /// Stops the engine (running requests end with `cancelled`).

@@ -22,6 +22,7 @@ use llama_rs::{
     FinishReason, FlashAttn, GenerateParams, GpuLayers, Grammar, KvType, LoadMode, Model as RsModel, ModelParams,
     Piece, RenderOptions, SamplerConfig, Session, Speculation, SplitMode, Token,
 };
+mod cache;
 mod chat;
 mod embed;
 mod engine;
@@ -51,6 +52,7 @@ fn _llama_rs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embedder>()?;
     m.add_class::<Engine>()?;
     m.add_class::<EngineStream>()?;
+    m.add_class::<cache::DiskCache>()?;
     m.add_class::<chat::ChatJob>()?;
     m.add_class::<chat::ChatAnswer>()?;
     m.add_function(wrap_pyfunction!(json_schema_to_gbnf, m)?)?;

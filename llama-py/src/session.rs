@@ -92,6 +92,25 @@ impl Core {
         Ok(PyBytes::new(py, &bytes))
     }
 
+    /// Saves the cache into a `DiskCache` (unless an entry holds it already).
+    fn save_to(&self, py: Python<'_>, cache: &crate::cache::DiskCache) -> PyResult<bool> {
+        let (s, c) = (self.session.clone(), cache.inner.clone());
+        py.allow_threads(move || lock_session(&s).save_to(&c)).map_err(err)
+    }
+
+    /// Restores the stored prefix of `tokens` from a `DiskCache` when it beats what the
+    /// cache holds; returns the tokens restored (0: none).
+    fn restore_from(&self, py: Python<'_>, cache: &crate::cache::DiskCache, tokens: Vec<i32>) -> PyResult<usize> {
+        let (s, c) = (self.session.clone(), cache.inner.clone());
+        let toks: Vec<Token> = tokens.into_iter().map(Token).collect();
+        py.allow_threads(move || lock_session(&s).restore_from(&c, &toks)).map_err(err)
+    }
+
+    /// Keep only prefixes a cold run computes alike (`Session::set_exact_reuse`).
+    fn set_exact_reuse(&self, on: bool) {
+        lock_session(&self.session).set_exact_reuse(on);
+    }
+
     /// Restores a state from `save_state`.
     fn load_state(&self, py: Python<'_>, state: Vec<u8>) -> PyResult<()> {
         let s = self.session.clone();

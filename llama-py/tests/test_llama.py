@@ -662,6 +662,98 @@ def test_one_request_gives_one_answer_through_every_wire_format():
     assert len(set(answers.values())) == 1 and answers["openai"], answers
 
 
+def test_disk_cache_restores_across_llama_objects_and_ram_cache_keeps_states():
+    import shutil
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="llama-rs-py-disk-")
+    try:
+        system = "You are a helpful assistant who answers in one short sentence. " * 12
+        prompt = system + "Question: what colour is grass?\nAnswer:"
+        a = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, verbose=False)
+        a.set_cache(llama_rs.LlamaDiskCache(cache_dir=d, capacity_bytes=256 << 20))
+        first = a(prompt, max_tokens=8, temperature=0)["choices"][0]["text"]
+        assert len(a.cache) == 1 and a.cache.cache_size > 0
+        a.close()
+        # Another process, another Llama: the prefix comes back from disk, the answer is
+        # the one a warm in-memory reuse gives (the last prompt token decoded alone).
+        code = (
+            "import sys, json, llama_rs\n"
+            "llm = llama_rs.Llama(model_path=sys.argv[1], n_ctx=1024, n_batch=64, verbose=False)\n"
+            "cache = llama_rs.LlamaDiskCache(cache_dir=sys.argv[2], capacity_bytes=256 << 20)\n"
+            "llm.set_cache(cache)\n"
+            "out = llm(sys.argv[3], max_tokens=8, temperature=0)\n"
+            "print(json.dumps([out['choices'][0]['text'], cache.stats()]))\n")
+        r = subprocess.run([sys.executable, "-c", code, MODEL, d, prompt], capture_output=True, text=True,
+                           env=dict(os.environ), timeout=300)
+        assert r.returncode == 0, r.stderr
+        text, stats = json.loads(r.stdout.strip().splitlines()[-1])
+        assert stats["hits"] == 1 and stats["hit_tokens"] > 100 and stats["rejected"] == 0, stats
+        warm = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, verbose=False)
+        warm(prompt, max_tokens=8, temperature=0)
+        assert warm(prompt, max_tokens=8, temperature=0)["choices"][0]["text"] == text
+        assert first
+        # Chat reads and writes the same tier.
+        b = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, verbose=False)
+        b.set_cache(llama_rs.LlamaDiskCache(cache_dir=d, capacity_bytes=256 << 20))
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": "Name a fruit."}]
+        b.create_chat_completion(msgs, max_tokens=4, temperature=0)
+        assert len(b.cache) == 2
+        # LlamaRAMCache: llama-cpp-python's longest-prefix states in memory.
+        ram = llama_rs.LlamaRAMCache(capacity_bytes=1 << 30)
+        warm.set_cache(ram)
+        warm(prompt, max_tokens=4, temperature=0)
+        assert len(ram.cache_state) == 1 and ram.cache_size > 0
+        toks = warm.tokenize(prompt.encode())
+        assert toks in ram and ram[toks].n_tokens > len(toks)
+        warm.reset()
+        warm(prompt, max_tokens=4, temperature=0)  # restored from the RAM cache, then saved again
+        assert len(ram.cache_state) == 1
+        try:
+            llama_rs.AsyncLlama(llama=warm, cache=ram)
+            raise AssertionError("AsyncLlama took a RAM cache")
+        except llama_rs.InvalidArgumentError:
+            pass
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_async_llama_shares_the_disk_tier():
+    import asyncio
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="llama-rs-py-engine-disk-")
+    try:
+        prompt = "You are a helpful assistant who answers in one short sentence. " * 12 + "Q: name a bird.\nA:"
+
+        async def once():
+            eng = llama_rs.AsyncLlama(llama=llm, n_parallel=2, n_ctx=2048,
+                                      cache=llama_rs.LlamaDiskCache(cache_dir=d, capacity_bytes=256 << 20))
+            out = await eng.create_completion(prompt, max_tokens=4, temperature=0)
+            hits = eng._engine.disk_hits()
+            eng.close()
+            return out, hits
+        _, (hits, _) = asyncio.run(once())
+        assert hits == 0
+        assert len(llama_rs.LlamaDiskCache(cache_dir=d, capacity_bytes=256 << 20)) >= 1
+        _, (hits, tokens) = asyncio.run(once())  # a new engine: restored from disk
+        assert hits == 1 and tokens > 100, (hits, tokens)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_exact_reuse_makes_chat_and_stream_agree():
+    e = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, n_ubatch=16, verbose=False)
+    e.set_exact_reuse(True)
+    msgs = [{"role": "system", "content": "You are terse. " * 10}, {"role": "user", "content": "Say something."}]
+    a = e.create_chat_completion(msgs, max_tokens=12, temperature=0)["choices"][0]["message"]["content"]
+    chunks = e.create_chat_completion(msgs, max_tokens=12, temperature=0, stream=True)
+    b = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    cold = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, n_ubatch=16, verbose=False)
+    c = cold.create_chat_completion(msgs, max_tokens=12, temperature=0)["choices"][0]["message"]["content"]
+    assert a == b == c, (a, b, c)
+
+
 if __name__ == "__main__":
     failed = 0
     tests = [(k, v) for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]

@@ -9,8 +9,9 @@ import logging
 from . import _llama_rs
 from .errors import (BackendError, CancelledError, ClosedError, ContextFullError, InvalidArgumentError, LlamaError,
                      ModelLoadError, RejectedError, ResourceLimitError, UnsupportedError)
-from .llama import (AsyncLlama, LLAMA_SPLIT_MODE_LAYER, LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_ROW, Llama, LlamaCache,
-                    LlamaRAMCache, LlamaState, LogitsProcessorList, StoppingCriteriaList)
+from .llama import (AsyncLlama, BaseLlamaCache, LLAMA_SPLIT_MODE_LAYER, LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_ROW,
+                    Llama, LlamaCache, LlamaDiskCache, LlamaRAMCache, LlamaState, LogitsProcessorList,
+                    StoppingCriteriaList)
 from .llama_grammar import JSON_GBNF, LlamaGrammar
 from . import llama_speculative
 
@@ -69,7 +70,7 @@ def llama_print_system_info() -> bytes:
 
 
 __all__ = [
-    "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "JSON_GBNF", "llama_speculative",
+    "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "LlamaDiskCache", "BaseLlamaCache", "JSON_GBNF", "llama_speculative",
     "llama_supports_gpu_offload", "llama_print_system_info", "llama_log_set", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
     "LogitsProcessorList", "StoppingCriteriaList", "LlamaError", "InvalidArgumentError", "ContextFullError",
     "ModelLoadError", "UnsupportedError", "ResourceLimitError", "RejectedError", "CancelledError", "BackendError",

@@ -9,7 +9,7 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _llama_rs as _native
 from .errors import ClosedError, ContextFullError, InvalidArgumentError, ModelLoadError, UnsupportedError
@@ -51,12 +51,113 @@ class LlamaState:
         self.seed = seed
 
 
-class LlamaRAMCache:
-    """Kept for llama-cpp-python scripts: llama-rs reuses the longest cached prefix of
-    every prompt on its own, so `set_cache` needs no cache object to be fast."""
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class BaseLlamaCache:
+    """llama-cpp-python's cache protocol: `cache[tokens]` is the saved `LlamaState` whose
+    tokens share the longest prefix with `tokens` (KeyError: none), `cache[tokens] =
+    state` stores one; `Llama.set_cache(cache)` restores before and saves after every
+    completion."""
 
     def __init__(self, capacity_bytes: int = 2 << 30):
         self.capacity_bytes = capacity_bytes
+
+    @property
+    def cache_size(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Sequence[int]) -> "LlamaState":
+        raise NotImplementedError
+
+    def __contains__(self, key: Sequence[int]) -> bool:
+        raise NotImplementedError
+
+    def __setitem__(self, key: Sequence[int], value: "LlamaState") -> None:
+        raise NotImplementedError
+
+
+class LlamaRAMCache(BaseLlamaCache):
+    """Saved states in host memory, least recently used out past `capacity_bytes`
+    (llama-cpp-python's). Each entry is a whole-context state, so this suits a few long
+    shared prompts; the context's own prefix reuse already serves the last prompt."""
+
+    def __init__(self, capacity_bytes: int = 2 << 30):
+        super().__init__(capacity_bytes)
+        from collections import OrderedDict
+        self.cache_state: "OrderedDict[Tuple[int, ...], LlamaState]" = OrderedDict()
+
+    @property
+    def cache_size(self) -> int:
+        return sum(st.llama_state_size for st in self.cache_state.values())
+
+    def _find(self, key: Sequence[int]) -> Optional[Tuple[int, ...]]:
+        best, n_best = None, 0
+        for k in self.cache_state:
+            n = _common(k, key)
+            if n > n_best:
+                best, n_best = k, n
+        return best
+
+    def __getitem__(self, key: Sequence[int]) -> "LlamaState":
+        k = self._find(key)
+        if k is None:
+            raise KeyError("Key not found")
+        self.cache_state.move_to_end(k)
+        return self.cache_state[k]
+
+    def __contains__(self, key: Sequence[int]) -> bool:
+        return self._find(key) is not None
+
+    def __setitem__(self, key: Sequence[int], value: "LlamaState") -> None:
+        k = tuple(key)
+        self.cache_state.pop(k, None)
+        self.cache_state[k] = value
+        while self.cache_size > self.capacity_bytes and len(self.cache_state) > 1:
+            self.cache_state.popitem(last=False)
+
+
+class LlamaDiskCache(BaseLlamaCache):
+    """Saved prompt states in a directory (llama-cpp-python's `LlamaDiskCache`), backed by
+    llama-rs's disk cache: entries are checksummed, written atomically, keyed by the model
+    file, KV types and adapters (a state never restores into another model), bounded by
+    `capacity_bytes` (least recently used out), and shared safely by processes. A later
+    process with the same model restores a stored prompt prefix instead of recomputing it.
+    `AsyncLlama(cache=...)` gives its engine the same directory."""
+
+    def __init__(self, cache_dir: str = ".cache/llama_cache", capacity_bytes: int = 2 << 30):
+        super().__init__(capacity_bytes)
+        self.cache_dir = cache_dir
+        self._native = _native.DiskCache(cache_dir, capacity_bytes)
+
+    @property
+    def cache_size(self) -> int:
+        return self._native.usage()[0]
+
+    def __len__(self) -> int:
+        return self._native.usage()[1]
+
+    def stats(self) -> Dict[str, Any]:
+        """Hits, tokens restored, bytes read and written, evictions, rejected entries."""
+        return self._native.stats()
+
+    def clear(self) -> None:
+        self._native.clear()
+
+    def __getitem__(self, key: Sequence[int]) -> "LlamaState":
+        raise KeyError("LlamaDiskCache is read by Llama itself (set_cache); it does not hand out states")
+
+    def __contains__(self, key: Sequence[int]) -> bool:
+        return False
+
+    def __setitem__(self, key: Sequence[int], value: "LlamaState") -> None:
+        raise TypeError("LlamaDiskCache is written by Llama itself (set_cache)")
 
 
 LlamaCache = LlamaRAMCache
@@ -259,8 +360,39 @@ class Llama:
             out = out[1:]
         return out
 
-    def set_cache(self, cache: Optional[LlamaRAMCache]) -> None:
+    def set_cache(self, cache: Optional[BaseLlamaCache]) -> None:
+        """Restore the longest saved prefix of every prompt from `cache` before generating,
+        and save the state after (llama-cpp-python's semantics)."""
         self.cache = cache
+
+    def set_exact_reuse(self, on: bool) -> None:
+        """Reuse only cached prefixes that a cold run computes alike (whole micro-batches
+        from position 0): greedy answers then do not depend on what ran before, at the
+        cost of up to `n_ubatch - 1` recomputed prompt tokens per call."""
+        self._core.set_exact_reuse(on)
+
+    def _cache_restore(self, toks: List[int]) -> None:
+        c = self.cache
+        if c is None or self._core is None:
+            return
+        if isinstance(c, LlamaDiskCache):
+            self._core.restore_from(c._native, toks)
+            return
+        try:
+            item = c[toks]
+        except KeyError:
+            return
+        if _common(list(item.input_ids), toks) > _common(self._core.tokens(), toks):
+            self.load_state(item)
+
+    def _cache_save(self) -> None:
+        c = self.cache
+        if c is None or self._core is None:
+            return
+        if isinstance(c, LlamaDiskCache):
+            self._core.save_to(c._native)
+        else:
+            c[self._core.tokens()] = self.save_state()
 
     def set_seed(self, seed: int) -> None:
         self._seed = seed
@@ -343,6 +475,7 @@ class Llama:
         spec, max_draft = self._speculation()
         if opts["grammar"] is not None or bridge is not None:
             spec = None  # drafts would bypass the grammar / the Python callbacks: plain decoding
+        self._cache_restore(toks)
         return self._core.generate(
             toks, opts, max_tokens=max_tokens if max_tokens and max_tokens > 0 else None, stop=list(stop or []),
             logprobs=logprobs, speculation=spec, max_draft=max_draft, processor=bridge, collect=collect)
@@ -467,6 +600,7 @@ class Llama:
             lps.extend(plps)
             n += len(ptoks)
             finish = f or finish
+        self._cache_save()
         body = "".join(text)
         return {
             "id": cid, "object": "text_completion", "created": created, "model": name,
@@ -489,6 +623,7 @@ class Llama:
             if piece or plps:
                 yield chunk(piece, self._logprobs_obj(plps, 0) if want_lps else None, None)
             if f is not None:
+                self._cache_save()
                 yield chunk("", None, _finish(f))
 
     def __call__(self, prompt: Union[str, List[int]], *args: Any, **kwargs: Any):
@@ -557,16 +692,18 @@ class Llama:
                              reasoning_budget)
         bridge = self._bridge(logits_processor, None)
         spec, max_draft = self._speculation()
+        self._cache_restore(job.prompt_tokens)
         s = self._core.generate_job(job, speculation=None if bridge is not None else spec, max_draft=max_draft,
                                     processor=bridge, collect=not stream)
         answer = _native.ChatAnswer(job, f"chatcmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path)
         if stream:
-            return self._chat_chunks(s, answer)
+            return self._chat_chunks(s, answer, self._cache_save)
         text, lps, finish = [], [], None
         for piece, _t, plps, f in s:
             text.append(piece)
             lps.extend(plps)
             finish = f or finish
+        self._cache_save()
         n_prompt, n_gen = s.usage()
         return answer.completion([("".join(text), lps, finish)], len(job.prompt_tokens), n_gen)
 
@@ -610,11 +747,12 @@ class Llama:
         return names.get(fmt, fmt)
 
     @staticmethod
-    def _chat_chunks(s, answer) -> Iterator[Dict[str, Any]]:
+    def _chat_chunks(s, answer, finished=lambda: None) -> Iterator[Dict[str, Any]]:
         yield answer.start(0)
         for piece, _t, lps, f in s:
             yield from answer.piece(0, piece, lps)
             if f is not None:
+                finished()
                 yield from answer.done(0, f)
 
     def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any):
@@ -673,7 +811,11 @@ class AsyncLlama:
 
     def __init__(self, model_path: Optional[str] = None, *, llama: Optional[Llama] = None, n_ctx: int = 8192,
                  n_parallel: int = 8, n_batch: int = 512, n_threads: Optional[int] = None, flash_attn: bool = False,
-                 type_k: Optional[int] = None, type_v: Optional[int] = None, **kwargs: Any):
+                 type_k: Optional[int] = None, type_v: Optional[int] = None,
+                 cache: Optional["LlamaDiskCache"] = None, **kwargs: Any):
+        if cache is not None and not isinstance(cache, LlamaDiskCache):
+            raise InvalidArgumentError("AsyncLlama(cache=...) takes a LlamaDiskCache (the engine keeps its own "
+                                       "prompt cache in host memory)")
         if llama is None:
             if model_path is None:
                 raise InvalidArgumentError("AsyncLlama needs model_path or llama")
@@ -683,7 +825,8 @@ class AsyncLlama:
         self._n_ctx = n_ctx
         self._engine = _native.Engine(llama._model, n_ctx=n_ctx, slots=n_parallel, step_tokens=n_batch,
                                       n_threads=n_threads, flash_attn=flash_attn,
-                                      type_k=type_k, type_v=type_v)
+                                      type_k=type_k, type_v=type_v,
+                                      disk_cache=cache._native if cache is not None else None)
 
     def n_ctx(self) -> int:
         return self._n_ctx
