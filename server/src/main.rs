@@ -18,10 +18,22 @@ fn main() {
         std::process::exit(1);
     }
     eprintln!("llama-rs-server: model loaded; ready");
-    // Ctrl-C: stop taking requests, cancel running ones, exit.
+    // Ctrl-C or SIGTERM (a service manager's stop): stop taking requests, cancel running
+    // ones, finish writing the disk cache's queued entries, exit.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     rt.block_on(async {
-        let _ = tokio::signal::ctrl_c().await;
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     });
     eprintln!("llama-rs-server: stopping");
     server.stop();

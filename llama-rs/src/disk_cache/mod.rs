@@ -265,6 +265,13 @@ impl DiskCache {
     /// Reads and checks a found entry; returns the saved sequence state. A damaged entry
     /// is removed and reported as `InvalidState`.
     pub fn read(&self, key: u64, found: &Found) -> Result<Vec<u8>> {
+        let (mut bytes, start) = self.read_entry(key, found)?;
+        bytes.drain(..start);
+        Ok(bytes)
+    }
+
+    /// The whole entry file, checked, and where its payload starts (no copy of it).
+    fn read_entry(&self, key: u64, found: &Found) -> Result<(Vec<u8>, usize)> {
         let path = self.dir.join(&found.name);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -274,9 +281,9 @@ impl DiskCache {
             if h.key != key || *t != *found.tokens {
                 return Err(Error::InvalidState("disk cache entry: not the entry its name says".into()));
             }
-            Ok(payload.len())
+            Ok(bytes.len() - payload.len())
         });
-        let n = match checked {
+        let start = match checked {
             Ok(n) => n,
             Err(e) => {
                 self.reject(&found.name, &e);
@@ -288,9 +295,7 @@ impl DiskCache {
         if let Ok(f) = File::options().write(true).open(&path) {
             let _ = f.set_modified(SystemTime::now());
         }
-        let mut bytes = bytes;
-        bytes.drain(..bytes.len() - n);
-        Ok(bytes)
+        Ok((bytes, start))
     }
 
     /// Whether an entry of `key` holds exactly `tokens` or starts with them.
@@ -435,13 +440,13 @@ impl DiskCache {
         if n <= at_least {
             return Ok(None);
         }
-        let state = match self.read(key, &found) {
+        let (bytes, start) = match self.read_entry(key, &found) {
             Ok(s) => s,
             Err(e) if e.kind() == crate::ErrorKind::Corrupt => return Ok(None),
             Err(e) => return Err(e),
         };
         ctx.seq_rm(Some(seq), ..)?;
-        let ok = match ctx.load_seq_state(seq, &state) {
+        let ok = match ctx.load_seq_state(seq, &bytes[start..]) {
             Ok(t) if *t == *found.tokens => ctx.seq_rm(Some(seq), n as i32..)? && window_present(ctx, seq, n),
             Ok(_) => {
                 self.reject(&found.name, &Error::InvalidState("the state's tokens differ from the entry's".into()));
