@@ -18,6 +18,11 @@ for line in sys.stdin:
         print(m["out_dir"])' | tail -n1)
 build="$out/cmake/build"
 src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+# llama-sys copies only what the library needs; the server's UI step runs this script
+# (with the UI off it writes an empty asset table).
+if [ ! -f "$src/scripts/ui-assets.cmake" ] && [ -f vendor/llama.cpp/scripts/ui-assets.cmake ]; then
+  mkdir -p "$src/scripts" && cp vendor/llama.cpp/scripts/ui-assets.cmake "$src/scripts/"
+fi
 # The UI would need npm or a download from a model hub; the HTTP API does not.
 cmake -S "$src" -B "$build" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null

@@ -69,7 +69,8 @@ fn prompt_tokens(s: &Session) -> i32 {
 #[test]
 fn exact_reuse_gives_the_cold_logits_warm_and_after_a_restart() {
     let m = model();
-    let (p1, p2) = (format!("{}Question: what is two plus two?", system()), format!("{}Question: name a colour.", system()));
+    let (p1, p2) =
+        (format!("{}Question: what is two plus two?", system()), format!("{}Question: name a colour.", system()));
     let n2 = m.vocab().tokenize(&p2, true, false).unwrap().len() as i32;
     let cold = run(&mut session(m, params()), &p2);
 
@@ -321,9 +322,7 @@ fn the_bound_evicts_least_recently_used_and_extended_entries_go() {
 /// Runs one test of this file in a child process with `role` set.
 fn child(test: &str, role: &str, d: &Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("DISK_CACHE_ROLE", role)
-        .env("DISK_CACHE_DIR", d);
+    c.args([test, "--exact", "--nocapture", "--test-threads=1"]).env("DISK_CACHE_ROLE", role).env("DISK_CACHE_DIR", d);
     c
 }
 
@@ -407,11 +406,19 @@ fn writers_killed_mid_write_full_disks_and_two_processes_leave_a_usable_cache() 
         std::thread::sleep(Duration::from_millis(300 + 170 * round));
         c.kill().unwrap();
         c.wait().unwrap();
-        orphans += std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".partial")).count();
+        orphans += std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .count();
         assert!(all_entries_whole(&d) > 0);
     }
     assert_eq!(
-        std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".partial")).count(),
+        std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .count(),
         0,
         "open() removes dead writers' scratch files ({orphans} seen)"
     );

@@ -93,13 +93,28 @@ pub async fn metrics(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery
     metric("llama_rs:ram_cache_bytes", "gauge", "Bytes of the host-memory prompt cache.", m.ram_cache_bytes as f64);
     let d = &m.disk;
     metric("llama_rs:disk_cache_hits_total", "counter", "Prefixes restored from the disk cache.", d.hits as f64);
-    metric("llama_rs:disk_cache_hit_tokens_total", "counter", "Tokens restored from the disk cache.", d.hit_tokens as f64);
+    metric(
+        "llama_rs:disk_cache_hit_tokens_total",
+        "counter",
+        "Tokens restored from the disk cache.",
+        d.hit_tokens as f64,
+    );
     metric("llama_rs:disk_cache_read_bytes_total", "counter", "Bytes read by disk restores.", d.bytes_read as f64);
-    metric("llama_rs:disk_cache_written_bytes_total", "counter", "Bytes written to the disk cache.", d.bytes_written as f64);
+    metric(
+        "llama_rs:disk_cache_written_bytes_total",
+        "counter",
+        "Bytes written to the disk cache.",
+        d.bytes_written as f64,
+    );
     metric("llama_rs:disk_cache_stores_total", "counter", "Entries written to the disk cache.", d.stores as f64);
     metric("llama_rs:disk_cache_evictions_total", "counter", "Disk cache entries evicted.", d.evictions as f64);
     metric("llama_rs:disk_cache_rejected_total", "counter", "Damaged or foreign entries removed.", d.rejected as f64);
-    metric("llama_rs:disk_cache_write_errors_total", "counter", "Disk cache writes that failed.", d.write_errors as f64);
+    metric(
+        "llama_rs:disk_cache_write_errors_total",
+        "counter",
+        "Disk cache writes that failed.",
+        d.write_errors as f64,
+    );
     metric("llama_rs:disk_cache_restore_seconds_total", "counter", "Seconds spent restoring.", d.restore_ms / 1e3);
     metric("llama_rs:preemptions_total", "counter", "Requests preempted.", m.preemptions as f64);
     metric("llama_rs:steps_total", "counter", "Engine steps.", m.steps as f64);
@@ -199,9 +214,10 @@ pub async fn slot_action(
     let Some(dir) = st.args.slot_save_path.clone() else {
         return Err(ApiError::status(StatusCode::NOT_IMPLEMENTED, "This server does not support slots action."));
     };
-    let id: u32 = id
-        .parse()
-        .map_err(|_| ApiError { param: Some("id_slot".into()), ..ApiError::status(StatusCode::BAD_REQUEST, "Invalid slot ID") })?;
+    let id: u32 = id.parse().map_err(|_| ApiError {
+        param: Some("id_slot".into()),
+        ..ApiError::status(StatusCode::BAD_REQUEST, "Invalid slot ID")
+    })?;
     let l = named(&st, q.model.as_deref()).await?;
     let engine = l.engine.clone();
     let body: SlotBody = if body.is_empty() { SlotBody { filename: None } } else { parse(&body)? };
@@ -240,7 +256,10 @@ pub async fn slot_action(
             let r = run(Box::new(move || engine.erase_slot(id))).await?;
             Ok(Json(json!({"id_slot": id, "n_erased": r.tokens})))
         }
-        _ => Err(ApiError { param: Some("action".into()), ..ApiError::status(StatusCode::BAD_REQUEST, "Invalid action") }),
+        _ => Err(ApiError {
+            param: Some("action".into()),
+            ..ApiError::status(StatusCode::BAD_REQUEST, "Invalid action")
+        }),
     }
 }
 

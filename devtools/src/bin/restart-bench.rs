@@ -162,7 +162,10 @@ fn system_prompt(model: &Path, n: usize) -> anyhow::Result<String> {
     let mut i = 0;
     while m.vocab().tokenize(&s, true, false)?.len() < n {
         for _ in 0..20 {
-            s.push_str(&format!("Rule {i}: when a request mentions item {i}, answer with its code {}. ", i * 7919 % 1000));
+            s.push_str(&format!(
+                "Rule {i}: when a request mentions item {i}, answer with its code {}. ",
+                i * 7919 % 1000
+            ));
             i += 1;
         }
     }

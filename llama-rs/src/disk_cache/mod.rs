@@ -107,7 +107,7 @@ pub struct DiskCache {
     lock: File,
     /// Headers of entries seen, by file name (entries never change under a name: the
     /// name is the hash of key and tokens, and a rewrite holds the same tokens).
-    known: Mutex<HashMap<String, (u64, Arc<[Token]>, (usize, usize))>>,
+    known: Mutex<HashMap<String, Known>>,
     n: Counters,
 }
 
@@ -115,6 +115,13 @@ impl std::fmt::Debug for DiskCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiskCache").field("dir", &self.dir).field("max_bytes", &self.max_bytes).finish()
     }
+}
+
+/// What an entry's header said (its tokens, exact prefix and micro-batch size).
+#[derive(Clone)]
+struct Known {
+    tokens: Arc<[Token]>,
+    exact: (usize, usize),
 }
 
 /// An exclusive `flock` held until dropped.
@@ -229,13 +236,13 @@ impl DiskCache {
                 continue;
             }
             let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
-            let (_, toks, exact) = match known {
+            let Known { tokens: toks, exact } = match known {
                 Some(k) => k,
                 None => {
                     let Ok(mut f) = File::open(self.dir.join(&name)) else { continue };
                     match entry::read_tokens(&mut f) {
                         Ok((h, t)) if h.key == key => {
-                            let k = (h.key, Arc::<[Token]>::from(t), (h.exact, h.ubatch));
+                            let k = Known { tokens: Arc::from(t), exact: (h.exact, h.ubatch) };
                             self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), k.clone());
                             k
                         }
@@ -324,7 +331,7 @@ impl DiskCache {
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), (key, Arc::from(tokens), exact));
+            .insert(name.clone(), Known { tokens: Arc::from(tokens), exact });
         self.evict(key, &name, tokens);
         Ok(true)
     }
@@ -353,7 +360,7 @@ impl DiskCache {
         all.retain(|(name, _, _)| {
             let extended = name != just
                 && name.starts_with(&prefix)
-                && known.get(name).is_some_and(|(_, t, _)| tokens.len() > t.len() && tokens.starts_with(t));
+                && known.get(name).is_some_and(|k| tokens.len() > k.tokens.len() && tokens.starts_with(&k.tokens));
             if extended {
                 let _ = std::fs::remove_file(self.dir.join(name));
             }

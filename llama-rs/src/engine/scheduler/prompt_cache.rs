@@ -147,7 +147,8 @@ impl Scheduler {
     pub(super) fn restore_disk(&mut self, dst: usize, prompt: &[Token], keep: usize) -> Option<usize> {
         let d = self.disk.as_ref()?;
         let limit = prompt.len() - 1; // the last prompt token is decoded for its logits
-        let r = d.cache.restore_seq(&mut self.ctx, dst as SeqId, prompt, keep + RESTORE_GAIN - 1, |f| f.common.min(limit));
+        let r =
+            d.cache.restore_seq(&mut self.ctx, dst as SeqId, prompt, keep + RESTORE_GAIN - 1, |f| f.common.min(limit));
         match r {
             Ok(Some((n, _))) => {
                 self.slots[dst].cached = prompt[..n].to_vec();
