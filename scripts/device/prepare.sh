@@ -2,6 +2,9 @@
 # Prepares what scripts/device/run.sh needs on a GPU machine without Rust or network,
 # within the device tool's 64 MiB-per-call carry limit (all under the git-ignored .dev/):
 #   .dev/bin     llama-rs test binaries + examples + devtools, built with LLAMA_SYS_SHARED=1
+#                (one phase's few binaries instead, for DEV_BIN=.dev/bmin, e.g. restart:
+#                `LLAMA_SYS_SHARED=1 CARGO_TARGET_DIR=target/shared cargo build --release
+#                -p llama-rs-server -p llama-devtools --bin restart-bench --bin synth-model`)
 #   .dev/src     the pinned llama.cpp tree without unused backends and the web UI
 #   .dev/m1..m4  the default model in four parts (one call each)
 #   .dev/vk      trixie's Vulkan headers/loader/glslc .debs; .dev/gl: GL/EGL loaders
@@ -32,6 +35,9 @@ rm -rf .dev/src && mkdir -p .dev/src/models
   --exclude='tools/ui' CMakeLists.txt cmake include src ggml common vendor tools licenses LICENSE .llama-rs-pin) \
   | (cd .dev/src && tar xf -)
 cp vendor/llama.cpp/models/ggml-vocab-qwen2.gguf .dev/src/models/
+# What llama-server's build needs of the web UI with the UI off (run.sh restart).
+(cd vendor/llama.cpp && tar cf - tools/ui/CMakeLists.txt tools/ui/sources.cmake tools/ui/ui.cpp.in \
+  tools/ui/ui.h.in scripts/ui-assets.cmake) | (cd .dev/src && tar xf -)
 for i in 1 2 3 4; do mkdir -p .dev/m$i; done
 split -n 4 -d "$model" /tmp/llama-rs-part
 for i in 0 1 2 3; do mv /tmp/llama-rs-part0$i .dev/m$((i+1))/part; done

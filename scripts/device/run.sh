@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|bench|bench-gemma|bench-7b|breakdown|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|restart|bench|bench-gemma|bench-7b|breakdown|all]
 # (py also carries .dev/py: the wheel and llama-cpp-python's files, see prepare.sh)
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
@@ -100,6 +100,21 @@ if [ "$phase" = spec ]; then
   [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
   [ -f "$W/q05.gguf" ] || "$BIN/synth-model" --shape 0.5b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q05.gguf"
   echo "== verify cost: synthetic 7B target, 0.5B draft"; "$BIN/bench" --model "$W/q7.gguf" --verify-cost --draft "$W/q05.gguf" -r 3 -t 16 2>&1 | grep -v "^$" | tee "$out/verify-7b-$backend.txt"
+  exit 0
+fi
+if [ "$phase" = restart ]; then
+  # TTFT after a restart on the GPU (devtools restart-bench): llama-rs-server cold and
+  # with --cache-disk, llama-server (built here from the same source) cold and with its
+  # slot restore, on the synthetic 7B (its KV: 56 KiB a token) and the default model.
+  cmake -S "$S" -B "$B" "${common[@]}" "${extra[@]}" -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF > "$out/cmake-server-$backend.log" 2>&1 || { tail -30 "$out/cmake-server-$backend.log"; exit 1; }
+  cmake --build "$B" --target llama-server -j 16 > "$out/build-server-$backend.log" 2>&1 || { tail -40 "$out/build-server-$backend.log"; exit 1; }
+  [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf"
+  for m in "$W/q7.gguf" ${RESTART_DEFAULT_MODEL:+"$model"}; do
+    echo "== restart-bench: $(basename "$m")"
+    "$BIN/restart-bench" --ours "$BIN/llama-rs-server" --theirs "$B/bin/llama-server" --model "$m" \
+      --tokens "${RESTART_TOKENS:-2000,8000}" -r "${BENCH_REPS:-3}" -t 16 --flag=-ngl --flag=99 --dir /tmp/restart-bench 2>&1
+  done | tee "$out/restart-$backend.txt"
   exit 0
 fi
 if [ "$phase" = breakdown ]; then

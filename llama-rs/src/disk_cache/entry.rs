@@ -115,6 +115,32 @@ pub(super) fn read_tokens(f: &mut impl Read) -> Result<(Header, Vec<Token>)> {
 
 /// Checks a whole entry read into memory; returns its header, tokens and payload.
 pub(super) fn decode(entry: &[u8]) -> Result<(Header, Vec<Token>, &[u8])> {
+    decode_summed(entry, (entry.len() >= HEADER).then(|| checksum(entry)).unwrap_or(0))
+}
+
+/// Reads a whole entry file, hashing each chunk while it is still in cache (one pass
+/// over the bytes instead of two); then [`decode_summed`] checks it.
+pub(super) fn read_summed(f: &mut impl Read, len: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    const CHUNK: u64 = 8 << 20;
+    let mut bytes = Vec::with_capacity(len as usize);
+    let mut h = Xxh3::new();
+    loop {
+        let start = bytes.len();
+        let n = f.by_ref().take(CHUNK).read_to_end(&mut bytes)?;
+        if n == 0 {
+            break;
+        }
+        // The checksum skips its own field (bytes 48..56).
+        let chunk = &bytes[start..];
+        let (a, b) = (48usize.saturating_sub(start).min(chunk.len()), 56usize.saturating_sub(start).min(chunk.len()));
+        h.update(&chunk[..a]);
+        h.update(&chunk[b..]);
+    }
+    Ok((bytes, h.digest()))
+}
+
+/// [`decode`] with the checksum already computed.
+pub(super) fn decode_summed(entry: &[u8], sum: u64) -> Result<(Header, Vec<Token>, &[u8])> {
     if entry.len() < HEADER {
         return Err(bad("truncated header"));
     }
@@ -122,7 +148,7 @@ pub(super) fn decode(entry: &[u8]) -> Result<(Header, Vec<Token>, &[u8])> {
     if entry.len() as u64 != h.file_len() {
         return Err(bad(&format!("{} bytes, the header says {}", entry.len(), h.file_len())));
     }
-    if checksum(entry) != h.checksum {
+    if sum != h.checksum {
         return Err(bad("checksum mismatch"));
     }
     let split = HEADER + h.n_tokens * 4;
@@ -151,5 +177,8 @@ mod tests {
         for n in 0..e.len() {
             assert!(decode(&e[..n]).is_err(), "truncation to {n} bytes went unnoticed");
         }
+        // Hashing while reading gives the same sum, whatever the chunk boundaries.
+        let (read, sum) = read_summed(&mut &e[..], e.len() as u64).unwrap();
+        assert_eq!((read.as_slice(), sum), (e.as_slice(), checksum(&e)));
     }
 }

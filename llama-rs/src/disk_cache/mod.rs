@@ -280,11 +280,19 @@ impl DiskCache {
     /// The whole entry file, checked, and where its payload starts (no copy of it).
     fn read_entry(&self, key: u64, found: &Found) -> Result<(Vec<u8>, usize)> {
         let path = self.dir.join(&found.name);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let read = File::open(&path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            if len > self.max_bytes {
+                // Never written by a cache with this bound: not read into memory either.
+                return Ok((Vec::new(), 0));
+            }
+            entry::read_summed(&mut f, len)
+        });
+        let (bytes, sum) = match read {
+            Ok(r) => r,
             Err(e) => return Err(Error::Io { path, source: e }),
         };
-        let checked = entry::decode(&bytes).and_then(|(h, t, payload)| {
+        let checked = entry::decode_summed(&bytes, sum).and_then(|(h, t, payload)| {
             if h.key != key || *t != *found.tokens {
                 return Err(Error::InvalidState("disk cache entry: not the entry its name says".into()));
             }
