@@ -83,7 +83,10 @@ fn exact_reuse_gives_the_cold_logits_warm_and_after_a_restart() {
     let p1t = m.vocab().tokenize(&p1, true, false).unwrap();
     let p2t = m.vocab().tokenize(&p2, true, false).unwrap();
     let common = p1t.iter().zip(&p2t).take_while(|(a, b)| a == b).count();
-    eprintln!("exact reuse: {n2}-token prompt sharing {common} tokens: {decoded} decoded (plain reuse: {})", n2 as usize - common.min(n2 as usize - 1));
+    eprintln!(
+        "exact reuse: {n2}-token prompt sharing {common} tokens: {decoded} decoded (plain reuse: {})",
+        n2 as usize - common.min(n2 as usize - 1)
+    );
     assert!(decoded < n2 - 64 && decoded < 32 + 20, "decoded {decoded} of {n2} prompt tokens");
     assert_eq!(warm, cold, "warm run differs from the cold run");
 

@@ -114,8 +114,9 @@ pub(super) fn read_tokens(f: &mut impl Read) -> Result<(Header, Vec<Token>)> {
 }
 
 /// Checks a whole entry read into memory; returns its header, tokens and payload.
-pub(super) fn decode(entry: &[u8]) -> Result<(Header, Vec<Token>, &[u8])> {
-    decode_summed(entry, (entry.len() >= HEADER).then(|| checksum(entry)).unwrap_or(0))
+#[cfg(test)]
+fn decode(entry: &[u8]) -> Result<(Header, Vec<Token>, &[u8])> {
+    decode_summed(entry, if entry.len() >= HEADER { checksum(entry) } else { 0 })
 }
 
 /// Reads a whole entry file, hashing each chunk while it is still in cache (one pass

@@ -293,9 +293,10 @@ impl Session {
     /// # let model = Model::load(llama_testkit::default_model_path()?, Default::default())?;
     /// let mut s = Session::new(model.context(ContextParams::default().n_ctx(512).n_ubatch(8))?)?;
     /// s.set_exact_reuse(true);
-    /// let p = GenerateParams { max_tokens: 4, ..Default::default() };
-    /// let cold = s.generate("The capital of France is", &p)?.text()?.0;
-    /// let warm = s.generate("The capital of France is", &p)?.text()?.0; // reuses 1 micro-batch
+    /// let p = GenerateParams { max_tokens: Some(4), sampler: SamplerConfig::greedy(), ..Default::default() };
+    /// let prompt = "Paris is the capital of France, and the capital of Italy is";
+    /// let cold = s.generate(prompt, &p)?.text()?.0;
+    /// let warm = s.generate(prompt, &p)?.text()?.0; // whole micro-batches of 8 reused
     /// assert_eq!(cold, warm);
     /// # Ok::<(), llama_rs::Error>(())
     /// ```
