@@ -8,4 +8,6 @@
 #include "ggml-cpu.h"
 #include "ggml-rpc.h"
 #include "gguf.h"
+#include "mtmd.h"
+#include "mtmd-helper.h"
 #include "shim/llama_rs_ext.h"

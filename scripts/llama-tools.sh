@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's own tools (llama-bench, llama-batched-bench, llama-completion,
-# llama-server without its web UI: the baseline for our OpenAI-compatible server) in
+# llama-server without its web UI: the baseline for our OpenAI-compatible server,
+# llama-mtmd-cli: the baseline for images) in
 # llama-sys's cmake build tree: same source, same compiler flags, same backends as the
 # library llama-rs links. Prints the directory holding the binaries.
 #   scripts/llama-tools.sh            # CPU (or whatever LLAMA_BUILD_CONFIG / features say)
@@ -26,5 +27,5 @@ fi
 # The UI would need npm or a download from a model hub; the HTTP API does not.
 cmake -S "$src" -B "$build" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
-cmake --build "$build" --target llama-bench llama-batched-bench llama-completion llama-server -j "$(nproc)" >&2
+cmake --build "$build" --target llama-bench llama-batched-bench llama-completion llama-server llama-mtmd-cli -j "$(nproc)" >&2
 echo "$build/bin"

@@ -165,6 +165,10 @@ pub fn cmake_options(i: &Inputs, cfg: Option<&BuildConfig>, caps: &SourceCaps) -
         ("LLAMA_BUILD_EXAMPLES".into(), on(false)),
         ("LLAMA_BUILD_SERVER".into(), on(false)),
         ("LLAMA_BUILD_APP".into(), on(false)),
+        // The multimodal library (tools/mtmd) alone, without the tools; its video path
+        // runs ffmpeg in a subprocess, which a library must not.
+        ("LLAMA_BUILD_MTMD".into(), on(true)),
+        ("MTMD_VIDEO".into(), on(false)),
         ("LLAMA_OPENSSL".into(), on(false)),
         ("LLAMA_ALL_WARNINGS".into(), on(false)),
         ("GGML_NATIVE".into(), on(i.native)),

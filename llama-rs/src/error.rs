@@ -34,6 +34,19 @@ pub enum Error {
     /// The progress callback asked to stop the load.
     #[error("model load cancelled by the progress callback")]
     LoadCancelled,
+    /// A multimodal projector (`mmproj`) that cannot be used: not a projector, damaged,
+    /// or refused by llama.cpp's mtmd.
+    #[error("projector {path}: {reason}")]
+    ProjectorLoad {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An image or audio clip that cannot be used: an unknown format, undecodable bytes,
+    /// or a size outside the bounds.
+    #[error("media: {0}")]
+    Media(String),
     /// llama.cpp could not create a context with these parameters.
     #[error("llama.cpp could not create the context (out of memory or unsupported parameters; see the llama.cpp log)")]
     ContextCreate,
@@ -348,7 +361,9 @@ impl Error {
         match self {
             Error::ModelFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => K::NotFound,
             Error::ModelFile { .. } | Error::Io { .. } => K::Io,
-            Error::NotGguf { .. } | Error::InvalidState(_) | Error::StateRejected => K::Corrupt,
+            Error::NotGguf { .. } | Error::InvalidState(_) | Error::StateRejected | Error::ProjectorLoad { .. } => {
+                K::Corrupt
+            }
             Error::ModelLoad { .. } | Error::ContextCreate | Error::Backend { .. } | Error::BackendFailed { .. } => {
                 K::Backend
             }
@@ -364,7 +379,8 @@ impl Error {
             | Error::Grammar(_)
             | Error::JsonSchema(_)
             | Error::Template(_)
-            | Error::Adapter(_) => K::InvalidArgument,
+            | Error::Adapter(_)
+            | Error::Media(_) => K::InvalidArgument,
             Error::InvalidToken { .. }
             | Error::InvalidSeqId { .. }
             | Error::InvalidPosition { .. }

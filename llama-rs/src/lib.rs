@@ -55,6 +55,7 @@ mod ffi;
 mod fit;
 mod generate;
 mod gguf;
+mod media;
 mod model;
 mod quantize;
 #[cfg(feature = "rpc")]
@@ -77,6 +78,10 @@ pub use context::{
 };
 pub use device::{Device, DeviceType};
 pub use disk_cache::{DiskCache, DiskCacheStats, Found};
+pub use media::{
+    Chunk, ChunkKind, Media, MediaKind, MediaPrompt, Projector, ProjectorParams, MAX_AUDIO_SAMPLES, MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE, MAX_MEDIA_BYTES,
+};
 pub use embed::{rerank_input, EmbedParams, Embedder, Normalize};
 pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,

@@ -137,9 +137,9 @@ fn check_feature_independent() -> Result<(), String> {
 fn generate(include_dirs: &[PathBuf], out_dir: &Path) -> Result<(), String> {
     let mut b = bindgen::Builder::default()
         .header(WRAPPER)
-        .allowlist_function("(llama|ggml|gguf|llama_rs)_.*")
-        .allowlist_type("(llama|ggml|gguf)_.*")
-        .allowlist_var("(LLAMA|GGML|GGUF)_.*")
+        .allowlist_function("(llama|ggml|gguf|mtmd|llama_rs)_.*")
+        .allowlist_type("(llama|ggml|gguf|mtmd)_.*")
+        .allowlist_var("(LLAMA|GGML|GGUF|MTMD)_.*")
         .prepend_enum_name(false)
         .derive_debug(true)
         .layout_tests(false)

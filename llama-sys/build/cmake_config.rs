@@ -120,6 +120,9 @@ pub fn build(src: &Path, out_dir: &Path) -> Result<Built, String> {
     if backend_dl {
         install_modules_beside_libggml(&dst)?;
     }
+    if !shared {
+        install_vendor_hash(&dst)?;
+    }
     Ok(Built { install: dst, backends: args.backends, shared, openmp, backend_dl })
 }
 
@@ -145,6 +148,20 @@ fn install_modules_beside_libggml(install: &Path) -> Result<(), String> {
         return Err(format!("GGML_BACKEND_DL build installed no backend modules into {}", bin.display()));
     }
     Ok(())
+}
+
+/// A static libmtmd needs llama.cpp's `vendor-hash` library (image ids), which CMake
+/// builds but does not install; it is copied beside the others. A shared libmtmd has it
+/// linked in.
+fn install_vendor_hash(install: &Path) -> Result<(), String> {
+    let name = if cfg!(windows) { "vendor-hash.lib" } else { "libvendor-hash.a" };
+    let built = install.join("build").join("vendor").join("hash");
+    let from = [built.join(name), built.join("Release").join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("CMake built no {name} in {} (libmtmd needs it)", built.display()))?;
+    let to = install.join("lib").join(name);
+    std::fs::copy(&from, &to).map(|_| ()).map_err(|e| format!("{}: {e}", to.display()))
 }
 
 pub fn which(bin: &str) -> Option<PathBuf> {

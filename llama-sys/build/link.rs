@@ -36,8 +36,8 @@ pub fn emit(built: &Built) -> Result<(), String> {
             .filter_map(|n| {
                 n.strip_prefix("lib")?.strip_suffix(".so").or_else(|| n.strip_prefix("lib")?.strip_suffix(".dylib"))
             })
-            .filter(|n| *n == "llama" || n.starts_with("ggml"))
-            .filter(|n| !built.backend_dl || matches!(*n, "llama" | "ggml" | "ggml-base"))
+            .filter(|n| matches!(*n, "llama" | "mtmd") || n.starts_with("ggml"))
+            .filter(|n| !built.backend_dl || matches!(*n, "llama" | "mtmd" | "ggml" | "ggml-base"))
             .collect();
         libs.sort();
         if !libs.contains(&"llama") {
@@ -55,14 +55,16 @@ pub fn emit(built: &Built) -> Result<(), String> {
                 let stem = n.strip_prefix("lib")?;
                 stem.strip_suffix(".a").or_else(|| stem.strip_suffix(".lib")).map(str::to_owned)
             })
-            .filter(|n| n == "llama" || n.starts_with("ggml"))
+            .filter(|n| matches!(n.as_str(), "llama" | "mtmd" | "vendor-hash") || n.starts_with("ggml"))
             .collect();
         // GNU ld resolves left to right: users of a library come before it.
         libs.sort_by_key(|n| match n.as_str() {
-            "llama" => 0,
-            "ggml" => 1,
-            "ggml-base" => 3,
-            _ => 2,
+            "mtmd" => 0,
+            "vendor-hash" => 1,
+            "llama" => 2,
+            "ggml" => 3,
+            "ggml-base" => 5,
+            _ => 4,
         });
         if !libs.iter().any(|l| l == "llama") {
             return Err(format!("CMake did not install libllama into {}", lib_dir.display()));

@@ -33,7 +33,8 @@ fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=src/pregenerated.headers");
     println!("cargo:rerun-if-changed=shim");
 
-    let include_dirs_of = |src: &std::path::Path| [src.join("include"), src.join("ggml").join("include")];
+    let include_dirs_of =
+        |src: &std::path::Path| [src.join("include"), src.join("ggml").join("include"), src.join("tools").join("mtmd")];
 
     // docs.rs (and anyone who only wants `cargo doc`/`cargo check`): no C build.
     if env::flag("DOCS_RS")?.unwrap_or(false) || env::flag("LLAMA_SYS_DOCS_ONLY")?.unwrap_or(false) {

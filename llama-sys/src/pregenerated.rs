@@ -5382,6 +5382,565 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn ggml_backend_rpc_add_server(endpoint: *const ::core::ffi::c_char) -> ggml_backend_reg_t;
 }
+pub const MTMD_INPUT_CHUNK_TYPE_TEXT: mtmd_input_chunk_type = 0;
+pub const MTMD_INPUT_CHUNK_TYPE_IMAGE: mtmd_input_chunk_type = 1;
+pub const MTMD_INPUT_CHUNK_TYPE_AUDIO: mtmd_input_chunk_type = 2;
+pub const MTMD_INPUT_CHUNK_TYPE_COUNT: mtmd_input_chunk_type = 3;
+pub type mtmd_input_chunk_type = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_context {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_bitmap {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_image_tokens {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_input_chunk {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_input_chunks {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_batch {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_input_text {
+    pub text: *const ::core::ffi::c_char,
+    pub text_len: usize,
+    pub add_special: bool,
+    pub parse_special: bool,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_input_part {
+    pub text: *const mtmd_input_text,
+    pub bitmap: *const mtmd_bitmap,
+}
+pub type mtmd_progress_callback =
+    ::core::option::Option<unsafe extern "C" fn(progress: f32, user_data: *mut ::core::ffi::c_void) -> bool>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_context_params {
+    pub use_gpu: bool,
+    pub device: ggml_backend_dev_t,
+    pub print_timings: bool,
+    pub n_threads: ::core::ffi::c_int,
+    pub image_marker: *const ::core::ffi::c_char,
+    pub media_marker: *const ::core::ffi::c_char,
+    pub flash_attn_type: llama_flash_attn_type,
+    pub warmup: bool,
+    pub image_min_tokens: ::core::ffi::c_int,
+    pub image_max_tokens: ::core::ffi::c_int,
+    pub cb_eval: ggml_backend_sched_eval_callback,
+    pub cb_eval_user_data: *mut ::core::ffi::c_void,
+    pub batch_max_tokens: i32,
+    pub progress_callback: mtmd_progress_callback,
+    pub progress_callback_user_data: *mut ::core::ffi::c_void,
+}
+unsafe extern "C" {
+    pub fn mtmd_default_marker() -> *const ::core::ffi::c_char;
+}
+unsafe extern "C" {
+    pub fn mtmd_context_params_default() -> mtmd_context_params;
+}
+unsafe extern "C" {
+    pub fn mtmd_init_from_file(
+        mmproj_fname: *const ::core::ffi::c_char,
+        text_model: *const llama_model,
+        ctx_params: mtmd_context_params,
+    ) -> *mut mtmd_context;
+}
+unsafe extern "C" {
+    pub fn mtmd_free(ctx: *mut mtmd_context);
+}
+unsafe extern "C" {
+    pub fn mtmd_decode_use_non_causal(ctx: *const mtmd_context, chunk: *const mtmd_input_chunk) -> bool;
+}
+unsafe extern "C" {
+    pub fn mtmd_decode_use_mrope(ctx: *const mtmd_context) -> bool;
+}
+unsafe extern "C" {
+    pub fn mtmd_support_vision(ctx: *const mtmd_context) -> bool;
+}
+unsafe extern "C" {
+    pub fn mtmd_support_audio(ctx: *const mtmd_context) -> bool;
+}
+unsafe extern "C" {
+    pub fn mtmd_get_audio_sample_rate(ctx: *const mtmd_context) -> ::core::ffi::c_int;
+}
+unsafe extern "C" {
+    pub fn mtmd_get_marker(ctx: *const mtmd_context) -> *const ::core::ffi::c_char;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_init(nx: u32, ny: u32, data: *const ::core::ffi::c_uchar) -> *mut mtmd_bitmap;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_init_from_audio(n_samples: usize, data: *const f32) -> *mut mtmd_bitmap;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_get_nx(bitmap: *const mtmd_bitmap) -> u32;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_get_ny(bitmap: *const mtmd_bitmap) -> u32;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_get_data(bitmap: *const mtmd_bitmap) -> *const ::core::ffi::c_uchar;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_get_n_bytes(bitmap: *const mtmd_bitmap) -> usize;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_is_audio(bitmap: *const mtmd_bitmap) -> bool;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_free(bitmap: *mut mtmd_bitmap);
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_get_id(bitmap: *const mtmd_bitmap) -> *const ::core::ffi::c_char;
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_set_id(bitmap: *mut mtmd_bitmap, id: *const ::core::ffi::c_char);
+}
+unsafe extern "C" {
+    pub fn mtmd_bitmap_set_mergeable(bitmap: *mut mtmd_bitmap, mergeable: bool);
+}
+pub type mtmd_bitmap_lazy_callback = ::core::option::Option<
+    unsafe extern "C" fn(
+        chunk_idx: usize,
+        user_data: *mut ::core::ffi::c_void,
+        out_bitmap: *mut *mut mtmd_bitmap,
+        out_text: *mut *mut ::core::ffi::c_char,
+    ) -> ::core::ffi::c_int,
+>;
+unsafe extern "C" {
+    pub fn mtmd_bitmap_init_lazy(
+        ctx: *const mtmd_context,
+        id: *const ::core::ffi::c_char,
+        user_data: *mut ::core::ffi::c_void,
+        callback: mtmd_bitmap_lazy_callback,
+    ) -> *mut mtmd_bitmap;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunks_init() -> *mut mtmd_input_chunks;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunks_size(chunks: *const mtmd_input_chunks) -> usize;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunks_get(chunks: *const mtmd_input_chunks, idx: usize) -> *const mtmd_input_chunk;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunks_free(chunks: *mut mtmd_input_chunks);
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_type(chunk: *const mtmd_input_chunk) -> mtmd_input_chunk_type;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_tokens_text(
+        chunk: *const mtmd_input_chunk,
+        n_tokens_output: *mut usize,
+    ) -> *const llama_token;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_tokens_image(chunk: *const mtmd_input_chunk) -> *const mtmd_image_tokens;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_n_tokens(chunk: *const mtmd_input_chunk) -> usize;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_id(chunk: *const mtmd_input_chunk) -> *const ::core::ffi::c_char;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_n_pos(chunk: *const mtmd_input_chunk) -> llama_pos;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_copy(chunk: *const mtmd_input_chunk) -> *mut mtmd_input_chunk;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_free(chunk: *mut mtmd_input_chunk);
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_get_placeholder(chunk: *const mtmd_input_chunk) -> *mut mtmd_input_chunk;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_save(
+        chunk: *const mtmd_input_chunk,
+        out_buf: *mut ::core::ffi::c_char,
+        out_len: usize,
+        expected_out_len: *mut usize,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_input_chunk_load(buf: *const ::core::ffi::c_char, len: usize) -> *mut mtmd_input_chunk;
+}
+unsafe extern "C" {
+    pub fn mtmd_image_tokens_get_n_tokens(image_tokens: *const mtmd_image_tokens) -> usize;
+}
+unsafe extern "C" {
+    pub fn mtmd_image_tokens_get_id(image_tokens: *const mtmd_image_tokens) -> *const ::core::ffi::c_char;
+}
+unsafe extern "C" {
+    pub fn mtmd_image_tokens_get_n_pos(image_tokens: *const mtmd_image_tokens) -> llama_pos;
+}
+unsafe extern "C" {
+    pub fn mtmd_image_tokens_get_nx(image_tokens: *const mtmd_image_tokens) -> usize;
+}
+unsafe extern "C" {
+    pub fn mtmd_image_tokens_get_ny(image_tokens: *const mtmd_image_tokens) -> usize;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_decoder_pos {
+    pub t: u32,
+    pub x: u32,
+    pub y: u32,
+    pub z: u32,
+}
+unsafe extern "C" {
+    pub fn mtmd_image_tokens_get_decoder_pos(
+        image_tokens: *const mtmd_image_tokens,
+        pos_0: llama_pos,
+        i: usize,
+    ) -> mtmd_decoder_pos;
+}
+unsafe extern "C" {
+    pub fn mtmd_tokenize(
+        ctx: *const mtmd_context,
+        output: *mut mtmd_input_chunks,
+        text: *const mtmd_input_text,
+        bitmaps: *const *const mtmd_bitmap,
+        n_bitmaps: usize,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_tokenize_from_parts(
+        ctx: *const mtmd_context,
+        output: *mut mtmd_input_chunks,
+        parts: *const *const mtmd_input_part,
+        n_parts: usize,
+        add_special: bool,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_encode(ctx: *mut mtmd_context, image_tokens: *const mtmd_image_tokens) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_encode_chunk(ctx: *mut mtmd_context, chunk: *const mtmd_input_chunk) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_get_output_embd(ctx: *mut mtmd_context) -> *mut f32;
+}
+unsafe extern "C" {
+    pub fn mtmd_batch_init(ctx: *mut mtmd_context) -> *mut mtmd_batch;
+}
+unsafe extern "C" {
+    pub fn mtmd_batch_free(batch: *mut mtmd_batch);
+}
+unsafe extern "C" {
+    pub fn mtmd_batch_add_chunk(batch: *mut mtmd_batch, chunk: *const mtmd_input_chunk) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_batch_encode(batch: *mut mtmd_batch) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_batch_get_output_embd(batch: *mut mtmd_batch, chunk: *const mtmd_input_chunk) -> *mut f32;
+}
+unsafe extern "C" {
+    pub fn mtmd_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_caps {
+    pub inp_vision: bool,
+    pub inp_audio: bool,
+}
+unsafe extern "C" {
+    pub fn mtmd_get_cap_from_file(mmproj_fname: *const ::core::ffi::c_char) -> mtmd_caps;
+}
+pub const MTMD_GEN_AUDIO_TYPE_NONE: mtmd_gen_audio_type = 0;
+pub const MTMD_GEN_AUDIO_TYPE_QWEN3TTS: mtmd_gen_audio_type = 1;
+pub const MTMD_GEN_AUDIO_TYPE_POCKETTTS: mtmd_gen_audio_type = 2;
+pub type mtmd_gen_audio_type = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_gen_audio_info {
+    pub type_: mtmd_gen_audio_type,
+    pub sample_rate: i32,
+    pub model_variant: *const ::core::ffi::c_char,
+}
+unsafe extern "C" {
+    pub fn mtmd_gen_audio_get_info(ctx: *const mtmd_context) -> mtmd_gen_audio_info;
+}
+pub const MTMD_GEN_PROCESS_TYPE_GEN_CODE: mtmd_gen_process_type = 0;
+pub const MTMD_GEN_PROCESS_TYPE_GEN_WAV: mtmd_gen_process_type = 1;
+pub type mtmd_gen_process_type = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_gen_inp {
+    pub type_: mtmd_gen_process_type,
+    pub code0: i32,
+    pub embd: *mut f32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub seed: u32,
+    pub temp: f32,
+    pub codes: *mut i32,
+    pub n_codes: usize,
+    pub feats: *const f32,
+    pub n_feats: usize,
+    pub state_data: *const ::core::ffi::c_char,
+    pub state_size: usize,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_gen_out {
+    pub codes: *const i32,
+    pub n_codes: usize,
+    pub feats: *const f32,
+    pub n_feats: usize,
+    pub embd: *const f32,
+    pub is_eos: bool,
+    pub audio: *const f32,
+    pub n_samples: usize,
+    pub state_data: *const ::core::ffi::c_char,
+    pub state_size: usize,
+}
+unsafe extern "C" {
+    pub fn mtmd_gen_inp_default(ctx: *const mtmd_context) -> mtmd_gen_inp;
+}
+unsafe extern "C" {
+    pub fn mtmd_gen_audio_process(ctx: *mut mtmd_context, inp: *const mtmd_gen_inp, out: *mut mtmd_gen_out) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_test_create_input_chunks() -> *mut mtmd_input_chunks;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_video {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_video_init_params {
+    pub fps_target: f32,
+    pub ffmpeg_bin_dir: *const ::core::ffi::c_char,
+    pub timestamp_interval_ms: i64,
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_video_init_params_default() -> mtmd_helper_video_init_params;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_init_opt {
+    pub video_params: mtmd_helper_video_init_params,
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_init_opt_default() -> mtmd_helper_init_opt;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_support_video(ctx: *const mtmd_context) -> bool;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_bitmap_wrapper {
+    pub bitmap: *mut mtmd_bitmap,
+    pub video_ctx: *mut mtmd_helper_video,
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_bitmap_init_from_file(
+        ctx: *const mtmd_context,
+        fname: *const ::core::ffi::c_char,
+        placeholder: bool,
+        opt: mtmd_helper_init_opt,
+    ) -> mtmd_helper_bitmap_wrapper;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_bitmap_init_from_buf(
+        ctx: *const mtmd_context,
+        buf: *const ::core::ffi::c_uchar,
+        len: usize,
+        placeholder: bool,
+        opt: mtmd_helper_init_opt,
+    ) -> mtmd_helper_bitmap_wrapper;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_get_n_tokens(chunks: *const mtmd_input_chunks) -> usize;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_get_n_pos(chunks: *const mtmd_input_chunks) -> llama_pos;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_image_get_decoder_pos(
+        image: *const mtmd_image_tokens,
+        pos_0: llama_pos,
+        out_pos: *mut mtmd_decoder_pos,
+    );
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_eval_chunks(
+        ctx: *mut mtmd_context,
+        lctx: *mut llama_context,
+        chunks: *const mtmd_input_chunks,
+        n_past: llama_pos,
+        seq_id: llama_seq_id,
+        n_batch: i32,
+        logits_last: bool,
+        new_n_past: *mut llama_pos,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_eval_chunk_single(
+        ctx: *mut mtmd_context,
+        lctx: *mut llama_context,
+        chunk: *const mtmd_input_chunk,
+        n_past: llama_pos,
+        seq_id: llama_seq_id,
+        n_batch: i32,
+        logits_last: bool,
+        new_n_past: *mut llama_pos,
+    ) -> i32;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_embd_batch {
+    pub n_tokens: i32,
+    pub embd: *const f32,
+    pub n_embd: i32,
+    pub pos: *const llama_pos,
+    pub n_pos: i32,
+    pub seq_id: llama_seq_id,
+}
+pub type mtmd_helper_post_decode_callback = ::core::option::Option<
+    unsafe extern "C" fn(batch: *const mtmd_helper_embd_batch, user_data: *mut ::core::ffi::c_void) -> i32,
+>;
+unsafe extern "C" {
+    pub fn mtmd_helper_decode_image_chunk(
+        ctx: *mut mtmd_context,
+        lctx: *mut llama_context,
+        chunk: *const mtmd_input_chunk,
+        encoded_embd: *mut f32,
+        n_past: llama_pos,
+        seq_id: llama_seq_id,
+        n_batch: i32,
+        new_n_past: *mut llama_pos,
+        callback: mtmd_helper_post_decode_callback,
+        user_data: *mut ::core::ffi::c_void,
+    ) -> i32;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_video_info {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f32,
+    pub n_frames: i32,
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_video_init(
+        mctx: *const mtmd_context,
+        path: *const ::core::ffi::c_char,
+        params: mtmd_helper_video_init_params,
+    ) -> *mut mtmd_helper_video;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_video_init_from_buf(
+        mctx: *const mtmd_context,
+        buf: *const ::core::ffi::c_uchar,
+        len: usize,
+        params: mtmd_helper_video_init_params,
+    ) -> *mut mtmd_helper_video;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_video_free(ctx: *mut mtmd_helper_video);
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_video_get_info(ctx: *const mtmd_helper_video) -> mtmd_helper_video_info;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_video_read_next(
+        ctx: *mut mtmd_helper_video,
+        out_bitmap: *mut *mut mtmd_bitmap,
+        out_text: *mut *mut ::core::ffi::c_char,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_model_can_chat(lctx: *const llama_context, mctx: *const mtmd_context) -> bool;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_gen_audio {
+    _unused: [u8; 0],
+}
+pub const MTMD_HELPER_GEN_AUDIO_OUTTYPE_PCM: mtmd_helper_gen_audio_outtype = 0;
+pub const MTMD_HELPER_GEN_AUDIO_OUTTYPE_WAV: mtmd_helper_gen_audio_outtype = 1;
+pub type mtmd_helper_gen_audio_outtype = ::core::ffi::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct mtmd_helper_gen_audio_inp {
+    pub seq_id: llama_seq_id,
+    pub prompt: *const ::core::ffi::c_char,
+    pub prompt_len: usize,
+    pub speaker_ref: *mut mtmd_bitmap,
+    pub lang: *const ::core::ffi::c_char,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub seed: u32,
+    pub out_type: mtmd_helper_gen_audio_outtype,
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_init(lctx: *mut llama_context, mctx: *mut mtmd_context) -> *mut mtmd_helper_gen_audio;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_free(ctx: *mut mtmd_helper_gen_audio);
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_reset(ctx: *mut mtmd_helper_gen_audio);
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_set_input(
+        ctx: *mut mtmd_helper_gen_audio,
+        inp: *const mtmd_helper_gen_audio_inp,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_step_prompt(ctx: *mut mtmd_helper_gen_audio, n_batch: i32) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_step_gen(
+        ctx: *mut mtmd_helper_gen_audio,
+        sampled: llama_token,
+        h_state_in: *const f32,
+        h_state_out: *mut *const f32,
+        out_stop: *mut bool,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn mtmd_helper_gen_audio_get_output(
+        ctx: *mut mtmd_helper_gen_audio,
+        out_sample_rate: *mut i32,
+        out_data: *mut *const ::core::ffi::c_char,
+        out_data_len: *mut usize,
+        out_n_samples: *mut i64,
+    ) -> i32;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct llama_rs_memory_entry {

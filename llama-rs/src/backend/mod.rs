@@ -29,6 +29,8 @@ pub fn init() {
         // by this crate; `log_trampoline` is a valid `extern "C"` fn that never unwinds and
         // needs no user data.
         unsafe { sys::llama_log_set(Some(log_trampoline), std::ptr::null_mut()) };
+        // SAFETY: as above; mtmd (and the clip encoder it owns) keep their own log sink.
+        unsafe { sys::mtmd_helper_log_set(Some(log_trampoline), std::ptr::null_mut()) };
         if sys::BACKEND_DL {
             // Before llama_backend_init, which loads modules itself (from the wrong
             // places) only while none is registered.

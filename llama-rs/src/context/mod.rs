@@ -248,6 +248,17 @@ impl Context {
         })
     }
 
+    /// Switches causal attention (media chunks that attend to themselves run with it off);
+    /// the batch checks follow the setting.
+    pub(crate) fn causal_attn(&self) -> bool {
+        self.causal
+    }
+    pub(crate) fn set_causal_attn(&mut self, causal: bool) {
+        // SAFETY: valid context; takes effect for the next decode.
+        unsafe { sys::llama_set_causal_attn(self.ptr.as_ptr(), causal) };
+        self.causal = causal;
+    }
+
     /// Raw pointer escape hatch. Valid while `self` lives; do not free it.
     pub fn as_ptr(&self) -> *mut sys::llama_context {
         self.ptr.as_ptr()

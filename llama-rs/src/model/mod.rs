@@ -3,7 +3,7 @@
 //! `params` holds what a load is configured with; `check` validates a file and its
 //! metadata (with overrides applied) before llama.cpp sees them.
 
-mod check;
+pub(crate) mod check;
 mod params;
 
 pub use params::{BufferTarget, GpuLayers, KvOverride, LoadMode, ModelParams, SplitMode};
@@ -253,6 +253,12 @@ impl Model {
     pub fn n_embd(&self) -> usize {
         // SAFETY: const query on a valid model.
         unsafe { sys::llama_model_n_embd(self.as_ptr()) }.max(0) as usize
+    }
+    /// Width of the input embeddings (what an embedding batch and a projector give; equal
+    /// to `n_embd` except for models with extra input features).
+    pub fn n_embd_inp(&self) -> usize {
+        // SAFETY: const query on a valid model.
+        unsafe { sys::llama_model_n_embd_inp(self.as_ptr()) }.max(0) as usize
     }
     /// Width of the embeddings a context outputs (may differ from `n_embd`).
     pub fn n_embd_out(&self) -> usize {
