@@ -216,3 +216,95 @@ fn hostile_media_and_projectors_are_errors() {
     assert_eq!(end as usize, prompt.n_pos());
     assert!(ctx.logits_last().unwrap().iter().all(|v| v.is_finite()));
 }
+
+fn media_prompt(image: &std::sync::Arc<Media>, question: &str) -> llama_rs::Prompt {
+    let text = format!("<start_of_turn>user\n<__media__> {question}<end_of_turn>\n<start_of_turn>model\n");
+    llama_rs::Prompt::Media { text, media: vec![image.clone()] }
+}
+
+fn greedy(n: usize) -> llama_rs::GenerateParams {
+    llama_rs::GenerateParams {
+        max_tokens: Some(n),
+        sampler: llama_rs::SamplerConfig::greedy(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_session_answers_about_an_image_and_reuses_it_for_a_second_question() {
+    let dir = TempDir::new("media-session");
+    let (mmproj, _) = projector(&dir);
+    let load = || Projector::load(&mmproj, model(), ProjectorParams::default().n_threads(2)).unwrap();
+    let image = std::sync::Arc::new(load().media(&std::fs::read(vendor_file("test-1.jpeg")).unwrap()).unwrap());
+
+    // Cold answers: a fresh session per question.
+    let cold = |q: &str| {
+        let mut s = llama_rs::Session::new(model().context(params()).unwrap()).unwrap();
+        s.set_projector(Some(load())).unwrap();
+        s.generate(media_prompt(&image, q), &greedy(10)).unwrap().text().unwrap().0
+    };
+    let (a1, a2) = (cold("Describe it."), cold("What colour is it?"));
+
+    // One session, two questions about the same image: the second keeps the image's
+    // cells (only the new question is decoded) and answers as a cold run does.
+    let mut s = llama_rs::Session::new(model().context(params()).unwrap()).unwrap();
+    assert!(s.generate(media_prompt(&image, "x"), &greedy(1)).is_err_and(|e| e.kind() == ErrorKind::Unsupported));
+    s.set_projector(Some(load())).unwrap();
+    assert_eq!(s.generate(media_prompt(&image, "Describe it."), &greedy(10)).unwrap().text().unwrap().0, a1);
+    let before = s.context().perf().prompt_tokens;
+    let w2 = s.generate(media_prompt(&image, "What colour is it?"), &greedy(10)).unwrap().text().unwrap().0;
+    let decoded = s.context().perf().prompt_tokens - before;
+    assert!(decoded < 12, "the second question decoded {decoded} prompt entries: the image was not reused");
+    assert_eq!(w2, a2, "reusing the image's cells changed the answer");
+
+    // Another image with the same question is not served from the first one's cells.
+    let red = std::sync::Arc::new(Media::image_rgb(64, 64, &[200u8, 10, 10].repeat(64 * 64)).unwrap());
+    let before = s.context().perf().prompt_tokens;
+    s.generate(media_prompt(&red, "What colour is it?"), &greedy(2)).unwrap().text().unwrap();
+    assert!(s.context().perf().prompt_tokens - before >= 16, "a different image must be decoded");
+    assert_eq!(s.tokens().iter().filter(|t| t.0 < 0).count(), 16, "16 image positions, as placeholders");
+}
+
+#[test]
+fn the_engine_answers_image_requests_as_a_session_does_and_caches_the_image() {
+    let dir = TempDir::new("media-engine");
+    let (mmproj, _) = projector(&dir);
+    let image = std::sync::Arc::new(
+        Projector::load(&mmproj, model(), ProjectorParams::default().n_threads(2))
+            .unwrap()
+            .media(&std::fs::read(vendor_file("test-1.jpeg")).unwrap())
+            .unwrap(),
+    );
+    let mut s = llama_rs::Session::new(model().context(params()).unwrap()).unwrap();
+    s.set_projector(Some(Projector::load(&mmproj, model(), ProjectorParams::default().n_threads(2)).unwrap()))
+        .unwrap();
+    let want = s.generate(media_prompt(&image, "Describe it."), &greedy(10)).unwrap().text().unwrap().0;
+
+    let ep = llama_rs::EngineParams {
+        n_ctx: 2048,
+        slots: 2,
+        n_threads: 2,
+        flash_attn: FlashAttn::Off,
+        mmproj: Some(mmproj.clone()),
+        ..Default::default()
+    };
+    let engine = llama_rs::Engine::new(model(), ep).unwrap();
+    let h = engine.handle();
+    assert_eq!(h.media_support(), (true, false));
+    let out = h.submit(llama_rs::Request { prompt: media_prompt(&image, "Describe it."), params: greedy(10) }).unwrap();
+    let out = out.text().unwrap();
+    assert_eq!(out.text, want, "engine and session differ");
+    // The same image again: its cells come from the prefix cache.
+    let again = h.submit(llama_rs::Request { prompt: media_prompt(&image, "What colour is it?"), params: greedy(4) });
+    let again = again.unwrap().text().unwrap();
+    assert!(again.usage.cached_tokens >= 16 + 3, "cached {} tokens", again.usage.cached_tokens);
+    // Text-only requests still run beside it, and bad media requests fail at submit.
+    assert!(h.submit(llama_rs::Request::text("Hello", greedy(2))).unwrap().text().is_ok());
+    let two_markers = llama_rs::Prompt::Media { text: "<__media__><__media__> hi".into(), media: vec![image.clone()] };
+    assert!(h.submit(llama_rs::Request { prompt: two_markers, params: greedy(2) }).is_err());
+    // An engine without a projector refuses media.
+    let plain = llama_rs::Engine::new(model(), llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() })
+        .unwrap();
+    let e = plain.handle().submit(llama_rs::Request { prompt: media_prompt(&image, "x"), params: greedy(2) });
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::Unsupported);
+}

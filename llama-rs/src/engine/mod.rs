@@ -101,6 +101,12 @@ pub struct EngineParams {
     pub disk_cache: Option<std::path::PathBuf>,
     /// Bytes of entries the disk cache keeps (least recently used go first).
     pub disk_cache_bytes: u64,
+    /// A multimodal projector (`mmproj`) for the model: requests may then carry images
+    /// or audio ([`Prompt::Media`]). Media are keyed by content in the prefix caches, so a
+    /// second question about the same image reuses its cells.
+    pub mmproj: Option<std::path::PathBuf>,
+    /// Run the projector on the GPU when there is one (llama-server's `--mmproj-offload`).
+    pub mmproj_gpu: bool,
     /// One KV pool shared by all sequences (a request may use all of it; prefixes are
     /// shared between sequences). Off: one stream of `n_ctx / slots` cells per slot, as
     /// llama-batched-bench and older llama-server builds use (each sequence's attention
@@ -140,6 +146,8 @@ impl Default for EngineParams {
             ram_cache_bytes: 1 << 30,
             disk_cache: None,
             disk_cache_bytes: 16 << 30,
+            mmproj: None,
+            mmproj_gpu: true,
             kv_unified: true,
             swa_full: true,
             n_threads: 0,
@@ -285,6 +293,8 @@ pub struct Completion {
 pub(crate) struct Admitted {
     pub(crate) id: u64,
     pub(crate) prompt: Vec<Token>,
+    /// The chunks of a prompt with media (`prompt` then holds placeholder ids for them).
+    pub(crate) media: Option<Arc<crate::MediaPrompt>>,
     pub(crate) core: GenerationCore,
     /// Speculative decoding for this request: its state and drafter.
     /// `None` as the drafter: the engine's draft model, or its MTP head (`mtp`).
@@ -343,6 +353,11 @@ pub struct EngineHandle {
     has_draft: bool,
     /// Whether it has an MTP head (`DraftKind::Mtp` requests need one).
     has_mtp: bool,
+    /// The projector of `EngineParams::mmproj`: media are tokenized with it here, and
+    /// encoded with it on the engine thread.
+    projector: Option<Arc<Mutex<crate::Projector>>>,
+    /// The context's applied `n_batch` and `n_ubatch` (a medium must fit both).
+    batch_sizes: (u32, u32),
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -420,6 +435,15 @@ impl Engine {
             _ => None,
         };
         let mut ctx = model.context(params.context_params())?;
+        let projector = match &params.mmproj {
+            Some(path) => {
+                let pp = crate::ProjectorParams::default().use_gpu(params.mmproj_gpu);
+                let pp = if params.n_threads > 0 { pp.n_threads(params.n_threads as i32) } else { pp };
+                Some(Arc::new(Mutex::new(crate::Projector::load(path, model, pp)?)))
+            }
+            None => None,
+        };
+        let batch_sizes = (ctx.n_batch(), ctx.n_ubatch());
         let mtp = match model.mtp_loaded() {
             true => {
                 ctx.set_mtp_source(true)?;
@@ -439,7 +463,8 @@ impl Engine {
         let metrics = Arc::new(Mutex::new(Metrics::default()));
         let (tx, rx) = mpsc::channel();
         let params = Arc::new(params);
-        let sched = scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft, mtp, disk)?;
+        let sched =
+            scheduler::Scheduler::new(ctx, params.clone(), metrics.clone(), draft, mtp, disk, projector.clone())?;
         let thread = std::thread::Builder::new()
             .name("llama-rs-engine".into())
             .spawn(move || sched.run(rx))
@@ -453,6 +478,8 @@ impl Engine {
             metrics,
             has_draft,
             has_mtp,
+            projector,
+            batch_sizes,
         };
         Ok(Engine { handle, thread: Some(thread) })
     }
@@ -504,6 +531,7 @@ impl EngineHandle {
     /// dropping it cancels the request.
     pub fn submit(&self, req: Request) -> Result<RequestStream> {
         let vocab = self.model.vocab();
+        let mut media = None;
         let prompt = match req.prompt {
             Prompt::Text(t) => vocab.tokenize(&t, req.params.add_special, req.params.parse_special)?,
             Prompt::Tokens(t) => {
@@ -511,6 +539,11 @@ impl EngineHandle {
                     vocab.check(tok)?;
                 }
                 t
+            }
+            Prompt::Media { text, media: m } => {
+                let (flat, mp) = self.media_prompt(&text, &m, &req.params)?;
+                media = Some(Arc::new(mp));
+                flat
             }
         };
         if prompt.is_empty() {
@@ -533,10 +566,56 @@ impl EngineHandle {
         let cancel = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mtp = req.params.speculation.as_ref().is_some_and(|s| s.drafter == DraftKind::Mtp);
-        let admitted =
-            Admitted { id, prompt, core, spec, mtp, tx, cancel: cancel.clone(), submitted: std::time::Instant::now() };
+        let admitted = Admitted {
+            id,
+            prompt,
+            media,
+            core,
+            spec,
+            mtp,
+            tx,
+            cancel: cancel.clone(),
+            submitted: std::time::Instant::now(),
+        };
         self.tx.send(Command::Submit(Box::new(admitted))).map_err(|_| Error::EngineStopped)?;
         Ok(RequestStream::new(rx, cancel))
+    }
+
+    /// Tokenizes a prompt with media with the engine's projector; returns it flattened
+    /// (media as placeholder ids, for the prefix caches) and in chunks.
+    fn media_prompt(
+        &self,
+        text: &str,
+        media: &[Arc<crate::Media>],
+        params: &GenerateParams,
+    ) -> Result<(Vec<Token>, crate::MediaPrompt)> {
+        let proj = self.projector.as_ref().ok_or_else(|| {
+            Error::Unsupported("this engine reads no images or audio: it was started without a projector (mmproj)".into())
+        })?;
+        if params.speculation.is_some() {
+            return Err(Error::Unsupported("speculative decoding of prompts with media".into()));
+        }
+        let proj = proj.lock().unwrap_or_else(|p| p.into_inner());
+        let refs: Vec<&crate::Media> = media.iter().map(|m| &**m).collect();
+        let mp = proj.tokenize(text, &refs, params.add_special)?;
+        proj.check_chunks(&mp, self.batch_sizes.0 as usize, self.batch_sizes.1 as usize)?;
+        if mp.chunks().last().is_some_and(|c| c.kind != crate::ChunkKind::Text) {
+            return Err(Error::invalid("", "a prompt must not end with a medium: text must follow it".into()));
+        }
+        Ok((proj.flatten(&mp), mp))
+    }
+
+    /// What the engine's projector reads: `(images, audio)`; `(false, false)` without one.
+    pub fn media_support(&self) -> (bool, bool) {
+        self.projector.as_ref().map_or((false, false), |p| {
+            let p = p.lock().unwrap_or_else(|p| p.into_inner());
+            (p.supports_vision(), p.supports_audio())
+        })
+    }
+
+    /// The projector's media marker (`<__media__>`), if the engine has a projector.
+    pub fn media_marker(&self) -> Option<String> {
+        self.projector.as_ref().map(|p| p.lock().unwrap_or_else(|p| p.into_inner()).marker().to_string())
     }
 
     /// `n` completions of one request, as `n` requests whose samplers are seeded

@@ -42,6 +42,15 @@ pub enum Prompt {
     Text(String),
     /// Tokens, used as they are.
     Tokens(Vec<Token>),
+    /// Text with one media marker ([`Projector::marker`](crate::Projector::marker)) per
+    /// medium, and the media in order. Needs a projector (`Session::set_projector`,
+    /// `EngineParams::mmproj`).
+    Media {
+        /// The text, tokenized with the params' `add_special` flag (special tokens parsed).
+        text: String,
+        /// The images and audio clips.
+        media: Vec<Arc<crate::Media>>,
+    },
 }
 
 impl From<&str> for Prompt {
@@ -220,6 +229,8 @@ pub struct Session {
     exact: usize,
     /// Keep only an exact prefix (`set_exact_reuse`).
     exact_reuse: bool,
+    /// Reads the media of `Prompt::Media` prompts.
+    projector: Option<crate::Projector>,
 }
 
 impl Session {
@@ -236,7 +247,25 @@ impl Session {
             mtp: None,
             exact: 0,
             exact_reuse: false,
+            projector: None,
         })
+    }
+
+    /// Sets (or removes) the projector that reads the media of [`Prompt::Media`]
+    /// prompts. It must be loaded for this session's model.
+    pub fn set_projector(&mut self, projector: Option<crate::Projector>) -> Result<()> {
+        if let Some(p) = &projector {
+            check_arg(std::ptr::eq(p.model().as_ptr(), self.ctx.model().as_ptr()), || {
+                "the projector was loaded for another model than the session's".into()
+            })?;
+        }
+        self.projector = projector;
+        Ok(())
+    }
+
+    /// The projector, if one is set.
+    pub fn projector(&self) -> Option<&crate::Projector> {
+        self.projector.as_ref()
     }
     /// Sets (or removes) the MTP head that `DraftKind::Mtp` speculation drafts with. It
     /// must be the head of this session's model; while set, every decode also feeds it
@@ -389,7 +418,7 @@ impl Session {
 
     /// Decodes `prompt` reusing the cached prefix; returns the batch index of the last
     /// prompt token's logits.
-    fn prefill(&mut self, prompt: &[Token]) -> Result<usize> {
+    fn prefill(&mut self, prompt: &[Token], media: Option<&crate::MediaPrompt>) -> Result<usize> {
         if prompt.is_empty() {
             return Err(Error::invalid("", "empty prompt".into()));
         }
@@ -403,8 +432,19 @@ impl Session {
             self.ctx.seq_rm(Some(0), exact as i32..)?;
             keep = exact;
         }
+        if let Some(mp) = media {
+            // A medium is decoded whole: a kept prefix may not end inside one.
+            let cut = crate::media::whole_media_prefix(mp, keep);
+            if cut < keep {
+                self.ctx.seq_rm(Some(0), cut as i32..)?;
+                keep = cut;
+            }
+        }
         self.tokens.truncate(keep);
         self.exact = self.exact.min(keep);
+        if let Some(mp) = media {
+            return self.prefill_media(prompt, mp, keep).inspect_err(|_| self.resync());
+        }
         let n_batch = self.batch.capacity();
         let ub = self.ctx.n_ubatch() as usize;
         let mut last = 0;
@@ -424,6 +464,41 @@ impl Session {
             }
             self.tokens.extend_from_slice(chunk);
             last = chunk.len() - 1;
+        }
+        Ok(last)
+    }
+
+    /// Decodes the chunks of a media prompt after the `keep` positions already cached
+    /// (`prompt` is its flattened form): text as token batches, media through the
+    /// projector. Returns the batch index of the last entry's logits.
+    fn prefill_media(&mut self, prompt: &[Token], mp: &crate::MediaPrompt, keep: usize) -> Result<usize> {
+        let proj = self.projector.as_mut().ok_or_else(|| Error::Unsupported("no projector is set".into()))?;
+        let n_batch = self.batch.capacity();
+        let (mut off, mut last) = (0, 0);
+        let n_chunks = mp.chunks().len();
+        for (i, c) in mp.chunks().iter().enumerate() {
+            let n = c.n_pos;
+            if off + n <= keep {
+                off += n;
+                continue;
+            }
+            if c.kind == crate::ChunkKind::Text {
+                let from = keep.max(off) - off;
+                for piece in c.tokens[from..].chunks(n_batch) {
+                    self.batch.clear();
+                    let start = self.tokens.len();
+                    let is_last = start + piece.len() == prompt.len();
+                    self.batch.add_sequence(piece, start as i32, 0, is_last)?;
+                    self.ctx.decode(&mut self.batch)?;
+                    self.tokens.extend_from_slice(piece);
+                    last = piece.len() - 1;
+                }
+            } else {
+                let start = self.tokens.len() as i32;
+                last = proj.decode_media(&mut self.ctx, mp, i, start, 0, i + 1 == n_chunks)?.1;
+                self.tokens.extend_from_slice(&prompt[off..off + n]);
+            }
+            off += n;
         }
         Ok(last)
     }
@@ -512,6 +587,7 @@ impl Session {
         params: &GenerateParams,
         first: Option<Box<dyn CustomSampler>>,
     ) -> Result<Generator<'_>> {
+        let mut media = None;
         let tokens = match prompt.into() {
             Prompt::Text(t) => self.ctx.model().vocab().tokenize(&t, params.add_special, params.parse_special)?,
             Prompt::Tokens(t) => {
@@ -520,6 +596,20 @@ impl Session {
                     v.check(tok)?;
                 }
                 t
+            }
+            Prompt::Media { text, media: m } => {
+                let proj = self.projector.as_ref().ok_or_else(|| {
+                    Error::Unsupported("a prompt with media needs a projector (Session::set_projector)".into())
+                })?;
+                if params.speculation.is_some() || self.mtp.is_some() {
+                    return Err(Error::Unsupported("speculative decoding of prompts with media".into()));
+                }
+                let refs: Vec<&crate::Media> = m.iter().map(|m| &**m).collect();
+                let mp = proj.tokenize(&text, &refs, params.add_special)?;
+                proj.check_decodable(&self.ctx, &mp)?;
+                let flat = proj.flatten(&mp);
+                media = Some(mp);
+                flat
             }
         };
         let sampler = params.sampler.build_with(self.ctx.model(), first)?;
@@ -549,7 +639,7 @@ impl Session {
             self.device_refused = true;
         }
         self.ctx.clear_abort(); // a cancel of an earlier generation must not leak into this one
-        let logits_index = self.prefill(&tokens)?;
+        let logits_index = self.prefill(&tokens, media.as_ref())?;
         // See `GenerateParams::eager_decode`.
         let eager = params.eager_decode.unwrap_or_else(|| self.ctx.model().fully_offloaded());
         let cancel = CancelHandle { flag: Arc::new(AtomicBool::new(false)), abort: self.ctx.abort_handle() };

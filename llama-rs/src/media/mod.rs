@@ -277,31 +277,14 @@ impl Projector {
     /// llama.cpp's helper does. With `logits_last`, the last entry has logits. Returns the
     /// position after the prompt.
     pub fn eval(&mut self, ctx: &mut Context, prompt: &MediaPrompt, seq: SeqId, logits_last: bool) -> Result<Pos> {
-        check_arg(std::ptr::eq(ctx.model().as_ptr(), self.model.as_ptr()), || {
-            "the context runs another model than the one this projector was loaded for".into()
-        })?;
-        if self.uses_mrope() {
-            return Err(Error::Unsupported(
-                "projectors with M-RoPE positions (the Qwen2-VL family) are not supported yet".into(),
-            ));
-        }
+        self.check_decodable(ctx, prompt)?;
         ctx.check_seq(seq)?;
         let start = ctx.seq_pos_max(seq).map_or(0, |p| p + 1);
         let n_pos = prompt.n_pos();
         if start as usize + n_pos > ctx.n_ctx_seq() as usize {
             return Err(Error::PromptTooLong { n_prompt: start as usize + n_pos, n_ctx: ctx.n_ctx_seq() as usize });
         }
-        let (n_batch, n_ubatch) = (ctx.n_batch() as usize, ctx.n_ubatch() as usize);
-        // Checked up front, before anything is decoded: a medium that attends to itself
-        // non-causally must fit one micro-batch.
-        for (i, c) in prompt.chunks.iter().enumerate() {
-            if c.kind != ChunkKind::Text && self.non_causal(prompt, i) && c.n_tokens > n_ubatch.min(n_batch) {
-                return Err(Error::BatchMismatch(format!(
-                    "a {} of {} tokens needs n_batch and n_ubatch >= {} (they are {n_batch} and {n_ubatch})",
-                    c.kind, c.n_tokens, c.n_tokens
-                )));
-            }
-        }
+        let n_batch = ctx.n_batch() as usize;
         let mut pos = start;
         let last = prompt.chunks.len().saturating_sub(1);
         for (i, c) in prompt.chunks.iter().enumerate() {
@@ -315,37 +298,137 @@ impl Projector {
                     ctx.decode(&mut batch)?;
                     pos += piece.len() as Pos;
                 }
-                continue;
+            } else {
+                pos = self.decode_media(ctx, prompt, i, pos, seq, want_logits)?.0;
             }
-            let embd = self.encode(prompt, i)?;
-            let n_embd = self.model.n_embd_inp();
-            let non_causal = self.non_causal(prompt, i);
-            let mut batch = Batch::new_embd(n_batch.min(c.n_tokens).max(1), n_embd, 1)?;
-            let was_causal = ctx.causal_attn();
-            ctx.set_causal_attn(was_causal && !non_causal);
-            let r = (|| {
-                for (j, rows) in embd.chunks(n_batch * n_embd).enumerate() {
-                    batch.clear();
-                    let n = rows.len() / n_embd;
-                    for (k, row) in rows.chunks(n_embd).enumerate() {
-                        let end = j * n_batch + k + 1 == c.n_tokens;
-                        batch.add_embd(row, pos + k as Pos, &[seq], want_logits && end)?;
-                    }
-                    ctx.decode(&mut batch)?;
-                    pos += n as Pos;
-                }
-                Ok(())
-            })();
-            ctx.set_causal_attn(was_causal);
-            r?;
         }
         Ok(pos)
+    }
+
+    /// Checks what [`eval`](Self::eval) checks before decoding anything, for a caller
+    /// that decodes the chunks itself (`Session`, the engine): same model, no M-RoPE,
+    /// each medium within one micro-batch.
+    pub(crate) fn check_decodable(&self, ctx: &Context, prompt: &MediaPrompt) -> Result<()> {
+        check_arg(std::ptr::eq(ctx.model().as_ptr(), self.model.as_ptr()), || {
+            "the context runs another model than the one this projector was loaded for".into()
+        })?;
+        self.check_chunks(prompt, ctx.n_batch() as usize, ctx.n_ubatch() as usize)
+    }
+
+    /// No M-RoPE, and each medium that attends to itself non-causally fits one
+    /// micro-batch.
+    pub(crate) fn check_chunks(&self, prompt: &MediaPrompt, n_batch: usize, n_ubatch: usize) -> Result<()> {
+        if self.uses_mrope() {
+            return Err(Error::Unsupported(
+                "projectors with M-RoPE positions (the Qwen2-VL family) are not supported yet".into(),
+            ));
+        }
+        for (i, c) in prompt.chunks.iter().enumerate() {
+            if c.kind != ChunkKind::Text && self.non_causal(prompt, i) && c.n_tokens > n_ubatch.min(n_batch) {
+                return Err(Error::BatchMismatch(format!(
+                    "a {} of {} tokens needs n_batch and n_ubatch >= {} (they are {n_batch} and {n_ubatch})",
+                    c.kind, c.n_tokens, c.n_tokens
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes media chunk `index` and decodes its embeddings into `seq` at `pos`, in
+    /// `n_batch` pieces (non-causally where the model wants it). Returns the position
+    /// after it and the batch index of the last row (its output, with `logits`).
+    pub(crate) fn decode_media(
+        &mut self,
+        ctx: &mut Context,
+        prompt: &MediaPrompt,
+        index: usize,
+        pos: Pos,
+        seq: SeqId,
+        logits: bool,
+    ) -> Result<(Pos, usize)> {
+        let n_tokens = prompt.chunk(index)?.n_tokens;
+        let embd = self.encode(prompt, index)?;
+        let n_embd = self.model.n_embd_inp();
+        let n_batch = ctx.n_batch() as usize;
+        let non_causal = self.non_causal(prompt, index);
+        let mut batch = Batch::new_embd(n_batch.min(n_tokens).max(1), n_embd, 1)?;
+        let was_causal = ctx.causal_attn();
+        ctx.set_causal_attn(was_causal && !non_causal);
+        let mut pos = pos;
+        let mut last = 0;
+        let r = (|| {
+            for (j, rows) in embd.chunks(n_batch * n_embd).enumerate() {
+                batch.clear();
+                let n = rows.len() / n_embd;
+                for (k, row) in rows.chunks(n_embd).enumerate() {
+                    let end = j * n_batch + k + 1 == n_tokens;
+                    batch.add_embd(row, pos + k as Pos, &[seq], logits && end)?;
+                }
+                ctx.decode(&mut batch)?;
+                pos += n as Pos;
+                last = n - 1;
+            }
+            Ok(())
+        })();
+        ctx.set_causal_attn(was_causal);
+        r.map(|()| (pos, last))
+    }
+
+    /// The prompt as one token list for prefix caches: text tokens as they are, each
+    /// medium as `n_pos` placeholder ids (negative: never a real token) derived from its
+    /// content id and this projector, so the same image under the same projector matches
+    /// and any other does not.
+    pub(crate) fn flatten(&self, prompt: &MediaPrompt) -> Vec<Token> {
+        let mut out = Vec::with_capacity(prompt.n_pos());
+        for c in &prompt.chunks {
+            if c.kind == ChunkKind::Text {
+                out.extend_from_slice(&c.tokens);
+            } else {
+                let h = xxhash_rust::xxh3::xxh3_64_with_seed(c.id.as_bytes(), self.content_id);
+                out.extend((0..c.n_pos as u64).map(|i| placeholder(h.wrapping_add(i))));
+            }
+        }
+        out
     }
 
     fn non_causal(&self, prompt: &MediaPrompt, index: usize) -> bool {
         // SAFETY: valid context and a chunk of `prompt`.
         unsafe { sys::mtmd_decode_use_non_causal(self.ptr.as_ptr(), prompt.raw_chunk(index)) }
     }
+}
+
+/// A placeholder id for a medium's position: negative, so never a real token.
+fn placeholder(h: u64) -> Token {
+    Token(i32::MIN | (h as i32 & 0x3fff_ffff))
+}
+
+/// The longest prefix of at most `keep` positions that does not end inside a medium.
+pub(crate) fn whole_media_prefix(prompt: &MediaPrompt, keep: usize) -> usize {
+    let mut off = 0;
+    for c in &prompt.chunks {
+        if off + c.n_pos > keep {
+            return if c.kind == ChunkKind::Text { keep } else { off };
+        }
+        off += c.n_pos;
+    }
+    keep
+}
+
+/// The index of the medium that starts at position `at`, if one does.
+pub(crate) fn chunk_at(prompt: &MediaPrompt, at: usize) -> Option<usize> {
+    let mut off = 0;
+    for (i, c) in prompt.chunks.iter().enumerate() {
+        if off == at && c.kind != ChunkKind::Text {
+            return Some(i);
+        }
+        off += c.n_pos;
+    }
+    None
+}
+
+/// Whether `t` stands for a medium's position in a flattened prompt.
+pub(crate) fn is_placeholder(t: Token) -> bool {
+    t.0 < 0
 }
 
 /// What a [`Media`] holds.
@@ -406,6 +489,13 @@ impl Drop for Media {
 impl std::fmt::Debug for Media {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Media").field("kind", &self.kind).field("id", &self.id).finish()
+    }
+}
+
+impl PartialEq for Media {
+    /// Media are equal when their contents are (same kind, same content id).
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.id == other.id
     }
 }
 

@@ -39,6 +39,14 @@ impl Scheduler {
                 m.forget(free as SeqId);
             }
             let seq = free as SeqId;
+            if let Some(mp) = &a.media {
+                // A medium is decoded whole: the kept prefix may not end inside one.
+                let cut = crate::media::whole_media_prefix(mp, keep);
+                if cut < keep {
+                    let _ = self.ctx.seq_rm(Some(seq), cut as i32..);
+                    keep = cut;
+                }
+            }
             if keep == 0 {
                 let _ = self.ctx.seq_rm(Some(seq), ..);
             }

@@ -59,7 +59,11 @@ impl Scheduler {
                 continue;
             }
             let pending = self.slots[i].req.as_ref().map_or(0, |r| r.tokens.len() - r.n_cached);
-            if pending == 0 {
+            // A prompt's text runs up to its next medium (decoded on its own).
+            let text_run = self.slots[i].req.as_ref().map_or(0, |r| {
+                r.tokens[r.n_cached..].iter().take_while(|&&t| !crate::media::is_placeholder(t)).count()
+            });
+            if pending == 0 || text_run == 0 {
                 continue;
             }
             let limit = match pending {
@@ -70,7 +74,7 @@ impl Scheduler {
                 break; // only prompts are left, and this step is full
             }
             let r = self.slots[i].req.as_mut().expect("filtered above");
-            let n = pending.min(limit - used);
+            let n = pending.min(limit - used).min(text_run);
             used += n;
             // A decoding sequence with speculation: its draft joins the batch, each
             // drafted token with an output, within the step's budget and the cap.

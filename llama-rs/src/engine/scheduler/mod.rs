@@ -112,6 +112,8 @@ pub(crate) struct Scheduler {
     saved: Vec<Saved>,
     /// The prompt cache on disk, with its writer thread.
     disk: Option<DiskTier>,
+    /// Encodes the media of requests that carry some (`EngineParams::mmproj`).
+    projector: Option<Arc<Mutex<crate::Projector>>>,
 }
 
 impl Scheduler {
@@ -122,6 +124,7 @@ impl Scheduler {
         draft: Option<DraftModel>,
         mtp: Option<Mtp>,
         disk: Option<Arc<crate::DiskCache>>,
+        projector: Option<Arc<Mutex<crate::Projector>>>,
     ) -> Result<Scheduler> {
         let n_seq = ctx.n_seq_max() as usize;
         let batch = Batch::new(ctx.n_batch() as usize, 1)?;
@@ -161,6 +164,7 @@ impl Scheduler {
             isolate: 0,
             saved: Vec::new(),
             disk: disk.map(|d| DiskTier::new(d, ctx.state_key())).transpose()?,
+            projector,
             ctx,
         })
     }
@@ -302,8 +306,12 @@ impl Scheduler {
     /// Builds and decodes one batch, then samples and hands out what it produced.
     /// Returns whether any work was done.
     fn decode_step(&mut self) -> bool {
+        let media = self.decode_media();
         loop {
             let scheduled = self.build_batch();
+            if scheduled.is_empty() && media {
+                return true;
+            }
             if scheduled.is_empty() {
                 return false;
             }
@@ -359,6 +367,45 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Decodes the media that come next in running prompts, each on its own (a medium
+    /// is encoded, then decoded whole, non-causally where the model wants it), before
+    /// the step's token batch. Returns whether any was decoded.
+    fn decode_media(&mut self) -> bool {
+        let Some(proj) = self.projector.clone() else { return false };
+        let mut any = false;
+        for i in 0..self.slots.len() {
+            let Some(r) = self.slots[i].req.as_ref() else { continue };
+            let (Some(mp), true) = (r.a.media.clone(), r.n_cached < r.tokens.len()) else { continue };
+            if !crate::media::is_placeholder(r.tokens[r.n_cached]) || !r.outbox.is_empty() {
+                continue;
+            }
+            let at = r.n_cached;
+            // Admission and reuse keep whole media, so a medium starts here.
+            let Some(index) = crate::media::chunk_at(&mp, at) else { continue };
+            let t0 = Instant::now();
+            let mut p = proj.lock().unwrap_or_else(|p| p.into_inner());
+            let res = p.decode_media(&mut self.ctx, &mp, index, at as i32, i as SeqId, false);
+            drop(p);
+            self.local.busy_s += t0.elapsed().as_secs_f64();
+            any = true;
+            match res {
+                Ok((end, _)) => {
+                    if let Some(r) = self.slots[i].req.as_mut() {
+                        r.started.get_or_insert(t0);
+                        r.n_cached = end as usize;
+                    }
+                }
+                Err(Error::ContextFull) if self.make_room() => {}
+                Err(e) => {
+                    let held = self.ctx.seq_pos_max(i as SeqId).map_or(0, |p| p as usize + 1);
+                    let _ = self.ctx.seq_rm(Some(i as SeqId), at.min(held) as i32..);
+                    self.fail(i, e);
+                }
+            }
+        }
+        any
     }
 
     fn after_decode(&mut self, scheduled: &[Scheduled], step_s: f64) {
