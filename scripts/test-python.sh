@@ -26,6 +26,10 @@ cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape m
 # A synthetic reranker (Qwen3-Reranker's layout) for Llama.rank.
 cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape tiny-reranker \
   --vocab vendor/llama.cpp/models/ggml-vocab-qwen2.gguf --out target/py-tiny-reranker.gguf >/dev/null
+# A synthetic multimodal projector (Gemma 3 layout) for the chat model, for chat_handler=.
+cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape mmproj-gemma3 \
+  --vocab "$(python3 vendor/fetch.py chat-model)" --out target/py-mmproj.gguf >/dev/null
+LLAMA_RS_MMPROJ=target/py-mmproj.gguf LLAMA_RS_TEST_IMAGE=vendor/llama.cpp/tools/mtmd/test-1.jpeg \
 LLAMA_RS_MTP_MODEL=target/py-mtp-tiny.gguf LLAMA_RS_RERANK_MODEL=target/py-tiny-reranker.gguf \
 LLAMA_RS_CHAT_MODEL=$(python3 vendor/fetch.py chat-model) LLAMA_RS_DEFAULT_MODEL=$(python3 vendor/fetch.py model) \
   PYTHONPATH=target/py-llama:target/py-deps \

@@ -50,9 +50,17 @@ impl ChatJob {
     /// `request_json`: the request's body as OpenAI's `/v1/chat/completions` takes it;
     /// `n_ctx`: tokens the context holds (a prompt that does not fit is a
     /// `ContextFullError`); `template`: a built-in name or Jinja source (else the GGUF's).
+    /// `core`: a `Core` with a projector (`Core.set_projector`) reads the request's media
+    /// (`image_url` data URLs, `input_audio`).
     #[new]
-    #[pyo3(signature = (model, request_json, n_ctx, template=None))]
-    fn new(model: &Model, request_json: &str, n_ctx: usize, template: Option<&str>) -> PyResult<ChatJob> {
+    #[pyo3(signature = (model, request_json, n_ctx, template=None, core=None))]
+    fn new(
+        model: &Model,
+        request_json: &str,
+        n_ctx: usize,
+        template: Option<&str>,
+        core: Option<&crate::session::Core>,
+    ) -> PyResult<ChatJob> {
         let de = &mut serde_json::Deserializer::from_str(request_json);
         let req: ChatRequest = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -61,16 +69,36 @@ impl ChatJob {
         let model = model.inner.clone();
         let tmpl = crate::model::template(&model, template);
         let why = tmpl.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+        // Media are decoded with the core's projector, under the session's lock (the
+        // core is not generating while Python builds a job for it).
+        let session = core.map(|c| c.session().clone());
+        let marker = session.as_ref().and_then(|s| crate::stream::lock_session(s).projector().map(|p| p.marker().to_string()));
+        let decode = |b: &[u8]| -> llama_rs::Result<llama_rs::Media> {
+            let s = crate::stream::lock_session(session.as_ref().expect("a marker implies a session"));
+            s.projector().ok_or_else(|| llama_rs::Error::Unsupported("no projector".into()))?.media(b)
+        };
         let target = Target {
             model: &model,
             template: tmpl.as_ref().map_err(|_| why.as_str()),
             n_ctx,
             speculation: None,
             defaults: Defaults::default(),
+            media: marker.as_deref().map(|marker| llama_protocol::media::MediaReader { marker, decode: &decode }),
         };
         let inner = llama_protocol::job::chat_job(&target, req).map_err(protocol_err)?;
-        let llama_rs::Prompt::Text(text) = &inner.job.prompt else { unreachable!("chat prompts are text") };
-        let prompt: Vec<i32> = model.vocab().tokenize(text, false, true).map_err(err)?.iter().map(|t| t.0).collect();
+        let prompt: Vec<i32> = match &inner.job.prompt {
+            llama_rs::Prompt::Text(text) => {
+                model.vocab().tokenize(text, false, true).map_err(err)?.iter().map(|t| t.0).collect()
+            }
+            llama_rs::Prompt::Media { text, media } => {
+                let s = crate::stream::lock_session(session.as_ref().expect("media imply a projector"));
+                let proj = s.projector().expect("media imply a projector");
+                let refs: Vec<&llama_rs::Media> = media.iter().map(|m| &**m).collect();
+                let mp = proj.tokenize(text, &refs, false).map_err(err)?;
+                proj.prompt_tokens(&mp).iter().map(|t| t.0).collect()
+            }
+            llama_rs::Prompt::Tokens(_) => unreachable!("chat prompts are rendered text"),
+        };
         if prompt.len() >= n_ctx {
             return Err(raise(
                 llama_rs::ErrorKind::ContextFull,
@@ -103,7 +131,7 @@ impl ChatJob {
     #[getter]
     fn prompt_text(&self) -> String {
         match &self.inner.job.prompt {
-            llama_rs::Prompt::Text(t) => t.clone(),
+            llama_rs::Prompt::Text(t) | llama_rs::Prompt::Media { text: t, .. } => t.clone(),
             llama_rs::Prompt::Tokens(_) => String::new(),
         }
     }

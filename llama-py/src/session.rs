@@ -185,7 +185,7 @@ impl Core {
         };
         let failed: Arc<Mutex<Option<PyErr>>> = Arc::default();
         let first = self.processor(processor, &prompt, &failed);
-        let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
+        let prompt = llama_rs::Prompt::Tokens(prompt.into_iter().map(Token).collect());
         Stream::start(self.session.clone(), prompt, params, first, failed, collect)
     }
 
@@ -205,11 +205,40 @@ impl Core {
         if params.sampler.grammar.is_none() {
             params.speculation = speculation_of(speculation, max_draft)?;
         }
-        let prompt = job.prompt.clone();
         let failed: Arc<Mutex<Option<PyErr>>> = Arc::default();
-        let first = self.processor(processor, &prompt, &failed);
-        let prompt: Vec<Token> = prompt.into_iter().map(Token).collect();
+        let first = self.processor(processor, &job.prompt, &failed);
+        // A prompt with media goes as it is (the session's projector reads it); else the
+        // tokens the job counted.
+        let prompt = match &job.inner.job.prompt {
+            p @ llama_rs::Prompt::Media { .. } => p.clone(),
+            _ => llama_rs::Prompt::Tokens(job.prompt.iter().map(|&t| Token(t)).collect()),
+        };
         Stream::start(self.session.clone(), prompt, params, first, failed, collect)
+    }
+
+    /// Loads a multimodal projector (`mmproj`) for this core's model: chat messages may
+    /// then carry images (and audio, where the projector reads it).
+    #[pyo3(signature = (path, n_threads=None, use_gpu=true))]
+    fn set_projector(&self, py: Python<'_>, path: std::path::PathBuf, n_threads: Option<i32>, use_gpu: bool) -> PyResult<()> {
+        let mut pp = llama_rs::ProjectorParams::default().use_gpu(use_gpu);
+        if let Some(n) = n_threads {
+            pp = pp.n_threads(n);
+        }
+        let m = self.model.clone();
+        let proj = py.allow_threads(|| llama_rs::Projector::load(&path, &m, pp)).map_err(err)?;
+        lock_session(&self.session).set_projector(Some(proj)).map_err(err)
+    }
+
+    /// `(vision, audio)`: what the projector reads; `(False, False)` without one.
+    fn media_support(&self) -> (bool, bool) {
+        lock_session(&self.session).projector().map_or((false, false), |p| (p.supports_vision(), p.supports_audio()))
+    }
+}
+
+impl Core {
+    /// The session, for a `ChatJob` that reads media with its projector.
+    pub(crate) fn session(&self) -> &Arc<Mutex<Session>> {
+        &self.session
     }
 }
 

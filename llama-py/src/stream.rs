@@ -47,7 +47,7 @@ pub(crate) fn logprob_tuples(lps: &[llama_rs::TokenLogprob]) -> Vec<LogprobTuple
 impl Stream {
     pub(crate) fn start(
         session: Arc<Mutex<Session>>,
-        prompt: Vec<Token>,
+        prompt: llama_rs::Prompt,
         params: GenerateParams,
         first: Option<Box<dyn CustomSampler>>,
         failed: Arc<Mutex<Option<PyErr>>>,

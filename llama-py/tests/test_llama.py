@@ -754,6 +754,56 @@ def test_exact_reuse_makes_chat_and_stream_agree():
     assert a == b == c, (a, b, c)
 
 
+def test_chat_handler_reads_images_from_paths_and_data_urls():
+    import base64
+    from llama_rs.llama_chat_format import Llava15ChatHandler, MTMDChatHandler
+    image = os.environ["LLAMA_RS_TEST_IMAGE"]
+    v = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, verbose=False,
+              chat_handler=MTMDChatHandler(clip_model_path=os.environ["LLAMA_RS_MMPROJ"], verbose=False))
+
+    def ask(url, q="Describe the image.", llm=v):
+        msgs = [{"role": "user", "content": [{"type": "text", "text": q},
+                                             {"type": "image_url", "image_url": {"url": url}}]}]
+        r = llm.create_chat_completion(msgs, max_tokens=10, temperature=0)
+        return r["choices"][0]["message"]["content"], r["usage"]["prompt_tokens"]
+
+    with open(image, "rb") as f:
+        data_url = "data:image/jpeg;base64," + base64.b64encode(f.read()).decode()
+    a, n_a = ask(image)
+    b, n_b = ask(data_url)
+    c, _ = ask("file://" + os.path.abspath(image))
+    assert a == b == c and n_a == n_b, (a, b, c)
+    # The image's 16 positions count in the prompt (plus <start_of_image>/<end_of_image>).
+    text_only = v.create_chat_completion([{"role": "user", "content": "Describe the image."}], max_tokens=1)
+    assert n_a >= text_only["usage"]["prompt_tokens"] + 16, (n_a, text_only["usage"])
+    # Streamed, the same answer.
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "Describe the image."},
+                                         {"type": "image_url", "image_url": {"url": image}}]}]
+    chunks = v.create_chat_completion(msgs, max_tokens=10, temperature=0, stream=True)
+    assert "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks) == a
+    # A llama-cpp-python handler name: the same implementation, the same answer.
+    w = Llama(model_path=MODEL, n_ctx=1024, n_batch=64, verbose=False,
+              chat_handler=Llava15ChatHandler(clip_model_path=os.environ["LLAMA_RS_MMPROJ"]))
+    assert ask(image, llm=w)[0] == a
+    # Bad media are InvalidArgumentError; a model without a handler refuses images.
+    for bad in ["data:image/png;base64,!!!", "data:image/png;base64," + base64.b64encode(b"not an image").decode()]:
+        try:
+            ask(bad)
+            raise AssertionError("accepted " + bad[:40])
+        except llama_rs.InvalidArgumentError:
+            pass
+    try:
+        ask(data_url, llm=llm)
+        raise AssertionError("a model without a projector read an image")
+    except llama_rs.InvalidArgumentError as e:
+        assert "mmproj" in str(e), e
+    try:
+        MTMDChatHandler(clip_model_path="/nonexistent/mmproj.gguf")
+        raise AssertionError("a missing projector file was accepted")
+    except ValueError:
+        pass
+
+
 if __name__ == "__main__":
     failed = 0
     tests = [(k, v) for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]

@@ -33,6 +33,8 @@ pub struct Target<'a> {
     pub speculation: Option<&'a Speculation>,
     /// What a request that does not say gets.
     pub defaults: Defaults,
+    /// How the model reads images and audio; `None`: it reads none.
+    pub media: Option<crate::media::MediaReader<'a>>,
 }
 
 /// What a request that does not say gets (the server's flags, Python's arguments).
@@ -251,15 +253,47 @@ pub fn text_content(v: &Value, field: &str) -> Result<String> {
     }
 }
 
-/// The chat messages of a request.
-pub fn messages(wire: Vec<WireMessage>) -> Result<Vec<ChatMessage>> {
+/// The content of a chat message: like [`text_content`], and media parts (read with
+/// `reader` into `sink`) become the projector's marker in the text.
+pub fn message_content(
+    v: &Value,
+    field: &str,
+    reader: Option<&crate::media::MediaReader<'_>>,
+    sink: &mut crate::media::MediaSink,
+) -> Result<String> {
+    let Value::Array(parts) = v else { return text_content(v, field) };
+    let mut s = String::new();
+    for (k, p) in parts.iter().enumerate() {
+        let kind = p.get("type").and_then(Value::as_str);
+        if crate::media::is_media_part(kind) {
+            s += &crate::media::read_part(p, &format!("{field}[{k}]"), reader, sink)?;
+        } else {
+            s += &text_content(&Value::Array(vec![p.clone()]), &format!("{field}[{k}]"))
+                .map_err(|e| ProtocolError { param: Some(format!("{field}[{k}]")), ..e })?;
+        }
+    }
+    Ok(s)
+}
+
+/// The chat messages of a request; their media (parts, or Ollama's `images`) are read
+/// with `reader` into `sink`, in order.
+pub fn messages(
+    wire: Vec<WireMessage>,
+    reader: Option<&crate::media::MediaReader<'_>>,
+    sink: &mut crate::media::MediaSink,
+) -> Result<Vec<ChatMessage>> {
     if wire.is_empty() {
         return Err(ProtocolError::invalid("messages", "messages must not be empty"));
     }
     wire.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let content = text_content(&m.content.unwrap_or(Value::Null), &format!("messages[{i}].content"))?;
+            let field = format!("messages[{i}].content");
+            let mut content = match &m.images {
+                Some(images) => crate::media::read_images(images, &format!("messages[{i}].images"), reader, sink)?,
+                None => String::new(),
+            };
+            content += &message_content(&m.content.unwrap_or(Value::Null), &field, reader, sink)?;
             let mut msg = ChatMessage::new(m.role, content);
             msg.tool_calls = m.tool_calls.unwrap_or_default();
             msg.tool_call_id = m.tool_call_id;
@@ -339,7 +373,8 @@ pub fn chat_job(t: &Target<'_>, mut req: ChatRequest) -> Result<ChatJob> {
         (true, k) => Some(k.unwrap_or(0)),
         (false, _) => None,
     };
-    let msgs = messages(std::mem::take(&mut req.messages))?;
+    let mut sink = crate::media::MediaSink::default();
+    let msgs = messages(std::mem::take(&mut req.messages), t.media.as_ref(), &mut sink)?;
     let budget = match req.reasoning_budget {
         None => t.defaults.reasoning_budget,
         Some(b) if b >= -1 => b,
@@ -361,7 +396,11 @@ pub fn chat_job(t: &Target<'_>, mut req: ChatRequest) -> Result<ChatJob> {
         RenderOptions { add_generation_prompt: true, tools: if tools_on { req.tools.clone() } else { None }, extra };
     let text = tmpl.render(&msgs, &opts)?;
     let opened = ReasoningSplitter::prompt_opens_block(&text);
-    let mut j = job(t, &req.sampling, Prompt::Text(text))?;
+    let prompt = match sink.media.is_empty() {
+        true => Prompt::Text(text),
+        false => Prompt::Media { text, media: sink.media },
+    };
+    let mut j = job(t, &req.sampling, prompt)?;
     // A budget ends the think block by generating its end tag (also with budget 0, for
     // templates that open the block whatever `enable_thinking` says).
     if let Ok(tokens) = usize::try_from(budget) {

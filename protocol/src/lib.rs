@@ -23,6 +23,7 @@ pub mod answer;
 pub mod anthropic;
 pub mod error;
 pub mod job;
+pub mod media;
 pub mod ollama;
 pub mod openai;
 pub mod rerank;

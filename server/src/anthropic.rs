@@ -83,9 +83,16 @@ fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> 
         _ => return Err(ApiError::bad(&format!("messages[{i}].content"), "must be a string or a list of blocks")),
     };
     let (mut text, mut calls) = (String::new(), Vec::new());
+    // With images the content stays a list of parts, read by the protocol layer.
+    let mut parts: Vec<Value> = Vec::new();
     for (k, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
-            Some("text") => text += b.get("text").and_then(Value::as_str).unwrap_or_default(),
+            Some("text") => {
+                let t = b.get("text").and_then(Value::as_str).unwrap_or_default();
+                text += t;
+                parts.push(json!({"type": "text", "text": t}));
+            }
+            Some("image") if m.role == "user" => parts.push(b.clone()),
             Some("tool_use") if m.role == "assistant" => {
                 let (Some(id), Some(name)) =
                     (b.get("id").and_then(Value::as_str), b.get("name").and_then(Value::as_str))
@@ -114,7 +121,10 @@ fn convert_message(i: usize, m: Message, out: &mut Vec<Value>) -> ApiResult<()> 
             }
         }
     }
-    if !text.is_empty() || !calls.is_empty() {
+    let has_media = parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image"));
+    if has_media {
+        out.push(json!({"role": m.role, "content": parts}));
+    } else if !text.is_empty() || !calls.is_empty() {
         let mut msg = json!({"role": m.role, "content": text});
         if !calls.is_empty() {
             msg["tool_calls"] = Value::Array(calls);
@@ -313,6 +323,8 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
         let n = match &cj.job.prompt {
             Prompt::Text(t) => l.model.vocab().tokenize(t, false, true)?.len(),
             Prompt::Tokens(t) => t.len(),
+            // Media count as the positions they take.
+            Prompt::Media { text, media } => l.engine.media_prompt_len(text, media)?,
         };
         Ok::<_, ApiError>(Json(llama_protocol::anthropic::TokenCount { input_tokens: n }).into_response())
     };

@@ -152,6 +152,17 @@ pub struct Args {
     /// Most MiB the disk prompt cache keeps (least recently used entries go first). Ours.
     #[arg(long = "cache-disk-max", value_name = "MiB", default_value_t = 16384)]
     pub cache_disk_max: u64,
+    /// A multimodal projector for the model (llama-server's flag): chat requests may then
+    /// carry images (OpenAI `image_url` data URLs, Anthropic `image` blocks, Ollama
+    /// `images`) or audio (`input_audio`), as the projector allows.
+    #[arg(long = "mmproj", value_name = "FILE")]
+    pub mmproj: Option<std::path::PathBuf>,
+    /// Run the projector on the GPU (llama-server's flag; the default).
+    #[arg(long = "mmproj-offload", overrides_with = "no_mmproj_offload")]
+    pub mmproj_offload: bool,
+    /// Run the projector on the CPU (llama-server's flag).
+    #[arg(long = "no-mmproj-offload")]
+    pub no_mmproj_offload: bool,
     /// Directory for slot files (llama-server's flag): enables
     /// `POST /slots/{id}?action=save|restore|erase` with `{"filename": NAME}`.
     #[arg(long = "slot-save-path", value_name = "DIR")]
@@ -244,6 +255,8 @@ impl Args {
             kv_unified: !self.no_kv_unified,
             disk_cache: self.cache_disk.clone(),
             disk_cache_bytes: self.cache_disk_max.saturating_mul(1 << 20),
+            mmproj: self.mmproj.clone(),
+            mmproj_gpu: !self.no_mmproj_offload,
             ..Default::default()
         })
     }
@@ -315,7 +328,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "--lora",
     "--lora-scaled",
     "--control-vector",
-    "--mmproj",
     "--rope-scaling",
     "--grp-attn-n",
     "--path",

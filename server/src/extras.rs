@@ -152,6 +152,7 @@ pub async fn props(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery>)
     let tmpl = l.model.chat_template(None);
     Ok(Json(json!({
         "model_path": l.path.display().to_string(),
+        "modalities": crate::openai::modalities(&l),
         "model_alias": l.id,
         "total_slots": st.args.parallel,
         "n_ctx": l.n_ctx,

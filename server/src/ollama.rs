@@ -129,6 +129,9 @@ pub async fn show(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<Jso
     if l.template.is_some() {
         caps.push("tools");
     }
+    if l.engine.media_support().0 {
+        caps.push("vision");
+    }
     Ok(Json(json!({
         "modelfile": "", "parameters": "", "template": l.model.chat_template(None).unwrap_or_default(),
         "details": details(l), "model_info": info, "capabilities": caps,
@@ -242,6 +245,9 @@ struct GenerateRequest {
     keep_alive: Option<Value>,
     #[serde(default)]
     think: Option<bool>,
+    /// Base64 images for the prompt (a model served with `--mmproj`).
+    #[serde(default)]
+    images: Option<Vec<String>>,
 }
 
 /// Runs a chat job and answers in Ollama's shape: one object, or NDJSON lines. The answer
@@ -369,6 +375,9 @@ pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
     }
     let t = serve::target(&st, l);
     let cj = if r.raw || l.template.is_none() {
+        if r.images.as_ref().is_some_and(|i| !i.is_empty()) {
+            return Err(ApiError::bad("images", "images need the chat template (raw: false)"));
+        }
         ChatJob {
             job: job::job(&t, &s, Prompt::Text(r.prompt.clone()))?,
             tools_on: false,
@@ -381,7 +390,12 @@ pub async fn generate(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
         if let Some(sys) = r.system {
             messages.push(WireMessage { role: "system".into(), content: Some(json!(sys)), ..Default::default() });
         }
-        messages.push(WireMessage { role: "user".into(), content: Some(json!(r.prompt)), ..Default::default() });
+        messages.push(WireMessage {
+            role: "user".into(),
+            content: Some(json!(r.prompt)),
+            images: r.images.clone(),
+            ..Default::default()
+        });
         let req =
             openai::ChatRequest { messages, reasoning_budget: budget(r.think), sampling: s, ..Default::default() };
         job::chat_job(&t, req)?

@@ -79,6 +79,7 @@ pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> ApiRes
     let echo_text = |p: &Prompt| match p {
         Prompt::Text(s) => s.clone(),
         Prompt::Tokens(t) => l.model.vocab().detokenize(t, false, false).unwrap_or_default(),
+        Prompt::Media { text, .. } => text.clone(),
     };
     let mut streams = Vec::new();
     let mut echoes = Vec::new();
@@ -174,6 +175,7 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResu
         .map(|p| match p {
             Prompt::Text(s) => l.model.vocab().tokenize(&s, true, false).map_err(ApiError::from),
             Prompt::Tokens(t) => Ok(t),
+            Prompt::Media { .. } => Err(ApiError::bad("input", "embeddings of media are not supported")),
         })
         .collect::<ApiResult<_>>()?;
     let n_tokens: usize = inputs.iter().map(Vec::len).sum();
@@ -218,12 +220,19 @@ pub async fn models(State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
                     "n_vocab": l.model.n_vocab(), "n_ctx_train": l.model.n_ctx_train(), "n_embd": l.model.n_embd(),
                     "n_params": l.model.n_params(), "size": l.model.size(), "description": l.model.description(),
                 },
+                "modalities": modalities(&l),
             }),
             None => json!({"id": m.id, "object": "model", "created": 0, "owned_by": "llama-rs",
                            "status": {"value": "unloaded"}}),
         })
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// What a model reads besides text (`--mmproj`), as llama-server's `/props` says it.
+pub fn modalities(l: &Loaded) -> Value {
+    let (vision, audio) = l.engine.media_support();
+    json!({"vision": vision, "audio": audio})
 }
 
 // ----------------------------------------------------------------------------- rerank

@@ -44,6 +44,10 @@ pub fn target<'a>(st: &AppState, l: &'a Loaded) -> Target<'a> {
             reasoning_budget: st.args.reasoning_budget as i64,
             split_reasoning: st.args.reasoning_format != "none",
         },
+        media: l
+            .media_marker
+            .as_deref()
+            .map(|marker| llama_protocol::media::MediaReader { marker, decode: &*l.decode_media }),
     }
 }
 

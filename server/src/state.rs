@@ -39,7 +39,14 @@ pub struct Loaded {
     pub speculation: Option<Speculation>,
     /// Bytes the memory plan predicted (0 without `--models-memory`).
     pub memory: u64,
+    /// The projector's marker, when the model reads media (`--mmproj`).
+    pub media_marker: Option<String>,
+    /// Decodes a request's image or audio bytes with the model's projector.
+    pub decode_media: MediaDecoder,
 }
+
+/// Decodes encoded media with a model's projector.
+pub type MediaDecoder = Box<dyn Fn(&[u8]) -> llama_rs::Result<llama_rs::Media> + Send + Sync>;
 
 /// One model the server serves: loaded at start (the first, which stays loaded) or on
 /// the first request that names it.
@@ -383,6 +390,9 @@ pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<L
     if ep.n_ctx == 0 {
         ep.n_ctx = model.n_ctx_train();
     }
+    if !default {
+        ep.mmproj = None; // --mmproj belongs to the model of -m
+    }
     let (template, template_error) = match template(args, &model) {
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(e)),
@@ -400,6 +410,9 @@ pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<L
         }
     }
     .map_err(|e| e.to_string())?;
+    let media_marker = engine.handle().media_marker();
+    let h = engine.handle();
+    let decode_media: MediaDecoder = Box::new(move |b: &[u8]| h.media(b));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Ok(Loaded {
         engine: engine.handle(),
@@ -414,6 +427,8 @@ pub fn load_model(args: &Args, path: &Path, id: &str, default: bool) -> Result<L
         embedder: Mutex::new(None),
         n_ctx: ep.n_ctx as usize,
         speculation,
+        media_marker,
+        decode_media,
     })
 }
 

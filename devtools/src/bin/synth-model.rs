@@ -13,7 +13,8 @@ use clap::Parser;
 struct Args {
     /// tiny, 0.5b, 1.5b, 7b, 72b (Qwen2.5 shapes); moe-tiny, moe-a2.7b (Qwen2-MoE);
     /// mtp-tiny (GLM-4.5 with an MTP head); tiny-reranker (Qwen3-Reranker's layout, its
-    /// own tiny vocabulary: `--vocab` is not read).
+    /// own tiny vocabulary: `--vocab` is not read); mmproj-gemma3 (a Gemma 3 multimodal
+    /// projector for the text model given as `--vocab`, whose embedding size it takes).
     #[arg(long, default_value = "0.5b")]
     shape: String,
     /// A GGUF whose tokenizer.* metadata is copied (e.g. models/ggml-vocab-qwen2.gguf).
@@ -30,6 +31,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if a.shape == "mmproj-gemma3" {
+        let n_embd = llama_rs::read_gguf_metadata(&a.vocab)?
+            .into_iter()
+            .find(|(k, _)| k.ends_with(".embedding_length"))
+            .and_then(|(_, v)| match v {
+                llama_rs::GgufValue::U32(n) => Some(n as u64),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow::anyhow!("{}: no embedding_length", a.vocab.display()))?;
+        llama_testkit::write_gemma3_mmproj(&a.out, &llama_testkit::Gemma3Projector::small(n_embd), a.seed)?;
+        println!("{}", a.out.display());
+        return Ok(());
+    }
     if a.shape == "tiny-reranker" {
         llama_testkit::write_tiny_reranker(&a.out)?;
         println!("{}", a.out.display());

@@ -14,6 +14,7 @@ from .llama import (AsyncLlama, BaseLlamaCache, LLAMA_SPLIT_MODE_LAYER, LLAMA_SP
                     StoppingCriteriaList)
 from .llama_grammar import JSON_GBNF, LlamaGrammar
 from . import llama_speculative
+from . import llama_chat_format
 
 __version__ = "0.1.0"
 LLAMA_CPP_COMMIT = _llama_rs.LLAMA_CPP_COMMIT
@@ -70,7 +71,7 @@ def llama_print_system_info() -> bytes:
 
 
 __all__ = [
-    "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "LlamaDiskCache", "BaseLlamaCache", "JSON_GBNF", "llama_speculative",
+    "Llama", "AsyncLlama", "LlamaGrammar", "LlamaState", "LlamaCache", "LlamaRAMCache", "LlamaDiskCache", "BaseLlamaCache", "JSON_GBNF", "llama_speculative", "llama_chat_format",
     "llama_supports_gpu_offload", "llama_print_system_info", "llama_log_set", "LLAMA_SPLIT_MODE_NONE", "LLAMA_SPLIT_MODE_LAYER", "LLAMA_SPLIT_MODE_ROW",
     "LogitsProcessorList", "StoppingCriteriaList", "LlamaError", "InvalidArgumentError", "ContextFullError",
     "ModelLoadError", "UnsupportedError", "ResourceLimitError", "RejectedError", "CancelledError", "BackendError",

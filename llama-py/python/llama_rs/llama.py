@@ -201,6 +201,7 @@ class Llama:
         embedding: bool = False,
         last_n_tokens_size: int = 64,
         chat_format: Optional[str] = None,
+        chat_handler: Optional[Any] = None,
         draft_model: Optional[Any] = None,
         type_k: Optional[int] = None,
         type_v: Optional[int] = None,
@@ -239,6 +240,12 @@ class Llama:
                 self._model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads_batch, flash_attn=flash_attn,
                 type_k=type_k, type_v=type_v, offload_kqv=offload_kqv, swa_full=swa_full)
+        # A multimodal handler (llama_chat_format.MTMDChatHandler and its names): its
+        # projector joins the core, and chat messages may carry images.
+        self.chat_handler = chat_handler
+        if chat_handler is not None and getattr(chat_handler, "clip_model_path", None) and self._core is not None:
+            self._core.set_projector(chat_handler.clip_model_path, n_threads=self.n_threads_batch,
+                                     use_gpu=getattr(chat_handler, "use_gpu", True))
         self.draft_model = None
         self._draft_native = None
         if draft_model is not None:
@@ -737,6 +744,10 @@ class Llama:
             req["logit_bias"] = {str(int(k)): float(v) for k, v in logit_bias.items()}
         if grammar is not None:
             req["grammar"] = grammar._grammar if isinstance(grammar, LlamaGrammar) else str(grammar)
+        if self._core is not None and self._core.media_support() != (False, False):
+            from .llama_chat_format import MTMDChatHandler
+            req["messages"] = MTMDChatHandler.inline_media(req["messages"])
+            return _native.ChatJob(self._model, json.dumps(req), self.n_ctx(), self._template_name(), core=self._core)
         return _native.ChatJob(self._model, json.dumps(req), self.n_ctx(), self._template_name())
 
     def _template_name(self) -> Optional[str]:

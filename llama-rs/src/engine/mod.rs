@@ -602,7 +602,7 @@ impl EngineHandle {
         if mp.chunks().last().is_some_and(|c| c.kind != crate::ChunkKind::Text) {
             return Err(Error::invalid("", "a prompt must not end with a medium: text must follow it".into()));
         }
-        Ok((proj.flatten(&mp), mp))
+        Ok((proj.prompt_tokens(&mp), mp))
     }
 
     /// What the engine's projector reads: `(images, audio)`; `(false, false)` without one.
@@ -611,6 +611,21 @@ impl EngineHandle {
             let p = p.lock().unwrap_or_else(|p| p.into_inner());
             (p.supports_vision(), p.supports_audio())
         })
+    }
+
+    /// The positions a prompt with media takes (text tokens plus each medium's).
+    pub fn media_prompt_len(&self, text: &str, media: &[Arc<crate::Media>]) -> Result<usize> {
+        let params = GenerateParams { add_special: false, ..Default::default() };
+        Ok(self.media_prompt(text, media, &params)?.0.len())
+    }
+
+    /// Decodes an encoded image or audio file with the engine's projector (see
+    /// [`Projector::media`](crate::Projector::media)).
+    pub fn media(&self, bytes: &[u8]) -> Result<crate::Media> {
+        let proj = self.projector.as_ref().ok_or_else(|| {
+            Error::Unsupported("this engine reads no images or audio: it was started without a projector (mmproj)".into())
+        })?;
+        proj.lock().unwrap_or_else(|p| p.into_inner()).media(bytes)
     }
 
     /// The projector's media marker (`<__media__>`), if the engine has a projector.

@@ -607,7 +607,7 @@ impl Session {
                 let refs: Vec<&crate::Media> = m.iter().map(|m| &**m).collect();
                 let mp = proj.tokenize(&text, &refs, params.add_special)?;
                 proj.check_decodable(&self.ctx, &mp)?;
-                let flat = proj.flatten(&mp);
+                let flat = proj.prompt_tokens(&mp);
                 media = Some(mp);
                 flat
             }

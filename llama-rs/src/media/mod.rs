@@ -378,7 +378,9 @@ impl Projector {
     /// medium as `n_pos` placeholder ids (negative: never a real token) derived from its
     /// content id and this projector, so the same image under the same projector matches
     /// and any other does not.
-    pub(crate) fn flatten(&self, prompt: &MediaPrompt) -> Vec<Token> {
+    ///
+    /// The ids a [`Session`](crate::Session) holds in `tokens()` for such a prompt.
+    pub fn prompt_tokens(&self, prompt: &MediaPrompt) -> Vec<Token> {
         let mut out = Vec::with_capacity(prompt.n_pos());
         for c in &prompt.chunks {
             if c.kind == ChunkKind::Text {

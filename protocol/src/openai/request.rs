@@ -141,6 +141,9 @@ pub struct WireMessage {
     /// A name (of the tool, or of the speaker).
     #[serde(default)]
     pub name: Option<String>,
+    /// Base64-encoded images (Ollama's field), read before the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
 }
 
 /// `/v1/completions` body.
