@@ -17,8 +17,12 @@ if ! PYTHONPATH=$deps "$py" -c "import openai, requests" 2>/dev/null; then
 fi
 cargo build --release --locked -p llama-rs-server
 model=$(python3 vendor/fetch.py chat-model)
+# A synthetic multimodal projector for the chat model: images through the openai client.
+cargo run -q --release --locked -p llama-devtools --bin synth-model -- --shape mmproj-gemma3 \
+  --vocab "$model" --out target/server-mmproj.gguf >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 target/release/llama-rs-server -m "$model" -a smol --port "$port" -t 2 -np 4 -c 4096 --api-key sekrit \
+  --mmproj target/server-mmproj.gguf \
   >target/server-python-test.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
@@ -33,4 +37,4 @@ for _ in $(seq 1 200); do
   python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
   sleep 0.1
 done
-LLAMA_RS_SERVER="http://127.0.0.1:$port" PYTHONPATH=$deps "$py" server/tests/python/test_openai_client.py
+LLAMA_RS_TEST_IMAGE=vendor/llama.cpp/tools/mtmd/test-1.jpeg LLAMA_RS_SERVER="http://127.0.0.1:$port" PYTHONPATH=$deps "$py" server/tests/python/test_openai_client.py

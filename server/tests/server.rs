@@ -1324,3 +1324,93 @@ fn disk_cache_survives_a_restart_and_slots_save_restore_erase() {
     assert_eq!(st, 501, "slot actions without --slot-save-path");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A synthetic Gemma 3 projector for the chat model (its embedding size), and the test
+/// image of llama.cpp's tree as a data URL.
+fn mmproj_and_image() -> (std::path::PathBuf, String, String) {
+    use base64::Engine as _;
+    let model = chat_model();
+    let n_embd = llama_rs::read_gguf_metadata(&model)
+        .unwrap()
+        .into_iter()
+        .find_map(|(k, v)| match v {
+            llama_rs::GgufValue::U32(n) if k.ends_with(".embedding_length") => Some(n as u64),
+            _ => None,
+        })
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("llama-rs-server-mmproj-{}.gguf", std::process::id()));
+    llama_testkit::write_gemma3_mmproj(&path, &llama_testkit::Gemma3Projector::small(n_embd), 3).unwrap();
+    let jpeg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../vendor/llama.cpp/tools/mtmd/test-1.jpeg")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
+    (path, format!("data:image/jpeg;base64,{b64}"), b64)
+}
+
+#[test]
+fn images_through_openai_anthropic_and_ollama_shapes_give_one_answer() {
+    let (mmproj, url, b64) = mmproj_and_image();
+    let (_s, base) = start(&["--mmproj", mmproj.to_str().unwrap(), "--no-mmproj-offload"]);
+    let (st, models) = get(&base, "/v1/models");
+    assert_eq!(st, 200);
+    assert_eq!(models["data"][0]["modalities"], json!({"vision": true, "audio": false}), "{models}");
+    let q = "Describe the image.";
+    let openai = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": q}, {"type": "image_url", "image_url": {"url": url}}]}],
+        "max_tokens": 8, "temperature": 0});
+    let (st, a) = post(&base, "/v1/chat/completions", openai.clone());
+    assert_eq!(st, 200, "{a}");
+    let text = a["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let n_prompt = a["usage"]["prompt_tokens"].as_u64().unwrap();
+    let (_, plain) = post(&base, "/v1/chat/completions", greedy_chat(q, 1));
+    assert!(n_prompt >= plain["usage"]["prompt_tokens"].as_u64().unwrap() + 16, "{a}");
+    // The same image again: its cells come from the prefix cache.
+    let (_, again) = post(&base, "/v1/chat/completions", openai.clone());
+    assert_eq!(again["choices"][0]["message"]["content"], a["choices"][0]["message"]["content"]);
+    assert!(again["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() >= 16, "{again}");
+    // Streamed.
+    let mut streamed = openai.clone();
+    streamed["stream"] = json!(true);
+    let (events, done) = sse(&base, "/v1/chat/completions", streamed);
+    assert!(done);
+    let s: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(s, text);
+    // Anthropic: an image block with a base64 source, before the text.
+    let anthropic = json!({"model": "m", "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": q},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": b64}}]}]});
+    let (st, m) = post(&base, "/v1/messages", anthropic);
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["content"][0]["text"].as_str().unwrap(), text);
+    // Ollama: `images` on the message (read before its text, so another prompt).
+    let ollama = json!({"model": "m", "stream": false, "options": {"temperature": 0, "num_predict": 8},
+        "messages": [{"role": "user", "content": q, "images": [b64]}]});
+    let (st, o) = post(&base, "/api/chat", ollama);
+    assert_eq!(st, 200, "{o}");
+    assert!(o["message"]["content"].is_string());
+    // Bad media: 400 with the part named, never a 500.
+    let bad = |part: Value| json!({"messages": [{"role": "user", "content": [part]}], "max_tokens": 2});
+    for (part, want) in [
+        (json!({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}), "data URL"),
+        (json!({"type": "image_url", "image_url": {"url": "/etc/passwd"}}), "never read"),
+        (json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}), "base64"),
+        (json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}), "not an image"),
+        (json!({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}), ""),
+        (json!({"type": "image_url"}), ""),
+    ] {
+        let (st, e) = post(&base, "/v1/chat/completions", bad(part.clone()));
+        assert_eq!(st, 400, "{part} -> {e}");
+        assert_eq!(e["error"]["param"], "messages[0].content[0]", "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(want), "{e}");
+    }
+    // More markers in the text than images: a 400 too.
+    let (st, e) = post(&base, "/v1/chat/completions", greedy_chat("<__media__> what is this?", 2));
+    assert_eq!(st, 200, "a marker typed as text without images is just text: {e}");
+    std::fs::remove_file(&mmproj).ok();
+
+    // A server without --mmproj answers images with a 400 that says so.
+    let (_t, plain) = start(&[]);
+    let (st, e) = post(&plain, "/v1/chat/completions", openai);
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--mmproj"), "{e}");
+    let (_, models) = get(&plain, "/v1/models");
+    assert_eq!(models["data"][0]["modalities"]["vision"], false);
+}

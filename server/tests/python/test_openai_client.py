@@ -131,4 +131,25 @@ h = {"Authorization": "Bearer sekrit"}
 check("tokenize", requests.post(BASE + "/tokenize", json={"content": "hi"}, headers=h).json()["tokens"] != [])
 check("bad json -> 400", requests.post(BASE + "/v1/chat/completions", data="{", headers=h).status_code == 400)
 
+# An image as a data URL (the server runs with a synthetic projector: --mmproj).
+image = os.environ.get("LLAMA_RS_TEST_IMAGE")
+if image:
+    import base64
+    with open(image, "rb") as f:
+        url = "data:image/jpeg;base64," + base64.b64encode(f.read()).decode()
+    parts = [{"type": "text", "text": "Describe the image."}, {"type": "image_url", "image_url": {"url": url}}]
+    r1 = client.chat.completions.create(model=model, messages=[{"role": "user", "content": parts}],
+                                        max_tokens=8, temperature=0)
+    r2 = client.chat.completions.create(model=model, messages=[{"role": "user", "content": parts}],
+                                        max_tokens=8, temperature=0)
+    check("image_url data URL answered", r1.choices[0].message.content is not None)
+    check("image counted in the prompt", r1.usage.prompt_tokens >= 16, r1.usage)
+    check("same image, same answer", r1.choices[0].message.content == r2.choices[0].message.content)
+    try:
+        client.chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}])
+        check("remote image URL -> BadRequestError", False)
+    except openai.BadRequestError as err:
+        check("remote image URL -> BadRequestError", "data URL" in str(err))
+
 sys.exit(1 if failures else 0)
