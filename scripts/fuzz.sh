@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(model_load tokenize state_load batch_ops grammar chat_template model_params tool_calls lazy_grammar)
+[ ${#targets[@]} -gt 0 ] || targets=(model_load tokenize state_load batch_ops grammar chat_template model_params tool_calls lazy_grammar media_bytes)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 python3 vendor/fetch.py source >/dev/null
 python3 vendor/fetch.py model >/dev/null

@@ -6,6 +6,7 @@
 # library llama-rs links. Prints the directory holding the binaries.
 #   scripts/llama-tools.sh            # CPU (or whatever LLAMA_BUILD_CONFIG / features say)
 #   CARGO_FEATURES=cuda scripts/llama-tools.sh
+#   LLAMA_TOOLS_TARGETS=llama-mtmd-cli scripts/llama-tools.sh   # only these tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 feat=()
@@ -27,5 +28,6 @@ fi
 # The UI would need npm or a download from a model hub; the HTTP API does not.
 cmake -S "$src" -B "$build" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
-cmake --build "$build" --target llama-bench llama-batched-bench llama-completion llama-server llama-mtmd-cli -j "$(nproc)" >&2
+read -ra targets <<<"${LLAMA_TOOLS_TARGETS:-llama-bench llama-batched-bench llama-completion llama-server llama-mtmd-cli}"
+cmake --build "$build" --target "${targets[@]}" -j "$(nproc)" >&2
 echo "$build/bin"

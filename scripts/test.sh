@@ -24,6 +24,11 @@ suite() { # suite <name> <command...>
   fi
 }
 
+# llama.cpp's llama-mtmd-cli from the same build tree: tests/media.rs compares our image
+# path with it (LLAMA_RS_REQUIRE_TOOLS: a missing binary fails that test, never skips it).
+LLAMA_TOOLS_DIR=$(LLAMA_TOOLS_TARGETS=llama-mtmd-cli scripts/llama-tools.sh)
+export LLAMA_TOOLS_DIR LLAMA_RS_REQUIRE_TOOLS=1
+
 # Rust: unit, integration on the real model, doc examples; every test binary, even after
 # a failing one (--no-fail-fast).
 suite "cargo test (workspace)" cargo test --workspace --release --locked --no-fail-fast

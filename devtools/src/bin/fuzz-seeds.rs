@@ -41,6 +41,17 @@ fn main() -> anyhow::Result<()> {
     put(&out, "model_load", "kinds.gguf", &fs::read(&kinds)?)?;
     fs::remove_file(&kinds).ok();
 
+    // media_bytes: llama.cpp's test image and audio, a tiny PNG, and raw RGB.
+    let mtmd = Path::new("vendor/llama.cpp/tools/mtmd");
+    put(&out, "media_bytes", "test-1.jpeg", &with_flag(0, &fs::read(mtmd.join("test-1.jpeg"))?))?;
+    let mp3 = fs::read(mtmd.join("test-2.mp3"))?;
+    put(&out, "media_bytes", "test-2-head.mp3", &with_flag(0, &mp3[..mp3.len().min(16384)]))?;
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde\0\0\0\x0cIDATx\x9cc\xf8\xcf\xc0\0\0\x03\x01\x01\0\xc9\xfe\x92\xef\0\0\0\0IEND\xaeB`\x82";
+    put(&out, "media_bytes", "1x1.png", &with_flag(0, png))?;
+    let mut rgb = vec![4u8, 4];
+    rgb.extend((0..48).map(|i| (i * 5) as u8));
+    put(&out, "media_bytes", "rgb-4x4", &with_flag(1, &rgb))?;
+
     // state_load: whole and per-sequence states of the tiny model after a short prompt.
     let model = Model::load(&tiny, ModelParams::default())?;
     let mut ctx =
