@@ -50,16 +50,49 @@ impl ChatJob {
     /// `request_json`: the request's body as OpenAI's `/v1/chat/completions` takes it;
     /// `n_ctx`: tokens the context holds (a prompt that does not fit is a
     /// `ContextFullError`); `template`: a built-in name or Jinja source (else the GGUF's).
-    /// `core`: a `Core` with a projector (`Core.set_projector`) reads the request's media
-    /// (`image_url` data URLs, `input_audio`).
     #[new]
-    #[pyo3(signature = (model, request_json, n_ctx, template=None, core=None))]
-    fn new(
+    #[pyo3(signature = (model, request_json, n_ctx, template=None))]
+    fn new(model: &Model, request_json: &str, n_ctx: usize, template: Option<&str>) -> PyResult<ChatJob> {
+        ChatJob::build(model, request_json, n_ctx, template, None)
+    }
+
+    /// The prompt's tokens (the rendered template).
+    #[getter]
+    fn prompt_tokens(&self) -> Vec<i32> {
+        self.prompt.clone()
+    }
+
+    /// Whether the answer is read for tool calls.
+    #[getter]
+    fn tools_on(&self) -> bool {
+        self.inner.tools_on
+    }
+
+    /// Whether the job is constrained by a grammar (speculation is then off).
+    #[getter]
+    fn has_grammar(&self) -> bool {
+        self.inner.job.params.sampler.grammar.is_some()
+    }
+
+    /// The rendered prompt.
+    #[getter]
+    fn prompt_text(&self) -> String {
+        match &self.inner.job.prompt {
+            llama_rs::Prompt::Text(t) | llama_rs::Prompt::Media { text: t, .. } => t.clone(),
+            llama_rs::Prompt::Tokens(_) => String::new(),
+        }
+    }
+}
+
+impl ChatJob {
+    /// A job; with `session` (a core with a projector, `Core.set_projector`) the
+    /// request's media (`image_url` data URLs, `input_audio`) are read with its projector.
+    pub(crate) fn build(
         model: &Model,
         request_json: &str,
         n_ctx: usize,
         template: Option<&str>,
-        core: Option<&crate::session::Core>,
+        session: Option<&std::sync::Arc<std::sync::Mutex<llama_rs::Session>>>,
     ) -> PyResult<ChatJob> {
         let de = &mut serde_json::Deserializer::from_str(request_json);
         let req: ChatRequest = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -71,8 +104,8 @@ impl ChatJob {
         let why = tmpl.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
         // Media are decoded with the core's projector, under the session's lock (the
         // core is not generating while Python builds a job for it).
-        let session = core.map(|c| c.session().clone());
-        let marker = session.as_ref().and_then(|s| crate::stream::lock_session(s).projector().map(|p| p.marker().to_string()));
+        let marker =
+            session.as_ref().and_then(|s| crate::stream::lock_session(s).projector().map(|p| p.marker().to_string()));
         let decode = |b: &[u8]| -> llama_rs::Result<llama_rs::Media> {
             let s = crate::stream::lock_session(session.as_ref().expect("a marker implies a session"));
             s.projector().ok_or_else(|| llama_rs::Error::Unsupported("no projector".into()))?.media(b)
@@ -107,33 +140,6 @@ impl ChatJob {
             ));
         }
         Ok(ChatJob { inner, prompt, model })
-    }
-
-    /// The prompt's tokens (the rendered template).
-    #[getter]
-    fn prompt_tokens(&self) -> Vec<i32> {
-        self.prompt.clone()
-    }
-
-    /// Whether the answer is read for tool calls.
-    #[getter]
-    fn tools_on(&self) -> bool {
-        self.inner.tools_on
-    }
-
-    /// Whether the job is constrained by a grammar (speculation is then off).
-    #[getter]
-    fn has_grammar(&self) -> bool {
-        self.inner.job.params.sampler.grammar.is_some()
-    }
-
-    /// The rendered prompt.
-    #[getter]
-    fn prompt_text(&self) -> String {
-        match &self.inner.job.prompt {
-            llama_rs::Prompt::Text(t) | llama_rs::Prompt::Media { text: t, .. } => t.clone(),
-            llama_rs::Prompt::Tokens(_) => String::new(),
-        }
     }
 }
 

@@ -219,7 +219,13 @@ impl Core {
     /// Loads a multimodal projector (`mmproj`) for this core's model: chat messages may
     /// then carry images (and audio, where the projector reads it).
     #[pyo3(signature = (path, n_threads=None, use_gpu=true))]
-    fn set_projector(&self, py: Python<'_>, path: std::path::PathBuf, n_threads: Option<i32>, use_gpu: bool) -> PyResult<()> {
+    fn set_projector(
+        &self,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        n_threads: Option<i32>,
+        use_gpu: bool,
+    ) -> PyResult<()> {
         let mut pp = llama_rs::ProjectorParams::default().use_gpu(use_gpu);
         if let Some(n) = n_threads {
             pp = pp.n_threads(n);
@@ -229,16 +235,21 @@ impl Core {
         lock_session(&self.session).set_projector(Some(proj)).map_err(err)
     }
 
+    /// A `ChatJob` for this core: the request's media are read with its projector.
+    #[pyo3(signature = (model, request_json, n_ctx, template=None))]
+    fn chat_job(
+        &self,
+        model: &Model,
+        request_json: &str,
+        n_ctx: usize,
+        template: Option<&str>,
+    ) -> PyResult<chat::ChatJob> {
+        chat::ChatJob::build(model, request_json, n_ctx, template, Some(&self.session))
+    }
+
     /// `(vision, audio)`: what the projector reads; `(False, False)` without one.
     fn media_support(&self) -> (bool, bool) {
         lock_session(&self.session).projector().map_or((false, false), |p| (p.supports_vision(), p.supports_audio()))
-    }
-}
-
-impl Core {
-    /// The session, for a `ChatJob` that reads media with its projector.
-    pub(crate) fn session(&self) -> &Arc<Mutex<Session>> {
-        &self.session
     }
 }
 

@@ -78,10 +78,6 @@ pub use context::{
 };
 pub use device::{Device, DeviceType};
 pub use disk_cache::{DiskCache, DiskCacheStats, Found};
-pub use media::{
-    Chunk, ChunkKind, Media, MediaKind, MediaPrompt, Projector, ProjectorParams, MAX_AUDIO_SAMPLES, MAX_IMAGE_PIXELS,
-    MAX_IMAGE_SIDE, MAX_MEDIA_BYTES,
-};
 pub use embed::{rerank_input, EmbedParams, Embedder, Normalize};
 pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,
@@ -94,6 +90,10 @@ pub use generate::{
     TokenLogprob,
 };
 pub use gguf::{read_gguf_metadata, GgufValue};
+pub use media::{
+    Chunk, ChunkKind, Media, MediaKind, MediaPrompt, Projector, ProjectorParams, MAX_AUDIO_SAMPLES, MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE, MAX_MEDIA_BYTES,
+};
 pub use model::{BufferTarget, GpuLayers, KvOverride, LoadMode, Model, ModelParams, SplitMode};
 pub use quantize::{quantize, FileType, QuantizeParams};
 pub use sampling::json_schema;

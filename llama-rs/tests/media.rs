@@ -26,16 +26,17 @@ fn params() -> ContextParams {
     ContextParams::default().n_ctx(1024).n_batch(512).n_ubatch(512).n_threads(2).flash_attn(FlashAttn::Off)
 }
 
-const PROMPT: &str = "<start_of_turn>user\nWhat is in this picture? <__media__> Describe it.<end_of_turn>\n<start_of_turn>model\n";
+const PROMPT: &str =
+    "<start_of_turn>user\nWhat is in this picture? <__media__> Describe it.<end_of_turn>\n<start_of_turn>model\n";
 
 /// Greedy tokens after `prompt` with `image`.
 fn ours(proj: &mut Projector, image: &Media, n: usize) -> Vec<Token> {
     let mut ctx = model().context(params()).unwrap();
     let prompt = proj.tokenize(PROMPT, &[image], true).unwrap();
-    let mut pos = proj.eval(&mut ctx, &prompt, 0, true).unwrap();
+    let start = proj.eval(&mut ctx, &prompt, 0, true).unwrap();
     let mut out = Vec::new();
     let mut batch = Batch::new(1, 1).unwrap();
-    for _ in 0..n {
+    for pos in start..start + n as i32 {
         let t = argmax(ctx.logits_last().unwrap());
         if model().vocab().is_eog(t) {
             break;
@@ -44,7 +45,6 @@ fn ours(proj: &mut Projector, image: &Media, n: usize) -> Vec<Token> {
         batch.clear();
         batch.add(t, pos, &[0], true).unwrap();
         ctx.decode(&mut batch).unwrap();
-        pos += 1;
     }
     out
 }
@@ -223,11 +223,7 @@ fn media_prompt(image: &std::sync::Arc<Media>, question: &str) -> llama_rs::Prom
 }
 
 fn greedy(n: usize) -> llama_rs::GenerateParams {
-    llama_rs::GenerateParams {
-        max_tokens: Some(n),
-        sampler: llama_rs::SamplerConfig::greedy(),
-        ..Default::default()
-    }
+    llama_rs::GenerateParams { max_tokens: Some(n), sampler: llama_rs::SamplerConfig::greedy(), ..Default::default() }
 }
 
 #[test]
@@ -276,8 +272,7 @@ fn the_engine_answers_image_requests_as_a_session_does_and_caches_the_image() {
             .unwrap(),
     );
     let mut s = llama_rs::Session::new(model().context(params()).unwrap()).unwrap();
-    s.set_projector(Some(Projector::load(&mmproj, model(), ProjectorParams::default().n_threads(2)).unwrap()))
-        .unwrap();
+    s.set_projector(Some(Projector::load(&mmproj, model(), ProjectorParams::default().n_threads(2)).unwrap())).unwrap();
     let want = s.generate(media_prompt(&image, "Describe it."), &greedy(10)).unwrap().text().unwrap().0;
 
     let ep = llama_rs::EngineParams {
@@ -303,8 +298,8 @@ fn the_engine_answers_image_requests_as_a_session_does_and_caches_the_image() {
     let two_markers = llama_rs::Prompt::Media { text: "<__media__><__media__> hi".into(), media: vec![image.clone()] };
     assert!(h.submit(llama_rs::Request { prompt: two_markers, params: greedy(2) }).is_err());
     // An engine without a projector refuses media.
-    let plain = llama_rs::Engine::new(model(), llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() })
-        .unwrap();
+    let plain =
+        llama_rs::Engine::new(model(), llama_rs::EngineParams { n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
     let e = plain.handle().submit(llama_rs::Request { prompt: media_prompt(&image, "x"), params: greedy(2) });
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Unsupported);
 }

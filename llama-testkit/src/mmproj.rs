@@ -99,8 +99,11 @@ pub fn write_gemma3_mmproj(out: &Path, p: &Gemma3Projector, seed: u64) -> Result
     for il in 0..p.n_layer {
         let t = |n: &str| format!("v.blk.{il}.{n}");
         for n in ["attn_q", "attn_k", "attn_v", "attn_out"] {
-            w.tensor_f32(&t(&format!("{n}.weight")), &[d, d], random(d * d, d))?
-                .tensor_f32(&t(&format!("{n}.bias")), &[d], zeros(d))?;
+            w.tensor_f32(&t(&format!("{n}.weight")), &[d, d], random(d * d, d))?.tensor_f32(
+                &t(&format!("{n}.bias")),
+                &[d],
+                zeros(d),
+            )?;
         }
         w.tensor_f32(&t("ln1.weight"), &[d], ones(d))?
             .tensor_f32(&t("ln1.bias"), &[d], zeros(d))?

@@ -134,7 +134,10 @@ fn data_url<'v>(url: &'v str, field: &str) -> Result<&'v str> {
 fn decode_base64(s: &str, field: &str) -> Result<Vec<u8>> {
     let max = llama_rs::MAX_MEDIA_BYTES / 3 * 4 + 4;
     if s.len() > max {
-        return Err(ProtocolError::invalid(field, format!("a medium may have at most {} bytes", llama_rs::MAX_MEDIA_BYTES)));
+        return Err(ProtocolError::invalid(
+            field,
+            format!("a medium may have at most {} bytes", llama_rs::MAX_MEDIA_BYTES),
+        ));
     }
     // Clients wrap long base64 lines; whitespace is not part of the data.
     let clean: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -143,6 +146,5 @@ fn decode_base64(s: &str, field: &str) -> Result<Vec<u8>> {
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    B64.decode(clean)
-        .map_err(|e| ProtocolError::invalid(field, format!("invalid base64: {e}")))
+    B64.decode(clean).map_err(|e| ProtocolError::invalid(field, format!("invalid base64: {e}")))
 }

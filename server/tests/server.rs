@@ -1340,7 +1340,8 @@ fn mmproj_and_image() -> (std::path::PathBuf, String, String) {
         .unwrap();
     let path = std::env::temp_dir().join(format!("llama-rs-server-mmproj-{}.gguf", std::process::id()));
     llama_testkit::write_gemma3_mmproj(&path, &llama_testkit::Gemma3Projector::small(n_embd), 3).unwrap();
-    let jpeg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../vendor/llama.cpp/tools/mtmd/test-1.jpeg")).unwrap();
+    let jpeg =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../vendor/llama.cpp/tools/mtmd/test-1.jpeg")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(jpeg);
     (path, format!("data:image/jpeg;base64,{b64}"), b64)
 }

@@ -50,7 +50,8 @@ struct Args {
     gpu: bool,
 }
 
-const PROMPT: &str = "<start_of_turn>user\n<__media__> Describe the picture in detail.<end_of_turn>\n<start_of_turn>model\n";
+const PROMPT: &str =
+    "<start_of_turn>user\n<__media__> Describe the picture in detail.<end_of_turn>\n<start_of_turn>model\n";
 const SECOND: &str = "<start_of_turn>user\n<__media__> What colours does it have?<end_of_turn>\n<start_of_turn>model\n";
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -61,8 +62,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let ngl = if a.gpu { "all" } else { "0" };
-    let mp = llama_rs::ModelParams::default()
-        .gpu_layers(if a.gpu { llama_rs::GpuLayers::All } else { llama_rs::GpuLayers::Count(0) });
+    let mp = llama_rs::ModelParams::default().gpu_layers(if a.gpu {
+        llama_rs::GpuLayers::All
+    } else {
+        llama_rs::GpuLayers::Count(0)
+    });
     let model = Model::load(&a.model, mp)?;
     let shape = llama_testkit::Gemma3Projector {
         n_embd_text: model.n_embd_inp() as u64,
@@ -145,7 +149,8 @@ fn main() -> anyhow::Result<()> {
                 let rest = &line[line.find(key)? + key.len()..];
                 rest.split_whitespace().find_map(|w| w.parse::<f64>().ok())
             };
-            let e = ms_after("mtmd batch encoding done in").ok_or_else(|| anyhow::anyhow!("no encode time in:\n{log}"))?;
+            let e =
+                ms_after("mtmd batch encoding done in").ok_or_else(|| anyhow::anyhow!("no encode time in:\n{log}"))?;
             let p = ms_after("prompt eval time =").ok_or_else(|| anyhow::anyhow!("no prompt eval time in:\n{log}"))?;
             cenc.push(e);
             // llama.cpp's prompt timer runs from the first prompt decode to the last, and

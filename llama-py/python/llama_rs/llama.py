@@ -747,7 +747,7 @@ class Llama:
         if self._core is not None and self._core.media_support() != (False, False):
             from .llama_chat_format import MTMDChatHandler
             req["messages"] = MTMDChatHandler.inline_media(req["messages"])
-            return _native.ChatJob(self._model, json.dumps(req), self.n_ctx(), self._template_name(), core=self._core)
+            return self._core.chat_job(self._model, json.dumps(req), self.n_ctx(), self._template_name())
         return _native.ChatJob(self._model, json.dumps(req), self.n_ctx(), self._template_name())
 
     def _template_name(self) -> Optional[str]:

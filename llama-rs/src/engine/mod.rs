@@ -590,7 +590,9 @@ impl EngineHandle {
         params: &GenerateParams,
     ) -> Result<(Vec<Token>, crate::MediaPrompt)> {
         let proj = self.projector.as_ref().ok_or_else(|| {
-            Error::Unsupported("this engine reads no images or audio: it was started without a projector (mmproj)".into())
+            Error::Unsupported(
+                "this engine reads no images or audio: it was started without a projector (mmproj)".into(),
+            )
         })?;
         if params.speculation.is_some() {
             return Err(Error::Unsupported("speculative decoding of prompts with media".into()));
@@ -623,7 +625,9 @@ impl EngineHandle {
     /// [`Projector::media`](crate::Projector::media)).
     pub fn media(&self, bytes: &[u8]) -> Result<crate::Media> {
         let proj = self.projector.as_ref().ok_or_else(|| {
-            Error::Unsupported("this engine reads no images or audio: it was started without a projector (mmproj)".into())
+            Error::Unsupported(
+                "this engine reads no images or audio: it was started without a projector (mmproj)".into(),
+            )
         })?;
         proj.lock().unwrap_or_else(|p| p.into_inner()).media(bytes)
     }

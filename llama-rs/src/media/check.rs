@@ -78,7 +78,9 @@ pub(crate) fn projector_file(path: &Path, model: &Model) -> Result<()> {
     let m: HashMap<&str, &GgufValue> = layout.meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let bad = |why: String| Error::ProjectorLoad { path: path.into(), reason: why };
     if !matches!(m.get("general.architecture"), Some(GgufValue::Str(a)) if a == "clip") {
-        return Err(bad("not a multimodal projector (general.architecture is not \"clip\"); pass the mmproj file".into()));
+        return Err(bad(
+            "not a multimodal projector (general.architecture is not \"clip\"); pass the mmproj file".into()
+        ));
     }
     let has = |k: &str| matches!(m.get(k), Some(GgufValue::Bool(true)));
     if !has("clip.has_vision_encoder") && !has("clip.has_audio_encoder") {

@@ -224,12 +224,8 @@ impl Projector {
             }
         }
         let ctext = crate::ffi::c_string(text, "prompt")?;
-        let input = sys::mtmd_input_text {
-            text: ctext.as_ptr(),
-            text_len: text.len(),
-            add_special,
-            parse_special: true,
-        };
+        let input =
+            sys::mtmd_input_text { text: ctext.as_ptr(), text_len: text.len(), add_special, parse_special: true };
         let bitmaps: Vec<*const sys::mtmd_bitmap> = media.iter().map(|m| m.ptr.as_ptr() as *const _).collect();
         // SAFETY: no arguments; NULL only when out of memory.
         let chunks = NonNull::new(unsafe { sys::mtmd_input_chunks_init() })
@@ -543,7 +539,13 @@ impl Media {
         let (audio, nx, ny, n_bytes, id) = unsafe {
             let id = sys::mtmd_bitmap_get_id(p);
             let id = if id.is_null() { String::new() } else { CStr::from_ptr(id).to_string_lossy().into_owned() };
-            (sys::mtmd_bitmap_is_audio(p), sys::mtmd_bitmap_get_nx(p), sys::mtmd_bitmap_get_ny(p), sys::mtmd_bitmap_get_n_bytes(p), id)
+            (
+                sys::mtmd_bitmap_is_audio(p),
+                sys::mtmd_bitmap_get_nx(p),
+                sys::mtmd_bitmap_get_ny(p),
+                sys::mtmd_bitmap_get_n_bytes(p),
+                id,
+            )
         };
         let kind = if audio {
             MediaKind::Audio { samples: n_bytes / std::mem::size_of::<f32>() }
@@ -686,7 +688,9 @@ impl MediaPrompt {
     }
 
     fn chunk(&self, index: usize) -> Result<&Chunk> {
-        self.chunks.get(index).ok_or_else(|| Error::invalid("", format!("no chunk {index} (the prompt has {})", self.chunks.len())))
+        self.chunks
+            .get(index)
+            .ok_or_else(|| Error::invalid("", format!("no chunk {index} (the prompt has {})", self.chunks.len())))
     }
 
     fn raw_chunk(&self, index: usize) -> *const sys::mtmd_input_chunk {
