@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|restart|bench|bench-gemma|bench-7b|breakdown|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|restart|media|bench|bench-gemma|bench-7b|breakdown|all]
 # (py also carries .dev/py: the wheel and llama-cpp-python's files, see prepare.sh)
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
@@ -115,6 +115,21 @@ if [ "$phase" = restart ]; then
     "$BIN/restart-bench" --ours "$BIN/llama-rs-server" --theirs "$B/bin/llama-server" --model "$m" \
       --tokens "${RESTART_TOKENS:-2000,8000}" -r "${BENCH_REPS:-3}" -t 16 --flag=-ngl --flag=99 --dir /tmp/restart-bench 2>&1
   done | tee "$out/restart-$backend.txt"
+  exit 0
+fi
+if [ "$phase" = media ]; then
+  # Images on the GPU (devtools media-bench): encode and TTFT, ours vs llama-mtmd-cli built
+  # here from the same source, with synthetic Gemma 3 projectors (ViT-B at 448 px, and
+  # SigLIP-So400m's shape at 896 px: Gemma 3's own) for the synthetic 7B; and a second
+  # question about the same image with and without the prefix cache.
+  cmake --build "$B" --target mtmd llama-mtmd-cli -j 16 > "$out/build-mtmd-$backend.log" 2>&1 || { tail -40 "$out/build-mtmd-$backend.log"; exit 1; }
+  [ -f "$W/q7.gguf" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$W/q7.gguf" >/dev/null
+  for shape in "--width 768 --layers 12 --ff 3072 --image-size 448" "--width 1152 --layers 27 --ff 4304 --image-size 896"; do
+    echo "== media-bench: $shape"
+    # shellcheck disable=SC2086
+    "$BIN/media-bench" --model "$W/q7.gguf" --cli "$B/bin/llama-mtmd-cli" --image "$S/tools/mtmd/test-1.jpeg" \
+      -r "${BENCH_REPS:-5}" -t 16 --gpu $shape 2>&1 | grep -v "^  "
+  done | tee "$out/media-$backend.txt"
   exit 0
 fi
 if [ "$phase" = breakdown ]; then
