@@ -84,15 +84,55 @@ impl ChatJob {
     }
 }
 
+/// What reads a chat request's media: a `Core`'s session (its projector) or an engine.
+pub(crate) trait MediaSource: Sync {
+    /// The projector's marker, if there is a projector.
+    fn marker(&self) -> Option<String>;
+    /// Decodes encoded media bytes with the projector.
+    fn decode(&self, bytes: &[u8]) -> llama_rs::Result<llama_rs::Media>;
+    /// The prompt's token list (media as placeholder positions), for counting.
+    fn tokens(&self, text: &str, media: &[std::sync::Arc<llama_rs::Media>]) -> llama_rs::Result<Vec<Token>>;
+}
+
+/// A `Core`'s session: media are read under its lock (the core is not generating while
+/// Python builds a job for it).
+impl MediaSource for std::sync::Mutex<llama_rs::Session> {
+    fn marker(&self) -> Option<String> {
+        crate::stream::lock_session(self).projector().map(|p| p.marker().to_string())
+    }
+    fn decode(&self, bytes: &[u8]) -> llama_rs::Result<llama_rs::Media> {
+        let s = crate::stream::lock_session(self);
+        s.projector().ok_or_else(|| llama_rs::Error::Unsupported("no projector".into()))?.media(bytes)
+    }
+    fn tokens(&self, text: &str, media: &[std::sync::Arc<llama_rs::Media>]) -> llama_rs::Result<Vec<Token>> {
+        let s = crate::stream::lock_session(self);
+        let proj = s.projector().ok_or_else(|| llama_rs::Error::Unsupported("no projector".into()))?;
+        let refs: Vec<&llama_rs::Media> = media.iter().map(|m| &**m).collect();
+        Ok(proj.prompt_tokens(&proj.tokenize(text, &refs, false)?))
+    }
+}
+
+impl MediaSource for llama_rs::EngineHandle {
+    fn marker(&self) -> Option<String> {
+        self.media_marker()
+    }
+    fn decode(&self, bytes: &[u8]) -> llama_rs::Result<llama_rs::Media> {
+        self.media(bytes)
+    }
+    fn tokens(&self, text: &str, media: &[std::sync::Arc<llama_rs::Media>]) -> llama_rs::Result<Vec<Token>> {
+        self.media_prompt_tokens(text, media)
+    }
+}
+
 impl ChatJob {
-    /// A job; with `session` (a core with a projector, `Core.set_projector`) the
-    /// request's media (`image_url` data URLs, `input_audio`) are read with its projector.
+    /// A job; with `media` (a core or an engine with a projector) the request's media
+    /// (`image_url` data URLs, `input_audio`) are read with it.
     pub(crate) fn build(
         model: &Model,
         request_json: &str,
         n_ctx: usize,
         template: Option<&str>,
-        session: Option<&std::sync::Arc<std::sync::Mutex<llama_rs::Session>>>,
+        media: Option<&dyn MediaSource>,
     ) -> PyResult<ChatJob> {
         let de = &mut serde_json::Deserializer::from_str(request_json);
         let req: ChatRequest = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -102,14 +142,8 @@ impl ChatJob {
         let model = model.inner.clone();
         let tmpl = crate::model::template(&model, template);
         let why = tmpl.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
-        // Media are decoded with the core's projector, under the session's lock (the
-        // core is not generating while Python builds a job for it).
-        let marker =
-            session.as_ref().and_then(|s| crate::stream::lock_session(s).projector().map(|p| p.marker().to_string()));
-        let decode = |b: &[u8]| -> llama_rs::Result<llama_rs::Media> {
-            let s = crate::stream::lock_session(session.as_ref().expect("a marker implies a session"));
-            s.projector().ok_or_else(|| llama_rs::Error::Unsupported("no projector".into()))?.media(b)
-        };
+        let marker = media.and_then(|m| m.marker());
+        let decode = |b: &[u8]| media.expect("a marker implies a source").decode(b);
         let target = Target {
             model: &model,
             template: tmpl.as_ref().map_err(|_| why.as_str()),
@@ -123,12 +157,9 @@ impl ChatJob {
             llama_rs::Prompt::Text(text) => {
                 model.vocab().tokenize(text, false, true).map_err(err)?.iter().map(|t| t.0).collect()
             }
-            llama_rs::Prompt::Media { text, media } => {
-                let s = crate::stream::lock_session(session.as_ref().expect("media imply a projector"));
-                let proj = s.projector().expect("media imply a projector");
-                let refs: Vec<&llama_rs::Media> = media.iter().map(|m| &**m).collect();
-                let mp = proj.tokenize(text, &refs, false).map_err(err)?;
-                proj.prompt_tokens(&mp).iter().map(|t| t.0).collect()
+            llama_rs::Prompt::Media { text, media: m } => {
+                let src = media.expect("media imply a source");
+                src.tokens(text, m).map_err(err)?.iter().map(|t| t.0).collect()
             }
             llama_rs::Prompt::Tokens(_) => unreachable!("chat prompts are rendered text"),
         };
@@ -140,6 +171,14 @@ impl ChatJob {
             ));
         }
         Ok(ChatJob { inner, prompt, model })
+    }
+
+    /// The request to run: the prompt with its media, or the counted tokens.
+    pub(crate) fn prompt(&self) -> llama_rs::Prompt {
+        match &self.inner.job.prompt {
+            p @ llama_rs::Prompt::Media { .. } => p.clone(),
+            _ => llama_rs::Prompt::Tokens(self.prompt.iter().map(|&t| Token(t)).collect()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (model, n_ctx=8192, slots=8, step_tokens=512, n_threads=None, flash_attn=None, type_k=None, type_v=None, disk_cache=None))]
+    #[pyo3(signature = (model, n_ctx=8192, slots=8, step_tokens=512, n_threads=None, flash_attn=None, type_k=None, type_v=None, disk_cache=None, mmproj=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -26,6 +26,7 @@ impl Engine {
         type_k: Option<i32>,
         type_v: Option<i32>,
         disk_cache: Option<&crate::cache::DiskCache>,
+        mmproj: Option<std::path::PathBuf>,
     ) -> PyResult<Engine> {
         let p = llama_rs::EngineParams {
             n_ctx,
@@ -41,6 +42,7 @@ impl Engine {
             type_v: ggml_kv_type(type_v)?,
             disk_cache: disk_cache.map(|c| c.inner.dir().to_path_buf()),
             disk_cache_bytes: disk_cache.map_or(0, |c| c.inner.max_bytes()),
+            mmproj,
             ..Default::default()
         };
         let m = model.inner.clone();
@@ -75,11 +77,27 @@ impl Engine {
             .collect())
     }
 
+    /// `(vision, audio)`: what the engine's projector reads; `(False, False)` without one.
+    fn media_support(&self) -> (bool, bool) {
+        self.handle.media_support()
+    }
+
+    /// A `ChatJob` for this engine: the request's media are read with its projector.
+    #[pyo3(signature = (model, request_json, n_ctx, template=None))]
+    fn chat_job(
+        &self,
+        model: &Model,
+        request_json: &str,
+        n_ctx: usize,
+        template: Option<&str>,
+    ) -> PyResult<chat::ChatJob> {
+        chat::ChatJob::build(model, request_json, n_ctx, template, Some(&self.handle))
+    }
+
     /// Submits `n` choices of a `ChatJob` (seeds seed, seed + 1, ...).
     #[pyo3(signature = (job, n=1))]
     fn submit_job(&self, job: &chat::ChatJob, n: usize) -> PyResult<Vec<EngineStream>> {
-        let req =
-            llama_rs::Request::tokens(job.prompt.iter().map(|&t| Token(t)).collect(), job.inner.job.params.clone());
+        let req = llama_rs::Request { prompt: job.prompt(), params: job.inner.job.params.clone() };
         let streams = self.handle.submit_n(req, n).map_err(err)?;
         Ok(streams
             .into_iter()

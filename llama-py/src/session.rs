@@ -207,12 +207,8 @@ impl Core {
         }
         let failed: Arc<Mutex<Option<PyErr>>> = Arc::default();
         let first = self.processor(processor, &job.prompt, &failed);
-        // A prompt with media goes as it is (the session's projector reads it); else the
-        // tokens the job counted.
-        let prompt = match &job.inner.job.prompt {
-            p @ llama_rs::Prompt::Media { .. } => p.clone(),
-            _ => llama_rs::Prompt::Tokens(job.prompt.iter().map(|&t| Token(t)).collect()),
-        };
+        // A prompt with media goes as it is (the session's projector reads it).
+        let prompt = job.prompt();
         Stream::start(self.session.clone(), prompt, params, first, failed, collect)
     }
 
@@ -244,7 +240,7 @@ impl Core {
         n_ctx: usize,
         template: Option<&str>,
     ) -> PyResult<chat::ChatJob> {
-        chat::ChatJob::build(model, request_json, n_ctx, template, Some(&self.session))
+        chat::ChatJob::build(model, request_json, n_ctx, template, Some(&*self.session))
     }
 
     /// `(vision, audio)`: what the projector reads; `(False, False)` without one.

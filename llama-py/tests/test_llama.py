@@ -797,6 +797,18 @@ def test_chat_handler_reads_images_from_paths_and_data_urls():
         raise AssertionError("a model without a projector read an image")
     except llama_rs.InvalidArgumentError as e:
         assert "mmproj" in str(e), e
+    # AsyncLlama over the same Llama: the engine gets the projector; the same answer.
+    import asyncio
+
+    async def engine_answer():
+        e = v.engine(n_parallel=2, n_ctx=2048)
+        msgs = [{"role": "user", "content": [{"type": "text", "text": "Describe the image."},
+                                             {"type": "image_url", "image_url": {"url": image}}]}]
+        r = await e.create_chat_completion(msgs, max_tokens=10, temperature=0)
+        e.close()
+        return r["choices"][0]["message"]["content"]
+
+    assert asyncio.run(engine_answer()) == a
     try:
         MTMDChatHandler(clip_model_path="/nonexistent/mmproj.gguf")
         raise AssertionError("a missing projector file was accepted")

@@ -716,7 +716,7 @@ class Llama:
 
     def _chat_job(self, messages, functions, function_call, tools, tool_choice, response_format, grammar,
                   sampling, seed, stop, max_tokens, logit_bias, logprobs, top_logprobs, chat_template_kwargs=None,
-                  reasoning_budget=None, stream=False):
+                  reasoning_budget=None, stream=False, media_source=None):
         """The request as the server's `/v1/chat/completions` takes it, made ready by the
         protocol layer (a `ChatJob`)."""
         if functions and not tools:
@@ -744,10 +744,12 @@ class Llama:
             req["logit_bias"] = {str(int(k)): float(v) for k, v in logit_bias.items()}
         if grammar is not None:
             req["grammar"] = grammar._grammar if isinstance(grammar, LlamaGrammar) else str(grammar)
-        if self._core is not None and self._core.media_support() != (False, False):
+        # A projector (the core's, or an engine's: `media_source`) reads the images.
+        source = media_source or self._core
+        if source is not None and source.media_support() != (False, False):
             from .llama_chat_format import MTMDChatHandler
             req["messages"] = MTMDChatHandler.inline_media(req["messages"])
-            return self._core.chat_job(self._model, json.dumps(req), self.n_ctx(), self._template_name())
+            return source.chat_job(self._model, json.dumps(req), self.n_ctx(), self._template_name())
         return _native.ChatJob(self._model, json.dumps(req), self.n_ctx(), self._template_name())
 
     def _template_name(self) -> Optional[str]:
@@ -834,10 +836,13 @@ class AsyncLlama:
         self._llm = llama
         self.model_path = llama.model_path
         self._n_ctx = n_ctx
+        # The Llama's multimodal handler gives the engine its projector.
+        handler = getattr(llama, "chat_handler", None)
         self._engine = _native.Engine(llama._model, n_ctx=n_ctx, slots=n_parallel, step_tokens=n_batch,
                                       n_threads=n_threads, flash_attn=flash_attn,
                                       type_k=type_k, type_v=type_v,
-                                      disk_cache=cache._native if cache is not None else None)
+                                      disk_cache=cache._native if cache is not None else None,
+                                      mmproj=getattr(handler, "clip_model_path", None))
 
     def n_ctx(self) -> int:
         return self._n_ctx
@@ -974,7 +979,7 @@ class AsyncLlama:
                                  repeat_penalty=repeat_penalty, mirostat=mirostat_mode, mirostat_tau=mirostat_tau,
                                  mirostat_eta=mirostat_eta),
                             seed, stop, max_tokens, logit_bias, logprobs, top_logprobs, chat_template_kwargs,
-                            reasoning_budget)
+                            reasoning_budget, media_source=self._engine)
         if len(job.prompt_tokens) >= self._n_ctx:
             raise ContextFullError(
                 f"Requested tokens ({len(job.prompt_tokens)}) exceed context window of {self._n_ctx}")

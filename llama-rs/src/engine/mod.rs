@@ -617,8 +617,14 @@ impl EngineHandle {
 
     /// The positions a prompt with media takes (text tokens plus each medium's).
     pub fn media_prompt_len(&self, text: &str, media: &[Arc<crate::Media>]) -> Result<usize> {
+        Ok(self.media_prompt_tokens(text, media)?.len())
+    }
+
+    /// A prompt with media as the engine holds it: text tokens, and each medium's
+    /// positions as placeholder ids (see [`Projector::prompt_tokens`](crate::Projector::prompt_tokens)).
+    pub fn media_prompt_tokens(&self, text: &str, media: &[Arc<crate::Media>]) -> Result<Vec<Token>> {
         let params = GenerateParams { add_special: false, ..Default::default() };
-        Ok(self.media_prompt(text, media, &params)?.0.len())
+        Ok(self.media_prompt(text, media, &params)?.0)
     }
 
     /// Decodes an encoded image or audio file with the engine's projector (see
