@@ -37,6 +37,7 @@ expect "LLAMA_CPP_SRC=$tmp is not a llama.cpp tree" env LLAMA_CPP_SRC="$tmp" CAR
 # off. CMAKE=false: these runs must stop before (or fail at) the C build, not do one.
 mkdir -p "$tmp/tree"
 cp -r vendor/llama.cpp/{CMakeLists.txt,cmake,include,src,ggml,vendor} "$tmp/tree/"
+mkdir -p "$tmp/tree/tools" && cp -r vendor/llama.cpp/tools/mtmd "$tmp/tree/tools/"   # libmtmd's headers
 sed -i 's/_tile_loadconfig(&tc);/_tile_loadconfig(\&tc); \/\* moved \*\//' "$tmp/tree/ggml/src/ggml-cpu/amx/mmq.cpp"
 expect "0001-ggml-cpu-amx-load-the-whole-tile-config.patch does not apply" env LLAMA_CPP_SRC="$tmp/tree" \
   CARGO_TARGET_DIR="$tmp/target" CMAKE=false cargo build --release --locked -p llama-sys
@@ -95,6 +96,7 @@ fi
 # cmake runs, naming the `bindgen` feature.
 cp -r vendor/llama.cpp/include vendor/llama.cpp/ggml "$tmp/" 2>/dev/null
 mkdir -p "$tmp/other/ggml" && mv "$tmp/include" "$tmp/other/include" && mv "$tmp/ggml/include" "$tmp/other/ggml/include"
+mkdir -p "$tmp/other/tools/mtmd" && cp vendor/llama.cpp/tools/mtmd/*.h "$tmp/other/tools/mtmd/"
 echo "// a local change" >> "$tmp/other/include/llama.h"
 expect "enable llama-sys's \`bindgen\` feature" env LLAMA_CPP_SRC="$tmp/other" LLAMA_SYS_DOCS_ONLY=1 \
   CARGO_TARGET_DIR="$tmp/target" cargo check --locked -p llama-sys
