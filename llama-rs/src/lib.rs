@@ -81,7 +81,7 @@ pub use disk_cache::{DiskCache, DiskCacheStats, Found};
 pub use embed::{rerank_input, EmbedParams, Embedder, Normalize};
 pub use engine::{
     Completion, Engine, EngineHandle, EngineParams, Event, Latency, Metrics, Request, RequestCanceller, RequestStream,
-    SlotFile, Timings, Usage, MAX_CHANNEL_CAPACITY,
+    SlotFile, StepTimes, Timings, Usage, MAX_CHANNEL_CAPACITY,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fit::{fit, Fit, FitParams};

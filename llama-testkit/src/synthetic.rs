@@ -39,7 +39,7 @@ pub struct SyntheticShape {
 }
 
 impl SyntheticShape {
-    /// `tiny`, the Qwen2.5 shapes `0.5b`, `1.5b`, `7b`, `72b`; MoE: `moe-tiny`, and
+    /// `tiny`, the Qwen2.5 shapes `0.5b`, `1.5b`, `7b`, `72b`, `smollm2-135m`; MoE: `moe-tiny`, and
     /// `moe-a2.7b` (Qwen1.5-MoE-A2.7B: 14.3B parameters, 2.7B active); with one MTP block:
     /// `mtp-tiny` (GLM-4.5 layout).
     pub fn named(name: &str) -> Option<Self> {
@@ -65,6 +65,8 @@ impl SyntheticShape {
             "0.5b" => s(896, 24, 14, 2, 4864),
             "1.5b" => s(1536, 28, 12, 2, 8960),
             "7b" => s(3584, 28, 28, 4, 18944),
+            // SmolLM2-135M's dimensions (its layout is Llama's: no attention biases).
+            "smollm2-135m" => s(576, 30, 9, 3, 1536),
             "72b" => s(8192, 80, 64, 8, 29568),
             "moe-tiny" => moe(s(256, 4, 4, 2, 512), 16, 2, 512),
             "moe-a2.7b" => moe(s(2048, 24, 16, 16, 5632), 60, 4, 1408),

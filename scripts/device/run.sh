@@ -8,7 +8,7 @@
 #   * gpu-test (GPU vs CPU greedy agreement, memory plan, state, KV types),
 #   * bench vs llama-bench on the default model and a synthetic 7B-shaped Q4_K model.
 # Usage (device tool, carry .dev/src .dev/bin .dev/m1..m4 [.dev/vk .dev/gl]):
-#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|restart|media|bench|bench-gemma|bench-7b|breakdown|all]
+#   [BENCH_REPS=5] bash scripts/device/run.sh cuda|vulkan [build|test|spec|fit|py|restart|serve|media|bench|bench-gemma|bench-7b|breakdown|all]
 # (py also carries .dev/py: the wheel and llama-cpp-python's files, see prepare.sh)
 # (each call returns within the device tool's 10-minute limit: Vulkan test + bench does not)
 set -uo pipefail
@@ -115,6 +115,42 @@ if [ "$phase" = restart ]; then
     "$BIN/restart-bench" --ours "$BIN/llama-rs-server" --theirs "$B/bin/llama-server" --model "$m" \
       --tokens "${RESTART_TOKENS:-2000,8000}" -r "${BENCH_REPS:-3}" -t 16 --flag=-ngl --flag=99 --dir /tmp/restart-bench 2>&1
   done | tee "$out/restart-$backend.txt"
+  exit 0
+fi
+if [ "$phase" = serve ]; then
+  # Serving at scale (devtools serve-bench): llama-rs-server vs llama-server built here
+  # from the same source, streaming clients at each width, alternating; our engine's
+  # host time per step from its /metrics. Models (SERVE_MODELS): smol = SmolLM2-135M's
+  # shape with its real vocabulary and template (.dev/vocab/smol-vocab.gguf, from
+  # `synth-model --shape vocab`), 7b, moe. SERVE_KV: on/off; SERVE_SHARED=1: the agent
+  # workload (64 clients, a 2000-token system prompt with tools).
+  if [ ! -x "$B/bin/llama-server" ]; then
+    cmake -S "$S" -B "$B" "${common[@]}" "${extra[@]}" -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF \
+      -DLLAMA_USE_PREBUILT_UI=OFF > "$out/cmake-server-$backend.log" 2>&1 || { tail -30 "$out/cmake-server-$backend.log"; exit 1; }
+    cmake --build "$B" --target llama mtmd llama-server -j 16 > "$out/build-server-$backend.log" 2>&1 || { tail -40 "$out/build-server-$backend.log"; exit 1; }
+    echo "llama.cpp + llama-server ($backend) build: $(( $(date +%s) - start )) s"
+  fi
+  lib=$(dirname "$(find "$B" -name 'libllama.so*' | head -1)")
+  export LD_LIBRARY_PATH=$lib:$(dirname "$(find "$B" -name 'libmtmd.so*' | head -1)"):${LD_LIBRARY_PATH:-}
+  for m in ${SERVE_MODELS:-smol 7b}; do
+    case $m in
+      smol) f=$W/smol.gguf; [ -f "$f" ] || "$BIN/synth-model" --shape smollm2-135m --vocab .dev/vocab/smol-vocab.gguf --out "$f" >/dev/null ;;
+      7b) f=$W/q7.gguf; [ -f "$f" ] || "$BIN/synth-model" --shape 7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$f" >/dev/null ;;
+      moe) f=$W/moe.gguf; [ -f "$f" ] || "$BIN/synth-model" --shape moe-a2.7b --vocab "$S/models/ggml-vocab-qwen2.gguf" --out "$f" >/dev/null ;;
+    esac
+    for kv in ${SERVE_KV:-on}; do
+      echo "== serve-bench: $m, kv-unified $kv"
+      timeout "${SERVE_TIMEOUT:-300}" "$BIN/serve-bench" --ours "$BIN/llama-rs-server" --theirs "$B/bin/llama-server" -m "$f" \
+        --clients "${SERVE_CLIENTS:-1,4,16,64,128}" -n "${SERVE_N:-64}" -r "${BENCH_REPS:-3}" -t 8 -c "${SERVE_CTX:-32768}" \
+        --kv-unified "$kv" --no-shared ${SERVE_FLAGS:-} 2>&1 | tee "$out/serve-$m-kv$kv.txt"
+    done
+    if [ -n "${SERVE_SHARED:-}" ]; then
+      echo "== serve-bench: $m, shared system prompt"
+      timeout "${SERVE_TIMEOUT:-300}" "$BIN/serve-bench" --ours "$BIN/llama-rs-server" --theirs "$B/bin/llama-server" -m "$f" \
+        --clients 64 --shared-only --shared-clients 64 --shared-tokens 2000 -n 32 -r "${BENCH_REPS:-3}" -t 8 -c 163840 \
+        ${SERVE_FLAGS:-} 2>&1 | tee "$out/serve-$m-shared.txt"
+    fi
+  done
   exit 0
 fi
 if [ "$phase" = media ]; then

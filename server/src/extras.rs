@@ -131,6 +131,14 @@ pub async fn metrics(State(st): State<Arc<AppState>>, Query(q): Query<ModelQuery
         m.draft_accepted_tokens as f64,
     );
     metric("llama_rs:busy_seconds_total", "counter", "Seconds the engine spent decoding.", m.busy_s);
+    let _ = writeln!(
+        out,
+        "# HELP llama_rs:engine_seconds_total Seconds the engine thread spent in each phase of its loop.\n\
+         # TYPE llama_rs:engine_seconds_total counter"
+    );
+    for (phase, s) in m.host.phases() {
+        let _ = writeln!(out, "llama_rs:engine_seconds_total{{phase=\"{phase}\"}} {s}");
+    }
     for (name, lat) in [("ttft", &m.ttft_ms), ("itl", &m.itl_ms)] {
         let _ = writeln!(
             out,

@@ -152,6 +152,23 @@ fn endpoints_answer_in_openai_and_llama_server_shapes() {
     let generated: f64 =
         m.lines().find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total ")).unwrap().parse().unwrap();
     assert!(generated >= 24.0);
+    // The engine loop's phases: each present; decode + wait is the decode time, and the
+    // phases together cover at least it.
+    let value = |prefix: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {m}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let phase = |p: &str| value(&format!("llama_rs:engine_seconds_total{{phase=\"{p}\"}} "));
+    let phases: Vec<f64> =
+        ["admit", "batch", "decode", "wait", "sample", "emit", "deliver", "other"].iter().map(|p| phase(p)).collect();
+    let busy = value("llama_rs:busy_seconds_total ");
+    assert!(phases.iter().all(|s| *s >= 0.0) && phases[2] > 0.0 && phases[4] > 0.0 && phases[5] > 0.0, "{m}");
+    assert!((phases[2] + phases[3] - busy).abs() <= 1e-3 + busy * 0.01, "{m}");
+    assert!(phases.iter().sum::<f64>() >= busy * 0.99, "{m}");
 }
 
 #[test]

@@ -62,6 +62,16 @@ struct Args {
     /// Skip the shared-system-prompt scenario.
     #[arg(long)]
     no_shared: bool,
+    /// Only the shared-system-prompt scenario.
+    #[arg(long)]
+    shared_only: bool,
+    /// Shared-system-prompt scenario: concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    shared_clients: usize,
+    /// Shared-system-prompt scenario: the system prompt's length in tokens (an agent's
+    /// instructions and tool definitions, each question short).
+    #[arg(long, default_value_t = 2000)]
+    shared_tokens: usize,
     /// Also print every request's TTFT (ms, sorted) per run, to see how a burst is served.
     #[arg(long)]
     each: bool,
@@ -111,11 +121,16 @@ fn start(bin: &std::path::Path, model: &std::path::Path, port: u16, a: &Args, sl
 struct Run {
     agg_tps: f64,
     ttft: Vec<f64>,
+    itl: Vec<f64>,
     tokens: usize,
 }
 
-/// One streamed chat completion: (TTFT ms, completion tokens).
-fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<(f64, usize)> {
+/// One streamed request's TTFT (ms), completion tokens and the gaps between its
+/// content chunks (ms: inter-token latency as a client sees it).
+type Timed = (f64, usize, Vec<f64>);
+
+/// One streamed chat completion.
+fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<Timed> {
     let body = json!({
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         "max_tokens": n, "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
@@ -131,6 +146,7 @@ fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<(f64, u
     anyhow::ensure!(r.status().is_success(), "status {}", r.status());
     let mut ttft = None;
     let mut tokens = 0;
+    let (mut last, mut gaps) = (None::<Instant>, Vec::new());
     for line in BufReader::new(r).lines() {
         let line = line?;
         let Some(d) = line.strip_prefix("data: ") else { continue };
@@ -138,34 +154,40 @@ fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<(f64, u
             break;
         }
         let v: Value = serde_json::from_str(d)?;
-        if ttft.is_none() && v["choices"][0]["delta"]["content"].as_str().is_some_and(|s| !s.is_empty()) {
-            ttft = Some(t.elapsed().as_secs_f64() * 1e3);
+        if v["choices"][0]["delta"]["content"].as_str().is_some_and(|s| !s.is_empty()) {
+            let now = Instant::now();
+            ttft.get_or_insert(now.duration_since(t).as_secs_f64() * 1e3);
+            if let Some(l) = last {
+                gaps.push(now.duration_since(l).as_secs_f64() * 1e3);
+            }
+            last = Some(now);
         }
         if let Some(u) = v["usage"]["completion_tokens"].as_u64() {
             tokens = u as usize;
         }
     }
-    Ok((ttft.unwrap_or(f64::NAN), tokens))
+    Ok((ttft.unwrap_or(f64::NAN), tokens, gaps))
 }
 
 /// `clients` requests at once, request `i` made by `one(i)` → (TTFT ms, tokens):
 /// aggregate tokens/s over the wall time, and every TTFT.
-fn concurrent(clients: usize, one: impl Fn(usize) -> anyhow::Result<(f64, usize)> + Sync) -> anyhow::Result<Run> {
+fn concurrent(clients: usize, one: impl Fn(usize) -> anyhow::Result<Timed> + Sync) -> anyhow::Result<Run> {
     let t = Instant::now();
-    let res: Vec<anyhow::Result<(f64, usize)>> = std::thread::scope(|s| {
+    let res: Vec<anyhow::Result<Timed>> = std::thread::scope(|s| {
         let one = &one;
         let hs: Vec<_> = (0..clients).map(|i| s.spawn(move || one(i))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total = t.elapsed().as_secs_f64();
-    let mut ttft = Vec::new();
+    let (mut ttft, mut itl) = (Vec::new(), Vec::new());
     let mut tokens = 0;
     for r in res {
-        let (tt, n) = r?;
+        let (tt, n, gaps) = r?;
         ttft.push(tt);
+        itl.extend(gaps);
         tokens += n;
     }
-    Ok(Run { agg_tps: tokens as f64 / total, ttft, tokens })
+    Ok(Run { agg_tps: tokens as f64 / total, ttft, itl, tokens })
 }
 
 fn question(rep: usize, i: usize) -> String {
@@ -181,7 +203,7 @@ fn server_flags(model: &std::path::Path, a: &Args, slots: usize) -> Vec<String> 
     let m = model.to_string_lossy().to_string();
     let (np, c, t) = (slots.to_string(), a.ctx.to_string(), a.threads.to_string());
     let kv = if a.kv_unified == "off" { "-no-kvu" } else { "-kvu" };
-    ["-m", &m, "-np", &np, "-c", &c, "-t", &t, "-ngl", "99", kv].iter().map(|s| s.to_string()).collect()
+    ["-m", &m, "-np", &np, "-c", &c, "-t", &t, "-ngl", "99", kv, "--metrics"].iter().map(|s| s.to_string()).collect()
 }
 
 /// The workload of [`run`] through the engine the server builds, without HTTP: the
@@ -205,16 +227,22 @@ fn run_direct(
         let t0 = Instant::now();
         let mut ttft = None;
         let mut tokens = 0;
+        let (mut last, mut gaps) = (None::<Instant>, Vec::new());
         for ev in l.engine.submit(Request { prompt: Prompt::Text(text), params })? {
             match ev? {
-                Event::Piece(p) if !p.text.is_empty() && ttft.is_none() => {
-                    ttft = Some(t0.elapsed().as_secs_f64() * 1e3)
+                Event::Piece(p) if !p.text.is_empty() => {
+                    let now = Instant::now();
+                    ttft.get_or_insert(now.duration_since(t0).as_secs_f64() * 1e3);
+                    if let Some(l) = last {
+                        gaps.push(now.duration_since(l).as_secs_f64() * 1e3);
+                    }
+                    last = Some(now);
                 }
                 Event::Done { usage, .. } => tokens = usage.completion_tokens,
                 _ => {}
             }
         }
-        Ok((ttft.unwrap_or(f64::NAN), tokens))
+        Ok((ttft.unwrap_or(f64::NAN), tokens, gaps))
     })
 }
 
@@ -310,6 +338,9 @@ fn http_cpu_s(pid: &str) -> (f64, f64) {
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[((q / 100.0) * (v.len() - 1) as f64).round() as usize]
 }
@@ -347,10 +378,31 @@ fn main() -> anyhow::Result<()> {
         a.ctx,
         a.kv_unified
     );
-    println!("| clients | server | aggregate t/s | TTFT p50 ms | TTFT p95 ms | ratio (ours / theirs) |");
-    println!("|---|---|---|---|---|---|");
+    if !a.shared_only {
+        sweep(&a, &servers, short)?;
+    }
+    if !a.no_shared {
+        shared(&a, &servers)?;
+    }
+    println!("\n| server | peak RSS MiB |");
+    println!("|---|---|");
+    for (name, p) in &servers {
+        println!("| {name} | {:.0} |", p.peak_rss_kb().unwrap_or(0) as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// Throughput, TTFT and ITL at each client count, servers alternating; then where our
+/// engine thread's time went per step at each count.
+fn sweep(a: &Args, servers: &[(&str, Proc)], short: &str) -> anyhow::Result<()> {
+    println!(
+        "| clients | server | aggregate t/s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p99 ms | ratio t/s (ours / theirs) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut phases = Vec::new();
     for &c in &a.clients {
-        let mut rows: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); servers.len()];
+        let mut rows: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![(vec![], vec![], vec![]); servers.len()];
+        let before = engine_phases(&servers[0].1.base);
         for rep in 0..a.reps {
             for (k, (_, p)) in servers.iter().enumerate() {
                 let r = run(&p.base, c, a.n_gen, short, rep)?;
@@ -362,43 +414,124 @@ fn main() -> anyhow::Result<()> {
                 }
                 rows[k].0.push(r.agg_tps);
                 rows[k].1.extend(r.ttft);
+                rows[k].2.extend(r.itl);
             }
+        }
+        if let (Some(b), Some(e)) = (before, engine_phases(&servers[0].1.base)) {
+            phases.push((c, b, e));
         }
         let base_tps = mean_sd(&rows.last().unwrap().0).0;
         for (k, (name, _)) in servers.iter().enumerate() {
             let (m, sd) = mean_sd(&rows[k].0);
-            let mut tt = rows[k].1.clone();
+            let (tt, itl) = (&mut rows[k].1.clone(), &mut rows[k].2.clone());
             let ratio = if servers.len() > 1 && k == 0 { format!("{:.2}", m / base_tps) } else { "–".into() };
             println!(
-                "| {c} | {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} | {ratio} |",
-                pct(&mut tt, 50.0),
-                pct(&mut tt, 95.0)
+                "| {c} | {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {ratio} |",
+                pct(tt, 50.0),
+                pct(tt, 95.0),
+                pct(itl, 50.0),
+                pct(itl, 99.0)
             );
         }
     }
-    if a.no_shared {
+    if phases.is_empty() {
         return Ok(());
     }
-    // Shared system prompt: 8 clients, one long system prompt, different questions.
-    let system = "You are a meticulous assistant for a logistics company. ".repeat(40);
-    println!("\nshared system prompt (~{} tokens), 8 clients\n", system.len() / 5);
-    println!("| server | aggregate t/s | TTFT p50 ms | TTFT p95 ms |");
-    println!("|---|---|---|---|");
-    for (name, p) in &servers {
-        let mut tps = Vec::new();
-        let mut tt = Vec::new();
-        for rep in 0..a.reps {
-            let r = run(&p.base, 8, a.n_gen, &system, rep + 100)?;
-            tps.push(r.agg_tps);
-            tt.extend(r.ttft);
-        }
-        let (m, sd) = mean_sd(&tps);
-        println!("| {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} |", pct(&mut tt, 50.0), pct(&mut tt, 95.0));
+    println!("\nllama-rs-server's engine thread per step, µs (from /metrics, all runs at that width):\n");
+    let names: Vec<&str> = PHASES.to_vec();
+    println!("| clients | steps | {} | step total | host share (all but wait) |", names.join(" | "));
+    println!("|---|---|{}---|---|", "---|".repeat(names.len()));
+    for (c, (s0, p0), (s1, p1)) in phases {
+        let steps = (s1 - s0).max(1.0);
+        let per: Vec<f64> = p0.iter().zip(&p1).map(|(x, y)| (y - x) * 1e6 / steps).collect();
+        let total: f64 = per.iter().sum();
+        let cells: Vec<String> = per.iter().map(|x| format!("{x:.0}")).collect();
+        println!(
+            "| {c} | {steps:.0} | {} | {total:.0} | {:.0} % |",
+            cells.join(" | "),
+            (total - per[3]) / total.max(1e-9) * 100.0
+        );
     }
-    println!("\n| server | peak RSS MiB |");
-    println!("|---|---|");
-    for (name, p) in &servers {
-        println!("| {name} | {:.0} |", p.peak_rss_kb().unwrap_or(0) as f64 / 1024.0);
+    Ok(())
+}
+
+/// The phases `llama_rs:engine_seconds_total` reports, in its order.
+const PHASES: [&str; 8] = ["admit", "batch", "decode", "wait", "sample", "emit", "deliver", "other"];
+
+/// Engine steps and the seconds per phase so far, from the server's `/metrics`
+/// (`None` for a server without them: llama-server).
+fn engine_phases(base: &str) -> Option<(f64, Vec<f64>)> {
+    let m = reqwest::blocking::get(format!("{base}/metrics")).ok()?.text().ok()?;
+    let value = |prefix: &str| m.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse().ok());
+    let steps = value("llama_rs:steps_total ")?;
+    let p = PHASES
+        .iter()
+        .map(|p| value(&format!("llama_rs:engine_seconds_total{{phase=\"{p}\"}} ")))
+        .collect::<Option<Vec<f64>>>()?;
+    Some((steps, p))
+}
+
+/// An agent's system prompt of about `tokens` tokens (counted by `base`'s `/tokenize`):
+/// instructions, then tool definitions as JSON schemas.
+fn agent_system(base: &str, tokens: usize) -> anyhow::Result<String> {
+    let mut s = String::from(
+        "You are an operations agent for a logistics company. Answer briefly. Use a tool when \
+         the answer needs live data; call it with JSON arguments that match its schema.\n\n# Tools\n",
+    );
+    let count = |s: &str| -> anyhow::Result<usize> {
+        let r: Value = reqwest::blocking::Client::new()
+            .post(format!("{base}/tokenize"))
+            .json(&json!({"content": s}))
+            .send()?
+            .json()?;
+        Ok(r["tokens"].as_array().map_or(0, |t| t.len()))
+    };
+    let mut i = 0;
+    while count(&s)? < tokens {
+        for _ in 0..8 {
+            let tool = json!({"type": "function", "function": {
+                "name": format!("lookup_{i}"),
+                "description": format!("Looks up record kind {i}: shipments, depots, carriers and their status."),
+                "parameters": {"type": "object", "properties": {
+                    "id": {"type": "string", "description": "The record's identifier."},
+                    "region": {"type": "string", "enum": ["north", "south", "east", "west"]},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100}
+                }, "required": ["id"]}
+            }});
+            s.push_str(&tool.to_string());
+            s.push('\n');
+            i += 1;
+        }
+    }
+    Ok(s)
+}
+
+/// The shared-system-prompt scenario: `shared_clients` clients at once, one long system
+/// prompt, different short questions.
+fn shared(a: &Args, servers: &[(&str, Proc)]) -> anyhow::Result<()> {
+    let system = agent_system(&servers[0].1.base, a.shared_tokens)?;
+    println!("\nshared system prompt ({} tokens or more), {} clients\n", a.shared_tokens, a.shared_clients);
+    println!("| server | aggregate t/s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    let mut rows: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![(vec![], vec![], vec![]); servers.len()];
+    for rep in 0..a.reps {
+        for (k, (_, p)) in servers.iter().enumerate() {
+            let r = run(&p.base, a.shared_clients, a.n_gen, &system, rep + 100)?;
+            rows[k].0.push(r.agg_tps);
+            rows[k].1.extend(r.ttft);
+            rows[k].2.extend(r.itl);
+        }
+    }
+    for (k, (name, _)) in servers.iter().enumerate() {
+        let (m, sd) = mean_sd(&rows[k].0);
+        let (tt, itl) = (&mut rows[k].1.clone(), &mut rows[k].2.clone());
+        println!(
+            "| {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            pct(tt, 50.0),
+            pct(tt, 95.0),
+            pct(itl, 50.0),
+            pct(itl, 99.0)
+        );
     }
     Ok(())
 }

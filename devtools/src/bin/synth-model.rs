@@ -14,7 +14,10 @@ struct Args {
     /// tiny, 0.5b, 1.5b, 7b, 72b (Qwen2.5 shapes); moe-tiny, moe-a2.7b (Qwen2-MoE);
     /// mtp-tiny (GLM-4.5 with an MTP head); tiny-reranker (Qwen3-Reranker's layout, its
     /// own tiny vocabulary: `--vocab` is not read); mmproj-gemma3 (a Gemma 3 multimodal
-    /// projector for the text model given as `--vocab`, whose embedding size it takes).
+    /// projector for the text model given as `--vocab`, whose embedding size it takes);
+    /// smollm2-135m (SmolLM2-135M's dimensions in the Qwen2 layout); vocab (only the
+    /// tokenizer and chat template of `--vocab`: a small file to carry, to give a
+    /// synthetic model a real model's vocabulary elsewhere).
     #[arg(long, default_value = "0.5b")]
     shape: String,
     /// A GGUF whose tokenizer.* metadata is copied (e.g. models/ggml-vocab-qwen2.gguf).
@@ -41,6 +44,16 @@ fn main() -> anyhow::Result<()> {
             })
             .ok_or_else(|| anyhow::anyhow!("{}: no embedding_length", a.vocab.display()))?;
         llama_testkit::write_gemma3_mmproj(&a.out, &llama_testkit::Gemma3Projector::small(n_embd), a.seed)?;
+        println!("{}", a.out.display());
+        return Ok(());
+    }
+    if a.shape == "vocab" {
+        let mut w = llama_testkit::GgufWriter::new();
+        w.kv_str("general.architecture", "llama").kv_str("general.name", "vocabulary only");
+        for (k, v) in llama_rs::read_gguf_metadata(&a.vocab)?.into_iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+            w.kv(&k, v);
+        }
+        w.write(&a.out)?;
         println!("{}", a.out.display());
         return Ok(());
     }

@@ -95,6 +95,53 @@ pub struct Metrics {
     pub ttft_ms: Latency,
     /// Time between consecutive tokens of a request.
     pub itl_ms: Latency,
+    /// Where the engine thread's time went, phase by phase.
+    pub host: StepTimes,
+}
+
+/// Cumulative seconds the engine thread spent in each phase of its loop. On a GPU a
+/// small model's step takes a few milliseconds, and the host work around the device's
+/// compute decides throughput: this says which part of it to shorten.
+///
+/// ```
+/// let t = llama_rs::StepTimes { sample_s: 0.5, wait_s: 1.5, ..Default::default() };
+/// assert_eq!(t.phases().iter().map(|(_, s)| s).sum::<f64>(), 2.0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StepTimes {
+    /// Admitting requests: the prefix cache, host-memory and disk cache look-ups and
+    /// restores, evictions.
+    pub admit_s: f64,
+    /// Building each step's batch (prompt chunks, pending tokens, drafts).
+    pub batch_s: f64,
+    /// `llama_decode` itself: graph build and launch (on a CPU, the whole compute).
+    pub decode_s: f64,
+    /// Waiting for the device to finish the step (`llama_synchronize`).
+    pub wait_s: f64,
+    /// Sampling: reading the outputs and running each request's sampler chain.
+    pub sample_s: f64,
+    /// Detokenizing, stop strings and building pieces (the generation core's `emit`).
+    pub emit_s: f64,
+    /// Handing events to the requests' channels and freeing finished sequences.
+    pub deliver_s: f64,
+    /// The rest of a working loop: commands, metrics snapshots, bookkeeping.
+    pub other_s: f64,
+}
+
+impl StepTimes {
+    /// `(name, seconds)` of every phase, in loop order.
+    pub fn phases(&self) -> [(&'static str, f64); 8] {
+        [
+            ("admit", self.admit_s),
+            ("batch", self.batch_s),
+            ("decode", self.decode_s),
+            ("wait", self.wait_s),
+            ("sample", self.sample_s),
+            ("emit", self.emit_s),
+            ("deliver", self.deliver_s),
+            ("other", self.other_s),
+        ]
+    }
 }
 
 impl Metrics {

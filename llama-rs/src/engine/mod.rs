@@ -41,7 +41,7 @@ use crate::model::Model;
 use crate::speculative::{DraftKind, DraftModel, Drafter, SpecStats, Speculator};
 use crate::token::Token;
 
-pub use metrics::{Latency, Metrics};
+pub use metrics::{Latency, Metrics, StepTimes};
 pub use stream::{RequestCanceller, RequestStream};
 
 /// The largest [`EngineParams::channel_capacity`]: events one request may buffer.

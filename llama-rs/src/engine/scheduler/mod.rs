@@ -103,6 +103,9 @@ pub(crate) struct Scheduler {
     /// Seconds per token of recent steps of at least `RATE_MIN` tokens (moving average),
     /// for `EngineParams::prefill_step_ms`.
     token_s: Option<f64>,
+    /// Seconds of working loops so far (`Metrics::host.other_s` is what the phases
+    /// leave of it).
+    loop_s: f64,
     /// Steps left that decode one request at a time: after a decode of several requests
     /// failed, each runs alone so that only the one that fails alone is failed.
     isolate: usize,
@@ -161,6 +164,7 @@ impl Scheduler {
             },
             mtp,
             token_s: None,
+            loop_s: 0.0,
             isolate: 0,
             saved: Vec::new(),
             disk: disk.map(|d| DiskTier::new(d, ctx.state_key())).transpose()?,
@@ -181,6 +185,7 @@ impl Scheduler {
                     Err(_) => break, // every handle and the engine are gone
                 }
             }
+            let t_loop = Instant::now();
             loop {
                 match rx.try_recv() {
                     Ok(c) => self.command(c),
@@ -194,11 +199,19 @@ impl Scheduler {
             if self.shutdown == Some(false) {
                 self.cancel_all();
             }
+            let t = Instant::now();
             self.flush();
             self.reap();
+            self.local.host.deliver_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
             self.admit();
+            self.local.host.admit_s += t.elapsed().as_secs_f64();
             let worked = self.decode_step();
             self.publish();
+            let h = &mut self.local.host;
+            let phases = h.admit_s + h.batch_s + h.decode_s + h.wait_s + h.sample_s + h.emit_s + h.deliver_s;
+            h.other_s = (self.loop_s + t_loop.elapsed().as_secs_f64() - phases).max(0.0);
+            self.loop_s += t_loop.elapsed().as_secs_f64();
             if self.shutdown.is_some() && self.queue.is_empty() && self.slots.iter().all(|s| s.req.is_none()) {
                 // Leftover events go out if the consumers are there to take them; a
                 // consumer that stopped reading does not keep the thread alive.
@@ -308,7 +321,9 @@ impl Scheduler {
     fn decode_step(&mut self) -> bool {
         let media = self.decode_media();
         loop {
+            let t = Instant::now();
             let scheduled = self.build_batch();
+            self.local.host.batch_s += t.elapsed().as_secs_f64();
             if scheduled.is_empty() && media {
                 return true;
             }
@@ -316,7 +331,15 @@ impl Scheduler {
                 return false;
             }
             let t0 = Instant::now();
-            let r = self.ctx.decode(&mut self.batch);
+            // Waiting for the device is its own phase: a failure that surfaces only
+            // there is this decode's failure.
+            let r = self.ctx.decode(&mut self.batch).and_then(|()| {
+                self.local.host.decode_s += t0.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let r = self.ctx.sync();
+                self.local.host.wait_s += t.elapsed().as_secs_f64();
+                r
+            });
             let step_s = t0.elapsed().as_secs_f64();
             self.local.busy_s += step_s;
             self.local.steps += 1;
@@ -426,13 +449,18 @@ impl Scheduler {
                     }
                 }
             }
-            match self.sample_one(s, now) {
+            let outcome = self.sample_one(s, now);
+            let t = Instant::now();
+            match outcome {
                 Outcome::Continue => {}
                 Outcome::Finish(p) => self.finish(s.slot, p),
                 Outcome::Fail(e) => self.fail(s.slot, e),
             }
+            self.local.host.deliver_s += t.elapsed().as_secs_f64();
         }
+        let t = Instant::now();
         self.flush();
+        self.local.host.deliver_s += t.elapsed().as_secs_f64();
     }
 
     /// Ends the request in `slot` with its final piece; its cache stays as a reusable

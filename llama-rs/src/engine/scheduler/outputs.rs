@@ -35,8 +35,11 @@ impl Scheduler {
             return Outcome::Finish(r.a.core.finish(FinishReason::Length));
         }
         let ctx = &self.ctx;
+        let t0 = Instant::now();
         // A panic in a sampler (a custom stage) fails this request, not the engine.
-        let t = match catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx))) {
+        let sampled = catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx)));
+        self.local.host.sample_s += t0.elapsed().as_secs_f64();
+        let t = match sampled {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return Outcome::Fail(e),
             Err(_) => {
@@ -51,7 +54,10 @@ impl Scheduler {
         if goes_on {
             r.tokens.push(t);
         }
-        match r.a.core.emit(t) {
+        let t0 = Instant::now();
+        let emitted = r.a.core.emit(t);
+        self.local.host.emit_s += t0.elapsed().as_secs_f64();
+        match emitted {
             Ok(Some(p)) if p.finish_reason.is_some() => Outcome::Finish(p),
             Ok(p) => {
                 if let Some(p) = p {
