@@ -442,3 +442,35 @@ fn speculative_requests_in_the_engine_keep_their_text() {
     };
     assert!(matches!(e.submit(Request::text("hi", p)), Err(Error::InvalidParam { .. })));
 }
+
+#[test]
+fn many_outputs_sampled_on_threads_give_the_text_of_few() {
+    // 20 outputs of a 262k vocabulary a step are sampled on several threads (the engine
+    // spreads steps of more than 4M logits); 2 slots sample one output at a time. Seeded
+    // chains (top-k, top-p, temperature) and greedy ones, logprobs on one request (read
+    // from the whole row): each request's text is the same either way.
+    let seeded = |i: usize| GenerateParams {
+        max_tokens: Some(12),
+        sampler: SamplerConfig { temperature: 0.9, seed: 100 + i as u32, ..Default::default() },
+        logprobs: (i == 3).then_some(2),
+        ..Default::default()
+    };
+    let prompts: Vec<String> = (0..20).map(|i| format!("{} ({i})", PROMPTS[i % PROMPTS.len()])).collect();
+    let run = |slots: u32| {
+        let e = engine(EngineParams { slots, n_ctx: 4096, deterministic: true, ..Default::default() });
+        let streams: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| e.submit(Request::text(p, if i % 2 == 0 { seeded(i) } else { greedy(12) })).unwrap())
+            .collect();
+        let texts: Vec<String> = streams.into_iter().map(|s| s.text().unwrap().text).collect();
+        (texts, e.metrics())
+    };
+    let (spread, m) = run(20);
+    let (one_by_one, _) = run(2);
+    assert_eq!(spread, one_by_one);
+    assert_eq!(m.generated_tokens, 20 * 12);
+    assert!(m.host.sample_s > 0.0 && m.host.decode_s > 0.0, "{:?}", m.host);
+    let distinct: std::collections::HashSet<_> = spread.iter().collect();
+    assert!(distinct.len() >= 10, "{spread:?}");
+}

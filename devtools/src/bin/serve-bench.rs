@@ -56,6 +56,10 @@ struct Args {
     /// Compare the server with its engine called directly (no llama-server).
     #[arg(long)]
     direct: bool,
+    /// Another llama-rs-server binary to run beside (e.g. the build before a change),
+    /// with the same flags.
+    #[arg(long)]
+    before: Option<std::path::PathBuf>,
     /// Extra flags for llama-rs-server only (e.g. `--ours-flag=--prefill-step-ms=0`).
     #[arg(long = "ours-flag", allow_hyphen_values = true)]
     ours_flags: Vec<String>,
@@ -98,7 +102,7 @@ impl Proc {
 }
 
 fn start(bin: &std::path::Path, model: &std::path::Path, port: u16, a: &Args, slots: usize) -> anyhow::Result<Proc> {
-    let extra = if bin == a.ours { &a.ours_flags[..] } else { &[] };
+    let extra = if Some(bin) != a.theirs.as_deref() { &a.ours_flags[..] } else { &[] };
     let child = Command::new(bin)
         .args(server_flags(model, a, slots))
         .args(extra)
@@ -143,7 +147,10 @@ fn one(base: &str, system: &str, user: &str, n: usize) -> anyhow::Result<Timed> 
         .post(format!("{base}/v1/chat/completions"))
         .json(&body)
         .send()?;
-    anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+    if !r.status().is_success() {
+        let st = r.status();
+        anyhow::bail!("status {st}: {}", r.text().unwrap_or_default());
+    }
     let mut ttft = None;
     let mut tokens = 0;
     let (mut last, mut gaps) = (None::<Instant>, Vec::new());
@@ -362,6 +369,9 @@ fn main() -> anyhow::Result<()> {
     }
     let slots = a.clients.iter().copied().max().unwrap_or(1);
     let mut servers = vec![("llama-rs-server", start(&a.ours, &model, 18080, &a, slots)?)];
+    if let Some(b) = &a.before {
+        servers.push(("llama-rs-server (before)", start(b, &model, 18082, &a, slots)?));
+    }
     if let Some(t) = &a.theirs {
         servers.push(("llama-server", start(t, &model, 18081, &a, slots)?));
     }
@@ -402,7 +412,7 @@ fn sweep(a: &Args, servers: &[(&str, Proc)], short: &str) -> anyhow::Result<()> 
     let mut phases = Vec::new();
     for &c in &a.clients {
         let mut rows: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![(vec![], vec![], vec![]); servers.len()];
-        let before = engine_phases(&servers[0].1.base);
+        let before: Vec<_> = servers.iter().map(|(_, p)| engine_phases(&p.base)).collect();
         for rep in 0..a.reps {
             for (k, (_, p)) in servers.iter().enumerate() {
                 let r = run(&p.base, c, a.n_gen, short, rep)?;
@@ -417,14 +427,17 @@ fn sweep(a: &Args, servers: &[(&str, Proc)], short: &str) -> anyhow::Result<()> 
                 rows[k].2.extend(r.itl);
             }
         }
-        if let (Some(b), Some(e)) = (before, engine_phases(&servers[0].1.base)) {
-            phases.push((c, b, e));
+        for (k, b) in before.into_iter().enumerate() {
+            if let (Some(b), Some(e)) = (b, engine_phases(&servers[k].1.base)) {
+                phases.push((servers[k].0, c, b, e));
+            }
         }
         let base_tps = mean_sd(&rows.last().unwrap().0).0;
         for (k, (name, _)) in servers.iter().enumerate() {
             let (m, sd) = mean_sd(&rows[k].0);
             let (tt, itl) = (&mut rows[k].1.clone(), &mut rows[k].2.clone());
-            let ratio = if servers.len() > 1 && k == 0 { format!("{:.2}", m / base_tps) } else { "–".into() };
+            let ratio =
+                if a.theirs.is_some() && k + 1 < servers.len() { format!("{:.2}", m / base_tps) } else { "–".into() };
             println!(
                 "| {c} | {name} | {m:.1} ± {sd:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {ratio} |",
                 pct(tt, 50.0),
@@ -437,17 +450,18 @@ fn sweep(a: &Args, servers: &[(&str, Proc)], short: &str) -> anyhow::Result<()> 
     if phases.is_empty() {
         return Ok(());
     }
-    println!("\nllama-rs-server's engine thread per step, µs (from /metrics, all runs at that width):\n");
+    println!("\nThe engine thread per step, µs (from /metrics, all runs at that width):\n");
     let names: Vec<&str> = PHASES.to_vec();
-    println!("| clients | steps | {} | step total | host share (all but wait) |", names.join(" | "));
-    println!("|---|---|{}---|---|", "---|".repeat(names.len()));
-    for (c, (s0, p0), (s1, p1)) in phases {
+    println!("| server | clients | steps | {} | step total | host share (all but wait) |", names.join(" | "));
+    println!("|---|---|---|{}---|---|", "---|".repeat(names.len()));
+    phases.sort_by_key(|p| p.0);
+    for (name, c, (s0, p0), (s1, p1)) in phases {
         let steps = (s1 - s0).max(1.0);
         let per: Vec<f64> = p0.iter().zip(&p1).map(|(x, y)| (y - x) * 1e6 / steps).collect();
         let total: f64 = per.iter().sum();
         let cells: Vec<String> = per.iter().map(|x| format!("{x:.0}")).collect();
         println!(
-            "| {c} | {steps:.0} | {} | {total:.0} | {:.0} % |",
+            "| {name} | {c} | {steps:.0} | {} | {total:.0} | {:.0} % |",
             cells.join(" | "),
             (total - per[3]) / total.max(1e-9) * 100.0
         );
@@ -514,15 +528,29 @@ fn shared(a: &Args, servers: &[(&str, Proc)]) -> anyhow::Result<()> {
     println!("| server | aggregate t/s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p99 ms |");
     println!("|---|---|---|---|---|---|");
     let mut rows: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![(vec![], vec![], vec![]); servers.len()];
+    let mut failed: Vec<Option<String>> = vec![None; servers.len()];
     for rep in 0..a.reps {
         for (k, (_, p)) in servers.iter().enumerate() {
-            let r = run(&p.base, a.shared_clients, a.n_gen, &system, rep + 100)?;
+            if failed[k].is_some() {
+                continue;
+            }
+            let r = match run(&p.base, a.shared_clients, a.n_gen, &system, rep + 100) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed[k] = Some(e.to_string());
+                    continue;
+                }
+            };
             rows[k].0.push(r.agg_tps);
             rows[k].1.extend(r.ttft);
             rows[k].2.extend(r.itl);
         }
     }
     for (k, (name, _)) in servers.iter().enumerate() {
+        if let Some(e) = &failed[k] {
+            println!("| {name} | failed: {} |", e.replace('\n', " "));
+            continue;
+        }
         let (m, sd) = mean_sd(&rows[k].0);
         let (tt, itl) = (&mut rows[k].1.clone(), &mut rows[k].2.clone());
         println!(

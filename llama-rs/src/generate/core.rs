@@ -122,6 +122,16 @@ impl GenerationCore {
     /// Samples the next token from output row `index` of the context's last decode,
     /// accepts it into the sampler (penalties, grammar) and counts it.
     pub fn sample(&mut self, ctx: &Context, index: usize) -> Result<Token> {
+        self.sample_from(Output::Context(ctx, index))
+    }
+
+    /// [`sample`](Self::sample) from a row of host logits already read off the
+    /// context: what the engine hands to other threads, which may not use the context.
+    pub fn sample_row(&mut self, logits: &[f32]) -> Result<Token> {
+        self.sample_from(Output::Row(logits))
+    }
+
+    fn sample_from(&mut self, out: Output<'_>) -> Result<Token> {
         if self.exhausted() {
             // Drivers check first; sampling past the limit would run without one.
             return Err(Error::invalid("", "the token limit is reached: nothing more may be sampled".into()));
@@ -130,17 +140,20 @@ impl GenerationCore {
         let forced = self.budget.as_mut().and_then(BudgetState::forced);
         let t = match (forced, self.logprobs) {
             (Some(t), Some(n)) => {
-                self.lps.push(logprob(ctx.logits(index)?, t, n));
+                self.lps.push(logprob(out.logits()?, t, n));
                 t
             }
             (Some(t), None) => t,
             (None, Some(n)) => {
-                let logits = ctx.logits(index)?;
+                let logits = out.logits()?;
                 let t = self.sampler.sample_logits(logits)?;
                 self.lps.push(logprob(logits, t, n));
                 t
             }
-            (None, None) => self.sampler.sample(ctx, index)?,
+            (None, None) => match out {
+                Output::Context(ctx, index) => self.sampler.sample(ctx, index)?,
+                Output::Row(logits) => self.sampler.sample_logits(logits)?,
+            },
         };
         self.sampler.accept(t)?;
         self.n_generated += 1;
@@ -230,4 +243,20 @@ fn logprob(logits: &[f32], t: Token, n: usize) -> TokenLogprob {
         top = buf.iter().map(|c| (Token(c.id), c.logit - lse)).collect();
     }
     TokenLogprob { token: t, logprob: logits[t.0 as usize] - lse, top }
+}
+
+/// Where a sampled row comes from: an output of the context's last decode (host logits,
+/// or a device sampler's result), or host logits read off it before.
+enum Output<'a> {
+    Context(&'a Context, usize),
+    Row(&'a [f32]),
+}
+
+impl Output<'_> {
+    fn logits(&self) -> Result<&[f32]> {
+        match self {
+            Output::Context(ctx, index) => ctx.logits(*index),
+            Output::Row(logits) => Ok(logits),
+        }
+    }
 }

@@ -113,6 +113,10 @@ pub(crate) struct Scheduler {
     prompt_min: usize,
     /// The host-memory prompt cache, least recently used first out.
     saved: Vec<Saved>,
+    /// Seconds per token of recent copies into `saved` (moving average), and the
+    /// copies skipped since the last one (`prompt_cache::worth_copying`).
+    copy_s: Option<f64>,
+    copies_skipped: u32,
     /// The prompt cache on disk, with its writer thread.
     disk: Option<DiskTier>,
     /// Encodes the media of requests that carry some (`EngineParams::mmproj`).
@@ -167,6 +171,8 @@ impl Scheduler {
             loop_s: 0.0,
             isolate: 0,
             saved: Vec::new(),
+            copy_s: None,
+            copies_skipped: 0,
             disk: disk.map(|d| DiskTier::new(d, ctx.state_key())).transpose()?,
             projector,
             ctx,
@@ -433,7 +439,8 @@ impl Scheduler {
 
     fn after_decode(&mut self, scheduled: &[Scheduled], step_s: f64) {
         let now = Instant::now();
-        for s in scheduled {
+        let mut presampled = self.presample(scheduled);
+        for (s, presampled) in scheduled.iter().zip(&mut presampled) {
             // A speculative request's statistics, counted as `Session` counts them: each
             // sampled token is generated; each step that decoded a generated token of it
             // (a verification, or a plain step without a draft) is a target decode.
@@ -449,7 +456,7 @@ impl Scheduler {
                     }
                 }
             }
-            let outcome = self.sample_one(s, now);
+            let outcome = self.sample_one(s, now, presampled.take());
             let t = Instant::now();
             match outcome {
                 Outcome::Continue => {}

@@ -2,6 +2,7 @@
 //! generation core, and what that leads to.
 
 use super::*;
+use crate::generate::GenerationCore;
 
 /// What sampling one sequence's output led to.
 pub(super) enum Outcome {
@@ -10,10 +11,73 @@ pub(super) enum Outcome {
     Fail(Error),
 }
 
+/// A token sampled ahead by [`Scheduler::presample`] (a panic in a sampler caught).
+pub(super) type Presampled = std::thread::Result<Result<Token>>;
+
+/// Rows × vocabulary from which a step's sampling is spread over threads: below it,
+/// starting the threads costs more than they save.
+const PARALLEL_MIN: usize = 1 << 22;
+
+/// Most threads a step's sampling takes (reading the logits soon saturates memory).
+const SAMPLE_THREADS: usize = 8;
+
 impl Scheduler {
+    /// Samples the step's outputs on several threads when there are many, from host
+    /// logits. One core takes ~130 µs to sample a row of a 152k vocabulary, so 128
+    /// sequences spent 17 ms a step sampling on an H100's host, as long as the GPU's
+    /// whole step (docs/BENCHMARKS.md). Returns a result per entry of `scheduled` that
+    /// was sampled here; the rest (few outputs, drafts to verify, outputs without host
+    /// logits, a spent token limit) are sampled by `sample_one`.
+    pub(super) fn presample(&mut self, scheduled: &[Scheduled]) -> Vec<Option<Presampled>> {
+        let mut out: Vec<Option<Presampled>> = (0..scheduled.len()).map(|_| None).collect();
+        let n_vocab = self.ctx.model().n_vocab() as usize;
+        let plain = |s: &Scheduled| s.output.is_some() && s.drafts.is_empty();
+        let n_out = scheduled.iter().filter(|s| plain(s)).count();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(SAMPLE_THREADS);
+        if n_out * n_vocab < PARALLEL_MIN || threads < 2 {
+            return out;
+        }
+        let t0 = Instant::now();
+        let mut entry = vec![None; self.slots.len()];
+        for (k, s) in scheduled.iter().enumerate().filter(|(_, s)| plain(s)) {
+            entry[s.slot] = Some(k);
+        }
+        let ctx = &self.ctx;
+        let mut jobs: Vec<(usize, &mut GenerationCore, &[f32])> = Vec::with_capacity(n_out);
+        for (slot, k) in self.slots.iter_mut().zip(entry) {
+            let (Some(k), Some(r)) = (k, slot.req.as_mut()) else { continue };
+            let Some(Ok(row)) = scheduled[k].output.map(|i| ctx.logits(i)) else { continue };
+            if !r.a.core.exhausted() {
+                jobs.push((k, &mut r.a.core, row));
+            }
+        }
+        let per = jobs.len().div_ceil(threads).max(1);
+        let done: Vec<Vec<(usize, Presampled)>> = std::thread::scope(|sc| {
+            let workers: Vec<_> = jobs
+                .chunks_mut(per)
+                .map(|chunk| {
+                    sc.spawn(move || {
+                        let sample = |(k, core, row): &mut (usize, &mut GenerationCore, &[f32])| {
+                            // A panic in a sampler (a custom stage) fails its request only.
+                            (*k, catch_unwind(AssertUnwindSafe(|| core.sample_row(row))))
+                        };
+                        chunk.iter_mut().map(sample).collect()
+                    })
+                })
+                .collect();
+            // Panics are caught inside: a worker itself always returns.
+            workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+        });
+        for (k, r) in done.into_iter().flatten() {
+            out[k] = Some(r);
+        }
+        self.local.host.sample_s += t0.elapsed().as_secs_f64();
+        out
+    }
+
     /// Counts what the decode put in the cache and, where the chunk produced an output,
-    /// samples the next token and turns it into events.
-    pub(super) fn sample_one(&mut self, s: &Scheduled, now: Instant) -> Outcome {
+    /// samples the next token (unless `presampled`) and turns it into events.
+    pub(super) fn sample_one(&mut self, s: &Scheduled, now: Instant, presampled: Option<Presampled>) -> Outcome {
         let Some(r) = self.slots[s.slot].req.as_mut() else { return Outcome::Continue };
         let prompt_part = r.a.prompt.len().min(r.n_cached + s.n).saturating_sub(r.n_cached);
         self.local.prompt_tokens += prompt_part as u64;
@@ -30,14 +94,14 @@ impl Scheduler {
         if !s.drafts.is_empty() {
             return self.verify_one(s, idx, now);
         }
-        if r.a.core.exhausted() {
+        if presampled.is_none() && r.a.core.exhausted() {
             // `max_tokens: Some(0)`: the prompt is processed (and cached), nothing sampled.
             return Outcome::Finish(r.a.core.finish(FinishReason::Length));
         }
         let ctx = &self.ctx;
         let t0 = Instant::now();
         // A panic in a sampler (a custom stage) fails this request, not the engine.
-        let sampled = catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx)));
+        let sampled = presampled.unwrap_or_else(|| catch_unwind(AssertUnwindSafe(|| r.a.core.sample(ctx, idx))));
         self.local.host.sample_s += t0.elapsed().as_secs_f64();
         let t = match sampled {
             Ok(Ok(t)) => t,

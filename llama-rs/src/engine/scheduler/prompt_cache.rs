@@ -63,6 +63,16 @@ pub(super) const RAM_MIN: usize = 32;
 /// far less than a computed one).
 pub(super) const RESTORE_GAIN: usize = 8;
 
+/// One copy in `PROBE` is made whatever the estimate (`Scheduler::worth_copying`).
+const PROBE: u32 = 32;
+
+/// Whether a copy out at `copy_s` seconds a token (measured, if any copy was made) pays
+/// against recomputing at `compute_s`, after `skipped` copies skipped in a row.
+fn copy_pays(copy_s: Option<f64>, compute_s: Option<f64>, skipped: u32) -> bool {
+    let (Some(copy), Some(compute)) = (copy_s, compute_s) else { return true };
+    2.0 * copy <= compute || skipped + 1 >= PROBE
+}
+
 impl Scheduler {
     /// Copies what idle `slot` caches into the host-memory prompt cache (unless a saved
     /// entry already holds it), dropping the least recently used entries to fit.
@@ -76,7 +86,13 @@ impl Scheduler {
             return;
         }
         let tokens = tokens.clone();
+        if !self.worth_copying() {
+            return;
+        }
+        let t0 = Instant::now();
         let Ok(state) = self.ctx.save_seq_state(slot as SeqId, &tokens) else { return };
+        let s = t0.elapsed().as_secs_f64() / tokens.len() as f64;
+        self.copy_s = Some(self.copy_s.map_or(s, |a| 0.7 * a + 0.3 * s));
         if state.len() > budget {
             return;
         }
@@ -90,6 +106,20 @@ impl Scheduler {
         self.step += 1;
         self.saved.push(Saved { tokens, state, last_used: self.step });
         self.local.ram_cache_bytes = used + self.saved.last().map_or(0, |s| s.state.len());
+    }
+
+    /// Whether copying a sequence out pays: copying it out and back must cost less than
+    /// recomputing it. On a CPU a copied token costs microseconds against a computed
+    /// token's hundreds. On a GPU with the unified pool, sequences decoded together hold
+    /// interleaved cells and llama.cpp copies them one cell range, one layer, one
+    /// synchronous transfer at a time: ~300 µs a token, more than the step's whole
+    /// per-token cost (measured on an H100: 29 ms per admission, blocking every request).
+    /// The cost depends on how the cells lie, so one copy in `PROBE` is made anyway to
+    /// measure again.
+    fn worth_copying(&mut self) -> bool {
+        let copy = copy_pays(self.copy_s, self.token_s, self.copies_skipped);
+        self.copies_skipped = if copy { 0 } else { self.copies_skipped + 1 };
+        copy
     }
 
     /// Copies the saved entry sharing the longest prefix with `prompt` into sequence
@@ -200,5 +230,23 @@ impl Scheduler {
         };
         self.publish();
         Ok(SlotFile { tokens, bytes, ms: t0.elapsed().as_secs_f64() * 1e3 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_pay_unless_measured_slower_than_recomputing() {
+        // Nothing measured yet: copy (and measure).
+        assert!(copy_pays(None, Some(1e-4), 0) && copy_pays(Some(1e-3), None, 0));
+        // A CPU: 1 µs a copied token against 300 µs a computed one.
+        assert!(copy_pays(Some(1e-6), Some(3e-4), 5));
+        // A GPU with interleaved cells: 300 µs a copied token against 80 µs computed,
+        // skipped but for one probe in PROBE.
+        let skipped: Vec<bool> = (0..PROBE).map(|k| copy_pays(Some(3e-4), Some(8e-5), k)).collect();
+        assert_eq!(skipped.iter().filter(|&&c| c).count(), 1);
+        assert!(skipped[PROBE as usize - 1]);
     }
 }
