@@ -445,8 +445,8 @@ fn speculative_requests_in_the_engine_keep_their_text() {
 
 #[test]
 fn many_outputs_sampled_on_threads_give_the_text_of_few() {
-    // 20 outputs of a 262k vocabulary a step are sampled on several threads (the engine
-    // spreads steps of more than 4M logits); 2 slots sample one output at a time. Seeded
+    // 20 outputs of a 262k vocabulary a step are sampled on 2 threads (the engine spreads
+    // steps of more than 4M logits); 2 slots sample one output at a time. Seeded
     // chains (top-k, top-p, temperature) and greedy ones, logprobs on one request (read
     // from the whole row): each request's text is the same either way.
     let seeded = |i: usize| GenerateParams {
@@ -457,7 +457,8 @@ fn many_outputs_sampled_on_threads_give_the_text_of_few() {
     };
     let prompts: Vec<String> = (0..20).map(|i| format!("{} ({i})", PROMPTS[i % PROMPTS.len()])).collect();
     let run = |slots: u32| {
-        let e = engine(EngineParams { slots, n_ctx: 4096, deterministic: true, ..Default::default() });
+        let p = EngineParams { slots, n_ctx: 4096, deterministic: true, sample_threads: 2, ..Default::default() };
+        let e = engine(p);
         let streams: Vec<_> = prompts
             .iter()
             .enumerate()

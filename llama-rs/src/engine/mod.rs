@@ -118,6 +118,10 @@ pub struct EngineParams {
     pub swa_full: bool,
     /// Threads (0 = all cores).
     pub n_threads: u32,
+    /// Threads that sample a step with many outputs (at least 4M logits, e.g. 28 rows
+    /// of a 152k vocabulary). 0: up to 8 when every layer runs on an accelerator (the
+    /// cores are idle while it computes), else 1 (llama.cpp's threads hold the cores).
+    pub sample_threads: usize,
     /// Flash attention.
     pub flash_attn: FlashAttn,
     /// Element type of the K cache.
@@ -151,6 +155,7 @@ impl Default for EngineParams {
             kv_unified: true,
             swa_full: true,
             n_threads: 0,
+            sample_threads: 0,
             flash_attn: FlashAttn::Auto,
             type_k: KvType::F16,
             type_v: KvType::F16,

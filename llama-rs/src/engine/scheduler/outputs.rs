@@ -18,7 +18,8 @@ pub(super) type Presampled = std::thread::Result<Result<Token>>;
 /// starting the threads costs more than they save.
 const PARALLEL_MIN: usize = 1 << 22;
 
-/// Most threads a step's sampling takes (reading the logits soon saturates memory).
+/// Most threads a step's sampling takes by default (reading the logits soon saturates
+/// memory).
 const SAMPLE_THREADS: usize = 8;
 
 impl Scheduler {
@@ -33,7 +34,13 @@ impl Scheduler {
         let n_vocab = self.ctx.model().n_vocab() as usize;
         let plain = |s: &Scheduled| s.output.is_some() && s.drafts.is_empty();
         let n_out = scheduled.iter().filter(|s| plain(s)).count();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(SAMPLE_THREADS);
+        let threads = match self.params.sample_threads {
+            0 if self.ctx.model().fully_offloaded() => {
+                std::thread::available_parallelism().map_or(1, |n| n.get()).min(SAMPLE_THREADS)
+            }
+            0 => 1,
+            n => n,
+        };
         if n_out * n_vocab < PARALLEL_MIN || threads < 2 {
             return out;
         }
