@@ -1,8 +1,8 @@
 """Throughput of the engine driven from Python: N concurrent streaming coroutines on
-`AsyncLlama` (each token crosses into Python as a chunk), against the same N prompts
-submitted as one list (`create_completion([...])`: one call, the engine's own pace with
-no per-token Python work) — and, with --lcpp-python, llama-cpp-python answering the
-same prompts one after another (it serves one request at a time).
+`AsyncLlama` (each token becomes a chunk dict in its own coroutine), against the same N
+prompts submitted as one list (`create_completion([...])`: one coroutine collects every
+event, which still crosses into Python) — and, with --lcpp-python, llama-cpp-python
+answering the same prompts one after another (it serves one request at a time).
 
     PYTHONPATH=target/py-llama:target/py-deps python3 llama-py/bench/engine.py \\
         --model M.gguf --clients 16,64 -n 64 [--ngl 99] [--lcpp-python /venv/bin/python]
@@ -69,7 +69,7 @@ def main():
     llm = llama_rs.AsyncLlama(model_path=a.model, n_parallel=max(widths), n_ctx=max(widths) * (a.n + 64),
                               n_threads=a.threads, n_gpu_layers=a.ngl)
     print(f"model {a.model}, {a.n} tokens per request, {a.reps} reps, n_gpu_layers {a.ngl}\n")
-    print("| requests | Python streaming t/s | one list (engine pace) t/s | ratio | llama-cpp-python one by one t/s |")
+    print("| requests | N streaming coroutines t/s | one call with a list t/s | ratio | llama-cpp-python one by one t/s |")
     print("|---|---|---|---|---|")
 
     async def run():
